@@ -15,3 +15,8 @@
 
 pub mod session;
 pub mod link;
+pub mod server;
+pub mod arch;
+pub mod hv;
+pub mod kernel;
+pub mod loader;

@@ -1,1 +1,203 @@
-fn main() {}
+//! The warpd daemon binary: picks its places, takes its lock, binds its
+//! sockets and runs the server (`warpd::server`) until told to stop or idle.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgGroup, Parser};
+use nix::fcntl::{Flock, FlockArg};
+use warp_common::paths::{Mode, Paths, PathsError};
+use warpd::server::{self, Options, ServerError};
+use warpd::session::Config;
+
+/// Default idle time before an embedded daemon exits.
+const DEFAULT_IDLE_SECS: u64 = 300;
+
+const ENV_HELP: &str = "\
+Environment:
+  WARP_HOME        keep the sockets, lock, log and store of an embedded daemon
+                   in this directory (tests use it to run isolated daemons)
+  WARP_IDLE_SECS   seconds without sessions or requests after which an
+                   embedded daemon exits (default 300; 0: never)
+  WARP_KVM_DEVICE  the KVM device to open (default /dev/kvm)
+  WARP_LOG         log filter, e.g. `debug` or `warpd=trace` (default info)
+
+Without WARP_HOME the embedded daemon listens in $XDG_RUNTIME_DIR/warpspeed
+(or /tmp/warpspeed-$UID) and keeps its store and log in $XDG_DATA_HOME/warpspeed
+(or ~/.local/share/warpspeed). The system daemon listens on
+/run/warpspeed/warpd.sock and keeps its store in /var/lib/warpspeed.";
+
+/// Warpspeed's daemon: records programs in virtual machines.
+///
+/// You rarely start it yourself: warpctl starts a private (embedded) daemon
+/// when none answers, and the systemd unit or launchd plist runs the
+/// system-wide one.
+#[derive(Parser, Debug)]
+#[command(name = "warpd", version, after_help = ENV_HELP)]
+#[command(group(ArgGroup::new("mode").required(true).args(["embedded", "system"])))]
+struct Args {
+    /// Run as one user's private daemon (what warpctl starts): socket and
+    /// store in the user's directories or $WARP_HOME; exits when idle.
+    #[arg(long)]
+    embedded: bool,
+    /// Run as the machine's daemon (for systemd/launchd): socket
+    /// /run/warpspeed/warpd.sock, open to every local user; never idles out.
+    #[arg(long)]
+    system: bool,
+}
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+enum DaemonError {
+    #[error("{0}")]
+    Paths(#[from] PathsError),
+    #[error("cannot open the lock file {}: {source}", path.display())]
+    Lock { path: PathBuf, source: io::Error },
+    #[error("cannot listen on {}: {source}", path.display())]
+    Bind { path: PathBuf, source: io::Error },
+    #[error("WARP_IDLE_SECS must be a whole number of seconds, not {0:?}")]
+    Idle(String),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(io::Error),
+    #[error("{0}")]
+    Server(#[from] ServerError),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(io::stderr).init();
+
+    let mode = if args.system { Mode::System } else { Mode::Embedded };
+    match run(mode) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(mode: Mode) -> Result<(), DaemonError> {
+    let uid = nix::unistd::getuid().as_raw();
+    let paths = match mode {
+        Mode::System => Paths::system(),
+        Mode::Embedded => Paths::embedded_for_this_process()?,
+    };
+    let idle_timeout = match mode {
+        Mode::System => None,
+        Mode::Embedded => idle_timeout()?,
+    };
+    paths.prepare_socket_dir(uid)?;
+    paths.prepare_data_dir()?;
+
+    // One daemon per socket: a second one (two warpctls starting daemons at
+    // once) finds the lock held and leaves quietly; the first one serves both.
+    let Some(_lock) = take_lock(&paths.lock)? else {
+        tracing::debug!(lock = %paths.lock.display(), "another warpd holds the lock; exiting");
+        return Ok(());
+    };
+
+    // We hold the lock, so any socket file left is a dead daemon's.
+    let grpc_mode = match mode {
+        Mode::System => 0o666,
+        Mode::Embedded => 0o600,
+    };
+    let grpc = bind(&paths.socket, grpc_mode)?;
+    // Brokers run as whichever user recorded; the token and peer uid decide.
+    let broker = bind(&paths.broker_socket, 0o666)?;
+
+    let options = Options {
+        mode,
+        owner_uid: uid,
+        socket: paths.socket.clone(),
+        broker_socket: paths.broker_socket.clone(),
+        idle_timeout,
+        config: Config::default(),
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        pid = std::process::id(),
+        mode = mode.as_str(),
+        socket = %paths.socket.display(),
+        idle_secs = idle_timeout.map(|d| d.as_secs()),
+        "warpd listening"
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    let result = runtime.block_on(async {
+        let grpc = tokio::net::UnixListener::from_std(grpc)
+            .map_err(|source| DaemonError::Bind { path: paths.socket.clone(), source })?;
+        let broker = tokio::net::UnixListener::from_std(broker)
+            .map_err(|source| DaemonError::Bind { path: paths.broker_socket.clone(), source })?;
+        server::serve(options, grpc, broker, termination()).await?;
+        Ok::<(), DaemonError>(())
+    });
+    let _ = fs::remove_file(&paths.socket);
+    let _ = fs::remove_file(&paths.broker_socket);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    tracing::info!("warpd stopped");
+    result
+}
+
+/// `WARP_IDLE_SECS`, or the default; `None` for 0 (never).
+fn idle_timeout() -> Result<Option<Duration>, DaemonError> {
+    let secs = match std::env::var("WARP_IDLE_SECS") {
+        Ok(v) => v.trim().parse::<u64>().map_err(|_| DaemonError::Idle(v))?,
+        Err(_) => DEFAULT_IDLE_SECS,
+    };
+    Ok((secs > 0).then(|| Duration::from_secs(secs)))
+}
+
+/// Takes the daemon lock; `None` if another process holds it.
+fn take_lock(path: &Path) -> Result<Option<Flock<File>>, DaemonError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| DaemonError::Lock { path: path.to_owned(), source })?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, errno)) => Err(DaemonError::Lock { path: path.to_owned(), source: errno.into() }),
+    }
+}
+
+/// Binds a unix socket at `path` (replacing a stale one) with `mode`.
+fn bind(path: &Path, mode: u32) -> Result<StdUnixListener, DaemonError> {
+    let err = |source| DaemonError::Bind { path: path.to_owned(), source };
+    match fs::remove_file(path) {
+        Ok(()) => tracing::debug!(path = %path.display(), "removed a stale socket"),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let listener = StdUnixListener::bind(path).map_err(err)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(err)?;
+    listener.set_nonblocking(true).map_err(err)?;
+    Ok(listener)
+}
+
+/// Completes on SIGTERM or SIGINT (systemd's stop, a Ctrl-C when run by hand).
+async fn termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::warn!("cannot watch for SIGTERM/SIGINT; stop warpd with `warpctl daemon stop`");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}

@@ -1,0 +1,159 @@
+//! The x86_64 guest: its physical layout, page tables, descriptor tables,
+//! the syscall trampoline and exception decoding.
+//!
+//! Physical layout (two memory slots):
+//!
+//! ```text
+//!  slot 0  "kernel" memfd, private to warpd (the broker never sees it)
+//!    0x0000_1000  PML4
+//!    0x0010_0000  ring-0 text: IDT stubs, 16 bytes a vector
+//!    0x0020_0000  GDT    0x0020_1000 IDT    0x0020_2000 TSS (+ I/O bitmap)
+//!    0x0021_0000  top of the ring-0 stack (RSP0); exception frames below it
+//!    0x0030_0000  the syscall trampoline page (mapped at TRAMPOLINE_VA, user)
+//!    0x0100_0000 .. KERNEL_SLOT_SIZE   page-table pool
+//!  slot 1  "guest" memfd, shared with the broker: every page the program can touch
+//!    USER_GPA_BASE ..
+//! ```
+//!
+//! Ring-0 structures are mapped supervisor-only at `KBASE + gpa`.
+
+pub mod descriptors;
+pub mod paging;
+pub mod regs;
+
+pub use regs::Regs;
+
+/// Where ring-0 structures are mapped in the guest's virtual space.
+pub const KBASE: u64 = 0xffff_ffff_8000_0000;
+/// Size of the kernel slot (sparse: only touched pages cost memory).
+pub const KERNEL_SLOT_SIZE: u64 = 256 << 20;
+pub const GPA_PML4: u64 = 0x1000;
+pub const GPA_KTEXT: u64 = 0x10_0000;
+pub const GPA_GDT: u64 = 0x20_0000;
+pub const GPA_IDT: u64 = 0x20_1000;
+pub const GPA_TSS: u64 = 0x20_2000;
+pub const GPA_KSTACK_TOP: u64 = 0x21_0000;
+pub const GPA_TRAMPOLINE: u64 = 0x30_0000;
+pub const GPA_PT_POOL: u64 = 0x100_0000;
+/// How much of the kernel slot is mapped at KBASE (text, tables, stack).
+pub const KERNEL_MAPPED: u64 = 0x40_0000;
+
+/// First guest-physical address of the guest memfd.
+pub const USER_GPA_BASE: u64 = 1 << 32;
+
+/// One past the highest user address, as Linux's TASK_SIZE: the last page
+/// below 2^47 is never user memory on Linux, so the trampoline lives there
+/// and no mmap can reach it.
+pub const USER_TOP: u64 = 0x7fff_ffff_f000;
+pub const TRAMPOLINE_VA: u64 = USER_TOP;
+
+pub const PAGE_SIZE: u64 = 4096;
+
+/// I/O ports the guest uses to leave to the host.
+pub const PORT_SYSCALL: u16 = 0x10;
+pub const PORT_EXCEPTION: u16 = 0x11;
+
+/// Segment selectors (GDT index << 3 | RPL).
+pub const SEL_KCODE: u16 = 0x10;
+pub const SEL_KDATA: u16 = 0x18;
+pub const SEL_UDATA: u16 = 0x2b;
+pub const SEL_UCODE: u16 = 0x33;
+pub const SEL_TSS: u16 = 0x40;
+
+pub const MSR_STAR: u32 = 0xc000_0081;
+pub const MSR_LSTAR: u32 = 0xc000_0082;
+pub const MSR_CSTAR: u32 = 0xc000_0083;
+pub const MSR_SFMASK: u32 = 0xc000_0084;
+pub const MSR_FS_BASE: u32 = 0xc000_0100;
+pub const MSR_GS_BASE: u32 = 0xc000_0101;
+pub const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
+
+/// `syscall` loads CS from STAR[47:32] (kernel) and returns with STAR[63:48].
+pub const STAR_VALUE: u64 = (0x23 << 48) | ((SEL_KCODE as u64) << 32);
+/// Flags cleared on `syscall`: TF, IF, DF, AC and IOPL/NT bits, as Linux.
+pub const SFMASK_VALUE: u64 = 0x4_7700;
+
+/// Bytes of the trampoline page: `out %al, $PORT_SYSCALL`. The host resumes
+/// the program at rcx with rflags from r11, so nothing follows but traps.
+pub fn trampoline_page() -> Vec<u8> {
+    let mut page = vec![0xcc; PAGE_SIZE as usize]; // int3 everywhere else
+    page[0] = 0xe6; // out imm8, al
+    page[1] = PORT_SYSCALL as u8;
+    page
+}
+
+/// What an exception frame on the ring-0 stack holds (pushed by the IDT
+/// stub and the CPU): vector, error code, then the hardware frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExceptionFrame {
+    pub vector: u64,
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+/// Size in bytes of [`ExceptionFrame`] on the ring-0 stack.
+pub const EXCEPTION_FRAME_SIZE: u64 = 56;
+
+impl ExceptionFrame {
+    pub fn from_words(w: [u64; 7]) -> Self {
+        ExceptionFrame { vector: w[0], error_code: w[1], rip: w[2], cs: w[3], rflags: w[4], rsp: w[5], ss: w[6] }
+    }
+}
+
+/// The signal Linux sends for a CPU exception taken in user mode, or None
+/// for vectors a user program cannot raise.
+pub fn exception_signal(vector: u64) -> Option<i32> {
+    Some(match vector {
+        0 => libc::SIGFPE,       // #DE divide error
+        1 | 3 => libc::SIGTRAP,  // #DB, #BP
+        4 => libc::SIGSEGV,      // #OF
+        5 => libc::SIGSEGV,      // #BR
+        6 => libc::SIGILL,       // #UD
+        7 => libc::SIGFPE,       // #NM (should not happen: FPU is always on)
+        12 => libc::SIGBUS,      // #SS
+        13 | 14 => libc::SIGSEGV, // #GP, #PF
+        16 | 19 => libc::SIGFPE, // #MF, #XM
+        17 => libc::SIGBUS,      // #AC
+        _ => return None,
+    })
+}
+
+/// Page-fault error code bits.
+pub mod pf {
+    pub const PRESENT: u64 = 1;
+    pub const WRITE: u64 = 2;
+    pub const USER: u64 = 4;
+    pub const FETCH: u64 = 16;
+}
+
+/// True when the bytes at a #UD or #GP are `int $0x80`, the 32-bit syscall
+/// ABI, which Warpspeed refuses (it arrives as #UD on PVM, #GP elsewhere).
+pub fn is_int80(code: &[u8]) -> bool {
+    code.len() >= 2 && code[0] == 0xcd && code[1] == 0x80
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exceptions_map_to_linux_signals() {
+        assert_eq!(exception_signal(14), Some(libc::SIGSEGV));
+        assert_eq!(exception_signal(6), Some(libc::SIGILL));
+        assert_eq!(exception_signal(0), Some(libc::SIGFPE));
+        assert_eq!(exception_signal(3), Some(libc::SIGTRAP));
+        assert_eq!(exception_signal(17), Some(libc::SIGBUS));
+        assert_eq!(exception_signal(2), None);
+    }
+
+    #[test]
+    fn trampoline_starts_with_out() {
+        let p = trampoline_page();
+        assert_eq!(&p[..2], &[0xe6, 0x10]);
+        assert_eq!(p.len(), 4096);
+    }
+}

@@ -1,0 +1,217 @@
+//! 4-level x86_64 page tables, built and edited by the host in the kernel
+//! slot's memory.
+//!
+//! Intermediate tables are never freed: on a shadow-paging host (PVM) KVM
+//! keeps shadow pages keyed by guest page-table pages, and a host edit of a
+//! live entry is not seen by the guest (HOST-KVM.md). Keeping intermediate
+//! tables means their entries only ever go from not-present to present;
+//! leaf edits are made visible by the memory manager, which drops the
+//! affected frames from KVM's view (see `kernel::mm`).
+
+pub const PTE_PRESENT: u64 = 1;
+pub const PTE_WRITE: u64 = 1 << 1;
+pub const PTE_USER: u64 = 1 << 2;
+pub const PTE_NX: u64 = 1 << 63;
+pub const PTE_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+/// Why a mapping could not be made.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PagingError {
+    /// Every page of the page-table pool is in use.
+    #[error("out of page-table memory")]
+    PoolExhausted,
+}
+
+/// Memory holding the page tables, addressed by guest-physical address.
+pub trait TableMemory {
+    fn read_u64(&self, gpa: u64) -> u64;
+    fn write_u64(&mut self, gpa: u64, value: u64);
+    fn zero_page(&mut self, gpa: u64);
+}
+
+impl TableMemory for [u8] {
+    fn read_u64(&self, gpa: u64) -> u64 {
+        let i = gpa as usize;
+        u64::from_le_bytes(self[i..i + 8].try_into().expect("8 bytes"))
+    }
+    fn write_u64(&mut self, gpa: u64, value: u64) {
+        let i = gpa as usize;
+        self[i..i + 8].copy_from_slice(&value.to_le_bytes());
+    }
+    fn zero_page(&mut self, gpa: u64) {
+        let i = gpa as usize;
+        self[i..i + 4096].fill(0);
+    }
+}
+
+/// The page-table tree rooted at one PML4, with a bump allocator for new
+/// table pages.
+#[derive(Debug)]
+pub struct PageTables {
+    pml4: u64,
+    next_free: u64,
+    pool_end: u64,
+}
+
+fn index(va: u64, level: u32) -> u64 {
+    (va >> (12 + 9 * level)) & 511
+}
+
+impl PageTables {
+    /// A fresh tree: zeroes the PML4 page; tables come from `[pool_start, pool_end)`.
+    pub fn new(mem: &mut (impl TableMemory + ?Sized), pml4: u64, pool_start: u64, pool_end: u64) -> Self {
+        mem.zero_page(pml4);
+        PageTables { pml4, next_free: pool_start, pool_end }
+    }
+
+    pub fn root(&self) -> u64 {
+        self.pml4
+    }
+
+    /// Bytes of page-table pool used so far.
+    pub fn pool_used(&self, pool_start: u64) -> u64 {
+        self.next_free - pool_start
+    }
+
+    fn alloc_table(&mut self, mem: &mut (impl TableMemory + ?Sized)) -> Result<u64, PagingError> {
+        if self.next_free + 4096 > self.pool_end {
+            return Err(PagingError::PoolExhausted);
+        }
+        let t = self.next_free;
+        self.next_free += 4096;
+        mem.zero_page(t);
+        Ok(t)
+    }
+
+    /// The address of the leaf entry for `va`, creating tables on the way
+    /// when `create` is set.
+    fn leaf_slot(
+        &mut self,
+        mem: &mut (impl TableMemory + ?Sized),
+        va: u64,
+        create: bool,
+    ) -> Result<Option<u64>, PagingError> {
+        let mut table = self.pml4;
+        for level in (1..=3).rev() {
+            let slot = table + index(va, level) * 8;
+            let entry = mem.read_u64(slot);
+            if entry & PTE_PRESENT == 0 {
+                if !create {
+                    return Ok(None);
+                }
+                let t = self.alloc_table(mem)?;
+                // Intermediate entries allow everything; the leaf decides.
+                mem.write_u64(slot, t | PTE_PRESENT | PTE_WRITE | PTE_USER);
+                table = t;
+            } else {
+                table = entry & PTE_ADDR_MASK;
+            }
+        }
+        Ok(Some(table + index(va, 0) * 8))
+    }
+
+    /// Maps the page at `va` to `pa` with `flags`; returns the entry it replaced.
+    pub fn map(&mut self, mem: &mut (impl TableMemory + ?Sized), va: u64, pa: u64, flags: u64) -> Result<u64, PagingError> {
+        let slot = self.leaf_slot(mem, va, true)?.expect("created");
+        let old = mem.read_u64(slot);
+        mem.write_u64(slot, (pa & PTE_ADDR_MASK) | flags | PTE_PRESENT);
+        Ok(old)
+    }
+
+    /// Removes the mapping of the page at `va`; returns the old entry (0 if none).
+    pub fn unmap(&mut self, mem: &mut (impl TableMemory + ?Sized), va: u64) -> u64 {
+        match self.leaf_slot(mem, va, false) {
+            Ok(Some(slot)) => {
+                let old = mem.read_u64(slot);
+                mem.write_u64(slot, 0);
+                old
+            }
+            _ => 0,
+        }
+    }
+
+    /// Replaces an entry as is (present or not); returns the old one.
+    pub fn set_entry(&mut self, mem: &mut (impl TableMemory + ?Sized), va: u64, entry: u64) -> Result<u64, PagingError> {
+        let slot = self.leaf_slot(mem, va, entry & PTE_PRESENT != 0)?;
+        match slot {
+            Some(slot) => {
+                let old = mem.read_u64(slot);
+                mem.write_u64(slot, entry);
+                Ok(old)
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// The leaf entry for `va` (0 when nothing is mapped there).
+    pub fn entry(&self, mem: &(impl TableMemory + ?Sized), va: u64) -> u64 {
+        let mut table = self.pml4;
+        for level in (1..=3).rev() {
+            let entry = mem.read_u64(table + index(va, level) * 8);
+            if entry & PTE_PRESENT == 0 {
+                return 0;
+            }
+            table = entry & PTE_ADDR_MASK;
+        }
+        mem.read_u64(table + index(va, 0) * 8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (Vec<u8>, PageTables) {
+        let mut mem = vec![0u8; 1 << 20];
+        let pt = PageTables::new(mem.as_mut_slice(), 0x1000, 0x2000, 1 << 20);
+        (mem, pt)
+    }
+
+    #[test]
+    fn map_and_look_up() {
+        let (mut mem, mut pt) = setup();
+        let m = mem.as_mut_slice();
+        assert_eq!(pt.entry(m, 0x40_0000), 0);
+        pt.map(m, 0x40_0000, 0x1_0000_5000, PTE_USER | PTE_WRITE).unwrap();
+        let e = pt.entry(m, 0x40_0000);
+        assert_eq!(e & PTE_ADDR_MASK, 0x1_0000_5000);
+        assert_ne!(e & PTE_PRESENT, 0);
+        assert_ne!(e & PTE_WRITE, 0);
+        // A neighbour in the same table shares the tables: only 3 were made.
+        pt.map(m, 0x40_1000, 0x1_0000_6000, PTE_USER).unwrap();
+        assert_eq!(pt.pool_used(0x2000), 3 * 4096);
+        // The PML4 entry is the 0th for a low address.
+        assert_ne!(m.read_u64(0x1000) & PTE_PRESENT, 0);
+    }
+
+    #[test]
+    fn high_addresses_use_their_own_indices() {
+        let (mut mem, mut pt) = setup();
+        let m = mem.as_mut_slice();
+        pt.map(m, 0x7fff_ffff_f000, 0x30_0000, PTE_USER).unwrap();
+        pt.map(m, 0xffff_ffff_8000_0000, 0, PTE_WRITE).unwrap();
+        assert_eq!(pt.entry(m, 0x7fff_ffff_f000) & PTE_ADDR_MASK, 0x30_0000);
+        assert_eq!(pt.entry(m, 0xffff_ffff_8000_0000) & PTE_USER, 0);
+        assert_eq!(pt.entry(m, 0x7fff_ffff_e000), 0);
+        assert_ne!(m.read_u64(0x1000 + 255 * 8), 0);
+        assert_ne!(m.read_u64(0x1000 + 511 * 8), 0);
+    }
+
+    #[test]
+    fn unmap_returns_the_old_entry() {
+        let (mut mem, mut pt) = setup();
+        let m = mem.as_mut_slice();
+        pt.map(m, 0x1000, 0x9000, PTE_USER).unwrap();
+        let old = pt.unmap(m, 0x1000);
+        assert_eq!(old & PTE_ADDR_MASK, 0x9000);
+        assert_eq!(pt.entry(m, 0x1000), 0);
+        assert_eq!(pt.unmap(m, 0x5555_0000), 0);
+    }
+
+    #[test]
+    fn pool_exhaustion_is_an_error() {
+        let mut mem = vec![0u8; 0x5000];
+        let mut pt = PageTables::new(mem.as_mut_slice(), 0x1000, 0x2000, 0x4000);
+        assert_eq!(pt.map(mem.as_mut_slice(), 0x1000, 0x9000, 0), Err(PagingError::PoolExhausted));
+    }
+}

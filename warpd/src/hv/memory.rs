@@ -1,0 +1,185 @@
+//! Guest physical memory: sealed, sparse memfds mapped into warpd.
+//!
+//! Two regions back every VM: the kernel region (page tables, descriptor
+//! tables, trampolines; never leaves warpd) and the guest region (every page
+//! the program can touch; passed to the broker with SCM_RIGHTS so that I/O
+//! lands straight in it). Both are sealed against shrinking and growing, so
+//! a hostile broker cannot make warpd's mapping fault. Pages cost host
+//! memory only once touched; [`MemFd::punch_hole`] gives them back.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+
+use super::HvError;
+
+/// A memfd of fixed size, mapped shared into this process.
+pub struct MemFd {
+    fd: OwnedFd,
+    ptr: NonNull<u8>,
+    size: u64,
+}
+
+// SAFETY: the mapping is plain shared memory with no thread affinity; all
+// access goes through bounds-checked copies.
+unsafe impl Send for MemFd {}
+// SAFETY: as above; concurrent readers only copy bytes out.
+unsafe impl Sync for MemFd {}
+
+impl MemFd {
+    /// Creates a sparse memfd of `size` bytes, seals its size, and maps it.
+    pub fn create(name: &str, size: u64) -> Result<Self, HvError> {
+        let cname = std::ffi::CString::new(name).expect("no NUL in name");
+        // SAFETY: memfd_create with a valid C string; the result is checked.
+        let raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+        if raw < 0 {
+            return Err(HvError::call("memfd_create", std::io::Error::last_os_error()));
+        }
+        // SAFETY: raw is a fresh descriptor we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: ftruncate on our own descriptor.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) } != 0 {
+            return Err(HvError::call("ftruncate guest memory", std::io::Error::last_os_error()));
+        }
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        // SAFETY: fcntl on our own descriptor.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
+            return Err(HvError::call("sealing guest memory", std::io::Error::last_os_error()));
+        }
+        // SAFETY: a fresh shared mapping of the whole file; checked below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_NORESERVE,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(HvError::call("mapping guest memory", std::io::Error::last_os_error()));
+        }
+        let ptr = NonNull::new(p as *mut u8).expect("mmap never returns NULL on success");
+        Ok(MemFd { fd, ptr, size })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn host_addr(&self) -> u64 {
+        self.ptr.as_ptr() as u64
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    fn check(&self, offset: u64, len: usize) -> bool {
+        offset.checked_add(len as u64).is_some_and(|end| end <= self.size)
+    }
+
+    /// Copies bytes out. Panics on an out-of-range offset: callers translate
+    /// guest addresses first, so that is a warpd bug, not guest input.
+    pub fn read(&self, offset: u64, buf: &mut [u8]) {
+        assert!(self.check(offset, buf.len()), "memory read out of range: {offset:#x}+{}", buf.len());
+        // SAFETY: in range (checked); the mapping lives as long as self.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset as usize), buf.as_mut_ptr(), buf.len()) }
+    }
+
+    pub fn write(&self, offset: u64, buf: &[u8]) {
+        assert!(self.check(offset, buf.len()), "memory write out of range: {offset:#x}+{}", buf.len());
+        // SAFETY: in range (checked); the mapping lives as long as self.
+        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), self.ptr.as_ptr().add(offset as usize), buf.len()) }
+    }
+
+    pub fn read_u64(&self, offset: u64) -> u64 {
+        let mut b = [0u8; 8];
+        self.read(offset, &mut b);
+        u64::from_le_bytes(b)
+    }
+
+    /// The whole region as a byte slice, for building tables.
+    ///
+    /// Only for the kernel region, which no other process maps.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: the mapping is `size` bytes long and lives as long as self;
+        // &mut self keeps other borrows of it away in this process.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.size as usize) }
+    }
+
+    /// Gives pages back to the host: they read as zero afterwards, and KVM
+    /// drops any mapping of them (its MMU notifier sees the change).
+    pub fn punch_hole(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        assert!(self.check(offset, len as usize));
+        // SAFETY: fallocate on our own descriptor within its size.
+        let r = unsafe {
+            libc::fallocate(
+                self.fd.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset as libc::off_t,
+                len as libc::off_t,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Drops this process's page-table entries for a range without touching
+    /// the data (shared file pages stay in the memfd). KVM's MMU notifier
+    /// then forgets its own mappings of those pages, so the guest re-walks
+    /// its page tables on the next access: this is how an edited leaf entry
+    /// becomes visible under shadow paging.
+    pub fn forget_mappings(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        assert!(self.check(offset, len as usize));
+        // SAFETY: the range lies inside our shared file mapping; DONTNEED on
+        // a shared mapping discards only page-table entries, not data.
+        let r = unsafe {
+            libc::madvise(self.ptr.as_ptr().add(offset as usize) as *mut libc::c_void, len as usize, libc::MADV_DONTNEED)
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for MemFd {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping made in create().
+        unsafe { libc::munmap(self.ptr.as_ptr() as *mut libc::c_void, self.size as usize) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_sparse_round_trip() {
+        let m = MemFd::create("test", 1 << 30).unwrap();
+        m.write(12345, b"hello");
+        let mut b = [0u8; 5];
+        m.read(12345, &mut b);
+        assert_eq!(&b, b"hello");
+        m.punch_hole(8192, 8192).unwrap();
+        m.read(12345, &mut b);
+        assert_eq!(b, [0; 5]);
+        // Sealed: the size cannot change.
+        // SAFETY: ftruncate on a descriptor we own.
+        let r = unsafe { libc::ftruncate(m.fd().as_raw_fd(), 4096) };
+        assert_eq!(r, -1);
+    }
+
+    #[test]
+    fn forgetting_mappings_keeps_data() {
+        let m = MemFd::create("test", 1 << 20).unwrap();
+        m.write(4096, b"kept");
+        m.forget_mappings(4096, 4096).unwrap();
+        let mut b = [0u8; 4];
+        m.read(4096, &mut b);
+        assert_eq!(&b, b"kept");
+    }
+}

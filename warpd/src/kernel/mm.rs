@@ -1,0 +1,525 @@
+//! The guest's address space: mappings (VMAs), the program break, page
+//! tables and the frames behind them.
+//!
+//! Every user page with a frame has one in the guest memfd; page tables live
+//! in the kernel memfd. Anonymous memory gets page-table entries at mmap
+//! time pointing at frames the host allocates on first touch, so there is no
+//! exit per page.
+//!
+//! Making leaf edits visible under shadow paging (HOST-KVM.md): when an
+//! entry that was present changes, the frame it pointed at is dropped from
+//! warpd's own mapping ([`MemFd::forget_mappings`]) or given back
+//! ([`MemFd::punch_hole`]); either fires KVM's MMU notifier, which discards
+//! the shadow entries for that frame, so the guest's next access walks the
+//! edited tables. Entries that go from not-present to present need nothing.
+
+use std::collections::BTreeMap;
+
+use super::errno::Errno;
+use super::frames::FrameAllocator;
+use crate::arch::x86_64::paging::{PageTables, PTE_ADDR_MASK, PTE_NX, PTE_PRESENT, PTE_USER, PTE_WRITE};
+use crate::arch::x86_64::{self as x86, PAGE_SIZE, USER_GPA_BASE, USER_TOP};
+use crate::hv::memory::MemFd;
+
+pub const PROT_READ: u32 = 1;
+pub const PROT_WRITE: u32 = 2;
+pub const PROT_EXEC: u32 = 4;
+
+/// Lowest address mmap hands out (Linux's default vm.mmap_min_addr).
+pub const MMAP_MIN_ADDR: u64 = 0x1_0000;
+/// Where top-down mmap placement starts (Linux's layout without ASLR).
+pub const MMAP_BASE: u64 = 0x7fff_f7ff_f000;
+/// The initial stack: 8 MiB below the trampoline page.
+pub const STACK_TOP: u64 = USER_TOP;
+pub const STACK_SIZE: u64 = 8 << 20;
+
+/// A page-table entry bit we use while the entry is not present: the frame
+/// is kept (PROT_NONE over memory that has contents).
+const PTE_KEEP: u64 = 1 << 9;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmaKind {
+    Anonymous,
+    Heap,
+    Stack,
+    /// A segment of the executable.
+    Image(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct Vma {
+    pub end: u64,
+    pub prot: u32,
+    pub kind: VmaKind,
+}
+
+pub fn page_down(a: u64) -> u64 {
+    a & !(PAGE_SIZE - 1)
+}
+
+pub fn page_up(a: u64) -> Option<u64> {
+    a.checked_add(PAGE_SIZE - 1).map(page_down)
+}
+
+fn pte_flags(prot: u32) -> u64 {
+    let mut f = PTE_USER;
+    if prot & PROT_WRITE != 0 {
+        f |= PTE_WRITE;
+    }
+    if prot & PROT_EXEC == 0 {
+        f |= PTE_NX;
+    }
+    f
+}
+
+/// Coalesces page-sized frame offsets into (offset, len) runs.
+fn push_run(runs: &mut Vec<(u64, u64)>, off: u64, len: u64) {
+    if let Some(last) = runs.last_mut() {
+        if last.0 + last.1 == off {
+            last.1 += len;
+            return;
+        }
+    }
+    runs.push((off, len));
+}
+
+pub struct Mm {
+    pub kernel: MemFd,
+    pub guest: MemFd,
+    pt: PageTables,
+    frames: FrameAllocator,
+    vmas: BTreeMap<u64, Vma>,
+    pub brk_start: u64,
+    pub brk: u64,
+}
+
+impl Mm {
+    pub fn new(kernel: MemFd, guest: MemFd) -> Self {
+        let mut kernel = kernel;
+        let pt = PageTables::new(kernel.as_mut_slice(), x86::GPA_PML4, x86::GPA_PT_POOL, x86::KERNEL_SLOT_SIZE);
+        let frames = FrameAllocator::new(guest.size() / PAGE_SIZE);
+        Mm { kernel, guest, pt, frames, vmas: BTreeMap::new(), brk_start: 0, brk: 0 }
+    }
+
+    pub fn cr3(&self) -> u64 {
+        self.pt.root()
+    }
+
+    /// Maps a kernel-slot page into the guest's virtual space (ring-0 tables,
+    /// the trampoline). Used once while building the VM.
+    pub fn map_kernel_page(&mut self, va: u64, gpa: u64, flags: u64) -> Result<(), Errno> {
+        let mem = self.kernel.as_mut_slice();
+        self.pt.map(mem, va, gpa, flags).map_err(|_| Errno::ENOMEM)?;
+        Ok(())
+    }
+
+    pub fn vmas(&self) -> impl Iterator<Item = (&u64, &Vma)> {
+        self.vmas.iter()
+    }
+
+    /// Bytes of guest memory given out as frames.
+    pub fn frames_in_use(&self) -> u64 {
+        self.guest.size() / PAGE_SIZE - self.frames.free_count()
+    }
+
+    fn entry(&self, va: u64) -> u64 {
+        // SAFETY-free: the kernel slot is only ever accessed by this thread.
+        let mem = kernel_slice(&self.kernel);
+        self.pt.entry(mem, va)
+    }
+
+    fn set_entry(&mut self, va: u64, entry: u64) -> Result<u64, Errno> {
+        let mem = self.kernel.as_mut_slice();
+        self.pt.set_entry(mem, va, entry).map_err(|_| Errno::ENOMEM)
+    }
+
+    /// Splits the VMA containing `addr` (if any) so that one starts at `addr`.
+    fn split_at(&mut self, addr: u64) {
+        let found = self.vmas.range(..addr).next_back().map(|(&s, v)| (s, v.clone()));
+        if let Some((start, vma)) = found {
+            if start < addr && addr < vma.end {
+                self.vmas.get_mut(&start).expect("present").end = addr;
+                self.vmas.insert(addr, Vma { end: vma.end, ..vma });
+            }
+        }
+    }
+
+    fn overlaps(&self, start: u64, end: u64) -> bool {
+        if let Some((_, v)) = self.vmas.range(..end).next_back() {
+            return v.end > start;
+        }
+        false
+    }
+
+    /// True when every page of [start, end) belongs to some VMA.
+    fn fully_mapped(&self, start: u64, end: u64) -> bool {
+        let mut at = start;
+        for (&s, v) in self.vmas.range(..end) {
+            if v.end <= at {
+                continue;
+            }
+            if s > at {
+                return false;
+            }
+            at = v.end;
+            if at >= end {
+                return true;
+            }
+        }
+        at >= end
+    }
+
+    /// The highest free range of `len` bytes below MMAP_BASE.
+    fn find_free(&self, len: u64) -> Option<u64> {
+        let mut hi = MMAP_BASE;
+        for (&s, v) in self.vmas.range(..MMAP_BASE).rev() {
+            if v.end <= hi && hi - v.end >= len {
+                return Some(hi - len);
+            }
+            hi = hi.min(s);
+        }
+        if hi >= MMAP_MIN_ADDR + len {
+            Some(hi - len)
+        } else {
+            None
+        }
+    }
+
+    /// Chooses where a new mapping goes: `addr` when fixed, the hint when it
+    /// is free, else top-down.
+    pub fn place(&self, addr: u64, len: u64, fixed: bool) -> Result<u64, Errno> {
+        if fixed {
+            return Ok(addr);
+        }
+        if addr >= MMAP_MIN_ADDR && addr % PAGE_SIZE == 0 {
+            if let Some(end) = addr.checked_add(len) {
+                if end <= USER_TOP && !self.overlaps(addr, end) {
+                    return Ok(addr);
+                }
+            }
+        }
+        self.find_free(len).ok_or(Errno::ENOMEM)
+    }
+
+    /// Maps fresh zeroed pages at [addr, addr+len) (page aligned, already
+    /// free or replaced with MAP_FIXED semantics by the caller).
+    pub fn map_anonymous(&mut self, addr: u64, len: u64, prot: u32, kind: VmaKind) -> Result<(), Errno> {
+        let end = addr.checked_add(len).filter(|&e| e <= USER_TOP).ok_or(Errno::ENOMEM)?;
+        self.unmap(addr, len)?;
+        let pages = len / PAGE_SIZE;
+        if prot != 0 {
+            let runs = self.frames.alloc(pages).ok_or(Errno::ENOMEM)?;
+            let flags = pte_flags(prot);
+            let mut va = addr;
+            for (start, n) in runs {
+                for f in start..start + n {
+                    let gpa = USER_GPA_BASE + f * PAGE_SIZE;
+                    if let Err(e) = self.set_entry(va, gpa | flags | PTE_PRESENT) {
+                        // Out of page-table memory: undo what was mapped.
+                        self.vmas.insert(addr, Vma { end: va, prot, kind });
+                        let _ = self.unmap(addr, va - addr);
+                        self.frames.free(f, start + n - f);
+                        return Err(e);
+                    }
+                    va += PAGE_SIZE;
+                }
+            }
+        }
+        self.vmas.insert(addr, Vma { end, prot, kind });
+        Ok(())
+    }
+
+    /// Removes mappings in [addr, addr+len): frames go back to the host.
+    pub fn unmap(&mut self, addr: u64, len: u64) -> Result<(), Errno> {
+        let end = addr + len;
+        self.split_at(addr);
+        self.split_at(end);
+        let starts: Vec<u64> = self.vmas.range(addr..end).map(|(&s, _)| s).collect();
+        let mut freed = Vec::new();
+        for s in starts {
+            let vma = self.vmas.remove(&s).expect("listed");
+            let mut va = s;
+            while va < vma.end {
+                let old = self.entry(va);
+                if old & (PTE_PRESENT | PTE_KEEP) != 0 {
+                    self.set_entry(va, 0)?;
+                    let off = (old & PTE_ADDR_MASK) - USER_GPA_BASE;
+                    push_run(&mut freed, off, PAGE_SIZE);
+                }
+                va += PAGE_SIZE;
+            }
+        }
+        for (off, len) in freed {
+            self.frames.free(off / PAGE_SIZE, len / PAGE_SIZE);
+            // Punching also drops KVM's mappings of these frames.
+            self.guest.punch_hole(off, len).map_err(|_| Errno::ENOMEM)?;
+        }
+        Ok(())
+    }
+
+    /// mprotect: every page of the range must be mapped (else ENOMEM).
+    pub fn protect(&mut self, addr: u64, len: u64, prot: u32) -> Result<(), Errno> {
+        let end = addr + len;
+        if !self.fully_mapped(addr, end) {
+            return Err(Errno::ENOMEM);
+        }
+        self.split_at(addr);
+        self.split_at(end);
+        let starts: Vec<u64> = self.vmas.range(addr..end).map(|(&s, _)| s).collect();
+        let mut forget = Vec::new();
+        for s in starts {
+            let vma_end = {
+                let v = self.vmas.get_mut(&s).expect("listed");
+                v.prot = prot;
+                v.end
+            };
+            let mut va = s;
+            while va < vma_end {
+                let old = self.entry(va);
+                let frame = old & PTE_ADDR_MASK;
+                let new = if prot == 0 {
+                    if frame != 0 { frame | PTE_KEEP } else { 0 }
+                } else if frame != 0 {
+                    frame | pte_flags(prot) | PTE_PRESENT
+                } else {
+                    let run = self.frames.alloc(1).ok_or(Errno::ENOMEM)?;
+                    (USER_GPA_BASE + run[0].0 * PAGE_SIZE) | pte_flags(prot) | PTE_PRESENT
+                };
+                if new != old {
+                    self.set_entry(va, new)?;
+                    if old & PTE_PRESENT != 0 {
+                        push_run(&mut forget, frame - USER_GPA_BASE, PAGE_SIZE);
+                    }
+                }
+                va += PAGE_SIZE;
+            }
+        }
+        for (off, len) in forget {
+            self.guest.forget_mappings(off, len).map_err(|_| Errno::ENOMEM)?;
+        }
+        Ok(())
+    }
+
+    /// madvise(MADV_DONTNEED): private anonymous pages read as zero afterwards.
+    pub fn discard(&mut self, addr: u64, len: u64) -> Result<(), Errno> {
+        let end = addr + len;
+        let mut runs = Vec::new();
+        let mut va = addr;
+        while va < end {
+            let e = self.entry(va);
+            if e & (PTE_PRESENT | PTE_KEEP) != 0 {
+                push_run(&mut runs, (e & PTE_ADDR_MASK) - USER_GPA_BASE, PAGE_SIZE);
+            }
+            va += PAGE_SIZE;
+        }
+        for (off, len) in runs {
+            self.guest.punch_hole(off, len).map_err(|_| Errno::ENOMEM)?;
+        }
+        if self.fully_mapped(addr, end) { Ok(()) } else { Err(Errno::ENOMEM) }
+    }
+
+    /// brk(2): returns the new break, or the old one when it cannot move.
+    pub fn set_brk(&mut self, want: u64) -> u64 {
+        if want < self.brk_start || want > USER_TOP {
+            return self.brk;
+        }
+        let (Some(old_top), Some(new_top)) = (page_up(self.brk), page_up(want)) else { return self.brk };
+        if new_top > old_top {
+            if self.overlaps(old_top, new_top) {
+                return self.brk;
+            }
+            if self.map_anonymous(old_top, new_top - old_top, PROT_READ | PROT_WRITE, VmaKind::Heap).is_err() {
+                return self.brk;
+            }
+        } else if new_top < old_top && self.unmap(new_top, old_top - new_top).is_err() {
+            return self.brk;
+        }
+        self.brk = want;
+        want
+    }
+
+    /// The guest-memfd ranges behind [va, va+len), checking that the guest
+    /// may read (or, with `write`, write) every byte, as the CPU would.
+    pub fn user_ranges(&self, va: u64, len: u64, write: bool) -> Result<Vec<(u64, u64)>, Errno> {
+        let mut runs = Vec::new();
+        if len == 0 {
+            return Ok(runs);
+        }
+        let end = va.checked_add(len).filter(|&e| e <= USER_TOP).ok_or(Errno::EFAULT)?;
+        let mut at = va;
+        while at < end {
+            let e = self.entry(page_down(at));
+            let ok = e & PTE_PRESENT != 0 && e & PTE_USER != 0 && (!write || e & PTE_WRITE != 0);
+            let gpa = e & PTE_ADDR_MASK;
+            if !ok || gpa < USER_GPA_BASE {
+                return Err(Errno::EFAULT);
+            }
+            let in_page = at % PAGE_SIZE;
+            let n = (PAGE_SIZE - in_page).min(end - at);
+            push_run(&mut runs, gpa - USER_GPA_BASE + in_page, n);
+            at += n;
+        }
+        Ok(runs)
+    }
+
+    pub fn read_user(&self, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
+        let mut done = 0usize;
+        for (off, len) in self.user_ranges(va, buf.len() as u64, false)? {
+            self.guest.read(off, &mut buf[done..done + len as usize]);
+            done += len as usize;
+        }
+        Ok(())
+    }
+
+    pub fn write_user(&self, va: u64, data: &[u8]) -> Result<(), Errno> {
+        let mut done = 0usize;
+        for (off, len) in self.user_ranges(va, data.len() as u64, true)? {
+            self.guest.write(off, &data[done..done + len as usize]);
+            done += len as usize;
+        }
+        Ok(())
+    }
+
+    /// Writes into guest memory ignoring page protections (the loader
+    /// filling read-only segments, the initial stack).
+    pub fn poke(&self, va: u64, data: &[u8]) -> Result<(), Errno> {
+        let mut done = 0usize;
+        let mut at = va;
+        while done < data.len() {
+            let e = self.entry(page_down(at));
+            let gpa = e & PTE_ADDR_MASK;
+            if e & (PTE_PRESENT | PTE_KEEP) == 0 || gpa < USER_GPA_BASE {
+                return Err(Errno::EFAULT);
+            }
+            let in_page = at % PAGE_SIZE;
+            let n = ((PAGE_SIZE - in_page) as usize).min(data.len() - done);
+            self.guest.write(gpa - USER_GPA_BASE + in_page, &data[done..done + n]);
+            done += n;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// A NUL-terminated string of at most `max` bytes (without the NUL).
+    pub fn read_cstring(&self, va: u64, max: usize) -> Result<Vec<u8>, Errno> {
+        let mut out = Vec::new();
+        let mut at = va;
+        loop {
+            let in_page = (PAGE_SIZE - at % PAGE_SIZE) as usize;
+            let mut chunk = vec![0u8; in_page.min(max + 1 - out.len())];
+            self.read_user(at, &mut chunk)?;
+            if let Some(nul) = chunk.iter().position(|&b| b == 0) {
+                out.extend_from_slice(&chunk[..nul]);
+                return Ok(out);
+            }
+            out.extend_from_slice(&chunk);
+            if out.len() > max {
+                return Err(Errno::ENAMETOOLONG);
+            }
+            at += chunk.len() as u64;
+        }
+    }
+
+    /// Reads code bytes at `va` for diagnostics (may be fewer when unmapped).
+    pub fn peek_code(&self, va: u64, n: usize) -> Vec<u8> {
+        let mut b = vec![0u8; n];
+        match self.read_user(va, &mut b) {
+            Ok(()) => b,
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// The kernel slot as a shared slice, for page-table walks.
+fn kernel_slice(m: &MemFd) -> &[u8] {
+    // SAFETY: the kernel memfd is mapped for its whole size for the life of
+    // `m`, and only the session thread reads or writes it.
+    unsafe { std::slice::from_raw_parts(m.host_addr() as *const u8, m.size() as usize) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mm() -> Mm {
+        let k = MemFd::create("k", x86::KERNEL_SLOT_SIZE).unwrap();
+        let g = MemFd::create("g", 1 << 30).unwrap();
+        Mm::new(k, g)
+    }
+
+    #[test]
+    fn anonymous_map_is_readable_and_writable() {
+        let mut m = mm();
+        let a = m.place(0, 3 * PAGE_SIZE, false).unwrap();
+        assert_eq!(a, MMAP_BASE - 3 * PAGE_SIZE);
+        m.map_anonymous(a, 3 * PAGE_SIZE, PROT_READ | PROT_WRITE, VmaKind::Anonymous).unwrap();
+        m.write_user(a + 4090, b"crosses a page").unwrap();
+        let mut b = [0u8; 14];
+        m.read_user(a + 4090, &mut b).unwrap();
+        assert_eq!(&b, b"crosses a page");
+        // Frames are contiguous, so the range is one run.
+        assert_eq!(m.user_ranges(a, 3 * PAGE_SIZE, true).unwrap().len(), 1);
+        // The next mapping goes below.
+        assert_eq!(m.place(0, PAGE_SIZE, false).unwrap(), a - PAGE_SIZE);
+    }
+
+    #[test]
+    fn permissions_are_checked() {
+        let mut m = mm();
+        m.map_anonymous(0x40_0000, PAGE_SIZE, PROT_READ, VmaKind::Anonymous).unwrap();
+        assert_eq!(m.write_user(0x40_0000, b"x"), Err(Errno::EFAULT));
+        assert!(m.read_user(0x40_0000, &mut [0u8; 4]).is_ok());
+        assert_eq!(m.read_user(0x40_0ffe, &mut [0u8; 4]), Err(Errno::EFAULT));
+        assert_eq!(m.user_ranges(u64::MAX - 1, 4, false), Err(Errno::EFAULT));
+        assert_eq!(m.user_ranges(USER_TOP, 1, false), Err(Errno::EFAULT));
+    }
+
+    #[test]
+    fn partial_unmap_splits_and_frees() {
+        let mut m = mm();
+        let before = m.frames_in_use();
+        m.map_anonymous(0x100_0000, 4 * PAGE_SIZE, PROT_READ | PROT_WRITE, VmaKind::Anonymous).unwrap();
+        m.unmap(0x100_1000, PAGE_SIZE).unwrap();
+        assert_eq!(m.frames_in_use(), before + 3);
+        assert_eq!(m.vmas().count(), 2);
+        assert!(m.read_user(0x100_1000, &mut [0u8; 1]).is_err());
+        assert!(m.read_user(0x100_2000, &mut [0u8; 1]).is_ok());
+    }
+
+    #[test]
+    fn protect_keeps_contents_through_prot_none() {
+        let mut m = mm();
+        m.map_anonymous(0x100_0000, 2 * PAGE_SIZE, PROT_READ | PROT_WRITE, VmaKind::Anonymous).unwrap();
+        m.write_user(0x100_0000, b"data").unwrap();
+        m.protect(0x100_0000, PAGE_SIZE, 0).unwrap();
+        assert!(m.read_user(0x100_0000, &mut [0u8; 1]).is_err());
+        m.protect(0x100_0000, PAGE_SIZE, PROT_READ).unwrap();
+        let mut b = [0u8; 4];
+        m.read_user(0x100_0000, &mut b).unwrap();
+        assert_eq!(&b, b"data");
+        assert_eq!(m.protect(0x200_0000, PAGE_SIZE, PROT_READ), Err(Errno::ENOMEM));
+    }
+
+    #[test]
+    fn brk_grows_and_shrinks() {
+        let mut m = mm();
+        m.brk_start = 0x60_0000;
+        m.brk = 0x60_0000;
+        assert_eq!(m.set_brk(0x60_2100), 0x60_2100);
+        m.write_user(0x60_2000, b"heap").unwrap();
+        assert_eq!(m.set_brk(0x60_1000), 0x60_1000);
+        assert!(m.read_user(0x60_1000, &mut [0u8; 1]).is_err());
+        assert_eq!(m.set_brk(0x10), 0x60_1000);
+    }
+
+    #[test]
+    fn cstrings() {
+        let mut m = mm();
+        m.map_anonymous(0x100_0000, PAGE_SIZE, PROT_READ | PROT_WRITE, VmaKind::Anonymous).unwrap();
+        m.write_user(0x100_0000, b"/etc/hosts\0").unwrap();
+        assert_eq!(m.read_cstring(0x100_0000, 4096).unwrap(), b"/etc/hosts");
+        m.write_user(0x100_0000, &[b'a'; 4096]).unwrap();
+        assert_eq!(m.read_cstring(0x100_0000, 100), Err(Errno::ENAMETOOLONG));
+        assert_eq!(m.read_cstring(0x100_0f00, 4096), Err(Errno::EFAULT));
+    }
+}

@@ -1,0 +1,6 @@
+//! The emulated kernel: what Linux would do for the program, answered from
+//! the VM's own state or handed to the broker.
+
+pub mod errno;
+pub mod frames;
+pub mod mm;

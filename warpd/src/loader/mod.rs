@@ -1,0 +1,7 @@
+//! Loading a program into a fresh address space: ELF images, the initial
+//! stack with argv, envp and the auxiliary vector.
+
+pub mod elf;
+pub mod stack;
+
+pub use elf::{ElfError, ElfImage};

@@ -1,0 +1,420 @@
+//! The daemon's sessions, kept in memory (the sled store comes later).
+//!
+//! A session goes through three phases:
+//!
+//! ```text
+//!  CreateSession --> awaiting broker --(broker presents token)--> running --> ended
+//!                          |                                                   ^
+//!                          +----(no broker within 30 s, or shutdown)-----------+
+//! ```
+//!
+//! Notes and the end are published through a `watch` channel, so any number
+//! of `WaitSession` streams can follow a session, including ones that start
+//! late (they get the notes so far, then the rest).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{watch, Notify};
+use warp_proto::warp::{Failure, SessionEnd, SessionInfo};
+
+use super::secrets;
+use crate::session::{RunResult, SessionSpec};
+
+/// Notes kept per session; past this they are counted, not kept, so a
+/// program that makes a million unknown syscalls cannot exhaust warpd.
+const MAX_NOTES: usize = 10_000;
+
+/// Why a broker's token was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    /// No session is waiting for this token (wrong, already used, or expired).
+    #[error("the token matches no session waiting for a broker")]
+    UnknownToken,
+    /// The token is right but the connecting process runs as another user.
+    #[error("session {id} belongs to uid {owner}, but the broker runs as uid {peer}")]
+    WrongUser { id: String, owner: u32, peer: u32 },
+}
+
+/// Why a session could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    /// The kernel's random source failed.
+    #[error("cannot read random bytes for the session id and token: {0}")]
+    Random(#[from] std::io::Error),
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+enum Phase {
+    AwaitingBroker { token: String },
+    Running,
+    Ended(RunResult),
+}
+
+struct State {
+    phase: Phase,
+    notes: Vec<String>,
+    dropped_notes: u64,
+    end_ms: u64,
+}
+
+/// One session.
+pub struct Session {
+    pub spec: SessionSpec,
+    pub start_ms: u64,
+    seq: u64,
+    state: Mutex<State>,
+    /// Bumped whenever a note or the end is added.
+    changed: watch::Sender<()>,
+}
+
+/// What a `WaitSession` stream has not sent yet.
+pub struct Progress {
+    pub notes: Vec<String>,
+    pub end: Option<SessionEnd>,
+}
+
+impl Session {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+
+    /// A receiver that wakes whenever the session changes.
+    pub fn subscribe(&self) -> watch::Receiver<()> {
+        self.changed.subscribe()
+    }
+
+    /// Notes from index `from` on, and the end if the session has ended.
+    pub fn progress(&self, from: usize) -> Progress {
+        let state = self.state();
+        let notes = state.notes.get(from..).map(<[String]>::to_vec).unwrap_or_default();
+        let end = match &state.phase {
+            Phase::Ended(result) => Some(result.end.clone()),
+            _ => None,
+        };
+        Progress { notes, end }
+    }
+
+    /// Records a note for the user (kept only when the session is verbose).
+    pub fn push_note(&self, note: String) {
+        if !self.spec.verbose {
+            return;
+        }
+        {
+            let mut state = self.state();
+            if state.notes.len() < MAX_NOTES {
+                state.notes.push(note);
+            } else {
+                state.dropped_notes += 1;
+            }
+        }
+        self.changed.send_replace(());
+    }
+
+    /// Whether the session has not ended yet (awaiting its broker or running).
+    pub fn is_active(&self) -> bool {
+        !matches!(self.state().phase, Phase::Ended(_))
+    }
+
+    /// Ends the session with `result`. Returns false if it had already ended.
+    pub fn finish(&self, result: RunResult) -> bool {
+        {
+            let mut state = self.state();
+            if matches!(state.phase, Phase::Ended(_)) {
+                return false;
+            }
+            if state.dropped_notes > 0 {
+                let n = state.dropped_notes;
+                state.notes.push(format!("{n} more notes were not kept"));
+            }
+            state.phase = Phase::Ended(result);
+            state.end_ms = now_ms();
+        }
+        self.changed.send_replace(());
+        true
+    }
+
+    /// Ends the session with `end` only if no broker has attached yet.
+    pub fn fail_if_awaiting_broker(&self, failure: Failure, message: &str) -> bool {
+        if !matches!(self.state().phase, Phase::AwaitingBroker { .. }) {
+            return false;
+        }
+        self.finish(RunResult { end: failure_end(failure, message), syscalls: 0, vm_exits: 0 })
+    }
+
+    /// What `ListSessions` shows.
+    pub fn info(&self) -> SessionInfo {
+        let state = self.state();
+        let (status, end, syscalls, vm_exits) = match &state.phase {
+            Phase::AwaitingBroker { .. } | Phase::Running => ("recording", None, 0, 0),
+            Phase::Ended(r) => {
+                let status = if r.end.failure == Failure::None as i32 { "complete" } else { "incomplete" };
+                (status, Some(r.end.clone()), r.syscalls, r.vm_exits)
+            }
+        };
+        SessionInfo {
+            id: self.spec.id.clone(),
+            argv: self.spec.argv.clone(),
+            owner_uid: self.spec.owner_uid,
+            status: status.into(),
+            start_ms: self.start_ms,
+            end_ms: state.end_ms,
+            end,
+            syscalls,
+            vm_exits,
+        }
+    }
+}
+
+/// A `SessionEnd` for a failure.
+pub fn failure_end(failure: Failure, message: &str) -> SessionEnd {
+    SessionEnd { failure: failure as i32, exit_code: 0, signal: 0, message: message.into() }
+}
+
+/// All sessions of this daemon.
+#[derive(Default)]
+pub struct Sessions {
+    table: Mutex<Table>,
+    /// Signalled whenever a session ends (shutdown and the idle timer wait on it).
+    ended: Notify,
+}
+
+#[derive(Default)]
+struct Table {
+    by_id: HashMap<String, Arc<Session>>,
+    next_seq: u64,
+}
+
+impl Sessions {
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates a session awaiting its broker; returns it and its token.
+    /// `spec.id` is replaced by a fresh id unique within this daemon.
+    pub fn create(&self, mut spec: SessionSpec) -> Result<(Arc<Session>, String), CreateError> {
+        let token = secrets::new_token()?;
+        let mut table = self.table();
+        let id = loop {
+            let id = secrets::new_id()?;
+            if !table.by_id.contains_key(&id) {
+                break id;
+            }
+        };
+        spec.id = id.clone();
+        let seq = table.next_seq;
+        table.next_seq += 1;
+        let (changed, _) = watch::channel(());
+        let session = Arc::new(Session {
+            spec,
+            start_ms: now_ms(),
+            seq,
+            state: Mutex::new(State {
+                phase: Phase::AwaitingBroker { token: token.clone() },
+                notes: Vec::new(),
+                dropped_notes: 0,
+                end_ms: 0,
+            }),
+            changed,
+        });
+        table.by_id.insert(id, Arc::clone(&session));
+        Ok((session, token))
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Session>> {
+        self.table().by_id.get(id).cloned()
+    }
+
+    /// The sessions `uid` may see (all of them for `None`), oldest first.
+    pub fn list(&self, uid: Option<u32>) -> Vec<Arc<Session>> {
+        let mut list: Vec<_> = self
+            .table()
+            .by_id
+            .values()
+            .filter(|s| uid.is_none_or(|u| s.spec.owner_uid == u))
+            .cloned()
+            .collect();
+        list.sort_by_key(|s| s.seq);
+        list
+    }
+
+    /// Sessions awaiting a broker or running.
+    pub fn active(&self) -> usize {
+        self.table().by_id.values().filter(|s| s.is_active()).count()
+    }
+
+    /// Finds the session waiting for `token` and, if the broker runs as its
+    /// owner, moves it to running: the token is used up. Every waiting
+    /// session's token is compared, each in constant time.
+    pub fn claim(&self, token: &str, peer_uid: u32) -> Result<Arc<Session>, ClaimError> {
+        let table = self.table();
+        let mut found = None;
+        for session in table.by_id.values() {
+            let state = session.state();
+            if let Phase::AwaitingBroker { token: expected } = &state.phase {
+                if secrets::constant_time_eq(expected.as_bytes(), token.as_bytes()) {
+                    found = Some(Arc::clone(session));
+                }
+            }
+        }
+        let session = found.ok_or(ClaimError::UnknownToken)?;
+        if session.spec.owner_uid != peer_uid {
+            return Err(ClaimError::WrongUser {
+                id: session.spec.id.clone(),
+                owner: session.spec.owner_uid,
+                peer: peer_uid,
+            });
+        }
+        let mut state = session.state();
+        // Still awaiting: the table lock keeps other claims out, and the
+        // attach timer only ends sessions in this phase.
+        if !matches!(state.phase, Phase::AwaitingBroker { .. }) {
+            return Err(ClaimError::UnknownToken);
+        }
+        state.phase = Phase::Running;
+        drop(state);
+        Ok(session)
+    }
+
+    /// Ends every session still awaiting its broker (at shutdown).
+    pub fn fail_all_awaiting(&self, failure: Failure, message: &str) {
+        for session in self.list(None) {
+            if session.fail_if_awaiting_broker(failure, message) {
+                self.notify_ended();
+            }
+        }
+    }
+
+    /// Wakes whoever waits in [`Sessions::wait_ended`].
+    pub fn notify_ended(&self) {
+        self.ended.notify_waiters();
+    }
+
+    /// Waits until no session is active.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.ended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.active() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(uid: u32, verbose: bool) -> SessionSpec {
+        SessionSpec {
+            id: String::new(),
+            argv: vec!["true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            program: "/bin/true".into(),
+            owner_uid: uid,
+            verbose,
+        }
+    }
+
+    fn result(code: i32) -> RunResult {
+        RunResult {
+            end: SessionEnd { failure: Failure::None as i32, exit_code: code, signal: 0, message: String::new() },
+            syscalls: 3,
+            vm_exits: 4,
+        }
+    }
+
+    #[test]
+    fn token_is_good_once_and_only_for_the_owner() {
+        let sessions = Sessions::default();
+        let (s, token) = sessions.create(spec(1000, false)).unwrap();
+        assert!(matches!(sessions.claim("nope", 1000), Err(ClaimError::UnknownToken)));
+        assert!(matches!(sessions.claim(&token, 1001), Err(ClaimError::WrongUser { .. })));
+        let claimed = sessions.claim(&token, 1000).unwrap();
+        assert_eq!(claimed.id(), s.id());
+        assert!(matches!(sessions.claim(&token, 1000), Err(ClaimError::UnknownToken)));
+        assert_eq!(s.info().status, "recording");
+    }
+
+    #[test]
+    fn ended_sessions_cannot_be_claimed_or_ended_again() {
+        let sessions = Sessions::default();
+        let (s, token) = sessions.create(spec(1000, false)).unwrap();
+        assert!(s.fail_if_awaiting_broker(Failure::Broker, "the broker never connected"));
+        assert!(matches!(sessions.claim(&token, 1000), Err(ClaimError::UnknownToken)));
+        assert!(!s.finish(result(0)));
+        let info = s.info();
+        assert_eq!(info.status, "incomplete");
+        assert_eq!(info.end.unwrap().failure, Failure::Broker as i32);
+        assert!(info.end_ms >= info.start_ms);
+    }
+
+    #[test]
+    fn list_is_per_user_and_oldest_first() {
+        let sessions = Sessions::default();
+        let (a, _) = sessions.create(spec(1000, false)).unwrap();
+        let (_b, _) = sessions.create(spec(1001, false)).unwrap();
+        let (c, _) = sessions.create(spec(1000, false)).unwrap();
+        let mine: Vec<_> = sessions.list(Some(1000)).iter().map(|s| s.id().to_owned()).collect();
+        assert_eq!(mine, vec![a.id().to_owned(), c.id().to_owned()]);
+        assert_eq!(sessions.list(None).len(), 3);
+        assert_eq!(sessions.active(), 3);
+        c.finish(result(0));
+        assert_eq!(sessions.active(), 2);
+        assert_eq!(c.info().status, "complete");
+        assert_eq!(c.info().syscalls, 3);
+    }
+
+    #[test]
+    fn notes_then_end() {
+        let sessions = Sessions::default();
+        let (s, _) = sessions.create(spec(1000, true)).unwrap();
+        s.push_note("one".into());
+        s.push_note("two".into());
+        let p = s.progress(0);
+        assert_eq!(p.notes, vec!["one", "two"]);
+        assert!(p.end.is_none());
+        s.finish(result(7));
+        let p = s.progress(2);
+        assert!(p.notes.is_empty());
+        assert_eq!(p.end.unwrap().exit_code, 7);
+    }
+
+    #[test]
+    fn quiet_sessions_keep_no_notes() {
+        let sessions = Sessions::default();
+        let (s, _) = sessions.create(spec(1000, false)).unwrap();
+        s.push_note("one".into());
+        assert!(s.progress(0).notes.is_empty());
+    }
+
+    #[test]
+    fn notes_are_capped() {
+        let sessions = Sessions::default();
+        let (s, _) = sessions.create(spec(1000, true)).unwrap();
+        for i in 0..MAX_NOTES + 5 {
+            s.push_note(format!("{i}"));
+        }
+        s.finish(result(0));
+        let p = s.progress(0);
+        assert_eq!(p.notes.len(), MAX_NOTES + 1);
+        assert_eq!(p.notes.last().unwrap(), "5 more notes were not kept");
+    }
+}
