@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Warpspeed benchmarks: native vs `warpctl record` on a few workloads.
+#
+#   bench/run.sh [--no-build]
+#
+# Builds the release binaries (unless --no-build) and the C workloads in
+# bench/workloads/ (gcc -static), then times each workload natively and under
+# `warpctl record`, REPEAT times each (default 3), keeping the best time.
+# The daemon is started once beforehand (a warm-up recording in a fresh
+# WARP_HOME), so its start-up is not in any figure; warpctl's own start-up and
+# its connection to the daemon are, in every recorded run.
+#
+# Prints a table: best native and recorded wall time, the ratio
+# record/native, and, when `warpctl record -v` prints a line such as
+# `warpctl: N syscalls, M vm exits`, those counts and exits per syscall
+# (from one extra -v run, not timed); otherwise "n/a".
+#
+# Benchmarks report; they do not assert. A recording that fails shows as
+# "failed (status N)" and the script goes on.
+#
+# Environment: REPEAT (runs per measurement, default 3), CARGO_TARGET_DIR
+# (where the binaries are, default ./target), CC (default gcc).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+REPEAT=${REPEAT:-3}
+CC=${CC:-gcc}
+build=1
+for arg in "$@"; do
+    case $arg in
+    --no-build) build=0 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench: unknown argument $arg" >&2; exit 2 ;;
+    esac
+done
+
+if [ "$build" = 1 ]; then
+    cargo build --workspace --release --locked
+fi
+target=${CARGO_TARGET_DIR:-$root/target}
+warpctl=$target/release/warpctl
+[ -x "$warpctl" ] || { echo "bench: $warpctl not found: build with cargo build --workspace --release" >&2; exit 1; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/warp-bench.XXXXXX")
+export WARP_HOME=$work/home
+mkdir -p "$WARP_HOME"
+cleanup() {
+    "$warpctl" daemon stop >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "building workloads in $work"
+for src in bench/workloads/*.c; do
+    name=$(basename "$src" .c)
+    "$CC" -O2 -Wall -static -o "$work/$name" "$src"
+done
+echo "generating a 256 MiB input file"
+head -c $((256 << 20)) /dev/urandom > "$work/input.bin"
+
+now_ns() { date +%s%N; }
+
+# time_best CMD... : runs CMD REPEAT times (stdout discarded, stderr to
+# $work/err), prints the best wall time in ms, or "failed (status N)".
+time_best() {
+    local best="" t0 t1 ms status
+    for _ in $(seq "$REPEAT"); do
+        rm -f "$work/output.bin"
+        t0=$(now_ns)
+        status=0
+        "$@" >/dev/null 2>"$work/err" || status=$?
+        t1=$(now_ns)
+        if [ "$status" != 0 ]; then
+            echo "failed (status $status)"
+            return
+        fi
+        ms=$(( (t1 - t0) / 1000 ))
+        if [ -z "$best" ] || [ "$ms" -lt "$best" ]; then best=$ms; fi
+    done
+    awk -v us="$best" 'BEGIN { printf "%.1f", us / 1000 }'
+}
+
+# repeat20 CMD... : CMD twenty times in a row (the start-up benchmark).
+repeat20() {
+    for _ in $(seq 20); do "$@" || return $?; done
+}
+
+record() { "$warpctl" record -- "$@"; }
+
+# counts CMD... : "syscalls vm_exits" from one `warpctl record -v` run, or
+# "n/a n/a" when warpctl does not print them.
+counts() {
+    rm -f "$work/output.bin"
+    "$warpctl" record -v -- "$@" >/dev/null 2>"$work/verbose" || true
+    sed -n -E 's/^warpctl: ([0-9]+) syscalls, ([0-9]+) vm exits.*/\1 \2/p' "$work/verbose" | tail -n 1 |
+        grep . || echo "n/a n/a"
+}
+
+echo "starting the daemon (warm-up recording)"
+if ! "$warpctl" record -- "$work/hello" >/dev/null 2>"$work/warmup"; then
+    echo "bench: warm-up recording failed; recorded figures will show the failure:" >&2
+    sed 's/^/  /' "$work/warmup" >&2
+fi
+
+declare -a rows
+bench() { # NAME CMD...
+    local name=$1
+    shift
+    echo "running $name"
+    local native recorded ratio c sys exits per
+    native=$(time_best "$@")
+    if [ "$1" = repeat20 ]; then
+        recorded=$(time_best repeat20 record "${@:2}")
+        c=$(counts "${@:2}")
+    else
+        recorded=$(time_best record "$@")
+        c=$(counts "$@")
+    fi
+    read -r sys exits <<<"$c"
+    ratio=n/a
+    if [[ $native =~ ^[0-9.]+$ && $recorded =~ ^[0-9.]+$ ]]; then
+        ratio=$(awk -v a="$recorded" -v b="$native" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "n/a" }')
+    fi
+    per=n/a
+    if [[ $sys =~ ^[0-9]+$ && $exits =~ ^[0-9]+$ && $sys != 0 ]]; then
+        per=$(awk -v e="$exits" -v s="$sys" 'BEGIN { printf "%.2f", e / s }')
+    fi
+    rows+=("$(printf '%-26s %12s %20s %9s %10s %10s %10s' "$name" "$native" "$recorded" "$ratio" "$sys" "$exits" "$per")")
+}
+
+bench "read /dev/zero 1B x1e5" "$work/read_zero" 100000
+bench "copy 256 MiB, 64 KiB bufs" "$work/copy_file" "$work/input.bin" "$work/output.bin"
+bench "compute loop, no syscalls" "$work/compute" 400000000
+bench "hello x20 (start-up)" repeat20 "$work/hello"
+
+echo
+echo "best of $REPEAT runs, wall time in ms; the daemon was already running"
+echo "(syscalls and vm exits: one run, hello's for a single start)"
+printf '%-26s %12s %20s %9s %10s %10s %10s\n' workload native record ratio syscalls "vm exits" exits/sys
+for row in "${rows[@]}"; do echo "$row"; done

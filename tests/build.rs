@@ -1,0 +1,188 @@
+//! Builds the C test programs in `progs/`.
+//!
+//! Every `progs/*.c` is compiled twice, as a static executable
+//! (`NAME.static`, ET_EXEC) and as a static PIE (`NAME.static-pie`, ET_DYN
+//! with no interpreter); `hello.c` is also built dynamically linked
+//! (`hello.dynamic`) for the "not supported yet" test. The output directory
+//! reaches the tests as `WARP_TEST_PROGS`.
+//!
+//! The compiler is `$CC` when set, else `gcc`. Static linking needs the C
+//! library's archives (Debian: `libc6-dev`).
+
+use std::env;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::thread;
+
+const CFLAGS: &[&str] = &["-O2", "-Wall", "-g"];
+
+/// One way of linking a program, with its file name suffix and flags.
+struct Flavour {
+    suffix: &'static str,
+    flags: &'static [&'static str],
+}
+
+const FLAVOURS: &[Flavour] = &[
+    Flavour {
+        suffix: "static",
+        flags: &["-static", "-fno-pie", "-no-pie"],
+    },
+    Flavour {
+        suffix: "static-pie",
+        flags: &["-static-pie", "-fPIE"],
+    },
+];
+
+const DYNAMIC: Flavour = Flavour {
+    suffix: "dynamic",
+    flags: &[],
+};
+
+fn main() {
+    let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let progs = manifest.join("progs");
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR")).join("progs");
+    fs::create_dir_all(&out).unwrap_or_else(|e| panic!("cannot create {}: {e}", out.display()));
+    let cc = env::var("CC").unwrap_or_else(|_| "gcc".to_string());
+
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed={}", progs.display());
+    println!("cargo:rerun-if-env-changed=CC");
+
+    let mut sources = Vec::new();
+    let entries =
+        fs::read_dir(&progs).unwrap_or_else(|e| panic!("cannot read {}: {e}", progs.display()));
+    for entry in entries {
+        let path = entry.expect("directory entry").path();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("c") => sources.push(path),
+            Some("h") => println!("cargo:rerun-if-changed={}", path.display()),
+            _ => {}
+        }
+    }
+    sources.sort();
+    for src in &sources {
+        println!("cargo:rerun-if-changed={}", src.display());
+    }
+
+    check_toolchain(&cc, &out);
+
+    // (source, flavour) pairs, compiled on a few threads.
+    let mut jobs: Vec<(&Path, &Flavour)> = Vec::new();
+    for src in &sources {
+        for flavour in FLAVOURS {
+            jobs.push((src, flavour));
+        }
+        if src.file_stem().and_then(|s| s.to_str()) == Some("hello") {
+            jobs.push((src, &DYNAMIC));
+        }
+    }
+    let jobs = Mutex::new(jobs);
+    let failures = Mutex::new(Vec::new());
+    let threads = thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .min(8);
+    thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let Some((src, flavour)) = jobs.lock().unwrap().pop() else {
+                    break;
+                };
+                if let Err(msg) = compile(&cc, &progs, src, flavour, &out) {
+                    failures.lock().unwrap().push(msg);
+                }
+            });
+        }
+    });
+    let failures = failures.into_inner().unwrap();
+    if !failures.is_empty() {
+        panic!(
+            "building the C test programs failed:\n\n{}",
+            failures.join("\n\n")
+        );
+    }
+
+    println!("cargo:rustc-env=WARP_TEST_PROGS={}", out.display());
+}
+
+/// Fails the build with an actionable message when the compiler or the
+/// static C library is missing.
+fn check_toolchain(cc: &str, out: &Path) {
+    match Command::new(cc).arg("--version").output() {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!(
+            "`{cc} --version` failed ({}): the end-to-end tests need a working C compiler\n{}",
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => panic!(
+            "cannot run the C compiler `{cc}`: {e}\n\
+             the end-to-end tests build C programs; install gcc and the static C library \
+             (Debian/Ubuntu: apt-get install gcc libc6-dev) or set CC"
+        ),
+    }
+    let probe_src = out.join("probe.c");
+    let probe_bin = out.join("probe");
+    fs::write(&probe_src, "int main(void) { return 0; }\n").expect("write probe.c");
+    for flag in ["-static", "-static-pie"] {
+        let o = Command::new(cc)
+            .arg(flag)
+            .arg("-o")
+            .arg(&probe_bin)
+            .arg(&probe_src)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {cc}: {e}"));
+        if !o.status.success() {
+            panic!(
+                "`{cc} {flag}` cannot link a program: the static C library is missing \
+                 (Debian/Ubuntu: apt-get install libc6-dev)\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+    let _ = fs::remove_file(&probe_src);
+    let _ = fs::remove_file(&probe_bin);
+}
+
+fn compile(
+    cc: &str,
+    include: &Path,
+    src: &Path,
+    flavour: &Flavour,
+    out: &Path,
+) -> Result<(), String> {
+    let stem = src
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .expect("UTF-8 file name");
+    let bin = out.join(format!("{stem}.{}", flavour.suffix));
+    let output = Command::new(cc)
+        .args(CFLAGS)
+        .args(flavour.flags)
+        .arg("-I")
+        .arg(include)
+        .arg("-o")
+        .arg(&bin)
+        .arg(src)
+        .output()
+        .map_err(|e| format!("cannot run {cc}: {e}"))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        return Err(format!(
+            "{} ({}): {}\n{stderr}",
+            src.display(),
+            flavour.suffix,
+            output.status
+        ));
+    }
+    for line in stderr.lines() {
+        println!(
+            "cargo:warning={}: {line}",
+            bin.file_name().unwrap().to_string_lossy()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! warpctl's own failures, with the exit codes of `env` and `timeout`:
+//! 127 when the program is not found, 126 when it is found but cannot be
+//! run (not executable, not ELF, not x86_64, dynamically linked: not
+//! supported yet), 125 when warpctl or the daemon fails (/dev/kvm missing).
+//! Always with a message on lines starting `warpctl: `, and the program
+//! never runs.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use warp_tests::{Recorded, Spec, Status, WarpHome, FLAVOURS};
+
+/// Asserts warpctl failed on its own with `code`, printed only lines of its
+/// own, wrote nothing on stdout, and said something containing every one of
+/// `mentions` (case-insensitively) on one of its lines.
+fn assert_own_failure(home: &WarpHome, rec: &Recorded, code: i32, mentions: &[&str]) {
+    let context = format!(
+        "\nstderr:\n{}\n{}",
+        String::from_utf8_lossy(&rec.outcome.stderr),
+        home.daemon_log_tail()
+    );
+    assert_eq!(
+        rec.outcome.status,
+        Status::Exited(code),
+        "warpctl's exit status{context}"
+    );
+    assert!(
+        rec.outcome.stdout.is_empty(),
+        "nothing should reach stdout: {:?}{context}",
+        rec.outcome.stdout_str()
+    );
+    assert!(
+        rec.program_stderr.is_empty(),
+        "every stderr line should start with `warpctl: `{context}"
+    );
+    let messages: Vec<&String> = rec
+        .warpctl_lines
+        .iter()
+        .filter(|l| !l.starts_with(warp_tests::SESSION_PREFIX))
+        .collect();
+    assert!(
+        !messages.is_empty(),
+        "warpctl should say why it failed{context}"
+    );
+    for m in mentions {
+        assert!(
+            messages
+                .iter()
+                .any(|l| l.to_lowercase().contains(&m.to_lowercase())),
+            "warpctl's message should mention {m:?}{context}"
+        );
+    }
+}
+
+fn executable(path: &Path, bytes: &[u8]) -> PathBuf {
+    fs::write(path, bytes).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    path.to_path_buf()
+}
+
+#[test]
+fn not_found_on_path_is_127() {
+    let home = WarpHome::new("notfound");
+    let name = "warp-test-no-such-program-5c1d";
+    let rec = home.record(&Spec::new(name), &[]);
+    assert_own_failure(&home, &rec, 127, &[name]);
+}
+
+#[test]
+fn missing_path_is_127() {
+    let home = WarpHome::new("notfound_path");
+    let path = home.path().join("no-such-dir/no-such-program");
+    let rec = home.record(&Spec::new(&path), &[]);
+    assert_own_failure(&home, &rec, 127, &["no-such-program"]);
+}
+
+#[test]
+fn file_without_execute_permission_is_126() {
+    let home = WarpHome::new("noexec");
+    let path = home.path().join("hello-not-executable");
+    fs::copy(warp_tests::prog("hello", FLAVOURS[0]), &path).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+    let rec = home.record(&Spec::new(&path), &[]);
+    assert_own_failure(&home, &rec, 126, &["hello-not-executable"]);
+}
+
+#[test]
+fn directory_is_126() {
+    let home = WarpHome::new("directory");
+    let dir = home.scratch("a-directory");
+    let rec = home.record(&Spec::new(&dir), &[]);
+    assert_own_failure(&home, &rec, 126, &["a-directory"]);
+}
+
+/// A `#!` script is something a shell would run, but warpd runs ELF
+/// executables only: refused, and the script does not run.
+#[test]
+fn script_is_126() {
+    let home = WarpHome::new("script");
+    let marker = home.path().join("script-ran");
+    let script = format!("#!/bin/sh\necho SCRIPT-RAN\ntouch '{}'\n", marker.display());
+    let path = executable(&home.path().join("a-script.sh"), script.as_bytes());
+    let rec = home.record(&Spec::new(&path), &[]);
+    assert_own_failure(&home, &rec, 126, &["a-script.sh"]);
+    assert!(!marker.exists(), "the script ran");
+}
+
+#[test]
+fn executable_that_is_not_elf_is_126() {
+    let home = WarpHome::new("not_elf");
+    let path = executable(
+        &home.path().join("garbage"),
+        b"\x00\x01\x02\x03 this is no ELF file\n",
+    );
+    let rec = home.record(&Spec::new(&path), &[]);
+    assert_own_failure(&home, &rec, 126, &["garbage"]);
+}
+
+/// A minimal ELF executable: header, one PT_LOAD covering the file, code.
+fn elf(class64: bool, machine: u16, code: &[u8]) -> Vec<u8> {
+    let (ehsize, phsize) = if class64 { (64u16, 56u16) } else { (52, 32) };
+    let total = ehsize as u64 + phsize as u64 + code.len() as u64;
+    let base = 0x40_0000u64;
+    let entry = base + ehsize as u64 + phsize as u64;
+    let mut v = Vec::new();
+    v.extend_from_slice(b"\x7fELF");
+    v.extend_from_slice(&[if class64 { 2 } else { 1 }, 1, 1, 0]); // class, LSB, version, SysV
+    v.extend_from_slice(&[0; 8]);
+    v.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    v.extend_from_slice(&machine.to_le_bytes());
+    v.extend_from_slice(&1u32.to_le_bytes());
+    let word = |v: &mut Vec<u8>, x: u64| {
+        if class64 {
+            v.extend_from_slice(&x.to_le_bytes())
+        } else {
+            v.extend_from_slice(&(x as u32).to_le_bytes())
+        }
+    };
+    word(&mut v, entry);
+    word(&mut v, ehsize as u64); // e_phoff
+    word(&mut v, 0); // e_shoff
+    v.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+    v.extend_from_slice(&ehsize.to_le_bytes());
+    v.extend_from_slice(&phsize.to_le_bytes());
+    v.extend_from_slice(&1u16.to_le_bytes()); // e_phnum
+    v.extend_from_slice(&(if class64 { 64u16 } else { 40 }).to_le_bytes());
+    v.extend_from_slice(&[0; 4]); // e_shnum, e_shstrndx
+    assert_eq!(v.len(), ehsize as usize);
+    let (pt_load, rx) = (1u32, 5u32);
+    if class64 {
+        v.extend_from_slice(&pt_load.to_le_bytes());
+        v.extend_from_slice(&rx.to_le_bytes());
+        for x in [0, base, base, total, total, 0x1000] {
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+    } else {
+        v.extend_from_slice(&pt_load.to_le_bytes());
+        for x in [0, base, base, total, total] {
+            v.extend_from_slice(&(x as u32).to_le_bytes());
+        }
+        v.extend_from_slice(&rx.to_le_bytes());
+        v.extend_from_slice(&0x1000u32.to_le_bytes());
+    }
+    assert_eq!(v.len(), ehsize as usize + phsize as usize);
+    v.extend_from_slice(code);
+    v
+}
+
+#[test]
+fn aarch64_elf_is_126() {
+    let home = WarpHome::new("aarch64");
+    // mov x0, #0; mov x8, #93 (exit); svc #0
+    let code = [
+        0x00, 0x00, 0x80, 0xd2, 0xa8, 0x0b, 0x80, 0xd2, 0x01, 0x00, 0x00, 0xd4,
+    ];
+    const EM_AARCH64: u16 = 183;
+    let path = executable(
+        &home.path().join("arm64-prog"),
+        &elf(true, EM_AARCH64, &code),
+    );
+    let rec = home.record(&Spec::new(&path), &[]);
+    assert_own_failure(&home, &rec, 126, &["arm64-prog"]);
+}
+
+#[test]
+fn i386_elf_is_126() {
+    let home = WarpHome::new("i386");
+    // mov eax, 1 (exit); xor ebx, ebx; int 0x80
+    let code = [0xb8, 0x01, 0x00, 0x00, 0x00, 0x31, 0xdb, 0xcd, 0x80];
+    const EM_386: u16 = 3;
+    let path = executable(&home.path().join("i386-prog"), &elf(false, EM_386, &code));
+    let rec = home.record(&Spec::new(&path), &[]);
+    assert_own_failure(&home, &rec, 126, &["i386-prog"]);
+}
+
+#[test]
+fn dynamically_linked_is_126() {
+    let home = WarpHome::new("dynamic");
+    let rec = home.record(&Spec::new(warp_tests::dynamic_hello()), &[]);
+    assert_own_failure(&home, &rec, 126, &["dynamically linked"]);
+}
+
+/// The daemon cannot open its KVM device: 125, saying so. WARP_KVM_DEVICE
+/// must reach the daemon, so this home is fresh: its warpctl starts a new
+/// daemon with it.
+#[test]
+fn missing_kvm_is_125() {
+    let home = WarpHome::new("no_kvm").with_env("WARP_KVM_DEVICE", "/nonexistent");
+    for flavour in FLAVOURS {
+        let rec = home.record(&Spec::prog("hello", flavour), &[]);
+        assert_own_failure(&home, &rec, 125, &["/dev/kvm"]);
+    }
+}

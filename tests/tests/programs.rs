@@ -1,0 +1,271 @@
+//! Programs that end normally: each runs natively and under `warpctl
+//! record`, in both link flavours, and the two runs must agree (stdout,
+//! stderr without warpctl's lines, status, one session line). Each test also
+//! asserts what the program itself should have done, so agreement on a
+//! wrong result cannot pass.
+
+use warp_tests::{Flavour, Spec, Status, WarpHome, FLAVOURS};
+
+const SUCCESS: &str = "EXIT-SUCCESS\n";
+
+/// Checks `name` with `args` in both flavours; returns the native stdouts.
+fn check_both(home: &WarpHome, name: &str, args: &[&str], expect: Status) -> Vec<String> {
+    FLAVOURS
+        .iter()
+        .map(|&flavour| {
+            let spec = Spec::prog(name, flavour).args(args);
+            let native = home.check(&spec);
+            assert_eq!(
+                native.status,
+                expect,
+                "{name} {args:?} natively: {}",
+                native.stderr_str()
+            );
+            native.stdout_str()
+        })
+        .collect()
+}
+
+#[test]
+fn hello() {
+    let home = WarpHome::new("hello");
+    for out in check_both(&home, "hello", &[], Status::Exited(0)) {
+        assert_eq!(out, "Hello, world!\nEXIT-SUCCESS\n");
+    }
+}
+
+#[test]
+fn args_and_env() {
+    let home = WarpHome::new("args_env");
+    for flavour in FLAVOURS {
+        let spec = Spec::prog("args_env", flavour)
+            .args(["one", "two words", "", "x=y", "--", "-v", "ünïcödé"])
+            .env("WARP_TEST_VAR", "forty two")
+            .env("WARP_TEST_EMPTY", "")
+            .env("WARP_TEST_B", "b=c");
+        let native = home.check(&spec);
+        assert_eq!(native.status, Status::Exited(0));
+        let out = native.stdout_str();
+        let argv0 = spec.program.to_string_lossy().into_owned();
+        let want = format!(
+            "argc=8\nargv[0]=[{argv0}]\nargv[1]=[one]\nargv[2]=[two words]\nargv[3]=[]\nargv[4]=[x=y]\n\
+             argv[5]=[--]\nargv[6]=[-v]\nargv[7]=[ünïcödé]\nWARP_TEST_* count=3\n\
+             env [WARP_TEST_B=b=c]\nenv [WARP_TEST_EMPTY=]\nenv [WARP_TEST_VAR=forty two]\n\
+             WARP_TEST_VAR forty two\nWARP_TEST_UNSET (unset)\n{SUCCESS}"
+        );
+        assert_eq!(out, want);
+    }
+}
+
+#[test]
+fn exit_codes() {
+    let home = WarpHome::new("exit_codes");
+    for code in [0, 1, 42, 255] {
+        let arg = code.to_string();
+        for out in check_both(&home, "exit_codes", &[&arg], Status::Exited(code)) {
+            assert_eq!(out, format!("exiting with {code}\n"));
+        }
+    }
+}
+
+#[test]
+fn stderr_is_the_callers() {
+    let home = WarpHome::new("stderr_out");
+    for flavour in FLAVOURS {
+        let spec = Spec::prog("stderr_out", flavour);
+        let native = home.check(&spec);
+        assert_eq!(native.status, Status::Exited(3));
+        assert_eq!(native.stdout_str(), "out 0\nout 1\nout 2\nout 3\nout 4\n");
+        assert!(native
+            .stderr_str()
+            .ends_with("not warpctl: just text\nlast line without newline"));
+
+        // The session line comes before anything the program writes.
+        let rec = home.record(&spec, &[]);
+        let first = rec
+            .outcome
+            .stderr
+            .split(|&b| b == b'\n')
+            .next()
+            .unwrap_or_default();
+        assert!(
+            first.starts_with(b"warpctl: session "),
+            "stderr should start with the session line, but starts {:?}",
+            String::from_utf8_lossy(first)
+        );
+    }
+}
+
+#[test]
+fn stdout_to_a_file() {
+    let home = WarpHome::new("stdout_file");
+    for flavour in FLAVOURS {
+        let file = home.path().join(format!("out-{}", flavour.suffix()));
+        let native = home.check(&Spec::prog("hello", flavour).stdout_file(&file));
+        assert_eq!(native.stdout_str(), "Hello, world!\nEXIT-SUCCESS\n");
+    }
+}
+
+#[test]
+fn big_stdout() {
+    let home = WarpHome::new("big_stdout");
+    for flavour in FLAVOURS {
+        let native = home.check(&Spec::prog("big_stdout", flavour));
+        assert_eq!(native.status, Status::Exited(0));
+        assert_eq!(native.stdout.len(), 16 << 20);
+    }
+}
+
+#[test]
+fn file_roundtrip() {
+    let home = WarpHome::new("file_roundtrip");
+    for flavour in FLAVOURS {
+        // One fresh directory per run: the program expects an empty one.
+        let spec_in = |dir: &std::path::Path| Spec::prog("file_roundtrip", flavour).arg(dir);
+        let native_dir = home.scratch(&format!("native-{}", flavour.suffix()));
+        let native = warp_tests::run_native(&spec_in(&native_dir));
+        let rec_dir = home.scratch(&format!("recorded-{}", flavour.suffix()));
+        let rec_spec = spec_in(&rec_dir);
+        let recorded = home.record(&rec_spec, &[]);
+        home.assert_same(&rec_spec, &native, &recorded);
+        assert_eq!(native.status, Status::Exited(0), "{}", native.stderr_str());
+        let out = native.stdout_str();
+        assert!(
+            out.contains("read back 1048576 bytes, checksum f6def06cd8c0a325, matches\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("listing full (3): log.txt renamed.bin sub\n"),
+            "{out}"
+        );
+        assert!(out.ends_with("listing end (0):\nEXIT-SUCCESS\n"), "{out}");
+        // The program cleaned up after itself in the recorded run too.
+        assert_eq!(std::fs::read_dir(&rec_dir).unwrap().count(), 0);
+    }
+}
+
+#[test]
+fn malloc_sizes() {
+    let home = WarpHome::new("malloc_sizes");
+    for out in check_both(&home, "malloc_sizes", &[], Status::Exited(0)) {
+        assert!(out.starts_with("86 allocations, checksum "), "{out}");
+        assert!(out.ends_with(SUCCESS));
+    }
+}
+
+#[test]
+fn sparse_1g() {
+    let home = WarpHome::new("sparse_1g");
+    for out in check_both(&home, "sparse_1g", &[], Status::Exited(0)) {
+        assert_eq!(
+            out,
+            "untouched sum 0\ntouched 17 pages, sum 336\nEXIT-SUCCESS\n"
+        );
+    }
+}
+
+#[test]
+fn brk() {
+    let home = WarpHome::new("brk_test");
+    for out in check_both(&home, "brk_test", &[], Status::Exited(0)) {
+        assert_eq!(
+            out,
+            "grew by 1048576\nsum 261120\nshrank to 524288\nsum of what is left 130560\n\
+             regrown part sum 0\nback to start: 1\nafter bad brk: 1\nEXIT-SUCCESS\n"
+        );
+    }
+}
+
+#[test]
+fn mprotect_ok() {
+    let home = WarpHome::new("mprotect_ok");
+    for out in check_both(&home, "mprotect_test", &["ok"], Status::Exited(0)) {
+        assert_eq!(
+            out,
+            "written, sum 24576\nread-only, sum 24576\nsecond page writable again, byte 99\n\
+             third page PROT_NONE, first page sum 6144\nunmapped\nEXIT-SUCCESS\n"
+        );
+    }
+}
+
+#[test]
+fn efault() {
+    let home = WarpHome::new("efault");
+    for out in check_both(&home, "efault", &[], Status::Exited(0)) {
+        let want = "\
+read /dev/zero into (void*)1: EFAULT
+read pipe into (void*)1: EFAULT
+write pipe from (void*)1: EFAULT
+read /dev/zero into kernel address: EFAULT
+read pipe into kernel address: EFAULT
+write pipe from kernel address: EFAULT
+read /dev/zero into non-canonical address: EFAULT
+read pipe into non-canonical address: EFAULT
+write pipe from non-canonical address: EFAULT
+read pipe after faults: 10
+pipe data [0123456789]
+read /dev/zero into PROT_READ page: EFAULT
+write pipe from PROT_READ page: 8
+bytes from PROT_READ page: 0 0
+write pipe from PROT_NONE page: EFAULT
+read /dev/zero into PROT_NONE page: EFAULT
+read /dev/zero into mapped page: 16
+read /dev/zero into unmapped page: EFAULT
+EXIT-SUCCESS
+";
+        assert_eq!(out, want);
+    }
+}
+
+#[test]
+fn unknown_syscall() {
+    let home = WarpHome::new("unknown_syscall");
+    for out in check_both(&home, "unknown_syscall", &[], Status::Exited(0)) {
+        assert_eq!(
+            out,
+            "syscall(1000) = -1 ENOSYS\nsyscall(100000) = -1 ENOSYS\nstill running\nEXIT-SUCCESS\n"
+        );
+    }
+}
+
+#[test]
+fn sigpipe_ignored_gives_epipe() {
+    let home = WarpHome::new("sigpipe_ignore");
+    for out in check_both(&home, "sigpipe", &["ignore"], Status::Exited(0)) {
+        assert_eq!(
+            out,
+            "writing to a pipe with no reader (ignore)\nwrite = -1 EPIPE\nEXIT-SUCCESS\n"
+        );
+    }
+}
+
+#[test]
+fn system_facts() {
+    let home = WarpHome::new("sys_sanity");
+    // A directory whose name has no symlink in it, so getcwd() == $PWD.
+    let dir = home.scratch("cwd").canonicalize().unwrap();
+    for flavour in FLAVOURS {
+        let spec = Spec::prog("sys_sanity", flavour).cwd(&dir).env("PWD", &dir);
+        let native = home.check(&spec);
+        assert_eq!(native.status, Status::Exited(0));
+        let out = native.stdout_str();
+        assert!(out.starts_with("sysname Linux\nmachine x86_64\n"), "{out}");
+        assert!(!out.contains("BAD"), "{out}");
+        assert!(out.ends_with(SUCCESS));
+    }
+}
+
+/// Both flavours are really what their names say (a build problem would
+/// otherwise make half the suite test the same thing twice).
+#[test]
+fn flavours_are_distinct_elf_types() {
+    for (flavour, e_type) in [(Flavour::Static, 2u16), (Flavour::StaticPie, 3u16)] {
+        let bytes = std::fs::read(warp_tests::prog("hello", flavour)).unwrap();
+        assert_eq!(&bytes[..4], b"\x7fELF");
+        assert_eq!(
+            u16::from_le_bytes([bytes[16], bytes[17]]),
+            e_type,
+            "{flavour:?}"
+        );
+    }
+}

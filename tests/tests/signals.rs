@@ -1,0 +1,206 @@
+//! Programs killed by a signal: warpctl must exit with 128+N, as a shell
+//! reports it, after the same output as natively. Includes Ctrl-C (SIGINT to
+//! the whole process group, as a terminal sends it) while the program blocks
+//! in read(), in pause(), and while it computes without any syscall.
+
+use warp_tests::{spawn, Input, Spec, Status, WarpHome, FLAVOURS};
+
+/// Checks `name args` in both flavours dies natively by `signal` after
+/// printing `stdout`, and that recording agrees.
+fn check_killed(tag: &str, name: &str, args: &[&str], signal: i32, stdout: &str) {
+    let home = WarpHome::new(tag);
+    for flavour in FLAVOURS {
+        let native = home.check(&Spec::prog(name, flavour).args(args));
+        assert_eq!(
+            native.status,
+            Status::Signaled(signal),
+            "{name} {args:?} natively"
+        );
+        assert_eq!(native.stdout_str(), stdout);
+    }
+}
+
+#[test]
+fn null_deref_is_sigsegv() {
+    check_killed(
+        "null_deref",
+        "null_deref",
+        &[],
+        libc::SIGSEGV,
+        "about to dereference NULL\n",
+    );
+}
+
+#[test]
+fn abort_is_sigabrt() {
+    check_killed("abort", "abort", &[], libc::SIGABRT, "about to abort\n");
+}
+
+#[test]
+fn ud2_is_sigill() {
+    check_killed("ud2", "ud2", &[], libc::SIGILL, "about to execute ud2\n");
+}
+
+#[test]
+fn divide_by_zero_is_sigfpe() {
+    check_killed(
+        "divzero",
+        "divzero",
+        &[],
+        libc::SIGFPE,
+        "about to divide by zero\n",
+    );
+}
+
+#[test]
+fn broken_pipe_is_sigpipe() {
+    check_killed(
+        "sigpipe",
+        "sigpipe",
+        &["default"],
+        libc::SIGPIPE,
+        "writing to a pipe with no reader (default)\n",
+    );
+}
+
+const MPROTECT_HEAD: &str = "written, sum 24576\nread-only, sum 24576\n";
+const MPROTECT_MID: &str =
+    "second page writable again, byte 99\nthird page PROT_NONE, first page sum 6144\n";
+
+#[test]
+fn write_to_read_only_page_is_sigsegv() {
+    check_killed(
+        "mprot_wro",
+        "mprotect_test",
+        &["write-ro"],
+        libc::SIGSEGV,
+        MPROTECT_HEAD,
+    );
+}
+
+#[test]
+fn read_of_prot_none_page_is_sigsegv() {
+    check_killed(
+        "mprot_none",
+        "mprotect_test",
+        &["read-none"],
+        libc::SIGSEGV,
+        &format!("{MPROTECT_HEAD}{MPROTECT_MID}"),
+    );
+}
+
+#[test]
+fn access_after_munmap_is_sigsegv() {
+    check_killed(
+        "mprot_unmap",
+        "mprotect_test",
+        &["after-munmap"],
+        libc::SIGSEGV,
+        &format!("{MPROTECT_HEAD}{MPROTECT_MID}unmapped\n"),
+    );
+}
+
+#[test]
+fn executing_data_page_is_sigsegv() {
+    check_killed(
+        "mprot_nx",
+        "mprotect_test",
+        &["exec-nx"],
+        libc::SIGSEGV,
+        &format!("{MPROTECT_HEAD}{MPROTECT_MID}"),
+    );
+}
+
+/// Starts `spec` natively and recorded, each in a process group of its own;
+/// once it has printed "ready", sends SIGINT to the group. Natively the
+/// program dies of SIGINT; recorded, warpctl must end with status 130 and
+/// take every process of its group (the broker) with it.
+fn interrupt(tag: &str, name: &str, args: &[&str], stdin: Input) {
+    let home = WarpHome::new(tag);
+    for flavour in FLAVOURS {
+        let spec = Spec::prog(name, flavour).args(args).stdin(stdin.clone());
+
+        let mut native = spawn(
+            spec.native_command(),
+            &format!("native {}", spec.describe()),
+            &spec.stdin,
+            None,
+            spec.timeout,
+        );
+        native.wait_for_stdout("ready\n");
+        native.signal_group(libc::SIGINT);
+        let native = native.finish();
+        assert_eq!(
+            native.status,
+            Status::Signaled(libc::SIGINT),
+            "{} natively",
+            spec.describe()
+        );
+        assert_eq!(native.stdout_str(), "ready\n");
+
+        let mut running = home.spawn_record(&spec, &[]);
+        running.wait_for_stdout("ready\n");
+        running.signal_group(libc::SIGINT);
+        let outcome = running.finish();
+        let recorded = warp_tests::Recorded::new(outcome.clone());
+        // 130 is what the contract asks for; a warpctl that re-raises SIGINT
+        // on itself (so a calling shell loop stops too) shows the same $?.
+        assert!(
+            matches!(outcome.status, Status::Exited(130) | Status::Signaled(libc::SIGINT)),
+            "{}: warpctl should end with status 130 after Ctrl-C, but: {}\nwarpctl's lines:\n{}\n{}",
+            spec.describe(),
+            outcome.status,
+            recorded.warpctl_text(),
+            home.daemon_log_tail()
+        );
+        assert_eq!(outcome.stdout, native.stdout, "stdout");
+        assert_eq!(recorded.program_stderr, native.stderr, "program's stderr");
+        recorded.session_id().unwrap();
+        assert_eq!(
+            recorded.warpctl_lines.len(),
+            1,
+            "warpctl's lines: {:?}",
+            recorded.warpctl_lines
+        );
+    }
+}
+
+#[test]
+fn ctrl_c_while_blocked_in_read() {
+    interrupt("intr_read", "sleep_forever", &["read"], Input::Held);
+}
+
+#[test]
+fn ctrl_c_while_blocked_in_pause() {
+    interrupt("intr_pause", "sleep_forever", &["pause"], Input::Null);
+}
+
+#[test]
+fn ctrl_c_while_computing() {
+    interrupt("intr_spin", "spin", &[], Input::Null);
+}
+
+/// The native side of the interrupt tests, kept honest: the blocking
+/// program really blocks (it is still running a while after "ready").
+#[test]
+fn sleep_forever_blocks_until_eof() {
+    for flavour in FLAVOURS {
+        let spec = Spec::prog("sleep_forever", flavour)
+            .arg("read")
+            .stdin(Input::Held);
+        let mut r = spawn(
+            spec.native_command(),
+            "native sleep_forever",
+            &spec.stdin,
+            None,
+            spec.timeout,
+        );
+        r.wait_for_stdout("ready\n");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert_eq!(r.stdout_so_far(), b"ready\n");
+        r.close_stdin();
+        let out = r.finish();
+        assert_eq!(out.status, Status::Exited(0));
+        assert_eq!(out.stdout_str(), "ready\neof\n");
+    }
+}
