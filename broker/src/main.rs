@@ -1,1 +1,295 @@
-fn main() {}
+//! warp-broker: performs a recorded program's system calls with the user's
+//! own rights.
+//!
+//! warpctl starts it as the user, so it inherits the user's credentials,
+//! terminal, working directory, environment and any descriptors passed in
+//! (`prog 3<file`). It connects to warpd, presents the session token, maps
+//! the guest memory it is given, then answers requests until told to finish.
+//! Its own descriptors sit in a reserved range at the top of its fd limit;
+//! warpd keeps the program away from them.
+//!
+//! The broker never decides anything about the program; warpd does. It
+//! refuses the few calls that would change the broker itself (memory, exec,
+//! signal dispositions) as a second line of defence.
+
+mod perform;
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use prost::Message;
+use warp_proto::broker::{broker_message, request, BrokerInfo, BrokerMessage, Hello, Reply, Request, Welcome};
+
+/// How many descriptors at the top of the fd limit the broker keeps.
+pub const RESERVED_FDS: u64 = 8;
+
+#[derive(Debug, thiserror::Error)]
+enum BrokerError {
+    #[error("usage: warp-broker --socket PATH --token TOKEN (started by warpctl, not by hand)")]
+    Usage,
+    #[error("cannot connect to warpd at {0}: {1}")]
+    Connect(String, std::io::Error),
+    #[error("{0}: {1}")]
+    Os(&'static str, std::io::Error),
+    #[error("warpd sent an invalid message: {0}")]
+    Protocol(String),
+}
+
+/// Signals forwarded to the program. Written by the handler, read by the loop.
+static SIGNAL_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+const FORWARDED: [i32; 9] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGWINCH,
+    libc::SIGCONT,
+];
+
+extern "C" fn on_signal(signo: i32) {
+    let fd = SIGNAL_PIPE.load(std::sync::atomic::Ordering::Relaxed);
+    if fd >= 0 {
+        let b = signo as u8;
+        // SAFETY: write(2) is async-signal-safe; the pipe is non-blocking.
+        unsafe { libc::write(fd, &b as *const u8 as *const libc::c_void, 1) };
+    }
+}
+
+fn os_err(what: &'static str) -> BrokerError {
+    BrokerError::Os(what, std::io::Error::last_os_error())
+}
+
+/// Moves `fd` into the reserved range (at or above `base`), close-on-exec.
+fn reserve(fd: RawFd, base: RawFd) -> Result<RawFd, BrokerError> {
+    // SAFETY: fcntl on a descriptor we own.
+    let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, base) };
+    if new < 0 {
+        return Err(os_err("moving a descriptor into the reserved range"));
+    }
+    // SAFETY: closing our own original descriptor.
+    unsafe { libc::close(fd) };
+    Ok(new)
+}
+
+fn parse_args() -> Result<(String, String), BrokerError> {
+    let mut socket = None;
+    let mut token = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--socket" => socket = args.next(),
+            "--token" => token = args.next(),
+            _ => return Err(BrokerError::Usage),
+        }
+    }
+    Ok((socket.ok_or(BrokerError::Usage)?, token.ok_or(BrokerError::Usage)?))
+}
+
+fn main() {
+    match run() {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("warpctl: broker: {e}");
+            std::process::exit(125);
+        }
+    }
+}
+
+fn run() -> Result<(), BrokerError> {
+    let (socket_path, token) = parse_args()?;
+    // SAFETY: plain getters and prctl with integer arguments.
+    let parent = unsafe { libc::getppid() };
+    // SAFETY: as above.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // SAFETY: as above.
+    if unsafe { libc::getppid() } != parent {
+        return Ok(()); // warpctl died before we could tie ourselves to it
+    }
+
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit into a valid struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(os_err("getrlimit"));
+    }
+    if lim.rlim_cur < 64 {
+        return Err(BrokerError::Os("the open-file limit is below 64", std::io::Error::from_raw_os_error(libc::EMFILE)));
+    }
+    let soft = lim.rlim_cur.min(1 << 20);
+    let base = (soft - RESERVED_FDS) as RawFd;
+
+    let stream = UnixStream::connect(&socket_path).map_err(|e| BrokerError::Connect(socket_path.clone(), e))?;
+    let sock_fd = reserve(std::os::fd::IntoRawFd::into_raw_fd(stream), base)?;
+    // SAFETY: sock_fd is a socket descriptor we own (moved above).
+    let stream = unsafe { UnixStream::from_raw_fd(sock_fd) };
+
+    let mut pipe = [0; 2];
+    // SAFETY: pipe2 into a valid array.
+    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(os_err("pipe2"));
+    }
+    let sig_read = reserve(pipe[0], base)?;
+    let sig_write = reserve(pipe[1], base)?;
+    SIGNAL_PIPE.store(sig_write, std::sync::atomic::Ordering::SeqCst);
+    // SAFETY: installing handlers (no SA_RESTART, so a blocked call returns
+    // EINTR and the signal reaches the program at this syscall) and ignoring
+    // SIGPIPE (the program gets EPIPE and warpd raises its SIGPIPE).
+    unsafe {
+        for s in FORWARDED {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(s, &sa, std::ptr::null_mut());
+        }
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+
+    // SAFETY: plain getters.
+    let info = unsafe {
+        BrokerInfo {
+            pid: libc::getpid() as u32,
+            ppid: libc::getppid() as u32,
+            uid: libc::getuid(),
+            gid: libc::getgid(),
+            euid: libc::geteuid(),
+            egid: libc::getegid(),
+            reserved_fd_base: base,
+            nofile_soft: lim.rlim_cur,
+            nofile_hard: lim.rlim_max,
+        }
+    };
+    send(&stream, &BrokerMessage { kind: Some(broker_message::Kind::Hello(Hello { token, info: Some(info) })) })?;
+
+    let memfd = receive_memfd(&stream)?;
+    let welcome = Welcome::decode(read_message(&stream)?.as_slice()).map_err(|e| BrokerError::Protocol(e.to_string()))?;
+    let memory = perform::GuestMemory::map(memfd, welcome.guest_memory_size)?;
+
+    serve(&stream, sig_read, &memory)
+}
+
+fn send(stream: &UnixStream, msg: &BrokerMessage) -> Result<(), BrokerError> {
+    use std::io::Write;
+    let buf = msg.encode_length_delimited_to_vec();
+    let mut s = stream;
+    s.write_all(&buf).map_err(|e| BrokerError::Os("writing to warpd", e))
+}
+
+/// One length-delimited message from warpd.
+fn read_message(stream: &UnixStream) -> Result<Vec<u8>, BrokerError> {
+    let mut s = stream;
+    let mut len: u64 = 0;
+    for i in 0..10 {
+        let mut b = [0u8; 1];
+        loop {
+            match s.read(&mut b) {
+                Ok(0) => return Err(BrokerError::Protocol("warpd closed the connection".into())),
+                Ok(_) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(BrokerError::Os("reading from warpd", e)),
+            }
+        }
+        len |= ((b[0] & 0x7f) as u64) << (7 * i);
+        if b[0] & 0x80 == 0 {
+            if len > 256 << 20 {
+                return Err(BrokerError::Protocol(format!("message of {len} bytes")));
+            }
+            let mut buf = vec![0u8; len as usize];
+            let mut got = 0;
+            while got < buf.len() {
+                match s.read(&mut buf[got..]) {
+                    Ok(0) => return Err(BrokerError::Protocol("warpd closed the connection".into())),
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(BrokerError::Os("reading from warpd", e)),
+                }
+            }
+            return Ok(buf);
+        }
+    }
+    Err(BrokerError::Protocol("bad length".into()))
+}
+
+fn receive_memfd(stream: &UnixStream) -> Result<OwnedFd, BrokerError> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    loop {
+        match recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Ok(msg) => {
+                for c in msg.cmsgs().map_err(|e| BrokerError::Os("reading the memory descriptor", e.into()))? {
+                    if let ControlMessageOwned::ScmRights(fds) = c {
+                        if let Some(&fd) = fds.first() {
+                            // SAFETY: the kernel just gave us this descriptor.
+                            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+                        }
+                    }
+                }
+                return Err(BrokerError::Protocol("no guest memory descriptor received".into()));
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(BrokerError::Os("receiving guest memory", e.into())),
+        }
+    }
+}
+
+fn drain_signals(fd: RawFd) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 64];
+    loop {
+        // SAFETY: read into a local buffer from our non-blocking pipe.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        out.extend(buf[..n as usize].iter().map(|&b| b as i32));
+    }
+    out
+}
+
+fn serve(stream: &UnixStream, sig_read: RawFd, memory: &perform::GuestMemory) -> Result<(), BrokerError> {
+    loop {
+        let mut fds = [
+            libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: sig_read, events: libc::POLLIN, revents: 0 },
+        ];
+        // SAFETY: poll on a valid array of two pollfds.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if r < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(os_err("poll"));
+        }
+        if fds[1].revents != 0 {
+            for signo in drain_signals(sig_read) {
+                let msg = BrokerMessage { kind: Some(broker_message::Kind::Signal(warp_proto::broker::Signal { signo })) };
+                send(stream, &msg)?;
+            }
+        }
+        if fds[0].revents == 0 {
+            continue;
+        }
+        let req = Request::decode(read_message(stream)?.as_slice()).map_err(|e| BrokerError::Protocol(e.to_string()))?;
+        let mut reply = Reply { id: req.id, ..Default::default() };
+        match req.kind {
+            Some(request::Kind::Syscall(call)) => {
+                let (ret, outputs) = perform::syscall(&call, memory);
+                reply.ret = ret;
+                reply.outputs = outputs;
+            }
+            Some(request::Kind::ReadFile(rf)) => match perform::read_executable(&rf.path, rf.max_len) {
+                Ok(bytes) => reply.file = bytes,
+                Err(errno) => reply.ret = -(errno as i64),
+            },
+            Some(request::Kind::Finish(_)) => return Ok(()),
+            None => return Err(BrokerError::Protocol("empty request".into())),
+        }
+        reply.signals = drain_signals(sig_read);
+        send(stream, &BrokerMessage { kind: Some(broker_message::Kind::Reply(reply)) })?;
+    }
+}

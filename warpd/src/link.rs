@@ -1,10 +1,30 @@
 //! The warpd side of the broker protocol (`proto/broker.proto`).
 //!
-//! INTERFACE (stable for the server; body being written).
+//! Framing: each message is a varint length and the encoded message. The
+//! guest-memory memfd goes once, as SCM_RIGHTS on a single byte sent right
+//! after the broker's `Hello` has been accepted, followed by `Welcome`.
+//!
+//! A reader thread owns the receiving side: replies go to the session
+//! thread through a channel; signals (Ctrl-C at the terminal, a `kill` of
+//! the program's pid) are queued and the vCPU is kicked so that they are
+//! delivered promptly even while the program computes. The broker is
+//! untrusted: every message is size-limited and decoded defensively.
 
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Mutex};
 
-use warp_proto::broker::Hello;
+use prost::Message;
+use warp_proto::broker::{broker_message, request, BrokerMessage, Hello, Reply, Request, Welcome};
+
+use crate::hv::kvm::Kicker;
+
+/// Largest message accepted from the broker (an executable image is the
+/// largest thing it sends).
+pub const MAX_MESSAGE: u64 = 1 << 30;
 
 /// Why a broker connection could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -15,18 +35,190 @@ pub enum LinkError {
     /// The broker sent something that is not a valid message.
     #[error("broker sent an invalid message: {0}")]
     Protocol(String),
+    /// The broker went away.
+    #[error("the broker exited")]
+    Gone,
 }
 
-/// An attached broker.
+/// Reads one length-delimited message; Ok(None) on a clean EOF before it.
+pub fn read_frame(r: &mut impl Read, max: u64) -> Result<Option<Vec<u8>>, LinkError> {
+    let mut len: u64 = 0;
+    for i in 0..10 {
+        let mut b = [0u8; 1];
+        match r.read(&mut b) {
+            Ok(0) if i == 0 => return Ok(None),
+            Ok(0) => return Err(LinkError::Protocol("connection closed inside a length".into())),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        }
+        len |= ((b[0] & 0x7f) as u64) << (7 * i);
+        if b[0] & 0x80 == 0 {
+            if len > max {
+                return Err(LinkError::Protocol(format!("message of {len} bytes exceeds the limit of {max}")));
+            }
+            let mut buf = vec![0u8; len as usize];
+            r.read_exact(&mut buf).map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => LinkError::Protocol("connection closed inside a message".into()),
+                _ => e.into(),
+            })?;
+            return Ok(Some(buf));
+        }
+    }
+    Err(LinkError::Protocol("message length is not a valid varint".into()))
+}
+
+pub fn write_frame(w: &mut impl Write, msg: &impl Message) -> std::io::Result<()> {
+    let buf = msg.encode_length_delimited_to_vec();
+    w.write_all(&buf)
+}
+
+/// An attached broker, before the session starts using it.
 pub struct BrokerLink {
-    pub(crate) stream: UnixStream,
+    stream: UnixStream,
+    info: warp_proto::broker::BrokerInfo,
 }
 
 impl BrokerLink {
     /// Reads the broker's first message (its `Hello`, with the session token).
     /// The caller checks the token and the peer's uid before using the link.
     pub fn accept(stream: UnixStream) -> Result<(Hello, BrokerLink), LinkError> {
-        let _ = stream;
-        Err(LinkError::Protocol("not built yet".into()))
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+        let mut s = &stream;
+        let frame = read_frame(&mut s, 64 << 10)?.ok_or(LinkError::Gone)?;
+        let msg = BrokerMessage::decode(frame.as_slice()).map_err(|e| LinkError::Protocol(e.to_string()))?;
+        stream.set_read_timeout(None)?;
+        match msg.kind {
+            Some(broker_message::Kind::Hello(h)) => {
+                let info = h.info.clone().ok_or_else(|| LinkError::Protocol("Hello without BrokerInfo".into()))?;
+                Ok((h, BrokerLink { stream, info }))
+            }
+            _ => Err(LinkError::Protocol("the first message is not a Hello".into())),
+        }
+    }
+
+    /// The broker's identity, which the program will see as its own.
+    pub fn info(&self) -> &warp_proto::broker::BrokerInfo {
+        &self.info
+    }
+
+    /// The uid of the process at the other end (SO_PEERCRED).
+    pub fn peer_uid(&self) -> std::io::Result<u32> {
+        peer_uid(&self.stream)
+    }
+
+    /// Hands the broker the guest memory and starts the reader thread.
+    pub fn start(self, memfd: BorrowedFd<'_>, size: u64, kicker: Kicker) -> Result<Link, LinkError> {
+        let fds = [memfd.as_raw_fd()];
+        let iov = [std::io::IoSlice::new(b"W")];
+        let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+        nix::sys::socket::sendmsg::<()>(self.stream.as_raw_fd(), &iov, &cmsg, nix::sys::socket::MsgFlags::empty(), None)
+            .map_err(|e| LinkError::Io(e.into()))?;
+        let mut w = &self.stream;
+        write_frame(&mut w, &Welcome { guest_memory_size: size })?;
+
+        let (tx, rx) = channel();
+        let signals = Arc::new(Mutex::new(Vec::new()));
+        let dead = Arc::new(AtomicBool::new(false));
+        let mut reader = self.stream.try_clone()?;
+        let (sig2, dead2) = (signals.clone(), dead.clone());
+        std::thread::Builder::new()
+            .name("broker-reader".into())
+            .spawn(move || {
+                let why = loop {
+                    let frame = match read_frame(&mut reader, MAX_MESSAGE) {
+                        Ok(Some(f)) => f,
+                        Ok(None) => break LinkError::Gone,
+                        Err(e) => break e,
+                    };
+                    let msg = match BrokerMessage::decode(frame.as_slice()) {
+                        Ok(m) => m,
+                        Err(e) => break LinkError::Protocol(e.to_string()),
+                    };
+                    match msg.kind {
+                        Some(broker_message::Kind::Reply(r)) => {
+                            if tx.send(Ok(r)).is_err() {
+                                return;
+                            }
+                        }
+                        Some(broker_message::Kind::Signal(s)) => {
+                            sig2.lock().expect("signal queue").push(s.signo);
+                            kicker.kick();
+                        }
+                        _ => break LinkError::Protocol("unexpected message".into()),
+                    }
+                };
+                dead2.store(true, Ordering::SeqCst);
+                let _ = tx.send(Err(why));
+                kicker.kick();
+            })?;
+        Ok(Link { stream: self.stream, replies: rx, signals, dead, next_id: 1 })
+    }
+}
+
+fn peer_uid(s: &UnixStream) -> std::io::Result<u32> {
+    let cred = nix::sys::socket::getsockopt(s, nix::sys::socket::sockopt::PeerCredentials).map_err(std::io::Error::from)?;
+    Ok(cred.uid())
+}
+
+/// A running broker connection.
+pub struct Link {
+    stream: UnixStream,
+    replies: Receiver<Result<Reply, LinkError>>,
+    signals: Arc<Mutex<Vec<i32>>>,
+    dead: Arc<AtomicBool>,
+    next_id: u64,
+}
+
+impl Link {
+    /// Sends a request and waits for its reply.
+    pub fn call(&mut self, kind: request::Kind) -> Result<Reply, LinkError> {
+        if self.dead.load(Ordering::SeqCst) {
+            return Err(LinkError::Gone);
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut w = &self.stream;
+        write_frame(&mut w, &Request { id, kind: Some(kind) }).map_err(|_| LinkError::Gone)?;
+        let reply = self.replies.recv().map_err(|_| LinkError::Gone)??;
+        if reply.id != id {
+            return Err(LinkError::Protocol(format!("reply {} to request {id}", reply.id)));
+        }
+        let mut q = self.signals.lock().expect("signal queue");
+        q.extend(reply.signals.iter().copied());
+        Ok(reply)
+    }
+
+    /// Signals that arrived since the last call.
+    pub fn take_signals(&mut self) -> Vec<i32> {
+        std::mem::take(&mut *self.signals.lock().expect("signal queue"))
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::SeqCst)
+    }
+
+    /// Tells the broker to exit; errors are irrelevant at this point.
+    pub fn finish(&mut self) {
+        let mut w = &self.stream;
+        let _ = write_frame(&mut w, &Request { id: 0, kind: Some(request::Kind::Finish(Default::default())) });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_reject_garbage() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &Welcome { guest_memory_size: 42 }).unwrap();
+        let f = read_frame(&mut buf.as_slice(), 100).unwrap().unwrap();
+        assert_eq!(Welcome::decode(f.as_slice()).unwrap().guest_memory_size, 42);
+        assert!(read_frame(&mut &[][..], 100).unwrap().is_none());
+        // Too long, truncated, and a never-ending varint.
+        assert!(read_frame(&mut &[0xff, 0x01][..], 100).is_err());
+        assert!(read_frame(&mut &[5, 1, 2][..], 100).is_err());
+        assert!(read_frame(&mut &[0x80; 12][..], 100).is_err());
     }
 }

@@ -90,25 +90,35 @@ pub fn probe(kvm: &Kvm) -> Capabilities {
 
 /// A handle another thread uses to stop the vCPU (a signal arrived, the
 /// broker died).
+///
+/// It is live only while the VM is: [`KvmVm`] disarms it when dropped, so a
+/// late kick (the broker's reader noticing EOF after the session ended)
+/// touches neither a freed kvm_run page nor a finished thread.
 #[derive(Clone)]
 pub struct Kicker {
+    target: std::sync::Arc<std::sync::Mutex<Option<KickTarget>>>,
+}
+
+struct KickTarget {
     immediate_exit: *mut u8,
     thread: libc::pthread_t,
 }
 
-// SAFETY: the pointer targets the vCPU's kvm_run page, which outlives every
-// Kicker (the session drops kickers before the VM); writes are single bytes.
-unsafe impl Send for Kicker {}
-// SAFETY: as above.
-unsafe impl Sync for Kicker {}
+// SAFETY: the pointer targets the vCPU's kvm_run page and is only used
+// while the mutex holds Some, which KvmVm clears before unmapping it.
+unsafe impl Send for KickTarget {}
 
 impl Kicker {
     pub fn kick(&self) {
-        // SAFETY: see the Send impl; a volatile byte store that KVM_RUN reads
-        // on entry, then a signal that interrupts a running KVM_RUN.
-        unsafe {
-            std::ptr::write_volatile(self.immediate_exit, 1);
-            libc::pthread_kill(self.thread, kick_signal());
+        let guard = self.target.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = guard.as_ref() {
+            // SAFETY: see KickTarget; a volatile byte store that KVM_RUN reads
+            // on entry, then a signal that interrupts a running KVM_RUN. The
+            // thread is alive: it clears the target before it ends.
+            unsafe {
+                std::ptr::write_volatile(t.immediate_exit, 1);
+                libc::pthread_kill(t.thread, kick_signal());
+            }
         }
     }
 }
@@ -123,6 +133,15 @@ pub struct KvmVm {
     cpl0_trampoline: Option<bool>,
     regs_dirty: bool,
     pub exits: u64,
+    kicker: Option<Kicker>,
+}
+
+impl Drop for KvmVm {
+    fn drop(&mut self) {
+        if let Some(k) = &self.kicker {
+            *k.target.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
 }
 
 fn to_kvm_segment(s: &Segment) -> kvm_segment {
@@ -187,7 +206,7 @@ impl KvmVm {
         if caps.sync_regs {
             vcpu.set_sync_valid_reg(SyncReg::Register);
         }
-        Ok(KvmVm { _kvm: kvm, _vm: vm, vcpu, caps, cpl0_trampoline: None, regs_dirty: false, exits: 0 })
+        Ok(KvmVm { _kvm: kvm, _vm: vm, vcpu, caps, cpl0_trampoline: None, regs_dirty: false, exits: 0, kicker: None })
     }
 
     pub fn capabilities(&self) -> &Capabilities {
@@ -247,12 +266,18 @@ impl KvmVm {
     /// A handle to interrupt `run` from another thread; call on the thread
     /// that will call `run`.
     pub fn kicker(&mut self) -> Kicker {
+        if let Some(k) = &self.kicker {
+            return k.clone();
+        }
         let run = self.vcpu.get_kvm_run();
-        Kicker {
+        let target = KickTarget {
             immediate_exit: &mut run.immediate_exit as *mut u8,
             // SAFETY: pthread_self has no preconditions.
             thread: unsafe { libc::pthread_self() },
-        }
+        };
+        let k = Kicker { target: std::sync::Arc::new(std::sync::Mutex::new(Some(target))) };
+        self.kicker = Some(k.clone());
+        k
     }
 
     /// Runs the guest until the next exit that needs warpd.
@@ -323,26 +348,6 @@ impl KvmVm {
         Ok(())
     }
 
-    pub fn fs_base(&self) -> Result<u64, HvError> {
-        Ok(self.vcpu.get_sregs().map_err(|e| HvError::call("reading sregs", e))?.fs.base)
-    }
-
-    pub fn set_fs_base(&mut self, base: u64) -> Result<(), HvError> {
-        let mut s = self.vcpu.get_sregs().map_err(|e| HvError::call("reading sregs", e))?;
-        s.fs.base = base;
-        self.vcpu.set_sregs(&s).map_err(|e| HvError::call("setting sregs", e))
-    }
-
-    pub fn gs_base(&self) -> Result<u64, HvError> {
-        Ok(self.vcpu.get_sregs().map_err(|e| HvError::call("reading sregs", e))?.gs.base)
-    }
-
-    pub fn set_gs_base(&mut self, base: u64) -> Result<(), HvError> {
-        let mut s = self.vcpu.get_sregs().map_err(|e| HvError::call("reading sregs", e))?;
-        s.gs.base = base;
-        self.vcpu.set_sregs(&s).map_err(|e| HvError::call("setting sregs", e))
-    }
-
     /// CR2 of the last page fault.
     pub fn fault_address(&self) -> Result<u64, HvError> {
         Ok(self.vcpu.get_sregs().map_err(|e| HvError::call("reading sregs", e))?.cr2)
@@ -351,6 +356,29 @@ impl KvmVm {
     pub fn vcpu_fd(&self) -> i32 {
         self.vcpu.as_raw_fd()
     }
+}
+
+impl super::CpuState for KvmVm {
+    fn fs_base(&self) -> Result<u64, HvError> {
+        Ok(self.vcpu.get_sregs().map_err(|e| HvError::call("reading sregs", e))?.fs.base)
+    }
+
+    fn set_fs_base(&mut self, base: u64) -> Result<(), HvError> {
+        let mut s = self.vcpu.get_sregs().map_err(|e| HvError::call("reading sregs", e))?;
+        s.fs.base = base;
+        self.vcpu.set_sregs(&s).map_err(|e| HvError::call("setting sregs", e))
+    }
+
+    fn gs_base(&self) -> Result<u64, HvError> {
+        Ok(self.vcpu.get_sregs().map_err(|e| HvError::call("reading sregs", e))?.gs.base)
+    }
+
+    fn set_gs_base(&mut self, base: u64) -> Result<(), HvError> {
+        let mut s = self.vcpu.get_sregs().map_err(|e| HvError::call("reading sregs", e))?;
+        s.gs.base = base;
+        self.vcpu.set_sregs(&s).map_err(|e| HvError::call("setting sregs", e))
+    }
+
 }
 
 /// The XCR0 value for the guest: x87, SSE and AVX where the host has them.

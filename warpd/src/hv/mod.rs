@@ -62,3 +62,12 @@ impl HvError {
         HvError::Call { what, source: source.into() }
     }
 }
+
+/// Per-thread CPU state the emulated kernel changes besides the general
+/// registers (arch_prctl's FS/GS bases).
+pub trait CpuState {
+    fn fs_base(&self) -> Result<u64, HvError>;
+    fn set_fs_base(&mut self, base: u64) -> Result<(), HvError>;
+    fn gs_base(&self) -> Result<u64, HvError>;
+    fn set_gs_base(&mut self, base: u64) -> Result<(), HvError>;
+}

@@ -318,6 +318,70 @@ impl Mm {
         if self.fully_mapped(addr, end) { Ok(()) } else { Err(Errno::ENOMEM) }
     }
 
+    /// mremap without MREMAP_FIXED: shrink in place, grow in place when the
+    /// pages after the mapping are free, else (with `may_move`) move the
+    /// page-table entries to a new range, keeping the frames.
+    pub fn remap(&mut self, old: u64, old_len: u64, new_len: u64, may_move: bool) -> Result<u64, Errno> {
+        let old_end = old.checked_add(old_len).filter(|&e| e <= USER_TOP).ok_or(Errno::EFAULT)?;
+        let Some((&start, vma)) = self.vmas.range(..=old).next_back() else { return Err(Errno::EFAULT) };
+        if old_len == 0 || vma.end < old_end || start > old {
+            return Err(Errno::EFAULT);
+        }
+        let (prot, kind) = (vma.prot, vma.kind.clone());
+        if new_len <= old_len {
+            self.unmap(old + new_len, old_len - new_len)?;
+            return Ok(old);
+        }
+        let grow_end = old.checked_add(new_len).filter(|&e| e <= USER_TOP);
+        if let Some(end) = grow_end {
+            if !self.overlaps(old_end, end) {
+                self.map_anonymous(old_end, end - old_end, prot, kind)?;
+                self.merge_at(old_end);
+                return Ok(old);
+            }
+        }
+        if !may_move {
+            return Err(Errno::ENOMEM);
+        }
+        let to = self.find_free(new_len).ok_or(Errno::ENOMEM)?;
+        let mut forget = Vec::new();
+        for i in 0..old_len / PAGE_SIZE {
+            let e = self.entry(old + i * PAGE_SIZE);
+            if e != 0 {
+                self.set_entry(to + i * PAGE_SIZE, e)?;
+                self.set_entry(old + i * PAGE_SIZE, 0)?;
+                if e & PTE_PRESENT != 0 {
+                    push_run(&mut forget, (e & PTE_ADDR_MASK) - USER_GPA_BASE, PAGE_SIZE);
+                }
+            }
+        }
+        self.split_at(old);
+        self.split_at(old_end);
+        let starts: Vec<u64> = self.vmas.range(old..old_end).map(|(&s, _)| s).collect();
+        for s in starts {
+            self.vmas.remove(&s);
+        }
+        self.vmas.insert(to, Vma { end: to + old_len, prot, kind: kind.clone() });
+        for (off, len) in forget {
+            self.guest.forget_mappings(off, len).map_err(|_| Errno::ENOMEM)?;
+        }
+        self.map_anonymous(to + old_len, new_len - old_len, prot, kind)?;
+        self.merge_at(to + old_len);
+        Ok(to)
+    }
+
+    /// Joins the VMA ending at `addr` with the one starting there when they
+    /// are alike, so that a grown mapping is one mapping again.
+    fn merge_at(&mut self, addr: u64) {
+        let Some(next) = self.vmas.get(&addr).cloned() else { return };
+        if let Some((_, prev)) = self.vmas.range_mut(..addr).next_back() {
+            if prev.end == addr && prev.prot == next.prot && prev.kind == next.kind {
+                prev.end = next.end;
+                self.vmas.remove(&addr);
+            }
+        }
+    }
+
     /// brk(2): returns the new break, or the old one when it cannot move.
     pub fn set_brk(&mut self, want: u64) -> u64 {
         if want < self.brk_start || want > USER_TOP {
@@ -498,6 +562,26 @@ mod tests {
         m.read_user(0x100_0000, &mut b).unwrap();
         assert_eq!(&b, b"data");
         assert_eq!(m.protect(0x200_0000, PAGE_SIZE, PROT_READ), Err(Errno::ENOMEM));
+    }
+
+    #[test]
+    fn remap_grows_in_place_or_moves() {
+        let mut m = mm();
+        let a = m.place(0, PAGE_SIZE, false).unwrap();
+        m.map_anonymous(a, PAGE_SIZE, PROT_READ | PROT_WRITE, VmaKind::Anonymous).unwrap();
+        m.write_user(a, b"keep").unwrap();
+        // A mapping right above leaves no room to grow: it must move.
+        m.map_anonymous(a + PAGE_SIZE, PAGE_SIZE, PROT_READ, VmaKind::Anonymous).unwrap();
+        let b = m.remap(a, PAGE_SIZE, 3 * PAGE_SIZE, true).unwrap();
+        assert_ne!(a, b);
+        let mut buf = [0u8; 4];
+        m.read_user(b, &mut buf).unwrap();
+        assert_eq!(&buf, b"keep");
+        assert!(m.read_user(a, &mut buf).is_err());
+        m.write_user(b + 2 * PAGE_SIZE, b"new").unwrap();
+        assert_eq!(m.remap(b, 3 * PAGE_SIZE, PAGE_SIZE, false), Ok(b));
+        assert!(m.read_user(b + PAGE_SIZE, &mut buf).is_err());
+        assert_eq!(m.remap(0x1234_0000, PAGE_SIZE, 2 * PAGE_SIZE, true), Err(Errno::EFAULT));
     }
 
     #[test]

@@ -4,3 +4,7 @@
 pub mod errno;
 pub mod frames;
 pub mod mm;
+pub mod names;
+pub mod table;
+pub mod signals;
+pub mod process;

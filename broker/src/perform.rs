@@ -1,0 +1,191 @@
+//! Performing one system call as the program, with its buffers.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use warp_proto::broker::{buffer, Syscall};
+
+use crate::{os_err, BrokerError};
+
+/// The guest memory, mapped shared; warpd hands out offsets into it.
+pub struct GuestMemory {
+    base: *mut u8,
+    size: u64,
+}
+
+impl GuestMemory {
+    pub fn map(fd: OwnedFd, size: u64) -> Result<Self, BrokerError> {
+        // SAFETY: a shared mapping of the descriptor warpd sent; checked.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_NORESERVE,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(os_err("mapping guest memory"));
+        }
+        Ok(GuestMemory { base: p as *mut u8, size })
+    }
+
+    fn ptr(&self, off: u64, len: u64) -> Option<*mut u8> {
+        let end = off.checked_add(len)?;
+        if end > self.size {
+            return None;
+        }
+        // SAFETY: off + len is within the mapping (checked).
+        Some(unsafe { self.base.add(off as usize) })
+    }
+}
+
+/// Calls that would change the broker itself rather than act for the
+/// program; warpd never sends them.
+fn refused(nr: u32) -> bool {
+    matches!(
+        nr,
+        9 | 10 | 11 | 12 | 25 | 28 // mmap mprotect munmap brk mremap madvise
+        | 13 | 14 | 15 | 127 | 128 | 130 | 131 // signal state
+        | 56 | 57 | 58 | 59 | 60 | 231 | 322 | 435 // clone fork vfork execve exit exit_group execveat clone3
+        | 101 | 157 | 158 | 317 // ptrace prctl arch_prctl seccomp
+    )
+}
+
+const READV: u32 = 19;
+const WRITEV: u32 = 20;
+const PREADV: u32 = 295;
+const PWRITEV: u32 = 296;
+const PREADV2: u32 = 327;
+const PWRITEV2: u32 = 328;
+const IOV_MAX: usize = 1024;
+
+/// Performs `call`; returns the raw result (-errno) and the output buffers.
+pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
+    if refused(call.nr) || call.args.len() > 6 {
+        return (-(libc::ENOSYS as i64), Vec::new());
+    }
+    let mut args = [0u64; 6];
+    for (i, a) in call.args.iter().enumerate() {
+        args[i] = *a;
+    }
+    let vectored = matches!(call.nr, READV | WRITEV | PREADV | PWRITEV | PREADV2 | PWRITEV2);
+
+    // Local copies that must outlive the call.
+    let mut owned: Vec<Vec<u8>> = Vec::new();
+    let mut iovecs: Vec<libc::iovec> = Vec::new();
+    // (owned index, ranges) for bounce buffers to scatter back.
+    let mut scatter: Vec<(usize, Vec<(u64, u64)>)> = Vec::new();
+    let mut outputs_from: Vec<usize> = Vec::new();
+
+    for b in &call.buffers {
+        let arg = b.arg as usize;
+        if arg >= 6 {
+            return (-(libc::EINVAL as i64), Vec::new());
+        }
+        match &b.data {
+            Some(buffer::Data::Bytes(bytes)) => {
+                owned.push(bytes.clone());
+                let i = owned.len() - 1;
+                args[arg] = owned[i].as_mut_ptr() as u64;
+                if b.inout {
+                    outputs_from.push(i);
+                }
+            }
+            Some(buffer::Data::OutLen(n)) => {
+                owned.push(vec![0u8; *n as usize]);
+                let i = owned.len() - 1;
+                args[arg] = owned[i].as_mut_ptr() as u64;
+                outputs_from.push(i);
+            }
+            Some(buffer::Data::Memory(r)) => {
+                if r.offset.len() != r.len.len() {
+                    return (-(libc::EINVAL as i64), Vec::new());
+                }
+                let ranges: Vec<(u64, u64)> = r.offset.iter().copied().zip(r.len.iter().copied()).collect();
+                let mut ptrs = Vec::with_capacity(ranges.len());
+                for &(o, l) in &ranges {
+                    match mem.ptr(o, l) {
+                        Some(p) => ptrs.push((p, l)),
+                        None => return (-(libc::EFAULT as i64), Vec::new()),
+                    }
+                }
+                if vectored && ranges.len() <= IOV_MAX {
+                    iovecs.clear();
+                    iovecs.extend(ptrs.iter().map(|&(p, l)| libc::iovec { iov_base: p as *mut libc::c_void, iov_len: l as usize }));
+                    args[arg] = iovecs.as_ptr() as u64;
+                    args[arg + 1] = iovecs.len() as u64;
+                } else if ptrs.len() == 1 {
+                    args[arg] = ptrs[0].0 as u64;
+                } else {
+                    // Gather into a bounce buffer; copy back afterwards if written.
+                    let total: u64 = ranges.iter().map(|r| r.1).sum();
+                    let mut bounce = Vec::with_capacity(total as usize);
+                    for &(p, l) in &ptrs {
+                        // SAFETY: p..p+l lies in the guest mapping (checked above).
+                        bounce.extend_from_slice(unsafe { std::slice::from_raw_parts(p, l as usize) });
+                    }
+                    owned.push(bounce);
+                    let i = owned.len() - 1;
+                    if vectored {
+                        iovecs.clear();
+                        iovecs.push(libc::iovec { iov_base: owned[i].as_mut_ptr() as *mut libc::c_void, iov_len: total as usize });
+                        args[arg] = iovecs.as_ptr() as u64;
+                        args[arg + 1] = 1;
+                    } else {
+                        args[arg] = owned[i].as_mut_ptr() as u64;
+                    }
+                    if b.out {
+                        scatter.push((i, ranges));
+                    }
+                }
+            }
+            None => return (-(libc::EINVAL as i64), Vec::new()),
+        }
+    }
+
+    // SAFETY: a raw syscall on behalf of the program; every pointer argument
+    // was replaced above by a pointer to a live local buffer or into the
+    // guest mapping, with the lengths warpd checked.
+    let ret = unsafe { libc::syscall(call.nr as libc::c_long, args[0], args[1], args[2], args[3], args[4], args[5]) };
+    let ret = if ret < 0 { -(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) as i64) } else { ret as i64 };
+
+    for (i, ranges) in scatter {
+        let mut at = 0usize;
+        for (o, l) in ranges {
+            let p = mem.ptr(o, l).expect("checked");
+            // SAFETY: p..p+l lies in the guest mapping; the bounce buffer holds `at+l` bytes.
+            unsafe { std::ptr::copy_nonoverlapping(owned[i].as_ptr().add(at), p, l as usize) };
+            at += l as usize;
+        }
+    }
+    let outputs = outputs_from.into_iter().map(|i| std::mem::take(&mut owned[i])).collect();
+    (ret, outputs)
+}
+
+/// Reads the program (or a library) for the loader, with the user's rights:
+/// it must be a regular file the user may execute, as execve requires.
+pub fn read_executable(path: &str, max_len: u64) -> Result<Vec<u8>, i32> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let cpath = std::ffi::CString::new(path).map_err(|_| libc::EINVAL)?;
+    // SAFETY: access(2) with a valid C string.
+    if unsafe { libc::access(cpath.as_ptr(), libc::X_OK) } != 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EACCES));
+    }
+    let mut f = std::fs::File::open(path).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    let meta = f.metadata().map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(libc::EACCES);
+    }
+    if meta.len() > max_len {
+        return Err(libc::EFBIG);
+    }
+    let mut buf = Vec::with_capacity(meta.len() as usize);
+    f.read_to_end(&mut buf).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    if buf.len() as u64 > max_len {
+        return Err(libc::EFBIG);
+    }
+    Ok(buf)
+}

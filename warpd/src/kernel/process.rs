@@ -1,0 +1,741 @@
+//! One guest process: its address space, signal state and identity, and
+//! the syscall dispatcher that answers its calls from the table.
+//!
+//! ```text
+//!  syscall exit -> table lookup -> emulate (here) | marshal -> broker -> result
+//!               -> SIGPIPE and other raised signals -> delivery -> resume or end
+//! ```
+
+use std::collections::BTreeMap;
+
+use warp_proto::broker::{buffer, request, Buffer, Ranges, Syscall};
+
+use super::errno::{Errno, SysResult};
+use super::mm::{self, Mm, VmaKind, PROT_EXEC, PROT_READ, PROT_WRITE};
+use super::signals::{self, Delivery, SigAction, Signals};
+use super::table::{self, Arg, Class, Desc, Len, Returns};
+use crate::arch::x86_64::{Regs, PAGE_SIZE, USER_TOP};
+use crate::hv::CpuState;
+use crate::link::{Link, LinkError};
+
+/// A pointer that faults in the broker: a bad guest pointer is passed on as
+/// this, so the host kernel itself answers EFAULT, in the order Linux checks.
+pub const FAULT_ADDR: u64 = 0xffff_ffff_ffff_f000;
+/// Linux's limit on one read or write (MAX_RW_COUNT).
+const MAX_RW_COUNT: u64 = 0x7fff_f000;
+const IOV_MAX: u64 = 1024;
+const PATH_MAX: usize = 4096;
+const AT_FDCWD: i32 = -100;
+
+/// The broker's identity, which the program sees as its own.
+#[derive(Clone, Debug, Default)]
+pub struct Identity {
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub euid: u32,
+    pub egid: u32,
+    /// Descriptors at or above this are the broker's own.
+    pub reserved_fd_base: i32,
+}
+
+/// What the session does after a syscall.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Resume the program with this return value.
+    Return(i64),
+    /// The program exited with this status.
+    Exit(i32),
+    /// The program died of this signal.
+    Killed(i32),
+}
+
+/// Why the dispatcher could not go on (not the program's fault).
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("{0}")]
+    Cpu(#[from] crate::hv::HvError),
+}
+
+pub struct Process {
+    pub mm: Mm,
+    pub signals: Signals,
+    pub ident: Identity,
+    /// Resource limits the program set (never applied to the broker).
+    rlimits: BTreeMap<u64, (u64, u64)>,
+    /// Syscalls answered with ENOSYS: number -> count.
+    pub unknown: BTreeMap<u64, u64>,
+    /// Lines for the user (sent with -v).
+    pub notes: Vec<String>,
+    pub syscalls: u64,
+    /// Set by exit and exit_group.
+    exit_request: Option<Action>,
+}
+
+fn len_of(len: Len, a: &[u64; 6]) -> u64 {
+    match len {
+        Len::Of(i) => a[i],
+        Len::Fixed(n) => n,
+        Len::ArgTimes(i, n) => a[i].saturating_mul(n),
+        Len::FdSet(i) => ((a[i] as i32).clamp(0, 1 << 20) as u64).div_ceil(64) * 8,
+    }
+}
+
+fn memory(ranges: Vec<(u64, u64)>, arg: usize, out: bool) -> Buffer {
+    let (offset, len) = ranges.into_iter().unzip();
+    Buffer { arg: arg as u32, data: Some(buffer::Data::Memory(Ranges { offset, len })), inout: false, out }
+}
+
+/// A raw broker result as a SysResult.
+fn result_of(r: i64) -> SysResult {
+    if r < 0 { Err(Errno(-r as i32)) } else { Ok(r as u64) }
+}
+
+fn ret_of(r: SysResult) -> i64 {
+    match r {
+        Ok(v) => v as i64,
+        Err(e) => e.ret(),
+    }
+}
+
+impl Process {
+    pub fn new(mm: Mm, ident: Identity) -> Self {
+        Process {
+            mm,
+            signals: Signals::default(),
+            ident,
+            rlimits: BTreeMap::new(),
+            unknown: BTreeMap::new(),
+            notes: Vec::new(),
+            syscalls: 0,
+            exit_request: None,
+        }
+    }
+
+    fn note(&mut self, s: String) {
+        if self.notes.len() < 1000 {
+            self.notes.push(s);
+        }
+    }
+
+    fn reserved(&self, fd: u64) -> bool {
+        let fd = fd as i32;
+        fd >= self.ident.reserved_fd_base
+    }
+
+    /// Handles the syscall in `regs` and says what happens next.
+    pub fn syscall(&mut self, regs: &Regs, cpu: &mut dyn CpuState, link: &mut Link) -> Result<Action, ProcessError> {
+        self.syscalls += 1;
+        let (nr, a) = regs.syscall_args();
+        let ret = match table::lookup(nr) {
+            None => {
+                *self.unknown.entry(nr).or_default() += 1;
+                let name = super::names::name(nr).map(str::to_string).unwrap_or_else(|| format!("syscall {nr}"));
+                self.note(format!("unknown syscall {name} ({nr}) returned ENOSYS"));
+                Errno::ENOSYS.ret()
+            }
+            Some(desc) => match desc.class {
+                Class::Unsupported(why) => {
+                    *self.unknown.entry(nr).or_default() += 1;
+                    self.note(format!("{} ({nr}) returned ENOSYS: {why}", desc.name));
+                    Errno::ENOSYS.ret()
+                }
+                Class::Emulated => ret_of(self.emulate(nr, &a, cpu, link)?),
+                Class::Proxied | Class::Blocking => self.proxy(desc, a, link)?,
+            },
+        };
+        if let Some(action) = self.exit_request.take() {
+            return Ok(action);
+        }
+        // Writing to a pipe nobody reads raises SIGPIPE, as Linux does.
+        if ret == Errno::EPIPE.ret() && matches!(nr, 1 | 18 | 20 | 296 | 44 | 46 | 307 | 328 | 40 | 275 | 278) {
+            self.signals.raise(libc::SIGPIPE);
+        }
+        if let Some(action) = self.deliver_signals() {
+            return Ok(action);
+        }
+        Ok(Action::Return(ret))
+    }
+
+    /// Takes signals that arrived from outside (the terminal, `kill`) and
+    /// delivers what is deliverable; Some when the program dies.
+    pub fn deliver_signals(&mut self) -> Option<Action> {
+        match self.signals.deliver()? {
+            Delivery::Kill(sig) => Some(Action::Killed(sig)),
+            Delivery::KillUnhandled(sig) => {
+                self.note(format!(
+                    "the program's handler for {} cannot run yet (signal handlers are not supported); it takes the default action",
+                    signals::name(sig)
+                ));
+                Some(Action::Killed(sig))
+            }
+        }
+    }
+
+    // ---- proxied calls -------------------------------------------------
+
+    /// Marshals a call for the broker from its table entry.
+    fn proxy(&mut self, desc: &Desc, a: [u64; 6], link: &mut Link) -> Result<i64, ProcessError> {
+        let mut args = a;
+        let mut kinds: Vec<Arg> = desc.args.to_vec();
+        match desc.nr {
+            // ioctl: the request decides the argument.
+            16 => match table::ioctl_arg(a[1]) {
+                Some(k) => kinds[2] = k,
+                None if self.reserved(a[0]) => return Ok(Errno::EBADF.ret()),
+                None => return Ok(Errno::ENOTTY.ret()),
+            },
+            72 => match table::fcntl_arg(a[1]) {
+                Some(k) => {
+                    kinds[2] = k;
+                    let dup = matches!(a[1], 0 | 1030);
+                    if dup && (a[2] as i32) >= self.ident.reserved_fd_base {
+                        return Ok(Errno::EINVAL.ret());
+                    }
+                }
+                None if self.reserved(a[0]) => return Ok(Errno::EBADF.ret()),
+                None => return Ok(Errno::EINVAL.ret()),
+            },
+            0 | 1 | 17 | 18 => args[2] = a[2].min(MAX_RW_COUNT),
+            _ => {}
+        }
+        let mut buffers = Vec::new();
+        for (i, kind) in kinds.iter().enumerate() {
+            match *kind {
+                Arg::Int => {}
+                Arg::Fd => {
+                    if self.reserved(a[i]) {
+                        return Ok(Errno::EBADF.ret());
+                    }
+                }
+                Arg::DirFd => {
+                    if (a[i] as i32) != AT_FDCWD && self.reserved(a[i]) {
+                        return Ok(Errno::EBADF.ret());
+                    }
+                }
+                Arg::Path => {
+                    if a[i] == 0 {
+                        continue;
+                    }
+                    match self.mm.read_cstring(a[i], PATH_MAX - 1) {
+                        Ok(mut s) => {
+                            s.push(0);
+                            buffers.push(Buffer { arg: i as u32, data: Some(buffer::Data::Bytes(s)), inout: false, out: false });
+                        }
+                        Err(Errno::ENAMETOOLONG) => return Ok(Errno::ENAMETOOLONG.ret()),
+                        Err(_) => args[i] = FAULT_ADDR,
+                    }
+                }
+                Arg::In(len) | Arg::Out(len) | Arg::InOut(len) => {
+                    if a[i] == 0 {
+                        continue;
+                    }
+                    let n = len_of(len, &args);
+                    let write = !matches!(kind, Arg::In(_));
+                    match self.mm.user_ranges(a[i], n, write) {
+                        Ok(r) if n == 0 => {
+                            let _ = r;
+                            buffers.push(Buffer { arg: i as u32, data: Some(buffer::Data::Bytes(Vec::new())), inout: false, out: false });
+                        }
+                        Ok(r) => buffers.push(memory(r, i, write)),
+                        Err(_) => args[i] = FAULT_ADDR,
+                    }
+                }
+                Arg::IovOut | Arg::IovIn => {
+                    let count = a[i + 1];
+                    if count > IOV_MAX {
+                        return Ok(Errno::EINVAL.ret());
+                    }
+                    match self.iov_ranges(a[i], count, matches!(kind, Arg::IovOut)) {
+                        Ok(r) => buffers.push(memory(r, i, matches!(kind, Arg::IovOut))),
+                        Err(Errno::EINVAL) => return Ok(Errno::EINVAL.ret()),
+                        Err(_) => args[i] = FAULT_ADDR,
+                    }
+                }
+            }
+        }
+        let ret = self.call(link, desc.nr, args, buffers)?;
+        self.check_new_fds(desc, &a, ret, link)
+    }
+
+    /// The guest-memory ranges behind an iovec array, in order.
+    fn iov_ranges(&self, iov: u64, count: u64, write: bool) -> Result<Vec<(u64, u64)>, Errno> {
+        let mut raw = vec![0u8; (count * 16) as usize];
+        self.mm.read_user(iov, &mut raw)?;
+        let mut ranges = Vec::new();
+        let mut total: u64 = 0;
+        for c in raw.chunks_exact(16) {
+            let base = u64::from_le_bytes(c[..8].try_into().expect("8"));
+            let len = u64::from_le_bytes(c[8..].try_into().expect("8"));
+            if len > isize::MAX as u64 {
+                return Err(Errno::EINVAL);
+            }
+            total = total.saturating_add(len);
+            let len = len.min(MAX_RW_COUNT.saturating_sub(total - len));
+            ranges.extend(self.mm.user_ranges(base, len, write)?);
+        }
+        Ok(ranges)
+    }
+
+    fn call(&mut self, link: &mut Link, nr: u64, args: [u64; 6], buffers: Vec<Buffer>) -> Result<i64, ProcessError> {
+        let call = Syscall { nr: nr as u32, args: args.to_vec(), buffers };
+        loop {
+            let reply = link.call(request::Kind::Syscall(call.clone()))?;
+            for s in link.take_signals() {
+                self.signals.raise(s);
+            }
+            // A signal the program ignores (or blocks) does not interrupt the
+            // call on Linux: the broker's EINTR is not the program's.
+            if reply.ret == Errno::EINTR.ret() && !reply.signals.is_empty() {
+                let deliverable = self.signals.pending & !self.signals.blocked;
+                let wakes = reply.signals.iter().any(|&s| deliverable & signals::bit(s) != 0);
+                if !wakes {
+                    continue;
+                }
+            }
+            return Ok(reply.ret);
+        }
+    }
+
+    /// New descriptors must not land in the broker's reserved range.
+    fn check_new_fds(&mut self, desc: &Desc, a: &[u64; 6], ret: i64, link: &mut Link) -> Result<i64, ProcessError> {
+        if ret < 0 {
+            return Ok(ret);
+        }
+        let base = self.ident.reserved_fd_base as i64;
+        let dup_fcntl = desc.nr == 72 && matches!(a[1], 0 | 1030);
+        if (desc.returns == Returns::NewFd || dup_fcntl) && ret >= base {
+            self.call(link, 3, [ret as u64, 0, 0, 0, 0, 0], Vec::new())?;
+            return Ok(Errno::EMFILE.ret());
+        }
+        let pair_arg = match desc.nr {
+            22 | 293 => Some(0),
+            53 => Some(3),
+            _ => None,
+        };
+        if let Some(i) = pair_arg {
+            let mut b = [0u8; 8];
+            if self.mm.read_user(a[i], &mut b).is_ok() {
+                let f0 = i32::from_le_bytes(b[..4].try_into().expect("4")) as i64;
+                let f1 = i32::from_le_bytes(b[4..].try_into().expect("4")) as i64;
+                if f0 >= base || f1 >= base {
+                    for f in [f0, f1] {
+                        self.call(link, 3, [f as u64, 0, 0, 0, 0, 0], Vec::new())?;
+                    }
+                    return Ok(Errno::EMFILE.ret());
+                }
+            }
+        }
+        Ok(ret)
+    }
+
+    // ---- emulated calls ------------------------------------------------
+
+    fn emulate(&mut self, nr: u64, a: &[u64; 6], cpu: &mut dyn CpuState, link: &mut Link) -> Result<SysResult, ProcessError> {
+        Ok(match nr {
+            9 => self.mmap(a, link)?,
+            10 => self.mprotect(a[0], a[1], a[2]),
+            11 => self.munmap(a[0], a[1]),
+            12 => Ok(self.mm.set_brk(a[0])),
+            13 => self.rt_sigaction(a),
+            14 => self.rt_sigprocmask(a),
+            24 => Ok(0),
+            25 => self.mremap(a),
+            28 => self.madvise(a[0], a[1], a[2]),
+            39 | 186 => Ok(self.ident.pid as u64),
+            110 => Ok(self.ident.ppid as u64),
+            60 | 231 => {
+                self.exit_request = Some(Action::Exit((a[0] & 0xff) as i32));
+                Ok(0)
+            }
+            62 => self.kill(a[0] as i32, a[1] as i32, link)?,
+            200 => self.kill_thread(a[0] as i32, a[1] as i32),
+            234 => {
+                if a[0] as i32 != self.ident.pid as i32 && a[0] as i32 > 0 {
+                    return Ok(result_of(self.call(link, 234, *a, Vec::new())?));
+                }
+                self.kill_thread(a[1] as i32, a[2] as i32)
+            }
+            131 => self.sigaltstack(a),
+            158 => self.arch_prctl(a[0], a[1], cpu)?,
+            218 => Ok(self.ident.pid as u64),
+            273 => if a[1] == 24 { Ok(0) } else { Err(Errno::EINVAL) },
+            202 => self.futex(a, link)?,
+            97 => self.prlimit(0, a[0], 0, a[1], link)?,
+            160 => self.prlimit(0, a[0], a[1], 0, link)?,
+            302 => {
+                if a[0] != 0 && a[0] as u32 != self.ident.pid {
+                    // Another process's limits: the broker asks the host.
+                    let desc = table::lookup(302).expect("prlimit64 is in the table");
+                    return Ok(result_of(self.proxy(desc, *a, link)?));
+                }
+                self.prlimit(0, a[1], a[2], a[3], link)?
+            }
+            436 => self.close_range(a, link)?,
+            _ => Err(Errno::ENOSYS),
+        })
+    }
+
+    fn mmap(&mut self, a: &[u64; 6], link: &mut Link) -> Result<SysResult, ProcessError> {
+        const MAP_SHARED: u64 = 0x01;
+        const MAP_PRIVATE: u64 = 0x02;
+        const MAP_SHARED_VALIDATE: u64 = 0x03;
+        const MAP_FIXED: u64 = 0x10;
+        const MAP_ANONYMOUS: u64 = 0x20;
+        const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
+        let (addr, len, prot, flags, fd, off) = (a[0], a[1], a[2], a[3], a[4] as i32, a[5]);
+        if len == 0 || prot & !(7 | 0x0100_0000 | 0x0200_0000) != 0 {
+            return Ok(Err(Errno::EINVAL));
+        }
+        let kind = flags & 3;
+        if kind != MAP_SHARED && kind != MAP_PRIVATE && kind != MAP_SHARED_VALIDATE {
+            return Ok(Err(Errno::EINVAL));
+        }
+        let Some(len) = mm::page_up(len) else { return Ok(Err(Errno::ENOMEM)) };
+        if len > USER_TOP {
+            return Ok(Err(Errno::ENOMEM));
+        }
+        if off % PAGE_SIZE != 0 {
+            return Ok(Err(Errno::EINVAL));
+        }
+        let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
+        if fixed && (addr % PAGE_SIZE != 0 || addr.checked_add(len).is_none_or(|e| e > USER_TOP)) {
+            return Ok(Err(if addr % PAGE_SIZE != 0 { Errno::EINVAL } else { Errno::ENOMEM }));
+        }
+        if fixed && addr < mm::MMAP_MIN_ADDR {
+            return Ok(Err(Errno::EPERM));
+        }
+        if flags & MAP_FIXED_NOREPLACE != 0 && flags & MAP_FIXED == 0 && self.mm.vmas().any(|(&s, v)| s < addr + len && v.end > addr) {
+            return Ok(Err(Errno::EEXIST));
+        }
+        let anonymous = flags & MAP_ANONYMOUS != 0;
+        if !anonymous {
+            if self.reserved(fd as u64) || fd < 0 {
+                return Ok(Err(Errno::EBADF));
+            }
+            if kind != MAP_PRIVATE && prot & PROT_WRITE as u64 != 0 {
+                self.note("a writable MAP_SHARED file mapping was refused (ENODEV): not supported yet".into());
+                return Ok(Err(Errno::ENODEV));
+            }
+        }
+        let at = match self.mm.place(addr, len, fixed) {
+            Ok(at) => at,
+            Err(e) => return Ok(Err(e)),
+        };
+        let prot = prot as u32 & (PROT_READ | PROT_WRITE | PROT_EXEC);
+        if !anonymous {
+            // Map writable to fill, read the file through the broker, then protect.
+            if let Err(e) = self.mm.map_anonymous(at, len, PROT_READ | PROT_WRITE, VmaKind::Anonymous) {
+                return Ok(Err(e));
+            }
+            let ranges = self.mm.user_ranges(at, len, true).expect("just mapped");
+            let r = self.call(link, 17, [fd as u64, 0, len, off, 0, 0], vec![memory(ranges, 1, true)])?;
+            if r < 0 {
+                let _ = self.mm.unmap(at, len);
+                let e = if r == -(libc::ESPIPE as i64) { Errno::ENODEV } else { Errno(-r as i32) };
+                return Ok(Err(e));
+            }
+            if let Err(e) = self.mm.protect(at, len, prot) {
+                return Ok(Err(e));
+            }
+            return Ok(Ok(at));
+        }
+        Ok(self.mm.map_anonymous(at, len, prot, VmaKind::Anonymous).map(|_| at))
+    }
+
+    fn munmap(&mut self, addr: u64, len: u64) -> SysResult {
+        if addr % PAGE_SIZE != 0 || len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let len = mm::page_up(len).ok_or(Errno::EINVAL)?;
+        if addr.checked_add(len).is_none_or(|e| e > USER_TOP) {
+            return Err(Errno::EINVAL);
+        }
+        self.mm.unmap(addr, len).map(|_| 0)
+    }
+
+    fn mprotect(&mut self, addr: u64, len: u64, prot: u64) -> SysResult {
+        if addr % PAGE_SIZE != 0 || prot & !(7 | 0x0100_0000 | 0x0200_0000) != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let len = mm::page_up(len).ok_or(Errno::ENOMEM)?;
+        if len == 0 {
+            return Ok(0);
+        }
+        if addr.checked_add(len).is_none_or(|e| e > USER_TOP) {
+            return Err(Errno::ENOMEM);
+        }
+        self.mm.protect(addr, len, prot as u32 & 7).map(|_| 0)
+    }
+
+    fn madvise(&mut self, addr: u64, len: u64, advice: u64) -> SysResult {
+        if addr % PAGE_SIZE != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let len = mm::page_up(len).ok_or(Errno::EINVAL)?;
+        if addr.checked_add(len).is_none_or(|e| e > USER_TOP) {
+            return Err(Errno::EINVAL);
+        }
+        match advice {
+            4 | 8 | 9 => self.mm.discard(addr, len).map(|_| 0), // DONTNEED, FREE, REMOVE
+            0..=3 | 10..=23 | 100 | 101 => Ok(0),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    fn mremap(&mut self, a: &[u64; 6]) -> SysResult {
+        const MREMAP_MAYMOVE: u64 = 1;
+        const MREMAP_FIXED: u64 = 2;
+        let (old, old_len, new_len, flags) = (a[0], a[1], a[2], a[3]);
+        if old % PAGE_SIZE != 0 || flags & !7 != 0 || new_len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        if flags & MREMAP_FIXED != 0 {
+            self.note("mremap with MREMAP_FIXED returned ENOSYS: not supported yet".into());
+            return Err(Errno::ENOSYS);
+        }
+        let old_len = mm::page_up(old_len).ok_or(Errno::EINVAL)?;
+        let new_len = mm::page_up(new_len).ok_or(Errno::ENOMEM)?;
+        self.mm.remap(old, old_len, new_len, flags & MREMAP_MAYMOVE != 0)
+    }
+
+    fn rt_sigaction(&mut self, a: &[u64; 6]) -> SysResult {
+        let (sig, act, oact, size) = (a[0] as i32, a[1], a[2], a[3]);
+        if size != 8 || !(1..=signals::NSIG as i32).contains(&sig) {
+            return Err(Errno::EINVAL);
+        }
+        if act != 0 && (sig == libc::SIGKILL || sig == libc::SIGSTOP) {
+            return Err(Errno::EINVAL);
+        }
+        let mut new = None;
+        if act != 0 {
+            let mut b = [0u8; 32];
+            self.mm.read_user(act, &mut b)?;
+            new = Some(SigAction::from_bytes(&b));
+        }
+        if oact != 0 {
+            self.mm.write_user(oact, &self.signals.action(sig).to_bytes())?;
+        }
+        if let Some(mut n) = new {
+            n.mask &= !(signals::bit(libc::SIGKILL) | signals::bit(libc::SIGSTOP));
+            self.signals.actions[(sig - 1) as usize] = n;
+            if self.signals.is_ignored(sig) {
+                self.signals.pending &= !signals::bit(sig);
+            }
+        }
+        Ok(0)
+    }
+
+    fn rt_sigprocmask(&mut self, a: &[u64; 6]) -> SysResult {
+        let (how, set, oset, size) = (a[0], a[1], a[2], a[3]);
+        if size != 8 {
+            return Err(Errno::EINVAL);
+        }
+        let mut new = None;
+        if set != 0 {
+            let mut b = [0u8; 8];
+            self.mm.read_user(set, &mut b)?;
+            let s = u64::from_le_bytes(b);
+            new = Some(match how {
+                0 => self.signals.blocked | s,
+                1 => self.signals.blocked & !s,
+                2 => s,
+                _ => return Err(Errno::EINVAL),
+            });
+        }
+        if oset != 0 {
+            self.mm.write_user(oset, &self.signals.blocked.to_le_bytes())?;
+        }
+        if let Some(m) = new {
+            self.signals.blocked = m & !(signals::bit(libc::SIGKILL) | signals::bit(libc::SIGSTOP));
+        }
+        Ok(0)
+    }
+
+    fn sigaltstack(&mut self, a: &[u64; 6]) -> SysResult {
+        let mut new = None;
+        if a[0] != 0 {
+            let mut b = [0u8; 24];
+            self.mm.read_user(a[0], &mut b)?;
+            let flags = i32::from_le_bytes(b[8..12].try_into().expect("4"));
+            let size = u64::from_le_bytes(b[16..24].try_into().expect("8"));
+            if flags & !(2 | (1 << 31)) != 0 {
+                return Err(Errno::EINVAL);
+            }
+            if flags & 2 == 0 && size < 2048 {
+                return Err(Errno(libc::ENOMEM));
+            }
+            new = Some(b);
+        }
+        if a[1] != 0 {
+            self.mm.write_user(a[1], &self.signals.altstack)?;
+        }
+        if let Some(b) = new {
+            self.signals.altstack = b;
+        }
+        Ok(0)
+    }
+
+    fn kill(&mut self, pid: i32, sig: i32, link: &mut Link) -> Result<SysResult, ProcessError> {
+        if !(0..=signals::NSIG as i32).contains(&sig) {
+            return Ok(Err(Errno::EINVAL));
+        }
+        if pid == self.ident.pid as i32 {
+            if sig != 0 {
+                self.signals.raise(sig);
+            }
+            return Ok(Ok(0));
+        }
+        // Other processes (and process groups, which include the broker
+        // itself and so the program) are the broker's business.
+        Ok(result_of(self.call(link, 62, [pid as u64, sig as u64, 0, 0, 0, 0], Vec::new())?))
+    }
+
+    fn kill_thread(&mut self, tid: i32, sig: i32) -> SysResult {
+        if tid <= 0 || !(0..=signals::NSIG as i32).contains(&sig) {
+            return Err(Errno::EINVAL);
+        }
+        if tid != self.ident.pid as i32 {
+            return Err(Errno::ESRCH);
+        }
+        if sig != 0 {
+            self.signals.raise(sig);
+        }
+        Ok(0)
+    }
+
+    fn arch_prctl(&mut self, code: u64, addr: u64, cpu: &mut dyn CpuState) -> Result<SysResult, ProcessError> {
+        const ARCH_SET_GS: u64 = 0x1001;
+        const ARCH_SET_FS: u64 = 0x1002;
+        const ARCH_GET_FS: u64 = 0x1003;
+        const ARCH_GET_GS: u64 = 0x1004;
+        Ok(match code {
+            ARCH_SET_FS | ARCH_SET_GS => {
+                if addr >= USER_TOP {
+                    return Ok(Err(Errno::EPERM));
+                }
+                if code == ARCH_SET_FS { cpu.set_fs_base(addr)? } else { cpu.set_gs_base(addr)? }
+                Ok(0)
+            }
+            ARCH_GET_FS | ARCH_GET_GS => {
+                let v = if code == ARCH_GET_FS { cpu.fs_base()? } else { cpu.gs_base()? };
+                self.mm.write_user(addr, &v.to_le_bytes()).map(|_| 0)
+            }
+            _ => Err(Errno::EINVAL),
+        })
+    }
+
+    fn futex(&mut self, a: &[u64; 6], link: &mut Link) -> Result<SysResult, ProcessError> {
+        let op = a[1] & 0x7f; // without FUTEX_PRIVATE_FLAG
+        Ok(match op {
+            1 | 10 => Ok(0), // WAKE, WAKE_BITSET: nobody else waits in a one-thread process
+            0 | 9 => {
+                let mut b = [0u8; 4];
+                if let Err(e) = self.mm.read_user(a[0], &mut b) {
+                    return Ok(Err(e));
+                }
+                if u32::from_le_bytes(b) != a[2] as u32 {
+                    return Ok(Err(Errno::EAGAIN));
+                }
+                if a[3] != 0 {
+                    return Ok(Err(Errno(libc::ETIMEDOUT)));
+                }
+                // No other thread can wake it: it sleeps until a signal, as on Linux.
+                let r = self.call(link, 34, [0; 6], Vec::new())?;
+                Err(Errno(-r as i32))
+            }
+            _ => Err(Errno::ENOSYS),
+        })
+    }
+
+    /// getrlimit/setrlimit/prlimit64 for the program itself. Limits it sets
+    /// are kept here, never applied to the broker; RLIMIT_NOFILE reads
+    /// below the broker's reserved range.
+    fn prlimit(&mut self, _pid: u64, res: u64, new: u64, old: u64, link: &mut Link) -> Result<SysResult, ProcessError> {
+        const RLIMIT_NOFILE: u64 = 7;
+        const RLIM_NLIMITS: u64 = 16;
+        if res >= RLIM_NLIMITS {
+            return Ok(Err(Errno::EINVAL));
+        }
+        let current = match self.rlimits.get(&res) {
+            Some(&v) => v,
+            None => {
+                let mut out = [0u8; 16];
+                let r = self.prlimit_of_broker(res, &mut out, link)?;
+                if r < 0 {
+                    return Ok(Err(Errno(-r as i32)));
+                }
+                let mut cur = u64::from_le_bytes(out[..8].try_into().expect("8"));
+                let mut max = u64::from_le_bytes(out[8..].try_into().expect("8"));
+                if res == RLIMIT_NOFILE {
+                    let base = self.ident.reserved_fd_base as u64;
+                    cur = cur.min(base);
+                    max = max.min(base);
+                }
+                (cur, max)
+            }
+        };
+        let mut next = None;
+        if new != 0 {
+            let mut b = [0u8; 16];
+            if let Err(e) = self.mm.read_user(new, &mut b) {
+                return Ok(Err(e));
+            }
+            let cur = u64::from_le_bytes(b[..8].try_into().expect("8"));
+            let max = u64::from_le_bytes(b[8..].try_into().expect("8"));
+            if cur > max {
+                return Ok(Err(Errno::EINVAL));
+            }
+            if max > current.1 && self.ident.euid != 0 {
+                return Ok(Err(Errno::EPERM));
+            }
+            if res == RLIMIT_NOFILE && max > self.ident.reserved_fd_base as u64 {
+                return Ok(Err(Errno::EPERM));
+            }
+            next = Some((cur, max));
+        }
+        if old != 0 {
+            let mut b = [0u8; 16];
+            b[..8].copy_from_slice(&current.0.to_le_bytes());
+            b[8..].copy_from_slice(&current.1.to_le_bytes());
+            if let Err(e) = self.mm.write_user(old, &b) {
+                return Ok(Err(e));
+            }
+        }
+        if let Some(v) = next {
+            self.rlimits.insert(res, v);
+        }
+        Ok(Ok(0))
+    }
+
+    fn prlimit_of_broker(&mut self, res: u64, out: &mut [u8; 16], link: &mut Link) -> Result<i64, ProcessError> {
+        let call = Syscall {
+            nr: 302,
+            args: vec![0, res, 0, 0, 0, 0],
+            buffers: vec![Buffer { arg: 3, data: Some(buffer::Data::OutLen(16)), inout: false, out: true }],
+        };
+        let reply = link.call(request::Kind::Syscall(call))?;
+        if let Some(o) = reply.outputs.first() {
+            if o.len() == 16 {
+                out.copy_from_slice(o);
+            }
+        }
+        Ok(reply.ret)
+    }
+
+    fn close_range(&mut self, a: &[u64; 6], link: &mut Link) -> Result<SysResult, ProcessError> {
+        let (first, last, flags) = (a[0] as u32, a[1] as u32, a[2]);
+        if first > last {
+            return Ok(Err(Errno::EINVAL));
+        }
+        let base = self.ident.reserved_fd_base as u32;
+        if first >= base {
+            return Ok(Ok(0));
+        }
+        let last = last.min(base - 1);
+        Ok(result_of(self.call(link, 436, [first as u64, last as u64, flags, 0, 0, 0], Vec::new())?))
+    }
+}

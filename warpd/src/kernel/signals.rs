@@ -1,0 +1,192 @@
+//! Signal state of the program: dispositions, the blocked mask and pending
+//! signals. Delivery happens only at deterministic points (syscall
+//! boundaries, exits). Running user handlers needs signal frames, which come
+//! with full signal support; until then a signal whose handler is set takes
+//! its default action, and warpd says so.
+
+pub const NSIG: usize = 64;
+pub const SIG_DFL: u64 = 0;
+pub const SIG_IGN: u64 = 1;
+
+/// The kernel's `struct sigaction` for rt_sigaction on x86_64.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SigAction {
+    pub handler: u64,
+    pub flags: u64,
+    pub restorer: u64,
+    pub mask: u64,
+}
+
+impl SigAction {
+    pub fn to_bytes(self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        for (i, w) in [self.handler, self.flags, self.restorer, self.mask].iter().enumerate() {
+            b[i * 8..i * 8 + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        b
+    }
+    pub fn from_bytes(b: &[u8; 32]) -> Self {
+        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        SigAction { handler: w(0), flags: w(1), restorer: w(2), mask: w(3) }
+    }
+}
+
+/// What a signal does by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Default_ {
+    Terminate,
+    Ignore,
+    Stop,
+    Continue,
+}
+
+pub fn default_action(sig: i32) -> Default_ {
+    match sig {
+        libc::SIGCHLD | libc::SIGURG | libc::SIGWINCH => Default_::Ignore,
+        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => Default_::Stop,
+        libc::SIGCONT => Default_::Continue,
+        _ => Default_::Terminate,
+    }
+}
+
+pub fn bit(sig: i32) -> u64 {
+    1u64 << (sig - 1)
+}
+
+/// What delivering the next signal means for the program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// The program dies of this signal.
+    Kill(i32),
+    /// A handler is installed but handlers cannot run yet: default action taken.
+    KillUnhandled(i32),
+}
+
+#[derive(Debug)]
+pub struct Signals {
+    pub actions: [SigAction; NSIG],
+    pub blocked: u64,
+    pub pending: u64,
+    pub altstack: [u8; 24],
+}
+
+impl Default for Signals {
+    fn default() -> Self {
+        // A new program has no alternate stack: SS_DISABLE (2) in ss_flags.
+        let mut altstack = [0u8; 24];
+        altstack[8] = 2;
+        Signals { actions: [SigAction::default(); NSIG], blocked: 0, pending: 0, altstack }
+    }
+}
+
+impl Signals {
+    pub fn action(&self, sig: i32) -> SigAction {
+        self.actions[(sig - 1) as usize]
+    }
+
+    /// Whether raising `sig` now would be discarded (ignored, explicitly or by default).
+    pub fn is_ignored(&self, sig: i32) -> bool {
+        let a = self.action(sig);
+        a.handler == SIG_IGN || (a.handler == SIG_DFL && default_action(sig) == Default_::Ignore)
+    }
+
+    pub fn raise(&mut self, sig: i32) {
+        if (1..=NSIG as i32).contains(&sig) && !(self.is_ignored(sig) && self.blocked & bit(sig) == 0) {
+            self.pending |= bit(sig);
+        }
+    }
+
+    /// Takes the next deliverable signal and says what it does, or None
+    /// when nothing pending may be delivered (or all of it is discarded).
+    pub fn deliver(&mut self) -> Option<Delivery> {
+        loop {
+            let ready = self.pending & !self.blocked;
+            if ready == 0 {
+                return None;
+            }
+            let sig = ready.trailing_zeros() as i32 + 1;
+            self.pending &= !bit(sig);
+            let a = self.action(sig);
+            if sig == libc::SIGKILL {
+                return Some(Delivery::Kill(sig));
+            }
+            match a.handler {
+                SIG_IGN => continue,
+                SIG_DFL => match default_action(sig) {
+                    Default_::Terminate => return Some(Delivery::Kill(sig)),
+                    // Job control is the terminal's business: the broker
+                    // stops and continues itself; the program just runs on.
+                    Default_::Ignore | Default_::Stop | Default_::Continue => continue,
+                },
+                _ => match default_action(sig) {
+                    Default_::Terminate => return Some(Delivery::KillUnhandled(sig)),
+                    _ => continue,
+                },
+            }
+        }
+    }
+}
+
+/// The name Linux gives a signal, for messages.
+pub fn name(sig: i32) -> String {
+    let n = match sig {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGTRAP => "SIGTRAP",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGALRM => "SIGALRM",
+        libc::SIGTERM => "SIGTERM",
+        _ => return format!("signal {sig}"),
+    };
+    n.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_terminate_and_ignore() {
+        let mut s = Signals::default();
+        s.raise(libc::SIGCHLD);
+        assert_eq!(s.deliver(), None);
+        s.raise(libc::SIGINT);
+        assert_eq!(s.deliver(), Some(Delivery::Kill(libc::SIGINT)));
+    }
+
+    #[test]
+    fn blocked_signals_wait() {
+        let mut s = Signals::default();
+        s.blocked = bit(libc::SIGABRT);
+        s.raise(libc::SIGABRT);
+        assert_eq!(s.deliver(), None);
+        s.blocked = 0;
+        assert_eq!(s.deliver(), Some(Delivery::Kill(libc::SIGABRT)));
+    }
+
+    #[test]
+    fn ignored_and_handled() {
+        let mut s = Signals::default();
+        s.actions[(libc::SIGPIPE - 1) as usize].handler = SIG_IGN;
+        s.raise(libc::SIGPIPE);
+        assert_eq!(s.deliver(), None);
+        s.actions[(libc::SIGTERM - 1) as usize].handler = 0x401000;
+        s.raise(libc::SIGTERM);
+        assert_eq!(s.deliver(), Some(Delivery::KillUnhandled(libc::SIGTERM)));
+    }
+
+    #[test]
+    fn sigaction_bytes_round_trip() {
+        let a = SigAction { handler: 1, flags: 0x0400_0000, restorer: 3, mask: 4 };
+        assert_eq!(SigAction::from_bytes(&a.to_bytes()), a);
+    }
+}

@@ -1,0 +1,330 @@
+//! The one table of syscall descriptions.
+//!
+//! Each entry says how warpd handles the call (emulated, proxied to the
+//! broker, or not supported), what each argument is (descriptor, path,
+//! buffer in or out and its length) and so how to check and marshal it,
+//! and how to print it. Dispatch, the broker marshalling and (with the
+//! trace) recording, replay and the event printer all read this table, so
+//! they cannot disagree.
+
+/// How warpd answers a syscall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// The VM's own state: memory, threads, signals, identity of the guest.
+    Emulated,
+    /// Performed by the broker with the user's rights.
+    Proxied,
+    /// Proxied, and may block (the broker waits; a signal interrupts it).
+    Blocking,
+    /// Known to Linux, not supported yet: -ENOSYS, with a note.
+    Unsupported(&'static str),
+}
+
+/// The length of a buffer argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Len {
+    /// The value of argument i.
+    Of(usize),
+    /// A fixed structure size.
+    Fixed(u64),
+    /// Argument i times a size (arrays).
+    ArgTimes(usize, u64),
+    /// An fd_set for `nfds` in argument i: ceil(nfds / 64) * 8 bytes.
+    FdSet(usize),
+}
+
+/// What one argument is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arg {
+    /// A plain value.
+    Int,
+    /// A file descriptor (the broker's reserved range is refused with EBADF).
+    Fd,
+    /// A directory descriptor or AT_FDCWD.
+    DirFd,
+    /// A NUL-terminated path (or name) the call reads.
+    Path,
+    /// A buffer the call reads.
+    In(Len),
+    /// A buffer the call writes.
+    Out(Len),
+    /// A buffer the call reads and writes.
+    InOut(Len),
+    /// A guest iovec array (count in the next argument) the call fills.
+    IovOut,
+    /// A guest iovec array (count in the next argument) the call reads.
+    IovIn,
+}
+
+/// What a successful call returns, where warpd must check it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Returns {
+    Value,
+    /// A new descriptor, which must stay below the reserved range.
+    NewFd,
+}
+
+#[derive(Debug)]
+pub struct Desc {
+    pub nr: u64,
+    pub name: &'static str,
+    pub class: Class,
+    pub args: &'static [Arg],
+    pub returns: Returns,
+}
+
+use Arg::*;
+use Class::*;
+use Len::*;
+use Returns::*;
+
+const fn d(nr: u64, name: &'static str, class: Class, args: &'static [Arg]) -> Desc {
+    Desc { nr, name, class, args, returns: Value }
+}
+const fn fd(nr: u64, name: &'static str, class: Class, args: &'static [Arg]) -> Desc {
+    Desc { nr, name, class, args, returns: NewFd }
+}
+
+const STAT: u64 = 144;
+const STATFS: u64 = 120;
+const TIMESPEC: u64 = 16;
+const NOT_YET_PROCESSES: &str = "new processes and threads are not supported yet";
+
+/// Every syscall warpd knows, in number order.
+pub static TABLE: &[Desc] = &[
+    d(0, "read", Blocking, &[Fd, Out(Of(2)), Int]),
+    d(1, "write", Blocking, &[Fd, In(Of(2)), Int]),
+    fd(2, "open", Proxied, &[Path, Int, Int]),
+    d(3, "close", Proxied, &[Fd]),
+    d(4, "stat", Proxied, &[Path, Out(Fixed(STAT))]),
+    d(5, "fstat", Proxied, &[Fd, Out(Fixed(STAT))]),
+    d(6, "lstat", Proxied, &[Path, Out(Fixed(STAT))]),
+    d(7, "poll", Blocking, &[InOut(ArgTimes(1, 8)), Int, Int]),
+    d(8, "lseek", Proxied, &[Fd, Int, Int]),
+    d(9, "mmap", Emulated, &[Int, Int, Int, Int, Fd, Int]),
+    d(10, "mprotect", Emulated, &[Int, Int, Int]),
+    d(11, "munmap", Emulated, &[Int, Int]),
+    d(12, "brk", Emulated, &[Int]),
+    d(13, "rt_sigaction", Emulated, &[Int, In(Fixed(32)), Out(Fixed(32)), Int]),
+    d(14, "rt_sigprocmask", Emulated, &[Int, In(Fixed(8)), Out(Fixed(8)), Int]),
+    d(15, "rt_sigreturn", Unsupported("signal handlers are not supported yet"), &[]),
+    d(16, "ioctl", Proxied, &[Fd, Int, Int]),
+    d(17, "pread64", Blocking, &[Fd, Out(Of(2)), Int, Int]),
+    d(18, "pwrite64", Blocking, &[Fd, In(Of(2)), Int, Int]),
+    d(19, "readv", Blocking, &[Fd, IovOut, Int]),
+    d(20, "writev", Blocking, &[Fd, IovIn, Int]),
+    d(21, "access", Proxied, &[Path, Int]),
+    d(22, "pipe", Proxied, &[Out(Fixed(8))]),
+    d(23, "select", Blocking, &[Int, InOut(FdSet(0)), InOut(FdSet(0)), InOut(FdSet(0)), InOut(Fixed(TIMESPEC))]),
+    d(24, "sched_yield", Emulated, &[]),
+    d(25, "mremap", Emulated, &[Int, Int, Int, Int, Int]),
+    d(28, "madvise", Emulated, &[Int, Int, Int]),
+    fd(32, "dup", Proxied, &[Fd]),
+    d(33, "dup2", Proxied, &[Fd, Fd]),
+    d(34, "pause", Blocking, &[]),
+    d(35, "nanosleep", Blocking, &[In(Fixed(TIMESPEC)), Out(Fixed(TIMESPEC))]),
+    d(36, "getitimer", Proxied, &[Int, Out(Fixed(32))]),
+    d(37, "alarm", Proxied, &[Int]),
+    d(38, "setitimer", Proxied, &[Int, In(Fixed(32)), Out(Fixed(32))]),
+    d(39, "getpid", Emulated, &[]),
+    d(40, "sendfile", Blocking, &[Fd, Fd, InOut(Fixed(8)), Int]),
+    fd(41, "socket", Proxied, &[Int, Int, Int]),
+    d(42, "connect", Blocking, &[Fd, In(Of(2)), Int]),
+    d(48, "shutdown", Proxied, &[Fd, Int]),
+    d(49, "bind", Proxied, &[Fd, In(Of(2)), Int]),
+    d(50, "listen", Proxied, &[Fd, Int]),
+    d(53, "socketpair", Proxied, &[Int, Int, Int, Out(Fixed(8))]),
+    d(54, "setsockopt", Proxied, &[Fd, Int, Int, In(Of(4)), Int]),
+    d(56, "clone", Unsupported(NOT_YET_PROCESSES), &[]),
+    d(57, "fork", Unsupported(NOT_YET_PROCESSES), &[]),
+    d(58, "vfork", Unsupported(NOT_YET_PROCESSES), &[]),
+    d(59, "execve", Unsupported("execve is not supported yet"), &[Path]),
+    d(60, "exit", Emulated, &[Int]),
+    d(61, "wait4", Blocking, &[Int, Out(Fixed(4)), Int, Out(Fixed(STAT))]),
+    d(62, "kill", Emulated, &[Int, Int]),
+    d(63, "uname", Proxied, &[Out(Fixed(390))]),
+    d(72, "fcntl", Proxied, &[Fd, Int, Int]),
+    d(73, "flock", Blocking, &[Fd, Int]),
+    d(74, "fsync", Proxied, &[Fd]),
+    d(75, "fdatasync", Proxied, &[Fd]),
+    d(76, "truncate", Proxied, &[Path, Int]),
+    d(77, "ftruncate", Proxied, &[Fd, Int]),
+    d(78, "getdents", Proxied, &[Fd, Out(Of(2)), Int]),
+    d(79, "getcwd", Proxied, &[Out(Of(1)), Int]),
+    d(80, "chdir", Proxied, &[Path]),
+    d(81, "fchdir", Proxied, &[Fd]),
+    d(82, "rename", Proxied, &[Path, Path]),
+    d(83, "mkdir", Proxied, &[Path, Int]),
+    d(84, "rmdir", Proxied, &[Path]),
+    fd(85, "creat", Proxied, &[Path, Int]),
+    d(86, "link", Proxied, &[Path, Path]),
+    d(87, "unlink", Proxied, &[Path]),
+    d(88, "symlink", Proxied, &[Path, Path]),
+    d(89, "readlink", Proxied, &[Path, Out(Of(2)), Int]),
+    d(90, "chmod", Proxied, &[Path, Int]),
+    d(91, "fchmod", Proxied, &[Fd, Int]),
+    d(92, "chown", Proxied, &[Path, Int, Int]),
+    d(93, "fchown", Proxied, &[Fd, Int, Int]),
+    d(94, "lchown", Proxied, &[Path, Int, Int]),
+    d(95, "umask", Proxied, &[Int]),
+    d(96, "gettimeofday", Proxied, &[Out(Fixed(16)), Out(Fixed(8))]),
+    d(97, "getrlimit", Emulated, &[Int, Out(Fixed(16))]),
+    d(98, "getrusage", Proxied, &[Int, Out(Fixed(144))]),
+    d(99, "sysinfo", Proxied, &[Out(Fixed(112))]),
+    d(100, "times", Proxied, &[Out(Fixed(32))]),
+    d(102, "getuid", Proxied, &[]),
+    d(104, "getgid", Proxied, &[]),
+    d(105, "setuid", Proxied, &[Int]),
+    d(106, "setgid", Proxied, &[Int]),
+    d(107, "geteuid", Proxied, &[]),
+    d(108, "getegid", Proxied, &[]),
+    d(109, "setpgid", Proxied, &[Int, Int]),
+    d(110, "getppid", Emulated, &[]),
+    d(111, "getpgrp", Proxied, &[]),
+    d(112, "setsid", Proxied, &[]),
+    d(113, "setreuid", Proxied, &[Int, Int]),
+    d(114, "setregid", Proxied, &[Int, Int]),
+    d(115, "getgroups", Proxied, &[Int, Out(ArgTimes(0, 4))]),
+    d(116, "setgroups", Proxied, &[Int, In(ArgTimes(0, 4))]),
+    d(117, "setresuid", Proxied, &[Int, Int, Int]),
+    d(118, "getresuid", Proxied, &[Out(Fixed(4)), Out(Fixed(4)), Out(Fixed(4))]),
+    d(119, "setresgid", Proxied, &[Int, Int, Int]),
+    d(120, "getresgid", Proxied, &[Out(Fixed(4)), Out(Fixed(4)), Out(Fixed(4))]),
+    d(121, "getpgid", Proxied, &[Int]),
+    d(124, "getsid", Proxied, &[Int]),
+    d(131, "sigaltstack", Emulated, &[In(Fixed(24)), Out(Fixed(24))]),
+    d(132, "utime", Proxied, &[Path, In(Fixed(16))]),
+    d(133, "mknod", Proxied, &[Path, Int, Int]),
+    d(137, "statfs", Proxied, &[Path, Out(Fixed(STATFS))]),
+    d(138, "fstatfs", Proxied, &[Fd, Out(Fixed(STATFS))]),
+    d(140, "getpriority", Proxied, &[Int, Int]),
+    d(141, "setpriority", Proxied, &[Int, Int, Int]),
+    d(158, "arch_prctl", Emulated, &[Int, Int]),
+    d(160, "setrlimit", Emulated, &[Int, In(Fixed(16))]),
+    d(162, "sync", Proxied, &[]),
+    d(186, "gettid", Emulated, &[]),
+    d(191, "getxattr", Proxied, &[Path, Path, Out(Of(3)), Int]),
+    d(192, "lgetxattr", Proxied, &[Path, Path, Out(Of(3)), Int]),
+    d(193, "fgetxattr", Proxied, &[Fd, Path, Out(Of(3)), Int]),
+    d(194, "listxattr", Proxied, &[Path, Out(Of(2)), Int]),
+    d(195, "llistxattr", Proxied, &[Path, Out(Of(2)), Int]),
+    d(196, "flistxattr", Proxied, &[Fd, Out(Of(2)), Int]),
+    d(200, "tkill", Emulated, &[Int, Int]),
+    d(201, "time", Proxied, &[Out(Fixed(8))]),
+    d(202, "futex", Emulated, &[Int, Int, Int, Int, Int, Int]),
+    d(204, "sched_getaffinity", Proxied, &[Int, Int, Out(Of(1))]),
+    d(217, "getdents64", Proxied, &[Fd, Out(Of(2)), Int]),
+    d(218, "set_tid_address", Emulated, &[Int]),
+    d(221, "fadvise64", Proxied, &[Fd, Int, Int, Int]),
+    d(228, "clock_gettime", Proxied, &[Int, Out(Fixed(TIMESPEC))]),
+    d(229, "clock_getres", Proxied, &[Int, Out(Fixed(TIMESPEC))]),
+    d(230, "clock_nanosleep", Blocking, &[Int, Int, In(Fixed(TIMESPEC)), Out(Fixed(TIMESPEC))]),
+    d(231, "exit_group", Emulated, &[Int]),
+    d(234, "tgkill", Emulated, &[Int, Int, Int]),
+    d(235, "utimes", Proxied, &[Path, In(Fixed(32))]),
+    fd(257, "openat", Proxied, &[DirFd, Path, Int, Int]),
+    d(258, "mkdirat", Proxied, &[DirFd, Path, Int]),
+    d(259, "mknodat", Proxied, &[DirFd, Path, Int, Int]),
+    d(260, "fchownat", Proxied, &[DirFd, Path, Int, Int, Int]),
+    d(261, "futimesat", Proxied, &[DirFd, Path, In(Fixed(32))]),
+    d(262, "newfstatat", Proxied, &[DirFd, Path, Out(Fixed(STAT)), Int]),
+    d(263, "unlinkat", Proxied, &[DirFd, Path, Int]),
+    d(264, "renameat", Proxied, &[DirFd, Path, DirFd, Path]),
+    d(265, "linkat", Proxied, &[DirFd, Path, DirFd, Path, Int]),
+    d(266, "symlinkat", Proxied, &[Path, DirFd, Path]),
+    d(267, "readlinkat", Proxied, &[DirFd, Path, Out(Of(3)), Int]),
+    d(268, "fchmodat", Proxied, &[DirFd, Path, Int]),
+    d(269, "faccessat", Proxied, &[DirFd, Path, Int]),
+    d(271, "ppoll", Blocking, &[InOut(ArgTimes(1, 8)), Int, In(Fixed(TIMESPEC)), In(Fixed(8)), Int]),
+    d(273, "set_robust_list", Emulated, &[Int, Int]),
+    d(280, "utimensat", Proxied, &[DirFd, Path, In(Fixed(32)), Int]),
+    fd(284, "eventfd", Proxied, &[Int]),
+    d(285, "fallocate", Proxied, &[Fd, Int, Int, Int]),
+    fd(290, "eventfd2", Proxied, &[Int, Int]),
+    d(292, "dup3", Proxied, &[Fd, Fd, Int]),
+    d(293, "pipe2", Proxied, &[Out(Fixed(8)), Int]),
+    d(295, "preadv", Blocking, &[Fd, IovOut, Int, Int, Int]),
+    d(296, "pwritev", Blocking, &[Fd, IovIn, Int, Int, Int]),
+    d(302, "prlimit64", Emulated, &[Int, Int, In(Fixed(16)), Out(Fixed(16))]),
+    d(306, "syncfs", Proxied, &[Fd]),
+    d(316, "renameat2", Proxied, &[DirFd, Path, DirFd, Path, Int]),
+    d(318, "getrandom", Blocking, &[Out(Of(1)), Int, Int]),
+    fd(319, "memfd_create", Proxied, &[Path, Int]),
+    d(322, "execveat", Unsupported("execve is not supported yet"), &[]),
+    d(332, "statx", Proxied, &[DirFd, Path, Int, Int, Out(Fixed(256))]),
+    d(334, "rseq", Unsupported("restartable sequences are not provided (glibc falls back)"), &[]),
+    d(435, "clone3", Unsupported(NOT_YET_PROCESSES), &[]),
+    d(436, "close_range", Emulated, &[Int, Int, Int]),
+    d(439, "faccessat2", Proxied, &[DirFd, Path, Int, Int]),
+];
+
+/// The description of syscall `nr`, if warpd knows it.
+pub fn lookup(nr: u64) -> Option<&'static Desc> {
+    TABLE.binary_search_by_key(&nr, |d| d.nr).ok().map(|i| &TABLE[i])
+}
+
+/// ioctl requests warpd lets through, and what their argument is. Any
+/// other request gets ENOTTY, as for a descriptor that has no such request.
+pub fn ioctl_arg(request: u64) -> Option<Arg> {
+    const TERMIOS: u64 = 36;
+    Some(match request {
+        0x5401 => Out(Fixed(TERMIOS)),         // TCGETS
+        0x5402..=0x5404 => In(Fixed(TERMIOS)), // TCSETS, TCSETSW, TCSETSF
+        0x5409 | 0x540a | 0x540b => Int,       // TCSBRK, TCXONC, TCFLSH
+        0x540f => Out(Fixed(4)),               // TIOCGPGRP
+        0x5410 => In(Fixed(4)),                // TIOCSPGRP
+        0x5413 => Out(Fixed(8)),               // TIOCGWINSZ
+        0x5414 => In(Fixed(8)),                // TIOCSWINSZ
+        0x541b => Out(Fixed(4)),               // FIONREAD
+        0x5421 | 0x5452 => In(Fixed(4)),       // FIONBIO, FIOASYNC
+        0x5429 => Out(Fixed(4)),               // TIOCGSID
+        0x5450 | 0x5451 => Int,                // FIONCLEX, FIOCLEX
+        _ => return None,
+    })
+}
+
+/// fcntl commands warpd lets through, and their argument.
+pub fn fcntl_arg(cmd: u64) -> Option<Arg> {
+    const FLOCK: u64 = 32;
+    Some(match cmd {
+        0 | 1030 => Int,                       // F_DUPFD, F_DUPFD_CLOEXEC (checked by the caller)
+        1..=4 | 8..=11 => Int,                 // F_GETFD F_SETFD F_GETFL F_SETFL F_SETOWN F_GETOWN F_SETSIG F_GETSIG
+        5 | 36 => InOut(Fixed(FLOCK)),         // F_GETLK, F_OFD_GETLK
+        6 | 7 | 37 | 38 => In(Fixed(FLOCK)),   // F_SETLK(W), F_OFD_SETLK(W)
+        1024..=1026 | 1031..=1034 => Int,      // leases, notify, pipe size, seals
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_sorted_unique_and_named_as_linux_names_it() {
+        for w in TABLE.windows(2) {
+            assert!(w[0].nr < w[1].nr, "{} before {}", w[0].name, w[1].name);
+        }
+        for d in TABLE {
+            assert_eq!(super::super::names::name(d.nr), Some(d.name), "nr {}", d.nr);
+            assert!(d.args.len() <= 6);
+        }
+    }
+
+    #[test]
+    fn glibc_legacy_calls_are_known() {
+        for name in ["open", "stat", "lstat", "access", "rename", "unlink", "mkdir", "rmdir", "pipe", "dup2", "readlink", "poll", "select"] {
+            assert!(TABLE.iter().any(|d| d.name == name), "{name}");
+        }
+        assert_eq!(lookup(257).map(|d| d.name), Some("openat"));
+        assert!(lookup(1000).is_none());
+    }
+
+    #[test]
+    fn unknown_ioctls_are_refused() {
+        assert_eq!(ioctl_arg(0x5401), Some(Out(Fixed(36))));
+        assert_eq!(ioctl_arg(0xdead), None);
+        assert_eq!(fcntl_arg(5), Some(InOut(Fixed(32))));
+        assert_eq!(fcntl_arg(999), None);
+    }
+}
