@@ -1,1 +1,152 @@
-fn main() {}
+//! warpctl: Warpspeed's command-line interface.
+//!
+//! Every line warpctl itself writes to stderr starts with `warpctl: `;
+//! its own failures exit 125 (126/127 for a program that cannot be run or
+//! found), as `env` and `timeout` do. See DESIGN.md, "Command-line contract".
+
+mod admin;
+mod connect;
+mod json;
+mod record;
+mod resolve;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+const ENV_HELP: &str = "\
+Environment:
+  WARP_HOME       keep the daemon's socket, store and log in this directory
+                  (and skip the system daemon): isolated daemons for tests
+  WARP_DAEMON     the warpd binary to start (default: warpd beside warpctl)
+  WARP_BROKER     the warp-broker binary (default: warp-broker beside warpctl)
+  WARP_IDLE_SECS  passed to a daemon warpctl starts: idle seconds before it
+                  exits (default 300; 0: never)
+
+warpctl talks to the system daemon (/run/warpspeed/warpd.sock) when it runs
+and WARP_HOME is unset; otherwise to a private daemon that it starts on
+demand. Exit status: the program's own (128+N for signal N); 125 when
+warpctl or warpd failed, 126 when the program cannot be run, 127 when it is
+not found.";
+
+/// Record programs and replay them exactly.
+#[derive(Parser, Debug)]
+#[command(name = "warpctl", version, after_help = ENV_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run PROGRAM and record it.
+    ///
+    /// PROGRAM is found on $PATH as a shell would; it gets warpctl's
+    /// standard input and output, environment, working directory and
+    /// inherited descriptors. warpctl prints `warpctl: session ID` on
+    /// stderr before the program starts and exits with the program's status.
+    #[command(after_help = "Example:\n  warpctl record -- ls -l /tmp")]
+    Record {
+        /// Print notes while the program runs (unknown syscalls, limits met).
+        #[arg(short, long)]
+        verbose: bool,
+        /// Also write the session id (and a newline) to FILE.
+        #[arg(long, value_name = "FILE")]
+        id_file: Option<PathBuf>,
+        /// The program and its arguments (argv[0] is passed as given).
+        #[arg(value_name = "PROGRAM [ARGS]", required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<OsString>,
+    },
+    /// List your sessions, oldest first (root: everyone's).
+    Ls {
+        /// One JSON object per session, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what the hypervisor can and cannot do on this machine.
+    Doctor {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Control the private daemon that serves this user (or this WARP_HOME).
+    Daemon {
+        #[command(subcommand)]
+        action: DaemonAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DaemonAction {
+    /// Stop it once its running sessions end; exit 0 also when none runs.
+    Stop {
+        /// Say which daemon is being stopped.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Print which daemons answer (the system one too, without WARP_HOME);
+    /// exit 1 when none runs.
+    Status,
+}
+
+/// Prints warpctl's message for `error` and gives its exit status.
+fn fail(error: impl std::fmt::Display, code: u8) -> u8 {
+    eprintln!("warpctl: {error}");
+    code
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return ExitCode::from(fail(format_args!("cannot start the async runtime: {e}"), 125)),
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Record { verbose, id_file, command } => {
+                let args = record::RecordArgs { verbose, id_file, command };
+                record::run(args).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
+            }
+            Command::Ls { json } => admin::ls(json).await.unwrap_or_else(|e| fail(e, 125)),
+            Command::Doctor { json } => admin::doctor(json).await.unwrap_or_else(|e| fail(e, 125)),
+            Command::Daemon { action: DaemonAction::Stop { verbose } } => {
+                admin::daemon_stop(verbose).await.unwrap_or_else(|e| fail(e, 125))
+            }
+            Command::Daemon { action: DaemonAction::Status } => {
+                admin::daemon_status().await.unwrap_or_else(|e| fail(e, 125))
+            }
+        }
+    });
+    // Do not wait for the gRPC channel's background tasks.
+    runtime.shutdown_background();
+    ExitCode::from(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn record_takes_everything_after_the_program() {
+        let cli = Cli::try_parse_from(["warpctl", "record", "-v", "--", "ls", "-v", "--id-file", "x"]).unwrap();
+        let Command::Record { verbose, id_file, command } = cli.command else { panic!() };
+        assert!(verbose);
+        assert!(id_file.is_none());
+        assert_eq!(command, ["ls", "-v", "--id-file", "x"]);
+
+        let cli = Cli::try_parse_from(["warpctl", "record", "--id-file", "f", "prog", "-x"]).unwrap();
+        let Command::Record { id_file, command, .. } = cli.command else { panic!() };
+        assert_eq!(id_file.as_deref(), Some(std::path::Path::new("f")));
+        assert_eq!(command, ["prog", "-x"]);
+
+        assert!(Cli::try_parse_from(["warpctl", "record"]).is_err());
+    }
+}

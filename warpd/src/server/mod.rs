@@ -147,7 +147,7 @@ impl Shared {
                 tracing::info!(id = session.id(), exit_code = end.exit_code, signal = end.signal, "session complete");
             } else {
                 let failure = Failure::try_from(end.failure).map(|f| f.as_str_name()).unwrap_or("?");
-                tracing::info!(id = session.id(), failure, message = %end.message, "session incomplete");
+                tracing::info!(id = session.id(), failure, reason = %end.message, "session incomplete");
             }
         }
     }
@@ -194,8 +194,8 @@ pub async fn serve(
         async move {
             let mut stop = shared.stop.subscribe();
             let reason = match stop.wait_for(Option::is_some).await {
-                Ok(reason) => *reason,
-                Err(_) => None,
+                Ok(reason) => reason.unwrap_or(StopReason::Requested),
+                Err(_) => StopReason::Requested,
             };
             tracing::info!(?reason, "stopping: no new sessions");
             let _ = std::fs::remove_file(&shared.options.socket);

@@ -1,0 +1,239 @@
+//! Finding a daemon to talk to, and starting one when none answers.
+//!
+//! Order: the system daemon's socket (only without `$WARP_HOME`), then this
+//! user's (or this `$WARP_HOME`'s) socket; if neither answers, warpctl
+//! starts `warpd --embedded` detached from itself and waits for it. Two
+//! warpctls doing this at once are safe: the daemon takes a lock, and the
+//! one that does not get it exits quietly while the other serves both.
+
+use std::fs::OpenOptions;
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+use warp_common::paths::{Paths, PathsError};
+use warp_proto::warp::warp_client::WarpClient;
+use warp_proto::warp::{HelloReply, HelloRequest};
+
+/// How long a freshly started daemon gets to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a daemon gets to answer Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why no daemon could be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{0}")]
+    Paths(#[from] PathsError),
+    /// Connecting failed for a reason other than "nobody listens".
+    #[error("cannot connect to warpd at {}: {source}", socket.display())]
+    Socket { socket: PathBuf, source: io::Error },
+    /// Something listens but does not speak the protocol in time.
+    #[error("warpd at {} does not answer: {reason}", socket.display())]
+    NoAnswer { socket: PathBuf, reason: String },
+    /// The `warpd` binary is not where it should be.
+    #[error("cannot start warpd ({}): {source}; set WARP_DAEMON to the warpd binary", path.display())]
+    DaemonBinary { path: PathBuf, source: io::Error },
+    /// The log file for the daemon's output cannot be opened.
+    #[error("cannot open the daemon log {}: {source}", path.display())]
+    Log { path: PathBuf, source: io::Error },
+    /// The daemon started but exited with an error.
+    #[error("warpd exited ({status}) while starting; see {}", log.display())]
+    DaemonFailed { status: ExitStatus, log: PathBuf },
+    /// Another daemon holds the lock but no socket answers.
+    #[error("another warpd holds {} but does not answer on {} (is it stopping?); try again shortly", lock.display(), socket.display())]
+    LockHeld { lock: PathBuf, socket: PathBuf },
+    /// The daemon did not answer in time.
+    #[error("warpd did not answer on {} within {} s; see {}", socket.display(), START_TIMEOUT.as_secs(), log.display())]
+    StartTimeout { socket: PathBuf, log: PathBuf },
+}
+
+/// A daemon that answered Hello.
+pub struct Daemon {
+    pub client: WarpClient<Channel>,
+    pub hello: HelloReply,
+    pub socket: PathBuf,
+}
+
+/// Connects to the daemon that serves this user, starting one if needed.
+pub async fn connect_or_start(verbose: bool) -> Result<Daemon, ConnectError> {
+    if std::env::var_os("WARP_HOME").is_none_or(|v| v.is_empty()) {
+        let system = Paths::system();
+        match try_socket(&system.socket).await {
+            Ok(Some(daemon)) => return Ok(daemon),
+            Ok(None) => {}
+            Err(e) if verbose => eprintln!("warpctl: not using the system daemon: {e}"),
+            Err(_) => {}
+        }
+    }
+    let paths = Paths::embedded_for_this_process()?;
+    if let Some(daemon) = try_socket(&paths.socket).await? {
+        return Ok(daemon);
+    }
+    start(&paths, verbose).await
+}
+
+/// Connects to this user's (or this `$WARP_HOME`'s) embedded daemon, if one
+/// runs; never starts one.
+pub async fn connect_existing() -> Result<Option<Daemon>, ConnectError> {
+    let paths = Paths::embedded_for_this_process()?;
+    try_socket(&paths.socket).await
+}
+
+/// Whether a connect error means "no daemon here" rather than a problem.
+fn nobody_listens(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused)
+}
+
+/// Connects to `socket` and says Hello. `None` when nobody listens there
+/// or the daemon is on its way out.
+pub async fn try_socket(socket: &Path) -> Result<Option<Daemon>, ConnectError> {
+    let stream = match UnixStream::connect(socket).await {
+        Ok(stream) => stream,
+        Err(e) if nobody_listens(&e) => return Ok(None),
+        Err(source) => return Err(ConnectError::Socket { socket: socket.to_owned(), source }),
+    };
+    // The first connection is the one just made (so errors above are
+    // classified exactly); should the channel reconnect, it dials again.
+    let first = Arc::new(Mutex::new(Some(stream)));
+    let path = socket.to_owned();
+    let connector = tower::service_fn(move |_: Uri| {
+        let first = Arc::clone(&first);
+        let path = path.clone();
+        async move {
+            let ready = first.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let stream = match ready {
+                Some(stream) => stream,
+                None => UnixStream::connect(&path).await?,
+            };
+            Ok::<_, io::Error>(TokioIo::new(stream))
+        }
+    });
+    let no_answer = |reason: String| ConnectError::NoAnswer { socket: socket.to_owned(), reason };
+    let channel = Endpoint::from_static("http://localhost")
+        .connect_with_connector(connector)
+        .await
+        .map_err(|e| no_answer(e.to_string()))?;
+    let mut client = WarpClient::new(channel);
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, client.hello(HelloRequest {})).await {
+        Err(_) => return Err(no_answer(format!("no reply within {} s", HELLO_TIMEOUT.as_secs()))),
+        Ok(Err(status)) if status.code() == tonic::Code::Unavailable => return Ok(None),
+        Ok(Err(status)) => return Err(no_answer(status.message().to_owned())),
+        Ok(Ok(reply)) => reply.into_inner(),
+    };
+    Ok(Some(Daemon { client, hello, socket: socket.to_owned() }))
+}
+
+/// The warpd binary: `$WARP_DAEMON`, or `warpd` beside warpctl.
+fn daemon_binary() -> Result<PathBuf, ConnectError> {
+    if let Some(path) = std::env::var_os("WARP_DAEMON").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    sibling_binary("warpd").map_err(|source| ConnectError::DaemonBinary { path: "warpd".into(), source })
+}
+
+/// `name` in the directory of warpctl's own executable.
+pub fn sibling_binary(name: &str) -> io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().ok_or_else(|| io::Error::other("warpctl's own path has no directory"))?;
+    Ok(dir.join(name))
+}
+
+/// Starts an embedded daemon and waits until it answers.
+async fn start(paths: &Paths, verbose: bool) -> Result<Daemon, ConnectError> {
+    let binary = daemon_binary()?;
+    let log = paths.log.clone().unwrap_or_else(|| paths.data_dir.join("warpd.log"));
+    paths.prepare_data_dir()?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut child = spawn_daemon(&binary, paths, &log)?;
+    if verbose {
+        eprintln!("warpctl: started warpd (pid {}); its log is {}", child.id(), log.display());
+    }
+    let mut spawned_at = Instant::now();
+    let mut lock_was_held = false;
+    loop {
+        if let Some(daemon) = try_socket(&paths.socket).await? {
+            return Ok(daemon);
+        }
+        match child.try_wait() {
+            Ok(Some(status)) if !status.success() => {
+                return Err(ConnectError::DaemonFailed { status, log });
+            }
+            Ok(Some(_)) if spawned_at.elapsed() >= Duration::from_millis(500) => {
+                // It found the lock held: another daemon is starting (its
+                // socket will answer soon) or stopping (it will release the
+                // lock soon). Try again.
+                lock_was_held = true;
+                child = spawn_daemon(&binary, paths, &log)?;
+                spawned_at = Instant::now();
+            }
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(if lock_was_held {
+                ConnectError::LockHeld { lock: paths.lock.clone(), socket: paths.socket.clone() }
+            } else {
+                ConnectError::StartTimeout { socket: paths.socket.clone(), log }
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Spawns `warpd --embedded` in a session of its own, with stdin from
+/// /dev/null and stdout/stderr appended to `log`, so that nothing of the
+/// caller's (terminal, pipes a test is reading) is held open by it.
+fn spawn_daemon(binary: &Path, paths: &Paths, log: &Path) -> Result<Child, ConnectError> {
+    let log_err = |source| ConnectError::Log { path: log.to_owned(), source };
+    let out = OpenOptions::new().create(true).append(true).mode(0o600).open(log).map_err(log_err)?;
+    let err = out.try_clone().map_err(log_err)?;
+    let mut command = Command::new(binary);
+    command.arg("--embedded").stdin(Stdio::null()).stdout(out).stderr(err).current_dir("/");
+    if std::env::var_os("WARP_HOME").is_some_and(|v| !v.is_empty()) {
+        // It may have been relative to our directory; the daemon runs in /.
+        command.env("WARP_HOME", &paths.socket_dir);
+    }
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // makes async-signal-safe system calls (setsid, close_range/fcntl).
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid().map_err(io::Error::from)?;
+            close_inherited_descriptors();
+            Ok(())
+        });
+    }
+    command.spawn().map_err(|source| ConnectError::DaemonBinary { path: binary.to_owned(), source })
+}
+
+/// Marks every descriptor above stderr close-on-exec, so the daemon does not
+/// keep the caller's extra descriptors (`warpctl record ... 3>pipe`) open
+/// for its whole life. Close-on-exec rather than close: the standard
+/// library's exec-error pipe must survive until exec.
+fn close_inherited_descriptors() {
+    #[cfg(target_os = "linux")]
+    {
+        const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+        // SAFETY: close_range only changes descriptor flags; no memory is passed.
+        let done = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) } == 0;
+        if done {
+            return;
+        }
+    }
+    // Older kernels (and macOS): one descriptor at a time.
+    for fd in 3..4096 {
+        // SAFETY: fcntl on a descriptor that may not exist just fails (EBADF).
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
