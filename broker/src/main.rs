@@ -34,6 +34,9 @@ enum BrokerError {
     Os(&'static str, std::io::Error),
     #[error("warpd sent an invalid message: {0}")]
     Protocol(String),
+    /// warpd ended the session (it reports why to warpctl itself).
+    #[error("warpd closed the connection")]
+    Closed,
 }
 
 /// Signals forwarded to the program. Written by the handler, read by the loop.
@@ -93,6 +96,7 @@ fn parse_args() -> Result<(String, String), BrokerError> {
 fn main() {
     match run() {
         Ok(()) => std::process::exit(0),
+        Err(BrokerError::Closed) => std::process::exit(125),
         Err(e) => {
             eprintln!("warpctl: broker: {e}");
             std::process::exit(125);
@@ -186,7 +190,7 @@ fn read_message(stream: &UnixStream) -> Result<Vec<u8>, BrokerError> {
         let mut b = [0u8; 1];
         loop {
             match s.read(&mut b) {
-                Ok(0) => return Err(BrokerError::Protocol("warpd closed the connection".into())),
+                Ok(0) => return Err(BrokerError::Closed),
                 Ok(_) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(BrokerError::Os("reading from warpd", e)),
@@ -201,7 +205,7 @@ fn read_message(stream: &UnixStream) -> Result<Vec<u8>, BrokerError> {
             let mut got = 0;
             while got < buf.len() {
                 match s.read(&mut buf[got..]) {
-                    Ok(0) => return Err(BrokerError::Protocol("warpd closed the connection".into())),
+                    Ok(0) => return Err(BrokerError::Closed),
                     Ok(n) => got += n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(BrokerError::Os("reading from warpd", e)),
@@ -228,6 +232,9 @@ fn receive_memfd(stream: &UnixStream) -> Result<OwnedFd, BrokerError> {
                             return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
                         }
                     }
+                }
+                if msg.bytes == 0 {
+                    return Err(BrokerError::Closed);
                 }
                 return Err(BrokerError::Protocol("no guest memory descriptor received".into()));
             }

@@ -42,6 +42,8 @@ static inline const char *errname(int e)
 	case ENOTDIR: return "ENOTDIR";
 	case EISDIR: return "EISDIR";
 	case EINVAL: return "EINVAL";
+	case ENAMETOOLONG: return "ENAMETOOLONG";
+	case ENOTTY: return "ENOTTY";
 	case ENOSPC: return "ENOSPC";
 	case ESPIPE: return "ESPIPE";
 	case EPIPE: return "EPIPE";

@@ -269,3 +269,15 @@ fn flavours_are_distinct_elf_types() {
         );
     }
 }
+
+/// Garbage pointers, lengths, descriptors and flags: warpd and the broker
+/// survive, and the answers Linux gives exactly are the same.
+#[test]
+fn hostile_arguments() {
+    let home = WarpHome::new("hostile");
+    for flavour in FLAVOURS {
+        let out = home.check(&Spec::prog("hostile", flavour));
+        assert!(out.stdout_str().ends_with("EXIT-SUCCESS\n"), "{}", out.stdout_str());
+        assert!(!out.stdout_str().contains("UNEXPECTED"), "{}", out.stdout_str());
+    }
+}

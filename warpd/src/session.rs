@@ -99,7 +99,7 @@ fn end(failure: Failure, exit_code: i32, signal: i32, message: String) -> Sessio
 /// `notes` receives lines for the user (only sent when `spec.verbose`).
 pub fn run(spec: SessionSpec, link: BrokerLink, config: &Config, notes: Sender<String>) -> RunResult {
     let broker_pid = link.info().pid;
-    let mut counters = (0u64, 0u64);
+    let mut counters = Counters::default();
     let result = run_inner(&spec, link, config, &notes, &mut counters);
     let end = match result {
         Ok(e) => e,
@@ -111,9 +111,19 @@ pub fn run(spec: SessionSpec, link: BrokerLink, config: &Config, notes: Sender<S
         Err(SessionError::Link(e)) => end(Failure::Broker, 0, 0, e.to_string()),
     };
     if spec.verbose {
-        let _ = notes.send(format!("{} syscalls, {} vm exits", counters.0, counters.1));
+        let nl = if counters.stderr_mid_line { "\n" } else { "" };
+        let _ = notes.send(format!("{nl}{} syscalls, {} vm exits", counters.syscalls, counters.exits));
     }
-    RunResult { end, syscalls: counters.0, vm_exits: counters.1 }
+    RunResult { end, syscalls: counters.syscalls, vm_exits: counters.exits }
+}
+
+/// What a session counts while it runs.
+#[derive(Default)]
+struct Counters {
+    syscalls: u64,
+    exits: u64,
+    /// See `Process::stderr_mid_line`.
+    stderr_mid_line: bool,
 }
 
 fn run_inner(
@@ -121,7 +131,7 @@ fn run_inner(
     broker: BrokerLink,
     config: &Config,
     notes: &Sender<String>,
-    counters: &mut (u64, u64),
+    counters: &mut Counters,
 ) -> Result<SessionEnd, SessionError> {
     let kvm = kvm::open(&config.kvm_device)?;
     let kernel = MemFd::create("warp-kernel", x86::KERNEL_SLOT_SIZE)?;
@@ -233,24 +243,29 @@ fn run_loop(
     link: &mut Link,
     _first: Regs,
     notes: &Sender<String>,
-    counters: &mut (u64, u64),
+    counters: &mut Counters,
 ) -> Result<SessionEnd, SessionError> {
+    // A note that starts with a newline tells warpctl to end the program's
+    // unfinished line first.
     let flush_notes = |p: &mut Process| {
         for n in p.notes.drain(..) {
             if spec.verbose {
-                let _ = notes.send(n);
+                let nl = if p.stderr_mid_line { "\n" } else { "" };
+                p.stderr_mid_line = false;
+                let _ = notes.send(format!("{nl}{n}"));
             }
         }
     };
     let action = loop {
         let exit = vm.run();
-        counters.1 = vm.exits;
+        counters.exits = vm.exits;
         match exit {
             VmExit::Syscall => {
                 let mut regs = vm.regs()?;
                 let action = process.syscall(&regs, vm, link)?;
-                counters.0 = process.syscalls;
+                counters.syscalls = process.syscalls;
                 flush_notes(process);
+                counters.stderr_mid_line = process.stderr_mid_line;
                 match action {
                     Action::Return(r) => {
                         regs.finish_syscall(r);

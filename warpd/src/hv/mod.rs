@@ -47,10 +47,10 @@ pub struct Capabilities {
 #[derive(Debug, thiserror::Error)]
 pub enum HvError {
     /// The KVM device is missing.
-    #[error("cannot open {path}: no such device; Warpspeed needs KVM: load the module (modprobe kvm_intel or kvm_amd) or run on a machine with virtualisation enabled")]
+    #[error("cannot open {path}: no such device; Warpspeed needs KVM (/dev/kvm): load the kvm_intel or kvm_amd module, or run on a machine with virtualisation enabled")]
     NoDevice { path: String },
     /// The KVM device exists but the user may not open it.
-    #[error("cannot open {path}: permission denied; add yourself to the kvm group (usermod -aG kvm $USER, then log in again)")]
+    #[error("cannot open {path}: permission denied; Warpspeed needs KVM (/dev/kvm): add yourself to the kvm group (usermod -aG kvm $USER, then log in again)")]
     NoPermission { path: String },
     /// Any other failure of a hypervisor call.
     #[error("{what}: {source}")]

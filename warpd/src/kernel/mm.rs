@@ -584,6 +584,32 @@ mod tests {
         assert_eq!(m.remap(0x1234_0000, PAGE_SIZE, 2 * PAGE_SIZE, true), Err(Errno::EFAULT));
     }
 
+    fn allocated_bytes(m: &MemFd) -> u64 {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fstat into a zeroed struct on a descriptor we own.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::fstat(m.fd().as_raw_fd(), &mut st) }, 0);
+        st.st_blocks as u64 * 512
+    }
+
+    #[test]
+    fn a_sparse_gigabyte_costs_little_host_memory() {
+        let k = MemFd::create("k", x86::KERNEL_SLOT_SIZE).unwrap();
+        let g = MemFd::create("g", 4 << 30).unwrap();
+        let mut m = Mm::new(k, g);
+        let a = m.place(0, 1 << 30, false).unwrap();
+        m.map_anonymous(a, 1 << 30, PROT_READ | PROT_WRITE, VmaKind::Anonymous).unwrap();
+        for i in 0..16u64 {
+            m.write_user(a + i * (64 << 20), &[1]).unwrap();
+        }
+        // 16 touched pages of data; page tables for 1 GiB are 2 MiB.
+        assert!(allocated_bytes(&m.guest) <= 16 * 4096, "guest memory {}", allocated_bytes(&m.guest));
+        assert!(allocated_bytes(&m.kernel) <= 3 << 20, "page tables {}", allocated_bytes(&m.kernel));
+        m.unmap(a, 1 << 30).unwrap();
+        assert_eq!(allocated_bytes(&m.guest), 0, "munmap gives the memory back");
+    }
+
     #[test]
     fn brk_grows_and_shrinks() {
         let mut m = mm();

@@ -73,6 +73,9 @@ pub struct Process {
     pub syscalls: u64,
     /// Set by exit and exit_group.
     exit_request: Option<Action>,
+    /// The program's last write to fd 2 did not end a line: warpctl's own
+    /// lines must start on a new one.
+    pub stderr_mid_line: bool,
 }
 
 fn len_of(len: Len, a: &[u64; 6]) -> u64 {
@@ -112,6 +115,7 @@ impl Process {
             notes: Vec::new(),
             syscalls: 0,
             exit_request: None,
+            stderr_mid_line: false,
         }
     }
 
@@ -150,6 +154,9 @@ impl Process {
         if let Some(action) = self.exit_request.take() {
             return Ok(action);
         }
+        if ret > 0 && a[0] == 2 && matches!(nr, 1 | 20) {
+            self.track_stderr(nr, &a, ret as u64);
+        }
         // Writing to a pipe nobody reads raises SIGPIPE, as Linux does.
         if ret == Errno::EPIPE.ret() && matches!(nr, 1 | 18 | 20 | 296 | 44 | 46 | 307 | 328 | 40 | 275 | 278) {
             self.signals.raise(libc::SIGPIPE);
@@ -158,6 +165,37 @@ impl Process {
             return Ok(action);
         }
         Ok(Action::Return(ret))
+    }
+
+    /// Remembers whether the last byte the program wrote to fd 2 ended a line.
+    fn track_stderr(&mut self, nr: u64, a: &[u64; 6], written: u64) {
+        let last = if nr == 1 {
+            Some(a[1] + written - 1)
+        } else {
+            // writev: find the iovec holding byte `written - 1`.
+            let mut left = written;
+            let mut at = None;
+            for i in 0..a[2].min(IOV_MAX) {
+                let mut iov = [0u8; 16];
+                if self.mm.read_user(a[1] + i * 16, &mut iov).is_err() {
+                    break;
+                }
+                let base = u64::from_le_bytes(iov[..8].try_into().expect("8"));
+                let len = u64::from_le_bytes(iov[8..].try_into().expect("8"));
+                if left <= len {
+                    at = Some(base + left - 1);
+                    break;
+                }
+                left -= len;
+            }
+            at
+        };
+        let mut b = [0u8; 1];
+        if let Some(p) = last {
+            if self.mm.read_user(p, &mut b).is_ok() {
+                self.stderr_mid_line = b[0] != b'\n';
+            }
+        }
     }
 
     /// Takes signals that arrived from outside (the terminal, `kill`) and

@@ -1,0 +1,113 @@
+//! A part dying mid-recording: the broker, warpd, or warpctl itself. The
+//! guest must stop, warpctl (if alive) must exit 125 naming the part that
+//! failed, nothing may be left running, and the daemon must say the session
+//! is incomplete.
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use warp_tests::{live_processes_in_group, Input, Spec, Status, WarpHome, FLAVOURS};
+
+/// Pids of processes whose command line starts with a program named `name`
+/// and whose environment has `WARP_HOME=home`.
+fn pids_of(name: &str, home: &WarpHome) -> Vec<i32> {
+    let want = format!("WARP_HOME={}", home.path().display());
+    let mut found = Vec::new();
+    for entry in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = fs::read(entry.path().join("cmdline")) else { continue };
+        let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+        if !String::from_utf8_lossy(argv0).ends_with(name) {
+            continue;
+        }
+        let Ok(environ) = fs::read(entry.path().join("environ")) else { continue };
+        if environ.split(|&b| b == 0).any(|v| v == want.as_bytes()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn broker_pid(pgid: i32) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let procs = live_processes_in_group(pgid);
+        if let Some(p) = procs.iter().find(|p| p.contains("(warp-broker)")) {
+            return p.split(' ').next().unwrap().parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no broker in process group {pgid}: {procs:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill(pid: i32, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill {pid}: {}", std::io::Error::last_os_error());
+}
+
+fn blocked_program(flavour: warp_tests::Flavour) -> Spec {
+    Spec::prog("sleep_forever", flavour).arg("read").stdin(Input::Held)
+}
+
+/// `warpctl ls` in this home, as text.
+fn ls(home: &WarpHome) -> String {
+    let out = home.warpctl().arg("ls").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn broker_killed_mid_run_is_125_and_incomplete() {
+    let home = WarpHome::new("kill_broker");
+    for flavour in FLAVOURS {
+        let mut r = home.spawn_record(&blocked_program(flavour), &[]);
+        r.wait_for_stdout("ready\n");
+        kill(broker_pid(r.pgid()), libc::SIGKILL);
+        let out = warp_tests::Recorded::new(r.finish());
+        assert_eq!(out.outcome.status, Status::Exited(125), "{}", out.warpctl_text());
+        assert!(out.warpctl_text().contains("broker"), "the message names the broker:\n{}", out.warpctl_text());
+        let id = out.session_id().unwrap();
+        let listing = ls(&home);
+        let line = listing.lines().find(|l| l.contains(&id)).unwrap_or_else(|| panic!("{id} not in ls:\n{listing}"));
+        assert!(line.contains("incomplete"), "{line}");
+    }
+}
+
+#[test]
+fn warpd_killed_mid_run_is_125() {
+    let home = WarpHome::new("kill_warpd");
+    for flavour in FLAVOURS {
+        let mut r = home.spawn_record(&blocked_program(flavour), &[]);
+        r.wait_for_stdout("ready\n");
+        let daemons = pids_of("warpd", &home);
+        assert_eq!(daemons.len(), 1, "one daemon for this home: {daemons:?}");
+        kill(daemons[0], libc::SIGKILL);
+        // finish() also checks that the broker went away with the daemon.
+        let out = warp_tests::Recorded::new(r.finish());
+        assert_eq!(out.outcome.status, Status::Exited(125), "{}", out.warpctl_text());
+        assert!(out.warpctl_text().contains("warpd"), "the message names warpd:\n{}", out.warpctl_text());
+    }
+}
+
+#[test]
+fn warpctl_killed_mid_run_takes_the_broker_and_marks_the_session_incomplete() {
+    let home = WarpHome::new("kill_warpctl");
+    let mut r = home.spawn_record(&blocked_program(FLAVOURS[0]), &[]);
+    r.wait_for_stdout("ready\n");
+    let pgid = r.pgid();
+    broker_pid(pgid);
+    kill(pgid, libc::SIGKILL); // warpctl leads its process group
+    let out = warp_tests::Recorded::new(r.finish());
+    assert_eq!(out.outcome.status, Status::Signaled(libc::SIGKILL));
+    let id = out.session_id().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listing = ls(&home);
+        if listing.lines().any(|l| l.contains(&id) && l.contains("incomplete")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{id} never became incomplete:\n{listing}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
