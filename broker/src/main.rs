@@ -41,6 +41,10 @@ enum BrokerError {
 
 /// Signals forwarded to the program. Written by the handler, read by the loop.
 static SIGNAL_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+/// Set by the handler, cleared when the pipe is drained: a call about to
+/// start while a signal is waiting returns EINTR instead of blocking on
+/// (pause, read) past the signal meant to end it.
+pub static SIGNAL_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 const FORWARDED: [i32; 9] = [
     libc::SIGINT,
@@ -55,6 +59,7 @@ const FORWARDED: [i32; 9] = [
 ];
 
 extern "C" fn on_signal(signo: i32) {
+    SIGNAL_SEEN.store(true, std::sync::atomic::Ordering::SeqCst);
     let fd = SIGNAL_PIPE.load(std::sync::atomic::Ordering::Relaxed);
     if fd >= 0 {
         let b = signo as u8;
@@ -245,6 +250,7 @@ fn receive_memfd(stream: &UnixStream) -> Result<OwnedFd, BrokerError> {
 }
 
 fn drain_signals(fd: RawFd) -> Vec<i32> {
+    SIGNAL_SEEN.store(false, std::sync::atomic::Ordering::SeqCst);
     let mut out = Vec::new();
     let mut buf = [0u8; 64];
     loop {
@@ -259,6 +265,11 @@ fn drain_signals(fd: RawFd) -> Vec<i32> {
 }
 
 fn serve(stream: &UnixStream, sig_read: RawFd, memory: &perform::GuestMemory) -> Result<(), BrokerError> {
+    // Signals sent to warpd on their own since the last request. warpd may
+    // already have sent its next request when one arrives, so that request
+    // must not start (it could block on past the signal): it is answered
+    // EINTR, naming the signals, and warpd delivers them or asks again.
+    let mut unreported: Vec<i32> = Vec::new();
     loop {
         let mut fds = [
             libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLIN, revents: 0 },
@@ -276,6 +287,7 @@ fn serve(stream: &UnixStream, sig_read: RawFd, memory: &perform::GuestMemory) ->
             for signo in drain_signals(sig_read) {
                 let msg = BrokerMessage { kind: Some(broker_message::Kind::Signal(warp_proto::broker::Signal { signo })) };
                 send(stream, &msg)?;
+                unreported.push(signo);
             }
         }
         if fds[0].revents == 0 {
@@ -284,6 +296,10 @@ fn serve(stream: &UnixStream, sig_read: RawFd, memory: &perform::GuestMemory) ->
         let req = Request::decode(read_message(stream)?.as_slice()).map_err(|e| BrokerError::Protocol(e.to_string()))?;
         let mut reply = Reply { id: req.id, ..Default::default() };
         match req.kind {
+            Some(request::Kind::Syscall(_)) if !unreported.is_empty() => {
+                reply.ret = -(libc::EINTR as i64);
+                reply.signals = std::mem::take(&mut unreported);
+            }
             Some(request::Kind::Syscall(call)) => {
                 let (ret, outputs) = perform::syscall(&call, memory);
                 reply.ret = ret;
@@ -296,7 +312,7 @@ fn serve(stream: &UnixStream, sig_read: RawFd, memory: &perform::GuestMemory) ->
             Some(request::Kind::Finish(_)) => return Ok(()),
             None => return Err(BrokerError::Protocol("empty request".into())),
         }
-        reply.signals = drain_signals(sig_read);
+        reply.signals.extend(drain_signals(sig_read));
         send(stream, &BrokerMessage { kind: Some(broker_message::Kind::Reply(reply)) })?;
     }
 }

@@ -145,6 +145,10 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
         }
     }
 
+    if crate::SIGNAL_SEEN.load(std::sync::atomic::Ordering::SeqCst) {
+        // Not performed: warpd delivers the signal (or asks again).
+        return (-(libc::EINTR as i64), Vec::new());
+    }
     // SAFETY: a raw syscall on behalf of the program; every pointer argument
     // was replaced above by a pointer to a live local buffer or into the
     // guest mapping, with the lengths warpd checked.

@@ -218,7 +218,12 @@ pub async fn run(args: RecordArgs) -> Result<u8, RecordError> {
         tokio::select! {
             message = updates.message() => match message {
                 Ok(Some(update)) => match update.update {
-                    Some(session_update::Update::Note(note)) if args.verbose => eprintln!("warpctl: {note}"),
+                    // A leading newline: the program left its stderr mid-line,
+                    // and warpctl's own line must start on a fresh one.
+                    Some(session_update::Update::Note(note)) if args.verbose => match note.strip_prefix('\n') {
+                        Some(rest) => eprintln!("\nwarpctl: {rest}"),
+                        None => eprintln!("warpctl: {note}"),
+                    },
                     Some(session_update::Update::End(end)) => break Outcome::End(end),
                     _ => {}
                 },

@@ -321,6 +321,14 @@ impl Process {
     fn call(&mut self, link: &mut Link, nr: u64, args: [u64; 6], buffers: Vec<Buffer>) -> Result<i64, ProcessError> {
         let call = Syscall { nr: nr as u32, args: args.to_vec(), buffers };
         loop {
+            // A signal that arrived while the program ran ends a call before
+            // it starts, as a pending signal does on Linux.
+            for s in link.take_signals() {
+                self.signals.raise(s);
+            }
+            if self.signals.pending & !self.signals.blocked != 0 {
+                return Ok(Errno::EINTR.ret());
+            }
             let reply = link.call(request::Kind::Syscall(call.clone()))?;
             for s in link.take_signals() {
                 self.signals.raise(s);
