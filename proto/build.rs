@@ -1,7 +1,7 @@
 //! Compiles the `.proto` files with protox (a pure-Rust protobuf compiler), so
 //! the build needs no system `protoc`.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["warp.proto", "broker.proto"];
+    let files = ["warp.proto", "broker.proto", "trace.proto"];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

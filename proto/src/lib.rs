@@ -2,6 +2,7 @@
 //!
 //! - [`warp`]: the public gRPC API that warpctl (and any client) speaks to warpd.
 //! - [`broker`]: the private warpd <-> broker messages.
+//! - [`trace`]: recorded events and session metadata.
 
 /// The public gRPC API (`warp.proto`).
 pub mod warp {
@@ -11,4 +12,9 @@ pub mod warp {
 /// The warpd <-> broker protocol (`broker.proto`).
 pub mod broker {
     tonic::include_proto!("warp.broker.v1");
+}
+
+/// Trace events and session metadata (`trace.proto`).
+pub mod trace {
+    tonic::include_proto!("warp.trace.v1");
 }

@@ -20,3 +20,4 @@ pub mod arch;
 pub mod hv;
 pub mod kernel;
 pub mod loader;
+pub mod trace;

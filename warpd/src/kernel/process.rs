@@ -89,7 +89,7 @@ fn len_of(len: Len, a: &[u64; 6]) -> u64 {
 
 fn memory(ranges: Vec<(u64, u64)>, arg: usize, out: bool) -> Buffer {
     let (offset, len) = ranges.into_iter().unzip();
-    Buffer { arg: arg as u32, data: Some(buffer::Data::Memory(Ranges { offset, len })), inout: false, out }
+    Buffer { arg: arg as u32, data: Some(buffer::Data::Memory(Ranges { offset, len })), inout: false, out, written_by_ret: false }
 }
 
 /// A raw broker result as a SysResult.
@@ -261,7 +261,7 @@ impl Process {
                     match self.mm.read_cstring(a[i], PATH_MAX - 1) {
                         Ok(mut s) => {
                             s.push(0);
-                            buffers.push(Buffer { arg: i as u32, data: Some(buffer::Data::Bytes(s)), inout: false, out: false });
+                            buffers.push(Buffer { arg: i as u32, data: Some(buffer::Data::Bytes(s)), inout: false, out: false, written_by_ret: false });
                         }
                         Err(Errno::ENAMETOOLONG) => return Ok(Errno::ENAMETOOLONG.ret()),
                         Err(_) => args[i] = FAULT_ADDR,
@@ -276,7 +276,7 @@ impl Process {
                     match self.mm.user_ranges(a[i], n, write) {
                         Ok(r) if n == 0 => {
                             let _ = r;
-                            buffers.push(Buffer { arg: i as u32, data: Some(buffer::Data::Bytes(Vec::new())), inout: false, out: false });
+                            buffers.push(Buffer { arg: i as u32, data: Some(buffer::Data::Bytes(Vec::new())), inout: false, out: false, written_by_ret: false });
                         }
                         Ok(r) => buffers.push(memory(r, i, write)),
                         Err(_) => args[i] = FAULT_ADDR,
@@ -761,7 +761,7 @@ impl Process {
         let call = Syscall {
             nr: 302,
             args: vec![0, res, 0, 0, 0, 0],
-            buffers: vec![Buffer { arg: 3, data: Some(buffer::Data::OutLen(16)), inout: false, out: true }],
+            buffers: vec![Buffer { arg: 3, data: Some(buffer::Data::OutLen(16)), inout: false, out: true, written_by_ret: false }],
         };
         let reply = link.call(request::Kind::Syscall(call))?;
         if let Some(o) = reply.outputs.first() {

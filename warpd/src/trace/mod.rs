@@ -1,0 +1,14 @@
+//! Recordings: the store (sled), the recorder that stands between the
+//! emulated kernel and the broker, the replayer that stands in for the
+//! broker, and the event printer.
+//!
+//! ```text
+//!  record: Process -> Recorder(LiveBroker) -> broker      events -> Store
+//!  replay: Process -> Replayer(trace)                      events <- Store
+//! ```
+
+pub mod replay;
+pub mod store;
+
+/// The version of events and session metadata this warpd writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
