@@ -141,6 +141,14 @@ fn run() -> Result<(), BrokerError> {
     if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
         return Err(os_err("pipe2"));
     }
+    // Duplicates of the original stdout and stderr, so that a write through
+    // any descriptor for the same open file counts as output (for replay).
+    let keep = |fd: RawFd| -> Option<RawFd> {
+        // SAFETY: fcntl on a descriptor that may or may not be open; checked.
+        let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, base) };
+        (d >= 0).then_some(d)
+    };
+    let _ = perform::STREAMS.set((keep(1), keep(2)));
     let sig_read = reserve(pipe[0], base)?;
     let sig_write = reserve(pipe[1], base)?;
     SIGNAL_PIPE.store(sig_write, std::sync::atomic::Ordering::SeqCst);
@@ -304,6 +312,7 @@ fn serve(stream: &UnixStream, sig_read: RawFd, memory: &perform::GuestMemory) ->
                 let (ret, outputs) = perform::syscall(&call, memory);
                 reply.ret = ret;
                 reply.outputs = outputs;
+                reply.stream = perform::stream_of(&call, ret);
             }
             Some(request::Kind::ReadFile(rf)) => match perform::read_executable(&rf.path, rf.max_len) {
                 Ok(bytes) => reply.file = bytes,

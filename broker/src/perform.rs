@@ -168,6 +168,42 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
     (ret, outputs)
 }
 
+/// The broker's duplicates of the program's original stdout and stderr.
+pub static STREAMS: std::sync::OnceLock<(Option<i32>, Option<i32>)> = std::sync::OnceLock::new();
+
+/// 1 or 2 when a successful write-like call went to the open file that was
+/// the original stdout or stderr (whatever descriptor it used), else 0.
+pub fn stream_of(call: &Syscall, ret: i64) -> u32 {
+    // write, pwrite64, writev, sendfile, sendto, sendmsg, pwritev, pwritev2
+    if ret <= 0 || !matches!(call.nr, 1 | 18 | 20 | 40 | 44 | 46 | 296 | 328) {
+        return 0;
+    }
+    let Some(&fd) = call.args.first() else { return 0 };
+    let fd = fd as i32;
+    let Some(&(out, err)) = STREAMS.get() else { return 0 };
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() };
+    let same = |saved: Option<i32>| -> Option<bool> {
+        let saved = saved?;
+        // SAFETY: kcmp with integer arguments; KCMP_FILE (0) compares the
+        // open file descriptions behind two descriptors of this process.
+        let r = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, 0, fd, saved) };
+        (r >= 0).then_some(r == 0)
+    };
+    // Prefer the stream the descriptor number names (a terminal is often
+    // both stdout and stderr).
+    let order: [(u32, Option<i32>); 2] = if fd == 2 { [(2, err), (1, out)] } else { [(1, out), (2, err)] };
+    for (n, saved) in order {
+        match same(saved) {
+            Some(true) => return n,
+            Some(false) => {}
+            None if fd as u32 == n => return n, // no kcmp: go by number
+            None => {}
+        }
+    }
+    0
+}
+
 /// Reads the program (or a library) for the loader, with the user's rights:
 /// it must be a regular file the user may execute, as execve requires.
 pub fn read_executable(path: &str, max_len: u64) -> Result<Vec<u8>, i32> {

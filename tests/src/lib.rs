@@ -894,11 +894,54 @@ impl WarpHome {
     /// Runs the spec natively and recorded and asserts the two agree (see
     /// the module documentation); returns the native outcome for the test's
     /// own assertions about what the program should have done.
+    ///
+    /// Then it replays the recording and asserts that the replay reproduced
+    /// it: status 0 and, byte for byte, the recording's stdout and stderr.
     pub fn check(&self, spec: &Spec) -> Outcome {
         let native = run_native(spec);
         let recorded = self.record(spec, &[]);
         self.assert_same(spec, &native, &recorded);
+        self.assert_replays(spec, &recorded);
         native
+    }
+
+    /// `warpctl replay ID` with this home's environment, run to completion.
+    pub fn replay(&self, id: &str, options: &[&str]) -> Recorded {
+        let mut cmd = self.warpctl();
+        cmd.arg("replay").args(options).arg(id);
+        Recorded::new(run(cmd, &format!("`warpctl replay {id}`"), &Input::Null, None, default_timeout()))
+    }
+
+    /// Replays `recorded` and asserts that the replay reproduced it.
+    pub fn assert_replays(&self, spec: &Spec, recorded: &Recorded) {
+        let id = recorded.session_id().expect("a session id");
+        let replayed = self.replay(&id, &[]);
+        let context = || {
+            format!(
+                "\nprogram: {}\nsession {id}: replay {}\nwarpctl's lines:\n{}\n{}",
+                spec.describe(),
+                replayed.outcome.status,
+                replayed.warpctl_text(),
+                self.daemon_log_tail()
+            )
+        };
+        if replayed.outcome.status != Status::Exited(0) {
+            panic!("replay should reproduce the recording (exit 0){}", context());
+        }
+        if replayed.outcome.stdout != recorded.outcome.stdout {
+            panic!(
+                "{}{}",
+                describe_difference("replayed stdout", &recorded.outcome.stdout, &replayed.outcome.stdout),
+                context()
+            );
+        }
+        if replayed.program_stderr != recorded.program_stderr {
+            panic!(
+                "{}{}",
+                describe_difference("replayed stderr", &recorded.program_stderr, &replayed.program_stderr),
+                context()
+            );
+        }
     }
 
     /// The assertions of [`check`](Self::check), for a recording made some

@@ -57,9 +57,19 @@ fn ls(home: &WarpHome) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Records a complete session first, so each test can check that a crash
+/// later leaves it intact and replayable.
+fn earlier_session(home: &WarpHome) -> (Spec, warp_tests::Recorded) {
+    let spec = Spec::prog("hello", FLAVOURS[0]);
+    let rec = home.record(&spec, &[]);
+    assert_eq!(rec.outcome.status, Status::Exited(0), "{}", rec.warpctl_text());
+    (spec, rec)
+}
+
 #[test]
 fn broker_killed_mid_run_is_125_and_incomplete() {
     let home = WarpHome::new("kill_broker");
+    let (spec, earlier) = earlier_session(&home);
     for flavour in FLAVOURS {
         let mut r = home.spawn_record(&blocked_program(flavour), &[]);
         r.wait_for_stdout("ready\n");
@@ -71,12 +81,16 @@ fn broker_killed_mid_run_is_125_and_incomplete() {
         let listing = ls(&home);
         let line = listing.lines().find(|l| l.contains(&id)).unwrap_or_else(|| panic!("{id} not in ls:\n{listing}"));
         assert!(line.contains("incomplete"), "{line}");
+        let replayed = home.replay(&id, &[]);
+        assert_eq!(replayed.outcome.status, Status::Exited(2), "an incomplete session does not replay");
     }
+    home.assert_replays(&spec, &earlier);
 }
 
 #[test]
-fn warpd_killed_mid_run_is_125() {
+fn warpd_killed_mid_run_is_125_and_the_store_survives() {
     let home = WarpHome::new("kill_warpd");
+    let (spec, earlier) = earlier_session(&home);
     for flavour in FLAVOURS {
         let mut r = home.spawn_record(&blocked_program(flavour), &[]);
         r.wait_for_stdout("ready\n");
@@ -87,12 +101,20 @@ fn warpd_killed_mid_run_is_125() {
         let out = warp_tests::Recorded::new(r.finish());
         assert_eq!(out.outcome.status, Status::Exited(125), "{}", out.warpctl_text());
         assert!(out.warpctl_text().contains("warpd"), "the message names warpd:\n{}", out.warpctl_text());
+        // A new daemon reopens the store: the interrupted session is
+        // incomplete, the earlier one intact.
+        let id = out.session_id().unwrap();
+        let listing = ls(&home);
+        let line = listing.lines().find(|l| l.contains(&id)).unwrap_or_else(|| panic!("{id} not in ls:\n{listing}"));
+        assert!(line.contains("incomplete"), "{line}");
     }
+    home.assert_replays(&spec, &earlier);
 }
 
 #[test]
 fn warpctl_killed_mid_run_takes_the_broker_and_marks_the_session_incomplete() {
     let home = WarpHome::new("kill_warpctl");
+    let (spec, earlier) = earlier_session(&home);
     let mut r = home.spawn_record(&blocked_program(FLAVOURS[0]), &[]);
     r.wait_for_stdout("ready\n");
     let pgid = r.pgid();
@@ -110,4 +132,5 @@ fn warpctl_killed_mid_run_takes_the_broker_and_marks_the_session_incomplete() {
         assert!(Instant::now() < deadline, "{id} never became incomplete:\n{listing}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    home.assert_replays(&spec, &earlier);
 }

@@ -184,8 +184,6 @@ impl Link {
         if reply.id != id {
             return Err(LinkError::Protocol(format!("reply {} to request {id}", reply.id)));
         }
-        let mut q = self.signals.lock().expect("signal queue");
-        q.extend(reply.signals.iter().copied());
         Ok(reply)
     }
 

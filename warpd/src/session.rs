@@ -12,7 +12,10 @@
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 
+use std::sync::Arc;
+
 use warp_proto::broker::{request, ReadFile};
+use warp_proto::trace::{Control, CpuidLeaf, Ending, Identity as TraceIdentity, SessionMeta, Status, UnknownSyscall};
 use warp_proto::warp::{Capability, DoctorReply, Failure, SessionEnd};
 
 use crate::arch::x86_64::descriptors::{self, initial_system_state};
@@ -22,10 +25,14 @@ use crate::hv::kvm::{self, KvmVm};
 use crate::hv::memory::MemFd;
 use crate::hv::{HvError, VmExit};
 use crate::kernel::mm::{self, Mm, VmaKind, PROT_READ, PROT_WRITE};
+use crate::kernel::outside::{Ending as End_, Outside, OutsideError};
 use crate::kernel::process::{Action, Identity, Process, ProcessError};
 use crate::kernel::signals;
-use crate::link::{BrokerLink, Link, LinkError};
+use crate::link::{BrokerLink, LinkError};
 use crate::loader::{elf, stack};
+use crate::trace::record::Recorder;
+use crate::trace::store::Store;
+use crate::trace::FORMAT_VERSION;
 
 /// Guest physical memory per session (sparse: only touched pages cost).
 pub const GUEST_MEMORY: u64 = 8 << 30;
@@ -73,11 +80,11 @@ pub struct RunResult {
 
 /// Why a session could not run the program to its end.
 #[derive(Debug, thiserror::Error)]
-enum SessionError {
+pub(crate) enum SessionError {
     #[error("{0}")]
     Hv(#[from] HvError),
     #[error("{0}")]
-    Link(#[from] LinkError),
+    Outside(#[from] OutsideError),
     #[error("{1}")]
     Failed(Failure, String),
 }
@@ -85,9 +92,15 @@ enum SessionError {
 impl From<ProcessError> for SessionError {
     fn from(e: ProcessError) -> Self {
         match e {
-            ProcessError::Link(l) => SessionError::Link(l),
+            ProcessError::Outside(o) => SessionError::Outside(o),
             ProcessError::Cpu(h) => SessionError::Hv(h),
         }
+    }
+}
+
+impl From<LinkError> for SessionError {
+    fn from(e: LinkError) -> Self {
+        SessionError::Outside(OutsideError::Link(e))
     }
 }
 
@@ -95,21 +108,49 @@ fn end(failure: Failure, exit_code: i32, signal: i32, message: String) -> Sessio
     SessionEnd { failure: failure as i32, exit_code, signal, message }
 }
 
-/// Runs the session to its end. Blocking: call it on a thread of its own.
-/// `notes` receives lines for the user (only sent when `spec.verbose`).
-pub fn run(spec: SessionSpec, link: BrokerLink, config: &Config, notes: Sender<String>) -> RunResult {
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// What a session counts while it runs.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub syscalls: u64,
+    pub exits: u64,
+    /// See `Process::stderr_mid_line`.
+    pub stderr_mid_line: bool,
+}
+
+/// Runs the session to its end, recording it into `store`. Blocking: call
+/// it on a thread of its own. `notes` receives lines for the user (only
+/// sent when `spec.verbose`).
+pub fn run(spec: SessionSpec, link: BrokerLink, config: &Config, notes: Sender<String>, store: Arc<Store>) -> RunResult {
     let broker_pid = link.info().pid;
     let mut counters = Counters::default();
-    let result = run_inner(&spec, link, config, &notes, &mut counters);
+    let mut meta = initial_meta(&spec, link.info());
+    let result = match store.create_session(&meta) {
+        Ok(()) => run_inner(&spec, link, config, &notes, &mut counters, &store, &mut meta),
+        Err(e) => Err(SessionError::Failed(Failure::Daemon, format!("cannot store the session: {e}"))),
+    };
     let end = match result {
         Ok(e) => e,
         Err(SessionError::Failed(f, m)) => end(f, 0, 0, m),
         Err(SessionError::Hv(e)) => end(Failure::Daemon, 0, 0, e.to_string()),
-        Err(SessionError::Link(LinkError::Gone)) => {
+        Err(SessionError::Outside(OutsideError::Link(LinkError::Gone))) => {
             end(Failure::Broker, 0, 0, format!("the broker (pid {broker_pid}) died during the recording"))
         }
-        Err(SessionError::Link(e)) => end(Failure::Broker, 0, 0, e.to_string()),
+        Err(SessionError::Outside(OutsideError::Link(e))) => end(Failure::Broker, 0, 0, e.to_string()),
+        Err(SessionError::Outside(e)) => end(Failure::Daemon, 0, 0, e.to_string()),
     };
+    meta.end_ms = now_ms();
+    meta.syscalls = counters.syscalls;
+    meta.vm_exits = counters.exits;
+    let failed = end.failure != Failure::None as i32;
+    meta.status = if failed { Status::Incomplete as i32 } else { Status::Complete as i32 };
+    meta.ending = Some(Ending { exit_code: end.exit_code, signal: end.signal, failure: if failed { end.message.clone() } else { String::new() } });
+    if let Err(e) = store.update_session(&meta).and_then(|_| store.flush()) {
+        tracing::error!(id = %spec.id, "cannot store the end of the session: {e}");
+    }
     if spec.verbose {
         let nl = if counters.stderr_mid_line { "\n" } else { "" };
         let _ = notes.send(format!("{nl}{} syscalls, {} vm exits", counters.syscalls, counters.exits));
@@ -117,13 +158,61 @@ pub fn run(spec: SessionSpec, link: BrokerLink, config: &Config, notes: Sender<S
     RunResult { end, syscalls: counters.syscalls, vm_exits: counters.exits }
 }
 
-/// What a session counts while it runs.
-#[derive(Default)]
-struct Counters {
-    syscalls: u64,
-    exits: u64,
-    /// See `Process::stderr_mid_line`.
-    stderr_mid_line: bool,
+fn initial_meta(spec: &SessionSpec, info: &warp_proto::broker::BrokerInfo) -> SessionMeta {
+    SessionMeta {
+        format_version: FORMAT_VERSION,
+        id: spec.id.clone(),
+        argv: spec.argv.clone(),
+        env: spec.env.clone(),
+        cwd: spec.cwd.clone(),
+        owner_uid: spec.owner_uid,
+        start_ms: now_ms(),
+        status: Status::Recording as i32,
+        program: spec.program.clone(),
+        cpuid: host_cpuid(),
+        identity: Some(TraceIdentity {
+            pid: info.pid,
+            ppid: info.ppid,
+            uid: info.uid,
+            gid: info.gid,
+            euid: info.euid,
+            egid: info.egid,
+            reserved_fd_base: info.reserved_fd_base,
+        }),
+        ..Default::default()
+    }
+}
+
+pub(crate) fn identity_of(meta: &SessionMeta) -> Identity {
+    let i = meta.identity.clone().unwrap_or_default();
+    Identity { pid: i.pid, ppid: i.ppid, uid: i.uid, gid: i.gid, euid: i.euid, egid: i.egid, reserved_fd_base: i.reserved_fd_base }
+}
+
+/// The CPUID leaves of this host, as the program sees them on PVM.
+pub(crate) fn host_cpuid() -> Vec<CpuidLeaf> {
+    use std::arch::x86_64::__cpuid_count;
+    let mut out = Vec::new();
+    let mut leaf = |function: u32, index: u32| {
+        let r = __cpuid_count(function, index);
+        out.push(CpuidLeaf { function, index, eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx });
+    };
+    let max = __cpuid_count(0, 0).eax.min(0x20);
+    for f in 0..=max {
+        let subleaves = match f {
+            4 | 0xb | 0x1f => 4,
+            7 | 0x14 => 2,
+            0xd => 8,
+            _ => 1,
+        };
+        for i in 0..subleaves {
+            leaf(f, i);
+        }
+    }
+    let ext = __cpuid_count(0x8000_0000, 0).eax.min(0x8000_0020);
+    for f in 0x8000_0000..=ext {
+        leaf(f, 0);
+    }
+    out
 }
 
 fn run_inner(
@@ -132,37 +221,72 @@ fn run_inner(
     config: &Config,
     notes: &Sender<String>,
     counters: &mut Counters,
+    store: &Arc<Store>,
+    meta: &mut SessionMeta,
 ) -> Result<SessionEnd, SessionError> {
+    let (mut mm, mut vm) = new_vm(config)?;
+    let caps = vm.capabilities().clone();
+    meta.backend = caps.backend.clone();
+    meta.controls = vec![
+        Control { name: "rdtsc".into(), controlled: false },
+        Control { name: "cpuid".into(), controlled: false },
+        Control { name: "syscalls".into(), controlled: true },
+    ];
+    let ident = identity_of(meta);
+    let link = broker.start(mm.guest.fd(), GUEST_MEMORY, vm.kicker())?;
+    let mut rec = Recorder::new(link, store.clone(), &spec.id);
+    let outcome = (|| {
+        let image = read_program(&spec.program, &mut rec, &mm)?;
+        meta.exe_hash = blake3::hash(&image).as_bytes().to_vec();
+        meta.exe_size = image.len() as u64;
+        let mut random = [0u8; 16];
+        // SAFETY: getrandom into a local buffer of the given length.
+        unsafe { libc::getrandom(random.as_mut_ptr() as *mut libc::c_void, 16, 0) };
+        meta.at_random = random.to_vec();
+        store.update_session(meta).map_err(|e| SessionError::Failed(Failure::Daemon, e.to_string()))?;
+        build_guest(&spec.program, &spec.argv, &spec.env, &image, &ident, random, &mut mm, &mut vm)?;
+        let mut process = Process::new(mm, ident);
+        let r = run_loop(&mut process, &mut vm, &mut rec, spec.verbose, notes, counters);
+        record_unknown(&process, meta);
+        r
+    })();
+    let (events, bytes) = rec.counts();
+    meta.events = events;
+    meta.trace_bytes = bytes;
+    rec.link.finish();
+    outcome.map(|action| match action {
+        Action::Exit(code) => end(Failure::None, code, 0, String::new()),
+        Action::Killed(sig) => end(Failure::None, 0, sig, String::new()),
+        Action::Return(_) => unreachable!("the loop only ends on an ending action"),
+    })
+}
+
+fn record_unknown(process: &Process, meta: &mut SessionMeta) {
+    meta.unknown_syscalls = process
+        .unknown
+        .iter()
+        .map(|(&nr, &count)| UnknownSyscall {
+            nr,
+            name: crate::kernel::names::name(nr).unwrap_or("").to_string(),
+            count,
+        })
+        .collect();
+}
+
+/// A fresh address space and VM.
+pub(crate) fn new_vm(config: &Config) -> Result<(Mm, KvmVm), SessionError> {
     let kvm = kvm::open(&config.kvm_device)?;
     let kernel = MemFd::create("warp-kernel", x86::KERNEL_SLOT_SIZE)?;
     let guest = MemFd::create("warp-guest", GUEST_MEMORY)?;
-    let mut mm = Mm::new(kernel, guest);
-    let mut vm = KvmVm::new(kvm, &mm.kernel, &mm.guest)?;
-    let info = broker.info().clone();
-    let ident = Identity {
-        pid: info.pid,
-        ppid: info.ppid,
-        uid: info.uid,
-        gid: info.gid,
-        euid: info.euid,
-        egid: info.egid,
-        reserved_fd_base: info.reserved_fd_base,
-    };
-    let mut link = broker.start(mm.guest.fd(), GUEST_MEMORY, vm.kicker())?;
-    let outcome = (|| {
-        let image = read_program(spec, &mut link)?;
-        let regs = build_guest(spec, &image, &ident, &mut mm, &mut vm)?;
-        let mut process = Process::new(mm, ident);
-        run_loop(spec, &mut process, &mut vm, &mut link, regs, notes, counters)
-    })();
-    link.finish();
-    outcome
+    let mm = Mm::new(kernel, guest);
+    let vm = KvmVm::new(kvm, &mm.kernel, &mm.guest)?;
+    Ok((mm, vm))
 }
 
 /// Reads the executable through the broker (the user's rights) and checks it.
-fn read_program(spec: &SessionSpec, link: &mut Link) -> Result<Vec<u8>, SessionError> {
-    let reply = link.call(request::Kind::ReadFile(ReadFile { path: spec.program.clone(), max_len: MAX_EXECUTABLE }))?;
-    let name = &spec.program;
+pub(crate) fn read_program(program: &str, outside: &mut dyn Outside, mm: &Mm) -> Result<Vec<u8>, SessionError> {
+    let reply = outside.call(request::Kind::ReadFile(ReadFile { path: program.to_string(), max_len: MAX_EXECUTABLE }), &mm.guest)?;
+    let name = program;
     if reply.ret < 0 {
         let errno = (-reply.ret) as i32;
         let text = std::io::Error::from_raw_os_error(errno);
@@ -176,8 +300,19 @@ fn read_program(spec: &SessionSpec, link: &mut Link) -> Result<Vec<u8>, SessionE
     Ok(reply.file)
 }
 
-/// Lays out the kernel tables, the program and its stack; returns the first registers.
-fn build_guest(spec: &SessionSpec, image: &[u8], ident: &Identity, mm: &mut Mm, vm: &mut KvmVm) -> Result<Regs, SessionError> {
+/// Lays out the kernel tables, the program and its stack, and sets the
+/// first registers.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn build_guest(
+    program: &str,
+    argv: &[String],
+    env: &[String],
+    image: &[u8],
+    ident: &Identity,
+    random: [u8; 16],
+    mm: &mut Mm,
+    vm: &mut KvmVm,
+) -> Result<(), SessionError> {
     let internal = |what: &str| SessionError::Failed(Failure::Daemon, format!("building the guest: {what}"));
     descriptors::write_tables(mm.kernel.as_mut_slice());
     mm.kernel.write(x86::GPA_TRAMPOLINE, &x86::trampoline_page());
@@ -186,8 +321,8 @@ fn build_guest(spec: &SessionSpec, image: &[u8], ident: &Identity, mm: &mut Mm, 
     }
     mm.map_kernel_page(x86::TRAMPOLINE_VA, x86::GPA_TRAMPOLINE, PTE_USER).map_err(|_| internal("trampoline"))?;
 
-    let loaded = elf::load(image, &spec.program, mm)
-        .map_err(|e| SessionError::Failed(Failure::Unsupported, format!("{}: {e}", spec.program)))?;
+    let loaded = elf::load(image, program, mm)
+        .map_err(|e| SessionError::Failed(Failure::Unsupported, format!("{program}: {e}")))?;
     mm.brk_start = mm::page_up(loaded.end).unwrap_or(loaded.end);
     mm.brk = mm.brk_start;
 
@@ -196,15 +331,12 @@ fn build_guest(spec: &SessionSpec, image: &[u8], ident: &Identity, mm: &mut Mm, 
     let fsgsbase = kvm::host_fsgsbase();
     let xcr0 = kvm::guest_xcr0();
     let hwcap = std::arch::x86_64::__cpuid(1).edx as u64;
-    let mut random = [0u8; 16];
-    // SAFETY: getrandom into a local buffer of the given length.
-    unsafe { libc::getrandom(random.as_mut_ptr() as *mut libc::c_void, 16, 0) };
-    let argv: Vec<Vec<u8>> = spec.argv.iter().map(|s| s.as_bytes().to_vec()).collect();
-    let envp: Vec<Vec<u8>> = spec.env.iter().map(|s| s.as_bytes().to_vec()).collect();
+    let argv: Vec<Vec<u8>> = argv.iter().map(|s| s.as_bytes().to_vec()).collect();
+    let envp: Vec<Vec<u8>> = env.iter().map(|s| s.as_bytes().to_vec()).collect();
     let st = stack::StackSpec {
         argv: &argv,
         envp: &envp,
-        execfn: spec.program.as_bytes(),
+        execfn: program.as_bytes(),
         random,
         auxv: vec![
             (stack::AT_HWCAP, hwcap),
@@ -233,64 +365,100 @@ fn build_guest(spec: &SessionSpec, image: &[u8], ident: &Identity, mm: &mut Mm, 
     let regs = Regs { rip: loaded.entry, rsp: img.rsp, rflags: 0x202, ..Default::default() };
     let sys = initial_system_state(mm.cr3(), xcr0.is_some(), fsgsbase);
     vm.setup(&sys, &regs, xcr0.unwrap_or(0))?;
-    Ok(regs)
+    Ok(())
 }
 
-fn run_loop(
-    spec: &SessionSpec,
+/// Runs the program until it ends. The same loop records and replays; only
+/// `outside` differs.
+pub(crate) fn run_loop(
     process: &mut Process,
     vm: &mut KvmVm,
-    link: &mut Link,
-    _first: Regs,
+    outside: &mut dyn Outside,
+    verbose: bool,
     notes: &Sender<String>,
     counters: &mut Counters,
-) -> Result<SessionEnd, SessionError> {
+) -> Result<Action, SessionError> {
     // A note that starts with a newline tells warpctl to end the program's
     // unfinished line first.
     let flush_notes = |p: &mut Process| {
         for n in p.notes.drain(..) {
-            if spec.verbose {
+            if verbose {
                 let nl = if p.stderr_mid_line { "\n" } else { "" };
                 p.stderr_mid_line = false;
                 let _ = notes.send(format!("{nl}{n}"));
             }
         }
     };
-    let action = loop {
+    let ending = |outside: &mut dyn Outside, action: &Action, rip: u64| -> Result<(), SessionError> {
+        match *action {
+            Action::Exit(c) => outside.end(End_::Exited(c), rip)?,
+            Action::Killed(s) => outside.end(End_::Killed(s), rip)?,
+            Action::Return(_) => {}
+        }
+        Ok(())
+    };
+    // Signals the recording took while the program computed are due before
+    // it runs on (replay only).
+    let due = |process: &mut Process, outside: &mut dyn Outside| -> Result<Option<Action>, SessionError> {
+        for s in outside.pending_async()? {
+            process.signals.raise(s);
+        }
+        Ok(process.deliver_signals())
+    };
+    if let Some(a) = due(process, outside)? {
+        ending(outside, &a, 0)?;
+        return Ok(a);
+    }
+    loop {
         let exit = vm.run();
         counters.exits = vm.exits;
         match exit {
             VmExit::Syscall => {
                 let mut regs = vm.regs()?;
-                let action = process.syscall(&regs, vm, link)?;
+                let (nr, args) = regs.syscall_args();
+                let rip = regs.rcx.wrapping_sub(2);
+                outside.syscall_entry(nr, args, rip)?;
+                let action = process.syscall(&regs, vm, outside)?;
                 counters.syscalls = process.syscalls;
                 flush_notes(process);
                 counters.stderr_mid_line = process.stderr_mid_line;
                 match action {
                     Action::Return(r) => {
+                        outside.syscall_exit(nr, r, rip)?;
+                        if let Some(a) = due(process, outside)? {
+                            flush_notes(process);
+                            ending(outside, &a, rip)?;
+                            return Ok(a);
+                        }
                         regs.finish_syscall(r);
                         vm.set_regs(&regs)?;
                         vm.return_to_user()?;
                     }
-                    other => break other,
+                    other => {
+                        ending(outside, &other, rip)?;
+                        return Ok(other);
+                    }
                 }
             }
             VmExit::Exception => {
                 let frame = read_frame(&process.mm);
-                let action = exception(process, vm, &frame)?;
+                let action = exception(process, vm, outside, &frame)?;
                 flush_notes(process);
-                break action;
+                ending(outside, &action, frame.rip)?;
+                return Ok(action);
             }
             VmExit::Interrupted => {
-                if link.is_dead() {
-                    return Err(SessionError::Link(LinkError::Gone));
+                if outside.is_dead() {
+                    return Err(SessionError::Outside(OutsideError::Link(LinkError::Gone)));
                 }
-                for s in link.take_signals() {
+                let rip = vm.regs().map(|r| r.rip).unwrap_or(0);
+                for s in outside.interrupted(rip)? {
                     process.signals.raise(s);
                 }
                 if let Some(a) = process.deliver_signals() {
                     flush_notes(process);
-                    break a;
+                    ending(outside, &a, rip)?;
+                    return Ok(a);
                 }
             }
             VmExit::Failed(why) => {
@@ -298,12 +466,7 @@ fn run_loop(
                 return Err(SessionError::Failed(Failure::Daemon, format!("the VM stopped: {why} (rip {rip:#x})")));
             }
         }
-    };
-    Ok(match action {
-        Action::Exit(code) => end(Failure::None, code, 0, String::new()),
-        Action::Killed(sig) => end(Failure::None, 0, sig, String::new()),
-        Action::Return(_) => unreachable!("the loop only breaks on an ending action"),
-    })
+    }
 }
 
 fn read_frame(mm: &Mm) -> ExceptionFrame {
@@ -317,7 +480,7 @@ fn read_frame(mm: &Mm) -> ExceptionFrame {
 
 /// A CPU exception in the program: the signal Linux would send, which
 /// (until signal handlers run) ends it.
-fn exception(process: &mut Process, vm: &mut KvmVm, f: &ExceptionFrame) -> Result<Action, SessionError> {
+fn exception(process: &mut Process, vm: &mut KvmVm, outside: &mut dyn Outside, f: &ExceptionFrame) -> Result<Action, SessionError> {
     if f.cs & 3 != 3 {
         return Err(SessionError::Failed(
             Failure::Daemon,
@@ -325,17 +488,20 @@ fn exception(process: &mut Process, vm: &mut KvmVm, f: &ExceptionFrame) -> Resul
         ));
     }
     let code = process.mm.peek_code(f.rip, 2);
+    let address = if f.vector == 14 { vm.fault_address()? } else { 0 };
     if (f.vector == 6 || f.vector == 13) && x86::is_int80(&code) {
         process.notes.push(format!(
             "the program used int $0x80 (the 32-bit syscall ABI) at {:#x}, which Warpspeed does not support; it gets SIGSEGV as on a kernel without IA-32 emulation",
             f.rip
         ));
+        outside.fault(f, address, libc::SIGSEGV)?;
         return Ok(Action::Killed(libc::SIGSEGV));
     }
     let Some(sig) = x86::exception_signal(f.vector) else {
         return Err(SessionError::Failed(Failure::Daemon, format!("unexpected exception vector {} at {:#x}", f.vector, f.rip)));
     };
-    let detail = if f.vector == 14 { format!(" at address {:#x}", vm.fault_address()?) } else { String::new() };
+    outside.fault(f, address, sig)?;
+    let detail = if f.vector == 14 { format!(" at address {address:#x}") } else { String::new() };
     process.notes.push(format!("{} (CPU exception {}){} at rip {:#x}", signals::name(sig), f.vector, detail, f.rip));
     let handler = process.signals.action(sig).handler;
     if handler > signals::SIG_IGN {

@@ -8,3 +8,4 @@ pub mod names;
 pub mod table;
 pub mod signals;
 pub mod process;
+pub mod outside;

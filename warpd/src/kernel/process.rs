@@ -16,7 +16,7 @@ use super::signals::{self, Delivery, SigAction, Signals};
 use super::table::{self, Arg, Class, Desc, Len, Returns};
 use crate::arch::x86_64::{Regs, PAGE_SIZE, USER_TOP};
 use crate::hv::CpuState;
-use crate::link::{Link, LinkError};
+use super::outside::{Outside, OutsideError};
 
 /// A pointer that faults in the broker: a bad guest pointer is passed on as
 /// this, so the host kernel itself answers EFAULT, in the order Linux checks.
@@ -55,7 +55,7 @@ pub enum Action {
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
     #[error(transparent)]
-    Link(#[from] LinkError),
+    Outside(#[from] OutsideError),
     #[error("{0}")]
     Cpu(#[from] crate::hv::HvError),
 }
@@ -87,9 +87,11 @@ fn len_of(len: Len, a: &[u64; 6]) -> u64 {
     }
 }
 
-fn memory(ranges: Vec<(u64, u64)>, arg: usize, out: bool) -> Buffer {
+/// A buffer of guest memory for the broker. `out`: the call writes it;
+/// `inout`: it also reads it; `by_ret`: it writes only `ret` bytes.
+fn memory(ranges: Vec<(u64, u64)>, arg: usize, out: bool, inout: bool, by_ret: bool) -> Buffer {
     let (offset, len) = ranges.into_iter().unzip();
-    Buffer { arg: arg as u32, data: Some(buffer::Data::Memory(Ranges { offset, len })), inout: false, out, written_by_ret: false }
+    Buffer { arg: arg as u32, data: Some(buffer::Data::Memory(Ranges { offset, len })), inout, out, written_by_ret: by_ret }
 }
 
 /// A raw broker result as a SysResult.
@@ -131,7 +133,7 @@ impl Process {
     }
 
     /// Handles the syscall in `regs` and says what happens next.
-    pub fn syscall(&mut self, regs: &Regs, cpu: &mut dyn CpuState, link: &mut Link) -> Result<Action, ProcessError> {
+    pub fn syscall(&mut self, regs: &Regs, cpu: &mut dyn CpuState, link: &mut dyn Outside) -> Result<Action, ProcessError> {
         self.syscalls += 1;
         let (nr, a) = regs.syscall_args();
         let ret = match table::lookup(nr) {
@@ -216,7 +218,7 @@ impl Process {
     // ---- proxied calls -------------------------------------------------
 
     /// Marshals a call for the broker from its table entry.
-    fn proxy(&mut self, desc: &Desc, a: [u64; 6], link: &mut Link) -> Result<i64, ProcessError> {
+    fn proxy(&mut self, desc: &Desc, a: [u64; 6], link: &mut dyn Outside) -> Result<i64, ProcessError> {
         let mut args = a;
         let mut kinds: Vec<Arg> = desc.args.to_vec();
         match desc.nr {
@@ -278,7 +280,7 @@ impl Process {
                             let _ = r;
                             buffers.push(Buffer { arg: i as u32, data: Some(buffer::Data::Bytes(Vec::new())), inout: false, out: false, written_by_ret: false });
                         }
-                        Ok(r) => buffers.push(memory(r, i, write)),
+                        Ok(r) => buffers.push(memory(r, i, write, matches!(kind, Arg::InOut(_)), matches!(kind, Arg::Out(Len::Of(_))))),
                         Err(_) => args[i] = FAULT_ADDR,
                     }
                 }
@@ -288,7 +290,10 @@ impl Process {
                         return Ok(Errno::EINVAL.ret());
                     }
                     match self.iov_ranges(a[i], count, matches!(kind, Arg::IovOut)) {
-                        Ok(r) => buffers.push(memory(r, i, matches!(kind, Arg::IovOut))),
+                        Ok(r) => {
+                            let out = matches!(kind, Arg::IovOut);
+                            buffers.push(memory(r, i, out, false, out))
+                        }
                         Err(Errno::EINVAL) => return Ok(Errno::EINVAL.ret()),
                         Err(_) => args[i] = FAULT_ADDR,
                     }
@@ -318,19 +323,19 @@ impl Process {
         Ok(ranges)
     }
 
-    fn call(&mut self, link: &mut Link, nr: u64, args: [u64; 6], buffers: Vec<Buffer>) -> Result<i64, ProcessError> {
+    fn call(&mut self, link: &mut dyn Outside, nr: u64, args: [u64; 6], buffers: Vec<Buffer>) -> Result<i64, ProcessError> {
         let call = Syscall { nr: nr as u32, args: args.to_vec(), buffers };
         loop {
             // A signal that arrived while the program ran ends a call before
             // it starts, as a pending signal does on Linux.
-            for s in link.take_signals() {
+            for s in link.take_signals()? {
                 self.signals.raise(s);
             }
             if self.signals.pending & !self.signals.blocked != 0 {
                 return Ok(Errno::EINTR.ret());
             }
-            let reply = link.call(request::Kind::Syscall(call.clone()))?;
-            for s in link.take_signals() {
+            let reply = link.call(request::Kind::Syscall(call.clone()), &self.mm.guest)?;
+            for &s in &reply.signals {
                 self.signals.raise(s);
             }
             // A signal the program ignores (or blocks) does not interrupt the
@@ -347,7 +352,7 @@ impl Process {
     }
 
     /// New descriptors must not land in the broker's reserved range.
-    fn check_new_fds(&mut self, desc: &Desc, a: &[u64; 6], ret: i64, link: &mut Link) -> Result<i64, ProcessError> {
+    fn check_new_fds(&mut self, desc: &Desc, a: &[u64; 6], ret: i64, link: &mut dyn Outside) -> Result<i64, ProcessError> {
         if ret < 0 {
             return Ok(ret);
         }
@@ -380,7 +385,7 @@ impl Process {
 
     // ---- emulated calls ------------------------------------------------
 
-    fn emulate(&mut self, nr: u64, a: &[u64; 6], cpu: &mut dyn CpuState, link: &mut Link) -> Result<SysResult, ProcessError> {
+    fn emulate(&mut self, nr: u64, a: &[u64; 6], cpu: &mut dyn CpuState, link: &mut dyn Outside) -> Result<SysResult, ProcessError> {
         Ok(match nr {
             9 => self.mmap(a, link)?,
             10 => self.mprotect(a[0], a[1], a[2]),
@@ -425,7 +430,7 @@ impl Process {
         })
     }
 
-    fn mmap(&mut self, a: &[u64; 6], link: &mut Link) -> Result<SysResult, ProcessError> {
+    fn mmap(&mut self, a: &[u64; 6], link: &mut dyn Outside) -> Result<SysResult, ProcessError> {
         const MAP_SHARED: u64 = 0x01;
         const MAP_PRIVATE: u64 = 0x02;
         const MAP_SHARED_VALIDATE: u64 = 0x03;
@@ -478,7 +483,7 @@ impl Process {
                 return Ok(Err(e));
             }
             let ranges = self.mm.user_ranges(at, len, true).expect("just mapped");
-            let r = self.call(link, 17, [fd as u64, 0, len, off, 0, 0], vec![memory(ranges, 1, true)])?;
+            let r = self.call(link, 17, [fd as u64, 0, len, off, 0, 0], vec![memory(ranges, 1, true, false, true)])?;
             if r < 0 {
                 let _ = self.mm.unmap(at, len);
                 let e = if r == -(libc::ESPIPE as i64) { Errno::ENODEV } else { Errno(-r as i32) };
@@ -625,7 +630,7 @@ impl Process {
         Ok(0)
     }
 
-    fn kill(&mut self, pid: i32, sig: i32, link: &mut Link) -> Result<SysResult, ProcessError> {
+    fn kill(&mut self, pid: i32, sig: i32, link: &mut dyn Outside) -> Result<SysResult, ProcessError> {
         if !(0..=signals::NSIG as i32).contains(&sig) {
             return Ok(Err(Errno::EINVAL));
         }
@@ -674,7 +679,7 @@ impl Process {
         })
     }
 
-    fn futex(&mut self, a: &[u64; 6], link: &mut Link) -> Result<SysResult, ProcessError> {
+    fn futex(&mut self, a: &[u64; 6], link: &mut dyn Outside) -> Result<SysResult, ProcessError> {
         let op = a[1] & 0x7f; // without FUTEX_PRIVATE_FLAG
         Ok(match op {
             1 | 10 => Ok(0), // WAKE, WAKE_BITSET: nobody else waits in a one-thread process
@@ -700,7 +705,7 @@ impl Process {
     /// getrlimit/setrlimit/prlimit64 for the program itself. Limits it sets
     /// are kept here, never applied to the broker; RLIMIT_NOFILE reads
     /// below the broker's reserved range.
-    fn prlimit(&mut self, _pid: u64, res: u64, new: u64, old: u64, link: &mut Link) -> Result<SysResult, ProcessError> {
+    fn prlimit(&mut self, _pid: u64, res: u64, new: u64, old: u64, link: &mut dyn Outside) -> Result<SysResult, ProcessError> {
         const RLIMIT_NOFILE: u64 = 7;
         const RLIM_NLIMITS: u64 = 16;
         if res >= RLIM_NLIMITS {
@@ -757,13 +762,13 @@ impl Process {
         Ok(Ok(0))
     }
 
-    fn prlimit_of_broker(&mut self, res: u64, out: &mut [u8; 16], link: &mut Link) -> Result<i64, ProcessError> {
+    fn prlimit_of_broker(&mut self, res: u64, out: &mut [u8; 16], link: &mut dyn Outside) -> Result<i64, ProcessError> {
         let call = Syscall {
             nr: 302,
             args: vec![0, res, 0, 0, 0, 0],
             buffers: vec![Buffer { arg: 3, data: Some(buffer::Data::OutLen(16)), inout: false, out: true, written_by_ret: false }],
         };
-        let reply = link.call(request::Kind::Syscall(call))?;
+        let reply = link.call(request::Kind::Syscall(call), &self.mm.guest)?;
         if let Some(o) = reply.outputs.first() {
             if o.len() == 16 {
                 out.copy_from_slice(o);
@@ -772,7 +777,7 @@ impl Process {
         Ok(reply.ret)
     }
 
-    fn close_range(&mut self, a: &[u64; 6], link: &mut Link) -> Result<SysResult, ProcessError> {
+    fn close_range(&mut self, a: &[u64; 6], link: &mut dyn Outside) -> Result<SysResult, ProcessError> {
         let (first, last, flags) = (a[0] as u32, a[1] as u32, a[2]);
         if first > last {
             return Ok(Err(Errno::EINVAL));

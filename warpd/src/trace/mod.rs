@@ -7,6 +7,9 @@
 //!  replay: Process -> Replayer(trace)                      events <- Store
 //! ```
 
+pub mod digest;
+pub mod record;
+pub mod print;
 pub mod replay;
 pub mod store;
 

@@ -2,12 +2,25 @@
 //! alone (no broker, no file of the recording machine), comparing every
 //! syscall with the trace.
 //!
-//! INTERFACE: signatures are stable; bodies are being written.
+//! The [`Replayer`] stands in for the broker: it answers each request with
+//! the recorded reply and writes the recorded bytes into guest memory,
+//! after checking that the request is the one recorded (its digest covers
+//! the bytes the call reads, so a write of different data diverges). The
+//! exit loop is the recording's own (`session::run_loop`).
 
-use std::sync::mpsc::Sender;
+use std::sync::mpsc::{channel, Sender};
 
+use warp_proto::broker::{request, Reply};
+use warp_proto::trace::{event, Event, SessionMeta, Status};
+
+use super::digest;
 use super::store::Store;
-use crate::session::Config;
+use super::FORMAT_VERSION;
+use crate::arch::x86_64::ExceptionFrame;
+use crate::hv::memory::MemFd;
+use crate::kernel::outside::{Ending, Outside, OutsideError};
+use crate::kernel::process::Process;
+use crate::session::{self, Config, Counters, SessionError};
 
 /// What a replay sends while it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,8 +57,320 @@ pub enum ReplayOutcome {
     Failed(String),
 }
 
+/// `name(arg, ...)` for messages.
+fn describe(nr: u64, args: &[u64]) -> String {
+    let name = crate::kernel::names::name(nr).map(str::to_string).unwrap_or_else(|| format!("syscall {nr}"));
+    let a: Vec<String> = args.iter().map(|a| if *a > 0xffff { format!("{a:#x}") } else { a.to_string() }).collect();
+    format!("{name}({})", a.join(", "))
+}
+
+fn describe_event(e: &Event) -> String {
+    match &e.kind {
+        Some(event::Kind::Entry(x)) => describe(x.nr as u64, &x.args),
+        Some(event::Kind::Exit(x)) => format!("{} returning {}", describe(x.nr as u64, &[]), x.ret),
+        Some(event::Kind::Call(c)) if c.nr == 0 && c.args.is_empty() => "reading the executable".into(),
+        Some(event::Kind::Call(c)) => format!("broker call {}", describe(c.nr as u64, &c.args)),
+        Some(event::Kind::Signals(s)) => format!("signals {:?}", s.signos),
+        Some(event::Kind::Fault(f)) => format!("CPU exception {} at {:#x}", f.vector, f.rip),
+        Some(event::Kind::End(p)) if p.signal != 0 => format!("the program killed by signal {}", p.signal),
+        Some(event::Kind::End(p)) => format!("the program exiting with {}", p.exit_code),
+        None => "an empty event".into(),
+    }
+}
+
+pub struct Replayer<'a> {
+    store: &'a Store,
+    id: String,
+    events: Vec<(u64, Event)>,
+    pos: usize,
+    out: &'a Sender<ReplayOutput>,
+    rip: u64,
+}
+
+impl Replayer<'_> {
+    fn diverged(&self, expected: String, actual: String) -> OutsideError {
+        let event = self.events.get(self.pos).map(|e| e.0).unwrap_or(self.events.len() as u64);
+        OutsideError::Diverged(crate::kernel::outside::Divergence { event, expected, actual, rip: self.rip })
+    }
+
+    /// The next event, which must exist: the program doing `actual` past
+    /// the end of the recording is a divergence.
+    fn next(&mut self, actual: impl FnOnce() -> String) -> Result<Event, OutsideError> {
+        match self.events.get(self.pos) {
+            Some((_, e)) => {
+                self.pos += 1;
+                Ok(e.clone())
+            }
+            None => Err(self.diverged("the end of the recording".into(), actual())),
+        }
+    }
+
+    fn peek(&self) -> Option<&Event> {
+        self.events.get(self.pos).map(|e| &e.1)
+    }
+
+    fn load(&self, data: &Option<warp_proto::trace::Data>) -> Result<Vec<u8>, OutsideError> {
+        match data {
+            None => Ok(Vec::new()),
+            Some(d) => self.store.load(&self.id, d).map_err(|e| OutsideError::Trace(e.to_string())),
+        }
+    }
+
+    /// Whether every recorded event was replayed.
+    pub fn finished(&self) -> bool {
+        self.pos == self.events.len()
+    }
+}
+
+impl Outside for Replayer<'_> {
+    fn call(&mut self, kind: request::Kind, memory: &MemFd) -> Result<Reply, OutsideError> {
+        let actual = || match &kind {
+            request::Kind::Syscall(c) => format!("broker call {}", describe(c.nr as u64, &c.args)),
+            _ => "reading the executable".into(),
+        };
+        let before = self.pos;
+        let e = self.next(actual)?;
+        let Some(event::Kind::Call(call)) = e.kind else {
+            self.pos = before;
+            return Err(self.diverged(describe_event(&e), actual()));
+        };
+        if call.request_digest != digest::request_digest(&kind, memory) {
+            self.pos = before;
+            let mut actual = actual();
+            if let request::Kind::Syscall(c) = &kind {
+                if c.nr as u64 == call.nr as u64 && c.args == call.args {
+                    actual.push_str(" with other data in the buffers it reads");
+                }
+            }
+            return Err(self.diverged(describe_event(&Event { kind: Some(event::Kind::Call(call)) }), actual));
+        }
+        for w in &call.writes {
+            let bytes = self.load(&w.data)?;
+            if w.offset.checked_add(bytes.len() as u64).is_none_or(|end| end > memory.size()) {
+                return Err(OutsideError::Trace(format!(
+                    "session {}: event {} writes outside guest memory",
+                    self.id, self.events[before].0
+                )));
+            }
+            memory.write(w.offset, &bytes);
+        }
+        let mut outputs = Vec::new();
+        for o in &call.outputs {
+            outputs.push(self.load(&Some(o.clone()))?);
+        }
+        let file = self.load(&call.file)?;
+        if call.ret > 0 && (call.stream == 1 || call.stream == 2) {
+            let bytes = digest::sent_bytes(&kind, call.ret as u64, memory);
+            let _ = self.out.send(if call.stream == 1 { ReplayOutput::Stdout(bytes) } else { ReplayOutput::Stderr(bytes) });
+        }
+        Ok(Reply { id: 0, ret: call.ret, outputs, file, signals: call.signals, stream: call.stream })
+    }
+
+    fn take_signals(&mut self) -> Result<Vec<i32>, OutsideError> {
+        if let Some(Event { kind: Some(event::Kind::Signals(s)) }) = self.peek() {
+            if !s.asynchronous {
+                let v = s.signos.clone();
+                self.pos += 1;
+                return Ok(v);
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    fn interrupted(&mut self, _rip: u64) -> Result<Vec<i32>, OutsideError> {
+        Ok(Vec::new())
+    }
+
+    fn pending_async(&mut self) -> Result<Vec<i32>, OutsideError> {
+        let mut v = Vec::new();
+        while let Some(Event { kind: Some(event::Kind::Signals(s)) }) = self.peek() {
+            if !s.asynchronous {
+                break;
+            }
+            v.extend(s.signos.iter().copied());
+            self.pos += 1;
+        }
+        Ok(v)
+    }
+
+    fn is_dead(&self) -> bool {
+        false
+    }
+
+    fn syscall_entry(&mut self, nr: u64, args: [u64; 6], rip: u64) -> Result<(), OutsideError> {
+        self.rip = rip;
+        let actual = || describe(nr, &args);
+        let before = self.pos;
+        let e = self.next(actual)?;
+        match &e.kind {
+            Some(event::Kind::Entry(x)) if x.nr as u64 == nr && x.args == args => Ok(()),
+            _ => {
+                self.pos = before;
+                Err(self.diverged(describe_event(&e), actual()))
+            }
+        }
+    }
+
+    fn syscall_exit(&mut self, nr: u64, ret: i64, _rip: u64) -> Result<(), OutsideError> {
+        let actual = || format!("{} returning {ret}", describe(nr, &[]));
+        let before = self.pos;
+        let e = self.next(actual)?;
+        match &e.kind {
+            Some(event::Kind::Exit(x)) if x.nr as u64 == nr && x.ret == ret => Ok(()),
+            _ => {
+                self.pos = before;
+                Err(self.diverged(describe_event(&e), actual()))
+            }
+        }
+    }
+
+    fn fault(&mut self, f: &ExceptionFrame, _address: u64, _signal: i32) -> Result<(), OutsideError> {
+        self.rip = f.rip;
+        let actual = || format!("CPU exception {} at {:#x}", f.vector, f.rip);
+        let before = self.pos;
+        let e = self.next(actual)?;
+        match &e.kind {
+            Some(event::Kind::Fault(x)) if x.vector as u64 == f.vector && x.rip == f.rip => Ok(()),
+            _ => {
+                self.pos = before;
+                Err(self.diverged(describe_event(&e), actual()))
+            }
+        }
+    }
+
+    fn end(&mut self, ending: Ending, rip: u64) -> Result<(), OutsideError> {
+        self.rip = rip;
+        let (code, sig) = match ending {
+            Ending::Exited(c) => (c, 0),
+            Ending::Killed(s) => (0, s),
+        };
+        let actual = || describe_event(&Event { kind: Some(event::Kind::End(warp_proto::trace::ProgramEnd { exit_code: code, signal: sig })) });
+        let before = self.pos;
+        let e = self.next(actual)?;
+        match &e.kind {
+            Some(event::Kind::End(p)) if p.exit_code == code && p.signal == sig => Ok(()),
+            _ => {
+                self.pos = before;
+                Err(self.diverged(describe_event(&e), actual()))
+            }
+        }
+    }
+}
+
+/// Notes about CPUID: what differs between the recording host and this one.
+fn cpuid_notes(meta: &SessionMeta) -> Vec<String> {
+    let now = session::host_cpuid();
+    let mut notes = Vec::new();
+    let differing = meta
+        .cpuid
+        .iter()
+        .filter(|r| !now.iter().any(|n| n == *r))
+        .count()
+        + now.iter().filter(|n| !meta.cpuid.iter().any(|r| r.function == n.function && r.index == n.index)).count();
+    if differing > 0 {
+        notes.push(format!(
+            "this host's CPUID differs from the recording host's in {differing} leaves: the program may take other paths (CPUID cannot be pinned on this host)"
+        ));
+    }
+    let mut missing = Vec::new();
+    for (f, i) in [(1u32, 0u32), (7, 0), (0x8000_0001, 0)] {
+        let (Some(r), Some(n)) = (
+            meta.cpuid.iter().find(|l| l.function == f && l.index == i),
+            now.iter().find(|l| l.function == f && l.index == i),
+        ) else {
+            continue;
+        };
+        for (reg, a, b) in [("ebx", r.ebx, n.ebx), ("ecx", r.ecx, n.ecx), ("edx", r.edx, n.edx)] {
+            if f == 1 && reg == "ebx" {
+                continue; // APIC id and counts, not features
+            }
+            if a & !b != 0 {
+                missing.push(format!("leaf {f:#x} {reg} bits {:#x}", a & !b));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        notes.push(format!(
+            "this host lacks CPU features the recording host had ({}): the replay may diverge where the program uses them",
+            missing.join(", ")
+        ));
+    }
+    notes
+}
+
 /// Replays session `id`. Blocking: run it on a thread of its own.
 pub fn replay(store: &Store, id: &str, config: &Config, out: &Sender<ReplayOutput>) -> ReplayOutcome {
-    let _ = (store, id, config, out);
-    ReplayOutcome::Failed("replay is being written".into())
+    let meta = match store.session(id) {
+        Ok(m) => m,
+        Err(e) => return ReplayOutcome::Unreadable(e.to_string()),
+    };
+    if meta.format_version > FORMAT_VERSION {
+        return ReplayOutcome::Unreadable(format!(
+            "session {id} was written in trace format {}; this warpd reads up to {FORMAT_VERSION}",
+            meta.format_version
+        ));
+    }
+    if meta.status != Status::Complete as i32 {
+        let why = meta.ending.as_ref().map(|e| e.failure.clone()).unwrap_or_default();
+        let state = if meta.status == Status::Recording as i32 { "still recording" } else { "incomplete" };
+        return ReplayOutcome::Unreadable(format!(
+            "session {id} is {state}{}; only complete recordings can be replayed",
+            if why.is_empty() { String::new() } else { format!(" ({why})") }
+        ));
+    }
+    let events = match store.events(id, 0) {
+        Ok(e) => e,
+        Err(e) => return ReplayOutcome::Unreadable(e.to_string()),
+    };
+    if meta.at_random.len() != 16 {
+        return ReplayOutcome::Unreadable(format!("session {id}: its metadata lacks the 16 AT_RANDOM bytes"));
+    }
+    for n in cpuid_notes(&meta) {
+        let _ = out.send(ReplayOutput::Note(n));
+    }
+    let ident = session::identity_of(&meta);
+    let (mut mm, mut vm) = match session::new_vm(config) {
+        Ok(v) => v,
+        Err(e) => return ReplayOutcome::Failed(e.to_string()),
+    };
+    let mut rp = Replayer { store, id: id.to_string(), events, pos: 0, out, rip: 0 };
+    let mut random = [0u8; 16];
+    random.copy_from_slice(&meta.at_random);
+    let result = (|| {
+        let image = session::read_program(&meta.program, &mut rp, &mm)?;
+        if !meta.exe_hash.is_empty() && blake3::hash(&image).as_bytes().as_slice() != meta.exe_hash.as_slice() {
+            return Err(SessionError::Outside(OutsideError::Trace(format!(
+                "session {id}: the recorded executable does not match its hash"
+            ))));
+        }
+        session::build_guest(&meta.program, &meta.argv, &meta.env, &image, &ident, random, &mut mm, &mut vm)?;
+        let mut process = Process::new(mm, ident.clone());
+        let (notes, _ignored) = channel();
+        let mut counters = Counters::default();
+        session::run_loop(&mut process, &mut vm, &mut rp, false, &notes, &mut counters)
+    })();
+    match result {
+        Ok(action) => {
+            if !rp.finished() {
+                let seq = rp.events.get(rp.pos).map(|e| e.0).unwrap_or(0);
+                return ReplayOutcome::Unreadable(format!(
+                    "session {id}: the program ended but the recording goes on at event {seq}"
+                ));
+            }
+            match action {
+                crate::kernel::process::Action::Exit(c) => ReplayOutcome::Reproduced { exit_code: c, signal: 0 },
+                crate::kernel::process::Action::Killed(s) => ReplayOutcome::Reproduced { exit_code: 0, signal: s },
+                crate::kernel::process::Action::Return(_) => ReplayOutcome::Failed("replay ended mid-syscall".into()),
+            }
+        }
+        Err(SessionError::Outside(OutsideError::Diverged(d))) => ReplayOutcome::Diverged(Divergence {
+            event: d.event,
+            thread: ident.pid,
+            expected: d.expected,
+            actual: d.actual,
+            rip: d.rip,
+        }),
+        Err(SessionError::Outside(OutsideError::Trace(m))) => ReplayOutcome::Unreadable(m),
+        Err(e) => ReplayOutcome::Failed(e.to_string()),
+    }
 }

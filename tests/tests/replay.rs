@@ -1,0 +1,186 @@
+//! Replay: every recording replays to the same bytes with status 0 (the
+//! program tests check that for each program through `WarpHome::check`);
+//! here, programs whose output differs from run to run, a trace whose
+//! recorded read was changed (divergence, status 1), damaged and missing
+//! blobs (status 2), and unknown sessions.
+
+use std::fs;
+
+use prost::Message;
+use warp_proto::trace::{data, event, Event};
+use warp_tests::{Spec, Status, WarpHome, FLAVOURS};
+
+/// Each recording of a time- and random-dependent program matches the
+/// native run in form and replays to exactly its own output.
+#[test]
+fn nondeterministic_programs_replay_exactly() {
+    let home = WarpHome::new("nondet");
+    for flavour in FLAVOURS {
+        let spec = Spec::prog("nondet", flavour);
+        let native = warp_tests::run_native(&spec);
+        let keys = |out: &str| out.lines().map(|l| l.split(' ').next().unwrap_or("").to_string()).collect::<Vec<_>>();
+        let mut outputs = Vec::new();
+        for _ in 0..3 {
+            let recorded = home.record(&spec, &[]);
+            assert_eq!(recorded.outcome.status, Status::Exited(0), "{}", recorded.warpctl_text());
+            let out = recorded.outcome.stdout_str();
+            assert_eq!(keys(&out), keys(&native.stdout_str()), "same form as native:\n{out}");
+            home.assert_replays(&spec, &recorded);
+            outputs.push(out);
+        }
+        let random = |o: &String| o.lines().find(|l| l.starts_with("random ")).unwrap().to_string();
+        assert_ne!(random(&outputs[0]), random(&outputs[1]), "getrandom differs between recordings");
+    }
+}
+
+/// Stops the home's daemon so the test may open its store.
+fn stop_daemon(home: &WarpHome) {
+    let out = home.warpctl().args(["daemon", "stop"]).output().unwrap();
+    assert!(out.status.success(), "daemon stop: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The events of a session, as (key, event), from the store's sled trees.
+fn events(db: &sled::Db, id: &str) -> Vec<(sled::IVec, Event)> {
+    let mut prefix = id.as_bytes().to_vec();
+    prefix.push(0);
+    db.open_tree("events")
+        .unwrap()
+        .scan_prefix(&prefix)
+        .map(|kv| {
+            let (k, v) = kv.unwrap();
+            (k, Event::decode(v.as_ref()).unwrap())
+        })
+        .collect()
+}
+
+fn record_echo(home: &WarpHome, contents: &[u8]) -> (Spec, String) {
+    let file = home.scratch("echo").join("input");
+    fs::write(&file, contents).unwrap();
+    let spec = Spec::prog("echo_file", FLAVOURS[0]).arg(&file);
+    let recorded = home.record(&spec, &[]);
+    assert_eq!(recorded.outcome.status, Status::Exited(0), "{}", recorded.warpctl_text());
+    let mut want = contents.to_vec();
+    want.extend_from_slice(b"EXIT-SUCCESS\n");
+    assert_eq!(recorded.outcome.stdout, want);
+    home.assert_replays(&spec, &recorded);
+    (spec, recorded.session_id().unwrap())
+}
+
+#[test]
+fn a_changed_read_diverges_at_the_write() {
+    let home = WarpHome::new("tamper");
+    let (_, id) = record_echo(&home, b"the bytes the read returned\n");
+    stop_daemon(&home);
+    {
+        let db = sled::open(home.path().join("store")).unwrap();
+        let tree = db.open_tree("events").unwrap();
+        let (key, mut ev) = events(&db, &id)
+            .into_iter()
+            .find(|(_, e)| matches!(&e.kind, Some(event::Kind::Call(c)) if c.nr == 0 && !c.writes.is_empty()))
+            .expect("a recorded read that wrote memory");
+        let Some(event::Kind::Call(call)) = &mut ev.kind else { unreachable!() };
+        let Some(data::Where::Inline(bytes)) = &mut call.writes[0].data.as_mut().unwrap().r#where else {
+            panic!("a short read is stored inline")
+        };
+        bytes[0] ^= 0x20;
+        tree.insert(key, ev.encode_to_vec()).unwrap();
+        db.flush().unwrap();
+    }
+    let replayed = home.replay(&id, &[]);
+    assert_eq!(replayed.outcome.status, Status::Exited(1), "{}", replayed.warpctl_text());
+    let report = replayed.warpctl_text();
+    assert!(report.contains("diverged"), "{report}");
+    assert!(report.contains("write"), "the divergence is at the write: {report}");
+}
+
+#[test]
+fn a_damaged_blob_is_refused_by_name() {
+    let home = WarpHome::new("blob");
+    let (_, id) = record_echo(&home, &vec![b'x'; 3000]);
+    stop_daemon(&home);
+    let hash_hex;
+    {
+        let db = sled::open(home.path().join("store")).unwrap();
+        let blobs = db.open_tree("blobs").unwrap();
+        // The 3000 bytes the read returned are a blob; damage that one.
+        let (key, mut value) = blobs
+            .iter()
+            .map(|kv| kv.unwrap())
+            .find(|(_, v)| v.len() == 3000)
+            .expect("the read's blob");
+        hash_hex = key.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let mut v = value.to_vec();
+        v[100] ^= 1;
+        value = v.into();
+        blobs.insert(key, value).unwrap();
+        db.flush().unwrap();
+    }
+    let replayed = home.replay(&id, &[]);
+    assert_eq!(replayed.outcome.status, Status::Exited(2), "{}", replayed.warpctl_text());
+    let text = replayed.warpctl_text();
+    assert!(text.contains("blob") && text.contains(&hash_hex[..12]), "names the blob: {text}");
+}
+
+#[test]
+fn a_missing_blob_is_refused() {
+    let home = WarpHome::new("noblob");
+    let (_, id) = record_echo(&home, &vec![b'y'; 5000]);
+    stop_daemon(&home);
+    {
+        let db = sled::open(home.path().join("store")).unwrap();
+        let blobs = db.open_tree("blobs").unwrap();
+        let key = blobs.iter().map(|kv| kv.unwrap()).find(|(_, v)| v.len() == 5000).expect("the read's blob").0;
+        blobs.remove(key).unwrap();
+        db.flush().unwrap();
+    }
+    let replayed = home.replay(&id, &[]);
+    assert_eq!(replayed.outcome.status, Status::Exited(2), "{}", replayed.warpctl_text());
+    assert!(replayed.warpctl_text().contains("missing"), "{}", replayed.warpctl_text());
+}
+
+#[test]
+fn corrupt_events_are_refused_and_the_daemon_goes_on() {
+    let home = WarpHome::new("corrupt");
+    let (spec, id) = record_echo(&home, b"first\n");
+    let (_, other) = record_echo(&home, b"second\n");
+    stop_daemon(&home);
+    {
+        let db = sled::open(home.path().join("store")).unwrap();
+        let tree = db.open_tree("events").unwrap();
+        let (key, ev) = events(&db, &id).into_iter().nth(3).unwrap();
+        let bytes = ev.encode_to_vec();
+        // A truncated event: not a valid encoding any more.
+        tree.insert(key, &bytes[..bytes.len() / 2]).unwrap();
+        db.flush().unwrap();
+    }
+    let replayed = home.replay(&id, &[]);
+    assert_eq!(replayed.outcome.status, Status::Exited(2), "{}", replayed.warpctl_text());
+    assert!(replayed.warpctl_text().contains("corrupt"), "{}", replayed.warpctl_text());
+    // The other session still replays, from the same daemon.
+    let ok = home.replay(&other, &[]);
+    assert_eq!(ok.outcome.status, Status::Exited(0), "{}", ok.warpctl_text());
+    let _ = spec;
+}
+
+#[test]
+fn unknown_sessions_are_status_2() {
+    let home = WarpHome::new("unknown");
+    let replayed = home.replay("nosuchid", &[]);
+    assert_eq!(replayed.outcome.status, Status::Exited(2));
+    assert!(replayed.warpctl_text().contains("nosuchid"), "{}", replayed.warpctl_text());
+}
+
+/// Two programs recorded at the same time against one daemon both replay.
+#[test]
+fn concurrent_recordings_both_replay() {
+    let home = WarpHome::new("concurrent");
+    let a = Spec::prog("big_stdout", FLAVOURS[0]);
+    let b = Spec::prog("nondet", FLAVOURS[1]);
+    let ra = home.spawn_record(&a, &[]);
+    let rb = home.spawn_record(&b, &[]);
+    let (ra, rb) = (warp_tests::Recorded::new(ra.finish()), warp_tests::Recorded::new(rb.finish()));
+    assert_eq!(ra.outcome.status, Status::Exited(0));
+    assert_eq!(rb.outcome.status, Status::Exited(0));
+    home.assert_replays(&a, &ra);
+    home.assert_replays(&b, &rb);
+}

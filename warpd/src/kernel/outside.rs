@@ -1,0 +1,62 @@
+//! Everything that reaches the program from outside the VM: the broker's
+//! answers and signals. While recording they come from the live broker and
+//! are written to the trace; on replay they are read back from the trace.
+//! The emulated kernel sees only this trait, so record and replay run the
+//! same code (DESIGN: "replay swaps the broker and the recorder for the
+//! trace reader, nothing else").
+
+use warp_proto::broker::{request, Reply};
+
+use crate::arch::x86_64::ExceptionFrame;
+use crate::hv::memory::MemFd;
+use crate::link::LinkError;
+
+/// Where a replay parted from its recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Divergence {
+    /// Sequence number of the event that did not match.
+    pub event: u64,
+    pub expected: String,
+    pub actual: String,
+    pub rip: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutsideError {
+    /// The live broker failed or went away.
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    /// Writing or reading the trace failed.
+    #[error("{0}")]
+    Trace(String),
+    /// Replay: the program did something the recording did not.
+    #[error("replay diverged at event {}: expected {}, got {}", .0.event, .0.expected, .0.actual)]
+    Diverged(Divergence),
+}
+
+/// How the program ended, as recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Exited(i32),
+    Killed(i32),
+}
+
+pub trait Outside {
+    /// One broker request and its answer. `memory` is the guest memory the
+    /// request's ranges point into.
+    fn call(&mut self, kind: request::Kind, memory: &MemFd) -> Result<Reply, OutsideError>;
+    /// Signals that arrived since the last look, at a syscall boundary.
+    fn take_signals(&mut self) -> Result<Vec<i32>, OutsideError>;
+    /// Signals that arrived while the program computed (the vCPU was kicked).
+    fn interrupted(&mut self, rip: u64) -> Result<Vec<i32>, OutsideError>;
+    /// Replay: signals the recording took while the program computed, due
+    /// before the program runs on. Recording: none.
+    fn pending_async(&mut self) -> Result<Vec<i32>, OutsideError>;
+    /// Whether the broker is gone (recording only).
+    fn is_dead(&self) -> bool;
+
+    fn syscall_entry(&mut self, nr: u64, args: [u64; 6], rip: u64) -> Result<(), OutsideError>;
+    fn syscall_exit(&mut self, nr: u64, ret: i64, rip: u64) -> Result<(), OutsideError>;
+    fn fault(&mut self, frame: &ExceptionFrame, address: u64, signal: i32) -> Result<(), OutsideError>;
+    fn end(&mut self, ending: Ending, rip: u64) -> Result<(), OutsideError>;
+}

@@ -1,0 +1,128 @@
+//! The recorder: the live broker, with every answer written to the trace.
+
+use std::sync::Arc;
+
+use warp_proto::broker::{request, Reply};
+use warp_proto::trace::{event, BrokerCall, Event, Fault, MemoryWrite, ProgramEnd, Signals, SyscallEntry, SyscallExit};
+
+use super::digest;
+use super::store::{EventWriter, Store};
+use crate::arch::x86_64::ExceptionFrame;
+use crate::hv::memory::MemFd;
+use crate::kernel::outside::{Ending, Outside, OutsideError};
+use crate::link::Link;
+
+pub struct Recorder {
+    pub link: Link,
+    writer: EventWriter,
+    _store: Arc<Store>,
+}
+
+fn trace_err(e: super::store::StoreError) -> OutsideError {
+    OutsideError::Trace(e.to_string())
+}
+
+impl Recorder {
+    pub fn new(link: Link, store: Arc<Store>, id: &str) -> Self {
+        let writer = store.writer(id);
+        Recorder { link, writer, _store: store }
+    }
+
+    fn append(&mut self, kind: event::Kind) -> Result<(), OutsideError> {
+        self.writer.append(&Event { kind: Some(kind) }).map_err(trace_err)?;
+        Ok(())
+    }
+
+    /// Events written and the bytes they took.
+    pub fn counts(&self) -> (u64, u64) {
+        self.writer.counts()
+    }
+}
+
+impl Outside for Recorder {
+    fn call(&mut self, kind: request::Kind, memory: &MemFd) -> Result<Reply, OutsideError> {
+        let request_digest = digest::request_digest(&kind, memory).to_vec();
+        let reply = self.link.call(kind.clone())?;
+        let mut writes = Vec::new();
+        for (offset, bytes) in digest::written(&kind, &reply, memory) {
+            writes.push(MemoryWrite { offset, data: Some(self.writer.data(&bytes).map_err(trace_err)?) });
+        }
+        let mut outputs = Vec::new();
+        for o in &reply.outputs {
+            outputs.push(self.writer.data(o).map_err(trace_err)?);
+        }
+        let (nr, args) = match &kind {
+            request::Kind::Syscall(c) => (c.nr, c.args.clone()),
+            _ => (0, Vec::new()),
+        };
+        let file = if matches!(kind, request::Kind::ReadFile(_)) && reply.ret >= 0 {
+            Some(self.writer.data(&reply.file).map_err(trace_err)?)
+        } else {
+            None
+        };
+        let call = BrokerCall {
+            request_digest,
+            nr,
+            ret: reply.ret,
+            outputs,
+            writes,
+            signals: reply.signals.clone(),
+            stream: reply.stream,
+            file,
+            args,
+            inline_args: digest::inline_args(&kind),
+        };
+        self.append(event::Kind::Call(call))?;
+        Ok(reply)
+    }
+
+    fn take_signals(&mut self) -> Result<Vec<i32>, OutsideError> {
+        let s = self.link.take_signals();
+        if !s.is_empty() {
+            self.append(event::Kind::Signals(Signals { signos: s.clone(), asynchronous: false, rip: 0 }))?;
+        }
+        Ok(s)
+    }
+
+    fn interrupted(&mut self, rip: u64) -> Result<Vec<i32>, OutsideError> {
+        let s = self.link.take_signals();
+        if !s.is_empty() {
+            self.append(event::Kind::Signals(Signals { signos: s.clone(), asynchronous: true, rip }))?;
+        }
+        Ok(s)
+    }
+
+    fn pending_async(&mut self) -> Result<Vec<i32>, OutsideError> {
+        Ok(Vec::new())
+    }
+
+    fn is_dead(&self) -> bool {
+        self.link.is_dead()
+    }
+
+    fn syscall_entry(&mut self, nr: u64, args: [u64; 6], rip: u64) -> Result<(), OutsideError> {
+        self.append(event::Kind::Entry(SyscallEntry { nr: nr as u32, args: args.to_vec(), rip }))
+    }
+
+    fn syscall_exit(&mut self, nr: u64, ret: i64, _rip: u64) -> Result<(), OutsideError> {
+        self.append(event::Kind::Exit(SyscallExit { nr: nr as u32, ret }))
+    }
+
+    fn fault(&mut self, f: &ExceptionFrame, address: u64, signal: i32) -> Result<(), OutsideError> {
+        self.append(event::Kind::Fault(Fault {
+            vector: f.vector as u32,
+            error_code: f.error_code,
+            rip: f.rip,
+            address,
+            signal,
+        }))
+    }
+
+    fn end(&mut self, ending: Ending, _rip: u64) -> Result<(), OutsideError> {
+        let (exit_code, signal) = match ending {
+            Ending::Exited(c) => (c, 0),
+            Ending::Killed(s) => (0, s),
+        };
+        self.append(event::Kind::End(ProgramEnd { exit_code, signal }))
+    }
+}
