@@ -8,7 +8,9 @@ mod admin;
 mod connect;
 mod json;
 mod record;
+mod replay;
 mod resolve;
+mod view;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -59,11 +61,49 @@ enum Command {
         #[arg(value_name = "PROGRAM [ARGS]", required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
     },
+    /// Replay a session from its trace and check it reproduces the recording.
+    ///
+    /// Re-emits what the program wrote to its stdout and stderr. Exit
+    /// status: 0 when the replay reproduced the recording, 1 when it
+    /// diverged (a report follows on stderr), 2 for an unknown session or a
+    /// trace that cannot be replayed.
+    Replay {
+        /// The session (default: `latest`, your newest).
+        #[arg(value_name = "ID|latest", default_value = "latest")]
+        id: String,
+        /// Do not re-emit the program's output.
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// List your sessions, oldest first (root: everyone's).
     Ls {
         /// One JSON object per session, one per line.
         #[arg(long)]
         json: bool,
+    },
+    /// Show everything recorded about a session.
+    Show {
+        #[arg(value_name = "ID|latest")]
+        id: String,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a session's events, one line per syscall (strace-like).
+    Events {
+        #[arg(value_name = "ID|latest")]
+        id: String,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Keep printing events as they are recorded, until the recording ends.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Remove a session and its trace (prints nothing when it worked).
+    Rm {
+        #[arg(value_name = "ID|latest")]
+        id: String,
     },
     /// Show what the hypervisor can and cannot do on this machine.
     Doctor {
@@ -97,8 +137,31 @@ fn fail(error: impl std::fmt::Display, code: u8) -> u8 {
     code
 }
 
+/// Parses the command line; a usage error is printed with every line
+/// prefixed `warpctl: ` (the contract for warpctl's stderr) and exits 2.
+fn parse() -> Result<Cli, ExitCode> {
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) if !e.use_stderr() => {
+            // --help, --version: on stdout, as asked.
+            let _ = e.print();
+            Err(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                eprintln!("warpctl: {line}");
+            }
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return ExitCode::from(fail(format_args!("cannot start the async runtime: {e}"), 125)),
@@ -109,7 +172,13 @@ fn main() -> ExitCode {
                 let args = record::RecordArgs { verbose, id_file, command };
                 record::run(args).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
             }
-            Command::Ls { json } => admin::ls(json).await.unwrap_or_else(|e| fail(e, 125)),
+            Command::Replay { id, quiet } => replay::run(id, quiet).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
+            Command::Ls { json } => view::ls(json).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
+            Command::Show { id, json } => view::show(id, json).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
+            Command::Events { id, json, follow } => {
+                view::events(id, json, follow).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
+            }
+            Command::Rm { id } => view::rm(id).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
             Command::Doctor { json } => admin::doctor(json).await.unwrap_or_else(|e| fail(e, 125)),
             Command::Daemon { action: DaemonAction::Stop { verbose } } => {
                 admin::daemon_stop(verbose).await.unwrap_or_else(|e| fail(e, 125))
@@ -148,5 +217,17 @@ mod tests {
         assert_eq!(command, ["prog", "-x"]);
 
         assert!(Cli::try_parse_from(["warpctl", "record"]).is_err());
+    }
+
+    #[test]
+    fn replay_defaults_to_latest() {
+        let cli = Cli::try_parse_from(["warpctl", "replay"]).unwrap();
+        let Command::Replay { id, quiet } = cli.command else { panic!() };
+        assert_eq!((id.as_str(), quiet), ("latest", false));
+        let cli = Cli::try_parse_from(["warpctl", "replay", "abc", "--quiet"]).unwrap();
+        let Command::Replay { id, quiet } = cli.command else { panic!() };
+        assert_eq!((id.as_str(), quiet), ("abc", true));
+        assert!(Cli::try_parse_from(["warpctl", "show"]).is_err());
+        assert!(Cli::try_parse_from(["warpctl", "events", "x", "--follow", "--json"]).is_ok());
     }
 }

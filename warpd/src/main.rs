@@ -1,5 +1,6 @@
-//! The warpd daemon binary: picks its places, takes its lock, binds its
-//! sockets and runs the server (`warpd::server`) until told to stop or idle.
+//! The warpd daemon binary: picks its places, takes its lock, opens its
+//! store, binds its sockets and runs the server (`warpd::server`) until told
+//! to stop or idle.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IsTerminal};
@@ -7,6 +8,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgGroup, Parser};
@@ -14,6 +16,7 @@ use nix::fcntl::{Flock, FlockArg};
 use warp_common::paths::{Mode, Paths, PathsError};
 use warpd::server::{self, Options, ServerError};
 use warpd::session::Config;
+use warpd::trace::store::{Store, StoreError};
 
 /// Default idle time before an embedded daemon exits.
 const DEFAULT_IDLE_SECS: u64 = 300;
@@ -62,6 +65,8 @@ enum DaemonError {
     Bind { path: PathBuf, source: io::Error },
     #[error("WARP_IDLE_SECS must be a whole number of seconds, not {0:?}")]
     Idle(String),
+    #[error("cannot open the store in {}: {source}", path.display())]
+    Store { path: PathBuf, source: StoreError },
     #[error("cannot start the async runtime: {0}")]
     Runtime(io::Error),
     #[error("{0}")]
@@ -108,6 +113,17 @@ fn run(mode: Mode) -> Result<(), DaemonError> {
         return Ok(());
     };
 
+    // We hold the lock, so the store is ours alone; sessions a dead daemon
+    // left recording come back incomplete. Opened before the runtime
+    // starts: sled blocks.
+    let store = Store::open(&paths.store)
+        .map_err(|source| DaemonError::Store { path: paths.store.clone(), source })?;
+    let recovered = store.recovered();
+    if !recovered.is_empty() {
+        tracing::warn!(sessions = ?recovered, "sessions left recording by a warpd that died are now incomplete");
+    }
+    let store = Arc::new(store);
+
     // We hold the lock, so any socket file left is a dead daemon's.
     let grpc_mode = match mode {
         Mode::System => 0o666,
@@ -143,12 +159,15 @@ fn run(mode: Mode) -> Result<(), DaemonError> {
             .map_err(|source| DaemonError::Bind { path: paths.socket.clone(), source })?;
         let broker = tokio::net::UnixListener::from_std(broker)
             .map_err(|source| DaemonError::Bind { path: paths.broker_socket.clone(), source })?;
-        server::serve(options, grpc, broker, termination()).await?;
+        server::serve(options, Arc::clone(&store), grpc, broker, termination()).await?;
         Ok::<(), DaemonError>(())
     });
     let _ = fs::remove_file(&paths.socket);
     let _ = fs::remove_file(&paths.broker_socket);
     runtime.shutdown_timeout(Duration::from_secs(1));
+    if let Err(e) = store.flush() {
+        tracing::error!("cannot flush the store: {e}");
+    }
     tracing::info!("warpd stopped");
     result
 }

@@ -84,6 +84,9 @@ fn attach(shared: Arc<Shared>, stream: UnixStream, peer_uid: u32, peer_pid: Opti
     let broker_pid = hello.info.as_ref().map(|i| i.pid);
     tracing::info!(id = session.id(), ?broker_pid, "broker attached");
     let result = run(&shared, &session, link);
+    // Stored before it is published: whoever learns of the end and then
+    // asks the store finds it there.
+    shared.store_end(&session, &result);
     shared.end_session(&session, result);
 }
 
@@ -93,9 +96,10 @@ fn run(shared: &Shared, session: &Arc<Session>, link: BrokerLink) -> RunResult {
     let (notes_tx, notes_rx) = mpsc::channel::<String>();
     let spec = session.spec.clone();
     let config = shared.options.config.clone();
+    let store = Arc::clone(&shared.store);
     let worker = thread::Builder::new()
         .name(format!("session-{}", session.id()))
-        .spawn(move || session::run(spec, link, &config, notes_tx));
+        .spawn(move || session::run(spec, link, &config, notes_tx, store));
     let worker = match worker {
         Ok(worker) => worker,
         Err(e) => {

@@ -5,16 +5,30 @@
 //!  warpctl --gRPC--> service (CreateSession) --> sessions: awaiting broker
 //!  broker  --------> broker socket: Hello{token}, SO_PEERCRED uid
 //!                       --> sessions::claim --> thread: session::run --> sessions: ended
+//!                                                  | (metadata, events)
+//!                                                  v
+//!  warpctl <--------- service: ListSessions, GetSession, StreamEvents,  <-- store (sled)
+//!                     RemoveSession, Replay (thread: trace::replay)
 //!  warpctl <--------- service (WaitSession): notes, then the end
 //! ```
 //!
+//! Sessions live in the store: the recorder writes their metadata and
+//! events; the server writes metadata itself only for a session that never
+//! reached the recorder (no broker came, the daemon stopped first). Memory
+//! holds only the live: tokens, notes, running sessions. sled is only
+//! called from threads, never on the async runtime's workers.
+//!
 //! Authorisation: every gRPC caller is identified by the peer uid of its
-//! unix socket connection (SO_PEERCRED). A user sees and follows only their
-//! own sessions (root sees all); a broker must present a session's one-time
-//! token *and* run as that session's owner; only the daemon's own uid or
-//! root may stop it.
+//! unix socket connection (SO_PEERCRED). A user sees, follows, replays and
+//! removes only their own sessions (root: everyone's), and another user's
+//! session id is answered as unknown; a broker must present a session's
+//! one-time token *and* run as that session's owner; only the daemon's own
+//! uid or root may stop it.
 
 mod broker;
+mod events;
+mod lookup;
+mod replay;
 pub mod secrets;
 pub mod sessions;
 mod service;
@@ -33,6 +47,7 @@ use warp_proto::warp::warp_server::WarpServer;
 use warp_proto::warp::Failure;
 
 use crate::session::{Config, RunResult};
+use crate::trace::store::Store;
 use sessions::{Session, Sessions};
 
 /// How long a created session waits for its broker.
@@ -84,6 +99,7 @@ pub enum StopReason {
 /// State shared by the gRPC service, the broker socket and session threads.
 pub(crate) struct Shared {
     pub options: Options,
+    pub store: Arc<Store>,
     pub sessions: Sessions,
     /// Set once the daemon starts stopping: no new sessions from then on.
     stop: watch::Sender<Option<StopReason>>,
@@ -92,9 +108,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn new(options: Options) -> Shared {
+    fn new(options: Options, store: Arc<Store>) -> Shared {
         Shared {
             options,
+            store,
             sessions: Sessions::default(),
             stop: watch::channel(None).0,
             last_activity: Mutex::new(Instant::now()),
@@ -136,20 +153,74 @@ impl Shared {
         Some(self.last_activity.lock().unwrap_or_else(|e| e.into_inner()).elapsed())
     }
 
-    /// Ends `session` with `result`: publishes the end, wakes shutdown and
-    /// the idle timer, logs it.
+    /// Ends `session` with `result`: publishes the end, forgets the live
+    /// session, wakes shutdown and the idle timer, logs it.
     pub fn end_session(&self, session: &Session, result: RunResult) {
         let end = result.end.clone();
         if session.finish(result) {
             self.touch();
-            self.sessions.notify_ended();
-            if end.failure == Failure::None as i32 {
-                tracing::info!(id = session.id(), exit_code = end.exit_code, signal = end.signal, "session complete");
-            } else {
-                let failure = Failure::try_from(end.failure).map(|f| f.as_str_name()).unwrap_or("?");
-                tracing::info!(id = session.id(), failure, reason = %end.message, "session incomplete");
-            }
+            self.sessions.remove(session.id());
+            log_end(session.id(), &end);
         }
+    }
+
+    /// Makes sure the store holds `session` as ended with `result`: the
+    /// recorder writes its own metadata, but a session that never reached
+    /// it (no broker, shutdown, a thread that could not start) would be
+    /// missing, and one whose recorder crashed left `recording`. Blocking
+    /// (sled).
+    pub fn store_end(&self, session: &Session, result: &RunResult) {
+        use crate::trace::store::StoreError;
+        use warp_proto::trace::Status;
+        let ending = sessions::ending(&result.end);
+        let failed = result.end.failure != Failure::None as i32;
+        let outcome = match self.store.session(session.id()) {
+            Ok(stored) if stored.status != Status::Recording as i32 => return,
+            Ok(mut stored) => {
+                // The recorder stopped without writing the end: keep what
+                // it wrote, with the end the server knows.
+                stored.status = if failed { Status::Incomplete } else { Status::Complete } as i32;
+                stored.end_ms = sessions::now_ms().max(stored.start_ms);
+                stored.ending = Some(ending);
+                self.store.update_session(&stored)
+            }
+            Err(StoreError::NotFound(_)) => {
+                let mut meta = session.meta();
+                meta.status = if failed { Status::Incomplete } else { Status::Complete } as i32;
+                meta.end_ms = sessions::now_ms().max(meta.start_ms);
+                meta.ending = Some(ending);
+                meta.syscalls = result.syscalls;
+                meta.vm_exits = result.vm_exits;
+                self.store.create_session(&meta)
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome.and_then(|()| self.store.flush()) {
+            tracing::error!(id = session.id(), error = %e, "cannot store the session's end");
+        }
+    }
+
+    /// Ends `session` if it is still awaiting its broker, and stores it as
+    /// incomplete. Blocking (sled).
+    pub fn fail_awaiting(&self, session: &Session, failure: Failure, message: &str) -> bool {
+        if !session.fail_if_awaiting_broker(failure, message) {
+            return false;
+        }
+        let result = RunResult { end: sessions::failure_end(failure, message), syscalls: 0, vm_exits: 0 };
+        self.store_end(session, &result);
+        self.sessions.remove(session.id());
+        self.touch();
+        tracing::info!(id = session.id(), reason = message, "session incomplete");
+        true
+    }
+}
+
+fn log_end(id: &str, end: &warp_proto::warp::SessionEnd) {
+    if end.failure == Failure::None as i32 {
+        tracing::info!(id, exit_code = end.exit_code, signal = end.signal, "session complete");
+    } else {
+        let failure = Failure::try_from(end.failure).map(|f| f.as_str_name()).unwrap_or("?");
+        tracing::info!(id, failure, reason = %end.message, "session incomplete");
     }
 }
 
@@ -169,11 +240,12 @@ impl Drop for BusyGuard {
 /// still waiting for a broker, waits for running ones to end, then returns.
 pub async fn serve(
     options: Options,
+    store: Arc<Store>,
     grpc: UnixListener,
     broker: UnixListener,
     external_stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let shared = Arc::new(Shared::new(options));
+    let shared = Arc::new(Shared::new(options, store));
 
     let broker_task = tokio::spawn(broker::accept_loop(Arc::clone(&shared), broker));
 
@@ -199,7 +271,18 @@ pub async fn serve(
             };
             tracing::info!(?reason, "stopping: no new sessions");
             let _ = std::fs::remove_file(&shared.options.socket);
-            shared.sessions.fail_all_awaiting(Failure::Daemon, "warpd stopped before the broker connected");
+            let failed = shared.sessions.fail_all_awaiting(Failure::Daemon, "warpd stopped before the broker connected");
+            if !failed.is_empty() {
+                let shared = Arc::clone(&shared);
+                let _ = tokio::task::spawn_blocking(move || {
+                    for session in failed {
+                        let end = sessions::failure_end(Failure::Daemon, "warpd stopped before the broker connected");
+                        shared.store_end(&session, &RunResult { end, syscalls: 0, vm_exits: 0 });
+                        shared.sessions.remove(session.id());
+                    }
+                })
+                .await;
+            }
             let running = shared.sessions.active();
             if running > 0 {
                 tracing::info!(running, "waiting for running sessions to end");

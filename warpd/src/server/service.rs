@@ -9,13 +9,15 @@ use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 use warp_proto::warp::warp_server::Warp;
 use warp_proto::warp::{
-    session_update, CreateSessionReply, CreateSessionRequest, DoctorReply, DoctorRequest, Failure,
-    HelloReply, HelloRequest, ListSessionsReply, ListSessionsRequest, SessionUpdate, ShutdownReply,
-    ShutdownRequest, WaitSessionRequest,
+    session_update, CreateSessionReply, CreateSessionRequest, DoctorReply, DoctorRequest, EventBatch, Failure,
+    GetSessionReply, GetSessionRequest, HelloReply, HelloRequest, ListSessionsReply, ListSessionsRequest,
+    RemoveSessionReply, RemoveSessionRequest, ReplayRequest, ReplayUpdate, SessionUpdate, ShutdownReply,
+    ShutdownRequest, StreamEventsRequest, WaitSessionRequest,
 };
 
-use super::sessions::Session;
-use super::{Shared, StopReason, BROKER_ATTACH_TIMEOUT};
+use super::lookup::{self, blocking};
+use super::sessions::{self as live, Session};
+use super::{events, replay, Shared, StopReason, BROKER_ATTACH_TIMEOUT};
 use crate::session::{self, SessionSpec};
 
 /// Upper bound on argv + environment, in bytes (Linux allows 2 MiB with
@@ -66,17 +68,22 @@ impl WarpService {
         WarpService { shared }
     }
 
-    /// The session `id` if `uid` may see it; otherwise (or if there is
-    /// none) NotFound, so that other users' ids are not revealed.
-    fn visible_session(&self, id: &str, uid: u32) -> Result<Arc<Session>, Status> {
-        match self.shared.sessions.get(id) {
-            Some(s) if uid == 0 || s.spec.owner_uid == uid => Ok(s),
-            _ => Err(Status::not_found(format!("no session {id}"))),
-        }
+    /// The live session `id` if `uid` may see it.
+    fn live_session(&self, id: &str, uid: u32) -> Option<Arc<Session>> {
+        self.shared.sessions.get(id).filter(|s| uid == 0 || s.spec.owner_uid == uid)
+    }
+
+    /// Resolves `id` (or `latest`) for `uid` from the store (NotFound for
+    /// an unknown id or another user's session).
+    async fn resolve(&self, id: String, uid: u32) -> Result<warp_proto::trace::SessionMeta, Status> {
+        let shared = Arc::clone(&self.shared);
+        blocking(move || lookup::resolve(&shared, &id, uid)).await
     }
 }
 
 type UpdateStream = Pin<Box<dyn Stream<Item = Result<SessionUpdate, Status>> + Send>>;
+type EventStream = Pin<Box<dyn Stream<Item = Result<EventBatch, Status>> + Send>>;
+type ReplayStream = Pin<Box<dyn Stream<Item = Result<ReplayUpdate, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Warp for WarpService {
@@ -111,21 +118,26 @@ impl Warp for WarpService {
             owner_uid: uid,
             verbose: req.verbose,
         };
-        let (session, token) = self
-            .shared
-            .sessions
-            .create(spec)
-            .map_err(|e| Status::internal(e.to_string()))?;
+        // The id must be new to the store too (a sled look-up: off the runtime).
+        let shared = Arc::clone(&self.shared);
+        let (session, token) = blocking(move || {
+            let taken = |id: &str| shared.store.session(id).is_ok();
+            shared.sessions.create(spec, taken).map_err(|e| Status::internal(e.to_string()))
+        })
+        .await?;
         tracing::info!(id = session.id(), uid, program = %session.spec.program, "session created");
 
         let shared = Arc::clone(&self.shared);
         let waiting = Arc::clone(&session);
         tokio::spawn(async move {
             tokio::time::sleep(BROKER_ATTACH_TIMEOUT).await;
-            if waiting.is_active() && waiting.fail_if_awaiting_broker(Failure::Broker, "the broker never connected") {
-                shared.sessions.notify_ended();
-                tracing::warn!(id = waiting.id(), "no broker attached in time");
-            }
+            let failed = tokio::task::spawn_blocking(move || {
+                let failed = shared.fail_awaiting(&waiting, Failure::Broker, "the broker never connected");
+                if failed {
+                    tracing::warn!(id = waiting.id(), "no broker attached in time");
+                }
+            });
+            let _ = failed.await;
         });
 
         Ok(Response::new(CreateSessionReply {
@@ -143,7 +155,14 @@ impl Warp for WarpService {
     ) -> Result<Response<Self::WaitSessionStream>, Status> {
         let _busy = self.shared.busy();
         let uid = caller_uid(&request)?;
-        let session = self.visible_session(&request.get_ref().id, uid)?;
+        let id = request.into_inner().id;
+        let Some(session) = self.live_session(&id, uid) else {
+            // Ended already: the store knows how.
+            let meta = self.resolve(id, uid).await?;
+            let end = live::end_from_meta(&meta);
+            let update = SessionUpdate { update: Some(session_update::Update::End(end)) };
+            return Ok(Response::new(Box::pin(tokio_stream::once(Ok(update)))));
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
             let mut changed = session.subscribe();
@@ -176,9 +195,81 @@ impl Warp for WarpService {
     ) -> Result<Response<ListSessionsReply>, Status> {
         let _busy = self.shared.busy();
         let uid = caller_uid(&request)?;
-        let filter = (uid != 0).then_some(uid);
-        let sessions = self.shared.sessions.list(filter).iter().map(|s| s.info()).collect();
+        let shared = Arc::clone(&self.shared);
+        let metas = blocking(move || lookup::list(&shared, uid)).await?;
+        let sessions = metas.iter().map(lookup::info).collect();
         Ok(Response::new(ListSessionsReply { sessions }))
+    }
+
+    async fn get_session(&self, request: Request<GetSessionRequest>) -> Result<Response<GetSessionReply>, Status> {
+        let _busy = self.shared.busy();
+        let uid = caller_uid(&request)?;
+        let meta = self.resolve(request.into_inner().id, uid).await?;
+        Ok(Response::new(GetSessionReply { meta: Some(meta) }))
+    }
+
+    type StreamEventsStream = EventStream;
+
+    async fn stream_events(
+        &self,
+        request: Request<StreamEventsRequest>,
+    ) -> Result<Response<Self::StreamEventsStream>, Status> {
+        let _busy = self.shared.busy();
+        let uid = caller_uid(&request)?;
+        let req = request.into_inner();
+        let meta = self.resolve(req.id, uid).await?;
+        // Awaiting its broker: no events yet, and none in the store to wait on.
+        if self.shared.sessions.get(&meta.id).is_some_and(|s| !s.is_running()) && !req.follow {
+            let batch = EventBatch { identity: meta.identity, ..Default::default() };
+            return Ok(Response::new(Box::pin(tokio_stream::once(Ok(batch)))));
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            let _busy = shared.busy();
+            events::stream(Arc::clone(&shared), meta.id, req.from, req.follow, tx)
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn remove_session(
+        &self,
+        request: Request<RemoveSessionRequest>,
+    ) -> Result<Response<RemoveSessionReply>, Status> {
+        let _busy = self.shared.busy();
+        let uid = caller_uid(&request)?;
+        let meta = self.resolve(request.into_inner().id, uid).await?;
+        if self.shared.sessions.get(&meta.id).is_some() {
+            return Err(Status::failed_precondition(format!(
+                "session {} is still recording; remove it once it has ended",
+                meta.id
+            )));
+        }
+        let shared = Arc::clone(&self.shared);
+        let id = meta.id.clone();
+        blocking(move || shared.store.remove(&id).and_then(|()| shared.store.flush()).map_err(lookup::status)).await?;
+        tracing::info!(id = %meta.id, uid, "session removed");
+        Ok(Response::new(RemoveSessionReply {}))
+    }
+
+    type ReplayStream = ReplayStream;
+
+    async fn replay(&self, request: Request<ReplayRequest>) -> Result<Response<Self::ReplayStream>, Status> {
+        let _busy = self.shared.busy();
+        let uid = caller_uid(&request)?;
+        let req = request.into_inner();
+        let meta = self.resolve(req.id, uid).await?;
+        if self.shared.sessions.get(&meta.id).is_some() {
+            return Err(Status::failed_precondition(format!(
+                "session {} is still recording; replay it once it has ended",
+                meta.id
+            )));
+        }
+        tracing::info!(id = %meta.id, uid, "replay");
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || replay::run(shared, meta.id, req.quiet, tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn doctor(&self, request: Request<DoctorRequest>) -> Result<Response<DoctorReply>, Status> {

@@ -1,4 +1,7 @@
-//! The daemon's sessions, kept in memory (the sled store comes later).
+//! The daemon's live sessions: those awaiting their broker or running.
+//! What a session is once recorded lives in the store; this table holds only
+//! what the store does not: tokens, notes for `WaitSession`, and the
+//! session until its end has been published.
 //!
 //! A session goes through three phases:
 //!
@@ -8,19 +11,23 @@
 //!                          +----(no broker within 30 s, or shutdown)-----------+
 //! ```
 //!
-//! Notes and the end are published through a `watch` channel, so any number
-//! of `WaitSession` streams can follow a session, including ones that start
-//! late (they get the notes so far, then the rest).
+//! An ended session leaves the table ([`Sessions::remove`]); streams that
+//! follow it keep their `Arc` and still see its end. Notes and the end are
+//! published through a `watch` channel, so any number of `WaitSession`
+//! streams can follow a session, including ones that start late (they get
+//! the notes so far, then the rest).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{watch, Notify};
-use warp_proto::warp::{Failure, SessionEnd, SessionInfo};
+use warp_proto::trace::{Ending, SessionMeta, Status};
+use warp_proto::warp::{Failure, SessionEnd};
 
 use super::secrets;
 use crate::session::{RunResult, SessionSpec};
+use crate::trace::FORMAT_VERSION;
 
 /// Notes kept per session; past this they are counted, not kept, so a
 /// program that makes a million unknown syscalls cannot exhaust warpd.
@@ -124,6 +131,11 @@ impl Session {
         self.changed.send_replace(());
     }
 
+    /// Whether a broker has attached and the session has not ended.
+    pub fn is_running(&self) -> bool {
+        matches!(self.state().phase, Phase::Running)
+    }
+
     /// Whether the session has not ended yet (awaiting its broker or running).
     pub fn is_active(&self) -> bool {
         !matches!(self.state().phase, Phase::Ended(_))
@@ -155,26 +167,33 @@ impl Session {
         self.finish(RunResult { end: failure_end(failure, message), syscalls: 0, vm_exits: 0 })
     }
 
-    /// What `ListSessions` shows.
-    pub fn info(&self) -> SessionInfo {
+    /// The session's metadata as far as the daemon knows it without the
+    /// store: for a session that has not reached the recorder (or never
+    /// will: the broker did not come).
+    pub fn meta(&self) -> SessionMeta {
         let state = self.state();
-        let (status, end, syscalls, vm_exits) = match &state.phase {
-            Phase::AwaitingBroker { .. } | Phase::Running => ("recording", None, 0, 0),
+        let (status, ending, syscalls, vm_exits) = match &state.phase {
+            Phase::AwaitingBroker { .. } | Phase::Running => (Status::Recording, None, 0, 0),
             Phase::Ended(r) => {
-                let status = if r.end.failure == Failure::None as i32 { "complete" } else { "incomplete" };
-                (status, Some(r.end.clone()), r.syscalls, r.vm_exits)
+                let status = if r.end.failure == Failure::None as i32 { Status::Complete } else { Status::Incomplete };
+                (status, Some(ending(&r.end)), r.syscalls, r.vm_exits)
             }
         };
-        SessionInfo {
+        SessionMeta {
+            format_version: FORMAT_VERSION,
             id: self.spec.id.clone(),
             argv: self.spec.argv.clone(),
+            env: self.spec.env.clone(),
+            cwd: self.spec.cwd.clone(),
             owner_uid: self.spec.owner_uid,
-            status: status.into(),
             start_ms: self.start_ms,
             end_ms: state.end_ms,
-            end,
+            status: status as i32,
+            ending,
+            program: self.spec.program.clone(),
             syscalls,
             vm_exits,
+            ..SessionMeta::default()
         }
     }
 }
@@ -182,6 +201,29 @@ impl Session {
 /// A `SessionEnd` for a failure.
 pub fn failure_end(failure: Failure, message: &str) -> SessionEnd {
     SessionEnd { failure: failure as i32, exit_code: 0, signal: 0, message: message.into() }
+}
+
+/// How a session ended, as the store keeps it: the failure's message (or
+/// its kind, when it has none) names which part failed and why.
+pub fn ending(end: &SessionEnd) -> Ending {
+    let failure = match Failure::try_from(end.failure) {
+        Ok(Failure::None) => String::new(),
+        _ if !end.message.is_empty() => end.message.clone(),
+        Ok(f) => f.as_str_name().trim_start_matches("FAILURE_").to_ascii_lowercase().replace('_', " "),
+        Err(_) => format!("failure {}", end.failure),
+    };
+    Ending { exit_code: end.exit_code, signal: end.signal, failure }
+}
+
+/// The end `WaitSession` reports for a session known only from the store.
+pub fn end_from_meta(meta: &SessionMeta) -> SessionEnd {
+    let ending = meta.ending.clone().unwrap_or_default();
+    if meta.status == Status::Complete as i32 {
+        SessionEnd { failure: Failure::None as i32, exit_code: ending.exit_code, signal: ending.signal, message: String::new() }
+    } else {
+        let message = if ending.failure.is_empty() { "the recording was interrupted".into() } else { ending.failure };
+        failure_end(Failure::Daemon, &message)
+    }
 }
 
 /// All sessions of this daemon.
@@ -204,13 +246,18 @@ impl Sessions {
     }
 
     /// Creates a session awaiting its broker; returns it and its token.
-    /// `spec.id` is replaced by a fresh id unique within this daemon.
-    pub fn create(&self, mut spec: SessionSpec) -> Result<(Arc<Session>, String), CreateError> {
+    /// `spec.id` is replaced by a fresh id that no live session has and
+    /// for which `taken` (the store) says no.
+    pub fn create(
+        &self,
+        mut spec: SessionSpec,
+        taken: impl Fn(&str) -> bool,
+    ) -> Result<(Arc<Session>, String), CreateError> {
         let token = secrets::new_token()?;
         let mut table = self.table();
         let id = loop {
             let id = secrets::new_id()?;
-            if !table.by_id.contains_key(&id) {
+            if !table.by_id.contains_key(&id) && !taken(&id) {
                 break id;
             }
         };
@@ -238,6 +285,13 @@ impl Sessions {
         self.table().by_id.get(id).cloned()
     }
 
+    /// Forgets an ended session (the store has it from now on) and wakes
+    /// whoever waits for sessions to end.
+    pub fn remove(&self, id: &str) {
+        self.table().by_id.remove(id);
+        self.notify_ended();
+    }
+
     /// The sessions `uid` may see (all of them for `None`), oldest first.
     pub fn list(&self, uid: Option<u32>) -> Vec<Arc<Session>> {
         let mut list: Vec<_> = self
@@ -251,9 +305,10 @@ impl Sessions {
         list
     }
 
-    /// Sessions awaiting a broker or running.
+    /// Sessions awaiting a broker or running, or ended but not yet stored
+    /// (shutdown waits for those too).
     pub fn active(&self) -> usize {
-        self.table().by_id.values().filter(|s| s.is_active()).count()
+        self.table().by_id.len()
     }
 
     /// Finds the session waiting for `token` and, if the broker runs as its
@@ -289,13 +344,15 @@ impl Sessions {
         Ok(session)
     }
 
-    /// Ends every session still awaiting its broker (at shutdown).
-    pub fn fail_all_awaiting(&self, failure: Failure, message: &str) {
-        for session in self.list(None) {
-            if session.fail_if_awaiting_broker(failure, message) {
-                self.notify_ended();
-            }
+    /// Ends every session still awaiting its broker (at shutdown); returns
+    /// those it ended.
+    pub fn fail_all_awaiting(&self, failure: Failure, message: &str) -> Vec<Arc<Session>> {
+        let failed: Vec<_> =
+            self.list(None).into_iter().filter(|s| s.fail_if_awaiting_broker(failure, message)).collect();
+        if !failed.is_empty() {
+            self.notify_ended();
         }
+        failed
     }
 
     /// Wakes whoever waits in [`Sessions::wait_ended`].
@@ -344,48 +401,83 @@ mod tests {
     #[test]
     fn token_is_good_once_and_only_for_the_owner() {
         let sessions = Sessions::default();
-        let (s, token) = sessions.create(spec(1000, false)).unwrap();
+        let (s, token) = sessions.create(spec(1000, false), |_| false).unwrap();
         assert!(matches!(sessions.claim("nope", 1000), Err(ClaimError::UnknownToken)));
         assert!(matches!(sessions.claim(&token, 1001), Err(ClaimError::WrongUser { .. })));
         let claimed = sessions.claim(&token, 1000).unwrap();
         assert_eq!(claimed.id(), s.id());
         assert!(matches!(sessions.claim(&token, 1000), Err(ClaimError::UnknownToken)));
-        assert_eq!(s.info().status, "recording");
+        assert_eq!(s.meta().status, Status::Recording as i32);
     }
 
     #[test]
     fn ended_sessions_cannot_be_claimed_or_ended_again() {
         let sessions = Sessions::default();
-        let (s, token) = sessions.create(spec(1000, false)).unwrap();
+        let (s, token) = sessions.create(spec(1000, false), |_| false).unwrap();
         assert!(s.fail_if_awaiting_broker(Failure::Broker, "the broker never connected"));
         assert!(matches!(sessions.claim(&token, 1000), Err(ClaimError::UnknownToken)));
         assert!(!s.finish(result(0)));
-        let info = s.info();
-        assert_eq!(info.status, "incomplete");
-        assert_eq!(info.end.unwrap().failure, Failure::Broker as i32);
-        assert!(info.end_ms >= info.start_ms);
+        let meta = s.meta();
+        assert_eq!(meta.status, Status::Incomplete as i32);
+        assert_eq!(meta.ending.unwrap().failure, "the broker never connected");
+        assert!(meta.end_ms >= meta.start_ms);
     }
 
     #[test]
     fn list_is_per_user_and_oldest_first() {
         let sessions = Sessions::default();
-        let (a, _) = sessions.create(spec(1000, false)).unwrap();
-        let (_b, _) = sessions.create(spec(1001, false)).unwrap();
-        let (c, _) = sessions.create(spec(1000, false)).unwrap();
+        let (a, _) = sessions.create(spec(1000, false), |_| false).unwrap();
+        let (_b, _) = sessions.create(spec(1001, false), |_| false).unwrap();
+        let (c, _) = sessions.create(spec(1000, false), |_| false).unwrap();
         let mine: Vec<_> = sessions.list(Some(1000)).iter().map(|s| s.id().to_owned()).collect();
         assert_eq!(mine, vec![a.id().to_owned(), c.id().to_owned()]);
         assert_eq!(sessions.list(None).len(), 3);
         assert_eq!(sessions.active(), 3);
         c.finish(result(0));
+        // Ended but not yet stored: still counted, so shutdown waits for it.
+        assert_eq!(sessions.active(), 3);
+        assert_eq!(c.meta().status, Status::Complete as i32);
+        assert_eq!(c.meta().syscalls, 3);
+        sessions.remove(c.id());
         assert_eq!(sessions.active(), 2);
-        assert_eq!(c.info().status, "complete");
-        assert_eq!(c.info().syscalls, 3);
+        assert_eq!(sessions.list(None).len(), 2);
+    }
+
+    #[test]
+    fn ids_taken_in_the_store_are_not_reused() {
+        let sessions = Sessions::default();
+        let calls = std::cell::Cell::new(0);
+        // The first two ids drawn are "taken".
+        let (s, _) = sessions
+            .create(spec(1000, false), |_| {
+                calls.set(calls.get() + 1);
+                calls.get() <= 2
+            })
+            .unwrap();
+        assert_eq!(calls.get(), 3);
+        assert_eq!(s.id().len(), secrets::ID_LEN);
+    }
+
+    #[test]
+    fn endings_for_the_store_and_back() {
+        let e = ending(&failure_end(Failure::Broker, "the broker never connected"));
+        assert_eq!((e.exit_code, e.signal, e.failure.as_str()), (0, 0, "the broker never connected"));
+        assert_eq!(ending(&failure_end(Failure::NotFound, "")).failure, "not found");
+        assert_eq!(ending(&result(4).end).failure, "");
+
+        let meta = SessionMeta { status: Status::Complete as i32, ending: Some(ending(&result(4).end)), ..Default::default() };
+        let end = end_from_meta(&meta);
+        assert_eq!((end.failure, end.exit_code), (Failure::None as i32, 4));
+        let meta = SessionMeta { status: Status::Incomplete as i32, ending: Some(e), ..Default::default() };
+        let end = end_from_meta(&meta);
+        assert_eq!(end.failure, Failure::Daemon as i32);
+        assert_eq!(end.message, "the broker never connected");
     }
 
     #[test]
     fn notes_then_end() {
         let sessions = Sessions::default();
-        let (s, _) = sessions.create(spec(1000, true)).unwrap();
+        let (s, _) = sessions.create(spec(1000, true), |_| false).unwrap();
         s.push_note("one".into());
         s.push_note("two".into());
         let p = s.progress(0);
@@ -400,7 +492,7 @@ mod tests {
     #[test]
     fn quiet_sessions_keep_no_notes() {
         let sessions = Sessions::default();
-        let (s, _) = sessions.create(spec(1000, false)).unwrap();
+        let (s, _) = sessions.create(spec(1000, false), |_| false).unwrap();
         s.push_note("one".into());
         assert!(s.progress(0).notes.is_empty());
     }
@@ -408,7 +500,7 @@ mod tests {
     #[test]
     fn notes_are_capped() {
         let sessions = Sessions::default();
-        let (s, _) = sessions.create(spec(1000, true)).unwrap();
+        let (s, _) = sessions.create(spec(1000, true), |_| false).unwrap();
         for i in 0..MAX_NOTES + 5 {
             s.push_note(format!("{i}"));
         }

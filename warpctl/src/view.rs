@@ -1,0 +1,594 @@
+//! The commands that look at recorded sessions: `ls`, `show`, `events`,
+//! `rm`.
+//!
+//! Exit status: 0; 2 for an unknown session (or another user's), a trace
+//! that cannot be read, or a session that cannot be removed yet; 125 when
+//! warpctl or warpd failed.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use warp_proto::trace::{Ending, SessionMeta, Status};
+use warp_proto::warp::{
+    EventLine, GetSessionRequest, ListSessionsRequest, RemoveSessionRequest, SessionInfo, StreamEventsRequest,
+};
+
+use crate::connect::{self, ConnectError};
+use crate::json;
+
+/// Why a viewing command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    #[error("{0}")]
+    Connect(#[from] ConnectError),
+    /// The daemon refused: unknown session, unreadable trace, still
+    /// recording (exit status 2).
+    #[error("{0}")]
+    Refused(String),
+    /// The daemon failed (exit status 125).
+    #[error("warpd: {0}")]
+    Rpc(String),
+    /// Writing the output failed (other than a closed pipe).
+    #[error("cannot write the output: {0}")]
+    Output(io::Error),
+}
+
+impl ViewError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ViewError::Refused(_) => 2,
+            _ => 125,
+        }
+    }
+}
+
+/// A gRPC status as warpctl reports it: what the user asked for cannot be
+/// had (2), or something failed (125).
+pub fn rpc(status: tonic::Status) -> ViewError {
+    use tonic::Code;
+    match status.code() {
+        Code::NotFound | Code::InvalidArgument | Code::FailedPrecondition | Code::DataLoss => {
+            ViewError::Refused(status.message().to_owned())
+        }
+        _ => ViewError::Rpc(status.message().to_owned()),
+    }
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error,
+/// and is reported as `Ok(false)` so that a long listing can stop.
+fn emit(out: &mut impl Write, text: &str) -> Result<bool, ViewError> {
+    match out.write_all(text.as_bytes()) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(ViewError::Output(e)),
+    }
+}
+
+fn flush(out: &mut impl Write) -> Result<(), ViewError> {
+    match out.flush() {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(ViewError::Output(e)),
+        _ => Ok(()),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------
+// ls
+
+/// `warpctl ls [--json]`.
+pub async fn ls(json: bool) -> Result<u8, ViewError> {
+    let mut daemon = connect::connect_or_start(false).await?;
+    let reply = daemon.client.list_sessions(ListSessionsRequest {}).await.map_err(rpc)?.into_inner();
+    let now = now_ms();
+    let mut text = String::new();
+    if json {
+        for s in &reply.sessions {
+            text.push_str(&session_json(s, now));
+            text.push('\n');
+        }
+    } else {
+        text.push_str(&ls_header());
+        for s in &reply.sessions {
+            text.push_str(&ls_line(s, now));
+        }
+    }
+    let mut out = io::stdout().lock();
+    emit(&mut out, &text)?;
+    flush(&mut out)?;
+    Ok(0)
+}
+
+fn ls_header() -> String {
+    format!(
+        "{:<8}  {:<10}  {:<19}  {:>9}  {:<11}  {:>7}  {:>8}  COMMAND\n",
+        "ID", "STATUS", "STARTED", "DURATION", "ENDED", "EVENTS", "BYTES"
+    )
+}
+
+fn ls_line(s: &SessionInfo, now: u64) -> String {
+    format!(
+        "{:<8}  {:<10}  {:<19}  {:>9}  {:<11}  {:>7}  {:>8}  {}\n",
+        s.id,
+        s.status,
+        local_time(s.start_ms),
+        duration(duration_ms(s, now)),
+        ended(s),
+        s.events,
+        bytes(s.trace_bytes),
+        shell_words(&s.argv)
+    )
+}
+
+/// How long the recording took (so far, while it records).
+fn duration_ms(s: &SessionInfo, now: u64) -> u64 {
+    let end = if s.end_ms == 0 { now } else { s.end_ms };
+    end.saturating_sub(s.start_ms)
+}
+
+/// Milliseconds as `850ms`, `12.3s`, `4m05s`, `2h07m`.
+pub fn duration(ms: u64) -> String {
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..=3_599_999 => format!("{}m{:02}s", ms / 60_000, ms / 1000 % 60),
+        _ => format!("{}h{:02}m", ms / 3_600_000, ms / 60_000 % 60),
+    }
+}
+
+/// A byte count as `512B`, `12.0K`, `3.4M`, `1.2G`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["K", "M", "G", "T"];
+    if n < 1024 {
+        return format!("{n}B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1}{}", UNITS[unit])
+}
+
+/// How a session ended, in a few words for the listing.
+pub fn ended(s: &SessionInfo) -> String {
+    match s.status.as_str() {
+        "recording" => "-".into(),
+        "complete" => match &s.ending {
+            Some(e) if e.signal != 0 => format!("signal {}", e.signal),
+            Some(e) => format!("exit {}", e.exit_code),
+            None => "?".into(),
+        },
+        _ => "interrupted".into(),
+    }
+}
+
+fn ending_json(e: Option<&Ending>) -> String {
+    match e {
+        None => "null".into(),
+        Some(e) => json::Object::new()
+            .num("exit_code", e.exit_code)
+            .num("signal", e.signal)
+            .str("failure", &e.failure)
+            .finish(),
+    }
+}
+
+/// One session as a JSON object (one line of `ls --json`).
+pub fn session_json(s: &SessionInfo, now: u64) -> String {
+    json::Object::new()
+        .str("id", &s.id)
+        .str("status", &s.status)
+        .str("program", &s.program)
+        .strs("argv", &s.argv)
+        .num("owner_uid", s.owner_uid)
+        .num("start_ms", s.start_ms)
+        .num("end_ms", s.end_ms)
+        .num("duration_ms", duration_ms(s, now))
+        .raw("ending", &ending_json(s.ending.as_ref()))
+        .num("events", s.events)
+        .num("trace_bytes", s.trace_bytes)
+        .num("syscalls", s.syscalls)
+        .num("vm_exits", s.vm_exits)
+        .finish()
+}
+
+/// argv as a shell would need it typed: words with anything but safe
+/// characters in single quotes.
+pub fn shell_words(argv: &[String]) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
+    argv.iter()
+        .map(|w| {
+            if !w.is_empty() && w.chars().all(safe) {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Unix milliseconds as local `YYYY-MM-DD HH:MM:SS`.
+pub fn local_time(ms: u64) -> String {
+    let secs = (ms / 1000) as libc::time_t;
+    // SAFETY: `tm` is plain data (integers and a pointer that may be null).
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals; localtime_r is thread-safe.
+    if unsafe { libc::localtime_r(&secs, &mut tm) }.is_null() {
+        return format!("@{secs}");
+    }
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+// ---------------------------------------------------------------------------
+// show
+
+/// `warpctl show ID|latest [--json]`.
+pub async fn show(id: String, json: bool) -> Result<u8, ViewError> {
+    let mut daemon = connect::connect_or_start(false).await?;
+    let reply = daemon.client.get_session(GetSessionRequest { id }).await.map_err(rpc)?.into_inner();
+    let meta = reply.meta.ok_or_else(|| ViewError::Rpc("the daemon sent no session".into()))?;
+    let now = now_ms();
+    let text = if json { show_json(&meta, now) + "\n" } else { show_text(&meta, now) };
+    let mut out = io::stdout().lock();
+    emit(&mut out, &text)?;
+    flush(&mut out)?;
+    Ok(0)
+}
+
+fn status_name(status: i32) -> &'static str {
+    match Status::try_from(status) {
+        Ok(Status::Recording) => "recording",
+        Ok(Status::Complete) => "complete",
+        Ok(Status::Incomplete) => "incomplete",
+        Err(_) => "unknown",
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// How the session ended, as a sentence fragment.
+fn ending_text(meta: &SessionMeta) -> String {
+    let e = meta.ending.clone().unwrap_or_default();
+    match Status::try_from(meta.status) {
+        Ok(Status::Recording) => "still recording".into(),
+        Ok(Status::Complete) if e.signal != 0 => format!("killed by signal {}", e.signal),
+        Ok(Status::Complete) => format!("exited with {}", e.exit_code),
+        _ if e.failure.is_empty() => "interrupted".into(),
+        _ => format!("interrupted: {}", e.failure),
+    }
+}
+
+fn end_ms(meta: &SessionMeta, now: u64) -> u64 {
+    if meta.end_ms == 0 {
+        now
+    } else {
+        meta.end_ms
+    }
+}
+
+/// Every field of a session, one per line.
+pub fn show_text(meta: &SessionMeta, now: u64) -> String {
+    let mut t = String::new();
+    let mut field = |name: &str, value: String| {
+        let _ = writeln!(t, "{name:<18}{value}");
+    };
+    field("session", meta.id.clone());
+    field("status", status_name(meta.status).into());
+    field("ended", ending_text(meta));
+    field("program", meta.program.clone());
+    if meta.exe_hash.is_empty() {
+        field("executable", "(not read)".into());
+    } else {
+        field("executable", format!("blake3 {}, {} bytes", hex(&meta.exe_hash), meta.exe_size));
+    }
+    field("argv", shell_words(&meta.argv));
+    field("cwd", meta.cwd.clone());
+    field("environment", format!("{} variables (`show --json` lists them)", meta.env.len()));
+    field("owner", format!("uid {}", meta.owner_uid));
+    if let Some(i) = &meta.identity {
+        field(
+            "identity",
+            format!("pid {}, ppid {}, uid {}, gid {}, euid {}, egid {}", i.pid, i.ppid, i.uid, i.gid, i.euid, i.egid),
+        );
+    }
+    field("started", local_time(meta.start_ms));
+    if meta.end_ms != 0 {
+        field("finished", local_time(meta.end_ms));
+    }
+    field("duration", duration(end_ms(meta, now).saturating_sub(meta.start_ms)));
+    if !meta.backend.is_empty() {
+        field("backend", meta.backend.clone());
+    }
+    let controls: Vec<String> = meta
+        .controls
+        .iter()
+        .map(|c| format!("{} {}", c.name, if c.controlled { "controlled" } else { "uncontrolled" }))
+        .collect();
+    field("controls", if controls.is_empty() { "-".into() } else { controls.join(", ") });
+    field("cpuid leaves", meta.cpuid.len().to_string());
+    if meta.unknown_syscalls.is_empty() {
+        field("unknown syscalls", "none".into());
+    } else {
+        let list: Vec<String> =
+            meta.unknown_syscalls.iter().map(|u| format!("{} ({}) x {}", u.name, u.nr, u.count)).collect();
+        field("unknown syscalls", list.join(", "));
+    }
+    field("events", meta.events.to_string());
+    field("trace bytes", format!("{} ({})", meta.trace_bytes, bytes(meta.trace_bytes)));
+    field("syscalls", meta.syscalls.to_string());
+    field("vm exits", meta.vm_exits.to_string());
+    t
+}
+
+/// Every field of a session as one JSON object.
+pub fn show_json(meta: &SessionMeta, now: u64) -> String {
+    let identity = match &meta.identity {
+        None => "null".into(),
+        Some(i) => json::Object::new()
+            .num("pid", i.pid)
+            .num("ppid", i.ppid)
+            .num("uid", i.uid)
+            .num("gid", i.gid)
+            .num("euid", i.euid)
+            .num("egid", i.egid)
+            .finish(),
+    };
+    let controls: Vec<String> = meta
+        .controls
+        .iter()
+        .map(|c| json::Object::new().str("name", &c.name).bool("controlled", c.controlled).finish())
+        .collect();
+    let unknown: Vec<String> = meta
+        .unknown_syscalls
+        .iter()
+        .map(|u| json::Object::new().num("nr", u.nr).str("name", &u.name).num("count", u.count).finish())
+        .collect();
+    json::Object::new()
+        .str("id", &meta.id)
+        .str("status", status_name(meta.status))
+        .raw("ending", &ending_json(meta.ending.as_ref()))
+        .str("program", &meta.program)
+        .str("exe_blake3", &hex(&meta.exe_hash))
+        .num("exe_size", meta.exe_size)
+        .strs("argv", &meta.argv)
+        .strs("env", &meta.env)
+        .str("cwd", &meta.cwd)
+        .num("owner_uid", meta.owner_uid)
+        .raw("identity", &identity)
+        .num("start_ms", meta.start_ms)
+        .num("end_ms", meta.end_ms)
+        .num("duration_ms", end_ms(meta, now).saturating_sub(meta.start_ms))
+        .str("backend", &meta.backend)
+        .raw("controls", &json::array(&controls))
+        .num("cpuid_leaves", meta.cpuid.len() as u64)
+        .raw("unknown_syscalls", &json::array(&unknown))
+        .num("events", meta.events)
+        .num("trace_bytes", meta.trace_bytes)
+        .num("syscalls", meta.syscalls)
+        .num("vm_exits", meta.vm_exits)
+        .num("format_version", meta.format_version)
+        .finish()
+}
+
+// ---------------------------------------------------------------------------
+// events
+
+/// `warpctl events ID|latest [--json] [--follow]`.
+pub async fn events(id: String, json: bool, follow: bool) -> Result<u8, ViewError> {
+    let mut daemon = connect::connect_or_start(false).await?;
+    let request = StreamEventsRequest { id, follow, from: 0 };
+    let mut stream = daemon.client.stream_events(request).await.map_err(rpc)?.into_inner();
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    while let Some(batch) = stream.message().await.map_err(rpc)? {
+        let mut text = String::new();
+        for line in &batch.lines {
+            if json {
+                text.push_str(&line_json(line));
+            } else {
+                text.push_str(&line.text);
+            }
+            text.push('\n');
+        }
+        if !emit(&mut out, &text)? {
+            return Ok(0); // the reader went away
+        }
+        if follow {
+            flush(&mut out)?;
+        }
+    }
+    flush(&mut out)?;
+    Ok(0)
+}
+
+/// One printed event line as a JSON object.
+pub fn line_json(line: &EventLine) -> String {
+    let mut o = json::Object::new()
+        .num("seq", line.first_seq)
+        .num("last_seq", line.last_seq)
+        .num("thread", line.thread)
+        .str("kind", &line.kind);
+    if line.kind == "syscall" {
+        let args: Vec<String> = line.args.iter().map(u64::to_string).collect();
+        o = o
+            .str("name", &line.name)
+            .num("nr", line.nr)
+            .raw("args", &json::array(&args))
+            .raw("ret", &line.ret.map(|r| r.to_string()).unwrap_or_else(|| "null".into()));
+    }
+    o.str("text", &line.text).finish()
+}
+
+// ---------------------------------------------------------------------------
+// rm
+
+/// `warpctl rm ID`: prints nothing when it worked.
+pub async fn rm(id: String) -> Result<u8, ViewError> {
+    let mut daemon = connect::connect_or_start(false).await?;
+    daemon.client.remove_session(RemoveSessionRequest { id }).await.map_err(rpc)?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warp_proto::trace::{Control, Identity};
+
+    fn info(status: &str, ending: Option<Ending>) -> SessionInfo {
+        SessionInfo {
+            id: "abcd2345".into(),
+            argv: vec!["echo".into(), "hi there".into()],
+            owner_uid: 1000,
+            status: status.into(),
+            start_ms: 1_700_000_000_000,
+            end_ms: 1_700_000_001_500,
+            end: None,
+            syscalls: 12,
+            vm_exits: 30,
+            program: "/bin/echo".into(),
+            events: 40,
+            trace_bytes: 5000,
+            ending,
+        }
+    }
+
+    fn exit(code: i32, signal: i32) -> Option<Ending> {
+        Some(Ending { exit_code: code, signal, failure: String::new() })
+    }
+
+    #[test]
+    fn ended_column() {
+        assert_eq!(ended(&info("recording", None)), "-");
+        assert_eq!(ended(&info("complete", exit(3, 0))), "exit 3");
+        assert_eq!(ended(&info("complete", exit(0, 9))), "signal 9");
+        let broken = Some(Ending { failure: "the broker died".into(), ..Default::default() });
+        assert_eq!(ended(&info("incomplete", broken)), "interrupted");
+    }
+
+    #[test]
+    fn ls_line_has_every_column() {
+        let line = ls_line(&info("complete", exit(0, 0)), 0);
+        for part in ["abcd2345", "complete", "1.5s", "exit 0", "40", "4.9K", "echo 'hi there'"] {
+            assert!(line.contains(part), "{part} in {line}");
+        }
+        assert_eq!(ls_header().split_whitespace().count(), 8);
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(bytes(10), "10B");
+        assert_eq!(bytes(1536), "1.5K");
+        assert_eq!(bytes(3 << 20), "3.0M");
+        assert_eq!(duration(850), "850ms");
+        assert_eq!(duration(12_340), "12.3s");
+        assert_eq!(duration(245_000), "4m05s");
+        assert_eq!(duration(7_620_000), "2h07m");
+    }
+
+    #[test]
+    fn shell_quoting() {
+        let words = |v: &[&str]| shell_words(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(words(&["ls", "-l", "/tmp"]), "ls -l /tmp");
+        assert_eq!(words(&["echo", "a b", ""]), "echo 'a b' ''");
+        assert_eq!(words(&["it's"]), r"'it'\''s'");
+    }
+
+    #[test]
+    fn session_as_json() {
+        let j = session_json(&info("complete", exit(0, 0)), 0);
+        assert_eq!(
+            j,
+            r#"{"id":"abcd2345","status":"complete","program":"/bin/echo","argv":["echo","hi there"],"owner_uid":1000,"start_ms":1700000000000,"end_ms":1700000001500,"duration_ms":1500,"ending":{"exit_code":0,"signal":0,"failure":""},"events":40,"trace_bytes":5000,"syscalls":12,"vm_exits":30}"#
+        );
+        assert!(session_json(&info("recording", None), 0).contains(r#""ending":null"#));
+    }
+
+    fn meta() -> SessionMeta {
+        SessionMeta {
+            id: "s1".into(),
+            argv: vec!["prog".into(), "x".into()],
+            env: vec!["A=1".into(), "B=2".into()],
+            cwd: "/tmp".into(),
+            owner_uid: 1000,
+            start_ms: 1_000,
+            end_ms: 3_000,
+            status: Status::Complete as i32,
+            ending: exit(0, 0),
+            program: "/bin/prog".into(),
+            exe_hash: vec![0xab, 0x01],
+            exe_size: 100,
+            controls: vec![Control { name: "rdtsc".into(), controlled: false }],
+            identity: Some(Identity { pid: 42, ..Default::default() }),
+            events: 7,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn show_has_all_metadata() {
+        let t = show_text(&meta(), 0);
+        for part in [
+            "s1",
+            "exited with 0",
+            "blake3 ab01, 100 bytes",
+            "prog x",
+            "/tmp",
+            "2 variables",
+            "uid 1000",
+            "pid 42",
+            "2.0s",
+            "rdtsc uncontrolled",
+            "cpuid leaves      0",
+            "unknown syscalls",
+        ] {
+            assert!(t.contains(part), "{part:?} in\n{t}");
+        }
+        let j = show_json(&meta(), 0);
+        assert!(j.contains(r#""exe_blake3":"ab01""#), "{j}");
+        assert!(j.contains(r#""env":["A=1","B=2"]"#), "{j}");
+        assert!(j.contains(r#""argv":["prog","x"]"#), "{j}");
+    }
+
+    #[test]
+    fn event_lines_as_json() {
+        let line = EventLine {
+            first_seq: 3,
+            last_seq: 5,
+            thread: 42,
+            kind: "syscall".into(),
+            name: "close".into(),
+            nr: 3,
+            args: vec![4],
+            ret: Some(0),
+            text: "[42] close(4) = 0".into(),
+        };
+        assert_eq!(
+            line_json(&line),
+            r#"{"seq":3,"last_seq":5,"thread":42,"kind":"syscall","name":"close","nr":3,"args":[4],"ret":0,"text":"[42] close(4) = 0"}"#
+        );
+        let end = EventLine { kind: "end".into(), text: "[42] +++ exited with 0 +++".into(), ..line };
+        assert_eq!(line_json(&end), r#"{"seq":3,"last_seq":5,"thread":42,"kind":"end","text":"[42] +++ exited with 0 +++"}"#);
+    }
+
+    #[test]
+    fn refusals_exit_2_and_failures_125() {
+        assert_eq!(rpc(tonic::Status::not_found("no session x")).exit_code(), 2);
+        assert_eq!(rpc(tonic::Status::data_loss("corrupt")).exit_code(), 2);
+        assert_eq!(rpc(tonic::Status::internal("boom")).exit_code(), 125);
+    }
+}

@@ -1,0 +1,156 @@
+//! Finding sessions for a caller: the store's sessions plus the live ones
+//! it does not hold yet, filtered by owner, and `latest`.
+//!
+//! Everything here calls sled and so blocks: the service runs it through
+//! [`blocking`].
+
+use tonic::Status;
+use warp_proto::trace::{SessionMeta, Status as TraceStatus};
+use warp_proto::warp::{Failure, SessionEnd, SessionInfo};
+
+use super::Shared;
+use crate::trace::store::StoreError;
+
+/// The name that stands for the caller's newest session.
+pub const LATEST: &str = "latest";
+
+/// Runs blocking work (sled) on tokio's blocking threads.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("warpd failed while reading the store: {e}")))?
+}
+
+/// A store error as the status a client sees. Corrupt data is DATA_LOSS
+/// (warpctl reports it as an unreadable trace), a missing session NOT_FOUND.
+pub fn status(e: StoreError) -> Status {
+    match e {
+        StoreError::NotFound(_) => Status::not_found(e.to_string()),
+        StoreError::Corrupt { .. } | StoreError::NewerFormat { .. } | StoreError::Blob { .. } => {
+            Status::data_loss(e.to_string())
+        }
+        StoreError::Db(_) => Status::internal(e.to_string()),
+    }
+}
+
+fn visible(meta: &SessionMeta, uid: u32) -> bool {
+    uid == 0 || meta.owner_uid == uid
+}
+
+/// Every session `uid` may see (root: all), oldest first: the store's,
+/// plus live sessions the recorder has not stored yet.
+pub fn list(shared: &Shared, uid: u32) -> Result<Vec<SessionMeta>, Status> {
+    let mut all = shared.store.sessions().map_err(status)?;
+    for live in shared.sessions.list(None) {
+        if !all.iter().any(|m| m.id == live.id()) {
+            all.push(live.meta());
+        }
+    }
+    all.retain(|m| visible(m, uid));
+    // Stable: the store's order (start time, then id) among equal starts.
+    all.sort_by_key(|m| m.start_ms);
+    Ok(all)
+}
+
+/// The session `id` (or `latest`: the caller's own newest) if `uid` may see
+/// it. Another user's session is answered exactly as an unknown one, so
+/// that ids are not revealed.
+pub fn resolve(shared: &Shared, id: &str, uid: u32) -> Result<SessionMeta, Status> {
+    if id == LATEST {
+        let mine = list(shared, uid)?.into_iter().filter(|m| m.owner_uid == uid);
+        return mine
+            .max_by_key(|m| m.start_ms)
+            .ok_or_else(|| Status::not_found("you have no sessions yet, so there is no latest one"));
+    }
+    if id.is_empty() {
+        return Err(Status::invalid_argument("no session id given"));
+    }
+    let unknown = || Status::not_found(format!("no session {id}"));
+    let meta = match shared.store.session(id) {
+        Ok(meta) => meta,
+        Err(StoreError::NotFound(_)) => shared.sessions.get(id).map(|s| s.meta()).ok_or_else(unknown)?,
+        Err(e) => return Err(status(e)),
+    };
+    if visible(&meta, uid) {
+        Ok(meta)
+    } else {
+        Err(unknown())
+    }
+}
+
+/// A status name as `ls` shows it.
+pub fn status_name(status: i32) -> &'static str {
+    match TraceStatus::try_from(status) {
+        Ok(TraceStatus::Recording) => "recording",
+        Ok(TraceStatus::Complete) => "complete",
+        Ok(TraceStatus::Incomplete) => "incomplete",
+        Err(_) => "unknown",
+    }
+}
+
+/// What `ListSessions` shows of a session.
+pub fn info(meta: &SessionMeta) -> SessionInfo {
+    let ending = meta.ending.clone();
+    let end = (meta.status == TraceStatus::Complete as i32).then(|| {
+        let e = ending.clone().unwrap_or_default();
+        SessionEnd { failure: Failure::None as i32, exit_code: e.exit_code, signal: e.signal, message: String::new() }
+    });
+    SessionInfo {
+        id: meta.id.clone(),
+        argv: meta.argv.clone(),
+        owner_uid: meta.owner_uid,
+        status: status_name(meta.status).into(),
+        start_ms: meta.start_ms,
+        end_ms: meta.end_ms,
+        end,
+        syscalls: meta.syscalls,
+        vm_exits: meta.vm_exits,
+        program: meta.program.clone(),
+        events: meta.events,
+        trace_bytes: meta.trace_bytes,
+        ending,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warp_proto::trace::Ending;
+
+    #[test]
+    fn info_shows_how_it_ended() {
+        let meta = SessionMeta {
+            id: "abc".into(),
+            status: TraceStatus::Complete as i32,
+            ending: Some(Ending { exit_code: 3, signal: 0, failure: String::new() }),
+            events: 9,
+            trace_bytes: 1000,
+            program: "/bin/x".into(),
+            ..Default::default()
+        };
+        let i = info(&meta);
+        assert_eq!(i.status, "complete");
+        assert_eq!(i.end.unwrap().exit_code, 3);
+        assert_eq!((i.events, i.trace_bytes, i.program.as_str()), (9, 1000, "/bin/x"));
+
+        let meta = SessionMeta {
+            status: TraceStatus::Incomplete as i32,
+            ending: Some(Ending { failure: "the broker died".into(), ..Default::default() }),
+            ..meta
+        };
+        let i = info(&meta);
+        assert_eq!(i.status, "incomplete");
+        assert!(i.end.is_none());
+        assert_eq!(i.ending.unwrap().failure, "the broker died");
+    }
+
+    #[test]
+    fn store_errors_map_to_statuses() {
+        assert_eq!(status(StoreError::NotFound("x".into())).code(), tonic::Code::NotFound);
+        let corrupt = StoreError::Corrupt { session: "s".into(), what: "event 3".into(), detail: "bad".into() };
+        assert_eq!(status(corrupt).code(), tonic::Code::DataLoss);
+        assert_eq!(status(StoreError::Db("io".into())).code(), tonic::Code::Internal);
+    }
+}
