@@ -35,6 +35,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod json;
+
 /// The prefix of every line warpctl itself writes to stderr.
 pub const WARPCTL_PREFIX: &str = "warpctl: ";
 /// The prefix of the line announcing the session id.

@@ -25,6 +25,9 @@ use crate::kernel::{names, signals};
 /// Longest path or name printed in full; longer ones end in `...`.
 const MAX_STRING: usize = 256;
 
+const O_CREAT: u64 = 0o100;
+const O_TMPFILE: u64 = 0o20000000;
+
 /// What a printed line stands for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -241,7 +244,13 @@ fn arguments(entry: &SyscallEntry, calls: &[&BrokerCall]) -> Vec<String> {
         257 => Some(2), // openat(dirfd, path, flags, mode)
         _ => None,
     };
-    desc.args
+    // As strace: open's mode only matters (and is only shown) when the
+    // flags create a file.
+    let shown = match open_flags_at {
+        Some(at) if arg(at) & (O_CREAT | O_TMPFILE) == 0 => at + 1,
+        _ => desc.args.len(),
+    };
+    desc.args[..shown]
         .iter()
         .enumerate()
         .map(|(i, kind)| {
@@ -555,7 +564,7 @@ mod tests {
             call(257, 3, &[(1, b"/etc/hosts\0")]),
             exit(257, 3),
         ]);
-        assert_eq!(lines, ["[77] openat(AT_FDCWD, \"/etc/hosts\", O_RDONLY|O_CLOEXEC, 0) = 3"]);
+        assert_eq!(lines, ["[77] openat(AT_FDCWD, \"/etc/hosts\", O_RDONLY|O_CLOEXEC) = 3"]);
     }
 
     #[test]

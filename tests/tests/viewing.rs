@@ -1,0 +1,343 @@
+//! Looking at recorded sessions: `ls`, `show`, `events`, `rm`, `replay`
+//! from the command line, against the contract in DESIGN.md: listings in
+//! text and one JSON object per line, exit status 2 with a `warpctl: `
+//! message for an unknown session, and each user seeing only their own
+//! sessions.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+use warp_tests::json::{self, Value};
+use warp_tests::{default_timeout, run, Input, Outcome, Spec, Status, WarpHome, FLAVOURS, WARPCTL_PREFIX};
+
+/// `warpctl ARGS...` in `home`, run to completion (with the harness's
+/// timeout and process-group cleanup).
+fn ctl(home: &WarpHome, args: &[&str]) -> Outcome {
+    ctl_with(home.warpctl(), args)
+}
+
+fn ctl_with(mut cmd: Command, args: &[&str]) -> Outcome {
+    cmd.args(args);
+    let out = run(cmd, &format!("`warpctl {}`", args.join(" ")), &Input::Null, None, default_timeout());
+    assert_prefixed(&out, args);
+    out
+}
+
+/// Every line warpctl writes to stderr starts with `warpctl: ` (a replay
+/// also re-emits the program's stderr: its tests split that off).
+fn assert_prefixed(out: &Outcome, args: &[&str]) {
+    if args.first() == Some(&"replay") {
+        return;
+    }
+    for line in out.stderr_str().lines() {
+        assert!(line.starts_with(WARPCTL_PREFIX), "`warpctl {}` wrote an unprefixed stderr line: {line:?}", args.join(" "));
+    }
+}
+
+/// Asserts success and returns stdout.
+fn ok(home: &WarpHome, args: &[&str]) -> String {
+    let out = ctl(home, args);
+    assert_eq!(
+        out.status,
+        Status::Exited(0),
+        "`warpctl {}` failed:\n{}\n{}",
+        args.join(" "),
+        out.stderr_str(),
+        home.daemon_log_tail()
+    );
+    out.stdout_str()
+}
+
+/// Asserts exit status 2 with a message on stderr and nothing on stdout.
+fn refused(out: &Outcome, what: &str) -> String {
+    assert_eq!(out.status, Status::Exited(2), "{what}: expected exit 2\nstdout: {}\nstderr: {}", out.stdout_str(), out.stderr_str());
+    assert!(out.stdout.is_empty(), "{what}: printed on stdout: {}", out.stdout_str());
+    let err = out.stderr_str();
+    assert!(!err.trim().is_empty(), "{what}: exit 2 without a message");
+    err
+}
+
+/// Records `spec` and returns its session id, checking it ran as natively.
+fn record(home: &WarpHome, spec: &Spec) -> String {
+    let native = warp_tests::run_native(spec);
+    let recorded = home.record(spec, &[]);
+    home.assert_same(spec, &native, &recorded);
+    recorded.session_id().unwrap()
+}
+
+fn parse_line(line: &str) -> Value {
+    let v = json::parse(line).unwrap_or_else(|e| panic!("not JSON: {e}\n{line}"));
+    assert!(matches!(v, Value::Object(_)), "not a JSON object: {line}");
+    v
+}
+
+fn field<'a>(v: &'a Value, key: &str) -> &'a Value {
+    v.get(key).unwrap_or_else(|| panic!("no {key:?} in {v:?}"))
+}
+
+#[test]
+fn ls_shows_a_recorded_session_complete_with_its_exit() {
+    let home = WarpHome::new("ls_text");
+    let id = record(&home, &Spec::prog("exit_codes", FLAVOURS[0]).arg("3"));
+    let listing = ok(&home, &["ls"]);
+    let mut lines = listing.lines();
+    let header = lines.next().expect("a header line");
+    for column in ["ID", "STATUS", "STARTED", "DURATION", "ENDED", "EVENTS", "BYTES", "COMMAND"] {
+        assert!(header.contains(column), "{column} in {header:?}");
+    }
+    let line = lines.find(|l| l.starts_with(&id)).unwrap_or_else(|| panic!("{id} not in ls:\n{listing}"));
+    assert!(line.contains("complete"), "{line}");
+    assert!(line.contains("exit 3"), "{line}");
+    assert!(line.contains("exit_codes.static 3"), "the command: {line}");
+}
+
+#[test]
+fn ls_json_is_one_object_per_line() {
+    let home = WarpHome::new("ls_json");
+    let a = record(&home, &Spec::prog("exit_codes", FLAVOURS[0]).arg("0"));
+    let b = record(&home, &Spec::prog("exit_codes", FLAVOURS[1]).arg("7"));
+    let text = ok(&home, &["ls", "--json"]);
+    let sessions: Vec<Value> = text.lines().map(parse_line).collect();
+    let ids: Vec<&str> = sessions.iter().map(|s| field(s, "id").as_str().unwrap()).collect();
+    assert_eq!(ids, [a.as_str(), b.as_str()], "oldest first");
+    for (s, code) in sessions.iter().zip([0, 7]) {
+        assert_eq!(field(s, "status").as_str(), Some("complete"));
+        let ending = field(s, "ending");
+        assert_eq!(field(ending, "exit_code").as_i64(), Some(code), "{s:?}");
+        assert_eq!(field(ending, "signal").as_i64(), Some(0));
+        assert!(field(s, "program").as_str().unwrap().contains("exit_codes"));
+        assert!(field(s, "events").as_u64().unwrap() > 0, "{s:?}");
+        assert!(field(s, "trace_bytes").as_u64().unwrap() > 0, "{s:?}");
+        let (start, end) = (field(s, "start_ms").as_u64().unwrap(), field(s, "end_ms").as_u64().unwrap());
+        assert!(end >= start && start > 0, "{s:?}");
+        assert_eq!(field(s, "duration_ms").as_u64(), Some(end - start));
+    }
+}
+
+#[test]
+fn show_json_has_argv_and_the_executable_hash() {
+    let home = WarpHome::new("show_json");
+    let spec = Spec::prog("exit_codes", FLAVOURS[0]).arg("5");
+    let id = record(&home, &spec);
+    let v = parse_line(ok(&home, &["show", &id, "--json"]).trim_end());
+    assert_eq!(field(&v, "id").as_str(), Some(id.as_str()));
+    let argv: Vec<&str> = field(&v, "argv").as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let program = spec.program.to_str().unwrap();
+    assert_eq!(argv, [program, "5"]);
+    let hash = field(&v, "exe_blake3").as_str().unwrap();
+    assert!(hash.len() == 64 && hash.bytes().all(|c| c.is_ascii_hexdigit()), "blake3 hex: {hash:?}");
+    let size = fs::metadata(program).unwrap().len();
+    assert_eq!(field(&v, "exe_size").as_u64(), Some(size));
+    assert_eq!(field(field(&v, "ending"), "exit_code").as_i64(), Some(5));
+    assert!(field(&v, "env").as_array().is_some());
+    assert!(field(&v, "cpuid_leaves").as_u64().is_some());
+    assert!(field(&v, "syscalls").as_u64().unwrap() > 0);
+
+    // The text form names the same things, and `latest` is this session.
+    let text = ok(&home, &["show", "latest"]);
+    assert!(text.contains(&id) && text.contains(hash) && text.contains("exited with 5"), "{text}");
+}
+
+#[test]
+fn events_print_the_open_and_the_write() {
+    let home = WarpHome::new("events");
+    let file = home.scratch("events").join("input.txt");
+    fs::write(&file, b"some bytes\n").unwrap();
+    let path = file.to_str().unwrap();
+    let id = record(&home, &Spec::prog("echo_file", FLAVOURS[0]).arg(path));
+
+    let text = ok(&home, &["events", &id]);
+    let open = format!("openat(AT_FDCWD, \"{path}\", O_RDONLY) = 3");
+    let opened = text.lines().find(|l| l.contains(&open)).unwrap_or_else(|| panic!("no {open:?} in:\n{text}"));
+    assert!(opened.starts_with('['), "a thread id first: {opened}");
+    assert!(text.lines().any(|l| l.contains("read(3, ") && l.ends_with(") = 11")), "{text}");
+    assert!(text.lines().any(|l| l.contains("write(1, ") && l.ends_with(", 11) = 11")), "{text}");
+    assert!(text.lines().last().is_some_and(|l| l.ends_with("+++ exited with 0 +++")), "{text}");
+
+    // JSON: one object per line, the same lines.
+    let json_text = ok(&home, &["events", "latest", "--json"]);
+    let objects: Vec<Value> = json_text.lines().map(parse_line).collect();
+    assert_eq!(objects.len(), text.lines().count());
+    let open_obj = objects
+        .iter()
+        .find(|o| o.get("name").and_then(Value::as_str) == Some("openat"))
+        .unwrap_or_else(|| panic!("no openat object in:\n{json_text}"));
+    assert_eq!(field(open_obj, "kind").as_str(), Some("syscall"));
+    assert_eq!(field(open_obj, "ret").as_i64(), Some(3));
+    assert_eq!(field(open_obj, "nr").as_u64(), Some(257));
+    assert!(field(open_obj, "text").as_str().unwrap().contains(&open));
+    let seqs: Vec<u64> = objects.iter().map(|o| field(o, "seq").as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+}
+
+#[test]
+fn events_follow_a_running_recording_to_its_end() {
+    let home = WarpHome::new("follow");
+    let spec = Spec::prog("sleep_forever", FLAVOURS[0]).arg("read").stdin(Input::Held);
+    let id_file = home.path().join("id");
+    let mut recording = home.spawn_record(&spec, &["--id-file", id_file.to_str().unwrap()]);
+    recording.wait_for_stdout("ready\n");
+    let id = fs::read_to_string(&id_file).unwrap().trim().to_string();
+
+    let mut follow = home.warpctl();
+    follow.args(["events", &id, "--follow"]);
+    let follower = warp_tests::spawn(follow, "`warpctl events --follow`", &Input::Null, None, default_timeout());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    recording.close_stdin();
+    let recorded = warp_tests::Recorded::new(recording.finish());
+    assert_eq!(recorded.outcome.status, Status::Exited(0), "{}", recorded.warpctl_text());
+
+    // The follower ends by itself once the recording has ended.
+    let followed = follower.finish();
+    assert_prefixed(&followed, &["events", "--follow"]);
+    assert_eq!(followed.status, Status::Exited(0), "{}", followed.stderr_str());
+    let text = followed.stdout_str();
+    assert!(text.lines().any(|l| l.contains("read(0, ") && l.ends_with(" = 0")), "the read that ended:\n{text}");
+    assert!(text.lines().last().is_some_and(|l| l.ends_with("+++ exited with 0 +++")), "{text}");
+    assert_eq!(text, ok(&home, &["events", &id]), "following shows what a later listing shows");
+}
+
+#[test]
+fn rm_removes_a_session() {
+    let home = WarpHome::new("rm");
+    let keep = record(&home, &Spec::prog("hello", FLAVOURS[0]));
+    let gone = record(&home, &Spec::prog("hello", FLAVOURS[1]));
+    let out = ctl(&home, &["rm", &gone]);
+    assert_eq!(out.status, Status::Exited(0), "{}", out.stderr_str());
+    assert!(out.stdout.is_empty() && out.stderr.is_empty(), "rm prints nothing: {out:?}");
+
+    let err = refused(&ctl(&home, &["show", &gone]), "show after rm");
+    assert!(err.contains(&gone), "names the session: {err}");
+    let listing = ok(&home, &["ls"]);
+    assert!(!listing.contains(&gone) && listing.contains(&keep), "{listing}");
+    // What stays still replays.
+    assert_eq!(ctl(&home, &["replay", &keep, "--quiet"]).status, Status::Exited(0));
+    refused(&ctl(&home, &["rm", &gone]), "rm twice");
+}
+
+#[test]
+fn unknown_ids_exit_2_with_a_message() {
+    let home = WarpHome::new("unknown");
+    for args in [
+        &["show", "nosuch00"][..],
+        &["events", "nosuch00"],
+        &["rm", "nosuch00"],
+        &["replay", "nosuch00"],
+        &["show", "latest"],
+        &["replay"],
+    ] {
+        let out = ctl(&home, args);
+        let err = refused(&out, &args.join(" "));
+        assert!(err.starts_with("warpctl: "), "{err}");
+        if args.contains(&"nosuch00") {
+            assert!(err.contains("no session nosuch00"), "{args:?}: {err}");
+        }
+    }
+    // Usage errors are 2 as well, and prefixed too.
+    refused(&ctl(&home, &["show"]), "show without an id");
+}
+
+#[test]
+fn replay_latest_reemits_the_output_and_quiet_does_not() {
+    let home = WarpHome::new("replay_latest");
+    let spec = Spec::prog("stderr_out", FLAVOURS[0]);
+    let native = warp_tests::run_native(&spec);
+    let recorded = home.record(&spec, &[]);
+    home.assert_same(&spec, &native, &recorded);
+
+    let replayed = ctl(&home, &["replay"]);
+    assert_eq!(replayed.status, Status::Exited(0), "{}", replayed.stderr_str());
+    assert_eq!(replayed.stdout, recorded.outcome.stdout);
+    let (program_stderr, own) = warp_tests::split_stderr(&replayed.stderr);
+    assert_eq!(program_stderr, recorded.program_stderr);
+    assert!(own.iter().all(|l| !l.contains("diverged")), "{own:?}");
+
+    let quiet = ctl(&home, &["replay", "latest", "--quiet"]);
+    assert_eq!(quiet.status, Status::Exited(0), "{}", quiet.stderr_str());
+    assert!(quiet.stdout.is_empty(), "--quiet printed: {}", quiet.stdout_str());
+    assert!(warp_tests::split_stderr(&quiet.stderr).0.is_empty(), "--quiet printed on stderr");
+}
+
+/// The uid the cross-user test runs warpctl as: one no account on a test
+/// machine is expected to have.
+const OTHER_UID: u32 = 4242;
+
+/// A second user cannot see, read, replay or remove the first user's
+/// sessions; to them those ids do not exist.
+///
+/// How: the test runs as root. Root's daemon for this `WARP_HOME` records a
+/// session; then its gRPC socket, which an embedded daemon keeps to its
+/// owner (0600), is opened to everyone (0666, as the system daemon's is),
+/// and warpctl runs as uid 4242 with the same `WARP_HOME`. It reaches root's
+/// daemon, which identifies it by SO_PEERCRED, exactly as the system daemon
+/// identifies each local user. Not root: the test cannot switch users and
+/// says so.
+#[test]
+fn another_user_cannot_see_or_replay_the_sessions() {
+    if unsafe_getuid() != 0 {
+        eprintln!("another_user_cannot_see_or_replay_the_sessions: skipped (needs root to run warpctl as uid {OTHER_UID})");
+        return;
+    }
+    let warpctl = warp_tests::warpctl();
+    if let Some(dir) = closed_to_others(&warpctl) {
+        eprintln!(
+            "another_user_cannot_see_or_replay_the_sessions: skipped ({} is not reachable by other users, so uid {OTHER_UID} cannot run warpctl)",
+            dir.display()
+        );
+        return;
+    }
+    let home = WarpHome::new("two_users");
+    let id = record(&home, &Spec::prog("hello", FLAVOURS[0]));
+
+    let socket = home.path().join("warpd.sock");
+    fs::set_permissions(&socket, fs::Permissions::from_mode(0o666)).unwrap();
+    fs::set_permissions(home.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let other = || {
+        let mut cmd = home.warpctl();
+        cmd.uid(OTHER_UID).gid(OTHER_UID).env("HOME", "/nonexistent").current_dir("/");
+        cmd
+    };
+
+    // The other user reaches the same daemon...
+    let status = ctl_with(other(), &["daemon", "status"]);
+    assert_eq!(status.status, Status::Exited(0), "uid {OTHER_UID} cannot reach the daemon: {}", status.stderr_str());
+    // ...and sees none of root's sessions.
+    let listing = ctl_with(other(), &["ls", "--json"]);
+    assert_eq!(listing.status, Status::Exited(0), "{}", listing.stderr_str());
+    assert!(listing.stdout.is_empty(), "uid {OTHER_UID} sees: {}", listing.stdout_str());
+    let listing = ctl_with(other(), &["ls"]);
+    assert!(!listing.stdout_str().contains(&id), "{}", listing.stdout_str());
+
+    for args in [
+        &["show", id.as_str()][..],
+        &["events", &id],
+        &["replay", &id],
+        &["rm", &id],
+        &["show", "latest"],
+        &["replay", "latest"],
+    ] {
+        let err = refused(&ctl_with(other(), args), &format!("uid {OTHER_UID}: {}", args.join(" ")));
+        if args.contains(&id.as_str()) {
+            assert!(err.contains(&format!("no session {id}")), "answered as unknown: {err}");
+        }
+    }
+
+    // Root still has it (the rm above did nothing) and sees it.
+    assert!(ok(&home, &["ls"]).contains(&id));
+    assert_eq!(ctl(&home, &["replay", &id, "--quiet"]).status, Status::Exited(0));
+}
+
+/// The first of `path` and its directories that other users cannot
+/// execute or search, if any.
+fn closed_to_others(path: &std::path::Path) -> Option<std::path::PathBuf> {
+    path.ancestors()
+        .find(|p| fs::metadata(p).map(|m| m.permissions().mode() & 0o001 == 0).unwrap_or(true))
+        .map(std::path::Path::to_path_buf)
+}
+
+fn unsafe_getuid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}
