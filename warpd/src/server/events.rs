@@ -16,6 +16,7 @@ use warp_proto::warp::{EventBatch, EventLine, SequencedEvent};
 use super::lookup;
 use super::Shared;
 use crate::trace::print::{Line, Printer};
+use crate::trace::store::StoreError;
 
 /// A batch is sent once it holds this many encoded bytes (gRPC's limit is
 /// 4 MiB; one event is far smaller than the rest).
@@ -39,6 +40,15 @@ pub fn stream(shared: Arc<Shared>, id: String, from: u64, follow: bool, tx: Send
         // written all its events, so an empty read after it is the end.
         let meta = match shared.store.session(&id) {
             Ok(meta) => meta,
+            // Followed while it awaits its broker: the recorder stores it
+            // once the broker attaches.
+            Err(StoreError::NotFound(_)) if follow && shared.sessions.get(&id).is_some() => {
+                if tx.is_closed() {
+                    return;
+                }
+                std::thread::sleep(FOLLOW_POLL);
+                continue;
+            }
             Err(e) => {
                 let _ = tx.blocking_send(Err(lookup::status(e)));
                 return;
