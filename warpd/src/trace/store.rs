@@ -7,11 +7,42 @@
 //! - `blob_refs`: blake3 hash -> number of sessions using it (u64 BE)
 //! - `session_blobs`: session id ++ 0 ++ hash -> () (which blobs a session uses)
 //!
-//! INTERFACE: signatures are stable; bodies are being written.
+//! ```text
+//!  recorder --EventWriter::append/data--> events, blobs (+ refs)
+//!  replay, `warpctl events` <--events/load--  (wait_for_events for --follow)
+//! ```
+//!
+//! Session ids never contain a NUL byte (`create_session` refuses them), so
+//! `id ++ 0` is a prefix no other session's keys share.
+//!
+//! Durability. sled writes to its log at once and fsyncs in the background
+//! every 500 ms; on top of that:
+//! - a status change (`create_session`, an `update_session` that changes the
+//!   status, crash recovery in `open`) and `remove` are flushed before they
+//!   return;
+//! - an `EventWriter` flushes after 4096 events or 1 s since its last flush
+//!   (checked at each append, whichever comes first), on `finish` and on drop.
+//!
+//! Blob reference counts change only inside sled transactions covering
+//! `blobs`, `blob_refs` and `session_blobs`, so two sessions recording (or a
+//! recording and an `rm`) never race on a count, and a crash never leaves a
+//! count that disagrees with `session_blobs`.
+//!
+//! Unreadable sessions (metadata that does not decode, or written in a newer
+//! trace format) never stop `open`: they are left untouched. `sessions()`
+//! leaves them out with a warning in the log, `unreadable()` names each with
+//! its error, and `session(id)` / `events(id)` return that error (`Corrupt`
+//! or `NewerFormat`). `remove(id)` still removes them.
 
+use std::collections::HashSet;
 use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use warp_proto::trace::{Data, Event, SessionMeta};
+use prost::Message;
+use sled::transaction::{TransactionError, Transactional};
+use warp_proto::trace::{data::Where, Data, Event, SessionMeta, Status};
+
+use super::FORMAT_VERSION;
 
 /// Why the store could not do something. Messages name what and where.
 #[derive(Debug, thiserror::Error)]
@@ -38,104 +69,1310 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 /// Bytes at most this long are stored inline in events; longer go to blobs.
 pub const INLINE_MAX: usize = 256;
 
-pub struct Store {
-    _db: sled::Db,
+/// sled's page cache: small, so that many test daemons fit in memory.
+const CACHE_BYTES: u64 = 8 << 20;
+
+/// An `EventWriter` flushes after this many events...
+const FLUSH_EVENTS: u64 = 4096;
+/// ... or this long after its last flush, whichever comes first.
+const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `wait_for_events` looks at the session's status this often (new events
+/// wake it at once through a sled subscriber).
+const STATUS_POLL: Duration = Duration::from_millis(100);
+
+/// Events removed per sled batch by `remove`.
+const REMOVE_BATCH: usize = 4096;
+
+/// `ending.failure` of a session that `open` found still recording.
+pub const RECOVERED_FAILURE: &str = "warpd stopped while recording";
+
+const BLOB_MISSING: &str = "missing";
+const BLOB_DAMAGED: &str = "damaged (its bytes do not match its hash)";
+
+/// The store's trees; cheap to clone (sled handles are reference counted).
+#[derive(Clone)]
+struct Trees {
+    db: sled::Db,
+    sessions: sled::Tree,
+    events: sled::Tree,
+    blobs: sled::Tree,
+    blob_refs: sled::Tree,
+    session_blobs: sled::Tree,
 }
+
+pub struct Store {
+    trees: Trees,
+    recovered: Vec<String>,
+}
+
+// Callers share one store between threads (behind an Arc) and move event
+// writers onto recorder threads.
+const _: () = {
+    const fn shared<T: Send + Sync>() {}
+    const fn movable<T: Send>() {}
+    shared::<Store>();
+    movable::<EventWriter>();
+};
 
 impl Store {
     /// Opens (creating) the store in `dir`, with a modest cache so many test
     /// daemons fit in memory. Sessions left `recording` by a daemon that died
     /// are marked incomplete (their ids are returned by `recovered`).
     pub fn open(dir: &Path) -> Result<Store> {
-        let _ = dir;
-        todo!("store being written")
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(format!("cannot create {}: {e}", dir.display())))?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(CACHE_BYTES)
+            .open()
+            .map_err(|e| StoreError::Db(format!("cannot open the store in {}: {e}", dir.display())))?;
+        let tree = |name: &str| {
+            db.open_tree(name).map_err(|e| StoreError::Db(format!("cannot open tree {name} in {}: {e}", dir.display())))
+        };
+        let trees = Trees {
+            sessions: tree("sessions")?,
+            events: tree("events")?,
+            blobs: tree("blobs")?,
+            blob_refs: tree("blob_refs")?,
+            session_blobs: tree("session_blobs")?,
+            db,
+        };
+        let mut store = Store { trees, recovered: Vec::new() };
+        store.recovered = store.recover()?;
+        Ok(store)
+    }
+
+    /// Marks every session still `recording` incomplete: no recorder can be
+    /// writing it, since this process holds the database's lock.
+    fn recover(&self) -> Result<Vec<String>> {
+        let mut interrupted = Vec::new();
+        for item in self.trees.sessions.iter() {
+            let (key, value) = item.map_err(db_err("cannot read the sessions"))?;
+            let Ok(id) = std::str::from_utf8(&key) else {
+                tracing::warn!(key = %hex(&key), "session key is not UTF-8: skipped");
+                continue;
+            };
+            let meta = match SessionMeta::decode(&value[..]) {
+                Ok(meta) => meta,
+                Err(e) => {
+                    tracing::warn!(session = id, error = %e, "session metadata is corrupt: left as it is");
+                    continue;
+                }
+            };
+            if meta.status != Status::Recording as i32 {
+                continue;
+            }
+            if meta.format_version > FORMAT_VERSION {
+                // Re-encoding would drop the fields this warpd does not know.
+                tracing::warn!(
+                    session = id,
+                    format = meta.format_version,
+                    "session left recording by a newer warpd: left as it is"
+                );
+                continue;
+            }
+            interrupted.push((id.to_owned(), meta));
+        }
+
+        let mut ids = Vec::with_capacity(interrupted.len());
+        for (id, mut meta) in interrupted {
+            let events = self.trees.events.scan_prefix(event_prefix(&id)).keys().filter(|k| k.is_ok()).count();
+            meta.status = Status::Incomplete as i32;
+            meta.end_ms = now_ms();
+            meta.events = events as u64;
+            let mut ending = meta.ending.take().unwrap_or_default();
+            ending.failure = RECOVERED_FAILURE.to_owned();
+            meta.ending = Some(ending);
+            self.trees
+                .sessions
+                .insert(id.as_bytes(), meta.encode_to_vec())
+                .map_err(db_err("cannot mark an interrupted session incomplete"))?;
+            tracing::warn!(session = %id, events, "session was recording when warpd stopped: marked incomplete");
+            ids.push(id);
+        }
+        if !ids.is_empty() {
+            self.flush()?;
+        }
+        Ok(ids)
     }
 
     /// Ids of sessions that `open` found interrupted and marked incomplete.
     pub fn recovered(&self) -> Vec<String> {
-        todo!()
+        self.recovered.clone()
     }
 
     /// Stores new session metadata (status recording).
+    ///
+    /// A `format_version` of 0 is taken to mean this warpd's; an id that is
+    /// empty, holds a NUL byte or is already used is refused.
     pub fn create_session(&self, meta: &SessionMeta) -> Result<()> {
-        let _ = meta;
-        todo!()
+        if !valid_id(&meta.id) {
+            return Err(StoreError::Db(format!("session id {:?} is not valid (empty or holding a NUL byte)", meta.id)));
+        }
+        let value = encode_meta(meta)?;
+        let swapped = self
+            .trees
+            .sessions
+            .compare_and_swap(meta.id.as_bytes(), None::<&[u8]>, Some(value))
+            .map_err(db_err("cannot store a new session"))?;
+        if swapped.is_err() {
+            return Err(StoreError::Db(format!("session {} already exists", meta.id)));
+        }
+        self.flush()
     }
 
     /// Replaces a session's metadata (progress counters, the end).
+    ///
+    /// Flushed before returning when the status changes.
     pub fn update_session(&self, meta: &SessionMeta) -> Result<()> {
-        let _ = meta;
-        todo!()
+        let id = meta.id.as_str();
+        if !valid_id(id) {
+            return Err(StoreError::NotFound(id.to_owned()));
+        }
+        let value = encode_meta(meta)?;
+        // Compare-and-swap so that an update racing `remove` cannot bring
+        // the session back.
+        let status_changed = loop {
+            let old = self
+                .trees
+                .sessions
+                .get(id)
+                .map_err(db_err("cannot read a session"))?
+                .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+            let old_meta = SessionMeta::decode(&old[..]).ok();
+            if let Some(old_meta) = &old_meta {
+                if old_meta.format_version > FORMAT_VERSION {
+                    return Err(newer_format(id, old_meta.format_version));
+                }
+            }
+            let swapped = self
+                .trees
+                .sessions
+                .compare_and_swap(id, Some(old), Some(value.as_slice()))
+                .map_err(db_err("cannot update a session"))?;
+            if swapped.is_ok() {
+                break old_meta.map(|m| m.status) != Some(meta.status);
+            }
+        };
+        if status_changed {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     pub fn session(&self, id: &str) -> Result<SessionMeta> {
-        let _ = id;
-        todo!()
+        if !valid_id(id) {
+            return Err(StoreError::NotFound(id.to_owned()));
+        }
+        let value = self
+            .trees
+            .sessions
+            .get(id)
+            .map_err(db_err("cannot read a session"))?
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        decode_meta(id, &value)
     }
 
     /// Every session, oldest first (by start time, then id).
+    ///
+    /// Sessions that cannot be read (corrupt metadata, a newer format) are
+    /// left out with a warning in the log; `unreadable` lists them.
     pub fn sessions(&self) -> Result<Vec<SessionMeta>> {
-        todo!()
+        let (mut readable, unreadable) = self.scan_sessions()?;
+        for e in &unreadable {
+            tracing::warn!(error = %e, "session left out of the list");
+        }
+        readable.sort_by(|a, b| a.start_ms.cmp(&b.start_ms).then_with(|| a.id.cmp(&b.id)));
+        Ok(readable)
+    }
+
+    /// Why each session that `sessions` leaves out cannot be read (each
+    /// error names its session).
+    pub fn unreadable(&self) -> Result<Vec<StoreError>> {
+        Ok(self.scan_sessions()?.1)
+    }
+
+    fn scan_sessions(&self) -> Result<(Vec<SessionMeta>, Vec<StoreError>)> {
+        let mut readable = Vec::new();
+        let mut unreadable = Vec::new();
+        for item in self.trees.sessions.iter() {
+            let (key, value) = item.map_err(db_err("cannot read the sessions"))?;
+            let id = String::from_utf8_lossy(&key);
+            match decode_meta(&id, &value) {
+                Ok(meta) => readable.push(meta),
+                Err(e) => unreadable.push(e),
+            }
+        }
+        Ok((readable, unreadable))
     }
 
     /// An appender for a session's events.
+    ///
+    /// It continues after the session's last stored event. Errors (no such
+    /// session, a store failure) come from its first `append` or `data`.
     pub fn writer(&self, id: &str) -> EventWriter {
-        let _ = id;
-        todo!()
+        EventWriter {
+            trees: self.trees.clone(),
+            id: id.to_owned(),
+            next: None,
+            appended: 0,
+            bytes: 0,
+            unflushed: 0,
+            last_flush: Instant::now(),
+            referenced: HashSet::new(),
+        }
     }
 
     /// Events of a session from sequence `from` on, in order.
     pub fn events(&self, id: &str, from: u64) -> Result<Vec<(u64, Event)>> {
-        let _ = (id, from);
-        todo!()
+        self.iter_events(id, from)?.collect()
+    }
+
+    /// Like `events`, one at a time (for sessions too long to hold at once).
+    /// The iterator ends after the first error.
+    pub fn iter_events(&self, id: &str, from: u64) -> Result<EventIter> {
+        self.session(id)?;
+        let inner = self.trees.events.range(event_key(id, from)..events_end(id));
+        Ok(EventIter { session: id.to_owned(), inner, key_len: id.len() + 9, expected: from, done: false })
     }
 
     /// Blocks until the session has an event at or after `from`, or its
     /// status is no longer recording, or `timeout` passes (for `--follow`).
+    ///
+    /// A timeout is not an error: the caller looks at `events` and waits
+    /// again.
     pub fn wait_for_events(&self, id: &str, from: u64, timeout: std::time::Duration) -> Result<()> {
-        let _ = (id, from, timeout);
-        todo!()
+        let start = Instant::now();
+        // Subscribe before looking, so an event appended in between wakes us.
+        let mut appended = self.trees.events.watch_prefix(event_prefix(id));
+        loop {
+            let meta = self.session(id)?;
+            if meta.status != Status::Recording as i32 {
+                return Ok(());
+            }
+            let mut later = self.trees.events.range(event_key(id, from)..events_end(id));
+            if later.next().transpose().map_err(db_err("cannot read events"))?.is_some() {
+                return Ok(());
+            }
+            let Some(left) = timeout.checked_sub(start.elapsed()).filter(|d| !d.is_zero()) else {
+                return Ok(());
+            };
+            let nap = left.min(STATUS_POLL);
+            if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) = appended.next_timeout(nap) {
+                // The subscription is gone; sleep instead of spinning.
+                std::thread::sleep(nap);
+            }
+        }
     }
 
     /// The bytes behind `data` (inline or a blob), checked against its hash.
+    ///
+    /// A nonzero `len` must match the bytes; 0 means "not recorded" (proto3's
+    /// default), so it is not checked.
     pub fn load(&self, session: &str, data: &Data) -> Result<Vec<u8>> {
-        let _ = (session, data);
-        todo!()
+        let corrupt = |what: &str, detail: String| StoreError::Corrupt {
+            session: session.to_owned(),
+            what: what.to_owned(),
+            detail,
+        };
+        let check_len = |what: &str, found: usize| {
+            if data.len != 0 && data.len != found as u64 {
+                return Err(corrupt(what, format!("it holds {found} bytes but says {}", data.len)));
+            }
+            Ok(())
+        };
+        match &data.r#where {
+            None if data.len == 0 => Ok(Vec::new()),
+            None => Err(corrupt(
+                "data reference",
+                format!("it says {} bytes but holds neither bytes nor a blob hash", data.len),
+            )),
+            Some(Where::Inline(bytes)) => {
+                check_len("inline data", bytes.len())?;
+                Ok(bytes.clone())
+            }
+            Some(Where::Blob(hash)) => {
+                if hash.len() != blake3::OUT_LEN {
+                    return Err(corrupt(
+                        "blob reference",
+                        format!("its hash is {} bytes long, not {}", hash.len(), blake3::OUT_LEN),
+                    ));
+                }
+                let blob_error = |problem: &str| StoreError::Blob {
+                    session: session.to_owned(),
+                    hash: hex(hash),
+                    problem: problem.to_owned(),
+                };
+                let bytes = self
+                    .trees
+                    .blobs
+                    .get(hash)
+                    .map_err(db_err("cannot read a blob"))?
+                    .ok_or_else(|| blob_error(BLOB_MISSING))?;
+                if blake3::hash(&bytes).as_bytes()[..] != hash[..] {
+                    return Err(blob_error(BLOB_DAMAGED));
+                }
+                check_len("blob reference", bytes.len())?;
+                Ok(bytes.to_vec())
+            }
+        }
     }
 
     /// Removes a session, its events, and every blob no other session uses.
+    ///
+    /// The metadata goes last, so an `rm` interrupted by a crash can simply
+    /// be run again.
     pub fn remove(&self, id: &str) -> Result<()> {
-        let _ = id;
-        todo!()
+        let exists = valid_id(id) && self.trees.sessions.contains_key(id).map_err(db_err("cannot read a session"))?;
+        if !exists {
+            return Err(StoreError::NotFound(id.to_owned()));
+        }
+
+        let prefix = event_prefix(id);
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for key in self.trees.events.scan_prefix(&prefix).keys().take(REMOVE_BATCH) {
+                batch.remove(key.map_err(db_err("cannot read events"))?);
+                n += 1;
+            }
+            if n == 0 {
+                break;
+            }
+            self.trees.events.apply_batch(batch).map_err(db_err("cannot remove events"))?;
+        }
+
+        let used: Vec<sled::IVec> = self
+            .trees
+            .session_blobs
+            .scan_prefix(&prefix)
+            .keys()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(db_err("cannot read the session's blobs"))?;
+        for key in used {
+            self.release_blob(id, &key, &key[prefix.len()..])?;
+        }
+
+        self.trees.sessions.remove(id).map_err(db_err("cannot remove a session"))?;
+        self.flush()
+    }
+
+    /// Drops session `id`'s use of blob `hash`, and the blob with its last use.
+    fn release_blob(&self, id: &str, use_key: &[u8], hash: &[u8]) -> Result<()> {
+        enum Released {
+            NotUsed,
+            StillUsed,
+            Deleted,
+            /// `blob_refs` holds no valid count: keep the blob rather than
+            /// risk deleting one another session needs.
+            BadCount,
+        }
+        let t = &self.trees;
+        let outcome = (&t.blobs, &t.blob_refs, &t.session_blobs).transaction(|(blobs, refs, uses)| {
+            if uses.remove(use_key)?.is_none() {
+                return Ok(Released::NotUsed);
+            }
+            let Some(count) = refs.get(hash)?.as_deref().and_then(read_count) else {
+                return Ok(Released::BadCount);
+            };
+            if count <= 1 {
+                refs.remove(hash)?;
+                blobs.remove(hash)?;
+                Ok(Released::Deleted)
+            } else {
+                refs.insert(hash, &(count - 1).to_be_bytes())?;
+                Ok(Released::StillUsed)
+            }
+        });
+        match tx_result(outcome, "cannot release a blob")? {
+            Released::BadCount => {
+                tracing::warn!(session = id, blob = %hex(hash), "blob use count is missing or corrupt: blob kept");
+            }
+            Released::NotUsed | Released::StillUsed | Released::Deleted => {}
+        }
+        Ok(())
     }
 
     /// Makes everything written so far durable.
     pub fn flush(&self) -> Result<()> {
-        todo!()
+        self.trees.db.flush().map_err(db_err("cannot flush"))?;
+        Ok(())
+    }
+}
+
+/// Events of one session in order, decoded one at a time (see
+/// `Store::iter_events`).
+pub struct EventIter {
+    session: String,
+    inner: sled::Iter,
+    key_len: usize,
+    /// The sequence number the next event must have: events are numbered
+    /// from 0 without gaps, so a jump means events are missing.
+    expected: u64,
+    done: bool,
+}
+
+impl EventIter {
+    fn corrupt(&self, what: String, detail: String) -> StoreError {
+        StoreError::Corrupt { session: self.session.clone(), what, detail }
+    }
+
+    fn decode(&mut self, key: &[u8], value: &[u8]) -> Result<(u64, Event)> {
+        let seq_bytes: [u8; 8] = key
+            .get(self.key_len - 8..)
+            .filter(|_| key.len() == self.key_len)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| {
+                self.corrupt(
+                    format!("the key after event {}", self.expected.wrapping_sub(1) as i64),
+                    format!("{} is {} bytes long, not {}", hex(key), key.len(), self.key_len),
+                )
+            })?;
+        let seq = u64::from_be_bytes(seq_bytes);
+        if seq != self.expected {
+            return Err(self.corrupt(
+                format!("event {}", self.expected),
+                format!("it is missing (the next stored event is {seq})"),
+            ));
+        }
+        let event = Event::decode(value).map_err(|e| self.corrupt(format!("event {seq}"), e.to_string()))?;
+        self.expected = seq.wrapping_add(1);
+        Ok((seq, event))
+    }
+}
+
+impl Iterator for EventIter {
+    type Item = Result<(u64, Event)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let result = match self.inner.next()? {
+            Ok((key, value)) => self.decode(&key, &value),
+            Err(e) => Err(db_err("cannot read events")(e)),
+        };
+        self.done = result.is_err();
+        Some(result)
     }
 }
 
 /// Appends one session's events; flushes at bounded intervals.
 pub struct EventWriter {
-    _next: u64,
+    trees: Trees,
+    id: String,
+    /// The next sequence number, once the writer has looked at the store.
+    next: Option<u64>,
+    appended: u64,
+    bytes: u64,
+    /// Events and new blobs since the last flush.
+    unflushed: u64,
+    last_flush: Instant,
+    /// Blobs this writer already counted as used by the session.
+    referenced: HashSet<[u8; blake3::OUT_LEN]>,
 }
 
 impl EventWriter {
     /// Appends an event; returns its sequence number.
     pub fn append(&mut self, event: &Event) -> Result<u64> {
-        let _ = event;
-        todo!()
+        let seq = self.next_seq()?;
+        let value = event.encode_to_vec();
+        let swapped = self
+            .trees
+            .events
+            .compare_and_swap(event_key(&self.id, seq), None::<&[u8]>, Some(value.as_slice()))
+            .map_err(db_err("cannot store an event"))?;
+        if swapped.is_err() {
+            return Err(StoreError::Db(format!(
+                "session {}: event {seq} already exists (is another writer appending to this session?)",
+                self.id
+            )));
+        }
+        self.next = Some(seq + 1);
+        self.appended += 1;
+        self.bytes += value.len() as u64;
+        self.unflushed += 1;
+        self.flush_if_due()?;
+        Ok(seq)
     }
 
     /// Bytes as `Data`: inline when short, else a blob (stored once,
     /// counted as used by this session).
     pub fn data(&mut self, bytes: &[u8]) -> Result<Data> {
-        let _ = bytes;
-        todo!()
+        let len = bytes.len() as u64;
+        if bytes.len() <= INLINE_MAX {
+            return Ok(Data { r#where: Some(Where::Inline(bytes.to_vec())), len });
+        }
+        let hash = *blake3::hash(bytes).as_bytes();
+        if !self.referenced.contains(&hash) {
+            self.next_seq()?;
+            let stored = self.reference_blob(&hash, bytes)?;
+            self.referenced.insert(hash);
+            if stored > 0 {
+                self.bytes += stored;
+                self.unflushed += 1;
+            }
+        }
+        Ok(Data { r#where: Some(Where::Blob(hash.to_vec())), len })
+    }
+
+    /// Stores the blob if the store lacks it (or holds other bytes under its
+    /// hash) and counts this session as a user; returns the bytes stored.
+    fn reference_blob(&self, hash: &[u8; blake3::OUT_LEN], bytes: &[u8]) -> Result<u64> {
+        let use_key = session_blob_key(&self.id, hash);
+        let t = &self.trees;
+        let outcome = (&t.blobs, &t.blob_refs, &t.session_blobs).transaction(|(blobs, refs, uses)| {
+            let mut stored = 0;
+            if blobs.get(hash)?.as_deref() != Some(bytes) {
+                blobs.insert(&hash[..], bytes)?;
+                stored = bytes.len() as u64;
+            }
+            if uses.get(&use_key)?.is_none() {
+                uses.insert(use_key.as_slice(), &[][..])?;
+                match refs.get(hash)? {
+                    None => {
+                        refs.insert(&hash[..], &1u64.to_be_bytes())?;
+                    }
+                    Some(old) => {
+                        // A corrupt count is left as it is: the blob is then
+                        // never deleted, which is safe.
+                        if let Some(count) = read_count(&old) {
+                            refs.insert(&hash[..], &count.saturating_add(1).to_be_bytes())?;
+                        }
+                    }
+                }
+            }
+            Ok(stored)
+        });
+        tx_result(outcome, "cannot store a blob")
     }
 
     /// Events appended so far, and the bytes they and their new blobs took.
     pub fn counts(&self) -> (u64, u64) {
-        todo!()
+        (self.appended, self.bytes)
+    }
+
+    /// Makes this writer's events durable now.
+    pub fn flush(&mut self) -> Result<()> {
+        self.trees.db.flush().map_err(db_err("cannot flush events"))?;
+        self.unflushed = 0;
+        self.last_flush = Instant::now();
+        Ok(())
+    }
+
+    /// Flushes and returns the final `counts`.
+    pub fn finish(mut self) -> Result<(u64, u64)> {
+        self.flush()?;
+        Ok(self.counts())
+    }
+
+    fn flush_if_due(&mut self) -> Result<()> {
+        if self.unflushed >= FLUSH_EVENTS || (self.unflushed > 0 && self.last_flush.elapsed() >= FLUSH_INTERVAL) {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// The next sequence number: on first use, after the session's last
+    /// stored event (checking the session exists).
+    fn next_seq(&mut self) -> Result<u64> {
+        if let Some(next) = self.next {
+            return Ok(next);
+        }
+        let exists = valid_id(&self.id)
+            && self.trees.sessions.contains_key(&self.id).map_err(db_err("cannot read a session"))?;
+        if !exists {
+            return Err(StoreError::NotFound(self.id.clone()));
+        }
+        let last = self
+            .trees
+            .events
+            .scan_prefix(event_prefix(&self.id))
+            .keys()
+            .next_back()
+            .transpose()
+            .map_err(db_err("cannot read events"))?;
+        let next = match last {
+            None => 0,
+            Some(key) => {
+                let seq: [u8; 8] = key.get(self.id.len() + 1..).and_then(|b| b.try_into().ok()).ok_or_else(|| {
+                    StoreError::Corrupt {
+                        session: self.id.clone(),
+                        what: "the last event's key".to_owned(),
+                        detail: format!("{} is {} bytes long, not {}", hex(&key), key.len(), self.id.len() + 9),
+                    }
+                })?;
+                u64::from_be_bytes(seq) + 1
+            }
+        };
+        self.next = Some(next);
+        Ok(next)
+    }
+}
+
+impl Drop for EventWriter {
+    fn drop(&mut self) {
+        if self.unflushed > 0 {
+            if let Err(e) = self.flush() {
+                tracing::warn!(session = %self.id, error = %e, "cannot flush events");
+            }
+        }
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && !id.as_bytes().contains(&0)
+}
+
+/// `id ++ 0`: the start of every `events` and `session_blobs` key of `id`.
+fn event_prefix(id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(id.len() + 9);
+    key.extend_from_slice(id.as_bytes());
+    key.push(0);
+    key
+}
+
+fn event_key(id: &str, seq: u64) -> Vec<u8> {
+    let mut key = event_prefix(id);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// `id ++ 1`: just past every event key of `id`.
+fn events_end(id: &str) -> Vec<u8> {
+    let mut key = id.as_bytes().to_vec();
+    key.push(1);
+    key
+}
+
+fn session_blob_key(id: &str, hash: &[u8]) -> Vec<u8> {
+    let mut key = event_prefix(id);
+    key.extend_from_slice(hash);
+    key
+}
+
+fn read_count(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
+
+fn encode_meta(meta: &SessionMeta) -> Result<Vec<u8>> {
+    if meta.format_version > FORMAT_VERSION {
+        return Err(newer_format(&meta.id, meta.format_version));
+    }
+    if meta.format_version == 0 {
+        let mut meta = meta.clone();
+        meta.format_version = FORMAT_VERSION;
+        return Ok(meta.encode_to_vec());
+    }
+    Ok(meta.encode_to_vec())
+}
+
+fn decode_meta(id: &str, value: &[u8]) -> Result<SessionMeta> {
+    let corrupt = |detail: String| StoreError::Corrupt { session: id.to_owned(), what: "metadata".to_owned(), detail };
+    let meta = SessionMeta::decode(value).map_err(|e| corrupt(e.to_string()))?;
+    if meta.format_version > FORMAT_VERSION {
+        return Err(newer_format(id, meta.format_version));
+    }
+    if meta.id != id {
+        return Err(corrupt(format!("it names session {:?}", meta.id)));
+    }
+    Ok(meta)
+}
+
+fn newer_format(id: &str, found: u32) -> StoreError {
+    StoreError::NewerFormat { session: id.to_owned(), found, supported: FORMAT_VERSION }
+}
+
+fn db_err(what: &'static str) -> impl Fn(sled::Error) -> StoreError {
+    move |e| StoreError::Db(format!("{what}: {e}"))
+}
+
+/// A transaction's outcome; our closures never abort.
+fn tx_result<T>(outcome: std::result::Result<T, TransactionError<()>>, what: &'static str) -> Result<T> {
+    outcome.map_err(|e| match e {
+        TransactionError::Storage(e) => db_err(what)(e),
+        TransactionError::Abort(()) => StoreError::Db(format!("{what}: transaction aborted")),
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    use warp_proto::trace::{
+        event::Kind, BrokerCall, Ending, InlineArg, MemoryWrite, ProgramEnd, SyscallEntry, SyscallExit,
+    };
+
+    use super::*;
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> TempDir {
+            static COUNTER: AtomicU32 = AtomicU32::new(0);
+            let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+            let dir = std::env::temp_dir().join(format!(
+                "warpd-store-{name}-{}-{}-{nanos}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            ));
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn meta(id: &str, start_ms: u64) -> SessionMeta {
+        SessionMeta {
+            format_version: FORMAT_VERSION,
+            id: id.to_owned(),
+            argv: vec!["/bin/echo".into(), "hi".into()],
+            env: vec!["PATH=/bin".into()],
+            cwd: "/tmp".into(),
+            owner_uid: 1000,
+            start_ms,
+            status: Status::Recording as i32,
+            program: "/bin/echo".into(),
+            exe_hash: vec![7; 32],
+            exe_size: 4096,
+            ..Default::default()
+        }
+    }
+
+    fn entry(nr: u32) -> Event {
+        Event { kind: Some(Kind::Entry(SyscallEntry { nr, args: vec![1, 2, 3], rip: 0x401000 })) }
+    }
+
+    /// A nested event with every kind of field, for the corruption tests.
+    fn sample_call() -> Event {
+        let data = |b: &[u8]| Data { r#where: Some(Where::Inline(b.to_vec())), len: b.len() as u64 };
+        Event {
+            kind: Some(Kind::Call(BrokerCall {
+                request_digest: vec![0xab; 32],
+                nr: 0,
+                ret: 12,
+                outputs: vec![data(b"hello world\n")],
+                writes: vec![MemoryWrite { offset: 0x7fff_0000, data: Some(data(b"abcdefgh")) }],
+                signals: vec![-1, 17],
+                stream: 1,
+                file: Some(Data { r#where: Some(Where::Blob(vec![0x5a; 32])), len: 100_000 }),
+                args: vec![3, 0x7fff_0000, 4096, u64::MAX],
+                inline_args: vec![InlineArg { arg: 0, value: b"/etc/passwd".to_vec() }],
+            })),
+        }
+    }
+
+    fn big(seed: u8, len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    }
+
+    #[test]
+    fn metadata_and_events_round_trip() {
+        let dir = TempDir::new("round-trip");
+        let store = Store::open(&dir.0).unwrap();
+        assert!(store.recovered().is_empty());
+        store.create_session(&meta("bbbb", 20)).unwrap();
+        let mut first = meta("aaaa", 20);
+        first.format_version = 0; // stored as this warpd's format
+        store.create_session(&first).unwrap();
+        store.create_session(&meta("cccc", 10)).unwrap();
+        assert!(
+            matches!(store.create_session(&meta("aaaa", 1)), Err(StoreError::Db(m)) if m.contains("already exists"))
+        );
+        assert!(store.create_session(&meta("", 1)).is_err());
+        assert!(store.create_session(&meta("a\0b", 1)).is_err());
+
+        let mut w = store.writer("aaaa");
+        let small = w.data(b"short").unwrap();
+        assert!(matches!(small.r#where, Some(Where::Inline(_))));
+        let edge = w.data(&big(1, INLINE_MAX)).unwrap();
+        assert!(matches!(edge.r#where, Some(Where::Inline(_))));
+        let large_bytes = big(2, INLINE_MAX + 1);
+        let large = w.data(&large_bytes).unwrap();
+        assert_eq!(large.len, (INLINE_MAX + 1) as u64);
+        assert!(matches!(&large.r#where, Some(Where::Blob(h)) if h.len() == 32));
+        let mut call = sample_call();
+        if let Some(Kind::Call(c)) = &mut call.kind {
+            c.outputs = vec![small.clone(), large.clone()];
+        }
+        let written = [entry(0), call, Event { kind: Some(Kind::Exit(SyscallExit { nr: 0, ret: 5 })) }];
+        for (i, e) in written.iter().enumerate() {
+            assert_eq!(w.append(e).unwrap(), i as u64);
+        }
+        let event_bytes: u64 = written.iter().map(|e| e.encoded_len() as u64).sum();
+        assert_eq!(w.counts(), (3, event_bytes + large_bytes.len() as u64));
+        assert_eq!(w.finish().unwrap(), (3, event_bytes + large_bytes.len() as u64));
+
+        let read = store.events("aaaa", 0).unwrap();
+        assert_eq!(read, written.iter().cloned().enumerate().map(|(i, e)| (i as u64, e)).collect::<Vec<_>>());
+        assert_eq!(store.events("aaaa", 2).unwrap(), vec![(2, written[2].clone())]);
+        assert!(store.events("aaaa", 3).unwrap().is_empty());
+        assert!(store.events("bbbb", 0).unwrap().is_empty());
+        assert_eq!(store.load("aaaa", &small).unwrap(), b"short");
+        assert_eq!(store.load("aaaa", &large).unwrap(), large_bytes);
+        assert_eq!(store.load("aaaa", &Data::default()).unwrap(), Vec::<u8>::new());
+
+        let mut ended = store.session("aaaa").unwrap();
+        assert_eq!(ended, {
+            let mut m = first.clone();
+            m.format_version = FORMAT_VERSION;
+            m
+        });
+        ended.status = Status::Complete as i32;
+        ended.end_ms = 30;
+        ended.events = 3;
+        ended.ending = Some(Ending { exit_code: 3, signal: 0, failure: String::new() });
+        store.update_session(&ended).unwrap();
+        assert!(matches!(store.update_session(&meta("zzzz", 1)), Err(StoreError::NotFound(_))));
+
+        let ids: Vec<String> = store.sessions().unwrap().into_iter().map(|m| m.id).collect();
+        assert_eq!(ids, ["cccc", "aaaa", "bbbb"]);
+        drop(store);
+
+        // Everything survives a reopen, and a new writer continues the numbering.
+        let store = Store::open(&dir.0).unwrap();
+        assert_eq!(store.session("aaaa").unwrap(), ended);
+        let mut w = store.writer("aaaa");
+        assert_eq!(w.append(&entry(60)).unwrap(), 3);
+        // The blob is already stored and already counted for this session.
+        let again = w.data(&large_bytes).unwrap();
+        assert_eq!(again, large);
+        assert_eq!(w.counts(), (1, entry(60).encoded_len() as u64));
+        drop(w);
+        assert_eq!(store.events("aaaa", 0).unwrap().len(), 4);
+        assert_eq!(store.trees.blob_refs.get(again_hash(&again)).unwrap().as_deref(), Some(&1u64.to_be_bytes()[..]));
+    }
+
+    fn again_hash(d: &Data) -> Vec<u8> {
+        match &d.r#where {
+            Some(Where::Blob(h)) => h.clone(),
+            _ => panic!("not a blob: {d:?}"),
+        }
+    }
+
+    #[test]
+    fn blobs_are_stored_once_and_removed_with_their_last_user() {
+        let dir = TempDir::new("blobs");
+        let store = Store::open(&dir.0).unwrap();
+        let shared_bytes = big(3, 10_000);
+        let own_bytes = big(4, 5_000);
+        store.create_session(&meta("one", 1)).unwrap();
+        store.create_session(&meta("two", 2)).unwrap();
+
+        let mut w1 = store.writer("one");
+        let d1 = w1.data(&shared_bytes).unwrap();
+        let own = w1.data(&own_bytes).unwrap();
+        w1.data(&shared_bytes).unwrap(); // a second use in one session counts once
+        w1.append(&entry(1)).unwrap();
+        assert_eq!(w1.counts().1, (shared_bytes.len() + own_bytes.len() + entry(1).encoded_len()) as u64);
+        drop(w1);
+
+        let mut w2 = store.writer("two");
+        let d2 = w2.data(&shared_bytes).unwrap();
+        w2.append(&entry(2)).unwrap();
+        // The blob was already there: this session added only its event.
+        assert_eq!(w2.counts(), (1, entry(2).encoded_len() as u64));
+        drop(w2);
+
+        assert_eq!(d1, d2);
+        let hash = again_hash(&d1);
+        assert_eq!(store.trees.blobs.len(), 2);
+        assert_eq!(store.trees.blob_refs.get(&hash).unwrap().as_deref(), Some(&2u64.to_be_bytes()[..]));
+
+        store.remove("one").unwrap();
+        assert!(matches!(store.session("one"), Err(StoreError::NotFound(_))));
+        assert!(matches!(store.events("one", 0), Err(StoreError::NotFound(_))));
+        assert_eq!(store.load("two", &d2).unwrap(), shared_bytes);
+        assert!(matches!(store.load("one", &own), Err(StoreError::Blob { problem, .. }) if problem == "missing"));
+        assert_eq!(store.trees.blob_refs.get(&hash).unwrap().as_deref(), Some(&1u64.to_be_bytes()[..]));
+        assert_eq!(store.events("two", 0).unwrap(), vec![(0, entry(2))]);
+
+        store.remove("two").unwrap();
+        assert!(matches!(store.remove("two"), Err(StoreError::NotFound(_))));
+        for tree in [
+            &store.trees.sessions,
+            &store.trees.events,
+            &store.trees.blobs,
+            &store.trees.blob_refs,
+            &store.trees.session_blobs,
+        ] {
+            assert!(tree.is_empty(), "{:?} not empty", std::str::from_utf8(&tree.name()));
+        }
+    }
+
+    #[test]
+    fn interrupted_recordings_are_marked_incomplete_on_open() {
+        let dir = TempDir::new("recovery");
+        let done = {
+            let store = Store::open(&dir.0).unwrap();
+            let mut done = meta("done", 1);
+            store.create_session(&done).unwrap();
+            let mut w = store.writer("done");
+            w.append(&entry(0)).unwrap();
+            w.append(&Event { kind: Some(Kind::End(ProgramEnd { exit_code: 0, signal: 0 })) }).unwrap();
+            drop(w);
+            done.status = Status::Complete as i32;
+            done.end_ms = 2;
+            done.events = 2;
+            done.ending = Some(Ending::default());
+            store.update_session(&done).unwrap();
+
+            store.create_session(&meta("live", 3)).unwrap();
+            let mut w = store.writer("live");
+            for nr in 0..5 {
+                w.append(&entry(nr)).unwrap();
+            }
+            // The "crash": the writer and the store go away without the
+            // recorder ever writing the end.
+            drop(w);
+            done
+        };
+
+        let store = Store::open(&dir.0).unwrap();
+        assert_eq!(store.recovered(), ["live"]);
+        let live = store.session("live").unwrap();
+        assert_eq!(live.status, Status::Incomplete as i32);
+        assert_eq!(live.ending.as_ref().map(|e| e.failure.as_str()), Some(RECOVERED_FAILURE));
+        assert!(live.end_ms >= live.start_ms && live.end_ms > 0);
+        assert_eq!(live.events, 5);
+        assert_eq!(store.events("live", 0).unwrap().len(), 5);
+        assert_eq!(store.session("done").unwrap(), done);
+        assert_eq!(store.events("done", 0).unwrap().len(), 2);
+        drop(store);
+
+        // Nothing is left to recover the next time.
+        let store = Store::open(&dir.0).unwrap();
+        assert!(store.recovered().is_empty());
+        assert_eq!(store.session("live").unwrap(), live);
+    }
+
+    #[test]
+    fn corrupt_metadata_does_not_stop_open_and_is_reported() {
+        let dir = TempDir::new("corrupt-meta");
+        {
+            let store = Store::open(&dir.0).unwrap();
+            store.create_session(&meta("good", 1)).unwrap();
+            store.trees.sessions.insert("bad", &[0xff, 0xff, 0xff][..]).unwrap();
+            let mut wrong_id = meta("other", 1);
+            wrong_id.status = Status::Complete as i32;
+            store.trees.sessions.insert("misfiled", wrong_id.encode_to_vec()).unwrap();
+            store.flush().unwrap();
+        }
+        let store = Store::open(&dir.0).unwrap();
+        assert_eq!(store.recovered(), ["good"]);
+        let ids: Vec<String> = store.sessions().unwrap().into_iter().map(|m| m.id).collect();
+        assert_eq!(ids, ["good"]);
+        match store.session("bad") {
+            Err(e @ StoreError::Corrupt { .. }) => {
+                let StoreError::Corrupt { session, what, .. } = &e else { unreachable!() };
+                assert_eq!((session.as_str(), what.as_str()), ("bad", "metadata"));
+                assert!(e.to_string().starts_with("session bad: metadata is corrupt: "), "{e}");
+            }
+            other => panic!("expected corrupt metadata, got {other:?}"),
+        }
+        assert!(matches!(store.events("bad", 0), Err(StoreError::Corrupt { .. })));
+        assert!(
+            matches!(store.session("misfiled"), Err(StoreError::Corrupt { detail, .. }) if detail.contains("other"))
+        );
+        let unreadable: Vec<String> = store.unreadable().unwrap().iter().map(|e| e.to_string()).collect();
+        assert_eq!(unreadable.len(), 2);
+        assert!(unreadable.iter().any(|m| m.starts_with("session bad:")));
+        // An unreadable session can still be removed.
+        store.remove("bad").unwrap();
+        assert_eq!(store.unreadable().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn decoding_damaged_event_bytes_never_panics() {
+        let bytes = sample_call().encode_to_vec();
+        let mut errors = 0;
+        for len in 0..bytes.len() {
+            errors += Event::decode(&bytes[..len]).is_err() as usize;
+        }
+        for bit in 0..bytes.len() * 8 {
+            let mut flipped = bytes.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            if let Ok(e) = Event::decode(&flipped[..]) {
+                // Whatever decodes re-encodes and decodes to itself.
+                assert_eq!(Event::decode(&e.encode_to_vec()[..]).unwrap(), e);
+            } else {
+                errors += 1;
+            }
+        }
+        assert!(errors > 0);
+        for len in 0..bytes.len() {
+            let _ = SessionMeta::decode(&bytes[..len]);
+        }
+    }
+
+    #[test]
+    fn corrupt_events_are_named() {
+        let dir = TempDir::new("corrupt-events");
+        let store = Store::open(&dir.0).unwrap();
+        store.create_session(&meta("s", 1)).unwrap();
+        let mut w = store.writer("s");
+        for e in [entry(0), sample_call(), entry(1)] {
+            w.append(&e).unwrap();
+        }
+        drop(w);
+        let good = sample_call().encode_to_vec();
+        let key = event_key("s", 1);
+
+        let check = |value: &[u8]| -> bool {
+            store.trees.events.insert(&key, value).unwrap();
+            match store.events("s", 0) {
+                Ok(events) => {
+                    assert_eq!(events.len(), 3);
+                    false
+                }
+                Err(StoreError::Corrupt { session, what, detail }) => {
+                    assert_eq!((session.as_str(), what.as_str()), ("s", "event 1"), "{detail}");
+                    true
+                }
+                Err(e) => panic!("unexpected error {e}"),
+            }
+        };
+        let mut corrupt = 0;
+        for len in 0..good.len() {
+            corrupt += check(&good[..len]) as usize;
+        }
+        assert!(corrupt > good.len() / 2, "only {corrupt} of {} truncations detected", good.len());
+        let mut corrupt = 0;
+        for bit in (0..good.len() * 8).step_by(3) {
+            let mut flipped = good.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            corrupt += check(&flipped) as usize;
+        }
+        assert!(corrupt > 0);
+
+        // Events from 2 on do not read event 1.
+        assert_eq!(store.events("s", 2).unwrap(), vec![(2, entry(1))]);
+
+        // A lost event and a key of the wrong length are corrupt too.
+        store.trees.events.remove(&key).unwrap();
+        assert!(matches!(store.events("s", 0), Err(StoreError::Corrupt { what, detail, .. })
+            if what == "event 1" && detail.contains("missing")));
+        let mut short = event_prefix("s");
+        short.extend_from_slice(&[0, 1]);
+        store.trees.events.insert(&short, good.as_slice()).unwrap();
+        assert!(matches!(store.events("s", 0), Err(StoreError::Corrupt { .. })));
+        // The iterator stops after its error.
+        let mut it = store.iter_events("s", 0).unwrap();
+        assert!(it.next().unwrap().is_ok());
+        assert!(it.next().unwrap().is_err());
+        assert!(it.next().is_none());
+    }
+
+    #[test]
+    fn damaged_missing_and_malformed_blobs_are_refused() {
+        let dir = TempDir::new("damaged-blob");
+        let store = Store::open(&dir.0).unwrap();
+        store.create_session(&meta("s", 1)).unwrap();
+        let mut w = store.writer("s");
+        let bytes = big(5, 4000);
+        let data = w.data(&bytes).unwrap();
+        drop(w);
+        let hash = again_hash(&data);
+
+        let mut damaged = bytes.clone();
+        damaged[1234] ^= 0x10;
+        store.trees.blobs.insert(&hash, damaged).unwrap();
+        let e = store.load("s", &data).unwrap_err();
+        assert!(matches!(&e, StoreError::Blob { problem, .. } if problem == BLOB_DAMAGED));
+        assert!(e.to_string().contains(&hex(&hash)), "{e}");
+
+        store.trees.blobs.remove(&hash).unwrap();
+        assert!(matches!(store.load("s", &data), Err(StoreError::Blob { problem, .. }) if problem == BLOB_MISSING));
+
+        // Storing the bytes again repairs the blob.
+        let mut w = store.writer("s");
+        w.data(&bytes).unwrap();
+        drop(w);
+        assert_eq!(store.load("s", &data).unwrap(), bytes);
+        assert_eq!(store.trees.blob_refs.get(&hash).unwrap().as_deref(), Some(&1u64.to_be_bytes()[..]));
+
+        let short_hash = Data { r#where: Some(Where::Blob(vec![1; 31])), len: 4000 };
+        assert!(
+            matches!(store.load("s", &short_hash), Err(StoreError::Corrupt { what, .. }) if what == "blob reference")
+        );
+        let wrong_len = Data { len: 3999, ..data.clone() };
+        assert!(matches!(store.load("s", &wrong_len), Err(StoreError::Corrupt { .. })));
+        let inline_wrong_len = Data { r#where: Some(Where::Inline(b"abc".to_vec())), len: 4 };
+        assert!(
+            matches!(store.load("s", &inline_wrong_len), Err(StoreError::Corrupt { what, .. }) if what == "inline data")
+        );
+        let inline_no_len = Data { r#where: Some(Where::Inline(b"abc".to_vec())), len: 0 };
+        assert_eq!(store.load("s", &inline_no_len).unwrap(), b"abc");
+        let nothing = Data { r#where: None, len: 9 };
+        assert!(matches!(store.load("s", &nothing), Err(StoreError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn newer_formats_are_refused_by_version() {
+        let dir = TempDir::new("newer");
+        let newer = FORMAT_VERSION + 1;
+        {
+            let store = Store::open(&dir.0).unwrap();
+            store.create_session(&meta("old", 1)).unwrap();
+            let mut future = meta("future", 2);
+            future.format_version = newer;
+            assert!(matches!(store.create_session(&future), Err(StoreError::NewerFormat { .. })));
+            // Written by a newer warpd, left recording when it died.
+            store.trees.sessions.insert("future", future.encode_to_vec()).unwrap();
+        }
+        let store = Store::open(&dir.0).unwrap();
+        // Recovery re-encodes metadata, so it leaves a newer session alone.
+        assert_eq!(store.recovered(), ["old"]);
+        let e = store.session("future").unwrap_err();
+        assert!(
+            matches!(e, StoreError::NewerFormat { found, supported, .. } if found == newer && supported == FORMAT_VERSION)
+        );
+        let message = e.to_string();
+        assert!(
+            message.contains(&format!("format {newer}")) && message.contains(&format!("up to {FORMAT_VERSION}")),
+            "{message}"
+        );
+        assert!(matches!(store.events("future", 0), Err(StoreError::NewerFormat { .. })));
+        let raw = store.trees.sessions.get("future").unwrap().unwrap();
+        assert_eq!(SessionMeta::decode(&raw[..]).unwrap().status, Status::Recording as i32);
+        let ids: Vec<String> = store.sessions().unwrap().into_iter().map(|m| m.id).collect();
+        assert_eq!(ids, ["old"]);
+        assert!(
+            matches!(&store.unreadable().unwrap()[..], [StoreError::NewerFormat { session, .. }] if session == "future")
+        );
+    }
+
+    #[test]
+    fn unknown_sessions_are_not_found() {
+        let dir = TempDir::new("unknown");
+        let store = Store::open(&dir.0).unwrap();
+        for id in ["nope", "", "a\0b"] {
+            assert!(matches!(store.session(id), Err(StoreError::NotFound(_))));
+            assert!(matches!(store.events(id, 0), Err(StoreError::NotFound(_))));
+            assert!(matches!(store.remove(id), Err(StoreError::NotFound(_))));
+            assert!(matches!(store.wait_for_events(id, 0, Duration::from_secs(5)), Err(StoreError::NotFound(_))));
+            let mut w = store.writer(id);
+            assert!(matches!(w.append(&entry(0)), Err(StoreError::NotFound(_))));
+            assert!(matches!(w.data(&big(0, 1000)), Err(StoreError::NotFound(_))));
+            assert_eq!(w.counts(), (0, 0));
+        }
+        assert!(store.trees.events.is_empty() && store.trees.blobs.is_empty());
+        assert_eq!(StoreError::NotFound("nope".into()).to_string(), "no session nope");
+    }
+
+    #[test]
+    fn wait_for_events_wakes_on_append_status_and_timeout() {
+        let dir = TempDir::new("wait");
+        let store = Arc::new(Store::open(&dir.0).unwrap());
+        store.create_session(&meta("s", 1)).unwrap();
+
+        // Times out when nothing happens.
+        let start = Instant::now();
+        store.wait_for_events("s", 0, Duration::from_millis(300)).unwrap();
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(3), "{waited:?}");
+
+        // Wakes when another thread appends.
+        let appender = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                let mut w = store.writer("s");
+                w.append(&entry(0)).unwrap();
+                w.finish().unwrap();
+            })
+        };
+        let start = Instant::now();
+        store.wait_for_events("s", 0, Duration::from_secs(30)).unwrap();
+        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+        appender.join().unwrap();
+        assert_eq!(store.events("s", 0).unwrap().len(), 1);
+
+        // An existing event returns at once; a later one is waited for.
+        let start = Instant::now();
+        store.wait_for_events("s", 0, Duration::from_secs(30)).unwrap();
+        assert!(start.elapsed() < Duration::from_secs(1));
+
+        // Wakes when the session ends.
+        let ender = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(200));
+                let mut m = store.session("s").unwrap();
+                m.status = Status::Complete as i32;
+                store.update_session(&m).unwrap();
+            })
+        };
+        let start = Instant::now();
+        store.wait_for_events("s", 1, Duration::from_secs(30)).unwrap();
+        assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+        ender.join().unwrap();
+        let start = Instant::now();
+        store.wait_for_events("s", 1, Duration::from_secs(30)).unwrap();
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn two_sessions_record_at_once() {
+        let dir = TempDir::new("concurrent");
+        let store = Arc::new(Store::open(&dir.0).unwrap());
+        let shared_bytes = big(9, 3000);
+        let threads: Vec<_> = ["left", "right"]
+            .into_iter()
+            .map(|id| {
+                let store = Arc::clone(&store);
+                let shared_bytes = shared_bytes.clone();
+                store.create_session(&meta(id, 1)).unwrap();
+                std::thread::spawn(move || {
+                    let mut w = store.writer(id);
+                    for i in 0..2000u32 {
+                        let mut call = sample_call();
+                        if let Some(Kind::Call(c)) = &mut call.kind {
+                            c.nr = i;
+                            c.outputs =
+                                vec![w.data(&shared_bytes).unwrap(), w.data(&big(i as u8, 300 + i as usize)).unwrap()];
+                        }
+                        assert_eq!(w.append(&call).unwrap(), i as u64);
+                    }
+                    w.finish().unwrap()
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap().0, 2000);
+        }
+        for id in ["left", "right"] {
+            let events = store.events(id, 0).unwrap();
+            assert_eq!(events.len(), 2000);
+            for (i, (seq, e)) in events.iter().enumerate() {
+                let Some(Kind::Call(c)) = &e.kind else { panic!("event {seq}: {e:?}") };
+                assert_eq!((*seq, c.nr), (i as u64, i as u32));
+                assert_eq!(store.load(id, &c.outputs[0]).unwrap(), shared_bytes);
+                assert_eq!(store.load(id, &c.outputs[1]).unwrap(), big(i as u8, 300 + i));
+            }
+        }
+        // Every blob counted once per session using it.
+        for item in store.trees.blob_refs.iter() {
+            let (_, count) = item.unwrap();
+            assert_eq!(read_count(&count), Some(2));
+        }
+        store.remove("left").unwrap();
+        store.remove("right").unwrap();
+        assert!(store.trees.blobs.is_empty() && store.trees.blob_refs.is_empty());
     }
 }
