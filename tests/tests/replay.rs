@@ -124,12 +124,12 @@ fn a_damaged_blob_is_refused_by_name() {
 #[test]
 fn a_missing_blob_is_refused() {
     let home = WarpHome::new("noblob");
-    let (_, id) = record_echo(&home, &vec![b'y'; 5000]);
+    let (_, id) = record_echo(&home, &vec![b'y'; 4000]);
     stop_daemon(&home);
     {
         let db = sled::open(home.path().join("store")).unwrap();
         let blobs = db.open_tree("blobs").unwrap();
-        let key = blobs.iter().map(|kv| kv.unwrap()).find(|(_, v)| v.len() == 5000).expect("the read's blob").0;
+        let key = blobs.iter().map(|kv| kv.unwrap()).find(|(_, v)| v.len() == 4000).expect("the read's blob").0;
         blobs.remove(key).unwrap();
         db.flush().unwrap();
     }

@@ -121,11 +121,19 @@ impl Store {
     /// are marked incomplete (their ids are returned by `recovered`).
     pub fn open(dir: &Path) -> Result<Store> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Db(format!("cannot create {}: {e}", dir.display())))?;
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(CACHE_BYTES)
-            .open()
-            .map_err(|e| StoreError::Db(format!("cannot open the store in {}: {e}", dir.display())))?;
+        // sled's lock on the database outlives a dropped handle for a moment
+        // (its flusher thread lets go last), and a daemon may start while
+        // the previous one is still exiting: retry a lock conflict briefly.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let db = loop {
+            match sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(StoreError::Db(format!("cannot open the store in {}: {e}", dir.display()))),
+            }
+        };
         let tree = |name: &str| {
             db.open_tree(name).map_err(|e| StoreError::Db(format!("cannot open tree {name} in {}: {e}", dir.display())))
         };
