@@ -184,3 +184,31 @@ fn concurrent_recordings_both_replay() {
     home.assert_replays(&a, &ra);
     home.assert_replays(&b, &rb);
 }
+
+/// A recording made on a host with other CPUID values: replay warns that
+/// the program may take other paths, and says clearly which features this
+/// host lacks (here: every bit of leaf 7 set on the "recording host").
+#[test]
+fn cpuid_differences_are_reported() {
+    let home = WarpHome::new("cpuid");
+    let spec = Spec::prog("hello", FLAVOURS[0]);
+    let recorded = home.record(&spec, &[]);
+    let id = recorded.session_id().unwrap();
+    let clean = home.replay(&id, &[]);
+    assert_eq!(clean.warpctl_lines.len(), 0, "same host, no warning: {}", clean.warpctl_text());
+    stop_daemon(&home);
+    {
+        let db = sled::open(home.path().join("store")).unwrap();
+        let sessions = db.open_tree("sessions").unwrap();
+        let mut meta = warp_proto::trace::SessionMeta::decode(sessions.get(&id).unwrap().unwrap().as_ref()).unwrap();
+        let leaf7 = meta.cpuid.iter_mut().find(|l| l.function == 7 && l.index == 0).expect("leaf 7 recorded");
+        leaf7.ebx = u32::MAX;
+        sessions.insert(id.as_bytes(), meta.encode_to_vec()).unwrap();
+        db.flush().unwrap();
+    }
+    let replayed = home.replay(&id, &[]);
+    assert_eq!(replayed.outcome.status, Status::Exited(0), "{}", replayed.warpctl_text());
+    let text = replayed.warpctl_text();
+    assert!(text.contains("CPUID differs"), "{text}");
+    assert!(text.contains("lacks CPU features") && text.contains("leaf 0x7 ebx"), "{text}");
+}

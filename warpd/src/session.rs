@@ -188,13 +188,23 @@ pub(crate) fn identity_of(meta: &SessionMeta) -> Identity {
     Identity { pid: i.pid, ppid: i.ppid, uid: i.uid, gid: i.gid, euid: i.euid, egid: i.egid, reserved_fd_base: i.reserved_fd_base }
 }
 
-/// The CPUID leaves of this host, as the program sees them on PVM.
+/// The CPUID leaves of this host, as the program sees them on PVM (less
+/// the per-CPU APIC ids).
 pub(crate) fn host_cpuid() -> Vec<CpuidLeaf> {
     use std::arch::x86_64::__cpuid_count;
     let mut out = Vec::new();
     let mut leaf = |function: u32, index: u32| {
         let r = __cpuid_count(function, index);
-        out.push(CpuidLeaf { function, index, eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx });
+        let mut l = CpuidLeaf { function, index, eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx };
+        // Fields that name the CPU warpd happened to run on (APIC ids),
+        // not the machine: zeroed, so one host always compares equal.
+        match function {
+            1 => l.ebx &= 0x00ff_ffff,
+            0xb | 0x1f => l.edx = 0,
+            0x8000_001e => (l.eax, l.ebx, l.ecx) = (0, 0, 0),
+            _ => {}
+        }
+        out.push(l);
     };
     let max = __cpuid_count(0, 0).eax.min(0x20);
     for f in 0..=max {
