@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Warpspeed benchmarks: native vs `warpctl record` on a few workloads.
+# Warpspeed benchmarks: native vs `warpctl record` vs `warpctl replay` on a few workloads.
 #
 #   bench/run.sh [--no-build]
 #
@@ -88,14 +88,22 @@ repeat20() {
 
 record() { "$warpctl" record -- "$@"; }
 
-# counts CMD... : "syscalls vm_exits" from one `warpctl record -v` run, or
-# "n/a n/a" when warpctl does not print them.
+# counts CMD... : "syscalls vm_exits id events trace_bytes" from one
+# `warpctl record -v --id-file` run ("n/a" for what is not known).
 counts() {
-    rm -f "$work/output.bin"
-    "$warpctl" record -v -- "$@" >/dev/null 2>"$work/verbose" || true
-    sed -n -E 's/^warpctl: ([0-9]+) syscalls, ([0-9]+) vm exits.*/\1 \2/p' "$work/verbose" | tail -n 1 |
-        grep . || echo "n/a n/a"
+    rm -f "$work/output.bin" "$work/id"
+    "$warpctl" record -v --id-file "$work/id" -- "$@" >/dev/null 2>"$work/verbose" || true
+    local c id ev tb
+    c=$(sed -n -E 's/^warpctl: ([0-9]+) syscalls, ([0-9]+) vm exits.*/\1 \2/p' "$work/verbose" | tail -n 1)
+    [ -n "$c" ] || c="n/a n/a"
+    id=$(cat "$work/id" 2>/dev/null || echo n/a)
+    "$warpctl" show --json "$id" >"$work/show" 2>/dev/null || true
+    ev=$(sed -n -E 's/.*"events": *([0-9]+).*/\1/p' "$work/show" | head -n 1)
+    tb=$(sed -n -E 's/.*"trace_bytes": *([0-9]+).*/\1/p' "$work/show" | head -n 1)
+    echo "$c $id ${ev:-n/a} ${tb:-n/a}"
 }
+
+replay() { "$warpctl" replay "$1"; }
 
 echo "starting the daemon (warm-up recording)"
 if ! "$warpctl" record -- "$work/hello" >/dev/null 2>"$work/warmup"; then
@@ -108,7 +116,7 @@ bench() { # NAME CMD...
     local name=$1
     shift
     echo "running $name"
-    local native recorded ratio c sys exits per
+    local native recorded replayed c sys exits id events bytes
     native=$(time_best "$@")
     if [ "$1" = repeat20 ]; then
         recorded=$(time_best repeat20 record "${@:2}")
@@ -117,16 +125,21 @@ bench() { # NAME CMD...
         recorded=$(time_best record "$@")
         c=$(counts "$@")
     fi
-    read -r sys exits <<<"$c"
-    ratio=n/a
-    if [[ $native =~ ^[0-9.]+$ && $recorded =~ ^[0-9.]+$ ]]; then
-        ratio=$(awk -v a="$recorded" -v b="$native" 'BEGIN { if (b > 0) printf "%.1fx", a / b; else print "n/a" }')
+    read -r sys exits id events bytes <<<"$c"
+    replayed="n/a"
+    if [ "$id" != n/a ]; then
+        if [ "$1" = repeat20 ]; then replayed=$(time_best repeat20 replay "$id"); else replayed=$(time_best replay "$id"); fi
     fi
-    per=n/a
-    if [[ $sys =~ ^[0-9]+$ && $exits =~ ^[0-9]+$ && $sys != 0 ]]; then
-        per=$(awk -v e="$exits" -v s="$sys" 'BEGIN { printf "%.2f", e / s }')
-    fi
-    rows+=("$(printf '%-26s %12s %20s %9s %10s %10s %10s' "$name" "$native" "$recorded" "$ratio" "$sys" "$exits" "$per")")
+    rows+=("$(awk -v n="$name" -v nat="$native" -v rec="$recorded" -v rep="$replayed" -v sys="$sys" -v ex="$exits" \
+        -v ev="$events" -v tb="$bytes" -v twenty="$([ "$1" = repeat20 ] && echo 20 || echo 1)" '
+        function num(x) { return x ~ /^[0-9.]+$/ }
+        function ratio(a, b) { return (num(a) && num(b) && b > 0) ? sprintf("%.1fx", a / b) : "n/a" }
+        BEGIN {
+            per = (num(sys) && num(ex) && sys > 0) ? sprintf("%.2f", ex / sys) : "n/a"
+            evs = (num(ev) && num(rec) && rec > 0) ? sprintf("%.0f", ev / (rec / twenty / 1000)) : "n/a"
+            bps = (num(tb) && num(sys) && sys > 0) ? sprintf("%.0f", tb / sys) : "n/a"
+            printf "%-26s %10s %10s %10s %8s %8s %9s %9s %9s %10s %8s", n, nat, rec, rep, ratio(rec, nat), ratio(rep, nat), sys, per, evs, tb, bps
+        }')")
 }
 
 bench "read /dev/zero 1B x1e5" "$work/read_zero" 100000
@@ -136,6 +149,6 @@ bench "hello x20 (start-up)" repeat20 "$work/hello"
 
 echo
 echo "best of $REPEAT runs, wall time in ms; the daemon was already running"
-echo "(syscalls and vm exits: one run, hello's for a single start)"
-printf '%-26s %12s %20s %9s %10s %10s %10s\n' workload native record ratio syscalls "vm exits" exits/sys
+echo "(syscalls, exits/syscall, events/s and trace bytes: one recording; hello's for a single start)"
+printf '%-26s %10s %10s %10s %8s %8s %9s %9s %9s %10s %8s\n' workload native record replay rec/nat rep/nat syscalls exits/sys events/s "trace B" "B/sys"
 for row in "${rows[@]}"; do echo "$row"; done

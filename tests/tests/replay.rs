@@ -212,3 +212,23 @@ fn cpuid_differences_are_reported() {
     assert!(text.contains("CPUID differs"), "{text}");
     assert!(text.contains("lacks CPU features") && text.contains("leaf 0x7 ebx"), "{text}");
 }
+
+/// A session written by a newer warpd is refused with both versions named.
+#[test]
+fn a_newer_trace_format_is_refused() {
+    let home = WarpHome::new("newer");
+    let recorded = home.record(&Spec::prog("hello", FLAVOURS[0]), &[]);
+    let id = recorded.session_id().unwrap();
+    stop_daemon(&home);
+    {
+        let db = sled::open(home.path().join("store")).unwrap();
+        let sessions = db.open_tree("sessions").unwrap();
+        let mut meta = warp_proto::trace::SessionMeta::decode(sessions.get(&id).unwrap().unwrap().as_ref()).unwrap();
+        meta.format_version += 1;
+        sessions.insert(id.as_bytes(), meta.encode_to_vec()).unwrap();
+        db.flush().unwrap();
+    }
+    let replayed = home.replay(&id, &[]);
+    assert_eq!(replayed.outcome.status, Status::Exited(2), "{}", replayed.warpctl_text());
+    assert!(replayed.warpctl_text().contains("format"), "{}", replayed.warpctl_text());
+}
