@@ -89,6 +89,7 @@ fn a_changed_read_diverges_at_the_write() {
     let replayed = home.replay(&id, &[]);
     assert_eq!(replayed.outcome.status, Status::Exited(1), "{}", replayed.warpctl_text());
     let report = replayed.warpctl_text();
+    eprintln!("divergence report:\n{report}");
     assert!(report.contains("diverged"), "{report}");
     assert!(report.contains("write"), "the divergence is at the write: {report}");
 }

@@ -60,7 +60,9 @@ pub enum ReplayOutcome {
 /// `name(arg, ...)` for messages.
 fn describe(nr: u64, args: &[u64]) -> String {
     let name = crate::kernel::names::name(nr).map(str::to_string).unwrap_or_else(|| format!("syscall {nr}"));
-    let a: Vec<String> = args.iter().map(|a| if *a > 0xffff { format!("{a:#x}") } else { a.to_string() }).collect();
+    // As many arguments as the call takes, where the table knows.
+    let arity = crate::kernel::table::lookup(nr).map(|d| d.args.len()).unwrap_or(args.len()).min(args.len());
+    let a: Vec<String> = args[..arity].iter().map(|a| if *a > 0xffff { format!("{a:#x}") } else { a.to_string() }).collect();
     format!("{name}({})", a.join(", "))
 }
 
