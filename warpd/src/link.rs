@@ -90,7 +90,7 @@ impl BrokerLink {
         stream.set_read_timeout(None)?;
         match msg.kind {
             Some(broker_message::Kind::Hello(h)) => {
-                let info = h.info.clone().ok_or_else(|| LinkError::Protocol("Hello without BrokerInfo".into()))?;
+                let info = h.info.ok_or_else(|| LinkError::Protocol("Hello without BrokerInfo".into()))?;
                 Ok((h, BrokerLink { stream, info }))
             }
             _ => Err(LinkError::Protocol("the first message is not a Hello".into())),

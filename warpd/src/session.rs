@@ -184,7 +184,7 @@ fn initial_meta(spec: &SessionSpec, info: &warp_proto::broker::BrokerInfo) -> Se
 }
 
 pub(crate) fn identity_of(meta: &SessionMeta) -> Identity {
-    let i = meta.identity.clone().unwrap_or_default();
+    let i = meta.identity.unwrap_or_default();
     Identity { pid: i.pid, ppid: i.ppid, uid: i.uid, gid: i.gid, euid: i.euid, egid: i.egid, reserved_fd_base: i.reserved_fd_base }
 }
 

@@ -191,7 +191,7 @@ impl Mm {
         if fixed {
             return Ok(addr);
         }
-        if addr >= MMAP_MIN_ADDR && addr % PAGE_SIZE == 0 {
+        if addr >= MMAP_MIN_ADDR && addr.is_multiple_of(PAGE_SIZE) {
             if let Some(end) = addr.checked_add(len) {
                 if end <= USER_TOP && !self.overlaps(addr, end) {
                     return Ok(addr);

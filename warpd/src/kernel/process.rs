@@ -498,7 +498,7 @@ impl Process {
     }
 
     fn munmap(&mut self, addr: u64, len: u64) -> SysResult {
-        if addr % PAGE_SIZE != 0 || len == 0 {
+        if !addr.is_multiple_of(PAGE_SIZE) || len == 0 {
             return Err(Errno::EINVAL);
         }
         let len = mm::page_up(len).ok_or(Errno::EINVAL)?;
@@ -509,7 +509,7 @@ impl Process {
     }
 
     fn mprotect(&mut self, addr: u64, len: u64, prot: u64) -> SysResult {
-        if addr % PAGE_SIZE != 0 || prot & !(7 | 0x0100_0000 | 0x0200_0000) != 0 {
+        if !addr.is_multiple_of(PAGE_SIZE) || prot & !(7 | 0x0100_0000 | 0x0200_0000) != 0 {
             return Err(Errno::EINVAL);
         }
         let len = mm::page_up(len).ok_or(Errno::ENOMEM)?;
@@ -523,7 +523,7 @@ impl Process {
     }
 
     fn madvise(&mut self, addr: u64, len: u64, advice: u64) -> SysResult {
-        if addr % PAGE_SIZE != 0 {
+        if !addr.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
         }
         let len = mm::page_up(len).ok_or(Errno::EINVAL)?;

@@ -270,7 +270,7 @@ pub fn ioctl_arg(request: u64) -> Option<Arg> {
     Some(match request {
         0x5401 => Out(Fixed(TERMIOS)),         // TCGETS
         0x5402..=0x5404 => In(Fixed(TERMIOS)), // TCSETS, TCSETSW, TCSETSF
-        0x5409 | 0x540a | 0x540b => Int,       // TCSBRK, TCXONC, TCFLSH
+        0x5409..=0x540b => Int,       // TCSBRK, TCXONC, TCFLSH
         0x540f => Out(Fixed(4)),               // TIOCGPGRP
         0x5410 => In(Fixed(4)),                // TIOCSPGRP
         0x5413 => Out(Fixed(8)),               // TIOCGWINSZ
