@@ -246,15 +246,15 @@ fn run_inner(
     let link = broker.start(mm.guest.fd(), GUEST_MEMORY, vm.kicker())?;
     let mut rec = Recorder::new(link, store.clone(), &spec.id);
     let outcome = (|| {
-        let image = read_program(&spec.program, &mut rec, &mm)?;
-        meta.exe_hash = blake3::hash(&image).as_bytes().to_vec();
-        meta.exe_size = image.len() as u64;
+        let images = read_program(&spec.program, &mut rec, &mm)?;
+        meta.exe_hash = blake3::hash(&images.exe).as_bytes().to_vec();
+        meta.exe_size = images.exe.len() as u64;
         let mut random = [0u8; 16];
         // SAFETY: getrandom into a local buffer of the given length.
         unsafe { libc::getrandom(random.as_mut_ptr() as *mut libc::c_void, 16, 0) };
         meta.at_random = random.to_vec();
         store.update_session(meta).map_err(|e| SessionError::Failed(Failure::Daemon, e.to_string()))?;
-        build_guest(&spec.program, &spec.argv, &spec.env, &image, &ident, random, &mut mm, &mut vm)?;
+        build_guest(&spec.program, &spec.argv, &spec.env, &images, &ident, random, &mut mm, &mut vm)?;
         let mut process = Process::new(mm, ident);
         let r = run_loop(&mut process, &mut vm, &mut rec, spec.verbose, notes, counters);
         record_unknown(&process, meta);
@@ -293,21 +293,44 @@ pub(crate) fn new_vm(config: &Config) -> Result<(Mm, KvmVm), SessionError> {
     Ok((mm, vm))
 }
 
-/// Reads the executable through the broker (the user's rights) and checks it.
-pub(crate) fn read_program(program: &str, outside: &mut dyn Outside, mm: &Mm) -> Result<Vec<u8>, SessionError> {
-    let reply = outside.call(request::Kind::ReadFile(ReadFile { path: program.to_string(), max_len: MAX_EXECUTABLE }), &mm.guest)?;
-    let name = program;
+/// The program's images: the executable and, for a dynamically linked one,
+/// the dynamic linker it names.
+pub(crate) struct Images {
+    pub exe: Vec<u8>,
+    pub interp: Option<(String, Vec<u8>)>,
+}
+
+fn read_file(path: &str, outside: &mut dyn Outside, mm: &Mm) -> Result<Vec<u8>, SessionError> {
+    let reply = outside.call(request::Kind::ReadFile(ReadFile { path: path.to_string(), max_len: MAX_EXECUTABLE }), &mm.guest)?;
     if reply.ret < 0 {
         let errno = (-reply.ret) as i32;
         let text = std::io::Error::from_raw_os_error(errno);
         return Err(match errno {
-            libc::ENOENT | libc::ENOTDIR => SessionError::Failed(Failure::NotFound, format!("{name}: {text}")),
-            libc::EFBIG => SessionError::Failed(Failure::Unsupported, format!("{name}: larger than {} MiB", MAX_EXECUTABLE >> 20)),
-            _ => SessionError::Failed(Failure::NotExecutable, format!("{name}: {text}")),
+            libc::ENOENT | libc::ENOTDIR => SessionError::Failed(Failure::NotFound, format!("{path}: {text}")),
+            libc::EFBIG => SessionError::Failed(Failure::Unsupported, format!("{path}: larger than {} MiB", MAX_EXECUTABLE >> 20)),
+            _ => SessionError::Failed(Failure::NotExecutable, format!("{path}: {text}")),
         });
     }
-    elf::check(&reply.file).map_err(|e| SessionError::Failed(Failure::Unsupported, format!("{name}: {e}")))?;
     Ok(reply.file)
+}
+
+/// Reads the executable (and its dynamic linker) through the broker, with
+/// the user's rights, and checks them.
+pub(crate) fn read_program(program: &str, outside: &mut dyn Outside, mm: &Mm) -> Result<Images, SessionError> {
+    let exe = read_file(program, outside, mm)?;
+    let unsupported = |name: &str, e: elf::ElfError| SessionError::Failed(Failure::Unsupported, format!("{name}: {e}"));
+    let interp = match elf::check(&exe).map_err(|e| unsupported(program, e))? {
+        None => None,
+        Some(path) => {
+            let image = read_file(&path, outside, mm).map_err(|e| match e {
+                SessionError::Failed(_, m) => SessionError::Failed(Failure::Unsupported, format!("{program}: its dynamic linker {m}")),
+                other => other,
+            })?;
+            elf::check_interpreter(&image).map_err(|e| unsupported(&path, e))?;
+            Some((path, image))
+        }
+    };
+    Ok(Images { exe, interp })
 }
 
 /// Lays out the kernel tables, the program and its stack, and sets the
@@ -317,7 +340,7 @@ pub(crate) fn build_guest(
     program: &str,
     argv: &[String],
     env: &[String],
-    image: &[u8],
+    images: &Images,
     ident: &Identity,
     random: [u8; 16],
     mm: &mut Mm,
@@ -331,10 +354,20 @@ pub(crate) fn build_guest(
     }
     mm.map_kernel_page(x86::TRAMPOLINE_VA, x86::GPA_TRAMPOLINE, PTE_USER).map_err(|_| internal("trampoline"))?;
 
-    let loaded = elf::load(image, program, mm)
+    let loaded = elf::load(&images.exe, program, mm)
         .map_err(|e| SessionError::Failed(Failure::Unsupported, format!("{program}: {e}")))?;
     mm.brk_start = mm::page_up(loaded.end).unwrap_or(loaded.end);
     mm.brk = mm.brk_start;
+    // A dynamically linked program starts in its dynamic linker, which
+    // finds the program through AT_PHDR/AT_ENTRY and itself through AT_BASE.
+    let (start, interp_base) = match &images.interp {
+        None => (loaded.entry, 0),
+        Some((path, image)) => {
+            let l = elf::load_interpreter(image, path, mm)
+                .map_err(|e| SessionError::Failed(Failure::Unsupported, format!("{path}: {e}")))?;
+            (l.entry, l.bias)
+        }
+    };
 
     mm.map_anonymous(mm::STACK_TOP - mm::STACK_SIZE, mm::STACK_SIZE, PROT_READ | PROT_WRITE, VmaKind::Stack)
         .map_err(|_| internal("stack"))?;
@@ -355,7 +388,7 @@ pub(crate) fn build_guest(
             (stack::AT_PHDR, loaded.phdr),
             (stack::AT_PHENT, loaded.phent),
             (stack::AT_PHNUM, loaded.phnum),
-            (stack::AT_BASE, 0),
+            (stack::AT_BASE, interp_base),
             (stack::AT_FLAGS, 0),
             (stack::AT_ENTRY, loaded.entry),
             (stack::AT_UID, ident.uid as u64),
@@ -372,7 +405,7 @@ pub(crate) fn build_guest(
     }
     mm.poke(img.start, &img.bytes).map_err(|_| internal("initial stack"))?;
 
-    let regs = Regs { rip: loaded.entry, rsp: img.rsp, rflags: 0x202, ..Default::default() };
+    let regs = Regs { rip: start, rsp: img.rsp, rflags: 0x202, ..Default::default() };
     let sys = initial_system_state(mm.cr3(), xcr0.is_some(), fsgsbase);
     vm.setup(&sys, &regs, xcr0.unwrap_or(0))?;
     Ok(())

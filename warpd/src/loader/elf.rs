@@ -31,9 +31,6 @@ pub enum ElfError {
     /// ELF but not an executable (a relocatable object or core file).
     #[error("not an executable ELF file (e_type {0})")]
     NotExecutable(u16),
-    /// PT_INTERP names a dynamic linker.
-    #[error("dynamically linked programs are not supported yet (it asks for {0}); build it with -static or -static-pie")]
-    Dynamic(String),
     /// Headers point outside the file or the address space.
     #[error("malformed ELF file: {0}")]
     Malformed(&'static str),
@@ -146,22 +143,55 @@ fn parse(file: &[u8]) -> Result<Parsed, ElfError> {
     Ok(Parsed { e_type, entry, phoff, phent, phdrs })
 }
 
-/// Checks that `file` is a program Warpspeed can run, without loading it.
-pub fn check(file: &[u8]) -> Result<(), ElfError> {
+/// Checks that `file` is a program Warpspeed can run, without loading it;
+/// returns the dynamic linker it names (PT_INTERP), if any.
+pub fn check(file: &[u8]) -> Result<Option<String>, ElfError> {
     let p = parse(file)?;
-    if let Some(interp) = p.phdrs.iter().find(|h| h.p_type == PT_INTERP) {
-        let name = interp
-            .offset
-            .checked_add(interp.filesz)
-            .filter(|&e| e <= file.len() as u64)
-            .map(|e| String::from_utf8_lossy(&file[interp.offset as usize..e as usize]).trim_end_matches('\0').to_string())
-            .unwrap_or_else(|| "a dynamic linker".into());
-        return Err(ElfError::Dynamic(name));
-    }
     if !p.phdrs.iter().any(|h| h.p_type == PT_LOAD) {
         return Err(ElfError::Malformed("no loadable segment"));
     }
+    match p.phdrs.iter().find(|h| h.p_type == PT_INTERP) {
+        None => Ok(None),
+        Some(interp) => {
+            let end = interp
+                .offset
+                .checked_add(interp.filesz)
+                .filter(|&e| e <= file.len() as u64 && interp.filesz > 1 && interp.filesz <= 4096)
+                .ok_or(ElfError::Malformed("PT_INTERP lies outside the file"))?;
+            let raw = &file[interp.offset as usize..end as usize];
+            let name = raw.split(|&b| b == 0).next().unwrap_or_default();
+            if name.is_empty() {
+                return Err(ElfError::Malformed("empty PT_INTERP"));
+            }
+            Ok(Some(String::from_utf8_lossy(name).into_owned()))
+        }
+    }
+}
+
+/// Checks a dynamic linker: an ELF shared object for x86_64 that needs no
+/// interpreter itself.
+pub fn check_interpreter(file: &[u8]) -> Result<(), ElfError> {
+    let p = parse(file)?;
+    if p.e_type != ET_DYN {
+        return Err(ElfError::Malformed("the dynamic linker is not a shared object"));
+    }
+    if check(file)?.is_some() {
+        return Err(ElfError::Malformed("the dynamic linker asks for a dynamic linker"));
+    }
     Ok(())
+}
+
+/// The page-aligned span of an image's PT_LOAD segments (lowest vaddr, size).
+fn span(p: &Parsed) -> Result<(u64, u64), ElfError> {
+    let mut lo = u64::MAX;
+    let mut hi = 0u64;
+    for h in p.phdrs.iter().filter(|h| h.p_type == PT_LOAD) {
+        let end = h.vaddr.checked_add(h.memsz).ok_or(ElfError::Malformed("segment address overflows"))?;
+        lo = lo.min(mm::page_down(h.vaddr));
+        hi = hi.max(end);
+    }
+    let hi = mm::page_up(hi).ok_or(ElfError::Malformed("segment address overflows"))?;
+    Ok((lo, hi.saturating_sub(lo)))
 }
 
 fn prot_of(flags: u32) -> u32 {
@@ -178,12 +208,27 @@ fn prot_of(flags: u32) -> u32 {
     p
 }
 
-/// Maps the PT_LOAD segments of a static executable into `mm`.
+/// Maps the PT_LOAD segments of the executable into `mm`: an ET_EXEC at
+/// its addresses, a PIE at [`PIE_BASE`].
 pub fn load(file: &[u8], name: &str, mm: &mut Mm) -> Result<ElfImage, ElfError> {
     check(file)?;
     let p = parse(file)?;
-    let loads: Vec<Phdr> = p.phdrs.iter().copied().filter(|h| h.p_type == PT_LOAD).collect();
     let bias = if p.e_type == ET_DYN { PIE_BASE } else { 0 };
+    load_at(file, &p, name, mm, bias)
+}
+
+/// Maps the dynamic linker where mmap would put it (top-down below the
+/// stack), as Linux does without randomisation.
+pub fn load_interpreter(file: &[u8], name: &str, mm: &mut Mm) -> Result<ElfImage, ElfError> {
+    check_interpreter(file)?;
+    let p = parse(file)?;
+    let (lo, size) = span(&p)?;
+    let base = mm.place(0, size, false).map_err(|_| ElfError::NoMemory)?;
+    load_at(file, &p, name, mm, base - lo)
+}
+
+fn load_at(file: &[u8], p: &Parsed, name: &str, mm: &mut Mm, bias: u64) -> Result<ElfImage, ElfError> {
+    let loads: Vec<Phdr> = p.phdrs.iter().copied().filter(|h| h.p_type == PT_LOAD).collect();
 
     // Validate every segment before mapping any.
     let mut lo = u64::MAX;
@@ -291,7 +336,19 @@ mod tests {
         f[o..o + 4].copy_from_slice(&PT_INTERP.to_le_bytes());
         f[o + 8..o + 16].copy_from_slice(&off.to_le_bytes());
         f[o + 32..o + 40].copy_from_slice(&(interp.len() as u64).to_le_bytes());
-        assert_eq!(check(&f), Err(ElfError::Dynamic("/lib64/ld-linux-x86-64.so.2".into())));
+        // A PT_LOAD is needed too; without one the file is malformed.
+        assert!(matches!(check(&f), Err(ElfError::Malformed(_))));
+        let mut with_load = f.clone();
+        with_load[56..58].copy_from_slice(&2u16.to_le_bytes());
+        with_load.truncate(64 + 56);
+        let mut load = [0u8; 56];
+        load[..4].copy_from_slice(&PT_LOAD.to_le_bytes());
+        with_load.extend_from_slice(&load);
+        with_load.extend_from_slice(interp);
+        let off2 = (64 + 112) as u64;
+        with_load[64 + 8..64 + 16].copy_from_slice(&off2.to_le_bytes());
+        let _ = off;
+        assert_eq!(check(&with_load), Ok(Some("/lib64/ld-linux-x86-64.so.2".into())));
     }
 
     #[test]

@@ -339,13 +339,13 @@ pub fn replay(store: &Store, id: &str, config: &Config, out: &Sender<ReplayOutpu
     let mut random = [0u8; 16];
     random.copy_from_slice(&meta.at_random);
     let result = (|| {
-        let image = session::read_program(&meta.program, &mut rp, &mm)?;
-        if !meta.exe_hash.is_empty() && blake3::hash(&image).as_bytes().as_slice() != meta.exe_hash.as_slice() {
+        let images = session::read_program(&meta.program, &mut rp, &mm)?;
+        if !meta.exe_hash.is_empty() && blake3::hash(&images.exe).as_bytes().as_slice() != meta.exe_hash.as_slice() {
             return Err(SessionError::Outside(OutsideError::Trace(format!(
                 "session {id}: the recorded executable does not match its hash"
             ))));
         }
-        session::build_guest(&meta.program, &meta.argv, &meta.env, &image, &ident, random, &mut mm, &mut vm)?;
+        session::build_guest(&meta.program, &meta.argv, &meta.env, &images, &ident, random, &mut mm, &mut vm)?;
         let mut process = Process::new(mm, ident.clone());
         let (notes, _ignored) = channel();
         let mut counters = Counters::default();
