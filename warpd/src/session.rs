@@ -27,6 +27,7 @@ use crate::hv::{HvError, VmExit};
 use crate::kernel::mm::{self, Mm, VmaKind, PROT_READ, PROT_WRITE};
 use crate::kernel::outside::{Ending as End_, Outside, OutsideError};
 use crate::kernel::process::{Action, Identity, Process, ProcessError};
+use crate::kernel::procfs::ProcInfo;
 use crate::kernel::signals;
 use crate::link::{BrokerLink, LinkError};
 use crate::loader::{elf, stack};
@@ -254,8 +255,9 @@ fn run_inner(
         unsafe { libc::getrandom(random.as_mut_ptr() as *mut libc::c_void, 16, 0) };
         meta.at_random = random.to_vec();
         store.update_session(meta).map_err(|e| SessionError::Failed(Failure::Daemon, e.to_string()))?;
-        build_guest(&spec.program, &spec.argv, &spec.env, &images, &ident, random, &mut mm, &mut vm)?;
+        let auxv = build_guest(&spec.program, &spec.argv, &spec.env, &images, &ident, random, &mut mm, &mut vm)?;
         let mut process = Process::new(mm, ident);
+        process.proc_info = proc_info(&spec.program, &spec.cwd, &spec.argv, &spec.env, auxv);
         let r = run_loop(&mut process, &mut vm, &mut rec, spec.verbose, notes, counters);
         record_unknown(&process, meta);
         r
@@ -345,7 +347,7 @@ pub(crate) fn build_guest(
     random: [u8; 16],
     mm: &mut Mm,
     vm: &mut KvmVm,
-) -> Result<(), SessionError> {
+) -> Result<Vec<(u64, u64)>, SessionError> {
     let internal = |what: &str| SessionError::Failed(Failure::Daemon, format!("building the guest: {what}"));
     descriptors::write_tables(mm.kernel.as_mut_slice());
     mm.kernel.write(x86::GPA_TRAMPOLINE, &x86::trampoline_page());
@@ -408,7 +410,28 @@ pub(crate) fn build_guest(
     let regs = Regs { rip: start, rsp: img.rsp, rflags: 0x202, ..Default::default() };
     let sys = initial_system_state(mm.cr3(), xcr0.is_some(), fsgsbase);
     vm.setup(&sys, &regs, xcr0.unwrap_or(0))?;
-    Ok(())
+    Ok(img.auxv)
+}
+
+/// What `/proc/self` shows: the executable as an absolute path (lexically:
+/// symbolic links are not resolved), argv, the environment, the auxv.
+pub(crate) fn proc_info(program: &str, cwd: &str, argv: &[String], env: &[String], auxv: Vec<(u64, u64)>) -> ProcInfo {
+    let exe = if program.starts_with('/') {
+        program.to_string()
+    } else {
+        let mut p = std::path::PathBuf::from(cwd);
+        for c in std::path::Path::new(program).components() {
+            match c {
+                std::path::Component::CurDir => {}
+                std::path::Component::ParentDir => {
+                    p.pop();
+                }
+                other => p.push(other),
+            }
+        }
+        p.to_string_lossy().into_owned()
+    };
+    ProcInfo { exe, argv: argv.to_vec(), env: env.to_vec(), auxv }
 }
 
 /// Runs the program until it ends. The same loop records and replays; only

@@ -9,3 +9,4 @@ pub mod table;
 pub mod signals;
 pub mod process;
 pub mod outside;
+pub mod procfs;

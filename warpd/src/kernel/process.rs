@@ -17,6 +17,7 @@ use super::table::{self, Arg, Class, Desc, Len, Returns};
 use crate::arch::x86_64::{Regs, PAGE_SIZE, USER_TOP};
 use crate::hv::CpuState;
 use super::outside::{Outside, OutsideError};
+use super::procfs::{self, ProcInfo, SelfFile};
 
 /// A pointer that faults in the broker: a bad guest pointer is passed on as
 /// this, so the host kernel itself answers EFAULT, in the order Linux checks.
@@ -73,9 +74,14 @@ pub struct Process {
     pub syscalls: u64,
     /// Set by exit and exit_group.
     exit_request: Option<Action>,
+    /// A path argument to send instead of the guest's (`/proc/self/exe`
+    /// names the executable).
+    path_override: Option<(usize, String)>,
     /// The program's last write to fd 2 did not end a line: warpctl's own
     /// lines must start on a new one.
     pub stderr_mid_line: bool,
+    /// What `/proc/self` describes.
+    pub proc_info: ProcInfo,
 }
 
 fn len_of(len: Len, a: &[u64; 6]) -> u64 {
@@ -117,7 +123,9 @@ impl Process {
             notes: Vec::new(),
             syscalls: 0,
             exit_request: None,
+            path_override: None,
             stderr_mid_line: false,
+            proc_info: ProcInfo::default(),
         }
     }
 
@@ -242,6 +250,10 @@ impl Process {
             0 | 1 | 17 | 18 => args[2] = a[2].min(MAX_RW_COUNT),
             _ => {}
         }
+        self.path_override = None;
+        if let Some(r) = self.proc_self(desc.nr, &a, link)? {
+            return Ok(r);
+        }
         let mut buffers = Vec::new();
         for (i, kind) in kinds.iter().enumerate() {
             match *kind {
@@ -257,6 +269,12 @@ impl Process {
                     }
                 }
                 Arg::Path => {
+                    if let Some((_, p)) = self.path_override.take_if(|(j, _)| *j == i) {
+                        let mut s = p.into_bytes();
+                        s.push(0);
+                        buffers.push(Buffer { arg: i as u32, data: Some(buffer::Data::Bytes(s)), inout: false, out: false, written_by_ret: false });
+                        continue;
+                    }
                     if a[i] == 0 {
                         continue;
                     }
@@ -302,6 +320,85 @@ impl Process {
         }
         let ret = self.call(link, desc.nr, args, buffers)?;
         self.check_new_fds(desc, &a, ret, link)
+    }
+
+    /// `/proc/self/...` for open, openat, readlink and readlinkat, and for
+    /// any path call on `/proc/self/exe`. Some(ret) when answered here;
+    /// `args` may be rewritten to name the executable instead.
+    fn proc_self(&mut self, nr: u64, a: &[u64; 6], link: &mut dyn Outside) -> Result<Option<i64>, ProcessError> {
+        let Some(path_arg) = table::lookup(nr).and_then(|d| d.args.iter().position(|k| *k == Arg::Path)) else {
+            return Ok(None);
+        };
+        if a[path_arg] == 0 {
+            return Ok(None);
+        }
+        let Ok(path) = self.mm.read_cstring(a[path_arg], PATH_MAX - 1) else { return Ok(None) };
+        if !path.starts_with(b"/proc/") {
+            return Ok(None);
+        }
+        let Some(file) = procfs::self_file(&path, self.ident.pid) else { return Ok(None) };
+        let readlink = matches!(nr, 89 | 267);
+        let open = matches!(nr, 2 | 257);
+        if file == SelfFile::Exe && readlink {
+            let (buf, size) = if nr == 89 { (a[1], a[2]) } else { (a[2], a[3]) };
+            if (size as i64) <= 0 {
+                return Ok(Some(Errno::EINVAL.ret()));
+            }
+            let target = self.proc_info.exe.clone().into_bytes();
+            let n = target.len().min(size as usize);
+            return Ok(Some(match self.mm.write_user(buf, &target[..n]) {
+                Ok(()) => n as i64,
+                Err(e) => e.ret(),
+            }));
+        }
+        if file == SelfFile::Exe {
+            // Other calls that follow the link reach the executable itself;
+            // lstat and AT_SYMLINK_NOFOLLOW look at the link (passed through).
+            const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
+            let nofollow = nr == 6 || (nr == 262 && a[3] & AT_SYMLINK_NOFOLLOW != 0) || (nr == 332 && a[2] & AT_SYMLINK_NOFOLLOW != 0);
+            if !nofollow {
+                self.path_override = Some((path_arg, self.proc_info.exe.clone()));
+            }
+            return Ok(None);
+        }
+        if readlink {
+            return Ok(Some(Errno::EINVAL.ret())); // not links
+        }
+        if !open {
+            return Ok(None);
+        }
+        let flags = if nr == 2 { a[1] } else { a[2] };
+        if flags & 3 != 0 {
+            return Ok(Some(Errno::EACCES.ret()));
+        }
+        let ids = [self.ident.uid, self.ident.euid, self.ident.gid, self.ident.egid];
+        let bytes = procfs::contents(file, &self.proc_info, &self.mm, self.ident.pid, self.ident.ppid, ids);
+        Ok(Some(self.synthetic_fd(&bytes, flags & libc::O_CLOEXEC as u64 != 0, link)?))
+    }
+
+    /// A read-only descriptor with `bytes` as its contents: a sealed memfd
+    /// the broker creates, fills and rewinds (three recorded calls).
+    fn synthetic_fd(&mut self, bytes: &[u8], cloexec: bool, link: &mut dyn Outside) -> Result<i64, ProcessError> {
+        const MFD_CLOEXEC: u64 = 1;
+        const MFD_ALLOW_SEALING: u64 = 2;
+        let name = Buffer { arg: 0, data: Some(buffer::Data::Bytes(b"warp-proc\0".to_vec())), inout: false, out: false, written_by_ret: false };
+        let flags = MFD_ALLOW_SEALING | if cloexec { MFD_CLOEXEC } else { 0 };
+        let fd = self.call(link, 319, [0, flags, 0, 0, 0, 0], vec![name])?;
+        if fd < 0 {
+            return Ok(fd);
+        }
+        if fd >= self.ident.reserved_fd_base as i64 {
+            self.call(link, 3, [fd as u64, 0, 0, 0, 0, 0], Vec::new())?;
+            return Ok(Errno::EMFILE.ret());
+        }
+        let data = Buffer { arg: 1, data: Some(buffer::Data::Bytes(bytes.to_vec())), inout: false, out: false, written_by_ret: false };
+        self.call(link, 1, [fd as u64, 0, bytes.len() as u64, 0, 0, 0], vec![data])?;
+        self.call(link, 8, [fd as u64, 0, 0, 0, 0, 0], Vec::new())?; // lseek(fd, 0, SEEK_SET)
+        // F_ADD_SEALS: no writes, no resizing, as a /proc file refuses them.
+        const F_ADD_SEALS: u64 = 1033;
+        const SEALS: u64 = 0x8 | 0x4 | 0x2; // F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK
+        self.call(link, 72, [fd as u64, F_ADD_SEALS, SEALS, 0, 0, 0], Vec::new())?;
+        Ok(fd)
     }
 
     /// The guest-memory ranges behind an iovec array, in order.

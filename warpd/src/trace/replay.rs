@@ -345,8 +345,9 @@ pub fn replay(store: &Store, id: &str, config: &Config, out: &Sender<ReplayOutpu
                 "session {id}: the recorded executable does not match its hash"
             ))));
         }
-        session::build_guest(&meta.program, &meta.argv, &meta.env, &images, &ident, random, &mut mm, &mut vm)?;
+        let auxv = session::build_guest(&meta.program, &meta.argv, &meta.env, &images, &ident, random, &mut mm, &mut vm)?;
         let mut process = Process::new(mm, ident.clone());
+        process.proc_info = session::proc_info(&meta.program, &meta.cwd, &meta.argv, &meta.env, auxv);
         let (notes, _ignored) = channel();
         let mut counters = Counters::default();
         session::run_loop(&mut process, &mut vm, &mut rp, false, &notes, &mut counters)
