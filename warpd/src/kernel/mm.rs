@@ -169,6 +169,11 @@ impl Mm {
         at >= end
     }
 
+    /// Whether every page of [start, start+len) belongs to a mapping.
+    pub fn is_mapped(&self, start: u64, len: u64) -> bool {
+        self.fully_mapped(start, start + len)
+    }
+
     /// The highest free range of `len` bytes below MMAP_BASE.
     fn find_free(&self, len: u64) -> Option<u64> {
         let mut hi = MMAP_BASE;

@@ -492,6 +492,7 @@ impl Process {
             14 => self.rt_sigprocmask(a),
             24 => Ok(0),
             25 => self.mremap(a),
+            27 => self.mincore(a[0], a[1], a[2]),
             28 => self.madvise(a[0], a[1], a[2]),
             39 | 186 => Ok(self.ident.pid as u64),
             110 => Ok(self.ident.ppid as u64),
@@ -617,6 +618,21 @@ impl Process {
             return Err(Errno::ENOMEM);
         }
         self.mm.protect(addr, len, prot as u32 & 7).map(|_| 0)
+    }
+
+    /// mincore: every mapped page counts as resident (guest memory is never
+    /// swapped out from the program's point of view).
+    fn mincore(&mut self, addr: u64, len: u64, vec: u64) -> SysResult {
+        if addr % PAGE_SIZE != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let len = mm::page_up(len).ok_or(Errno::ENOMEM)?;
+        if addr.checked_add(len).is_none_or(|e| e > USER_TOP) || !self.mm.is_mapped(addr, len) {
+            return Err(Errno::ENOMEM);
+        }
+        let pages = (len / PAGE_SIZE) as usize;
+        self.mm.write_user(vec, &vec![1u8; pages])?;
+        Ok(0)
     }
 
     fn madvise(&mut self, addr: u64, len: u64, advice: u64) -> SysResult {
