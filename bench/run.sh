@@ -100,7 +100,8 @@ counts() {
     "$warpctl" show --json "$id" >"$work/show" 2>/dev/null || true
     ev=$(sed -n -E 's/.*"events": *([0-9]+).*/\1/p' "$work/show" | head -n 1)
     tb=$(sed -n -E 's/.*"trace_bytes": *([0-9]+).*/\1/p' "$work/show" | head -n 1)
-    echo "$c $id ${ev:-n/a} ${tb:-n/a}"
+    lb=$(sed -n -E 's/.*"logical_bytes": *([0-9]+).*/\1/p' "$work/show" | head -n 1)
+    echo "$c $id ${ev:-n/a} ${tb:-n/a} ${lb:-n/a}"
 }
 
 replay() { "$warpctl" replay "$1"; }
@@ -116,7 +117,7 @@ bench() { # NAME CMD...
     local name=$1
     shift
     echo "running $name"
-    local native recorded replayed c sys exits id events bytes
+    local native recorded replayed c sys exits id events bytes logical
     native=$(time_best "$@")
     if [ "$1" = repeat20 ]; then
         recorded=$(time_best repeat20 record "${@:2}")
@@ -125,20 +126,20 @@ bench() { # NAME CMD...
         recorded=$(time_best record "$@")
         c=$(counts "$@")
     fi
-    read -r sys exits id events bytes <<<"$c"
+    read -r sys exits id events bytes logical <<<"$c"
     replayed="n/a"
     if [ "$id" != n/a ]; then
         if [ "$1" = repeat20 ]; then replayed=$(time_best repeat20 replay "$id"); else replayed=$(time_best replay "$id"); fi
     fi
     rows+=("$(awk -v n="$name" -v nat="$native" -v rec="$recorded" -v rep="$replayed" -v sys="$sys" -v ex="$exits" \
-        -v ev="$events" -v tb="$bytes" -v twenty="$([ "$1" = repeat20 ] && echo 20 || echo 1)" '
+        -v ev="$events" -v tb="$bytes" -v lb="$logical" -v twenty="$([ "$1" = repeat20 ] && echo 20 || echo 1)" '
         function num(x) { return x ~ /^[0-9.]+$/ }
         function ratio(a, b) { return (num(a) && num(b) && b > 0) ? sprintf("%.1fx", a / b) : "n/a" }
         BEGIN {
             per = (num(sys) && num(ex) && sys > 0) ? sprintf("%.2f", ex / sys) : "n/a"
             evs = (num(ev) && num(rec) && rec > 0) ? sprintf("%.0f", ev / (rec / twenty / 1000)) : "n/a"
-            bps = (num(tb) && num(sys) && sys > 0) ? sprintf("%.0f", tb / sys) : "n/a"
-            printf "%-26s %10s %10s %10s %8s %8s %9s %9s %9s %10s %8s", n, nat, rec, rep, ratio(rec, nat), ratio(rep, nat), sys, per, evs, tb, bps
+            bps = (num(lb) && num(sys) && sys > 0) ? sprintf("%.0f", lb / sys) : "n/a"
+            printf "%-26s %10s %10s %10s %8s %8s %9s %9s %9s %10s %11s %8s", n, nat, rec, rep, ratio(rec, nat), ratio(rep, nat), sys, per, evs, tb, lb, bps
         }')")
 }
 
@@ -146,9 +147,18 @@ bench "read /dev/zero 1B x1e5" "$work/read_zero" 100000
 bench "copy 256 MiB, 64 KiB bufs" "$work/copy_file" "$work/input.bin" "$work/output.bin"
 bench "compute loop, no syscalls" "$work/compute" 400000000
 bench "hello x20 (start-up)" repeat20 "$work/hello"
+if [ -x /usr/bin/python3 ]; then
+    bench "python3 start-up" /usr/bin/python3 -c pass
+    bench "python3 compute 3e6" /usr/bin/python3 -c 'print(sum(i * i for i in range(3000000)))'
+else
+    echo "bench: /usr/bin/python3 not installed; skipping the python workloads" >&2
+fi
+bench "sha256sum 256 MiB" sha256sum "$work/input.bin"
 
 echo
 echo "best of $REPEAT runs, wall time in ms; the daemon was already running"
 echo "(syscalls, exits/syscall, events/s and trace bytes: one recording; hello's for a single start)"
-printf '%-26s %10s %10s %10s %8s %8s %9s %9s %9s %10s %8s\n' workload native record replay rec/nat rep/nat syscalls exits/sys events/s "trace B" "B/sys"
+echo "(added B: what the last recording added to the store, sharing blobs with earlier ones;"
+echo " unshared B: what it takes alone; B/sys: unshared bytes per syscall)"
+printf '%-26s %10s %10s %10s %8s %8s %9s %9s %9s %10s %11s %8s\n' workload native record replay rec/nat rep/nat syscalls exits/sys events/s "added B" "unshared B" "B/sys"
 for row in "${rows[@]}"; do echo "$row"; done

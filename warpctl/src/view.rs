@@ -330,7 +330,8 @@ pub fn show_text(meta: &SessionMeta, now: u64) -> String {
         field("unknown syscalls", list.join(", "));
     }
     field("events", meta.events.to_string());
-    field("trace bytes", format!("{} ({})", meta.trace_bytes, bytes(meta.trace_bytes)));
+    field("trace bytes", format!("{} ({}) added to the store", meta.trace_bytes, bytes(meta.trace_bytes)));
+    field("unshared", format!("{} ({}) counting blobs other sessions share", meta.logical_bytes, bytes(meta.logical_bytes)));
     field("syscalls", meta.syscalls.to_string());
     field("vm exits", meta.vm_exits.to_string());
     t
@@ -380,6 +381,7 @@ pub fn show_json(meta: &SessionMeta, now: u64) -> String {
         .raw("unknown_syscalls", &json::array(&unknown))
         .num("events", meta.events)
         .num("trace_bytes", meta.trace_bytes)
+        .num("logical_bytes", meta.logical_bytes)
         .num("syscalls", meta.syscalls)
         .num("vm_exits", meta.vm_exits)
         .num("format_version", meta.format_version)

@@ -262,9 +262,10 @@ fn run_inner(
         record_unknown(&process, meta);
         r
     })();
-    let (events, bytes) = rec.counts();
+    let (events, bytes, logical) = rec.counts();
     meta.events = events;
     meta.trace_bytes = bytes;
+    meta.logical_bytes = logical;
     rec.link.finish();
     outcome.map(|action| match action {
         Action::Exit(code) => end(Failure::None, code, 0, String::new()),

@@ -33,9 +33,11 @@ impl Recorder {
         Ok(())
     }
 
-    /// Events written and the bytes they took.
-    pub fn counts(&self) -> (u64, u64) {
-        self.writer.counts()
+    /// Events written, the bytes they added to the store, and the bytes
+    /// they take counting shared blobs.
+    pub fn counts(&self) -> (u64, u64, u64) {
+        let (e, b) = self.writer.counts();
+        (e, b, self.writer.logical_bytes())
     }
 }
 

@@ -324,6 +324,7 @@ impl Store {
             id: id.to_owned(),
             next: None,
             appended: 0,
+            logical: 0,
             bytes: 0,
             unflushed: 0,
             last_flush: Instant::now(),
@@ -573,6 +574,8 @@ pub struct EventWriter {
     next: Option<u64>,
     appended: u64,
     bytes: u64,
+    /// Bytes of events and data, shared blobs included.
+    logical: u64,
     /// Events and new blobs since the last flush.
     unflushed: u64,
     last_flush: Instant,
@@ -599,6 +602,7 @@ impl EventWriter {
         self.next = Some(seq + 1);
         self.appended += 1;
         self.bytes += value.len() as u64;
+        self.logical += value.len() as u64;
         self.unflushed += 1;
         self.flush_if_due()?;
         Ok(seq)
@@ -611,6 +615,7 @@ impl EventWriter {
         if bytes.len() <= INLINE_MAX {
             return Ok(Data { r#where: Some(Where::Inline(bytes.to_vec())), len });
         }
+        self.logical += len;
         let hash = *blake3::hash(bytes).as_bytes();
         if !self.referenced.contains(&hash) {
             self.next_seq()?;
@@ -658,6 +663,11 @@ impl EventWriter {
     /// Events appended so far, and the bytes they and their new blobs took.
     pub fn counts(&self) -> (u64, u64) {
         (self.appended, self.bytes)
+    }
+
+    /// Bytes of events and data counting every blob use, shared or not.
+    pub fn logical_bytes(&self) -> u64 {
+        self.logical
     }
 
     /// Makes this writer's events durable now.
