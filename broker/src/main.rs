@@ -23,6 +23,8 @@ use warp_proto::broker::{broker_message, request, BrokerInfo, BrokerMessage, Hel
 
 /// How many descriptors at the top of the fd limit the broker keeps.
 pub const RESERVED_FDS: u64 = 8;
+/// The first descriptor of the reserved range (set once at start).
+pub static RESERVED_BASE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 #[derive(Debug, thiserror::Error)]
 enum BrokerError {
@@ -130,6 +132,7 @@ fn run() -> Result<(), BrokerError> {
     }
     let soft = lim.rlim_cur.min(1 << 20);
     let base = (soft - RESERVED_FDS) as RawFd;
+    RESERVED_BASE.store(base, std::sync::atomic::Ordering::Relaxed);
 
     let stream = UnixStream::connect(&socket_path).map_err(|e| BrokerError::Connect(socket_path.clone(), e))?;
     let sock_fd = reserve(std::os::fd::IntoRawFd::into_raw_fd(stream), base)?;
@@ -318,6 +321,7 @@ fn serve(stream: &UnixStream, sig_read: RawFd, memory: &perform::GuestMemory) ->
                 Ok(bytes) => reply.file = bytes,
                 Err(errno) => reply.ret = -(errno as i64),
             },
+            Some(request::Kind::CloseOnExec(_)) => reply.ret = perform::close_on_exec(),
             Some(request::Kind::Finish(_)) => return Ok(()),
             None => return Err(BrokerError::Protocol("empty request".into())),
         }

@@ -168,6 +168,24 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
     (ret, outputs)
 }
 
+/// What execve does to descriptors: closes the program's close-on-exec
+/// ones (below the reserved range); returns how many.
+pub fn close_on_exec() -> i64 {
+    let base = crate::RESERVED_BASE.load(std::sync::atomic::Ordering::Relaxed);
+    let mut closed = 0;
+    for fd in 0..base {
+        // SAFETY: fcntl and close on descriptor numbers of the program's
+        // range; an unused number just fails with EBADF.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC != 0 && libc::close(fd) == 0 {
+                closed += 1;
+            }
+        }
+    }
+    closed
+}
+
 /// The broker's duplicates of the program's original stdout and stderr.
 pub static STREAMS: std::sync::OnceLock<(Option<i32>, Option<i32>)> = std::sync::OnceLock::new();
 

@@ -14,31 +14,28 @@ use std::sync::mpsc::Sender;
 
 use std::sync::Arc;
 
-use warp_proto::broker::{request, ReadFile};
 use warp_proto::trace::{Control, CpuidLeaf, Ending, Identity as TraceIdentity, SessionMeta, Status, UnknownSyscall};
 use warp_proto::warp::{Capability, DoctorReply, Failure, SessionEnd};
 
 use crate::arch::x86_64::descriptors::{self, initial_system_state};
 use crate::arch::x86_64::paging::{PTE_USER, PTE_WRITE};
-use crate::arch::x86_64::{self as x86, ExceptionFrame, Regs};
+use crate::arch::x86_64::{self as x86, ExceptionFrame};
 use crate::hv::kvm::{self, KvmVm};
 use crate::hv::memory::MemFd;
 use crate::hv::{HvError, VmExit};
-use crate::kernel::mm::{self, Mm, VmaKind, PROT_READ, PROT_WRITE};
+use crate::kernel::mm::Mm;
 use crate::kernel::outside::{Ending as End_, Outside, OutsideError};
 use crate::kernel::process::{Action, Identity, Process, ProcessError};
 use crate::kernel::procfs::ProcInfo;
 use crate::kernel::signals;
 use crate::link::{BrokerLink, LinkError};
-use crate::loader::{elf, stack};
+use crate::loader::{self, program::{ExecError, Images}};
 use crate::trace::record::Recorder;
 use crate::trace::store::Store;
 use crate::trace::FORMAT_VERSION;
 
 /// Guest physical memory per session (sparse: only touched pages cost).
 pub const GUEST_MEMORY: u64 = 8 << 30;
-/// The largest executable the loader reads.
-const MAX_EXECUTABLE: u64 = 1 << 30;
 
 /// What the program is and who asked for it.
 #[derive(Clone, Debug)]
@@ -255,9 +252,9 @@ fn run_inner(
         unsafe { libc::getrandom(random.as_mut_ptr() as *mut libc::c_void, 16, 0) };
         meta.at_random = random.to_vec();
         store.update_session(meta).map_err(|e| SessionError::Failed(Failure::Daemon, e.to_string()))?;
-        let auxv = build_guest(&spec.program, &spec.argv, &spec.env, &images, &ident, random, &mut mm, &mut vm)?;
+        let loaded = build_guest(&spec.argv, &spec.env, &images, &ident, random, &mut mm, &mut vm)?;
         let mut process = Process::new(mm, ident);
-        process.proc_info = proc_info(&spec.program, &spec.cwd, &spec.argv, &spec.env, auxv);
+        process.proc_info = proc_info(&images.exe_path, &spec.cwd, &loaded.argv, &spec.env, loaded.auxv);
         let r = run_loop(&mut process, &mut vm, &mut rec, spec.verbose, notes, counters);
         record_unknown(&process, meta);
         r
@@ -270,7 +267,7 @@ fn run_inner(
     outcome.map(|action| match action {
         Action::Exit(code) => end(Failure::None, code, 0, String::new()),
         Action::Killed(sig) => end(Failure::None, 0, sig, String::new()),
-        Action::Return(_) => unreachable!("the loop only ends on an ending action"),
+        Action::Return(_) | Action::Exec(_) => unreachable!("the loop only ends on an ending action"),
     })
 }
 
@@ -296,51 +293,26 @@ pub(crate) fn new_vm(config: &Config) -> Result<(Mm, KvmVm), SessionError> {
     Ok((mm, vm))
 }
 
-/// The program's images: the executable and, for a dynamically linked one,
-/// the dynamic linker it names.
-pub(crate) struct Images {
-    pub exe: Vec<u8>,
-    pub interp: Option<(String, Vec<u8>)>,
-}
-
-fn read_file(path: &str, outside: &mut dyn Outside, mm: &Mm) -> Result<Vec<u8>, SessionError> {
-    let reply = outside.call(request::Kind::ReadFile(ReadFile { path: path.to_string(), max_len: MAX_EXECUTABLE }), &mm.guest)?;
-    if reply.ret < 0 {
-        let errno = (-reply.ret) as i32;
-        let text = std::io::Error::from_raw_os_error(errno);
-        return Err(match errno {
-            libc::ENOENT | libc::ENOTDIR => SessionError::Failed(Failure::NotFound, format!("{path}: {text}")),
-            libc::EFBIG => SessionError::Failed(Failure::Unsupported, format!("{path}: larger than {} MiB", MAX_EXECUTABLE >> 20)),
-            _ => SessionError::Failed(Failure::NotExecutable, format!("{path}: {text}")),
-        });
-    }
-    Ok(reply.file)
-}
-
-/// Reads the executable (and its dynamic linker) through the broker, with
-/// the user's rights, and checks them.
+/// Reads the program through the broker; a refusal becomes the failure
+/// warpctl reports (127 not found, 126 not runnable).
 pub(crate) fn read_program(program: &str, outside: &mut dyn Outside, mm: &Mm) -> Result<Images, SessionError> {
-    let exe = read_file(program, outside, mm)?;
-    let unsupported = |name: &str, e: elf::ElfError| SessionError::Failed(Failure::Unsupported, format!("{name}: {e}"));
-    let interp = match elf::check(&exe).map_err(|e| unsupported(program, e))? {
-        None => None,
-        Some(path) => {
-            let image = read_file(&path, outside, mm).map_err(|e| match e {
-                SessionError::Failed(_, m) => SessionError::Failed(Failure::Unsupported, format!("{program}: its dynamic linker {m}")),
-                other => other,
-            })?;
-            elf::check_interpreter(&image).map_err(|e| unsupported(&path, e))?;
-            Some((path, image))
+    loader::program::read(program, outside, mm).map_err(|e| match e {
+        ExecError::Outside(o) => SessionError::Outside(o),
+        ExecError::Refused { errno, message } => {
+            let failure = match errno.0 {
+                libc::ENOENT | libc::ENOTDIR => Failure::NotFound,
+                libc::EACCES | libc::EPERM => Failure::NotExecutable,
+                _ => Failure::Unsupported,
+            };
+            SessionError::Failed(failure, message)
         }
-    };
-    Ok(Images { exe, interp })
+    })
 }
 
-/// Lays out the kernel tables, the program and its stack, and sets the
-/// first registers.
+/// Lays out the kernel tables and the program, and sets the first
+/// registers; returns what the program was started with.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn build_guest(
-    program: &str,
     argv: &[String],
     env: &[String],
     images: &Images,
@@ -348,7 +320,7 @@ pub(crate) fn build_guest(
     random: [u8; 16],
     mm: &mut Mm,
     vm: &mut KvmVm,
-) -> Result<Vec<(u64, u64)>, SessionError> {
+) -> Result<loader::program::Loaded, SessionError> {
     let internal = |what: &str| SessionError::Failed(Failure::Daemon, format!("building the guest: {what}"));
     descriptors::write_tables(mm.kernel.as_mut_slice());
     mm.kernel.write(x86::GPA_TRAMPOLINE, &x86::trampoline_page());
@@ -356,62 +328,15 @@ pub(crate) fn build_guest(
         mm.map_kernel_page(x86::KBASE + gpa, gpa, PTE_WRITE).map_err(|_| internal("kernel mapping"))?;
     }
     mm.map_kernel_page(x86::TRAMPOLINE_VA, x86::GPA_TRAMPOLINE, PTE_USER).map_err(|_| internal("trampoline"))?;
-
-    let loaded = elf::load(&images.exe, program, mm)
-        .map_err(|e| SessionError::Failed(Failure::Unsupported, format!("{program}: {e}")))?;
-    mm.brk_start = mm::page_up(loaded.end).unwrap_or(loaded.end);
-    mm.brk = mm.brk_start;
-    // A dynamically linked program starts in its dynamic linker, which
-    // finds the program through AT_PHDR/AT_ENTRY and itself through AT_BASE.
-    let (start, interp_base) = match &images.interp {
-        None => (loaded.entry, 0),
-        Some((path, image)) => {
-            let l = elf::load_interpreter(image, path, mm)
-                .map_err(|e| SessionError::Failed(Failure::Unsupported, format!("{path}: {e}")))?;
-            (l.entry, l.bias)
-        }
-    };
-
-    mm.map_anonymous(mm::STACK_TOP - mm::STACK_SIZE, mm::STACK_SIZE, PROT_READ | PROT_WRITE, VmaKind::Stack)
-        .map_err(|_| internal("stack"))?;
+    let loaded = loader::program::load(images, argv, env, ident, random, mm).map_err(|e| match e {
+        ExecError::Outside(o) => SessionError::Outside(o),
+        ExecError::Refused { message, .. } => SessionError::Failed(Failure::Unsupported, message),
+    })?;
     let fsgsbase = kvm::host_fsgsbase();
     let xcr0 = kvm::guest_xcr0();
-    let hwcap = std::arch::x86_64::__cpuid(1).edx as u64;
-    let argv: Vec<Vec<u8>> = argv.iter().map(|s| s.as_bytes().to_vec()).collect();
-    let envp: Vec<Vec<u8>> = env.iter().map(|s| s.as_bytes().to_vec()).collect();
-    let st = stack::StackSpec {
-        argv: &argv,
-        envp: &envp,
-        execfn: program.as_bytes(),
-        random,
-        auxv: vec![
-            (stack::AT_HWCAP, hwcap),
-            (stack::AT_PAGESZ, x86::PAGE_SIZE),
-            (stack::AT_CLKTCK, 100),
-            (stack::AT_PHDR, loaded.phdr),
-            (stack::AT_PHENT, loaded.phent),
-            (stack::AT_PHNUM, loaded.phnum),
-            (stack::AT_BASE, interp_base),
-            (stack::AT_FLAGS, 0),
-            (stack::AT_ENTRY, loaded.entry),
-            (stack::AT_UID, ident.uid as u64),
-            (stack::AT_EUID, ident.euid as u64),
-            (stack::AT_GID, ident.gid as u64),
-            (stack::AT_EGID, ident.egid as u64),
-            (stack::AT_SECURE, 0),
-            (stack::AT_HWCAP2, if fsgsbase { 2 } else { 0 }),
-        ],
-    };
-    let img = stack::build(&st, mm::STACK_TOP);
-    if img.bytes.len() as u64 > mm::STACK_SIZE / 4 {
-        return Err(SessionError::Failed(Failure::Unsupported, "argument list too long".into()));
-    }
-    mm.poke(img.start, &img.bytes).map_err(|_| internal("initial stack"))?;
-
-    let regs = Regs { rip: start, rsp: img.rsp, rflags: 0x202, ..Default::default() };
     let sys = initial_system_state(mm.cr3(), xcr0.is_some(), fsgsbase);
-    vm.setup(&sys, &regs, xcr0.unwrap_or(0))?;
-    Ok(img.auxv)
+    vm.setup(&sys, &loaded.regs, xcr0.unwrap_or(0))?;
+    Ok(loaded)
 }
 
 /// What `/proc/self` shows: the executable as an absolute path (lexically:
@@ -460,7 +385,7 @@ pub(crate) fn run_loop(
         match *action {
             Action::Exit(c) => outside.end(End_::Exited(c), rip)?,
             Action::Killed(s) => outside.end(End_::Killed(s), rip)?,
-            Action::Return(_) => {}
+            Action::Return(_) | Action::Exec(_) => {}
         }
         Ok(())
     };
@@ -490,6 +415,16 @@ pub(crate) fn run_loop(
                 flush_notes(process);
                 counters.stderr_mid_line = process.stderr_mid_line;
                 match action {
+                    Action::Exec(new) => {
+                        outside.syscall_exit(nr, 0, rip)?;
+                        if let Some(a) = due(process, outside)? {
+                            flush_notes(process);
+                            ending(outside, &a, rip)?;
+                            return Ok(a);
+                        }
+                        vm.set_regs(&new)?;
+                        vm.return_to_user()?;
+                    }
                     Action::Return(r) => {
                         outside.syscall_exit(nr, r, rip)?;
                         if let Some(a) = due(process, outside)? {

@@ -323,6 +323,18 @@ impl Mm {
         if self.fully_mapped(addr, end) { Ok(()) } else { Err(Errno::ENOMEM) }
     }
 
+    /// Removes every user mapping (execve): the frames go back to the host.
+    pub fn reset(&mut self) {
+        let all: Vec<(u64, u64)> = self.vmas.iter().map(|(&s, v)| (s, v.end)).collect();
+        for (s, e) in all {
+            // Unmapping whole, existing mappings only fails on a punch-hole
+            // error, which leaves the frames mapped but unreachable.
+            let _ = self.unmap(s, e - s);
+        }
+        self.brk_start = 0;
+        self.brk = 0;
+    }
+
     /// mremap without MREMAP_FIXED: shrink in place, grow in place when the
     /// pages after the mapping are free, else (with `may_move`) move the
     /// page-table entries to a new range, keeping the frames.

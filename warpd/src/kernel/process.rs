@@ -46,6 +46,8 @@ pub struct Identity {
 pub enum Action {
     /// Resume the program with this return value.
     Return(i64),
+    /// execve replaced the program: start the new one with these registers.
+    Exec(Regs),
     /// The program exited with this status.
     Exit(i32),
     /// The program died of this signal.
@@ -74,6 +76,8 @@ pub struct Process {
     pub syscalls: u64,
     /// Set by exit and exit_group.
     exit_request: Option<Action>,
+    /// Set by a successful execve: the new program's first registers.
+    exec_regs: Option<Regs>,
     /// A path argument to send instead of the guest's (`/proc/self/exe`
     /// names the executable).
     path_override: Option<(usize, String)>,
@@ -123,6 +127,7 @@ impl Process {
             notes: Vec::new(),
             syscalls: 0,
             exit_request: None,
+            exec_regs: None,
             path_override: None,
             stderr_mid_line: false,
             proc_info: ProcInfo::default(),
@@ -163,6 +168,9 @@ impl Process {
         };
         if let Some(action) = self.exit_request.take() {
             return Ok(action);
+        }
+        if let Some(regs) = self.exec_regs.take() {
+            return Ok(Action::Exec(regs));
         }
         if ret > 0 && a[0] == 2 && matches!(nr, 1 | 20) {
             self.track_stderr(nr, &a, ret as u64);
@@ -500,6 +508,7 @@ impl Process {
                 self.exit_request = Some(Action::Exit((a[0] & 0xff) as i32));
                 Ok(0)
             }
+            59 => self.execve(a, cpu, link)?,
             62 => self.kill(a[0] as i32, a[1] as i32, link)?,
             200 => self.kill_thread(a[0] as i32, a[1] as i32),
             234 => {
@@ -526,6 +535,94 @@ impl Process {
             436 => self.close_range(a, link)?,
             _ => Err(Errno::ENOSYS),
         })
+    }
+
+    /// A NULL-terminated array of string pointers (argv, envp), as execve
+    /// reads it: EFAULT for a bad pointer, E2BIG past Linux's limits.
+    fn read_strings(&self, at: u64) -> Result<Vec<String>, Errno> {
+        const MAX_ARG_STRINGS: usize = 0x7fff_ffff;
+        const MAX_TOTAL: usize = 2 << 20; // what fits a default 8 MiB stack's quarter
+        let mut out = Vec::new();
+        if at == 0 {
+            return Ok(out);
+        }
+        let mut total = 0usize;
+        for i in 0.. {
+            if i >= MAX_ARG_STRINGS {
+                return Err(Errno(libc::E2BIG));
+            }
+            let mut p = [0u8; 8];
+            self.mm.read_user(at + i as u64 * 8, &mut p)?;
+            let ptr = u64::from_le_bytes(p);
+            if ptr == 0 {
+                break;
+            }
+            let s = self.mm.read_cstring(ptr, 128 << 10).map_err(|e| if e == Errno::ENAMETOOLONG { Errno(libc::E2BIG) } else { e })?;
+            total += s.len() + 1;
+            if total > MAX_TOTAL {
+                return Err(Errno(libc::E2BIG));
+            }
+            out.push(String::from_utf8_lossy(&s).into_owned());
+        }
+        Ok(out)
+    }
+
+    /// execve: the new image is read through the broker (as the user) and
+    /// checked before anything of the old one is touched; after that point
+    /// a failure kills the program with SIGSEGV, as on Linux.
+    fn execve(&mut self, a: &[u64; 6], cpu: &mut dyn CpuState, link: &mut dyn Outside) -> Result<SysResult, ProcessError> {
+        let path = match self.mm.read_cstring(a[0], PATH_MAX - 1) {
+            Ok(p) => String::from_utf8_lossy(&p).into_owned(),
+            Err(e) => return Ok(Err(e)),
+        };
+        let (argv, envp) = match (self.read_strings(a[1]), self.read_strings(a[2])) {
+            (Ok(v), Ok(e)) => (v, e),
+            (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
+        };
+        if path.is_empty() {
+            return Ok(Err(Errno::ENOENT));
+        }
+        let images = match crate::loader::program::read(&path, link, &self.mm) {
+            Ok(i) => i,
+            Err(crate::loader::program::ExecError::Refused { errno, .. }) => return Ok(Err(errno)),
+            Err(crate::loader::program::ExecError::Outside(o)) => return Err(o.into()),
+        };
+        // AT_RANDOM for the new image comes from the host, through the broker,
+        // so that replay gets the same bytes.
+        let call = Syscall {
+            nr: 318,
+            args: vec![0, 16, 0, 0, 0, 0],
+            buffers: vec![Buffer { arg: 0, data: Some(buffer::Data::OutLen(16)), inout: false, out: true, written_by_ret: false }],
+        };
+        let reply = link.call(request::Kind::Syscall(call), &self.mm.guest)?;
+        let mut random = [0u8; 16];
+        if let Some(o) = reply.outputs.first().filter(|o| o.len() == 16) {
+            random.copy_from_slice(o);
+        }
+        link.call(request::Kind::CloseOnExec(Default::default()), &self.mm.guest)?;
+
+        // The point of no return: the old image goes.
+        self.mm.reset();
+        let loaded = match crate::loader::program::load(&images, &argv, &envp, &self.ident, random, &mut self.mm) {
+            Ok(l) => l,
+            Err(e) => {
+                self.note(format!("execve of {path} failed after the old program was gone ({e}); it dies of SIGSEGV as on Linux"));
+                self.exit_request = Some(Action::Killed(libc::SIGSEGV));
+                return Ok(Ok(0));
+            }
+        };
+        cpu.set_fs_base(0)?;
+        cpu.set_gs_base(0)?;
+        // Handlers do not survive exec; ignored signals stay ignored.
+        for act in self.signals.actions.iter_mut() {
+            if act.handler > signals::SIG_IGN {
+                *act = SigAction::default();
+            }
+        }
+        self.signals.altstack = Signals::default().altstack;
+        self.proc_info = ProcInfo { exe: images.exe_path.clone(), argv: loaded.argv.clone(), env: envp, auxv: loaded.auxv.clone() };
+        self.exec_regs = Some(loaded.regs);
+        Ok(Ok(0))
     }
 
     fn mmap(&mut self, a: &[u64; 6], link: &mut dyn Outside) -> Result<SysResult, ProcessError> {

@@ -139,7 +139,7 @@ pub static TABLE: &[Desc] = &[
     d(56, "clone", Unsupported(NOT_YET_PROCESSES), &[]),
     d(57, "fork", Unsupported(NOT_YET_PROCESSES), &[]),
     d(58, "vfork", Unsupported(NOT_YET_PROCESSES), &[]),
-    d(59, "execve", Unsupported("execve is not supported yet"), &[Path]),
+    d(59, "execve", Emulated, &[Path, Int, Int]),
     d(60, "exit", Emulated, &[Int]),
     d(61, "wait4", Blocking, &[Int, Out(Fixed(4)), Int, Out(Fixed(STAT))]),
     d(62, "kill", Emulated, &[Int, Int]),

@@ -2,6 +2,7 @@
 //! stack with argv, envp and the auxiliary vector.
 
 pub mod elf;
+pub mod program;
 pub mod stack;
 
 pub use elf::{ElfError, ElfImage};

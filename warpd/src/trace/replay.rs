@@ -345,9 +345,9 @@ pub fn replay(store: &Store, id: &str, config: &Config, out: &Sender<ReplayOutpu
                 "session {id}: the recorded executable does not match its hash"
             ))));
         }
-        let auxv = session::build_guest(&meta.program, &meta.argv, &meta.env, &images, &ident, random, &mut mm, &mut vm)?;
+        let loaded = session::build_guest(&meta.argv, &meta.env, &images, &ident, random, &mut mm, &mut vm)?;
         let mut process = Process::new(mm, ident.clone());
-        process.proc_info = session::proc_info(&meta.program, &meta.cwd, &meta.argv, &meta.env, auxv);
+        process.proc_info = session::proc_info(&images.exe_path, &meta.cwd, &loaded.argv, &meta.env, loaded.auxv);
         let (notes, _ignored) = channel();
         let mut counters = Counters::default();
         session::run_loop(&mut process, &mut vm, &mut rp, false, &notes, &mut counters)
@@ -363,7 +363,9 @@ pub fn replay(store: &Store, id: &str, config: &Config, out: &Sender<ReplayOutpu
             match action {
                 crate::kernel::process::Action::Exit(c) => ReplayOutcome::Reproduced { exit_code: c, signal: 0 },
                 crate::kernel::process::Action::Killed(s) => ReplayOutcome::Reproduced { exit_code: 0, signal: s },
-                crate::kernel::process::Action::Return(_) => ReplayOutcome::Failed("replay ended mid-syscall".into()),
+                crate::kernel::process::Action::Return(_) | crate::kernel::process::Action::Exec(_) => {
+                    ReplayOutcome::Failed("replay ended mid-syscall".into())
+                }
             }
         }
         Err(SessionError::Outside(OutsideError::Diverged(d))) => ReplayOutcome::Diverged(Divergence {
