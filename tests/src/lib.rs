@@ -2,7 +2,7 @@
 //! `warpctl record`, and compare what the two did.
 //!
 //! The shape is rr's test suite: small C programs (in `progs/`, built by
-//! `build.rs` as `NAME.static` and `NAME.static-pie`) that print
+//! `build.rs` as `NAME.static`, `NAME.static-pie` and `NAME.dynamic`) that print
 //! deterministic results and end with a known status. A test runs one
 //! natively, runs it again as `warpctl record -- PROGRAM ARGS...`, and
 //! requires (see [`WarpHome::check`]):
@@ -61,16 +61,20 @@ pub enum Flavour {
     Static,
     /// `gcc -static-pie`: ET_DYN without an interpreter, relocates itself.
     StaticPie,
+    /// Plain `gcc`: a PIE with a PT_INTERP naming the system's dynamic
+    /// linker, which loads libc.so.
+    Dynamic,
 }
 
-/// Both flavours: every program is tested in each.
-pub const FLAVOURS: [Flavour; 2] = [Flavour::Static, Flavour::StaticPie];
+/// Every flavour: every program is tested in each.
+pub const FLAVOURS: [Flavour; 3] = [Flavour::Static, Flavour::StaticPie, Flavour::Dynamic];
 
 impl Flavour {
     pub fn suffix(self) -> &'static str {
         match self {
             Flavour::Static => "static",
             Flavour::StaticPie => "static-pie",
+            Flavour::Dynamic => "dynamic",
         }
     }
 }
@@ -96,11 +100,36 @@ pub fn prog(name: &str, flavour: Flavour) -> PathBuf {
     path
 }
 
-/// The dynamically linked build of `hello` (for the "not supported" test).
-pub fn dynamic_hello() -> PathBuf {
-    let path = progs_dir().join("hello.dynamic");
-    assert!(path.is_file(), "{} was not built", path.display());
-    path
+/// Where the PT_INTERP string of a little-endian ELF64 file is: `(file
+/// offset, p_filesz)` (the size counts the terminating NUL); `None` when the
+/// file has no PT_INTERP. Panics on a file that is not ELF64 or whose
+/// program headers lie outside it (test programs are well-formed).
+pub fn pt_interp(elf: &[u8]) -> Option<(usize, usize)> {
+    assert!(
+        elf.len() >= 64 && &elf[..4] == b"\x7fELF",
+        "not an ELF file"
+    );
+    assert_eq!(elf[4], 2, "not ELF64");
+    let u16_at = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().unwrap());
+    let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap());
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap());
+    let phoff = u64_at(0x20) as usize;
+    let phentsize = u16_at(0x36) as usize;
+    let phnum = u16_at(0x38) as usize;
+    assert!(phentsize >= 56, "e_phentsize {phentsize}");
+    assert!(
+        phoff + phnum * phentsize <= elf.len(),
+        "program headers outside the file"
+    );
+    const PT_INTERP: u32 = 3;
+    (0..phnum).map(|i| phoff + i * phentsize).find_map(|ph| {
+        (u32_at(ph) == PT_INTERP).then(|| {
+            let offset = u64_at(ph + 8) as usize;
+            let filesz = u64_at(ph + 32) as usize;
+            assert!(offset + filesz <= elf.len(), "PT_INTERP outside the file");
+            (offset, filesz)
+        })
+    })
 }
 
 /// The directory holding warpctl, warpd and warp-broker.

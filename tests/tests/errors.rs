@@ -1,7 +1,7 @@
 //! warpctl's own failures, with the exit codes of `env` and `timeout`:
 //! 127 when the program is not found, 126 when it is found but cannot be
-//! run (not executable, not ELF, not x86_64, dynamically linked: not
-//! supported yet), 125 when warpctl or the daemon fails (/dev/kvm missing).
+//! run (not executable, not ELF, not x86_64, a dynamic linker that does not
+//! exist), 125 when warpctl or the daemon fails (/dev/kvm missing).
 //! Always with a message on lines starting `warpctl: `, and the program
 //! never runs.
 
@@ -9,7 +9,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use warp_tests::{Recorded, Spec, Status, WarpHome, FLAVOURS};
+use warp_tests::{Flavour, Recorded, Spec, Status, WarpHome, FLAVOURS};
 
 /// Asserts warpctl failed on its own with `code`, printed only lines of its
 /// own, wrote nothing on stdout, and said something containing every one of
@@ -194,11 +194,29 @@ fn i386_elf_is_126() {
     assert_own_failure(&home, &rec, 126, &["i386-prog"]);
 }
 
+/// A dynamically linked program whose PT_INTERP names a dynamic linker
+/// that does not exist (the dynamic `hello` with its interpreter path
+/// overwritten in place by a shorter one): found, but it cannot be run, so
+/// 126, naming the missing path.
 #[test]
-fn dynamically_linked_is_126() {
-    let home = WarpHome::new("dynamic");
-    let rec = home.record(&Spec::new(warp_tests::dynamic_hello()), &[]);
-    assert_own_failure(&home, &rec, 126, &["dynamically linked"]);
+fn missing_dynamic_linker_is_126() {
+    let home = WarpHome::new("no_interp");
+    let mut bytes = fs::read(warp_tests::prog("hello", Flavour::Dynamic)).unwrap();
+    let (offset, size) = warp_tests::pt_interp(&bytes).expect("the dynamic hello has a PT_INTERP");
+    let missing = b"/nonexistent/ld-x.so.2";
+    assert!(
+        missing.len() < size,
+        "PT_INTERP of {size} bytes is too short for {:?}",
+        String::from_utf8_lossy(missing)
+    );
+    let interp = &mut bytes[offset..offset + size];
+    interp.fill(0);
+    interp[..missing.len()].copy_from_slice(missing);
+    let path = executable(&home.path().join("hello-bad-interp"), &bytes);
+    assert!(!Path::new("/nonexistent").exists());
+
+    let rec = home.record(&Spec::new(&path), &[]);
+    assert_own_failure(&home, &rec, 126, &["/nonexistent/ld-x.so.2"]);
 }
 
 /// The daemon cannot open its KVM device: 125, saying so. WARP_KVM_DEVICE

@@ -1,15 +1,15 @@
 //! Programs that end normally: each runs natively and under `warpctl
-//! record`, in both link flavours, and the two runs must agree (stdout,
-//! stderr without warpctl's lines, status, one session line). Each test also
-//! asserts what the program itself should have done, so agreement on a
-//! wrong result cannot pass.
+//! record`, in every link flavour (static, static PIE, dynamic), and the
+//! two runs must agree (stdout, stderr without warpctl's lines, status, one
+//! session line). Each test also asserts what the program itself should
+//! have done, so agreement on a wrong result cannot pass.
 
 use warp_tests::{Flavour, Spec, Status, WarpHome, FLAVOURS};
 
 const SUCCESS: &str = "EXIT-SUCCESS\n";
 
-/// Checks `name` with `args` in both flavours; returns the native stdouts.
-fn check_both(home: &WarpHome, name: &str, args: &[&str], expect: Status) -> Vec<String> {
+/// Checks `name` with `args` in every flavour; returns the native stdouts.
+fn check_all(home: &WarpHome, name: &str, args: &[&str], expect: Status) -> Vec<String> {
     FLAVOURS
         .iter()
         .map(|&flavour| {
@@ -29,7 +29,7 @@ fn check_both(home: &WarpHome, name: &str, args: &[&str], expect: Status) -> Vec
 #[test]
 fn hello() {
     let home = WarpHome::new("hello");
-    for out in check_both(&home, "hello", &[], Status::Exited(0)) {
+    for out in check_all(&home, "hello", &[], Status::Exited(0)) {
         assert_eq!(out, "Hello, world!\nEXIT-SUCCESS\n");
     }
 }
@@ -62,7 +62,7 @@ fn exit_codes() {
     let home = WarpHome::new("exit_codes");
     for code in [0, 1, 42, 255] {
         let arg = code.to_string();
-        for out in check_both(&home, "exit_codes", &[&arg], Status::Exited(code)) {
+        for out in check_all(&home, "exit_codes", &[&arg], Status::Exited(code)) {
             assert_eq!(out, format!("exiting with {code}\n"));
         }
     }
@@ -147,7 +147,7 @@ fn file_roundtrip() {
 #[test]
 fn malloc_sizes() {
     let home = WarpHome::new("malloc_sizes");
-    for out in check_both(&home, "malloc_sizes", &[], Status::Exited(0)) {
+    for out in check_all(&home, "malloc_sizes", &[], Status::Exited(0)) {
         assert!(out.starts_with("86 allocations, checksum "), "{out}");
         assert!(out.ends_with(SUCCESS));
     }
@@ -156,7 +156,7 @@ fn malloc_sizes() {
 #[test]
 fn sparse_1g() {
     let home = WarpHome::new("sparse_1g");
-    for out in check_both(&home, "sparse_1g", &[], Status::Exited(0)) {
+    for out in check_all(&home, "sparse_1g", &[], Status::Exited(0)) {
         assert_eq!(
             out,
             "untouched sum 0\ntouched 17 pages, sum 336\nEXIT-SUCCESS\n"
@@ -167,7 +167,7 @@ fn sparse_1g() {
 #[test]
 fn brk() {
     let home = WarpHome::new("brk_test");
-    for out in check_both(&home, "brk_test", &[], Status::Exited(0)) {
+    for out in check_all(&home, "brk_test", &[], Status::Exited(0)) {
         assert_eq!(
             out,
             "grew by 1048576\nsum 261120\nshrank to 524288\nsum of what is left 130560\n\
@@ -179,7 +179,7 @@ fn brk() {
 #[test]
 fn mprotect_ok() {
     let home = WarpHome::new("mprotect_ok");
-    for out in check_both(&home, "mprotect_test", &["ok"], Status::Exited(0)) {
+    for out in check_all(&home, "mprotect_test", &["ok"], Status::Exited(0)) {
         assert_eq!(
             out,
             "written, sum 24576\nread-only, sum 24576\nsecond page writable again, byte 99\n\
@@ -191,7 +191,7 @@ fn mprotect_ok() {
 #[test]
 fn efault() {
     let home = WarpHome::new("efault");
-    for out in check_both(&home, "efault", &[], Status::Exited(0)) {
+    for out in check_all(&home, "efault", &[], Status::Exited(0)) {
         let want = "\
 read /dev/zero into (void*)1: EFAULT
 read pipe into (void*)1: EFAULT
@@ -220,7 +220,7 @@ EXIT-SUCCESS
 #[test]
 fn unknown_syscall() {
     let home = WarpHome::new("unknown_syscall");
-    for out in check_both(&home, "unknown_syscall", &[], Status::Exited(0)) {
+    for out in check_all(&home, "unknown_syscall", &[], Status::Exited(0)) {
         assert_eq!(
             out,
             "syscall(1000) = -1 ENOSYS\nsyscall(100000) = -1 ENOSYS\nstill running\nEXIT-SUCCESS\n"
@@ -231,7 +231,7 @@ fn unknown_syscall() {
 #[test]
 fn sigpipe_ignored_gives_epipe() {
     let home = WarpHome::new("sigpipe_ignore");
-    for out in check_both(&home, "sigpipe", &["ignore"], Status::Exited(0)) {
+    for out in check_all(&home, "sigpipe", &["ignore"], Status::Exited(0)) {
         assert_eq!(
             out,
             "writing to a pipe with no reader (ignore)\nwrite = -1 EPIPE\nEXIT-SUCCESS\n"
@@ -255,17 +255,27 @@ fn system_facts() {
     }
 }
 
-/// Both flavours are really what their names say (a build problem would
-/// otherwise make half the suite test the same thing twice).
+/// The flavours are really what their names say (a build problem would
+/// otherwise make part of the suite test the same thing twice): ET_EXEC
+/// without an interpreter, ET_DYN without one, and one with a PT_INTERP.
 #[test]
 fn flavours_are_distinct_elf_types() {
-    for (flavour, e_type) in [(Flavour::Static, 2u16), (Flavour::StaticPie, 3u16)] {
+    for (flavour, e_type, interp) in [
+        (Flavour::Static, 2u16, false),
+        (Flavour::StaticPie, 3u16, false),
+        (Flavour::Dynamic, 3u16, true),
+    ] {
         let bytes = std::fs::read(warp_tests::prog("hello", flavour)).unwrap();
         assert_eq!(&bytes[..4], b"\x7fELF");
         assert_eq!(
             u16::from_le_bytes([bytes[16], bytes[17]]),
             e_type,
             "{flavour:?}"
+        );
+        assert_eq!(
+            warp_tests::pt_interp(&bytes).is_some(),
+            interp,
+            "{flavour:?}: PT_INTERP"
         );
     }
 }

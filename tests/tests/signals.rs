@@ -5,7 +5,7 @@
 
 use warp_tests::{spawn, Input, Spec, Status, WarpHome, FLAVOURS};
 
-/// Checks `name args` in both flavours dies natively by `signal` after
+/// Checks `name args` in every flavour dies natively by `signal` after
 /// printing `stdout`, and that recording agrees.
 fn check_killed(tag: &str, name: &str, args: &[&str], signal: i32, stdout: &str) {
     let home = WarpHome::new(tag);
