@@ -93,17 +93,20 @@ fn directory_is_126() {
     assert_own_failure(&home, &rec, 126, &["a-directory"]);
 }
 
-/// A `#!` script is something a shell would run, but warpd runs ELF
-/// executables only: refused, and the script does not run.
+/// A `#!` script runs as a shell would run it: its interpreter gets the
+/// script's path and arguments (and replay reproduces it). A script whose
+/// interpreter is missing is refused with 126, naming the interpreter.
 #[test]
-fn script_is_126() {
+fn scripts_run_through_their_interpreter() {
     let home = WarpHome::new("script");
-    let marker = home.path().join("script-ran");
-    let script = format!("#!/bin/sh\necho SCRIPT-RAN\ntouch '{}'\n", marker.display());
-    let path = executable(&home.path().join("a-script.sh"), script.as_bytes());
-    let rec = home.record(&Spec::new(&path), &[]);
-    assert_own_failure(&home, &rec, 126, &["a-script.sh"]);
-    assert!(!marker.exists(), "the script ran");
+    let path = executable(&home.path().join("a-script.sh"), b"#!/bin/sh -e\necho \"script ran: $0 $1\"\nexit 3\n");
+    let native = home.check(&Spec::new(&path).arg("first"));
+    assert_eq!(native.status, Status::Exited(3));
+    assert_eq!(native.stdout_str(), format!("script ran: {} first\n", path.display()));
+
+    let broken = executable(&home.path().join("broken.sh"), b"#!/nonexistent/interpreter\n");
+    let rec = home.record(&Spec::new(&broken), &[]);
+    assert_own_failure(&home, &rec, 126, &["broken.sh", "/nonexistent/interpreter"]);
 }
 
 #[test]

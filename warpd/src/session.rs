@@ -298,9 +298,9 @@ pub(crate) fn new_vm(config: &Config) -> Result<(Mm, KvmVm), SessionError> {
 pub(crate) fn read_program(program: &str, outside: &mut dyn Outside, mm: &Mm) -> Result<Images, SessionError> {
     loader::program::read(program, outside, mm).map_err(|e| match e {
         ExecError::Outside(o) => SessionError::Outside(o),
-        ExecError::Refused { errno, message } => {
+        ExecError::Refused { errno, message, secondary } => {
             let failure = match errno.0 {
-                libc::ENOENT | libc::ENOTDIR => Failure::NotFound,
+                libc::ENOENT | libc::ENOTDIR if !secondary => Failure::NotFound,
                 libc::EACCES | libc::EPERM => Failure::NotExecutable,
                 _ => Failure::Unsupported,
             };

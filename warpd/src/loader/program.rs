@@ -19,14 +19,23 @@ const SHEBANG_MAX: usize = 256;
 /// Why a program cannot be run: the errno execve would give, and words.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
+    /// `secondary`: the program was found, but its interpreter or dynamic
+    /// linker was not (execve still says ENOENT; warpctl says 126).
     #[error("{message}")]
-    Refused { errno: Errno, message: String },
+    Refused { errno: Errno, message: String, secondary: bool },
     #[error(transparent)]
     Outside(#[from] OutsideError),
 }
 
 fn refused(errno: Errno, message: String) -> ExecError {
-    ExecError::Refused { errno, message }
+    ExecError::Refused { errno, message, secondary: false }
+}
+
+fn secondary(e: ExecError, what: impl FnOnce(String) -> String) -> ExecError {
+    match e {
+        ExecError::Refused { errno, message, .. } => ExecError::Refused { errno, message: what(message), secondary: true },
+        other => other,
+    }
 }
 
 /// What was read for a program.
@@ -75,11 +84,7 @@ pub fn read(path: &str, outside: &mut dyn Outside, mm: &Mm) -> Result<Images, Ex
     let (exe, exe_path, script_argv) = match shebang(&file) {
         None => (file, path.to_string(), None),
         Some((interp, arg)) => {
-            let image = read_file(&interp, outside, mm)
-                .map_err(|e| match e {
-                    ExecError::Refused { errno, message } => refused(errno, format!("{path}: its interpreter {message}")),
-                    other => other,
-                })?;
+            let image = read_file(&interp, outside, mm).map_err(|e| secondary(e, |m| format!("{path}: its interpreter {m}")))?;
             if shebang(&image).is_some() {
                 return Err(refused(
                     Errno(libc::ENOEXEC),
@@ -96,12 +101,7 @@ pub fn read(path: &str, outside: &mut dyn Outside, mm: &Mm) -> Result<Images, Ex
     let interp = match elf::check(&exe).map_err(|e| noexec(&exe_path, e))? {
         None => None,
         Some(ld) => {
-            let image = read_file(&ld, outside, mm).map_err(|e| match e {
-                ExecError::Refused { message, .. } => {
-                    refused(Errno(libc::ENOENT), format!("{exe_path}: its dynamic linker {message}"))
-                }
-                other => other,
-            })?;
+            let image = read_file(&ld, outside, mm).map_err(|e| secondary(e, |m| format!("{exe_path}: its dynamic linker {m}")))?;
             elf::check_interpreter(&image).map_err(|e| noexec(&ld, e))?;
             Some((ld, image))
         }
