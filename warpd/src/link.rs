@@ -1,20 +1,20 @@
 //! The warpd side of the broker protocol (`proto/broker.proto`).
 //!
 //! Framing: each message is a varint length and the encoded message. The
-//! guest-memory memfd goes once, as SCM_RIGHTS on a single byte sent right
-//! after the broker's `Hello` has been accepted, followed by `Welcome`.
+//! guest-memory memfd and the write end of the signal pipe go once, as
+//! SCM_RIGHTS on a single byte sent right after the broker's `Hello` has been
+//! accepted, followed by `Welcome`.
 //!
-//! A reader thread owns the receiving side: replies go to the session
-//! thread through a channel; signals (Ctrl-C at the terminal, a `kill` of
-//! the program's pid) are queued and the vCPU is kicked so that they are
-//! delivered promptly even while the program computes. The broker is
+//! The session thread reads each reply itself. Signals (Ctrl-C at the
+//! terminal, a `kill` of the program's pid) come on a pipe whose write end
+//! the broker holds; a watcher thread queues them and kicks the vCPU so that
+//! they are delivered promptly even while the program computes. The broker is
 //! untrusted: every message is size-limited and decoded defensively.
 
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
 
 use prost::Message;
@@ -107,52 +107,48 @@ impl BrokerLink {
         peer_uid(&self.stream)
     }
 
-    /// Hands the broker the guest memory and starts the reader thread.
+    /// Hands the broker the guest memory and the write end of a signal
+    /// pipe, and starts the thread that watches that pipe.
+    ///
+    /// Replies are read by the session thread itself (one thread hop less
+    /// per syscall); signals travel on the pipe so that they arrive while
+    /// the program computes, and the pipe's end of file says the broker died.
     pub fn start(self, memfd: BorrowedFd<'_>, size: u64, kicker: Kicker) -> Result<Link, LinkError> {
-        let fds = [memfd.as_raw_fd()];
+        let (sig_read, sig_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LinkError::Io(e.into()))?;
+        let fds = [memfd.as_raw_fd(), sig_write.as_raw_fd()];
         let iov = [std::io::IoSlice::new(b"W")];
         let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
         nix::sys::socket::sendmsg::<()>(self.stream.as_raw_fd(), &iov, &cmsg, nix::sys::socket::MsgFlags::empty(), None)
             .map_err(|e| LinkError::Io(e.into()))?;
+        // The broker now holds the only write end: its exit closes the pipe.
+        drop(sig_write);
         let mut w = &self.stream;
         write_frame(&mut w, &Welcome { guest_memory_size: size })?;
 
-        let (tx, rx) = channel();
         let signals = Arc::new(Mutex::new(Vec::new()));
         let dead = Arc::new(AtomicBool::new(false));
-        let mut reader = self.stream.try_clone()?;
         let (sig2, dead2) = (signals.clone(), dead.clone());
+        let mut pipe = std::fs::File::from(sig_read);
         std::thread::Builder::new()
-            .name("broker-reader".into())
+            .name("broker-signals".into())
             .spawn(move || {
-                let why = loop {
-                    let frame = match read_frame(&mut reader, MAX_MESSAGE) {
-                        Ok(Some(f)) => f,
-                        Ok(None) => break LinkError::Gone,
-                        Err(e) => break e,
-                    };
-                    let msg = match BrokerMessage::decode(frame.as_slice()) {
-                        Ok(m) => m,
-                        Err(e) => break LinkError::Protocol(e.to_string()),
-                    };
-                    match msg.kind {
-                        Some(broker_message::Kind::Reply(r)) => {
-                            if tx.send(Ok(r)).is_err() {
-                                return;
-                            }
-                        }
-                        Some(broker_message::Kind::Signal(s)) => {
-                            sig2.lock().expect("signal queue").push(s.signo);
+                let mut buf = [0u8; 64];
+                loop {
+                    match pipe.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            sig2.lock().expect("signal queue").extend(buf[..n].iter().map(|&b| b as i32));
                             kicker.kick();
                         }
-                        _ => break LinkError::Protocol("unexpected message".into()),
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(_) => break,
                     }
-                };
+                }
                 dead2.store(true, Ordering::SeqCst);
-                let _ = tx.send(Err(why));
                 kicker.kick();
             })?;
-        Ok(Link { stream: self.stream, replies: rx, signals, dead, next_id: 1 })
+        let reader = std::io::BufReader::new(self.stream.try_clone()?);
+        Ok(Link { stream: self.stream, reader, signals, dead, next_id: 1 })
     }
 }
 
@@ -164,7 +160,7 @@ fn peer_uid(s: &UnixStream) -> std::io::Result<u32> {
 /// A running broker connection.
 pub struct Link {
     stream: UnixStream,
-    replies: Receiver<Result<Reply, LinkError>>,
+    reader: std::io::BufReader<UnixStream>,
     signals: Arc<Mutex<Vec<i32>>>,
     dead: Arc<AtomicBool>,
     next_id: u64,
@@ -180,7 +176,21 @@ impl Link {
         self.next_id += 1;
         let mut w = &self.stream;
         write_frame(&mut w, &Request { id, kind: Some(kind) }).map_err(|_| LinkError::Gone)?;
-        let reply = self.replies.recv().map_err(|_| LinkError::Gone)??;
+        let frame = match read_frame(&mut self.reader, MAX_MESSAGE) {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                self.dead.store(true, Ordering::SeqCst);
+                return Err(LinkError::Gone);
+            }
+            Err(e) => {
+                self.dead.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        };
+        let msg = BrokerMessage::decode(frame.as_slice()).map_err(|e| LinkError::Protocol(e.to_string()))?;
+        let Some(broker_message::Kind::Reply(reply)) = msg.kind else {
+            return Err(LinkError::Protocol("expected a reply".into()));
+        };
         if reply.id != id {
             return Err(LinkError::Protocol(format!("reply {} to request {id}", reply.id)));
         }

@@ -15,8 +15,9 @@
 //! Session ids never contain a NUL byte (`create_session` refuses them), so
 //! `id ++ 0` is a prefix no other session's keys share.
 //!
-//! Durability. sled writes to its log at once and fsyncs in the background
-//! every 500 ms; on top of that:
+//! Durability. sled writes to its log at once; its background fsync thread
+//! is off (it would hold the database, and its lock, for a while after the
+//! store is dropped), so data is made durable by explicit flushes:
 //! - a status change (`create_session`, an `update_session` that changes the
 //!   status, crash recovery in `open`) and `remove` are flushed before they
 //!   return;
@@ -124,9 +125,13 @@ impl Store {
         // sled's lock on the database outlives a dropped handle for a moment
         // (its flusher thread lets go last), and a daemon may start while
         // the previous one is still exiting: retry a lock conflict briefly.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let db = loop {
-            match sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).open() {
+            // No background flusher: durability comes from the explicit
+            // flushes (session start, end and status changes, every 4096
+            // events or second), and without that thread holding the
+            // database, dropping the store releases its lock at once.
+            match sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).flush_every_ms(None).open() {
                 Ok(db) => break db,
                 Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline => {
                     std::thread::sleep(std::time::Duration::from_millis(20));
