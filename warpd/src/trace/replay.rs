@@ -201,43 +201,25 @@ impl Outside for Replayer<'_> {
 
     fn syscall_entry(&mut self, nr: u64, args: [u64; 6], rip: u64) -> Result<(), OutsideError> {
         self.rip = rip;
-        let actual = || describe(nr, &args);
-        let before = self.pos;
-        let e = self.next(actual)?;
-        match &e.kind {
-            Some(event::Kind::Entry(x)) if x.nr as u64 == nr && x.args == args => Ok(()),
-            _ => {
-                self.pos = before;
-                Err(self.diverged(describe_event(&e), actual()))
-            }
-        }
+        self.expect(
+            |k| matches!(k, event::Kind::Entry(x) if x.nr as u64 == nr && x.args == args),
+            || describe(nr, &args),
+        )
     }
 
     fn syscall_exit(&mut self, nr: u64, ret: i64, _rip: u64) -> Result<(), OutsideError> {
-        let actual = || format!("{} returning {ret}", describe(nr, &[]));
-        let before = self.pos;
-        let e = self.next(actual)?;
-        match &e.kind {
-            Some(event::Kind::Exit(x)) if x.nr as u64 == nr && x.ret == ret => Ok(()),
-            _ => {
-                self.pos = before;
-                Err(self.diverged(describe_event(&e), actual()))
-            }
-        }
+        self.expect(
+            |k| matches!(k, event::Kind::Exit(x) if x.nr as u64 == nr && x.ret == ret),
+            || format!("{} returning {ret}", describe(nr, &[])),
+        )
     }
 
     fn fault(&mut self, f: &ExceptionFrame, _address: u64, _signal: i32) -> Result<(), OutsideError> {
         self.rip = f.rip;
-        let actual = || format!("CPU exception {} at {:#x}", f.vector, f.rip);
-        let before = self.pos;
-        let e = self.next(actual)?;
-        match &e.kind {
-            Some(event::Kind::Fault(x)) if x.vector as u64 == f.vector && x.rip == f.rip => Ok(()),
-            _ => {
-                self.pos = before;
-                Err(self.diverged(describe_event(&e), actual()))
-            }
-        }
+        self.expect(
+            |k| matches!(k, event::Kind::Fault(x) if x.vector as u64 == f.vector && x.rip == f.rip),
+            || format!("CPU exception {} at {:#x}", f.vector, f.rip),
+        )
     }
 
     fn end(&mut self, ending: Ending, rip: u64) -> Result<(), OutsideError> {
@@ -246,16 +228,24 @@ impl Outside for Replayer<'_> {
             Ending::Exited(c) => (c, 0),
             Ending::Killed(s) => (0, s),
         };
-        let actual = || describe_event(&Event { kind: Some(event::Kind::End(warp_proto::trace::ProgramEnd { exit_code: code, signal: sig })) });
+        self.expect(
+            |k| matches!(k, event::Kind::End(p) if p.exit_code == code && p.signal == sig),
+            || describe_event(&Event { kind: Some(event::Kind::End(warp_proto::trace::ProgramEnd { exit_code: code, signal: sig })) }),
+        )
+    }
+}
+
+impl Replayer<'_> {
+    /// Consumes the next event when `matches` accepts it; otherwise the
+    /// replay diverged here (the event stays, for the report).
+    fn expect(&mut self, matches: impl Fn(&event::Kind) -> bool, actual: impl Fn() -> String) -> Result<(), OutsideError> {
         let before = self.pos;
-        let e = self.next(actual)?;
-        match &e.kind {
-            Some(event::Kind::End(p)) if p.exit_code == code && p.signal == sig => Ok(()),
-            _ => {
-                self.pos = before;
-                Err(self.diverged(describe_event(&e), actual()))
-            }
+        let e = self.next(&actual)?;
+        if e.kind.as_ref().is_some_and(matches) {
+            return Ok(());
         }
+        self.pos = before;
+        Err(self.diverged(describe_event(&e), actual()))
     }
 }
 
