@@ -45,11 +45,18 @@ pub fn read_frame(r: &mut impl Read, max: u64) -> Result<Option<Vec<u8>>, LinkEr
     let mut len: u64 = 0;
     for i in 0..10 {
         let mut b = [0u8; 1];
-        match r.read(&mut b) {
+        // A signal (the vCPU kick lands on the session thread, which reads
+        // replies) interrupts the read: read the same byte again.
+        let got = loop {
+            match r.read(&mut b) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        match got {
             Ok(0) if i == 0 => return Ok(None),
             Ok(0) => return Err(LinkError::Protocol("connection closed inside a length".into())),
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e.into()),
         }
         len |= ((b[0] & 0x7f) as u64) << (7 * i);
@@ -216,6 +223,36 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reader whose every other call is interrupted, as the session
+    /// thread's reads are by vCPU kicks.
+    struct Interrupting<'a> {
+        data: &'a [u8],
+        flip: bool,
+    }
+
+    impl Read for Interrupting<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.flip = !self.flip;
+            if self.flip {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            let n = buf.len().min(self.data.len()).min(1);
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn interrupted_reads_do_not_lose_bytes() {
+        let msg = Welcome { guest_memory_size: 1 << 40 };
+        let mut buf = Vec::new();
+        write_frame(&mut buf, &msg).unwrap();
+        let mut r = Interrupting { data: &buf, flip: false };
+        let f = read_frame(&mut r, 100).unwrap().unwrap();
+        assert_eq!(Welcome::decode(f.as_slice()).unwrap(), msg);
+    }
 
     #[test]
     fn frames_round_trip_and_reject_garbage() {
