@@ -72,7 +72,7 @@ fn a_changed_read_diverges_at_the_write() {
     let (_, id) = record_echo(&home, b"the bytes the read returned\n");
     stop_daemon(&home);
     {
-        let db = sled::open(home.path().join("store")).unwrap();
+        let db = open_store(&home);
         let tree = db.open_tree("events").unwrap();
         let (key, mut ev) = events(&db, &id)
             .into_iter()
@@ -101,7 +101,7 @@ fn a_damaged_blob_is_refused_by_name() {
     stop_daemon(&home);
     let hash_hex;
     {
-        let db = sled::open(home.path().join("store")).unwrap();
+        let db = open_store(&home);
         let blobs = db.open_tree("blobs").unwrap();
         // The 3000 bytes the read returned are a blob; damage that one.
         let (key, mut value) = blobs
@@ -128,7 +128,7 @@ fn a_missing_blob_is_refused() {
     let (_, id) = record_echo(&home, &vec![b'y'; 4000]);
     stop_daemon(&home);
     {
-        let db = sled::open(home.path().join("store")).unwrap();
+        let db = open_store(&home);
         let blobs = db.open_tree("blobs").unwrap();
         let key = blobs.iter().map(|kv| kv.unwrap()).find(|(_, v)| v.len() == 4000).expect("the read's blob").0;
         blobs.remove(key).unwrap();
@@ -146,7 +146,7 @@ fn corrupt_events_are_refused_and_the_daemon_goes_on() {
     let (_, other) = record_echo(&home, b"second\n");
     stop_daemon(&home);
     {
-        let db = sled::open(home.path().join("store")).unwrap();
+        let db = open_store(&home);
         let tree = db.open_tree("events").unwrap();
         let (key, ev) = events(&db, &id).into_iter().nth(3).unwrap();
         let bytes = ev.encode_to_vec();
@@ -199,7 +199,7 @@ fn cpuid_differences_are_reported() {
     assert_eq!(clean.warpctl_lines.len(), 0, "same host, no warning: {}", clean.warpctl_text());
     stop_daemon(&home);
     {
-        let db = sled::open(home.path().join("store")).unwrap();
+        let db = open_store(&home);
         let sessions = db.open_tree("sessions").unwrap();
         let mut meta = warp_proto::trace::SessionMeta::decode(sessions.get(&id).unwrap().unwrap().as_ref()).unwrap();
         let leaf7 = meta.cpuid.iter_mut().find(|l| l.function == 7 && l.index == 0).expect("leaf 7 recorded");
@@ -222,7 +222,7 @@ fn a_newer_trace_format_is_refused() {
     let id = recorded.session_id().unwrap();
     stop_daemon(&home);
     {
-        let db = sled::open(home.path().join("store")).unwrap();
+        let db = open_store(&home);
         let sessions = db.open_tree("sessions").unwrap();
         let mut meta = warp_proto::trace::SessionMeta::decode(sessions.get(&id).unwrap().unwrap().as_ref()).unwrap();
         meta.format_version += 1;
@@ -232,4 +232,10 @@ fn a_newer_trace_format_is_refused() {
     let replayed = home.replay(&id, &[]);
     assert_eq!(replayed.outcome.status, Status::Exited(2), "{}", replayed.warpctl_text());
     assert!(replayed.warpctl_text().contains("format"), "{}", replayed.warpctl_text());
+}
+
+/// The home's store, opened by the test itself (its daemon stopped). No
+/// background flusher, so dropping it releases the lock for the next daemon.
+fn open_store(home: &WarpHome) -> sled::Db {
+    sled::Config::new().path(home.path().join("store")).flush_every_ms(None).open().unwrap()
 }

@@ -44,7 +44,13 @@ fn libraries_are_stored_once_and_removed_with_their_last_user() {
     rm(&b);
     let out = home.warpctl().args(["daemon", "stop"]).output().unwrap();
     assert!(out.status.success());
-    let db = sled::open(home.path().join("store")).unwrap();
+    let db = open_store(&home);
     assert_eq!(db.open_tree("blobs").unwrap().len(), 0, "no blob outlives its last session");
     assert_eq!(db.open_tree("events").unwrap().len(), 0);
+}
+
+/// The home's store, opened by the test itself (its daemon stopped). No
+/// background flusher, so dropping it releases the lock for the next daemon.
+fn open_store(home: &WarpHome) -> sled::Db {
+    sled::Config::new().path(home.path().join("store")).flush_every_ms(None).open().unwrap()
 }

@@ -133,7 +133,12 @@ impl Store {
             // database, dropping the store releases its lock at once.
             match sled::Config::new().path(dir).cache_capacity(CACHE_BYTES).flush_every_ms(None).open() {
                 Ok(db) => break db,
-                Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock && std::time::Instant::now() < deadline => {
+                // sled reports the lock conflict as an Io error of kind Other
+                // whose text carries the WouldBlock.
+                Err(sled::Error::Io(e))
+                    if (e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock"))
+                        && std::time::Instant::now() < deadline =>
+                {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
                 Err(e) => return Err(StoreError::Db(format!("cannot open the store in {}: {e}", dir.display()))),
