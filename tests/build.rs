@@ -25,20 +25,11 @@ struct Flavour {
 }
 
 const FLAVOURS: &[Flavour] = &[
-    Flavour {
-        suffix: "static",
-        flags: &["-static", "-fno-pie", "-no-pie"],
-    },
-    Flavour {
-        suffix: "static-pie",
-        flags: &["-static-pie", "-fPIE"],
-    },
+    Flavour { suffix: "static", flags: &["-static", "-fno-pie", "-no-pie"] },
+    Flavour { suffix: "static-pie", flags: &["-static-pie", "-fPIE"] },
     // Plain `gcc -O2`: what the distribution's compiler makes by default (a
     // dynamically linked PIE on Debian).
-    Flavour {
-        suffix: "dynamic",
-        flags: &[],
-    },
+    Flavour { suffix: "dynamic", flags: &[] },
 ];
 
 fn main() {
@@ -53,8 +44,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CC");
 
     let mut sources = Vec::new();
-    let entries =
-        fs::read_dir(&progs).unwrap_or_else(|e| panic!("cannot read {}: {e}", progs.display()));
+    let entries = fs::read_dir(&progs).unwrap_or_else(|e| panic!("cannot read {}: {e}", progs.display()));
     for entry in entries {
         let path = entry.expect("directory entry").path();
         match path.extension().and_then(|e| e.to_str()) {
@@ -79,10 +69,7 @@ fn main() {
     }
     let jobs = Mutex::new(jobs);
     let failures = Mutex::new(Vec::new());
-    let threads = thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .min(8);
+    let threads = thread::available_parallelism().map(|n| n.get()).unwrap_or(2).min(8);
     thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
@@ -97,10 +84,7 @@ fn main() {
     });
     let failures = failures.into_inner().unwrap();
     if !failures.is_empty() {
-        panic!(
-            "building the C test programs failed:\n\n{}",
-            failures.join("\n\n")
-        );
+        panic!("building the C test programs failed:\n\n{}", failures.join("\n\n"));
     }
 
     println!("cargo:rustc-env=WARP_TEST_PROGS={}", out.display());
@@ -145,17 +129,8 @@ fn check_toolchain(cc: &str, out: &Path) {
     let _ = fs::remove_file(&probe_bin);
 }
 
-fn compile(
-    cc: &str,
-    include: &Path,
-    src: &Path,
-    flavour: &Flavour,
-    out: &Path,
-) -> Result<(), String> {
-    let stem = src
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .expect("UTF-8 file name");
+fn compile(cc: &str, include: &Path, src: &Path, flavour: &Flavour, out: &Path) -> Result<(), String> {
+    let stem = src.file_stem().and_then(|s| s.to_str()).expect("UTF-8 file name");
     let bin = out.join(format!("{stem}.{}", flavour.suffix));
     let output = Command::new(cc)
         .args(CFLAGS)
@@ -169,18 +144,10 @@ fn compile(
         .map_err(|e| format!("cannot run {cc}: {e}"))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
-        return Err(format!(
-            "{} ({}): {}\n{stderr}",
-            src.display(),
-            flavour.suffix,
-            output.status
-        ));
+        return Err(format!("{} ({}): {}\n{stderr}", src.display(), flavour.suffix, output.status));
     }
     for line in stderr.lines() {
-        println!(
-            "cargo:warning={}: {line}",
-            bin.file_name().unwrap().to_string_lossy()
-        );
+        println!("cargo:warning={}: {line}", bin.file_name().unwrap().to_string_lossy());
     }
     Ok(())
 }

@@ -128,7 +128,10 @@ fn run() -> Result<(), BrokerError> {
         return Err(os_err("getrlimit"));
     }
     if lim.rlim_cur < 64 {
-        return Err(BrokerError::Os("the open-file limit is below 64", std::io::Error::from_raw_os_error(libc::EMFILE)));
+        return Err(BrokerError::Os(
+            "the open-file limit is below 64",
+            std::io::Error::from_raw_os_error(libc::EMFILE),
+        ));
     }
     let soft = lim.rlim_cur.min(1 << 20);
     let base = (soft - RESERVED_FDS) as RawFd;
@@ -186,7 +189,8 @@ fn run() -> Result<(), BrokerError> {
 
     let (memfd, to_warpd) = receive_fds(&stream)?;
     let to_warpd = reserve(std::os::fd::IntoRawFd::into_raw_fd(to_warpd), base)?;
-    let welcome = Welcome::decode(read_message(&stream)?.as_slice()).map_err(|e| BrokerError::Protocol(e.to_string()))?;
+    let welcome =
+        Welcome::decode(read_message(&stream)?.as_slice()).map_err(|e| BrokerError::Protocol(e.to_string()))?;
     let memory = perform::GuestMemory::map(memfd, welcome.guest_memory_size)?;
 
     serve(&stream, sig_read, to_warpd, &memory)
@@ -280,7 +284,12 @@ fn drain_signals(fd: RawFd) -> Vec<i32> {
     out
 }
 
-fn serve(stream: &UnixStream, sig_read: RawFd, to_warpd: RawFd, memory: &perform::GuestMemory) -> Result<(), BrokerError> {
+fn serve(
+    stream: &UnixStream,
+    sig_read: RawFd,
+    to_warpd: RawFd,
+    memory: &perform::GuestMemory,
+) -> Result<(), BrokerError> {
     // Signals passed to warpd on the pipe since the last request. warpd may
     // already have sent its next request when one arrives, so that request
     // must not start (it could block on past the signal): it is answered
@@ -312,7 +321,8 @@ fn serve(stream: &UnixStream, sig_read: RawFd, to_warpd: RawFd, memory: &perform
         if fds[0].revents == 0 {
             continue;
         }
-        let req = Request::decode(read_message(stream)?.as_slice()).map_err(|e| BrokerError::Protocol(e.to_string()))?;
+        let req =
+            Request::decode(read_message(stream)?.as_slice()).map_err(|e| BrokerError::Protocol(e.to_string()))?;
         let mut reply = Reply { id: req.id, ..Default::default() };
         match req.kind {
             Some(request::Kind::Syscall(_)) if !unreported.is_empty() => {

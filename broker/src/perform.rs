@@ -113,7 +113,10 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
                 }
                 if vectored && ranges.len() <= IOV_MAX {
                     iovecs.clear();
-                    iovecs.extend(ptrs.iter().map(|&(p, l)| libc::iovec { iov_base: p as *mut libc::c_void, iov_len: l as usize }));
+                    iovecs.extend(
+                        ptrs.iter()
+                            .map(|&(p, l)| libc::iovec { iov_base: p as *mut libc::c_void, iov_len: l as usize }),
+                    );
                     args[arg] = iovecs.as_ptr() as u64;
                     args[arg + 1] = iovecs.len() as u64;
                 } else if ptrs.len() == 1 {
@@ -130,7 +133,10 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
                     let i = owned.len() - 1;
                     if vectored {
                         iovecs.clear();
-                        iovecs.push(libc::iovec { iov_base: owned[i].as_mut_ptr() as *mut libc::c_void, iov_len: total as usize });
+                        iovecs.push(libc::iovec {
+                            iov_base: owned[i].as_mut_ptr() as *mut libc::c_void,
+                            iov_len: total as usize,
+                        });
                         args[arg] = iovecs.as_ptr() as u64;
                         args[arg + 1] = 1;
                     } else {
@@ -153,7 +159,11 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
     // was replaced above by a pointer to a live local buffer or into the
     // guest mapping, with the lengths warpd checked.
     let ret = unsafe { libc::syscall(call.nr as libc::c_long, args[0], args[1], args[2], args[3], args[4], args[5]) };
-    let ret = if ret < 0 { -(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) as i64) } else { ret as i64 };
+    let ret = if ret < 0 {
+        -(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) as i64)
+    } else {
+        ret as i64
+    };
 
     for (i, ranges) in scatter {
         let mut at = 0usize;

@@ -107,10 +107,7 @@ impl Env {
         let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
         let uid = nix::unistd::getuid().as_raw();
         let home = var("HOME").or_else(|| {
-            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
-                .ok()
-                .flatten()
-                .map(|u| u.dir.into_os_string())
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.dir.into_os_string())
         });
         Env {
             warp_home: var("WARP_HOME"),
@@ -171,16 +168,13 @@ impl Paths {
 
     /// The embedded daemon's places for `env` (see the module table).
     pub fn embedded(env: &Env) -> Result<Paths, PathsError> {
-        let absolute = |v: &Option<OsString>| {
-            v.as_ref().map(PathBuf::from).filter(|p| p.is_absolute())
-        };
+        let absolute = |v: &Option<OsString>| v.as_ref().map(PathBuf::from).filter(|p| p.is_absolute());
         let (run, data, private_run_dir) = match &env.warp_home {
             Some(home) => {
                 let mut home = PathBuf::from(home);
                 if home.is_relative() {
-                    let cwd = env.cwd.clone().ok_or_else(|| {
-                        PathsError::NoCwd(io::Error::from(io::ErrorKind::NotFound))
-                    })?;
+                    let cwd =
+                        env.cwd.clone().ok_or_else(|| PathsError::NoCwd(io::Error::from(io::ErrorKind::NotFound)))?;
                     home = cwd.join(home);
                 }
                 (home.clone(), home, false)
@@ -255,8 +249,7 @@ fn create_dir(path: &Path, mode: u32) -> Result<(), PathsError> {
 }
 
 fn check_private(path: &Path, uid: u32) -> Result<(), PathsError> {
-    let meta = fs::symlink_metadata(path)
-        .map_err(|source| PathsError::CreateDir { path: path.to_owned(), source })?;
+    let meta = fs::symlink_metadata(path).map_err(|source| PathsError::CreateDir { path: path.to_owned(), source })?;
     if !meta.is_dir() || meta.uid() != uid {
         return Err(PathsError::NotOurs { path: path.to_owned(), uid, owner: meta.uid() });
     }
@@ -336,12 +329,9 @@ mod tests {
 
     #[test]
     fn relative_xdg_values_are_ignored() {
-        let p = Paths::embedded(&Env {
-            xdg_runtime_dir: Some("run".into()),
-            xdg_data_home: Some("data".into()),
-            ..env()
-        })
-        .unwrap();
+        let p =
+            Paths::embedded(&Env { xdg_runtime_dir: Some("run".into()), xdg_data_home: Some("data".into()), ..env() })
+                .unwrap();
         assert_eq!(p.socket_dir, Path::new("/tmp/warpspeed-1000"));
         assert_eq!(p.data_dir, Path::new("/home/ann/.local/share/warpspeed"));
     }

@@ -247,7 +247,9 @@ impl Parser<'_> {
         if !digits(self) {
             return Err(self.err("expected digits"));
         }
-        if self.s[start..].starts_with(b"0") && self.i - start > 1 || self.s[start..].starts_with(b"-0") && self.i - start > 2 {
+        if self.s[start..].starts_with(b"0") && self.i - start > 1
+            || self.s[start..].starts_with(b"-0") && self.i - start > 2
+        {
             return Err(self.err("leading zero"));
         }
         if self.peek() == Some(b'.') {
@@ -283,12 +285,17 @@ mod tests {
         assert_eq!(v.get("argv").and_then(Value::as_array).map(|a| a.len()), Some(2));
         assert!(v.get("end").unwrap().is_null());
         assert_eq!(v.get("u").and_then(Value::as_str), Some("é😀"));
-        assert_eq!(parse(" [1.5e3, {}] ").unwrap(), Value::Array(vec![Value::Number("1.5e3".into()), Value::Object(BTreeMap::new())]));
+        assert_eq!(
+            parse(" [1.5e3, {}] ").unwrap(),
+            Value::Array(vec![Value::Number("1.5e3".into()), Value::Object(BTreeMap::new())])
+        );
     }
 
     #[test]
     fn refuses_what_is_not_json() {
-        for bad in ["", "{", "{\"a\":1,}", "[1 2]", "\"a\nb\"", "01", "{\"a\":1}x", "{'a':1}", "{\"a\":1,\"a\":2}", "tru"] {
+        for bad in
+            ["", "{", "{\"a\":1,}", "[1 2]", "\"a\nb\"", "01", "{\"a\":1}x", "{'a':1}", "{\"a\":1,\"a\":2}", "tru"]
+        {
             assert!(parse(bad).is_err(), "{bad:?} parsed");
         }
     }

@@ -44,10 +44,7 @@ pub const SESSION_PREFIX: &str = "warpctl: session ";
 
 /// How long a run may take before its process group is killed.
 pub fn default_timeout() -> Duration {
-    let secs = std::env::var("WARP_TEST_TIMEOUT")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+    let secs = std::env::var("WARP_TEST_TIMEOUT").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     Duration::from_secs(secs)
 }
 
@@ -92,11 +89,7 @@ pub fn prog_name(name: &str, flavour: Flavour) -> String {
 /// The absolute path of a test program.
 pub fn prog(name: &str, flavour: Flavour) -> PathBuf {
     let path = progs_dir().join(prog_name(name, flavour));
-    assert!(
-        path.is_file(),
-        "test program {} was not built (is progs/{name}.c there?)",
-        path.display()
-    );
+    assert!(path.is_file(), "test program {} was not built (is progs/{name}.c there?)", path.display());
     path
 }
 
@@ -105,10 +98,7 @@ pub fn prog(name: &str, flavour: Flavour) -> PathBuf {
 /// file has no PT_INTERP. Panics on a file that is not ELF64 or whose
 /// program headers lie outside it (test programs are well-formed).
 pub fn pt_interp(elf: &[u8]) -> Option<(usize, usize)> {
-    assert!(
-        elf.len() >= 64 && &elf[..4] == b"\x7fELF",
-        "not an ELF file"
-    );
+    assert!(elf.len() >= 64 && &elf[..4] == b"\x7fELF", "not an ELF file");
     assert_eq!(elf[4], 2, "not ELF64");
     let u16_at = |o: usize| u16::from_le_bytes(elf[o..o + 2].try_into().unwrap());
     let u32_at = |o: usize| u32::from_le_bytes(elf[o..o + 4].try_into().unwrap());
@@ -117,10 +107,7 @@ pub fn pt_interp(elf: &[u8]) -> Option<(usize, usize)> {
     let phentsize = u16_at(0x36) as usize;
     let phnum = u16_at(0x38) as usize;
     assert!(phentsize >= 56, "e_phentsize {phentsize}");
-    assert!(
-        phoff + phnum * phentsize <= elf.len(),
-        "program headers outside the file"
-    );
+    assert!(phoff + phnum * phentsize <= elf.len(), "program headers outside the file");
     const PT_INTERP: u32 = 3;
     (0..phnum).map(|i| phoff + i * phentsize).find_map(|ph| {
         (u32_at(ph) == PT_INTERP).then(|| {
@@ -141,10 +128,7 @@ pub fn bin_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let exe = std::env::current_exe().expect("path of the test executable");
-    let mut dir = exe
-        .parent()
-        .expect("test executable has a directory")
-        .to_path_buf();
+    let mut dir = exe.parent().expect("test executable has a directory").to_path_buf();
     if dir.file_name() == Some(OsStr::new("deps")) {
         dir.pop();
     }
@@ -228,14 +212,12 @@ impl Spec {
     }
 
     pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, args: I) -> Spec {
-        self.args
-            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
         self
     }
 
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Spec {
-        self.env
-            .push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
+        self.env.push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
         self
     }
 
@@ -364,11 +346,7 @@ impl Recorded {
     /// Splits the stderr of a finished `warpctl record`.
     pub fn new(outcome: Outcome) -> Recorded {
         let (program_stderr, warpctl_lines) = split_stderr(&outcome.stderr);
-        Recorded {
-            outcome,
-            program_stderr,
-            warpctl_lines,
-        }
+        Recorded { outcome, program_stderr, warpctl_lines }
     }
 
     /// The session id, when exactly one well-formed `warpctl: session ID`
@@ -378,10 +356,7 @@ impl Recorded {
         match ids.as_slice() {
             [id] => Ok(id.clone()),
             [] => Err("no `warpctl: session ID` line".to_string()),
-            _ => Err(format!(
-                "{} `warpctl: session` lines, expected one: {ids:?}",
-                ids.len()
-            )),
+            _ => Err(format!("{} `warpctl: session` lines, expected one: {ids:?}", ids.len())),
         }
     }
 
@@ -439,18 +414,9 @@ pub fn describe_difference(what: &str, native: &[u8], recorded: &[u8]) -> String
             String::from_utf8_lossy(recorded)
         );
     }
-    let first = native
-        .iter()
-        .zip(recorded)
-        .position(|(a, b)| a != b)
-        .unwrap_or(native.len().min(recorded.len()));
+    let first = native.iter().zip(recorded).position(|(a, b)| a != b).unwrap_or(native.len().min(recorded.len()));
     let from = first.saturating_sub(32);
-    let window = |b: &[u8]| {
-        format!(
-            "{:?}",
-            String::from_utf8_lossy(&b[from.min(b.len())..(first + 64).min(b.len())])
-        )
-    };
+    let window = |b: &[u8]| format!("{:?}", String::from_utf8_lossy(&b[from.min(b.len())..(first + 64).min(b.len())]));
     format!(
         "{what} differs: native {} bytes, recorded {} bytes, first difference at byte {first}\n\
          native   near it: {}\nrecorded near it: {}",
@@ -483,23 +449,14 @@ pub struct Running {
 /// Spawns `cmd` in a new process group, with core dumps off, stdout and
 /// stderr captured (stdout to `stdout_file` when given) and stdin as asked.
 /// `what` names it in failure messages.
-pub fn spawn(
-    mut cmd: Command,
-    what: &str,
-    stdin: &Input,
-    stdout_file: Option<&Path>,
-    timeout: Duration,
-) -> Running {
+pub fn spawn(mut cmd: Command, what: &str, stdin: &Input, stdout_file: Option<&Path>, timeout: Duration) -> Running {
     cmd.process_group(0);
     // SAFETY: the closure runs in the child between fork and exec and only
     // calls setrlimit, which is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
             // Faulting test programs must not leave core files behind.
-            let zero = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
+            let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
             libc::setrlimit(libc::RLIMIT_CORE, &zero);
             Ok(())
         });
@@ -521,9 +478,7 @@ pub fn spawn(
     };
     cmd.stderr(Stdio::piped());
 
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("{what}: cannot start {cmd:?}: {e}"));
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("{what}: cannot start {cmd:?}: {e}"));
     let pgid = child.id() as i32;
 
     let mut stdin_pipe = child.stdin.take();
@@ -590,14 +545,7 @@ impl Running {
     pub fn signal_group(&self, sig: i32) {
         // SAFETY: kill has no memory-safety preconditions.
         let r = unsafe { libc::kill(-self.pgid, sig) };
-        assert_eq!(
-            r,
-            0,
-            "{}: kill(-{}, {sig}): {}",
-            self.what,
-            self.pgid,
-            std::io::Error::last_os_error()
-        );
+        assert_eq!(r, 0, "{}: kill(-{}, {sig}): {}", self.what, self.pgid, std::io::Error::last_os_error());
     }
 
     /// Closes a held stdin (the program then reads end of file).
@@ -664,10 +612,7 @@ impl Running {
             }
             if Instant::now() >= self.deadline {
                 self.kill_group();
-                let stderr = self
-                    .stderr
-                    .recv_timeout(Duration::from_secs(5))
-                    .unwrap_or_default();
+                let stderr = self.stderr.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
                 panic!(
                     "{}: still running after {:?}; killed its process group\nstdout so far: {}\nstderr: {}",
                     self.what,
@@ -718,10 +663,7 @@ impl Running {
                 }
             }
         }
-        let stderr = match self
-            .stderr
-            .recv_timeout(pipes_deadline.saturating_duration_since(Instant::now()))
-        {
+        let stderr = match self.stderr.recv_timeout(pipes_deadline.saturating_duration_since(Instant::now())) {
             Ok(bytes) => bytes,
             Err(_) => open_pipe("stderr", &self.what, status),
         };
@@ -729,11 +671,7 @@ impl Running {
             Some(path) => fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display())),
             None => std::mem::take(&mut self.stdout_buf),
         };
-        Outcome {
-            status,
-            stdout,
-            stderr,
-        }
+        Outcome { status, stdout, stderr }
     }
 }
 
@@ -780,26 +718,14 @@ pub fn live_processes_in_group(pgid: i32) -> Vec<String> {
 }
 
 /// Runs `cmd` to completion (see [`spawn`] and [`Running::finish`]).
-pub fn run(
-    cmd: Command,
-    what: &str,
-    stdin: &Input,
-    stdout_file: Option<&Path>,
-    timeout: Duration,
-) -> Outcome {
+pub fn run(cmd: Command, what: &str, stdin: &Input, stdout_file: Option<&Path>, timeout: Duration) -> Outcome {
     spawn(cmd, what, stdin, stdout_file, timeout).finish()
 }
 
 /// Runs a spec natively.
 pub fn run_native(spec: &Spec) -> Outcome {
     let file = spec.stdout_file.as_ref().map(|p| with_suffix(p, "native"));
-    run(
-        spec.native_command(),
-        &format!("native `{}`", spec.describe()),
-        &spec.stdin,
-        file.as_deref(),
-        spec.timeout,
-    )
+    run(spec.native_command(), &format!("native `{}`", spec.describe()), &spec.stdin, file.as_deref(), spec.timeout)
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -827,28 +753,19 @@ impl WarpHome {
     /// under the 108-byte limit of a unix socket address).
     pub fn new(tag: &str) -> WarpHome {
         let n = HOME_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tag: String = tag
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .take(16)
-            .collect();
+        let tag: String = tag.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(16).collect();
         let dir = std::env::temp_dir().join(format!("warp-t{}-{n}-{tag}", std::process::id()));
         if dir.exists() {
-            fs::remove_dir_all(&dir)
-                .unwrap_or_else(|e| panic!("remove stale {}: {e}", dir.display()));
+            fs::remove_dir_all(&dir).unwrap_or_else(|e| panic!("remove stale {}: {e}", dir.display()));
         }
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        WarpHome {
-            dir,
-            env: Vec::new(),
-        }
+        WarpHome { dir, env: Vec::new() }
     }
 
     /// An environment variable for every warpctl started from this home
     /// (and so for the daemon it starts), e.g. `WARP_KVM_DEVICE`.
     pub fn with_env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> WarpHome {
-        self.env
-            .push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
+        self.env.push((key.as_ref().to_os_string(), value.as_ref().to_os_string()));
         self
     }
 
@@ -888,11 +805,7 @@ impl WarpHome {
     /// `warpctl record OPTIONS -- PROGRAM ARGS...` for a spec, not started.
     pub fn record_command(&self, spec: &Spec, options: &[&str]) -> Command {
         let mut cmd = Command::new(warpctl());
-        cmd.arg("record")
-            .args(options)
-            .arg("--")
-            .arg(&spec.program)
-            .args(&spec.args);
+        cmd.arg("record").args(options).arg("--").arg(&spec.program).args(&spec.args);
         spec.apply(&mut cmd);
         self.set_env(&mut cmd);
         cmd
@@ -900,10 +813,7 @@ impl WarpHome {
 
     /// Starts `warpctl record OPTIONS -- spec` (for tests that interact).
     pub fn spawn_record(&self, spec: &Spec, options: &[&str]) -> Running {
-        let file = spec
-            .stdout_file
-            .as_ref()
-            .map(|p| with_suffix(p, "recorded"));
+        let file = spec.stdout_file.as_ref().map(|p| with_suffix(p, "recorded"));
         spawn(
             self.record_command(spec, options),
             &format!(
@@ -998,20 +908,12 @@ impl WarpHome {
             ),
         }
         if native.stdout != recorded.outcome.stdout {
-            panic!(
-                "{}{}",
-                describe_difference("stdout", &native.stdout, &recorded.outcome.stdout),
-                context()
-            );
+            panic!("{}{}", describe_difference("stdout", &native.stdout, &recorded.outcome.stdout), context());
         }
         if native.stderr != recorded.program_stderr {
             panic!(
                 "{}{}",
-                describe_difference(
-                    "stderr (without warpctl's lines)",
-                    &native.stderr,
-                    &recorded.program_stderr
-                ),
+                describe_difference("stderr (without warpctl's lines)", &native.stderr, &recorded.program_stderr),
                 context()
             );
         }
@@ -1019,10 +921,7 @@ impl WarpHome {
             panic!("{e}{}", context());
         }
         if recorded.warpctl_lines.len() != 1 {
-            panic!(
-                "warpctl printed more than its session line without -v{}",
-                context()
-            );
+            panic!("warpctl printed more than its session line without -v{}", context());
         }
     }
 
@@ -1039,21 +938,11 @@ impl WarpHome {
                 let Ok(ft) = entry.file_type() else { continue };
                 if ft.is_dir() && !path.ends_with("scratch") {
                     stack.push(path);
-                } else if ft.is_file()
-                    && path
-                        .file_name()
-                        .is_some_and(|n| n.to_string_lossy().contains("log"))
-                {
-                    let text = fs::read(&path)
-                        .map(|b| String::from_utf8_lossy(&b).into_owned())
-                        .unwrap_or_default();
+                } else if ft.is_file() && path.file_name().is_some_and(|n| n.to_string_lossy().contains("log")) {
+                    let text = fs::read(&path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
                     let lines: Vec<&str> = text.lines().collect();
                     let tail = &lines[lines.len().saturating_sub(30)..];
-                    out.push_str(&format!(
-                        "--- last lines of {}:\n{}\n",
-                        path.display(),
-                        tail.join("\n")
-                    ));
+                    out.push_str(&format!("--- last lines of {}:\n{}\n", path.display(), tail.join("\n")));
                 }
             }
         }
@@ -1076,11 +965,7 @@ impl WarpHome {
             }
         }
         self.set_env(&mut cmd);
-        cmd.arg("daemon")
-            .arg("stop")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.arg("daemon").arg("stop").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         let Ok(mut child) = cmd.spawn() else { return };
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
@@ -1099,10 +984,7 @@ impl Drop for WarpHome {
         self.stop_daemon();
         let keep = std::env::var_os("WARP_TEST_KEEP").is_some_and(|v| v == "1");
         if thread::panicking() || keep {
-            eprintln!(
-                "warp-tests: kept WARP_HOME {} for inspection",
-                self.dir.display()
-            );
+            eprintln!("warp-tests: kept WARP_HOME {} for inspection", self.dir.display());
         } else {
             let _ = fs::remove_dir_all(&self.dir);
         }
@@ -1119,8 +1001,7 @@ mod tests {
 
     #[test]
     fn split_removes_only_warpctl_lines() {
-        let (prog, ctl) =
-            split_stderr(b"warpctl: session abc\nerr 0\nnot warpctl: x\nwarpctl: note\nerr 1\n");
+        let (prog, ctl) = split_stderr(b"warpctl: session abc\nerr 0\nnot warpctl: x\nwarpctl: note\nerr 1\n");
         assert_eq!(prog, b"err 0\nnot warpctl: x\nerr 1\n");
         assert_eq!(ctl, lines(&["warpctl: session abc", "warpctl: note"]));
     }
@@ -1162,34 +1043,20 @@ mod tests {
 
     #[test]
     fn session_ids_are_found_and_checked() {
-        assert_eq!(
-            session_ids(&lines(&["warpctl: session 7f3a", "warpctl: other"])).unwrap(),
-            vec!["7f3a"]
-        );
+        assert_eq!(session_ids(&lines(&["warpctl: session 7f3a", "warpctl: other"])).unwrap(), vec!["7f3a"]);
         assert!(session_ids(&lines(&["warpctl: session "])).is_err());
         assert!(session_ids(&lines(&["warpctl: session a b"])).is_err());
-        assert!(session_ids(&lines(&["warpctl: sessions 3"]))
-            .unwrap()
-            .is_empty());
+        assert!(session_ids(&lines(&["warpctl: sessions 3"])).unwrap().is_empty());
     }
 
     #[test]
     fn recorded_session_id_needs_exactly_one_line() {
         let rec = |stderr: &[u8]| {
-            Recorded::new(Outcome {
-                status: Status::Exited(0),
-                stdout: Vec::new(),
-                stderr: stderr.to_vec(),
-            })
+            Recorded::new(Outcome { status: Status::Exited(0), stdout: Vec::new(), stderr: stderr.to_vec() })
         };
-        assert_eq!(
-            rec(b"warpctl: session s1\nhello\n").session_id().unwrap(),
-            "s1"
-        );
+        assert_eq!(rec(b"warpctl: session s1\nhello\n").session_id().unwrap(), "s1");
         assert!(rec(b"hello\n").session_id().is_err());
-        assert!(rec(b"warpctl: session s1\nwarpctl: session s2\n")
-            .session_id()
-            .is_err());
+        assert!(rec(b"warpctl: session s1\nwarpctl: session s2\n").session_id().is_err());
     }
 
     #[test]

@@ -27,10 +27,7 @@ const PATH: &str = "/usr/bin:/bin";
 /// warpctl as a shell would, and natively by `Command`); `None`, with the
 /// reason printed, when it is not installed.
 fn system(name: &str) -> Option<Spec> {
-    if PATH
-        .split(':')
-        .any(|dir| Path::new(dir).join(name).exists())
-    {
+    if PATH.split(':').any(|dir| Path::new(dir).join(name).exists()) {
         Some(Spec::new(name).env("PATH", PATH))
     } else {
         eprintln!("SKIPPED: `{name}` is not installed (not found in {PATH})");
@@ -64,10 +61,8 @@ fn data(len: usize, seed: u32) -> Vec<u8> {
 /// Deterministic text: `lines` lines of a few words and numbers, with many
 /// repeated lines.
 fn text(lines: usize, seed: u32) -> String {
-    const WORDS: [&str; 12] = [
-        "apple", "banana", "cherry", "date", "elder", "fig", "grape", "hazel", "Iris", "juniper",
-        "kiwi", "lime",
-    ];
+    const WORDS: [&str; 12] =
+        ["apple", "banana", "cherry", "date", "elder", "fig", "grape", "hazel", "Iris", "juniper", "kiwi", "lime"];
     let mut x = seed;
     let mut out = String::new();
     for _ in 0..lines {
@@ -80,12 +75,7 @@ fn text(lines: usize, seed: u32) -> String {
 
 /// Asserts a successful run whose stdout is `want`.
 fn assert_output(out: &Outcome, want: &str) {
-    assert_eq!(
-        out.status,
-        Status::Exited(0),
-        "stderr: {}",
-        out.stderr_str()
-    );
+    assert_eq!(out.status, Status::Exited(0), "stderr: {}", out.stderr_str());
     assert_eq!(out.stdout_str(), want);
 }
 
@@ -124,50 +114,26 @@ fn matches_form(text: &str, pattern: &str) -> bool {
 /// one another, and replay to exactly their own output.
 fn check_nondeterministic(home: &WarpHome, spec: &Spec, pattern: &str) {
     let native = run_native(spec);
-    assert_eq!(
-        native.status,
-        Status::Exited(0),
-        "native: {}",
-        native.stderr_str()
-    );
+    assert_eq!(native.status, Status::Exited(0), "native: {}", native.stderr_str());
     assert!(
         matches_form(&native.stdout_str(), pattern),
         "native output {:?} does not have the form {pattern:?}",
         native.stdout_str()
     );
-    assert!(
-        native.stderr.is_empty(),
-        "native stderr: {}",
-        native.stderr_str()
-    );
+    assert!(native.stderr.is_empty(), "native stderr: {}", native.stderr_str());
     let mut outputs: Vec<String> = Vec::new();
     for _ in 0..3 {
         let recorded = home.record(spec, &[]);
-        let context = format!(
-            "\nwarpctl's lines:\n{}\n{}",
-            recorded.warpctl_text(),
-            home.daemon_log_tail()
-        );
-        assert_eq!(
-            recorded.outcome.status,
-            Status::Exited(0),
-            "recorded status{context}"
-        );
+        let context = format!("\nwarpctl's lines:\n{}\n{}", recorded.warpctl_text(), home.daemon_log_tail());
+        assert_eq!(recorded.outcome.status, Status::Exited(0), "recorded status{context}");
         let out = recorded.outcome.stdout_str();
-        assert!(
-            matches_form(&out, pattern),
-            "recorded output {out:?} does not have the form {pattern:?}{context}"
-        );
+        assert!(matches_form(&out, pattern), "recorded output {out:?} does not have the form {pattern:?}{context}");
         assert!(
             recorded.program_stderr.is_empty(),
             "recorded stderr: {}{context}",
             String::from_utf8_lossy(&recorded.program_stderr)
         );
-        assert_eq!(
-            recorded.warpctl_lines.len(),
-            1,
-            "only the session line{context}"
-        );
+        assert_eq!(recorded.warpctl_lines.len(), 1, "only the session line{context}");
         home.assert_replays(spec, &recorded);
         assert!(
             !outputs.contains(&out),
@@ -202,16 +168,8 @@ fn ls_la_usr_bin() {
     let out = home.check(&ls.args(["-la", "/usr/bin"]));
     assert_eq!(out.status, Status::Exited(0), "{}", out.stderr_str());
     let text = out.stdout_str();
-    assert!(
-        text.starts_with("total "),
-        "{}",
-        &text[..text.len().min(200)]
-    );
-    assert!(
-        text.lines()
-            .any(|l| l.starts_with('-') && l.ends_with(" ls")),
-        "no line for ls itself in the listing"
-    );
+    assert!(text.starts_with("total "), "{}", &text[..text.len().min(200)]);
+    assert!(text.lines().any(|l| l.starts_with('-') && l.ends_with(" ls")), "no line for ls itself in the listing");
     assert!(text.lines().count() > 100, "a short /usr/bin: {text}");
 }
 
@@ -224,11 +182,7 @@ fn cat_of_10_mib() {
     fs::write(&file, &bytes).unwrap();
     let out = home.check(&cat.arg(&file));
     assert_eq!(out.status, Status::Exited(0), "{}", out.stderr_str());
-    assert!(
-        out.stdout == bytes,
-        "cat's output is not the file ({} bytes)",
-        out.stdout.len()
-    );
+    assert!(out.stdout == bytes, "cat's output is not the file ({} bytes)", out.stdout.len());
 }
 
 #[test]
@@ -246,19 +200,10 @@ fn sha256sum_of_several_files() {
     assert_eq!(out.status, Status::Exited(0), "{}", out.stderr_str());
     let lines: Vec<String> = out.stdout_str().lines().map(str::to_string).collect();
     assert_eq!(lines.len(), 4, "{lines:?}");
-    assert_eq!(
-        lines[0],
-        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  empty"
-    );
-    assert_eq!(
-        lines[1],
-        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  abc"
-    );
+    assert_eq!(lines[0], "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855  empty");
+    assert_eq!(lines[1], "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad  abc");
     for (line, name) in lines[2..].iter().zip(["big", "text"]) {
-        assert!(
-            matches_form(line, &format!("{}  {name}", "%".repeat(64))),
-            "{line}"
-        );
+        assert!(matches_form(line, &format!("{}  {name}", "%".repeat(64))), "{line}");
     }
 }
 
@@ -303,18 +248,10 @@ fn wc_counts() {
     fs::write(dir.join("b"), b).unwrap();
     let out = home.check(&wc.env("LC_ALL", "C").args(["a", "b"]).cwd(&dir));
     assert_eq!(out.status, Status::Exited(0), "{}", out.stderr_str());
-    let rows: Vec<Vec<String>> = out
-        .stdout_str()
-        .lines()
-        .map(|l| l.split_whitespace().map(str::to_string).collect())
-        .collect();
+    let rows: Vec<Vec<String>> =
+        out.stdout_str().lines().map(|l| l.split_whitespace().map(str::to_string).collect()).collect();
     let row = |lines: usize, words: usize, bytes: usize, name: &str| {
-        vec![
-            lines.to_string(),
-            words.to_string(),
-            bytes.to_string(),
-            name.to_string(),
-        ]
+        vec![lines.to_string(), words.to_string(), bytes.to_string(), name.to_string()]
     };
     assert_eq!(
         rows,
@@ -373,11 +310,7 @@ fn grep_r_over_a_tree() {
     assert_eq!(out.status, Status::Exited(0), "{}", out.stderr_str());
     assert_eq!(
         sorted_lines(&out.stdout_str()),
-        vec![
-            "tree/a.txt:2:needle one",
-            "tree/sub/b.txt:1:needle two",
-            "tree/sub/deeper/d.txt:3:x needle three",
-        ]
+        vec!["tree/a.txt:2:needle one", "tree/sub/b.txt:1:needle two", "tree/sub/deeper/d.txt:3:x needle three",]
     );
     // No match anywhere: status 1, nothing printed.
     let out = home.check(&grep.args(["-r", "not-in-any-file", "tree"]));
@@ -396,10 +329,7 @@ fn find_gz_in_usr_share_doc() {
     let out = home.check(&find.args(["/usr/share/doc", "-name", "*.gz"]));
     assert_eq!(out.status, Status::Exited(0), "{}", out.stderr_str());
     for line in out.stdout_str().lines() {
-        assert!(
-            line.starts_with("/usr/share/doc/") && line.ends_with(".gz"),
-            "{line}"
-        );
+        assert!(line.starts_with("/usr/share/doc/") && line.ends_with(".gz"), "{line}");
     }
 }
 
@@ -411,18 +341,12 @@ fn find_gz_in_usr_share_doc() {
 fn env_prints_the_environment() {
     let Some(env) = system("env") else { return };
     let home = WarpHome::new("dyn_env");
-    let spec = env
-        .env("WARP_HOME", home.path())
-        .env("WARP_TEST_DYN", "a value with spaces=and equals");
+    let spec = env.env("WARP_HOME", home.path()).env("WARP_TEST_DYN", "a value with spaces=and equals");
     let out = home.check(&spec);
     assert_eq!(out.status, Status::Exited(0), "{}", out.stderr_str());
     let text = out.stdout_str();
     assert!(text.lines().any(|l| l == format!("PATH={PATH}")), "{text}");
-    assert!(
-        text.lines()
-            .any(|l| l == "WARP_TEST_DYN=a value with spaces=and equals"),
-        "{text}"
-    );
+    assert!(text.lines().any(|l| l == "WARP_TEST_DYN=a value with spaces=and equals"), "{text}");
 }
 
 #[test]
@@ -434,10 +358,7 @@ fn stat_of_a_file() {
     let out = home.check(&stat.env("LC_ALL", "C").arg(&file));
     assert_eq!(out.status, Status::Exited(0), "{}", out.stderr_str());
     let text = out.stdout_str();
-    assert!(
-        text.contains(&format!("File: {}", file.display())),
-        "{text}"
-    );
+    assert!(text.contains(&format!("File: {}", file.display())), "{text}");
     assert!(text.contains("Size: 12"), "{text}");
     assert!(text.contains("regular file"), "{text}");
 }
@@ -454,11 +375,7 @@ fn tar_create_and_list() {
     let dir = home.scratch("tar");
     make_tree(
         &dir.join("dir"),
-        &[
-            ("one.txt", "first file\n"),
-            ("sub/two.txt", &text(500, 2)),
-            ("sub/deeper/three.bin", &"x".repeat(70_000)),
-        ],
+        &[("one.txt", "first file\n"), ("sub/two.txt", &text(500, 2)), ("sub/deeper/three.bin", &"x".repeat(70_000))],
     );
     let tar = tar.env("LC_ALL", "C").cwd(&dir);
     let (_, recorded) = check_pair(
@@ -468,36 +385,17 @@ fn tar_create_and_list() {
     );
     let native_tar = fs::read(dir.join("native.tar")).unwrap();
     let recorded_tar = fs::read(dir.join("recorded.tar")).unwrap();
-    assert!(
-        native_tar.len() > 70_000,
-        "native.tar is {} bytes",
-        native_tar.len()
-    );
-    assert!(
-        native_tar == recorded_tar,
-        "the archives differ ({} and {} bytes)",
-        native_tar.len(),
-        recorded_tar.len()
-    );
+    assert!(native_tar.len() > 70_000, "native.tar is {} bytes", native_tar.len());
+    assert!(native_tar == recorded_tar, "the archives differ ({} and {} bytes)", native_tar.len(), recorded_tar.len());
     fs::remove_file(dir.join("recorded.tar")).unwrap();
     home.assert_replays(&tar.clone().args(["-cf", "recorded.tar", "dir"]), &recorded);
-    assert!(
-        !dir.join("recorded.tar").exists(),
-        "replay wrote the archive"
-    );
+    assert!(!dir.join("recorded.tar").exists(), "replay wrote the archive");
 
     let out = home.check(&tar.args(["-tf", "native.tar"]));
     assert_eq!(out.status, Status::Exited(0), "{}", out.stderr_str());
     assert_eq!(
         sorted_lines(&out.stdout_str()),
-        vec![
-            "dir/",
-            "dir/one.txt",
-            "dir/sub/",
-            "dir/sub/deeper/",
-            "dir/sub/deeper/three.bin",
-            "dir/sub/two.txt",
-        ]
+        vec!["dir/", "dir/one.txt", "dir/sub/", "dir/sub/deeper/", "dir/sub/deeper/three.bin", "dir/sub/two.txt",]
     );
 }
 
@@ -513,12 +411,7 @@ fn gzip_c(tag: &str) -> Option<(WarpHome, PathBuf, String)> {
     let out = home.check(&gzip.args(["-c", "input"]).cwd(&dir));
     assert_eq!(out.status, Status::Exited(0), "{}", out.stderr_str());
     assert_eq!(&out.stdout[..2], b"\x1f\x8b", "gzip magic");
-    assert!(
-        out.stdout.len() < input.len() / 2,
-        "compressed {} of {}",
-        out.stdout.len(),
-        input.len()
-    );
+    assert!(out.stdout.len() < input.len() / 2, "compressed {} of {}", out.stdout.len(), input.len());
     fs::write(dir.join("input.gz"), &out.stdout).unwrap();
     Some((home, dir, input))
 }
@@ -532,10 +425,7 @@ fn gzip_round_trip() {
     let gzip = system("gzip").unwrap();
     let out = home.check(&gzip.args(["-dc", "input.gz"]).cwd(&dir));
     assert_eq!(out.status, Status::Exited(0), "{}", out.stderr_str());
-    assert!(
-        out.stdout == input.as_bytes(),
-        "gzip -dc did not give the input back"
-    );
+    assert!(out.stdout == input.as_bytes(), "gzip -dc did not give the input back");
 }
 
 /// `gzip -c` then `gunzip -c`, as the issue's acceptance list says. On
@@ -551,10 +441,7 @@ fn gzip_gunzip_round_trip() {
     };
     let out = home.check(&gunzip.args(["-c", "input.gz"]).cwd(&dir));
     assert_eq!(out.status, Status::Exited(0), "{}", out.stderr_str());
-    assert!(
-        out.stdout == input.as_bytes(),
-        "gunzip -c did not give the input back"
-    );
+    assert!(out.stdout == input.as_bytes(), "gunzip -c did not give the input back");
 }
 
 /// `/proc/self` describes the program, not the broker.
@@ -567,9 +454,7 @@ fn proc_self_is_the_program() {
     let out = home.check(&cat.arg("/proc/self/cmdline"));
     assert_output(&out, "cat\0/proc/self/cmdline\0");
     let out = home.check(&readlink.arg("/proc/self/exe"));
-    let exe = fs::canonicalize("/usr/bin/readlink")
-        .or_else(|_| fs::canonicalize("/bin/readlink"))
-        .unwrap();
+    let exe = fs::canonicalize("/usr/bin/readlink").or_else(|_| fs::canonicalize("/bin/readlink")).unwrap();
     assert_output(&out, &format!("{}\n", exe.display()));
 }
 
@@ -589,10 +474,7 @@ fn python_json() {
     };
     let home = WarpHome::new("dyn_py_json");
     let out = home.check(&spec);
-    assert_output(
-        &out,
-        "{\"a\": {\"x\": \"y\"}, \"b\": [1, 2.5, null, true], \"n\": 45}\nTrue\n",
-    );
+    assert_output(&out, "{\"a\": {\"x\": \"y\"}, \"b\": [1, 2.5, null, true], \"n\": 45}\nTrue\n");
 }
 
 #[test]
@@ -646,12 +528,9 @@ fn python_sqlite3_in_memory() {
 
 #[test]
 fn python_100k_iteration_loop() {
-    let Some(spec) = python(concat!(
-        "t = 0\n",
-        "for i in range(100000):\n",
-        "    t = (t * 31 + i) % 1000000007\n",
-        "print(t)\n",
-    )) else {
+    let Some(spec) =
+        python(concat!("t = 0\n", "for i in range(100000):\n", "    t = (t * 31 + i) % 1000000007\n", "print(t)\n",))
+    else {
         return;
     };
     let home = WarpHome::new("dyn_py_loop");
@@ -674,10 +553,7 @@ fn perl_e() {
         "print scalar(reverse('warp')), \"\\n\";\n",
     );
     let out = home.check(&perl.args(["-e", script]));
-    assert_output(
-        &out,
-        "0=142,1=143,2=143,3=143,4=143,5=143,6=143\n5000050000\npraw\n",
-    );
+    assert_output(&out, "0=142,1=143,2=143,3=143,4=143,5=143,6=143\n5000050000\npraw\n");
 }
 
 #[test]
@@ -710,11 +586,7 @@ fn sqlite3_cli_database_file() {
     );
     assert_output(&native, "6|3\n");
     home.assert_replays(&sqlite3.clone().arg(db("recorded.db")).arg(sql), &recorded);
-    let back = run_native(
-        &sqlite3
-            .arg(db("recorded.db"))
-            .arg("select group_concat(x) from t;"),
-    );
+    let back = run_native(&sqlite3.arg(db("recorded.db")).arg("select group_concat(x) from t;"));
     assert_output(&back, "1,2,3\n");
 }
 
@@ -725,11 +597,7 @@ fn sqlite3_cli_database_file() {
 fn date_matches_in_form_and_replays_exactly() {
     let Some(date) = system("date") else { return };
     let home = WarpHome::new("dyn_date");
-    check_nondeterministic(
-        &home,
-        &date.arg("+%Y-%m-%dT%H:%M:%S.%N%z"),
-        "####-##-##T##:##:##.#########±####\n",
-    );
+    check_nondeterministic(&home, &date.arg("+%Y-%m-%dT%H:%M:%S.%N%z"), "####-##-##T##:##:##.#########±####\n");
 }
 
 #[test]
@@ -747,10 +615,7 @@ fn python_random_from_urandom_replays_exactly() {
 
 #[test]
 fn form_patterns() {
-    assert!(matches_form(
-        "2025-01-02T03:04:05.123456789+0100\n",
-        "####-##-##T##:##:##.#########±####\n"
-    ));
+    assert!(matches_form("2025-01-02T03:04:05.123456789+0100\n", "####-##-##T##:##:##.#########±####\n"));
     assert!(matches_form("-0530", "±####"));
     assert!(!matches_form("2025-01-02", "####-##-##X"));
     assert!(!matches_form("2025-01-02x", "####-##-##"));

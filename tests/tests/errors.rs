@@ -15,39 +15,16 @@ use warp_tests::{Flavour, Recorded, Spec, Status, WarpHome, FLAVOURS};
 /// own, wrote nothing on stdout, and said something containing every one of
 /// `mentions` (case-insensitively) on one of its lines.
 fn assert_own_failure(home: &WarpHome, rec: &Recorded, code: i32, mentions: &[&str]) {
-    let context = format!(
-        "\nstderr:\n{}\n{}",
-        String::from_utf8_lossy(&rec.outcome.stderr),
-        home.daemon_log_tail()
-    );
-    assert_eq!(
-        rec.outcome.status,
-        Status::Exited(code),
-        "warpctl's exit status{context}"
-    );
-    assert!(
-        rec.outcome.stdout.is_empty(),
-        "nothing should reach stdout: {:?}{context}",
-        rec.outcome.stdout_str()
-    );
-    assert!(
-        rec.program_stderr.is_empty(),
-        "every stderr line should start with `warpctl: `{context}"
-    );
-    let messages: Vec<&String> = rec
-        .warpctl_lines
-        .iter()
-        .filter(|l| !l.starts_with(warp_tests::SESSION_PREFIX))
-        .collect();
-    assert!(
-        !messages.is_empty(),
-        "warpctl should say why it failed{context}"
-    );
+    let context = format!("\nstderr:\n{}\n{}", String::from_utf8_lossy(&rec.outcome.stderr), home.daemon_log_tail());
+    assert_eq!(rec.outcome.status, Status::Exited(code), "warpctl's exit status{context}");
+    assert!(rec.outcome.stdout.is_empty(), "nothing should reach stdout: {:?}{context}", rec.outcome.stdout_str());
+    assert!(rec.program_stderr.is_empty(), "every stderr line should start with `warpctl: `{context}");
+    let messages: Vec<&String> =
+        rec.warpctl_lines.iter().filter(|l| !l.starts_with(warp_tests::SESSION_PREFIX)).collect();
+    assert!(!messages.is_empty(), "warpctl should say why it failed{context}");
     for m in mentions {
         assert!(
-            messages
-                .iter()
-                .any(|l| l.to_lowercase().contains(&m.to_lowercase())),
+            messages.iter().any(|l| l.to_lowercase().contains(&m.to_lowercase())),
             "warpctl's message should mention {m:?}{context}"
         );
     }
@@ -112,10 +89,7 @@ fn scripts_run_through_their_interpreter() {
 #[test]
 fn executable_that_is_not_elf_is_126() {
     let home = WarpHome::new("not_elf");
-    let path = executable(
-        &home.path().join("garbage"),
-        b"\x00\x01\x02\x03 this is no ELF file\n",
-    );
+    let path = executable(&home.path().join("garbage"), b"\x00\x01\x02\x03 this is no ELF file\n");
     let rec = home.record(&Spec::new(&path), &[]);
     assert_own_failure(&home, &rec, 126, &["garbage"]);
 }
@@ -174,14 +148,9 @@ fn elf(class64: bool, machine: u16, code: &[u8]) -> Vec<u8> {
 fn aarch64_elf_is_126() {
     let home = WarpHome::new("aarch64");
     // mov x0, #0; mov x8, #93 (exit); svc #0
-    let code = [
-        0x00, 0x00, 0x80, 0xd2, 0xa8, 0x0b, 0x80, 0xd2, 0x01, 0x00, 0x00, 0xd4,
-    ];
+    let code = [0x00, 0x00, 0x80, 0xd2, 0xa8, 0x0b, 0x80, 0xd2, 0x01, 0x00, 0x00, 0xd4];
     const EM_AARCH64: u16 = 183;
-    let path = executable(
-        &home.path().join("arm64-prog"),
-        &elf(true, EM_AARCH64, &code),
-    );
+    let path = executable(&home.path().join("arm64-prog"), &elf(true, EM_AARCH64, &code));
     let rec = home.record(&Spec::new(&path), &[]);
     assert_own_failure(&home, &rec, 126, &["arm64-prog"]);
 }
@@ -207,11 +176,7 @@ fn missing_dynamic_linker_is_126() {
     let mut bytes = fs::read(warp_tests::prog("hello", Flavour::Dynamic)).unwrap();
     let (offset, size) = warp_tests::pt_interp(&bytes).expect("the dynamic hello has a PT_INTERP");
     let missing = b"/nonexistent/ld-x.so.2";
-    assert!(
-        missing.len() < size,
-        "PT_INTERP of {size} bytes is too short for {:?}",
-        String::from_utf8_lossy(missing)
-    );
+    assert!(missing.len() < size, "PT_INTERP of {size} bytes is too short for {:?}", String::from_utf8_lossy(missing));
     let interp = &mut bytes[offset..offset + size];
     interp.fill(0);
     interp[..missing.len()].copy_from_slice(missing);

@@ -15,12 +15,7 @@ fn check_all(home: &WarpHome, name: &str, args: &[&str], expect: Status) -> Vec<
         .map(|&flavour| {
             let spec = Spec::prog(name, flavour).args(args);
             let native = home.check(&spec);
-            assert_eq!(
-                native.status,
-                expect,
-                "{name} {args:?} natively: {}",
-                native.stderr_str()
-            );
+            assert_eq!(native.status, expect, "{name} {args:?} natively: {}", native.stderr_str());
             native.stdout_str()
         })
         .collect()
@@ -76,18 +71,11 @@ fn stderr_is_the_callers() {
         let native = home.check(&spec);
         assert_eq!(native.status, Status::Exited(3));
         assert_eq!(native.stdout_str(), "out 0\nout 1\nout 2\nout 3\nout 4\n");
-        assert!(native
-            .stderr_str()
-            .ends_with("not warpctl: just text\nlast line without newline"));
+        assert!(native.stderr_str().ends_with("not warpctl: just text\nlast line without newline"));
 
         // The session line comes before anything the program writes.
         let rec = home.record(&spec, &[]);
-        let first = rec
-            .outcome
-            .stderr
-            .split(|&b| b == b'\n')
-            .next()
-            .unwrap_or_default();
+        let first = rec.outcome.stderr.split(|&b| b == b'\n').next().unwrap_or_default();
         assert!(
             first.starts_with(b"warpctl: session "),
             "stderr should start with the session line, but starts {:?}",
@@ -130,14 +118,8 @@ fn file_roundtrip() {
         home.assert_same(&rec_spec, &native, &recorded);
         assert_eq!(native.status, Status::Exited(0), "{}", native.stderr_str());
         let out = native.stdout_str();
-        assert!(
-            out.contains("read back 1048576 bytes, checksum f6def06cd8c0a325, matches\n"),
-            "{out}"
-        );
-        assert!(
-            out.contains("listing full (3): log.txt renamed.bin sub\n"),
-            "{out}"
-        );
+        assert!(out.contains("read back 1048576 bytes, checksum f6def06cd8c0a325, matches\n"), "{out}");
+        assert!(out.contains("listing full (3): log.txt renamed.bin sub\n"), "{out}");
         assert!(out.ends_with("listing end (0):\nEXIT-SUCCESS\n"), "{out}");
         // The program cleaned up after itself in the recorded run too.
         assert_eq!(std::fs::read_dir(&rec_dir).unwrap().count(), 0);
@@ -157,10 +139,7 @@ fn malloc_sizes() {
 fn sparse_1g() {
     let home = WarpHome::new("sparse_1g");
     for out in check_all(&home, "sparse_1g", &[], Status::Exited(0)) {
-        assert_eq!(
-            out,
-            "untouched sum 0\ntouched 17 pages, sum 336\nEXIT-SUCCESS\n"
-        );
+        assert_eq!(out, "untouched sum 0\ntouched 17 pages, sum 336\nEXIT-SUCCESS\n");
     }
 }
 
@@ -221,10 +200,7 @@ EXIT-SUCCESS
 fn unknown_syscall() {
     let home = WarpHome::new("unknown_syscall");
     for out in check_all(&home, "unknown_syscall", &[], Status::Exited(0)) {
-        assert_eq!(
-            out,
-            "syscall(1000) = -1 ENOSYS\nsyscall(100000) = -1 ENOSYS\nstill running\nEXIT-SUCCESS\n"
-        );
+        assert_eq!(out, "syscall(1000) = -1 ENOSYS\nsyscall(100000) = -1 ENOSYS\nstill running\nEXIT-SUCCESS\n");
     }
 }
 
@@ -232,10 +208,7 @@ fn unknown_syscall() {
 fn sigpipe_ignored_gives_epipe() {
     let home = WarpHome::new("sigpipe_ignore");
     for out in check_all(&home, "sigpipe", &["ignore"], Status::Exited(0)) {
-        assert_eq!(
-            out,
-            "writing to a pipe with no reader (ignore)\nwrite = -1 EPIPE\nEXIT-SUCCESS\n"
-        );
+        assert_eq!(out, "writing to a pipe with no reader (ignore)\nwrite = -1 EPIPE\nEXIT-SUCCESS\n");
     }
 }
 
@@ -260,23 +233,13 @@ fn system_facts() {
 /// without an interpreter, ET_DYN without one, and one with a PT_INTERP.
 #[test]
 fn flavours_are_distinct_elf_types() {
-    for (flavour, e_type, interp) in [
-        (Flavour::Static, 2u16, false),
-        (Flavour::StaticPie, 3u16, false),
-        (Flavour::Dynamic, 3u16, true),
-    ] {
+    for (flavour, e_type, interp) in
+        [(Flavour::Static, 2u16, false), (Flavour::StaticPie, 3u16, false), (Flavour::Dynamic, 3u16, true)]
+    {
         let bytes = std::fs::read(warp_tests::prog("hello", flavour)).unwrap();
         assert_eq!(&bytes[..4], b"\x7fELF");
-        assert_eq!(
-            u16::from_le_bytes([bytes[16], bytes[17]]),
-            e_type,
-            "{flavour:?}"
-        );
-        assert_eq!(
-            warp_tests::pt_interp(&bytes).is_some(),
-            interp,
-            "{flavour:?}: PT_INTERP"
-        );
+        assert_eq!(u16::from_le_bytes([bytes[16], bytes[17]]), e_type, "{flavour:?}");
+        assert_eq!(warp_tests::pt_interp(&bytes).is_some(), interp, "{flavour:?}: PT_INTERP");
     }
 }
 

@@ -104,11 +104,8 @@ fn a_damaged_blob_is_refused_by_name() {
         let db = open_store(&home);
         let blobs = db.open_tree("blobs").unwrap();
         // The 3000 bytes the read returned are a blob; damage that one.
-        let (key, mut value) = blobs
-            .iter()
-            .map(|kv| kv.unwrap())
-            .find(|(_, v)| v.len() == 3000)
-            .expect("the read's blob");
+        let (key, mut value) =
+            blobs.iter().map(|kv| kv.unwrap()).find(|(_, v)| v.len() == 3000).expect("the read's blob");
         hash_hex = key.iter().map(|b| format!("{b:02x}")).collect::<String>();
         let mut v = value.to_vec();
         v[100] ^= 1;

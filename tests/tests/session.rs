@@ -7,8 +7,7 @@ use std::time::Duration;
 use warp_tests::{progs_dir, Input, Spec, Status, WarpHome, FLAVOURS};
 
 fn read_id_file(path: &std::path::Path) -> String {
-    let text = fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("read --id-file {}: {e}", path.display()));
+    let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("read --id-file {}: {e}", path.display()));
     text.strip_suffix('\n').unwrap_or(&text).to_string()
 }
 
@@ -33,31 +32,17 @@ fn id_file_holds_the_printed_id() {
 fn id_file_is_written_before_the_program_runs() {
     let home = WarpHome::new("id_early");
     for flavour in FLAVOURS {
-        let spec = Spec::prog("sleep_forever", flavour)
-            .arg("read")
-            .stdin(Input::Held);
+        let spec = Spec::prog("sleep_forever", flavour).arg("read").stdin(Input::Held);
         let id_file = home.path().join(format!("id-{}", flavour.suffix()));
         let mut running = home.spawn_record(&spec, &["--id-file", id_file.to_str().unwrap()]);
         running.wait_for_stdout("ready\n");
         let early = read_id_file(&id_file);
-        assert!(
-            !early.is_empty(),
-            "--id-file is empty while the program runs"
-        );
+        assert!(!early.is_empty(), "--id-file is empty while the program runs");
         std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(
-            running.stdout_so_far(),
-            b"ready\n",
-            "the program should be blocked in read()"
-        );
+        assert_eq!(running.stdout_so_far(), b"ready\n", "the program should be blocked in read()");
         running.close_stdin();
         let recorded = warp_tests::Recorded::new(running.finish());
-        assert_eq!(
-            recorded.outcome.status,
-            Status::Exited(0),
-            "warpctl's lines:\n{}",
-            recorded.warpctl_text()
-        );
+        assert_eq!(recorded.outcome.status, Status::Exited(0), "warpctl's lines:\n{}", recorded.warpctl_text());
         assert_eq!(recorded.outcome.stdout_str(), "ready\neof\n");
         assert_eq!(recorded.session_id().unwrap(), early);
     }
@@ -77,18 +62,16 @@ fn session_ids_are_unique() {
 #[test]
 fn program_is_found_on_path() {
     let home = WarpHome::new("path_lookup");
-    let path = std::env::join_paths(std::iter::once(progs_dir()).chain(std::env::split_paths(
-        &std::env::var_os("PATH").unwrap_or_default(),
-    )))
+    let path = std::env::join_paths(
+        std::iter::once(progs_dir()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )
     .unwrap();
     for flavour in FLAVOURS {
         let name = warp_tests::prog_name("args_env", flavour);
         let spec = Spec::new(&name).arg("x").env("PATH", &path);
         let native = home.check(&spec);
         assert_eq!(native.status, Status::Exited(0));
-        assert!(native
-            .stdout_str()
-            .starts_with(&format!("argc=2\nargv[0]=[{name}]\nargv[1]=[x]\n")));
+        assert!(native.stdout_str().starts_with(&format!("argc=2\nargv[0]=[{name}]\nargv[1]=[x]\n")));
     }
 }
 
@@ -116,11 +99,7 @@ fn verbose_output_is_all_prefixed() {
             if !want.is_empty() && !want.ends_with('\n') {
                 want.push('\n');
             }
-            assert_eq!(
-                String::from_utf8_lossy(&recorded.program_stderr),
-                want,
-                "stderr without warpctl's lines"
-            );
+            assert_eq!(String::from_utf8_lossy(&recorded.program_stderr), want, "stderr without warpctl's lines");
             recorded.session_id().unwrap();
         }
     }

@@ -28,7 +28,8 @@ fn libraries_are_stored_once_and_removed_with_their_last_user() {
     assert_eq!(first.outcome.status, Status::Exited(0), "{}", first.warpctl_text());
     let (a, b) = (first.session_id().unwrap(), second.session_id().unwrap());
     let (ma, mb) = (show(&home, &a), show(&home, &b));
-    let num = |m: &json::Value, k: &str| m.get(k).and_then(json::Value::as_u64).unwrap_or_else(|| panic!("{k} in {m:?}"));
+    let num =
+        |m: &json::Value, k: &str| m.get(k).and_then(json::Value::as_u64).unwrap_or_else(|| panic!("{k} in {m:?}"));
     // Alone, each session holds ld.so and libc: more than a megabyte.
     assert!(num(&mb, "logical_bytes") > 1 << 20, "{mb:?}");
     // The second added little: the images were already stored.

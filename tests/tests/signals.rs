@@ -11,24 +11,14 @@ fn check_killed(tag: &str, name: &str, args: &[&str], signal: i32, stdout: &str)
     let home = WarpHome::new(tag);
     for flavour in FLAVOURS {
         let native = home.check(&Spec::prog(name, flavour).args(args));
-        assert_eq!(
-            native.status,
-            Status::Signaled(signal),
-            "{name} {args:?} natively"
-        );
+        assert_eq!(native.status, Status::Signaled(signal), "{name} {args:?} natively");
         assert_eq!(native.stdout_str(), stdout);
     }
 }
 
 #[test]
 fn null_deref_is_sigsegv() {
-    check_killed(
-        "null_deref",
-        "null_deref",
-        &[],
-        libc::SIGSEGV,
-        "about to dereference NULL\n",
-    );
+    check_killed("null_deref", "null_deref", &[], libc::SIGSEGV, "about to dereference NULL\n");
 }
 
 #[test]
@@ -43,39 +33,20 @@ fn ud2_is_sigill() {
 
 #[test]
 fn divide_by_zero_is_sigfpe() {
-    check_killed(
-        "divzero",
-        "divzero",
-        &[],
-        libc::SIGFPE,
-        "about to divide by zero\n",
-    );
+    check_killed("divzero", "divzero", &[], libc::SIGFPE, "about to divide by zero\n");
 }
 
 #[test]
 fn broken_pipe_is_sigpipe() {
-    check_killed(
-        "sigpipe",
-        "sigpipe",
-        &["default"],
-        libc::SIGPIPE,
-        "writing to a pipe with no reader (default)\n",
-    );
+    check_killed("sigpipe", "sigpipe", &["default"], libc::SIGPIPE, "writing to a pipe with no reader (default)\n");
 }
 
 const MPROTECT_HEAD: &str = "written, sum 24576\nread-only, sum 24576\n";
-const MPROTECT_MID: &str =
-    "second page writable again, byte 99\nthird page PROT_NONE, first page sum 6144\n";
+const MPROTECT_MID: &str = "second page writable again, byte 99\nthird page PROT_NONE, first page sum 6144\n";
 
 #[test]
 fn write_to_read_only_page_is_sigsegv() {
-    check_killed(
-        "mprot_wro",
-        "mprotect_test",
-        &["write-ro"],
-        libc::SIGSEGV,
-        MPROTECT_HEAD,
-    );
+    check_killed("mprot_wro", "mprotect_test", &["write-ro"], libc::SIGSEGV, MPROTECT_HEAD);
 }
 
 #[test]
@@ -102,13 +73,7 @@ fn access_after_munmap_is_sigsegv() {
 
 #[test]
 fn executing_data_page_is_sigsegv() {
-    check_killed(
-        "mprot_nx",
-        "mprotect_test",
-        &["exec-nx"],
-        libc::SIGSEGV,
-        &format!("{MPROTECT_HEAD}{MPROTECT_MID}"),
-    );
+    check_killed("mprot_nx", "mprotect_test", &["exec-nx"], libc::SIGSEGV, &format!("{MPROTECT_HEAD}{MPROTECT_MID}"));
 }
 
 /// Starts `spec` natively and recorded, each in a process group of its own;
@@ -120,22 +85,12 @@ fn interrupt(tag: &str, name: &str, args: &[&str], stdin: Input) {
     for flavour in FLAVOURS {
         let spec = Spec::prog(name, flavour).args(args).stdin(stdin.clone());
 
-        let mut native = spawn(
-            spec.native_command(),
-            &format!("native {}", spec.describe()),
-            &spec.stdin,
-            None,
-            spec.timeout,
-        );
+        let mut native =
+            spawn(spec.native_command(), &format!("native {}", spec.describe()), &spec.stdin, None, spec.timeout);
         native.wait_for_stdout("ready\n");
         native.signal_group(libc::SIGINT);
         let native = native.finish();
-        assert_eq!(
-            native.status,
-            Status::Signaled(libc::SIGINT),
-            "{} natively",
-            spec.describe()
-        );
+        assert_eq!(native.status, Status::Signaled(libc::SIGINT), "{} natively", spec.describe());
         assert_eq!(native.stdout_str(), "ready\n");
 
         let mut running = home.spawn_record(&spec, &[]);
@@ -156,12 +111,7 @@ fn interrupt(tag: &str, name: &str, args: &[&str], stdin: Input) {
         assert_eq!(outcome.stdout, native.stdout, "stdout");
         assert_eq!(recorded.program_stderr, native.stderr, "program's stderr");
         recorded.session_id().unwrap();
-        assert_eq!(
-            recorded.warpctl_lines.len(),
-            1,
-            "warpctl's lines: {:?}",
-            recorded.warpctl_lines
-        );
+        assert_eq!(recorded.warpctl_lines.len(), 1, "warpctl's lines: {:?}", recorded.warpctl_lines);
     }
 }
 
@@ -185,16 +135,8 @@ fn ctrl_c_while_computing() {
 #[test]
 fn sleep_forever_blocks_until_eof() {
     for flavour in FLAVOURS {
-        let spec = Spec::prog("sleep_forever", flavour)
-            .arg("read")
-            .stdin(Input::Held);
-        let mut r = spawn(
-            spec.native_command(),
-            "native sleep_forever",
-            &spec.stdin,
-            None,
-            spec.timeout,
-        );
+        let spec = Spec::prog("sleep_forever", flavour).arg("read").stdin(Input::Held);
+        let mut r = spawn(spec.native_command(), "native sleep_forever", &spec.stdin, None, spec.timeout);
         r.wait_for_stdout("ready\n");
         std::thread::sleep(std::time::Duration::from_millis(200));
         assert_eq!(r.stdout_so_far(), b"ready\n");

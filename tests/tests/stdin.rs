@@ -24,11 +24,7 @@ fn data(len: usize) -> Vec<u8> {
 }
 
 fn expected(bytes: &[u8]) -> String {
-    format!(
-        "stdin: {} bytes, checksum {:016x}\nEXIT-SUCCESS\n",
-        bytes.len(),
-        fnv1a(bytes)
-    )
+    format!("stdin: {} bytes, checksum {:016x}\nEXIT-SUCCESS\n", bytes.len(), fnv1a(bytes))
 }
 
 #[test]
@@ -49,8 +45,7 @@ fn from_a_file() {
     let file = home.path().join("input.bin");
     std::fs::write(&file, &bytes).unwrap();
     for flavour in FLAVOURS {
-        let native =
-            home.check(&Spec::prog("stdin_pipe", flavour).stdin(Input::File(file.clone())));
+        let native = home.check(&Spec::prog("stdin_pipe", flavour).stdin(Input::File(file.clone())));
         assert_eq!(native.status, Status::Exited(0));
         assert_eq!(native.stdout_str(), expected(&bytes));
     }

@@ -32,7 +32,11 @@ fn assert_prefixed(out: &Outcome, args: &[&str]) {
         return;
     }
     for line in out.stderr_str().lines() {
-        assert!(line.starts_with(WARPCTL_PREFIX), "`warpctl {}` wrote an unprefixed stderr line: {line:?}", args.join(" "));
+        assert!(
+            line.starts_with(WARPCTL_PREFIX),
+            "`warpctl {}` wrote an unprefixed stderr line: {line:?}",
+            args.join(" ")
+        );
     }
 }
 
@@ -52,7 +56,13 @@ fn ok(home: &WarpHome, args: &[&str]) -> String {
 
 /// Asserts exit status 2 with a message on stderr and nothing on stdout.
 fn refused(out: &Outcome, what: &str) -> String {
-    assert_eq!(out.status, Status::Exited(2), "{what}: expected exit 2\nstdout: {}\nstderr: {}", out.stdout_str(), out.stderr_str());
+    assert_eq!(
+        out.status,
+        Status::Exited(2),
+        "{what}: expected exit 2\nstdout: {}\nstderr: {}",
+        out.stdout_str(),
+        out.stderr_str()
+    );
     assert!(out.stdout.is_empty(), "{what}: printed on stdout: {}", out.stdout_str());
     let err = out.stderr_str();
     assert!(!err.trim().is_empty(), "{what}: exit 2 without a message");
@@ -277,7 +287,9 @@ const OTHER_UID: u32 = 4242;
 #[test]
 fn another_user_cannot_see_or_replay_the_sessions() {
     if unsafe_getuid() != 0 {
-        eprintln!("another_user_cannot_see_or_replay_the_sessions: skipped (needs root to run warpctl as uid {OTHER_UID})");
+        eprintln!(
+            "another_user_cannot_see_or_replay_the_sessions: skipped (needs root to run warpctl as uid {OTHER_UID})"
+        );
         return;
     }
     let warpctl = warp_tests::warpctl();

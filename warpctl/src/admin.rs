@@ -155,7 +155,11 @@ mod tests {
     fn doctor_outputs() {
         let reply = DoctorReply {
             backend: "kvm".into(),
-            capabilities: vec![Capability { name: "tsc trap".into(), available: false, consequence: "rdtsc \"uncontrolled\"".into() }],
+            capabilities: vec![Capability {
+                name: "tsc trap".into(),
+                available: false,
+                consequence: "rdtsc \"uncontrolled\"".into(),
+            }],
         };
         assert_eq!(doctor_text(&reply), "backend: kvm\n  no   tsc trap: rdtsc \"uncontrolled\"\n");
         assert_eq!(

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use nix::sys::signal::{self, SigAction, SigHandler, SigSet, SaFlags, Signal};
+use nix::sys::signal::{self, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::unistd::Pid;
 use tokio::signal::unix::{signal as watch_signal, SignalKind};
 use warp_proto::warp::{session_update, CreateSessionRequest, Failure, SessionEnd, WaitSessionRequest};
@@ -106,8 +106,7 @@ fn broker_binary() -> Result<PathBuf, RecordError> {
     if let Some(path) = std::env::var_os("WARP_BROKER").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(path));
     }
-    connect::sibling_binary("warp-broker")
-        .map_err(|source| RecordError::Broker { path: "warp-broker".into(), source })
+    connect::sibling_binary("warp-broker").map_err(|source| RecordError::Broker { path: "warp-broker".into(), source })
 }
 
 /// Builds the request: argv as given, the whole environment in order, cwd.
@@ -172,8 +171,7 @@ pub async fn run(args: RecordArgs) -> Result<u8, RecordError> {
     };
     let id = created.id;
     if let Some(path) = &args.id_file {
-        std::fs::write(path, format!("{id}\n"))
-            .map_err(|source| RecordError::IdFile { path: path.clone(), source })?;
+        std::fs::write(path, format!("{id}\n")).map_err(|source| RecordError::IdFile { path: path.clone(), source })?;
     }
     eprintln!("warpctl: session {id}");
 
@@ -202,9 +200,7 @@ pub async fn run(args: RecordArgs) -> Result<u8, RecordError> {
             Ok(())
         });
     }
-    let mut child = command
-        .spawn()
-        .map_err(|source| RecordError::Broker { path: broker.clone(), source })?;
+    let mut child = command.spawn().map_err(|source| RecordError::Broker { path: broker.clone(), source })?;
     let broker_pid = child.id().map(|p| Pid::from_raw(p as i32));
 
     let mut broker_status: Option<ExitStatus> = None;

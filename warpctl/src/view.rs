@@ -202,13 +202,15 @@ pub fn session_json(s: &SessionInfo, now: u64) -> String {
 pub fn shell_words(argv: &[String]) -> String {
     let safe = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
     argv.iter()
-        .map(|w| {
-            if !w.is_empty() && w.chars().all(safe) {
-                w.clone()
-            } else {
-                format!("'{}'", w.replace('\'', r"'\''"))
-            }
-        })
+        .map(
+            |w| {
+                if !w.is_empty() && w.chars().all(safe) {
+                    w.clone()
+                } else {
+                    format!("'{}'", w.replace('\'', r"'\''"))
+                }
+            },
+        )
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -331,7 +333,10 @@ pub fn show_text(meta: &SessionMeta, now: u64) -> String {
     }
     field("events", meta.events.to_string());
     field("trace bytes", format!("{} ({}) added to the store", meta.trace_bytes, bytes(meta.trace_bytes)));
-    field("unshared", format!("{} ({}) counting blobs other sessions share", meta.logical_bytes, bytes(meta.logical_bytes)));
+    field(
+        "unshared",
+        format!("{} ({}) counting blobs other sessions share", meta.logical_bytes, bytes(meta.logical_bytes)),
+    );
     field("syscalls", meta.syscalls.to_string());
     field("vm exits", meta.vm_exits.to_string());
     t
@@ -584,7 +589,10 @@ mod tests {
             r#"{"seq":3,"last_seq":5,"thread":42,"kind":"syscall","name":"close","nr":3,"args":[4],"ret":0,"text":"[42] close(4) = 0"}"#
         );
         let end = EventLine { kind: "end".into(), text: "[42] +++ exited with 0 +++".into(), ..line };
-        assert_eq!(line_json(&end), r#"{"seq":3,"last_seq":5,"thread":42,"kind":"end","text":"[42] +++ exited with 0 +++"}"#);
+        assert_eq!(
+            line_json(&end),
+            r#"{"seq":3,"last_seq":5,"thread":42,"kind":"end","text":"[42] +++ exited with 0 +++"}"#
+        );
     }
 
     #[test]

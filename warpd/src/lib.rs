@@ -13,11 +13,11 @@
 //! `loader` maps ELF programs, `kernel` is the emulated Linux, `link` speaks
 //! to the broker, `session` runs one recording, `server` is the gRPC face.
 
-pub mod session;
-pub mod link;
-pub mod server;
 pub mod arch;
 pub mod hv;
 pub mod kernel;
+pub mod link;
 pub mod loader;
+pub mod server;
+pub mod session;
 pub mod trace;

@@ -121,12 +121,19 @@ impl BrokerLink {
     /// per syscall); signals travel on the pipe so that they arrive while
     /// the program computes, and the pipe's end of file says the broker died.
     pub fn start(self, memfd: BorrowedFd<'_>, size: u64, kicker: Kicker) -> Result<Link, LinkError> {
-        let (sig_read, sig_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LinkError::Io(e.into()))?;
+        let (sig_read, sig_write) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LinkError::Io(e.into()))?;
         let fds = [memfd.as_raw_fd(), sig_write.as_raw_fd()];
         let iov = [std::io::IoSlice::new(b"W")];
         let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
-        nix::sys::socket::sendmsg::<()>(self.stream.as_raw_fd(), &iov, &cmsg, nix::sys::socket::MsgFlags::empty(), None)
-            .map_err(|e| LinkError::Io(e.into()))?;
+        nix::sys::socket::sendmsg::<()>(
+            self.stream.as_raw_fd(),
+            &iov,
+            &cmsg,
+            nix::sys::socket::MsgFlags::empty(),
+            None,
+        )
+        .map_err(|e| LinkError::Io(e.into()))?;
         // The broker now holds the only write end: its exit closes the pipe.
         drop(sig_write);
         let mut w = &self.stream;
@@ -136,31 +143,30 @@ impl BrokerLink {
         let dead = Arc::new(AtomicBool::new(false));
         let (sig2, dead2) = (signals.clone(), dead.clone());
         let mut pipe = std::fs::File::from(sig_read);
-        std::thread::Builder::new()
-            .name("broker-signals".into())
-            .spawn(move || {
-                let mut buf = [0u8; 64];
-                loop {
-                    match pipe.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            sig2.lock().expect("signal queue").extend(buf[..n].iter().map(|&b| b as i32));
-                            kicker.kick();
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                        Err(_) => break,
+        std::thread::Builder::new().name("broker-signals".into()).spawn(move || {
+            let mut buf = [0u8; 64];
+            loop {
+                match pipe.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        sig2.lock().expect("signal queue").extend(buf[..n].iter().map(|&b| b as i32));
+                        kicker.kick();
                     }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
                 }
-                dead2.store(true, Ordering::SeqCst);
-                kicker.kick();
-            })?;
+            }
+            dead2.store(true, Ordering::SeqCst);
+            kicker.kick();
+        })?;
         let reader = std::io::BufReader::new(self.stream.try_clone()?);
         Ok(Link { stream: self.stream, reader, signals, dead, next_id: 1 })
     }
 }
 
 fn peer_uid(s: &UnixStream) -> std::io::Result<u32> {
-    let cred = nix::sys::socket::getsockopt(s, nix::sys::socket::sockopt::PeerCredentials).map_err(std::io::Error::from)?;
+    let cred =
+        nix::sys::socket::getsockopt(s, nix::sys::socket::sockopt::PeerCredentials).map_err(std::io::Error::from)?;
     Ok(cred.uid())
 }
 

@@ -116,8 +116,7 @@ fn run(mode: Mode) -> Result<(), DaemonError> {
     // We hold the lock, so the store is ours alone; sessions a dead daemon
     // left recording come back incomplete. Opened before the runtime
     // starts: sled blocks.
-    let store = Store::open(&paths.store)
-        .map_err(|source| DaemonError::Store { path: paths.store.clone(), source })?;
+    let store = Store::open(&paths.store).map_err(|source| DaemonError::Store { path: paths.store.clone(), source })?;
     let recovered = store.recovered();
     if !recovered.is_empty() {
         tracing::warn!(sessions = ?recovered, "sessions left recording by a warpd that died are now incomplete");
@@ -150,10 +149,7 @@ fn run(mode: Mode) -> Result<(), DaemonError> {
         "warpd listening"
     );
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(DaemonError::Runtime)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(DaemonError::Runtime)?;
     let result = runtime.block_on(async {
         let grpc = tokio::net::UnixListener::from_std(grpc)
             .map_err(|source| DaemonError::Bind { path: paths.socket.clone(), source })?;

@@ -29,7 +29,10 @@ use crate::kernel::process::{Action, Identity, Process, ProcessError};
 use crate::kernel::procfs::ProcInfo;
 use crate::kernel::signals;
 use crate::link::{BrokerLink, LinkError};
-use crate::loader::{self, program::{ExecError, Images}};
+use crate::loader::{
+    self,
+    program::{ExecError, Images},
+};
 use crate::trace::record::Recorder;
 use crate::trace::store::Store;
 use crate::trace::FORMAT_VERSION;
@@ -61,9 +64,8 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        let kvm_device = std::env::var_os("WARP_KVM_DEVICE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/dev/kvm"));
+        let kvm_device =
+            std::env::var_os("WARP_KVM_DEVICE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/dev/kvm"));
         Config { kvm_device }
     }
 }
@@ -122,7 +124,13 @@ pub(crate) struct Counters {
 /// Runs the session to its end, recording it into `store`. Blocking: call
 /// it on a thread of its own. `notes` receives lines for the user (only
 /// sent when `spec.verbose`).
-pub fn run(spec: SessionSpec, link: BrokerLink, config: &Config, notes: Sender<String>, store: Arc<Store>) -> RunResult {
+pub fn run(
+    spec: SessionSpec,
+    link: BrokerLink,
+    config: &Config,
+    notes: Sender<String>,
+    store: Arc<Store>,
+) -> RunResult {
     let broker_pid = link.info().pid;
     let mut counters = Counters::default();
     let mut meta = initial_meta(&spec, link.info());
@@ -145,7 +153,11 @@ pub fn run(spec: SessionSpec, link: BrokerLink, config: &Config, notes: Sender<S
     meta.vm_exits = counters.exits;
     let failed = end.failure != Failure::None as i32;
     meta.status = if failed { Status::Incomplete as i32 } else { Status::Complete as i32 };
-    meta.ending = Some(Ending { exit_code: end.exit_code, signal: end.signal, failure: if failed { end.message.clone() } else { String::new() } });
+    meta.ending = Some(Ending {
+        exit_code: end.exit_code,
+        signal: end.signal,
+        failure: if failed { end.message.clone() } else { String::new() },
+    });
     if let Err(e) = store.update_session(&meta).and_then(|_| store.flush()) {
         tracing::error!(id = %spec.id, "cannot store the end of the session: {e}");
     }
@@ -183,7 +195,15 @@ fn initial_meta(spec: &SessionSpec, info: &warp_proto::broker::BrokerInfo) -> Se
 
 pub(crate) fn identity_of(meta: &SessionMeta) -> Identity {
     let i = meta.identity.unwrap_or_default();
-    Identity { pid: i.pid, ppid: i.ppid, uid: i.uid, gid: i.gid, euid: i.euid, egid: i.egid, reserved_fd_base: i.reserved_fd_base }
+    Identity {
+        pid: i.pid,
+        ppid: i.ppid,
+        uid: i.uid,
+        gid: i.gid,
+        euid: i.euid,
+        egid: i.egid,
+        reserved_fd_base: i.reserved_fd_base,
+    }
 }
 
 /// The CPUID leaves of this host, as the program sees them on PVM (less
@@ -482,7 +502,12 @@ fn read_frame(mm: &Mm) -> ExceptionFrame {
 
 /// A CPU exception in the program: the signal Linux would send, which
 /// (until signal handlers run) ends it.
-fn exception(process: &mut Process, vm: &mut KvmVm, outside: &mut dyn Outside, f: &ExceptionFrame) -> Result<Action, SessionError> {
+fn exception(
+    process: &mut Process,
+    vm: &mut KvmVm,
+    outside: &mut dyn Outside,
+    f: &ExceptionFrame,
+) -> Result<Action, SessionError> {
     if f.cs & 3 != 3 {
         return Err(SessionError::Failed(
             Failure::Daemon,
@@ -500,7 +525,10 @@ fn exception(process: &mut Process, vm: &mut KvmVm, outside: &mut dyn Outside, f
         return Ok(Action::Killed(libc::SIGSEGV));
     }
     let Some(sig) = x86::exception_signal(f.vector) else {
-        return Err(SessionError::Failed(Failure::Daemon, format!("unexpected exception vector {} at {:#x}", f.vector, f.rip)));
+        return Err(SessionError::Failed(
+            Failure::Daemon,
+            format!("unexpected exception vector {} at {:#x}", f.vector, f.rip),
+        ));
     };
     outside.fault(f, address, sig)?;
     let detail = if f.vector == 14 { format!(" at address {address:#x}") } else { String::new() };
@@ -546,7 +574,15 @@ pub fn doctor(config: &Config) -> DoctorReply {
                     "the user-page trampoline runs at CPL0 on VMX/SVM; warpd restores the user segments (untested here)"
                 },
             ),
-            cap("sync regs", c.sync_regs, if c.sync_regs { "registers come back with each exit, no extra ioctl" } else { "two extra ioctls per syscall" }),
+            cap(
+                "sync regs",
+                c.sync_regs,
+                if c.sync_regs {
+                    "registers come back with each exit, no extra ioctl"
+                } else {
+                    "two extra ioctls per syscall"
+                },
+            ),
             cap(
                 "rdtsc trapping",
                 c.rdtsc_trapping,
@@ -562,7 +598,8 @@ pub fn doctor(config: &Config) -> DoctorReply {
                 &if c.cpuid_pinning {
                     format!("the guest's CPUID can be pinned to a table{untested}")
                 } else {
-                    "cpuid and rdrand run natively: the program sees this host's CPU; the trace keeps what warpd saw".into()
+                    "cpuid and rdrand run natively: the program sees this host's CPU; the trace keeps what warpd saw"
+                        .into()
                 },
             ),
             cap(
@@ -577,7 +614,11 @@ pub fn doctor(config: &Config) -> DoctorReply {
             cap(
                 "kvm single-step",
                 c.kvm_single_step,
-                if c.kvm_single_step { "KVM single-step available (untested here)" } else { "broken on PVM: stepping uses the trap flag" },
+                if c.kvm_single_step {
+                    "KVM single-step available (untested here)"
+                } else {
+                    "broken on PVM: stepping uses the trap flag"
+                },
             ),
             cap("dirty page log", c.dirty_log, "checkpoints can track written pages"),
             cap("immediate exit", c.immediate_exit, "signals interrupt a running program promptly"),

@@ -12,8 +12,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use kvm_bindings::{
-    kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_userspace_memory_region, kvm_xcrs, Msrs,
-    KVM_MAX_CPUID_ENTRIES,
+    kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, kvm_userspace_memory_region, kvm_xcrs, Msrs, KVM_MAX_CPUID_ENTRIES,
 };
 use kvm_ioctls::{Cap, Kvm, SyncReg, VcpuExit, VcpuFd, VmFd};
 
@@ -164,17 +163,47 @@ fn to_kvm_segment(s: &Segment) -> kvm_segment {
 
 fn to_kvm_regs(r: &Regs) -> kvm_regs {
     kvm_regs {
-        rax: r.rax, rbx: r.rbx, rcx: r.rcx, rdx: r.rdx, rsi: r.rsi, rdi: r.rdi, rsp: r.rsp, rbp: r.rbp,
-        r8: r.r8, r9: r.r9, r10: r.r10, r11: r.r11, r12: r.r12, r13: r.r13, r14: r.r14, r15: r.r15,
-        rip: r.rip, rflags: r.rflags,
+        rax: r.rax,
+        rbx: r.rbx,
+        rcx: r.rcx,
+        rdx: r.rdx,
+        rsi: r.rsi,
+        rdi: r.rdi,
+        rsp: r.rsp,
+        rbp: r.rbp,
+        r8: r.r8,
+        r9: r.r9,
+        r10: r.r10,
+        r11: r.r11,
+        r12: r.r12,
+        r13: r.r13,
+        r14: r.r14,
+        r15: r.r15,
+        rip: r.rip,
+        rflags: r.rflags,
     }
 }
 
 fn from_kvm_regs(r: &kvm_regs) -> Regs {
     Regs {
-        rax: r.rax, rbx: r.rbx, rcx: r.rcx, rdx: r.rdx, rsi: r.rsi, rdi: r.rdi, rsp: r.rsp, rbp: r.rbp,
-        r8: r.r8, r9: r.r9, r10: r.r10, r11: r.r11, r12: r.r12, r13: r.r13, r14: r.r14, r15: r.r15,
-        rip: r.rip, rflags: r.rflags,
+        rax: r.rax,
+        rbx: r.rbx,
+        rcx: r.rcx,
+        rdx: r.rdx,
+        rsi: r.rsi,
+        rdi: r.rdi,
+        rsp: r.rsp,
+        rbp: r.rbp,
+        r8: r.r8,
+        r9: r.r9,
+        r10: r.r10,
+        r11: r.r11,
+        r12: r.r12,
+        r13: r.r13,
+        r14: r.r14,
+        r15: r.r15,
+        rip: r.rip,
+        rflags: r.rflags,
     }
 }
 
@@ -199,9 +228,8 @@ impl KvmVm {
         }
         let mut vcpu = vm.create_vcpu(0).map_err(|e| HvError::call("creating the vCPU", e))?;
         // The guest sees the host's CPUID (on PVM this call has no effect).
-        let cpuid = kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(|e| HvError::call("reading supported CPUID", e))?;
+        let cpuid =
+            kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(|e| HvError::call("reading supported CPUID", e))?;
         vcpu.set_cpuid2(&cpuid).map_err(|e| HvError::call("setting CPUID", e))?;
         if caps.sync_regs {
             vcpu.set_sync_valid_reg(SyncReg::Register);
@@ -244,10 +272,14 @@ impl KvmVm {
             (x86::MSR_KERNEL_GS_BASE, 0),
         ]
         .map(|(index, data)| kvm_msr_entry { index, data, ..Default::default() });
-        let msrs = Msrs::from_entries(&entries).map_err(|_| HvError::call("building MSRs", std::io::ErrorKind::InvalidInput))?;
+        let msrs = Msrs::from_entries(&entries)
+            .map_err(|_| HvError::call("building MSRs", std::io::ErrorKind::InvalidInput))?;
         let n = self.vcpu.set_msrs(&msrs).map_err(|e| HvError::call("setting MSRs", e))?;
         if n != entries.len() {
-            return Err(HvError::call("setting MSRs", std::io::Error::other(format!("only {n} of {} accepted", entries.len()))));
+            return Err(HvError::call(
+                "setting MSRs",
+                std::io::Error::other(format!("only {n} of {} accepted", entries.len())),
+            ));
         }
 
         if sys.cr4 & crate::arch::x86_64::descriptors::CR4_OSXSAVE != 0 {
@@ -295,7 +327,9 @@ impl KvmVm {
                 VmExit::Interrupted
             }
             Ok(VcpuExit::Shutdown) => VmExit::Failed("the guest CPU shut down (triple fault)".into()),
-            Ok(VcpuExit::FailEntry(reason, _)) => VmExit::Failed(format!("VM entry failed (hardware reason {reason:#x})")),
+            Ok(VcpuExit::FailEntry(reason, _)) => {
+                VmExit::Failed(format!("VM entry failed (hardware reason {reason:#x})"))
+            }
             Ok(VcpuExit::InternalError) => VmExit::Failed("KVM internal error (instruction emulation failed)".into()),
             Ok(VcpuExit::Hlt) => VmExit::Failed("the guest halted".into()),
             Ok(other) => VmExit::Failed(format!("unexpected VM exit: {other:?}")),
@@ -378,7 +412,6 @@ impl super::CpuState for KvmVm {
         s.gs.base = base;
         self.vcpu.set_sregs(&s).map_err(|e| HvError::call("setting sregs", e))
     }
-
 }
 
 /// The XCR0 value for the guest: x87, SSE and AVX where the host has them.

@@ -137,7 +137,11 @@ impl MemFd {
         // SAFETY: the range lies inside our shared file mapping; DONTNEED on
         // a shared mapping discards only page-table entries, not data.
         let r = unsafe {
-            libc::madvise(self.ptr.as_ptr().add(offset as usize) as *mut libc::c_void, len as usize, libc::MADV_DONTNEED)
+            libc::madvise(
+                self.ptr.as_ptr().add(offset as usize) as *mut libc::c_void,
+                len as usize,
+                libc::MADV_DONTNEED,
+            )
         };
         if r != 0 {
             return Err(std::io::Error::last_os_error());

@@ -5,9 +5,9 @@
 //! [`Capabilities`], `arch::x86_64::Regs`); KVM calls live only in
 //! `kvm.rs`. The macOS backend (Hypervisor.framework) will sit beside it.
 
-pub mod memory;
 #[cfg(target_os = "linux")]
 pub mod kvm;
+pub mod memory;
 
 /// Why the vCPU stopped running guest code.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -283,7 +283,11 @@ impl Mm {
                 let old = self.entry(va);
                 let frame = old & PTE_ADDR_MASK;
                 let new = if prot == 0 {
-                    if frame != 0 { frame | PTE_KEEP } else { 0 }
+                    if frame != 0 {
+                        frame | PTE_KEEP
+                    } else {
+                        0
+                    }
                 } else if frame != 0 {
                     frame | pte_flags(prot) | PTE_PRESENT
                 } else {
@@ -320,7 +324,11 @@ impl Mm {
         for (off, len) in runs {
             self.guest.punch_hole(off, len).map_err(|_| Errno::ENOMEM)?;
         }
-        if self.fully_mapped(addr, end) { Ok(()) } else { Err(Errno::ENOMEM) }
+        if self.fully_mapped(addr, end) {
+            Ok(())
+        } else {
+            Err(Errno::ENOMEM)
+        }
     }
 
     /// Removes every user mapping (execve): the frames go back to the host.

@@ -12,12 +12,12 @@ use warp_proto::broker::{buffer, request, Buffer, Ranges, Syscall};
 
 use super::errno::{Errno, SysResult};
 use super::mm::{self, Mm, VmaKind, PROT_EXEC, PROT_READ, PROT_WRITE};
+use super::outside::{Outside, OutsideError};
+use super::procfs::{self, ProcInfo, SelfFile};
 use super::signals::{self, Delivery, SigAction, Signals};
 use super::table::{self, Arg, Class, Desc, Len, Returns};
 use crate::arch::x86_64::{Regs, PAGE_SIZE, USER_TOP};
 use crate::hv::CpuState;
-use super::outside::{Outside, OutsideError};
-use super::procfs::{self, ProcInfo, SelfFile};
 
 /// A pointer that faults in the broker: a bad guest pointer is passed on as
 /// this, so the host kernel itself answers EFAULT, in the order Linux checks.
@@ -101,12 +101,22 @@ fn len_of(len: Len, a: &[u64; 6]) -> u64 {
 /// `inout`: it also reads it; `by_ret`: it writes only `ret` bytes.
 fn memory(ranges: Vec<(u64, u64)>, arg: usize, out: bool, inout: bool, by_ret: bool) -> Buffer {
     let (offset, len) = ranges.into_iter().unzip();
-    Buffer { arg: arg as u32, data: Some(buffer::Data::Memory(Ranges { offset, len })), inout, out, written_by_ret: by_ret }
+    Buffer {
+        arg: arg as u32,
+        data: Some(buffer::Data::Memory(Ranges { offset, len })),
+        inout,
+        out,
+        written_by_ret: by_ret,
+    }
 }
 
 /// A raw broker result as a SysResult.
 fn result_of(r: i64) -> SysResult {
-    if r < 0 { Err(Errno(-r as i32)) } else { Ok(r as u64) }
+    if r < 0 {
+        Err(Errno(-r as i32))
+    } else {
+        Ok(r as u64)
+    }
 }
 
 fn ret_of(r: SysResult) -> i64 {
@@ -146,7 +156,12 @@ impl Process {
     }
 
     /// Handles the syscall in `regs` and says what happens next.
-    pub fn syscall(&mut self, regs: &Regs, cpu: &mut dyn CpuState, link: &mut dyn Outside) -> Result<Action, ProcessError> {
+    pub fn syscall(
+        &mut self,
+        regs: &Regs,
+        cpu: &mut dyn CpuState,
+        link: &mut dyn Outside,
+    ) -> Result<Action, ProcessError> {
         self.syscalls += 1;
         let (nr, a) = regs.syscall_args();
         let ret = match table::lookup(nr) {
@@ -280,7 +295,13 @@ impl Process {
                     if let Some((_, p)) = self.path_override.take_if(|(j, _)| *j == i) {
                         let mut s = p.into_bytes();
                         s.push(0);
-                        buffers.push(Buffer { arg: i as u32, data: Some(buffer::Data::Bytes(s)), inout: false, out: false, written_by_ret: false });
+                        buffers.push(Buffer {
+                            arg: i as u32,
+                            data: Some(buffer::Data::Bytes(s)),
+                            inout: false,
+                            out: false,
+                            written_by_ret: false,
+                        });
                         continue;
                     }
                     if a[i] == 0 {
@@ -289,7 +310,13 @@ impl Process {
                     match self.mm.read_cstring(a[i], PATH_MAX - 1) {
                         Ok(mut s) => {
                             s.push(0);
-                            buffers.push(Buffer { arg: i as u32, data: Some(buffer::Data::Bytes(s)), inout: false, out: false, written_by_ret: false });
+                            buffers.push(Buffer {
+                                arg: i as u32,
+                                data: Some(buffer::Data::Bytes(s)),
+                                inout: false,
+                                out: false,
+                                written_by_ret: false,
+                            });
                         }
                         Err(Errno::ENAMETOOLONG) => return Ok(Errno::ENAMETOOLONG.ret()),
                         Err(_) => args[i] = FAULT_ADDR,
@@ -304,9 +331,21 @@ impl Process {
                     match self.mm.user_ranges(a[i], n, write) {
                         Ok(r) if n == 0 => {
                             let _ = r;
-                            buffers.push(Buffer { arg: i as u32, data: Some(buffer::Data::Bytes(Vec::new())), inout: false, out: false, written_by_ret: false });
+                            buffers.push(Buffer {
+                                arg: i as u32,
+                                data: Some(buffer::Data::Bytes(Vec::new())),
+                                inout: false,
+                                out: false,
+                                written_by_ret: false,
+                            });
                         }
-                        Ok(r) => buffers.push(memory(r, i, write, matches!(kind, Arg::InOut(_)), matches!(kind, Arg::Out(Len::Of(_))))),
+                        Ok(r) => buffers.push(memory(
+                            r,
+                            i,
+                            write,
+                            matches!(kind, Arg::InOut(_)),
+                            matches!(kind, Arg::Out(Len::Of(_))),
+                        )),
                         Err(_) => args[i] = FAULT_ADDR,
                     }
                 }
@@ -363,7 +402,9 @@ impl Process {
             // Other calls that follow the link reach the executable itself;
             // lstat and AT_SYMLINK_NOFOLLOW look at the link (passed through).
             const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
-            let nofollow = nr == 6 || (nr == 262 && a[3] & AT_SYMLINK_NOFOLLOW != 0) || (nr == 332 && a[2] & AT_SYMLINK_NOFOLLOW != 0);
+            let nofollow = nr == 6
+                || (nr == 262 && a[3] & AT_SYMLINK_NOFOLLOW != 0)
+                || (nr == 332 && a[2] & AT_SYMLINK_NOFOLLOW != 0);
             if !nofollow {
                 self.path_override = Some((path_arg, self.proc_info.exe.clone()));
             }
@@ -389,7 +430,13 @@ impl Process {
     fn synthetic_fd(&mut self, bytes: &[u8], cloexec: bool, link: &mut dyn Outside) -> Result<i64, ProcessError> {
         const MFD_CLOEXEC: u64 = 1;
         const MFD_ALLOW_SEALING: u64 = 2;
-        let name = Buffer { arg: 0, data: Some(buffer::Data::Bytes(b"warp-proc\0".to_vec())), inout: false, out: false, written_by_ret: false };
+        let name = Buffer {
+            arg: 0,
+            data: Some(buffer::Data::Bytes(b"warp-proc\0".to_vec())),
+            inout: false,
+            out: false,
+            written_by_ret: false,
+        };
         let flags = MFD_ALLOW_SEALING | if cloexec { MFD_CLOEXEC } else { 0 };
         let fd = self.call(link, 319, [0, flags, 0, 0, 0, 0], vec![name])?;
         if fd < 0 {
@@ -399,10 +446,16 @@ impl Process {
             self.call(link, 3, [fd as u64, 0, 0, 0, 0, 0], Vec::new())?;
             return Ok(Errno::EMFILE.ret());
         }
-        let data = Buffer { arg: 1, data: Some(buffer::Data::Bytes(bytes.to_vec())), inout: false, out: false, written_by_ret: false };
+        let data = Buffer {
+            arg: 1,
+            data: Some(buffer::Data::Bytes(bytes.to_vec())),
+            inout: false,
+            out: false,
+            written_by_ret: false,
+        };
         self.call(link, 1, [fd as u64, 0, bytes.len() as u64, 0, 0, 0], vec![data])?;
         self.call(link, 8, [fd as u64, 0, 0, 0, 0, 0], Vec::new())?; // lseek(fd, 0, SEEK_SET)
-        // F_ADD_SEALS: no writes, no resizing, as a /proc file refuses them.
+                                                                     // F_ADD_SEALS: no writes, no resizing, as a /proc file refuses them.
         const F_ADD_SEALS: u64 = 1033;
         const SEALS: u64 = 0x8 | 0x4 | 0x2; // F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK
         self.call(link, 72, [fd as u64, F_ADD_SEALS, SEALS, 0, 0, 0], Vec::new())?;
@@ -428,7 +481,13 @@ impl Process {
         Ok(ranges)
     }
 
-    fn call(&mut self, link: &mut dyn Outside, nr: u64, args: [u64; 6], buffers: Vec<Buffer>) -> Result<i64, ProcessError> {
+    fn call(
+        &mut self,
+        link: &mut dyn Outside,
+        nr: u64,
+        args: [u64; 6],
+        buffers: Vec<Buffer>,
+    ) -> Result<i64, ProcessError> {
         let call = Syscall { nr: nr as u32, args: args.to_vec(), buffers };
         loop {
             // A signal that arrived while the program ran ends a call before
@@ -457,7 +516,13 @@ impl Process {
     }
 
     /// New descriptors must not land in the broker's reserved range.
-    fn check_new_fds(&mut self, desc: &Desc, a: &[u64; 6], ret: i64, link: &mut dyn Outside) -> Result<i64, ProcessError> {
+    fn check_new_fds(
+        &mut self,
+        desc: &Desc,
+        a: &[u64; 6],
+        ret: i64,
+        link: &mut dyn Outside,
+    ) -> Result<i64, ProcessError> {
         if ret < 0 {
             return Ok(ret);
         }
@@ -490,7 +555,13 @@ impl Process {
 
     // ---- emulated calls ------------------------------------------------
 
-    fn emulate(&mut self, nr: u64, a: &[u64; 6], cpu: &mut dyn CpuState, link: &mut dyn Outside) -> Result<SysResult, ProcessError> {
+    fn emulate(
+        &mut self,
+        nr: u64,
+        a: &[u64; 6],
+        cpu: &mut dyn CpuState,
+        link: &mut dyn Outside,
+    ) -> Result<SysResult, ProcessError> {
         Ok(match nr {
             9 => self.mmap(a, link)?,
             10 => self.mprotect(a[0], a[1], a[2]),
@@ -520,7 +591,13 @@ impl Process {
             131 => self.sigaltstack(a),
             158 => self.arch_prctl(a[0], a[1], cpu)?,
             218 => Ok(self.ident.pid as u64),
-            273 => if a[1] == 24 { Ok(0) } else { Err(Errno::EINVAL) },
+            273 => {
+                if a[1] == 24 {
+                    Ok(0)
+                } else {
+                    Err(Errno::EINVAL)
+                }
+            }
             202 => self.futex(a, link)?,
             97 => self.prlimit(0, a[0], 0, a[1], link)?,
             160 => self.prlimit(0, a[0], a[1], 0, link)?,
@@ -557,7 +634,13 @@ impl Process {
             if ptr == 0 {
                 break;
             }
-            let s = self.mm.read_cstring(ptr, 128 << 10).map_err(|e| if e == Errno::ENAMETOOLONG { Errno(libc::E2BIG) } else { e })?;
+            let s = self.mm.read_cstring(ptr, 128 << 10).map_err(|e| {
+                if e == Errno::ENAMETOOLONG {
+                    Errno(libc::E2BIG)
+                } else {
+                    e
+                }
+            })?;
             total += s.len() + 1;
             if total > MAX_TOTAL {
                 return Err(Errno(libc::E2BIG));
@@ -570,7 +653,12 @@ impl Process {
     /// execve: the new image is read through the broker (as the user) and
     /// checked before anything of the old one is touched; after that point
     /// a failure kills the program with SIGSEGV, as on Linux.
-    fn execve(&mut self, a: &[u64; 6], cpu: &mut dyn CpuState, link: &mut dyn Outside) -> Result<SysResult, ProcessError> {
+    fn execve(
+        &mut self,
+        a: &[u64; 6],
+        cpu: &mut dyn CpuState,
+        link: &mut dyn Outside,
+    ) -> Result<SysResult, ProcessError> {
         let path = match self.mm.read_cstring(a[0], PATH_MAX - 1) {
             Ok(p) => String::from_utf8_lossy(&p).into_owned(),
             Err(e) => return Ok(Err(e)),
@@ -592,7 +680,13 @@ impl Process {
         let call = Syscall {
             nr: 318,
             args: vec![0, 16, 0, 0, 0, 0],
-            buffers: vec![Buffer { arg: 0, data: Some(buffer::Data::OutLen(16)), inout: false, out: true, written_by_ret: false }],
+            buffers: vec![Buffer {
+                arg: 0,
+                data: Some(buffer::Data::OutLen(16)),
+                inout: false,
+                out: true,
+                written_by_ret: false,
+            }],
         };
         let reply = link.call(request::Kind::Syscall(call), &self.mm.guest)?;
         let mut random = [0u8; 16];
@@ -606,7 +700,9 @@ impl Process {
         let loaded = match crate::loader::program::load(&images, &argv, &envp, &self.ident, random, &mut self.mm) {
             Ok(l) => l,
             Err(e) => {
-                self.note(format!("execve of {path} failed after the old program was gone ({e}); it dies of SIGSEGV as on Linux"));
+                self.note(format!(
+                    "execve of {path} failed after the old program was gone ({e}); it dies of SIGSEGV as on Linux"
+                ));
                 self.exit_request = Some(Action::Killed(libc::SIGSEGV));
                 return Ok(Ok(0));
             }
@@ -620,7 +716,8 @@ impl Process {
             }
         }
         self.signals.altstack = Signals::default().altstack;
-        self.proc_info = ProcInfo { exe: images.exe_path.clone(), argv: loaded.argv.clone(), env: envp, auxv: loaded.auxv.clone() };
+        self.proc_info =
+            ProcInfo { exe: images.exe_path.clone(), argv: loaded.argv.clone(), env: envp, auxv: loaded.auxv.clone() };
         self.exec_regs = Some(loaded.regs);
         Ok(Ok(0))
     }
@@ -654,7 +751,10 @@ impl Process {
         if fixed && addr < mm::MMAP_MIN_ADDR {
             return Ok(Err(Errno::EPERM));
         }
-        if flags & MAP_FIXED_NOREPLACE != 0 && flags & MAP_FIXED == 0 && self.mm.vmas().any(|(&s, v)| s < addr + len && v.end > addr) {
+        if flags & MAP_FIXED_NOREPLACE != 0
+            && flags & MAP_FIXED == 0
+            && self.mm.vmas().any(|(&s, v)| s < addr + len && v.end > addr)
+        {
             return Ok(Err(Errno::EEXIST));
         }
         let anonymous = flags & MAP_ANONYMOUS != 0;
@@ -878,7 +978,11 @@ impl Process {
                 if addr >= USER_TOP {
                     return Ok(Err(Errno::EPERM));
                 }
-                if code == ARCH_SET_FS { cpu.set_fs_base(addr)? } else { cpu.set_gs_base(addr)? }
+                if code == ARCH_SET_FS {
+                    cpu.set_fs_base(addr)?
+                } else {
+                    cpu.set_gs_base(addr)?
+                }
                 Ok(0)
             }
             ARCH_GET_FS | ARCH_GET_GS => {
@@ -915,7 +1019,14 @@ impl Process {
     /// getrlimit/setrlimit/prlimit64 for the program itself. Limits it sets
     /// are kept here, never applied to the broker; RLIMIT_NOFILE reads
     /// below the broker's reserved range.
-    fn prlimit(&mut self, _pid: u64, res: u64, new: u64, old: u64, link: &mut dyn Outside) -> Result<SysResult, ProcessError> {
+    fn prlimit(
+        &mut self,
+        _pid: u64,
+        res: u64,
+        new: u64,
+        old: u64,
+        link: &mut dyn Outside,
+    ) -> Result<SysResult, ProcessError> {
         const RLIMIT_NOFILE: u64 = 7;
         const RLIM_NLIMITS: u64 = 16;
         if res >= RLIM_NLIMITS {
@@ -976,7 +1087,13 @@ impl Process {
         let call = Syscall {
             nr: 302,
             args: vec![0, res, 0, 0, 0, 0],
-            buffers: vec![Buffer { arg: 3, data: Some(buffer::Data::OutLen(16)), inout: false, out: true, written_by_ret: false }],
+            buffers: vec![Buffer {
+                arg: 3,
+                data: Some(buffer::Data::OutLen(16)),
+                inout: false,
+                out: true,
+                written_by_ret: false,
+            }],
         };
         let reply = link.call(request::Kind::Syscall(call), &self.mm.guest)?;
         if let Some(o) = reply.outputs.first() {

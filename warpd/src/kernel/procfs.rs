@@ -76,7 +76,9 @@ pub fn contents(file: SelfFile, info: &ProcInfo, mm: &Mm, pid: u32, ppid: u32, i
         SelfFile::Exe => info.exe.clone().into_bytes(),
         SelfFile::Cmdline => nul_joined(&info.argv),
         SelfFile::Environ => nul_joined(&info.env),
-        SelfFile::Auxv => info.auxv.iter().flat_map(|&(k, v)| k.to_le_bytes().into_iter().chain(v.to_le_bytes())).collect(),
+        SelfFile::Auxv => {
+            info.auxv.iter().flat_map(|&(k, v)| k.to_le_bytes().into_iter().chain(v.to_le_bytes())).collect()
+        }
         SelfFile::Maps => maps(mm).into_bytes(),
         SelfFile::Status => {
             let [uid, euid, gid, egid] = ids;
@@ -146,7 +148,12 @@ mod tests {
 
     #[test]
     fn cmdline_and_auxv_layouts() {
-        let info = ProcInfo { exe: "/bin/x".into(), argv: vec!["x".into(), "-v".into()], env: vec![], auxv: vec![(6, 4096), (0, 0)] };
+        let info = ProcInfo {
+            exe: "/bin/x".into(),
+            argv: vec!["x".into(), "-v".into()],
+            env: vec![],
+            auxv: vec![(6, 4096), (0, 0)],
+        };
         let k = crate::hv::memory::MemFd::create("k", crate::arch::x86_64::KERNEL_SLOT_SIZE).unwrap();
         let g = crate::hv::memory::MemFd::create("g", 1 << 20).unwrap();
         let mm = Mm::new(k, g);

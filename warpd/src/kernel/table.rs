@@ -257,7 +257,14 @@ pub static TABLE: &[Desc] = &[
     d(318, "getrandom", Blocking, &[Out(Of(1)), Int, Int]),
     fd(319, "memfd_create", Proxied, &[Path, Int]),
     d(322, "execveat", Unsupported("execve is not supported yet"), &[]),
-    d(326, "copy_file_range", Unsupported("copies that bypass the program's memory are not replayable yet; programs fall back to read and write"), &[]),
+    d(
+        326,
+        "copy_file_range",
+        Unsupported(
+            "copies that bypass the program's memory are not replayable yet; programs fall back to read and write",
+        ),
+        &[],
+    ),
     d(332, "statx", Proxied, &[DirFd, Path, Int, Int, Out(Fixed(256))]),
     d(334, "rseq", Unsupported("restartable sequences are not provided (glibc falls back)"), &[]),
     d(435, "clone3", Unsupported(NOT_YET_PROCESSES), &[]),
@@ -277,7 +284,7 @@ pub fn ioctl_arg(request: u64) -> Option<Arg> {
     Some(match request {
         0x5401 => Out(Fixed(TERMIOS)),         // TCGETS
         0x5402..=0x5404 => In(Fixed(TERMIOS)), // TCSETS, TCSETSW, TCSETSF
-        0x5409..=0x540b => Int,       // TCSBRK, TCXONC, TCFLSH
+        0x5409..=0x540b => Int,                // TCSBRK, TCXONC, TCFLSH
         0x540f => Out(Fixed(4)),               // TIOCGPGRP
         0x5410 => In(Fixed(4)),                // TIOCSPGRP
         0x5413 => Out(Fixed(8)),               // TIOCGWINSZ
@@ -294,11 +301,11 @@ pub fn ioctl_arg(request: u64) -> Option<Arg> {
 pub fn fcntl_arg(cmd: u64) -> Option<Arg> {
     const FLOCK: u64 = 32;
     Some(match cmd {
-        0 | 1030 => Int,                       // F_DUPFD, F_DUPFD_CLOEXEC (checked by the caller)
-        1..=4 | 8..=11 => Int,                 // F_GETFD F_SETFD F_GETFL F_SETFL F_SETOWN F_GETOWN F_SETSIG F_GETSIG
-        5 | 36 => InOut(Fixed(FLOCK)),         // F_GETLK, F_OFD_GETLK
-        6 | 7 | 37 | 38 => In(Fixed(FLOCK)),   // F_SETLK(W), F_OFD_SETLK(W)
-        1024..=1026 | 1031..=1034 => Int,      // leases, notify, pipe size, seals
+        0 | 1030 => Int,                     // F_DUPFD, F_DUPFD_CLOEXEC (checked by the caller)
+        1..=4 | 8..=11 => Int,               // F_GETFD F_SETFD F_GETFL F_SETFL F_SETOWN F_GETOWN F_SETSIG F_GETSIG
+        5 | 36 => InOut(Fixed(FLOCK)),       // F_GETLK, F_OFD_GETLK
+        6 | 7 | 37 | 38 => In(Fixed(FLOCK)), // F_SETLK(W), F_OFD_SETLK(W)
+        1024..=1026 | 1031..=1034 => Int,    // leases, notify, pipe size, seals
         _ => return None,
     })
 }
@@ -320,7 +327,10 @@ mod tests {
 
     #[test]
     fn glibc_legacy_calls_are_known() {
-        for name in ["open", "stat", "lstat", "access", "rename", "unlink", "mkdir", "rmdir", "pipe", "dup2", "readlink", "poll", "select"] {
+        for name in [
+            "open", "stat", "lstat", "access", "rename", "unlink", "mkdir", "rmdir", "pipe", "dup2", "readlink",
+            "poll", "select",
+        ] {
             assert!(TABLE.iter().any(|d| d.name == name), "{name}");
         }
         assert_eq!(lookup(257).map(|d| d.name), Some("openat"));

@@ -244,7 +244,10 @@ fn load_at(file: &[u8], p: &Parsed, name: &str, mm: &mut Mm, bias: u64) -> Resul
             return Err(ElfError::Malformed("segment address and offset disagree modulo the page size"));
         }
         let start = h.vaddr.checked_add(bias).ok_or(ElfError::Malformed("segment address overflows"))?;
-        let end = start.checked_add(h.memsz).filter(|&e| e <= USER_TOP).ok_or(ElfError::Malformed("segment lies outside user space"))?;
+        let end = start
+            .checked_add(h.memsz)
+            .filter(|&e| e <= USER_TOP)
+            .ok_or(ElfError::Malformed("segment lies outside user space"))?;
         if start < mm::MMAP_MIN_ADDR {
             return Err(ElfError::Malformed("segment below the lowest mappable address"));
         }
@@ -288,14 +291,7 @@ fn load_at(file: &[u8], p: &Parsed, name: &str, mm: &mut Mm, bias: u64) -> Resul
             .unwrap_or(0),
     };
     let _ = lo;
-    Ok(ElfImage {
-        entry: p.entry.wrapping_add(bias),
-        phdr,
-        phnum: p.phdrs.len() as u64,
-        phent: p.phent,
-        bias,
-        end: hi,
-    })
+    Ok(ElfImage { entry: p.entry.wrapping_add(bias), phdr, phnum: p.phdrs.len() as u64, phent: p.phent, bias, end: hi })
 }
 
 #[cfg(test)]

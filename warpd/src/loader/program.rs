@@ -33,7 +33,9 @@ fn refused(errno: Errno, message: String) -> ExecError {
 
 fn secondary(e: ExecError, what: impl FnOnce(String) -> String) -> ExecError {
     match e {
-        ExecError::Refused { errno, message, .. } => ExecError::Refused { errno, message: what(message), secondary: true },
+        ExecError::Refused { errno, message, .. } => {
+            ExecError::Refused { errno, message: what(message), secondary: true }
+        }
         other => other,
     }
 }
@@ -52,7 +54,8 @@ pub struct Images {
 }
 
 fn read_file(path: &str, outside: &mut dyn Outside, mm: &Mm) -> Result<Vec<u8>, ExecError> {
-    let reply = outside.call(request::Kind::ReadFile(ReadFile { path: path.to_string(), max_len: MAX_EXECUTABLE }), &mm.guest)?;
+    let reply = outside
+        .call(request::Kind::ReadFile(ReadFile { path: path.to_string(), max_len: MAX_EXECUTABLE }), &mm.guest)?;
     if reply.ret < 0 {
         let errno = Errno((-reply.ret) as i32);
         let text = std::io::Error::from_raw_os_error(errno.0);
@@ -84,7 +87,8 @@ pub fn read(path: &str, outside: &mut dyn Outside, mm: &Mm) -> Result<Images, Ex
     let (exe, exe_path, script_argv) = match shebang(&file) {
         None => (file, path.to_string(), None),
         Some((interp, arg)) => {
-            let image = read_file(&interp, outside, mm).map_err(|e| secondary(e, |m| format!("{path}: its interpreter {m}")))?;
+            let image = read_file(&interp, outside, mm)
+                .map_err(|e| secondary(e, |m| format!("{path}: its interpreter {m}")))?;
             if shebang(&image).is_some() {
                 return Err(refused(
                     Errno(libc::ENOEXEC),
@@ -101,7 +105,8 @@ pub fn read(path: &str, outside: &mut dyn Outside, mm: &Mm) -> Result<Images, Ex
     let interp = match elf::check(&exe).map_err(|e| noexec(&exe_path, e))? {
         None => None,
         Some(ld) => {
-            let image = read_file(&ld, outside, mm).map_err(|e| secondary(e, |m| format!("{exe_path}: its dynamic linker {m}")))?;
+            let image = read_file(&ld, outside, mm)
+                .map_err(|e| secondary(e, |m| format!("{exe_path}: its dynamic linker {m}")))?;
             elf::check_interpreter(&image).map_err(|e| noexec(&ld, e))?;
             Some((ld, image))
         }
@@ -118,7 +123,14 @@ pub struct Loaded {
 }
 
 /// Maps the images into an empty address space and builds the stack.
-pub fn load(images: &Images, argv: &[String], env: &[String], ident: &Identity, random: [u8; 16], mm: &mut Mm) -> Result<Loaded, ExecError> {
+pub fn load(
+    images: &Images,
+    argv: &[String],
+    env: &[String],
+    ident: &Identity,
+    random: [u8; 16],
+    mm: &mut Mm,
+) -> Result<Loaded, ExecError> {
     let name = &images.exe_path;
     let loaded = elf::load(&images.exe, name, mm).map_err(|e| refused(Errno(libc::ENOEXEC), format!("{name}: {e}")))?;
     mm.brk_start = mm::page_up(loaded.end).unwrap_or(loaded.end);
@@ -128,7 +140,8 @@ pub fn load(images: &Images, argv: &[String], env: &[String], ident: &Identity, 
     let (start, interp_base) = match &images.interp {
         None => (loaded.entry, 0),
         Some((path, image)) => {
-            let l = elf::load_interpreter(image, path, mm).map_err(|e| refused(Errno(libc::ENOEXEC), format!("{path}: {e}")))?;
+            let l = elf::load_interpreter(image, path, mm)
+                .map_err(|e| refused(Errno(libc::ENOEXEC), format!("{path}: {e}")))?;
             (l.entry, l.bias)
         }
     };
@@ -186,7 +199,10 @@ mod tests {
     #[test]
     fn shebang_lines_as_linux_reads_them() {
         assert_eq!(shebang(b"#!/bin/sh\necho"), Some(("/bin/sh".into(), None)));
-        assert_eq!(shebang(b"#! /usr/bin/env  python3 -u \n"), Some(("/usr/bin/env".into(), Some("python3 -u".into()))));
+        assert_eq!(
+            shebang(b"#! /usr/bin/env  python3 -u \n"),
+            Some(("/usr/bin/env".into(), Some("python3 -u".into())))
+        );
         assert_eq!(shebang(b"#!\n"), None);
         assert_eq!(shebang(b"\x7fELF"), None);
     }

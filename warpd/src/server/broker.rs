@@ -49,9 +49,8 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: UnixListener) {
         let shared = Arc::clone(&shared);
         let uid = cred.uid();
         let pid = cred.pid();
-        let spawned = thread::Builder::new()
-            .name("broker-attach".into())
-            .spawn(move || attach(shared, stream, uid, pid));
+        let spawned =
+            thread::Builder::new().name("broker-attach".into()).spawn(move || attach(shared, stream, uid, pid));
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "cannot start a thread for a broker connection");
         }

@@ -15,9 +15,7 @@ use crate::trace::store::StoreError;
 pub const LATEST: &str = "latest";
 
 /// Runs blocking work (sled) on tokio's blocking threads.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
-) -> Result<T, Status> {
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Status> + Send + 'static) -> Result<T, Status> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Status::internal(format!("warpd failed while reading the store: {e}")))?

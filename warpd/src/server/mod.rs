@@ -30,8 +30,8 @@ mod events;
 mod lookup;
 mod replay;
 pub mod secrets;
-pub mod sessions;
 mod service;
+pub mod sessions;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -271,7 +271,8 @@ pub async fn serve(
             };
             tracing::info!(?reason, "stopping: no new sessions");
             let _ = std::fs::remove_file(&shared.options.socket);
-            let failed = shared.sessions.fail_all_awaiting(Failure::Daemon, "warpd stopped before the broker connected");
+            let failed =
+                shared.sessions.fail_all_awaiting(Failure::Daemon, "warpd stopped before the broker connected");
             if !failed.is_empty() {
                 let shared = Arc::clone(&shared);
                 let _ = tokio::task::spawn_blocking(move || {

@@ -54,10 +54,7 @@ pub enum CreateError {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 enum Phase {
@@ -219,7 +216,12 @@ pub fn ending(end: &SessionEnd) -> Ending {
 pub fn end_from_meta(meta: &SessionMeta) -> SessionEnd {
     let ending = meta.ending.clone().unwrap_or_default();
     if meta.status == Status::Complete as i32 {
-        SessionEnd { failure: Failure::None as i32, exit_code: ending.exit_code, signal: ending.signal, message: String::new() }
+        SessionEnd {
+            failure: Failure::None as i32,
+            exit_code: ending.exit_code,
+            signal: ending.signal,
+            message: String::new(),
+        }
     } else {
         let message = if ending.failure.is_empty() { "the recording was interrupted".into() } else { ending.failure };
         failure_end(Failure::Daemon, &message)
@@ -294,13 +296,8 @@ impl Sessions {
 
     /// The sessions `uid` may see (all of them for `None`), oldest first.
     pub fn list(&self, uid: Option<u32>) -> Vec<Arc<Session>> {
-        let mut list: Vec<_> = self
-            .table()
-            .by_id
-            .values()
-            .filter(|s| uid.is_none_or(|u| s.spec.owner_uid == u))
-            .cloned()
-            .collect();
+        let mut list: Vec<_> =
+            self.table().by_id.values().filter(|s| uid.is_none_or(|u| s.spec.owner_uid == u)).cloned().collect();
         list.sort_by_key(|s| s.seq);
         list
     }
@@ -465,7 +462,8 @@ mod tests {
         assert_eq!(ending(&failure_end(Failure::NotFound, "")).failure, "not found");
         assert_eq!(ending(&result(4).end).failure, "");
 
-        let meta = SessionMeta { status: Status::Complete as i32, ending: Some(ending(&result(4).end)), ..Default::default() };
+        let meta =
+            SessionMeta { status: Status::Complete as i32, ending: Some(ending(&result(4).end)), ..Default::default() };
         let end = end_from_meta(&meta);
         assert_eq!((end.failure, end.exit_code), (Failure::None as i32, 4));
         let meta = SessionMeta { status: Status::Incomplete as i32, ending: Some(e), ..Default::default() };

@@ -8,8 +8,8 @@
 //! ```
 
 pub mod digest;
-pub mod record;
 pub mod print;
+pub mod record;
 pub mod replay;
 pub mod store;
 

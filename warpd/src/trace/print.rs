@@ -275,11 +275,7 @@ fn arguments(entry: &SyscallEntry, calls: &[&BrokerCall]) -> Vec<String> {
 /// The bytes warpd copied into the first broker request that carries
 /// argument `i`.
 fn inline_arg(calls: &[&BrokerCall], i: usize) -> Option<Vec<u8>> {
-    calls
-        .iter()
-        .flat_map(|c| c.inline_args.iter())
-        .find(|a| a.arg as usize == i)
-        .map(|a| a.value.clone())
+    calls.iter().flat_map(|c| c.inline_args.iter()).find(|a| a.arg as usize == i).map(|a| a.value.clone())
 }
 
 fn pointer(v: u64) -> String {
@@ -480,17 +476,18 @@ fn load(call: &BrokerCall) -> String {
     if call.file.is_some() {
         format!("-- read the executable{path} ({len} bytes)")
     } else {
-        format!("-- broker call {} outside a syscall = {}", syscall_name(u64::from(call.nr)), result(u64::from(call.nr), call.ret))
+        format!(
+            "-- broker call {} outside a syscall = {}",
+            syscall_name(u64::from(call.nr)),
+            result(u64::from(call.nr), call.ret)
+        )
     }
 }
 
 fn signals_text(s: &Signals) -> String {
     let names: Vec<String> = s.signos.iter().map(|&n| signals::name(n)).collect();
-    let when = if s.asynchronous {
-        format!("while computing, rip {:#x}", s.rip)
-    } else {
-        "at a syscall boundary".into()
-    };
+    let when =
+        if s.asynchronous { format!("while computing, rip {:#x}", s.rip) } else { "at a syscall boundary".into() };
     format!("--- {} ({when}) ---", names.join(", "))
 }
 
@@ -612,7 +609,13 @@ mod tests {
             read_exe,
             Event { kind: Some(event::Kind::Signals(Signals { signos: vec![2], asynchronous: false, rip: 0 })) },
             Event {
-                kind: Some(event::Kind::Fault(Fault { vector: 14, error_code: 6, rip: 0x401234, address: 0, signal: 11 })),
+                kind: Some(event::Kind::Fault(Fault {
+                    vector: 14,
+                    error_code: 6,
+                    rip: 0x401234,
+                    address: 0,
+                    signal: 11,
+                })),
             },
             Event { kind: Some(event::Kind::End(ProgramEnd { exit_code: 0, signal: 11 })) },
         ]);
@@ -648,7 +651,10 @@ mod tests {
         let lines = p.push(12, &exit(3, 0));
         assert_eq!(lines.len(), 1);
         let l = &lines[0];
-        assert_eq!((l.first, l.last, l.kind, l.nr, l.name.as_str(), l.ret), (10, 12, Kind::Syscall, Some(3), "close", Some(0)));
+        assert_eq!(
+            (l.first, l.last, l.kind, l.nr, l.name.as_str(), l.ret),
+            (10, 12, Kind::Syscall, Some(3), "close", Some(0))
+        );
         assert_eq!(l.args, [4]);
         assert_eq!(l.text, "[5] close(4) = 0");
     }

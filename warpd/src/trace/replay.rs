@@ -62,7 +62,8 @@ fn describe(nr: u64, args: &[u64]) -> String {
     let name = crate::kernel::names::name(nr).map(str::to_string).unwrap_or_else(|| format!("syscall {nr}"));
     // As many arguments as the call takes, where the table knows.
     let arity = crate::kernel::table::lookup(nr).map(|d| d.args.len()).unwrap_or(args.len()).min(args.len());
-    let a: Vec<String> = args[..arity].iter().map(|a| if *a > 0xffff { format!("{a:#x}") } else { a.to_string() }).collect();
+    let a: Vec<String> =
+        args[..arity].iter().map(|a| if *a > 0xffff { format!("{a:#x}") } else { a.to_string() }).collect();
     format!("{name}({})", a.join(", "))
 }
 
@@ -163,7 +164,8 @@ impl Outside for Replayer<'_> {
         let file = self.load(&call.file)?;
         if call.ret > 0 && (call.stream == 1 || call.stream == 2) {
             let bytes = digest::sent_bytes(&kind, call.ret as u64, memory);
-            let _ = self.out.send(if call.stream == 1 { ReplayOutput::Stdout(bytes) } else { ReplayOutput::Stderr(bytes) });
+            let _ =
+                self.out.send(if call.stream == 1 { ReplayOutput::Stdout(bytes) } else { ReplayOutput::Stderr(bytes) });
         }
         Ok(Reply { id: 0, ret: call.ret, outputs, file, signals: call.signals, stream: call.stream })
     }
@@ -230,7 +232,11 @@ impl Outside for Replayer<'_> {
         };
         self.expect(
             |k| matches!(k, event::Kind::End(p) if p.exit_code == code && p.signal == sig),
-            || describe_event(&Event { kind: Some(event::Kind::End(warp_proto::trace::ProgramEnd { exit_code: code, signal: sig })) }),
+            || {
+                describe_event(&Event {
+                    kind: Some(event::Kind::End(warp_proto::trace::ProgramEnd { exit_code: code, signal: sig })),
+                })
+            },
         )
     }
 }
@@ -238,7 +244,11 @@ impl Outside for Replayer<'_> {
 impl Replayer<'_> {
     /// Consumes the next event when `matches` accepts it; otherwise the
     /// replay diverged here (the event stays, for the report).
-    fn expect(&mut self, matches: impl Fn(&event::Kind) -> bool, actual: impl Fn() -> String) -> Result<(), OutsideError> {
+    fn expect(
+        &mut self,
+        matches: impl Fn(&event::Kind) -> bool,
+        actual: impl Fn() -> String,
+    ) -> Result<(), OutsideError> {
         let before = self.pos;
         let e = self.next(&actual)?;
         if e.kind.as_ref().is_some_and(matches) {
@@ -253,11 +263,7 @@ impl Replayer<'_> {
 fn cpuid_notes(meta: &SessionMeta) -> Vec<String> {
     let now = session::host_cpuid();
     let mut notes = Vec::new();
-    let differing = meta
-        .cpuid
-        .iter()
-        .filter(|r| !now.iter().any(|n| n == *r))
-        .count()
+    let differing = meta.cpuid.iter().filter(|r| !now.iter().any(|n| n == *r)).count()
         + now.iter().filter(|n| !meta.cpuid.iter().any(|r| r.function == n.function && r.index == n.index)).count();
     if differing > 0 {
         notes.push(format!(

@@ -136,7 +136,8 @@ impl Store {
                 // sled reports the lock conflict as an Io error of kind Other
                 // whose text carries the WouldBlock.
                 Err(sled::Error::Io(e))
-                    if (e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("could not acquire lock"))
+                    if (e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.to_string().contains("could not acquire lock"))
                         && std::time::Instant::now() < deadline =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(20));

@@ -136,15 +136,37 @@ pub fn write_tables(mem: &mut [u8]) {
 /// The CPU state in which the program starts: long mode, paging on, CPL3.
 pub fn initial_system_state(cr3: u64, xsave: bool, fsgsbase: bool) -> SystemState {
     let user_code = Segment {
-        base: 0, limit: 0xffff_ffff, selector: SEL_UCODE, type_: 11, present: true, dpl: 3,
-        db: false, s: true, l: true, g: true, unusable: false,
+        base: 0,
+        limit: 0xffff_ffff,
+        selector: SEL_UCODE,
+        type_: 11,
+        present: true,
+        dpl: 3,
+        db: false,
+        s: true,
+        l: true,
+        g: true,
+        unusable: false,
     };
     let user_data = Segment {
-        base: 0, limit: 0xffff_ffff, selector: SEL_UDATA, type_: 3, present: true, dpl: 3,
-        db: true, s: true, l: false, g: true, unusable: false,
+        base: 0,
+        limit: 0xffff_ffff,
+        selector: SEL_UDATA,
+        type_: 3,
+        present: true,
+        dpl: 3,
+        db: true,
+        s: true,
+        l: false,
+        g: true,
+        unusable: false,
     };
     let tr = Segment {
-        base: KBASE + GPA_TSS, limit: TSS_LIMIT, selector: SEL_TSS, type_: 11, present: true,
+        base: KBASE + GPA_TSS,
+        limit: TSS_LIMIT,
+        selector: SEL_TSS,
+        type_: 11,
+        present: true,
         ..Default::default()
     };
     let ldt = Segment { type_: 2, present: true, unusable: true, ..Default::default() };

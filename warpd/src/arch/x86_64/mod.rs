@@ -108,16 +108,16 @@ impl ExceptionFrame {
 /// for vectors a user program cannot raise.
 pub fn exception_signal(vector: u64) -> Option<i32> {
     Some(match vector {
-        0 => libc::SIGFPE,       // #DE divide error
-        1 | 3 => libc::SIGTRAP,  // #DB, #BP
-        4 => libc::SIGSEGV,      // #OF
-        5 => libc::SIGSEGV,      // #BR
-        6 => libc::SIGILL,       // #UD
-        7 => libc::SIGFPE,       // #NM (should not happen: FPU is always on)
-        12 => libc::SIGBUS,      // #SS
+        0 => libc::SIGFPE,        // #DE divide error
+        1 | 3 => libc::SIGTRAP,   // #DB, #BP
+        4 => libc::SIGSEGV,       // #OF
+        5 => libc::SIGSEGV,       // #BR
+        6 => libc::SIGILL,        // #UD
+        7 => libc::SIGFPE,        // #NM (should not happen: FPU is always on)
+        12 => libc::SIGBUS,       // #SS
         13 | 14 => libc::SIGSEGV, // #GP, #PF
-        16 | 19 => libc::SIGFPE, // #MF, #XM
-        17 => libc::SIGBUS,      // #AC
+        16 | 19 => libc::SIGFPE,  // #MF, #XM
+        17 => libc::SIGBUS,       // #AC
         _ => return None,
     })
 }

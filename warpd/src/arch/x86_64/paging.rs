@@ -111,7 +111,13 @@ impl PageTables {
     }
 
     /// Maps the page at `va` to `pa` with `flags`; returns the entry it replaced.
-    pub fn map(&mut self, mem: &mut (impl TableMemory + ?Sized), va: u64, pa: u64, flags: u64) -> Result<u64, PagingError> {
+    pub fn map(
+        &mut self,
+        mem: &mut (impl TableMemory + ?Sized),
+        va: u64,
+        pa: u64,
+        flags: u64,
+    ) -> Result<u64, PagingError> {
         let slot = self.leaf_slot(mem, va, true)?.expect("created");
         let old = mem.read_u64(slot);
         mem.write_u64(slot, (pa & PTE_ADDR_MASK) | flags | PTE_PRESENT);
@@ -131,7 +137,12 @@ impl PageTables {
     }
 
     /// Replaces an entry as is (present or not); returns the old one.
-    pub fn set_entry(&mut self, mem: &mut (impl TableMemory + ?Sized), va: u64, entry: u64) -> Result<u64, PagingError> {
+    pub fn set_entry(
+        &mut self,
+        mem: &mut (impl TableMemory + ?Sized),
+        va: u64,
+        entry: u64,
+    ) -> Result<u64, PagingError> {
         let slot = self.leaf_slot(mem, va, entry & PTE_PRESENT != 0)?;
         match slot {
             Some(slot) => {
