@@ -820,7 +820,7 @@ impl Process {
     /// mincore: every mapped page counts as resident (guest memory is never
     /// swapped out from the program's point of view).
     fn mincore(&mut self, addr: u64, len: u64, vec: u64) -> SysResult {
-        if addr % PAGE_SIZE != 0 {
+        if !addr.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
         }
         let len = mm::page_up(len).ok_or(Errno::ENOMEM)?;
