@@ -10,6 +10,7 @@ mod json;
 mod record;
 mod replay;
 mod resolve;
+mod transfer;
 mod view;
 
 use std::ffi::OsString;
@@ -100,6 +101,23 @@ enum Command {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Write a session as one self-contained trace file (checksummed,
+    /// compressed), to replay on another machine with `warpctl import`.
+    Export {
+        #[arg(value_name = "ID|latest")]
+        id: String,
+        /// The file to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Store a trace file as a new session of yours; prints its id.
+    ///
+    /// A damaged, truncated or foreign file is refused (exit status 2) and
+    /// nothing is stored.
+    Import {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Remove a session and its trace (prints nothing when it worked).
     Rm {
         #[arg(value_name = "ID|latest")]
@@ -179,6 +197,10 @@ fn main() -> ExitCode {
                 view::events(id, json, follow).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
             }
             Command::Rm { id } => view::rm(id).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
+            Command::Export { id, output } => {
+                transfer::export(id, output).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
+            }
+            Command::Import { file } => transfer::import(file).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
             Command::Doctor { json } => admin::doctor(json).await.unwrap_or_else(|e| fail(e, 125)),
             Command::Daemon { action: DaemonAction::Stop { verbose } } => {
                 admin::daemon_stop(verbose).await.unwrap_or_else(|e| fail(e, 125))

@@ -9,10 +9,10 @@ use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 use warp_proto::warp::warp_server::Warp;
 use warp_proto::warp::{
-    session_update, CreateSessionReply, CreateSessionRequest, DoctorReply, DoctorRequest, EventBatch, Failure,
-    GetSessionReply, GetSessionRequest, HelloReply, HelloRequest, ListSessionsReply, ListSessionsRequest,
-    RemoveSessionReply, RemoveSessionRequest, ReplayRequest, ReplayUpdate, SessionUpdate, ShutdownReply,
-    ShutdownRequest, StreamEventsRequest, WaitSessionRequest,
+    session_update, CreateSessionReply, CreateSessionRequest, DoctorReply, DoctorRequest, EventBatch, ExportChunk,
+    ExportRequest, Failure, GetSessionReply, GetSessionRequest, HelloReply, HelloRequest, ImportChunk, ImportReply,
+    ListSessionsReply, ListSessionsRequest, RemoveSessionReply, RemoveSessionRequest, ReplayRequest, ReplayUpdate,
+    SessionUpdate, ShutdownReply, ShutdownRequest, StreamEventsRequest, WaitSessionRequest,
 };
 
 use super::lookup::{self, blocking};
@@ -84,6 +84,54 @@ impl WarpService {
 type UpdateStream = Pin<Box<dyn Stream<Item = Result<SessionUpdate, Status>> + Send>>;
 type EventStream = Pin<Box<dyn Stream<Item = Result<EventBatch, Status>> + Send>>;
 type ReplayStream = Pin<Box<dyn Stream<Item = Result<ReplayUpdate, Status>> + Send>>;
+type ExportStream = Pin<Box<dyn Stream<Item = Result<ExportChunk, Status>> + Send>>;
+
+/// Export chunks: under tonic's 4 MiB message limit.
+const EXPORT_CHUNK: usize = 1 << 20;
+/// The largest trace file accepted by Import (held in memory while checked).
+const MAX_IMPORT: u64 = 8 << 30;
+
+/// Sends what is written to it as ExportChunks of at most EXPORT_CHUNK
+/// bytes. Once the client has gone, writing fails.
+struct ChunkWriter {
+    buf: Vec<u8>,
+    tx: tokio::sync::mpsc::Sender<Result<ExportChunk, Status>>,
+    gone: bool,
+}
+
+impl ChunkWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        let data = std::mem::replace(&mut self.buf, Vec::with_capacity(EXPORT_CHUNK));
+        if self.tx.blocking_send(Ok(ExportChunk { data })).is_err() {
+            self.gone = true;
+            return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"));
+        }
+        Ok(())
+    }
+
+    fn send_rest(&mut self) {
+        if !self.buf.is_empty() && !self.gone {
+            let _ = self.send();
+        }
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.gone {
+            return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"));
+        }
+        let n = data.len().min(EXPORT_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == EXPORT_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 #[tonic::async_trait]
 impl Warp for WarpService {
@@ -270,6 +318,61 @@ impl Warp for WarpService {
         let shared = Arc::clone(&self.shared);
         tokio::task::spawn_blocking(move || replay::run(shared, meta.id, req.quiet, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type ExportStream = ExportStream;
+
+    async fn export(&self, request: Request<ExportRequest>) -> Result<Response<Self::ExportStream>, Status> {
+        let _busy = self.shared.busy();
+        let uid = caller_uid(&request)?;
+        let meta = self.resolve(request.into_inner().id, uid).await?;
+        tracing::info!(id = %meta.id, uid, "export");
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || {
+            let mut out = ChunkWriter { buf: Vec::with_capacity(EXPORT_CHUNK), tx: tx.clone(), gone: false };
+            let result = crate::trace::export::export(&shared.store, &meta.id, &mut out).and_then(|()| {
+                out.send_rest();
+                Ok(())
+            });
+            if let Err(e) = result {
+                let status = match e {
+                    crate::trace::export::ExportError::Store(s) => lookup::status(s),
+                    other => Status::failed_precondition(other.to_string()),
+                };
+                let _ = tx.blocking_send(Err(status));
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn import(&self, request: Request<tonic::Streaming<ImportChunk>>) -> Result<Response<ImportReply>, Status> {
+        let _busy = self.shared.busy();
+        let uid = caller_uid(&request)?;
+        let mut stream = request.into_inner();
+        let mut file = Vec::new();
+        while let Some(chunk) = stream.message().await? {
+            file.extend_from_slice(&chunk.data);
+            if file.len() as u64 > MAX_IMPORT {
+                return Err(Status::invalid_argument(format!(
+                    "the trace file is larger than {} GiB",
+                    MAX_IMPORT >> 30
+                )));
+            }
+        }
+        let id =
+            crate::server::secrets::new_id().map_err(|e| Status::internal(format!("cannot make a session id: {e}")))?;
+        let shared = Arc::clone(&self.shared);
+        let new_id = id.clone();
+        let meta = blocking(move || {
+            crate::trace::export::import(&shared.store, &file, &new_id, uid).map_err(|e| match e {
+                crate::trace::export::ExportError::Store(s) => lookup::status(s),
+                other => Status::data_loss(other.to_string()),
+            })
+        })
+        .await?;
+        tracing::info!(id = %meta.id, uid, events = meta.events, "imported");
+        Ok(Response::new(ImportReply { id }))
     }
 
     async fn doctor(&self, request: Request<DoctorRequest>) -> Result<Response<DoctorReply>, Status> {

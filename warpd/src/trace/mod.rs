@@ -8,6 +8,7 @@
 //! ```
 
 pub mod digest;
+pub mod export;
 pub mod print;
 pub mod record;
 pub mod replay;

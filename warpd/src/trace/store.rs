@@ -438,6 +438,17 @@ impl Store {
         }
     }
 
+    /// The hashes of the blobs a session uses.
+    pub fn session_blob_hashes(&self, id: &str) -> Result<Vec<Vec<u8>>> {
+        let prefix = event_prefix(id);
+        let mut out = Vec::new();
+        for kv in self.trees.session_blobs.scan_prefix(&prefix) {
+            let (k, _) = kv.map_err(db_err("cannot list a session's blobs"))?;
+            out.push(k[prefix.len()..].to_vec());
+        }
+        Ok(out)
+    }
+
     /// Removes a session, its events, and every blob no other session uses.
     ///
     /// The metadata goes last, so an `rm` interrupted by a crash can simply
@@ -638,6 +649,27 @@ impl EventWriter {
             }
         }
         Ok(Data { r#where: Some(Where::Blob(hash.to_vec())), len })
+    }
+
+    /// Adds a blob given with its hash (an imported trace): refused unless
+    /// the bytes hash to it.
+    pub fn add_blob(&mut self, hash: &[u8], bytes: &[u8]) -> Result<()> {
+        let hash: [u8; blake3::OUT_LEN] = hash.try_into().map_err(|_| StoreError::Corrupt {
+            session: self.id.clone(),
+            what: "blob reference".into(),
+            detail: format!("its hash is {} bytes long, not {}", hash.len(), blake3::OUT_LEN),
+        })?;
+        if blake3::hash(bytes).as_bytes() != &hash {
+            return Err(StoreError::Blob { session: self.id.clone(), hash: hex(&hash), problem: BLOB_DAMAGED.into() });
+        }
+        if self.referenced.insert(hash) {
+            self.next_seq()?;
+            let stored = self.reference_blob(&hash, bytes)?;
+            self.bytes += stored;
+            self.unflushed += 1;
+        }
+        self.logical += bytes.len() as u64;
+        Ok(())
     }
 
     /// Stores the blob if the store lacks it (or holds other bytes under its

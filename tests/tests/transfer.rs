@@ -1,0 +1,79 @@
+//! Export and import: a session as one self-contained, checksummed,
+//! compressed file that another daemon (another machine) can import and
+//! replay without anything of the recording machine; damaged files are
+//! refused and store nothing.
+
+use std::fs;
+
+use warp_tests::{Spec, Status, WarpHome, FLAVOURS};
+
+fn warpctl_ok(home: &WarpHome, args: &[&str]) -> String {
+    let out = home.warpctl().args(args).output().unwrap();
+    assert!(out.status.success(), "warpctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn warpctl_refused(home: &WarpHome, args: &[&str]) -> String {
+    let out = home.warpctl().args(args).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "warpctl {args:?} should be refused with 2");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(err.lines().all(|l| l.starts_with("warpctl: ")), "{err}");
+    err
+}
+
+#[test]
+fn an_exported_session_replays_on_another_daemon() {
+    let here = WarpHome::new("export_src");
+    let there = WarpHome::new("export_dst");
+    let file = here.scratch("out").join("session.trace");
+    for flavour in FLAVOURS {
+        let spec = Spec::prog("nondet", flavour);
+        let recorded = here.record(&spec, &[]);
+        assert_eq!(recorded.outcome.status, Status::Exited(0));
+        let id = recorded.session_id().unwrap();
+        warpctl_ok(&here, &["export", &id, "-o", file.to_str().unwrap()]);
+        // The recording machine's copy goes: the file is all there is.
+        warpctl_ok(&here, &["rm", &id]);
+        let new_id = warpctl_ok(&there, &["import", file.to_str().unwrap()]).trim().to_string();
+        assert!(!new_id.is_empty() && !new_id.contains(' '), "{new_id:?}");
+        let replayed = there.replay(&new_id, &[]);
+        assert_eq!(replayed.outcome.status, Status::Exited(0), "{}", replayed.warpctl_text());
+        assert_eq!(replayed.outcome.stdout, recorded.outcome.stdout, "the replay prints what the recording printed");
+        let show = warpctl_ok(&there, &["show", "--json", &new_id]);
+        assert!(show.contains("\"status\":\"complete\""), "{show}");
+    }
+}
+
+#[test]
+fn damaged_truncated_and_foreign_files_are_refused() {
+    let here = WarpHome::new("import_bad");
+    let dir = here.scratch("files");
+    let recorded = here.record(&Spec::prog("hello", FLAVOURS[0]), &[]);
+    let id = recorded.session_id().unwrap();
+    let good = dir.join("good.trace");
+    warpctl_ok(&here, &["export", &id, "-o", good.to_str().unwrap()]);
+    let bytes = fs::read(&good).unwrap();
+    let before = warpctl_ok(&here, &["ls", "--json"]).lines().count();
+
+    let mut flipped = bytes.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x10;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("flipped.trace", flipped, "not a valid trace file"),
+        ("truncated.trace", bytes[..bytes.len() * 2 / 3].to_vec(), "not a valid trace file"),
+        ("short.trace", bytes[..10].to_vec(), "not a valid trace file"),
+        ("foreign.trace", b"#!/bin/sh\necho not a trace\n".to_vec(), "header"),
+    ];
+    for (name, data, says) in cases {
+        let path = dir.join(name);
+        fs::write(&path, data).unwrap();
+        let err = warpctl_refused(&here, &["import", path.to_str().unwrap()]);
+        assert!(err.contains(name) && err.contains(says), "{err}");
+    }
+    assert_eq!(warpctl_ok(&here, &["ls", "--json"]).lines().count(), before, "nothing was stored");
+    let missing = dir.join("missing.trace");
+    warpctl_refused(&here, &["import", missing.to_str().unwrap()]);
+    let out = dir.join("never.trace");
+    warpctl_refused(&here, &["export", "nosuchid", "-o", out.to_str().unwrap()]);
+    assert!(fs::read_dir(&dir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with("never")));
+}

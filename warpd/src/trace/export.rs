@@ -1,0 +1,191 @@
+//! Exported trace files: one self-contained, checksummed, compressed file
+//! per session, which `warpctl import` on another machine can replay.
+//!
+//! ```text
+//!  "WARPTRC\0"  format version (u32 LE)  zstd( ExportRecord* )  blake3(records) (32 bytes)
+//! ```
+//!
+//! The records (length-delimited protobuf, `trace.proto`) are the session's
+//! metadata, its events in order, then every blob they use. The hash covers
+//! the uncompressed records, so truncation, bit flips and a missing tail are
+//! all refused before anything reaches the store.
+
+use std::io::{Read, Write};
+
+use prost::Message;
+use warp_proto::trace::{export_record, ExportBlob, ExportRecord, SessionMeta, Status};
+
+use super::store::{Store, StoreError};
+use super::FORMAT_VERSION;
+
+pub const MAGIC: &[u8; 8] = b"WARPTRC\0";
+/// Largest single record accepted on import (a blob: an executable image or
+/// one big read).
+const MAX_RECORD: u64 = 1 << 31;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("writing the trace file: {0}")]
+    Write(std::io::Error),
+    /// The file is not a trace, or it is damaged: what and where.
+    #[error("not a valid trace file: {0}")]
+    Invalid(String),
+    #[error("the trace file was written in format {found}; this warpd reads up to {supported}")]
+    NewerFormat { found: u32, supported: u32 },
+}
+
+/// A writer that hashes what passes through it.
+struct Hashing<W: Write> {
+    inner: W,
+    hash: blake3::Hasher,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes session `id` as a trace file to `out`.
+pub fn export(store: &Store, id: &str, out: impl Write) -> Result<(), ExportError> {
+    let meta = store.session(id)?;
+    if meta.status != Status::Complete as i32 {
+        return Err(ExportError::Invalid(format!(
+            "session {id} is not complete; only complete recordings are exported"
+        )));
+    }
+    let mut out = out;
+    out.write_all(MAGIC).map_err(ExportError::Write)?;
+    out.write_all(&FORMAT_VERSION.to_le_bytes()).map_err(ExportError::Write)?;
+    let encoder = zstd::Encoder::new(out, 3).map_err(ExportError::Write)?;
+    let mut w = Hashing { inner: encoder, hash: blake3::Hasher::new() };
+    let put = |w: &mut Hashing<_>, kind: export_record::Kind| {
+        let rec = ExportRecord { kind: Some(kind) };
+        w.write_all(&rec.encode_length_delimited_to_vec()).map_err(ExportError::Write)
+    };
+    put(&mut w, export_record::Kind::Meta(meta))?;
+    for (_, event) in store.events(id, 0)? {
+        put(&mut w, export_record::Kind::Event(event))?;
+    }
+    for hash in store.session_blob_hashes(id)? {
+        let data = store.load(
+            id,
+            &warp_proto::trace::Data { r#where: Some(warp_proto::trace::data::Where::Blob(hash.clone())), len: 0 },
+        )?;
+        put(&mut w, export_record::Kind::Blob(ExportBlob { hash, data }))?;
+    }
+    let digest = w.hash.finalize();
+    let mut out = w.inner.finish().map_err(ExportError::Write)?;
+    out.write_all(digest.as_bytes()).map_err(ExportError::Write)?;
+    out.flush().map_err(ExportError::Write)?;
+    Ok(())
+}
+
+/// Reads one length-delimited record; None at the clean end of the stream.
+fn record(r: &mut impl Read, hash: &mut blake3::Hasher, n: u64) -> Result<Option<ExportRecord>, ExportError> {
+    let bad = |what: String| ExportError::Invalid(format!("record {n}: {what}"));
+    let mut len: u64 = 0;
+    for i in 0..10 {
+        let mut b = [0u8; 1];
+        match r.read(&mut b) {
+            Ok(0) if i == 0 => return Ok(None),
+            Ok(0) => return Err(bad("the file ends inside a record".into())),
+            Ok(_) => {}
+            Err(e) => return Err(bad(format!("the compressed data is damaged or cut short ({e})"))),
+        }
+        hash.update(&b);
+        len |= ((b[0] & 0x7f) as u64) << (7 * i);
+        if b[0] & 0x80 == 0 {
+            if len > MAX_RECORD {
+                return Err(bad(format!("it claims {len} bytes")));
+            }
+            let mut buf = vec![0u8; len as usize];
+            r.read_exact(&mut buf).map_err(|e| bad(format!("the file ends inside a record ({e})")))?;
+            hash.update(&buf);
+            return ExportRecord::decode(buf.as_slice()).map(Some).map_err(|e| bad(format!("it does not decode: {e}")));
+        }
+    }
+    Err(bad("its length is not a valid varint".into()))
+}
+
+/// Reads a trace file and stores it as a new session `new_id` owned by
+/// `owner_uid`. Nothing is stored unless the whole file checks out.
+pub fn import(store: &Store, input: &[u8], new_id: &str, owner_uid: u32) -> Result<SessionMeta, ExportError> {
+    if input.len() < MAGIC.len() + 4 + 32 || &input[..MAGIC.len()] != MAGIC {
+        return Err(ExportError::Invalid("it does not start with a Warpspeed trace header".into()));
+    }
+    let version = u32::from_le_bytes(input[8..12].try_into().expect("4 bytes"));
+    if version > FORMAT_VERSION {
+        return Err(ExportError::NewerFormat { found: version, supported: FORMAT_VERSION });
+    }
+    let (body, trailer) = input[12..].split_at(input.len() - 12 - 32);
+    let mut decoder = zstd::Decoder::new(body).map_err(|e| ExportError::Invalid(format!("cannot decompress: {e}")))?;
+    let mut hash = blake3::Hasher::new();
+    let mut meta = None;
+    let mut events = Vec::new();
+    let mut blobs = Vec::new();
+    let mut n = 0u64;
+    while let Some(rec) = record(&mut decoder, &mut hash, n)? {
+        match rec.kind {
+            Some(export_record::Kind::Meta(m)) if n == 0 => meta = Some(m),
+            Some(export_record::Kind::Event(e)) if n > 0 => events.push(e),
+            Some(export_record::Kind::Blob(b)) if n > 0 => blobs.push(b),
+            _ => return Err(ExportError::Invalid(format!("record {n} is out of place"))),
+        }
+        n += 1;
+    }
+    if hash.finalize().as_bytes() != trailer {
+        return Err(ExportError::Invalid("its checksum does not match its contents (damaged or truncated)".into()));
+    }
+    let mut meta = meta.ok_or_else(|| ExportError::Invalid("it holds no session".into()))?;
+    if meta.format_version > FORMAT_VERSION {
+        return Err(ExportError::NewerFormat { found: meta.format_version, supported: FORMAT_VERSION });
+    }
+    if meta.status != Status::Complete as i32 {
+        return Err(ExportError::Invalid("the session in it is not complete".into()));
+    }
+    for b in &blobs {
+        if blake3::hash(&b.data).as_bytes().as_slice() != b.hash.as_slice() {
+            return Err(ExportError::Invalid(format!("blob {} does not match its hash", hex(&b.hash))));
+        }
+    }
+
+    // Checked: store it under its new id, for its new owner.
+    meta.id = new_id.to_string();
+    meta.owner_uid = owner_uid;
+    let mut recording = meta.clone();
+    recording.status = Status::Recording as i32;
+    store.create_session(&recording)?;
+    let mut writer = store.writer(new_id);
+    let stored = (|| {
+        for b in &blobs {
+            writer.add_blob(&b.hash, &b.data)?;
+        }
+        for e in &events {
+            writer.append(e)?;
+        }
+        writer.flush()?;
+        let (events, bytes) = writer.counts();
+        meta.events = events;
+        meta.trace_bytes = bytes;
+        meta.logical_bytes = writer.logical_bytes();
+        store.update_session(&meta)
+    })();
+    if let Err(e) = stored {
+        let _ = store.remove(new_id);
+        return Err(e.into());
+    }
+    store.flush()?;
+    Ok(meta)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
