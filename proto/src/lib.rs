@@ -15,6 +15,7 @@ pub mod broker {
 }
 
 /// Trace events and session metadata (`trace.proto`).
+#[allow(clippy::large_enum_variant)] // an export record is a whole SessionMeta
 pub mod trace {
     tonic::include_proto!("warp.trace.v1");
 }

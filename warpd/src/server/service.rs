@@ -331,10 +331,7 @@ impl Warp for WarpService {
         let shared = Arc::clone(&self.shared);
         tokio::task::spawn_blocking(move || {
             let mut out = ChunkWriter { buf: Vec::with_capacity(EXPORT_CHUNK), tx: tx.clone(), gone: false };
-            let result = crate::trace::export::export(&shared.store, &meta.id, &mut out).and_then(|()| {
-                out.send_rest();
-                Ok(())
-            });
+            let result = crate::trace::export::export(&shared.store, &meta.id, &mut out).map(|()| out.send_rest());
             if let Err(e) = result {
                 let status = match e {
                     crate::trace::export::ExportError::Store(s) => lookup::status(s),
