@@ -290,10 +290,12 @@ fn serve(
     to_warpd: RawFd,
     memory: &perform::GuestMemory,
 ) -> Result<(), BrokerError> {
-    // Signals passed to warpd on the pipe since the last request. warpd may
-    // already have sent its next request when one arrives, so that request
-    // must not start (it could block on past the signal): it is answered
-    // EINTR, naming the signals, and warpd delivers them or asks again.
+    // Signals passed to warpd on the signal channel since the last request.
+    // warpd may already have sent its next request when one arrives; if that
+    // request may block it must not start (it would block past the signal):
+    // it is answered EINTR with `signals_pending`, and warpd collects them
+    // from the channel, delivers them or asks again. Each signal reaches
+    // warpd exactly once: on the channel, or in a reply.
     let mut unreported: Vec<i32> = Vec::new();
     loop {
         let mut fds = [
@@ -325,11 +327,13 @@ fn serve(
             Request::decode(read_message(stream)?.as_slice()).map_err(|e| BrokerError::Protocol(e.to_string()))?;
         let mut reply = Reply { id: req.id, ..Default::default() };
         match req.kind {
-            Some(request::Kind::Syscall(_)) if !unreported.is_empty() => {
+            Some(request::Kind::Syscall(call)) if call.may_block && !unreported.is_empty() => {
+                unreported.clear();
                 reply.ret = -(libc::EINTR as i64);
-                reply.signals = std::mem::take(&mut unreported);
+                reply.signals_pending = true;
             }
             Some(request::Kind::Syscall(call)) => {
+                unreported.clear();
                 let (ret, outputs) = perform::syscall(&call, memory);
                 reply.ret = ret;
                 reply.outputs = outputs;

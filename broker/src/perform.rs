@@ -151,7 +151,7 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
         }
     }
 
-    if crate::SIGNAL_SEEN.load(std::sync::atomic::Ordering::SeqCst) {
+    if call.may_block && crate::SIGNAL_SEEN.load(std::sync::atomic::Ordering::SeqCst) {
         // Not performed: warpd delivers the signal (or asks again).
         return (-(libc::EINTR as i64), Vec::new());
     }

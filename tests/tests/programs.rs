@@ -254,3 +254,18 @@ fn hostile_arguments() {
         assert!(!out.stdout_str().contains("UNEXPECTED"), "{}", out.stdout_str());
     }
 }
+
+/// Signal handlers: siginfo, the signal blocked while its handler runs, the
+/// FPU state kept across it, alarm()+pause() waking with EINTR after the
+/// handler, siglongjmp out of a handler.
+#[test]
+fn signal_handlers() {
+    let home = WarpHome::new("sig_handlers");
+    for out in check_all(&home, "sig_handlers", &[], Status::Exited(0)) {
+        assert_eq!(
+            out,
+            "usr1: got 10, si_signo 10, blocked inside 1\nfpu kept: 1\nunblocked after: 1\n\
+             pause: -1 EINTR, got 14\nsiglongjmp: 7\nusr2 unblocked after siglongjmp: 1\nEXIT-SUCCESS\n"
+        );
+    }
+}

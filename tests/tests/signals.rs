@@ -146,3 +146,28 @@ fn sleep_forever_blocks_until_eof() {
         assert_eq!(out.stdout_str(), "ready\neof\n");
     }
 }
+
+/// Ctrl-C reaches the program's own SIGINT handler (it prints and exits
+/// 0), natively and recorded alike, and the recording replays: the handler
+/// ran at a syscall boundary, which replay finds again.
+#[test]
+fn ctrl_c_runs_the_programs_handler() {
+    let home = WarpHome::new("intr_handler");
+    for flavour in FLAVOURS {
+        let spec = Spec::prog("sig_handlers", flavour).arg("wait").stdin(Input::Held);
+        let run = |cmd| {
+            let mut r = spawn(cmd, "sig_handlers wait", &spec.stdin, None, spec.timeout);
+            r.wait_for_stdout("ready\n");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            r.signal_group(libc::SIGINT);
+            r.finish()
+        };
+        let native = run(spec.native_command());
+        assert_eq!(native.status, Status::Exited(0));
+        assert_eq!(native.stdout_str(), "ready\ncaught SIGINT\n");
+        let recorded = warp_tests::Recorded::new(run(home.record_command(&spec, &[])));
+        assert_eq!(recorded.outcome.status, Status::Exited(0), "{}", recorded.warpctl_text());
+        assert_eq!(recorded.outcome.stdout, native.stdout);
+        home.assert_replays(&spec, &recorded);
+    }
+}

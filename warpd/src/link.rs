@@ -1,13 +1,13 @@
 //! The warpd side of the broker protocol (`proto/broker.proto`).
 //!
 //! Framing: each message is a varint length and the encoded message. The
-//! guest-memory memfd and the write end of the signal pipe go once, as
+//! guest-memory memfd and the broker's end of the signal channel go once, as
 //! SCM_RIGHTS on a single byte sent right after the broker's `Hello` has been
 //! accepted, followed by `Welcome`.
 //!
 //! The session thread reads each reply itself. Signals (Ctrl-C at the
-//! terminal, a `kill` of the program's pid) come on a pipe whose write end
-//! the broker holds; a watcher thread queues them and kicks the vCPU so that
+//! terminal, a `kill` of the program's pid) come on a socket pair whose other
+//! end the broker holds; a watcher thread queues them and kicks the vCPU so that
 //! they are delivered promptly even while the program computes. The broker is
 //! untrusted: every message is size-limited and decoded defensively.
 
@@ -115,14 +115,21 @@ impl BrokerLink {
     }
 
     /// Hands the broker the guest memory and the write end of a signal
-    /// pipe, and starts the thread that watches that pipe.
+    /// channel (a socket pair), and starts the thread that watches it.
     ///
     /// Replies are read by the session thread itself (one thread hop less
-    /// per syscall); signals travel on the pipe so that they arrive while
-    /// the program computes, and the pipe's end of file says the broker died.
+    /// per syscall); signals travel on the channel so that they arrive while
+    /// the program computes, and its end of file says the broker died.
     pub fn start(self, memfd: BorrowedFd<'_>, size: u64, kicker: Kicker) -> Result<Link, LinkError> {
-        let (sig_read, sig_write) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| LinkError::Io(e.into()))?;
+        // A socket pair rather than a pipe: the watcher blocks on it while
+        // the session thread can still drain it without blocking.
+        let (sig_read, sig_write) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| LinkError::Io(e.into()))?;
         let fds = [memfd.as_raw_fd(), sig_write.as_raw_fd()];
         let iov = [std::io::IoSlice::new(b"W")];
         let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
@@ -134,7 +141,7 @@ impl BrokerLink {
             None,
         )
         .map_err(|e| LinkError::Io(e.into()))?;
-        // The broker now holds the only write end: its exit closes the pipe.
+        // The broker now holds the only other end: its exit closes the channel.
         drop(sig_write);
         let mut w = &self.stream;
         write_frame(&mut w, &Welcome { guest_memory_size: size })?;
@@ -142,25 +149,29 @@ impl BrokerLink {
         let signals = Arc::new(Mutex::new(Vec::new()));
         let dead = Arc::new(AtomicBool::new(false));
         let (sig2, dead2) = (signals.clone(), dead.clone());
-        let mut pipe = std::fs::File::from(sig_read);
+        let channel = UnixStream::from(sig_read);
+        let mut watched = channel.try_clone()?;
         std::thread::Builder::new().name("broker-signals".into()).spawn(move || {
             let mut buf = [0u8; 64];
             loop {
-                match pipe.read(&mut buf) {
+                match watched.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
                         sig2.lock().expect("signal queue").extend(buf[..n].iter().map(|&b| b as i32));
                         kicker.kick();
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
+                    Err(e) => {
+                        tracing::warn!("the broker's signal channel failed: {e}");
+                        break;
+                    }
                 }
             }
             dead2.store(true, Ordering::SeqCst);
             kicker.kick();
         })?;
         let reader = std::io::BufReader::new(self.stream.try_clone()?);
-        Ok(Link { stream: self.stream, reader, signals, dead, next_id: 1 })
+        Ok(Link { stream: self.stream, reader, signals, dead, next_id: 1, channel })
     }
 }
 
@@ -174,6 +185,8 @@ fn peer_uid(s: &UnixStream) -> std::io::Result<u32> {
 pub struct Link {
     stream: UnixStream,
     reader: std::io::BufReader<UnixStream>,
+    /// The signal channel, drained here when a reply says signals are on it.
+    channel: UnixStream,
     signals: Arc<Mutex<Vec<i32>>>,
     dead: Arc<AtomicBool>,
     next_id: u64,
@@ -207,7 +220,33 @@ impl Link {
         if reply.id != id {
             return Err(LinkError::Protocol(format!("reply {} to request {id}", reply.id)));
         }
+        if reply.signals_pending {
+            self.drain_channel();
+        }
         Ok(reply)
+    }
+
+    /// Moves what is on the signal channel to the queue now (the broker
+    /// wrote it before its reply, so it is all there), without waiting for
+    /// the watcher thread.
+    fn drain_channel(&mut self) {
+        use std::os::fd::AsRawFd;
+        let mut buf = [0u8; 64];
+        loop {
+            // SAFETY: recv into a local buffer from our own socket.
+            let n = unsafe {
+                libc::recv(
+                    self.channel.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n <= 0 {
+                break;
+            }
+            self.signals.lock().expect("signal queue").extend(buf[..n as usize].iter().map(|&b| b as i32));
+        }
     }
 
     /// Signals that arrived since the last call.

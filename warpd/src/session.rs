@@ -287,7 +287,9 @@ fn run_inner(
     outcome.map(|action| match action {
         Action::Exit(code) => end(Failure::None, code, 0, String::new()),
         Action::Killed(sig) => end(Failure::None, 0, sig, String::new()),
-        Action::Return(_) | Action::Exec(_) => unreachable!("the loop only ends on an ending action"),
+        Action::Return(_) | Action::Exec(_) | Action::Jump { .. } => {
+            unreachable!("the loop only ends on an ending action")
+        }
     })
 }
 
@@ -405,19 +407,21 @@ pub(crate) fn run_loop(
         match *action {
             Action::Exit(c) => outside.end(End_::Exited(c), rip)?,
             Action::Killed(s) => outside.end(End_::Killed(s), rip)?,
-            Action::Return(_) | Action::Exec(_) => {}
+            Action::Return(_) | Action::Exec(_) | Action::Jump { .. } => {}
         }
         Ok(())
     };
     // Signals the recording took while the program computed are due before
-    // it runs on (replay only).
-    let due = |process: &mut Process, outside: &mut dyn Outside| -> Result<Option<Action>, SessionError> {
-        for s in outside.pending_async()? {
-            process.signals.raise(s);
-        }
-        Ok(process.deliver_signals())
-    };
-    if let Some(a) = due(process, outside)? {
+    // it runs on (replay only). Only a kill happens here: a handler waits
+    // for the next syscall boundary, where the recording ran it.
+    let due =
+        |process: &mut Process, outside: &mut dyn Outside, vm: &mut KvmVm| -> Result<Option<Action>, SessionError> {
+            for s in outside.pending_async()? {
+                process.signals.raise(s);
+            }
+            Ok(process.deliver_signals(None, vm)?)
+        };
+    if let Some(a) = due(process, outside, vm)? {
         ending(outside, &a, 0)?;
         return Ok(a);
     }
@@ -435,9 +439,10 @@ pub(crate) fn run_loop(
                 flush_notes(process);
                 counters.stderr_mid_line = process.stderr_mid_line;
                 match action {
-                    Action::Exec(new) => {
-                        outside.syscall_exit(nr, 0, rip)?;
-                        if let Some(a) = due(process, outside)? {
+                    Action::Exec(new) | Action::Jump { regs: new, .. } => {
+                        let ret = if let Action::Jump { ret, .. } = action { ret } else { 0 };
+                        outside.syscall_exit(nr, ret, rip)?;
+                        if let Some(a) = due(process, outside, vm)? {
                             flush_notes(process);
                             ending(outside, &a, rip)?;
                             return Ok(a);
@@ -447,7 +452,7 @@ pub(crate) fn run_loop(
                     }
                     Action::Return(r) => {
                         outside.syscall_exit(nr, r, rip)?;
-                        if let Some(a) = due(process, outside)? {
+                        if let Some(a) = due(process, outside, vm)? {
                             flush_notes(process);
                             ending(outside, &a, rip)?;
                             return Ok(a);
@@ -477,7 +482,8 @@ pub(crate) fn run_loop(
                 for s in outside.interrupted(rip)? {
                     process.signals.raise(s);
                 }
-                if let Some(a) = process.deliver_signals() {
+                // Kills only: a handler runs at the next syscall boundary.
+                if let Some(a) = process.deliver_signals(None, vm)? {
                     flush_notes(process);
                     ending(outside, &a, rip)?;
                     return Ok(a);
@@ -536,7 +542,7 @@ fn exception(
     let handler = process.signals.action(sig).handler;
     if handler > signals::SIG_IGN {
         process.notes.push(format!(
-            "the program's {} handler cannot run yet (signal handlers are not supported); it takes the default action",
+            "the program's {} handler is not run for CPU faults yet; it takes the default action",
             signals::name(sig)
         ));
     }

@@ -393,6 +393,24 @@ impl KvmVm {
 }
 
 impl super::CpuState for KvmVm {
+    fn xsave(&self) -> Result<Vec<u8>, HvError> {
+        let x = self.vcpu.get_xsave().map_err(|e| HvError::call("reading the FPU state", e))?;
+        Ok(x.region.iter().flat_map(|w| w.to_le_bytes()).collect())
+    }
+
+    fn set_xsave(&mut self, area: &[u8]) -> Result<(), HvError> {
+        let mut x = self.vcpu.get_xsave().map_err(|e| HvError::call("reading the FPU state", e))?;
+        for (i, w) in x.region.iter_mut().enumerate() {
+            let at = i * 4;
+            if at + 4 <= area.len() {
+                *w = u32::from_le_bytes(area[at..at + 4].try_into().expect("4 bytes"));
+            }
+        }
+        // SAFETY: a kvm_xsave taken from this vCPU with some bytes replaced;
+        // KVM validates the header and refuses what it cannot load.
+        unsafe { self.vcpu.set_xsave(&x) }.map_err(|e| HvError::call("setting the FPU state", e))
+    }
+
     fn fs_base(&self) -> Result<u64, HvError> {
         Ok(self.vcpu.get_sregs().map_err(|e| HvError::call("reading sregs", e))?.fs.base)
     }

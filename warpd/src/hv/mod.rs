@@ -70,4 +70,7 @@ pub trait CpuState {
     fn set_fs_base(&mut self, base: u64) -> Result<(), HvError>;
     fn gs_base(&self) -> Result<u64, HvError>;
     fn set_gs_base(&mut self, base: u64) -> Result<(), HvError>;
+    /// The FPU/SSE/AVX state in XSAVE standard format (4 KiB).
+    fn xsave(&self) -> Result<Vec<u8>, HvError>;
+    fn set_xsave(&mut self, area: &[u8]) -> Result<(), HvError>;
 }

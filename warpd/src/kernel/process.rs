@@ -48,6 +48,9 @@ pub enum Action {
     Return(i64),
     /// execve replaced the program: start the new one with these registers.
     Exec(Regs),
+    /// Resume with these registers (a signal handler's entry, or the state
+    /// rt_sigreturn restored); `ret` is what the syscall itself returned.
+    Jump { regs: Regs, ret: i64 },
     /// The program exited with this status.
     Exit(i32),
     /// The program died of this signal.
@@ -110,6 +113,13 @@ fn memory(ranges: Vec<(u64, u64)>, arg: usize, out: bool, inout: bool, by_ret: b
     }
 }
 
+/// Calls Linux restarts after a handler with SA_RESTART (they return
+/// -ERESTARTSYS when a signal interrupts them); the others (pause, poll,
+/// select, sleeps, epoll_wait) return EINTR.
+fn restartable(nr: u64) -> bool {
+    matches!(nr, 0 | 1 | 2 | 16 | 17 | 18 | 19 | 20 | 42 | 61 | 72 | 73 | 202 | 257 | 295 | 296)
+}
+
 /// A raw broker result as a SysResult.
 fn result_of(r: i64) -> SysResult {
     if r < 0 {
@@ -164,6 +174,9 @@ impl Process {
     ) -> Result<Action, ProcessError> {
         self.syscalls += 1;
         let (nr, a) = regs.syscall_args();
+        if nr == 15 {
+            return self.rt_sigreturn(regs, cpu);
+        }
         let ret = match table::lookup(nr) {
             None => {
                 *self.unknown.entry(nr).or_default() += 1;
@@ -194,7 +207,10 @@ impl Process {
         if ret == Errno::EPIPE.ret() && matches!(nr, 1 | 18 | 20 | 296 | 44 | 46 | 307 | 328 | 40 | 275 | 278) {
             self.signals.raise(libc::SIGPIPE);
         }
-        if let Some(action) = self.deliver_signals() {
+        let mut resume = *regs;
+        resume.finish_syscall(ret);
+        let interrupted = (ret == Errno::EINTR.ret()).then_some(nr);
+        if let Some(action) = self.deliver_signals(Some((&resume, interrupted, ret)), cpu)? {
             return Ok(action);
         }
         Ok(Action::Return(ret))
@@ -231,19 +247,105 @@ impl Process {
         }
     }
 
-    /// Takes signals that arrived from outside (the terminal, `kill`) and
-    /// delivers what is deliverable; Some when the program dies.
-    pub fn deliver_signals(&mut self) -> Option<Action> {
-        match self.signals.deliver()? {
-            Delivery::Kill(sig) => Some(Action::Killed(sig)),
-            Delivery::KillUnhandled(sig) => {
-                self.note(format!(
-                    "the program's handler for {} cannot run yet (signal handlers are not supported); it takes the default action",
-                    signals::name(sig)
-                ));
-                Some(Action::Killed(sig))
+    /// Delivers what is deliverable. `at` is the syscall boundary the
+    /// program stands at (registers it resumes with, the syscall if it was
+    /// interrupted, its result); handlers run only there. Some when the
+    /// program dies or enters a handler.
+    pub fn deliver_signals(
+        &mut self,
+        at: Option<(&Regs, Option<u64>, i64)>,
+        cpu: &mut dyn CpuState,
+    ) -> Result<Option<Action>, ProcessError> {
+        match self.signals.deliver(at.is_some()) {
+            None => Ok(None),
+            Some(Delivery::Kill(sig)) => Ok(Some(Action::Killed(sig))),
+            Some(Delivery::Handle(sig, act)) => {
+                let (resume, interrupted, ret) = at.expect("handlers run only at a syscall boundary");
+                let mut resume = *resume;
+                // An interrupted call starts again after the handler when
+                // SA_RESTART says so and the call allows it, as on Linux.
+                if let Some(nr) = interrupted {
+                    if act.flags & signals::SA_RESTART != 0 && restartable(nr) {
+                        resume.rax = nr;
+                        resume.rip = resume.rip.wrapping_sub(2);
+                    }
+                }
+                Ok(Some(self.enter_handler(sig, act, &resume, ret, cpu)?))
             }
         }
+    }
+
+    /// Builds the signal frame and returns the handler's entry.
+    fn enter_handler(
+        &mut self,
+        sig: i32,
+        act: SigAction,
+        resume: &Regs,
+        ret: i64,
+        cpu: &mut dyn CpuState,
+    ) -> Result<Action, ProcessError> {
+        let xcr0 = crate::hv::kvm::guest_xcr0().unwrap_or(3);
+        let size = if xcr0 & 4 != 0 { 832 } else { 576 };
+        let mut xsave = cpu.xsave()?;
+        xsave.truncate(size);
+        let alt = &self.signals.altstack;
+        let ss_sp = u64::from_le_bytes(alt[..8].try_into().expect("8"));
+        let ss_flags = i32::from_le_bytes(alt[8..12].try_into().expect("4"));
+        let ss_size = u64::from_le_bytes(alt[16..24].try_into().expect("8"));
+        let on_alt_now = ss_flags & 2 == 0 && resume.rsp.wrapping_sub(ss_sp) < ss_size;
+        let use_alt = act.flags & signals::SA_ONSTACK != 0 && ss_flags & 2 == 0 && !on_alt_now;
+        let frame = crate::arch::x86_64::signal::build(&crate::arch::x86_64::signal::FrameSpec {
+            resume,
+            handler: act.handler,
+            restorer: if act.flags & signals::SA_RESTORER != 0 { act.restorer } else { 0 },
+            info: crate::arch::x86_64::signal::SigInfo { signo: sig, code: 0, pid: 0, uid: self.ident.uid },
+            old_mask: self.signals.blocked,
+            xsave: &xsave,
+            xcr0,
+            altstack: (ss_sp, if on_alt_now { 1 } else { ss_flags }, ss_size),
+            on_altstack: use_alt,
+        });
+        if self.mm.write_user(frame.addr, &frame.bytes).is_err() {
+            // No room for the frame: Linux kills the program with SIGSEGV.
+            self.note(format!("no room on the stack for a {} frame: SIGSEGV", signals::name(sig)));
+            return Ok(Action::Killed(libc::SIGSEGV));
+        }
+        self.signals.blocked = self.signals.handler_mask(sig, &act);
+        if act.flags & signals::SA_RESETHAND != 0 {
+            self.signals.actions[(sig - 1) as usize] = SigAction::default();
+        }
+        Ok(Action::Jump { regs: frame.regs, ret })
+    }
+
+    /// rt_sigreturn: the registers, mask and FPU state the frame holds.
+    fn rt_sigreturn(&mut self, regs: &Regs, cpu: &mut dyn CpuState) -> Result<Action, ProcessError> {
+        use crate::arch::x86_64::signal;
+        let frame = regs.rsp.wrapping_sub(8);
+        let mut uc = vec![0u8; signal::UCONTEXT_LEN];
+        if self.mm.read_user(frame + 8, &mut uc).is_err() {
+            self.note("rt_sigreturn found no signal frame on the stack: SIGSEGV".into());
+            return Ok(Action::Killed(libc::SIGSEGV));
+        }
+        let r = signal::restore(&uc, regs.r11);
+        if r.fpstate != 0 {
+            let xcr0 = crate::hv::kvm::guest_xcr0().unwrap_or(3);
+            let size = if xcr0 & 4 != 0 { 832 } else { 576 };
+            let mut area = vec![0u8; size];
+            if self.mm.read_user(r.fpstate, &mut area).is_err() {
+                return Ok(Action::Killed(libc::SIGSEGV));
+            }
+            if cpu.set_xsave(&area).is_err() {
+                // A frame whose FPU state the CPU refuses: as Linux, SIGSEGV.
+                return Ok(Action::Killed(libc::SIGSEGV));
+            }
+        }
+        self.signals.blocked = r.mask & !(signals::bit(libc::SIGKILL) | signals::bit(libc::SIGSTOP));
+        let ret = r.regs.rax as i64;
+        // Signals unblocked by the restored mask are due now.
+        if let Some(action) = self.deliver_signals(Some((&r.regs, None, ret)), cpu)? {
+            return Ok(action);
+        }
+        Ok(Action::Jump { regs: r.regs, ret })
     }
 
     // ---- proxied calls -------------------------------------------------
@@ -488,28 +590,33 @@ impl Process {
         args: [u64; 6],
         buffers: Vec<Buffer>,
     ) -> Result<i64, ProcessError> {
-        let call = Syscall { nr: nr as u32, args: args.to_vec(), buffers };
+        let may_block = table::lookup(nr).is_some_and(|d| d.class == Class::Blocking);
+        let call = Syscall { nr: nr as u32, args: args.to_vec(), buffers, may_block };
         loop {
-            // A signal that arrived while the program ran ends a call before
-            // it starts, as a pending signal does on Linux.
             for s in link.take_signals()? {
                 self.signals.raise(s);
             }
-            if self.signals.pending & !self.signals.blocked != 0 {
+            // A signal pending when a blocking call would start ends it at
+            // once, as on Linux (other calls complete; it is delivered after).
+            if may_block && self.signals.pending & !self.signals.blocked != 0 {
                 return Ok(Errno::EINTR.ret());
             }
             let reply = link.call(request::Kind::Syscall(call.clone()), &self.mm.guest)?;
             for &s in &reply.signals {
                 self.signals.raise(s);
             }
+            if reply.signals_pending {
+                for s in link.take_signals()? {
+                    self.signals.raise(s);
+                }
+            }
             // A signal the program ignores (or blocks) does not interrupt the
             // call on Linux: the broker's EINTR is not the program's.
-            if reply.ret == Errno::EINTR.ret() && !reply.signals.is_empty() {
-                let deliverable = self.signals.pending & !self.signals.blocked;
-                let wakes = reply.signals.iter().any(|&s| deliverable & signals::bit(s) != 0);
-                if !wakes {
-                    continue;
-                }
+            if reply.ret == Errno::EINTR.ret()
+                && (!reply.signals.is_empty() || reply.signals_pending)
+                && self.signals.pending & !self.signals.blocked == 0
+            {
+                continue;
             }
             return Ok(reply.ret);
         }
@@ -679,6 +786,7 @@ impl Process {
         // so that replay gets the same bytes.
         let call = Syscall {
             nr: 318,
+            may_block: false,
             args: vec![0, 16, 0, 0, 0, 0],
             buffers: vec![Buffer {
                 arg: 0,
@@ -1086,6 +1194,7 @@ impl Process {
     fn prlimit_of_broker(&mut self, res: u64, out: &mut [u8; 16], link: &mut dyn Outside) -> Result<i64, ProcessError> {
         let call = Syscall {
             nr: 302,
+            may_block: false,
             args: vec![0, res, 0, 0, 0, 0],
             buffers: vec![Buffer {
                 arg: 3,

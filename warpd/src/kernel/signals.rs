@@ -1,8 +1,8 @@
 //! Signal state of the program: dispositions, the blocked mask and pending
-//! signals. Delivery happens only at deterministic points (syscall
-//! boundaries, exits). Running user handlers needs signal frames, which come
-//! with full signal support; until then a signal whose handler is set takes
-//! its default action, and warpd says so.
+//! signals. Delivery happens only at deterministic points: a handler runs
+//! when the program is at a syscall boundary (so replay finds the same
+//! point); a signal that arrives while the program computes kills it at
+//! once when that is its action, else waits for the next syscall.
 
 pub const NSIG: usize = 64;
 pub const SIG_DFL: u64 = 0;
@@ -58,8 +58,8 @@ pub fn bit(sig: i32) -> u64 {
 pub enum Delivery {
     /// The program dies of this signal.
     Kill(i32),
-    /// A handler is installed but handlers cannot run yet: default action taken.
-    KillUnhandled(i32),
+    /// Run the program's handler.
+    Handle(i32, SigAction),
 }
 
 #[derive(Debug)]
@@ -98,34 +98,56 @@ impl Signals {
 
     /// Takes the next deliverable signal and says what it does, or None
     /// when nothing pending may be delivered (or all of it is discarded).
-    pub fn deliver(&mut self) -> Option<Delivery> {
+    /// Without `handlers`, signals with a handler stay pending.
+    pub fn deliver(&mut self, handlers: bool) -> Option<Delivery> {
+        let mut skipped = 0u64;
         loop {
-            let ready = self.pending & !self.blocked;
+            let ready = self.pending & !self.blocked & !skipped;
             if ready == 0 {
                 return None;
             }
             let sig = ready.trailing_zeros() as i32 + 1;
-            self.pending &= !bit(sig);
             let a = self.action(sig);
             if sig == libc::SIGKILL {
+                self.pending &= !bit(sig);
                 return Some(Delivery::Kill(sig));
             }
             match a.handler {
-                SIG_IGN => continue,
-                SIG_DFL => match default_action(sig) {
-                    Default_::Terminate => return Some(Delivery::Kill(sig)),
-                    // Job control is the terminal's business: the broker
-                    // stops and continues itself; the program just runs on.
-                    Default_::Ignore | Default_::Stop | Default_::Continue => continue,
-                },
-                _ => match default_action(sig) {
-                    Default_::Terminate => return Some(Delivery::KillUnhandled(sig)),
-                    _ => continue,
-                },
+                SIG_IGN => self.pending &= !bit(sig),
+                SIG_DFL => {
+                    self.pending &= !bit(sig);
+                    match default_action(sig) {
+                        Default_::Terminate => return Some(Delivery::Kill(sig)),
+                        // Job control is the terminal's business: the broker
+                        // stops and continues itself; the program just runs on.
+                        Default_::Ignore | Default_::Stop | Default_::Continue => {}
+                    }
+                }
+                _ if !handlers => skipped |= bit(sig),
+                _ => {
+                    self.pending &= !bit(sig);
+                    return Some(Delivery::Handle(sig, a));
+                }
             }
         }
     }
+
+    /// What the blocked mask becomes while a handler for `sig` runs.
+    pub fn handler_mask(&self, sig: i32, a: &SigAction) -> u64 {
+        let mut m = self.blocked | a.mask;
+        if a.flags & SA_NODEFER == 0 {
+            m |= bit(sig);
+        }
+        m & !(bit(libc::SIGKILL) | bit(libc::SIGSTOP))
+    }
 }
+
+pub const SA_SIGINFO: u64 = 4;
+pub const SA_ONSTACK: u64 = 0x0800_0000;
+pub const SA_RESTART: u64 = 0x1000_0000;
+pub const SA_NODEFER: u64 = 0x4000_0000;
+pub const SA_RESETHAND: u64 = 0x8000_0000;
+pub const SA_RESTORER: u64 = 0x0400_0000;
 
 /// The name Linux gives a signal, for messages.
 pub fn name(sig: i32) -> String {
@@ -158,9 +180,9 @@ mod tests {
     fn default_terminate_and_ignore() {
         let mut s = Signals::default();
         s.raise(libc::SIGCHLD);
-        assert_eq!(s.deliver(), None);
+        assert_eq!(s.deliver(true), None);
         s.raise(libc::SIGINT);
-        assert_eq!(s.deliver(), Some(Delivery::Kill(libc::SIGINT)));
+        assert_eq!(s.deliver(true), Some(Delivery::Kill(libc::SIGINT)));
     }
 
     #[test]
@@ -168,9 +190,9 @@ mod tests {
         let mut s = Signals::default();
         s.blocked = bit(libc::SIGABRT);
         s.raise(libc::SIGABRT);
-        assert_eq!(s.deliver(), None);
+        assert_eq!(s.deliver(true), None);
         s.blocked = 0;
-        assert_eq!(s.deliver(), Some(Delivery::Kill(libc::SIGABRT)));
+        assert_eq!(s.deliver(true), Some(Delivery::Kill(libc::SIGABRT)));
     }
 
     #[test]
@@ -178,10 +200,15 @@ mod tests {
         let mut s = Signals::default();
         s.actions[(libc::SIGPIPE - 1) as usize].handler = SIG_IGN;
         s.raise(libc::SIGPIPE);
-        assert_eq!(s.deliver(), None);
+        assert_eq!(s.deliver(true), None);
         s.actions[(libc::SIGTERM - 1) as usize].handler = 0x401000;
         s.raise(libc::SIGTERM);
-        assert_eq!(s.deliver(), Some(Delivery::KillUnhandled(libc::SIGTERM)));
+        // Without handlers (the program computes), it waits; then it runs.
+        assert_eq!(s.deliver(false), None);
+        assert_eq!(s.pending, bit(libc::SIGTERM));
+        let a = s.action(libc::SIGTERM);
+        assert_eq!(s.deliver(true), Some(Delivery::Handle(libc::SIGTERM, a)));
+        assert_eq!(s.handler_mask(libc::SIGTERM, &a), bit(libc::SIGTERM));
     }
 
     #[test]

@@ -107,7 +107,7 @@ pub static TABLE: &[Desc] = &[
     d(12, "brk", Emulated, &[Int]),
     d(13, "rt_sigaction", Emulated, &[Int, In(Fixed(32)), Out(Fixed(32)), Int]),
     d(14, "rt_sigprocmask", Emulated, &[Int, In(Fixed(8)), Out(Fixed(8)), Int]),
-    d(15, "rt_sigreturn", Unsupported("signal handlers are not supported yet"), &[]),
+    d(15, "rt_sigreturn", Emulated, &[]),
     d(16, "ioctl", Proxied, &[Fd, Int, Int]),
     d(17, "pread64", Blocking, &[Fd, Out(Of(2)), Int, Int]),
     d(18, "pwrite64", Blocking, &[Fd, In(Of(2)), Int, Int]),

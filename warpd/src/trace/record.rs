@@ -73,6 +73,7 @@ impl Outside for Recorder {
             file,
             args,
             inline_args: digest::inline_args(&kind),
+            signals_pending: reply.signals_pending,
         };
         self.append(event::Kind::Call(call))?;
         Ok(reply)

@@ -167,7 +167,15 @@ impl Outside for Replayer<'_> {
             let _ =
                 self.out.send(if call.stream == 1 { ReplayOutput::Stdout(bytes) } else { ReplayOutput::Stderr(bytes) });
         }
-        Ok(Reply { id: 0, ret: call.ret, outputs, file, signals: call.signals, stream: call.stream })
+        Ok(Reply {
+            id: 0,
+            ret: call.ret,
+            outputs,
+            file,
+            signals: call.signals,
+            stream: call.stream,
+            signals_pending: call.signals_pending,
+        })
     }
 
     fn take_signals(&mut self) -> Result<Vec<i32>, OutsideError> {
@@ -359,7 +367,9 @@ pub fn replay(store: &Store, id: &str, config: &Config, out: &Sender<ReplayOutpu
             match action {
                 crate::kernel::process::Action::Exit(c) => ReplayOutcome::Reproduced { exit_code: c, signal: 0 },
                 crate::kernel::process::Action::Killed(s) => ReplayOutcome::Reproduced { exit_code: 0, signal: s },
-                crate::kernel::process::Action::Return(_) | crate::kernel::process::Action::Exec(_) => {
+                crate::kernel::process::Action::Return(_)
+                | crate::kernel::process::Action::Exec(_)
+                | crate::kernel::process::Action::Jump { .. } => {
                     ReplayOutcome::Failed("replay ended mid-syscall".into())
                 }
             }

@@ -20,6 +20,7 @@
 pub mod descriptors;
 pub mod paging;
 pub mod regs;
+pub mod signal;
 
 pub use regs::Regs;
 
