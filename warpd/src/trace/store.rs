@@ -934,6 +934,7 @@ mod tests {
                 file: Some(Data { r#where: Some(Where::Blob(vec![0x5a; 32])), len: 100_000 }),
                 args: vec![3, 0x7fff_0000, 4096, u64::MAX],
                 inline_args: vec![InlineArg { arg: 0, value: b"/etc/passwd".to_vec() }],
+                signals_pending: true,
             })),
         }
     }
