@@ -171,3 +171,10 @@ fn ctrl_c_runs_the_programs_handler() {
         home.assert_replays(&spec, &recorded);
     }
 }
+
+/// rt_sigreturn from a forged frame whose saved rip is not canonical:
+/// SIGSEGV, as on Linux; warpd itself carries on.
+#[test]
+fn sigreturn_to_garbage_is_sigsegv() {
+    check_killed("sigret", "sigreturn_garbage", &[], libc::SIGSEGV, "about to return from a forged signal frame\n");
+}

@@ -327,6 +327,14 @@ impl Process {
             return Ok(Action::Killed(libc::SIGSEGV));
         }
         let r = signal::restore(&uc, regs.r11);
+        // Returning to a non-canonical address faults in the return itself;
+        // some hypervisors refuse to enter the guest that way, so warpd
+        // gives the SIGSEGV Linux gives without trying.
+        let canonical = |a: u64| a < 0x8000_0000_0000 || a >= 0xffff_8000_0000_0000;
+        if !canonical(r.regs.rip) || !canonical(r.regs.rsp) {
+            self.note(format!("rt_sigreturn to a non-canonical address {:#x}: SIGSEGV", r.regs.rip));
+            return Ok(Action::Killed(libc::SIGSEGV));
+        }
         if r.fpstate != 0 {
             let xcr0 = crate::hv::kvm::guest_xcr0().unwrap_or(3);
             let size = if xcr0 & 4 != 0 { 832 } else { 576 };

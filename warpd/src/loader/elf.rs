@@ -291,6 +291,9 @@ fn load_at(file: &[u8], p: &Parsed, name: &str, mm: &mut Mm, bias: u64) -> Resul
             .unwrap_or(0),
     };
     let _ = lo;
+    if p.entry.wrapping_add(bias) >= USER_TOP {
+        return Err(ElfError::Malformed("the entry point lies outside user space"));
+    }
     Ok(ElfImage { entry: p.entry.wrapping_add(bias), phdr, phnum: p.phdrs.len() as u64, phent: p.phent, bias, end: hi })
 }
 
