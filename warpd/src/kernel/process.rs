@@ -330,7 +330,7 @@ impl Process {
         // Returning to a non-canonical address faults in the return itself;
         // some hypervisors refuse to enter the guest that way, so warpd
         // gives the SIGSEGV Linux gives without trying.
-        let canonical = |a: u64| a < 0x8000_0000_0000 || a >= 0xffff_8000_0000_0000;
+        let canonical = |a: u64| !(0x8000_0000_0000..0xffff_8000_0000_0000).contains(&a);
         if !canonical(r.regs.rip) || !canonical(r.regs.rsp) {
             self.note(format!("rt_sigreturn to a non-canonical address {:#x}: SIGSEGV", r.regs.rip));
             return Ok(Action::Killed(libc::SIGSEGV));
