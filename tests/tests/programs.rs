@@ -269,3 +269,19 @@ fn signal_handlers() {
         );
     }
 }
+
+/// Handlers for CPU faults: SIGSEGV caught with siginfo and left with
+/// siglongjmp, a write to a read-only page retried after the handler makes
+/// it writable, SIGFPE from a division by zero.
+#[test]
+fn fault_handlers() {
+    let home = WarpHome::new("fault_handlers");
+    for out in check_all(&home, "fault_handlers", &[], Status::Exited(0)) {
+        assert_eq!(
+            out,
+            "NULL: caught, si_code 1 (SEGV_MAPERR 1), si_addr NULL 1\n\
+             read-only page: fixed by the handler, si_code 2 (SEGV_ACCERR 2), si_addr right 1, value 42\n\
+             division by zero: caught, si_code 1 (FPE_INTDIV 1)\nEXIT-SUCCESS\n"
+        );
+    }
+}

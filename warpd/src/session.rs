@@ -19,7 +19,8 @@ use warp_proto::warp::{Capability, DoctorReply, Failure, SessionEnd};
 
 use crate::arch::x86_64::descriptors::{self, initial_system_state};
 use crate::arch::x86_64::paging::{PTE_USER, PTE_WRITE};
-use crate::arch::x86_64::{self as x86, ExceptionFrame};
+use crate::arch::x86_64::signal::SigInfo;
+use crate::arch::x86_64::{self as x86, ExceptionFrame, Regs};
 use crate::hv::kvm::{self, KvmVm};
 use crate::hv::memory::MemFd;
 use crate::hv::{HvError, VmExit};
@@ -469,10 +470,12 @@ pub(crate) fn run_loop(
             }
             VmExit::Exception => {
                 let frame = read_frame(&process.mm);
-                let action = exception(process, vm, outside, &frame)?;
+                let handled = exception(process, vm, outside, &frame)?;
                 flush_notes(process);
-                ending(outside, &action, frame.rip)?;
-                return Ok(action);
+                if let Some(action) = handled {
+                    ending(outside, &action, frame.rip)?;
+                    return Ok(action);
+                }
             }
             VmExit::Interrupted => {
                 if outside.is_dead() {
@@ -513,7 +516,7 @@ fn exception(
     vm: &mut KvmVm,
     outside: &mut dyn Outside,
     f: &ExceptionFrame,
-) -> Result<Action, SessionError> {
+) -> Result<Option<Action>, SessionError> {
     if f.cs & 3 != 3 {
         return Err(SessionError::Failed(
             Failure::Daemon,
@@ -528,7 +531,7 @@ fn exception(
             f.rip
         ));
         outside.fault(f, address, libc::SIGSEGV)?;
-        return Ok(Action::Killed(libc::SIGSEGV));
+        return Ok(Some(Action::Killed(libc::SIGSEGV)));
     }
     let Some(sig) = x86::exception_signal(f.vector) else {
         return Err(SessionError::Failed(
@@ -539,14 +542,39 @@ fn exception(
     outside.fault(f, address, sig)?;
     let detail = if f.vector == 14 { format!(" at address {address:#x}") } else { String::new() };
     process.notes.push(format!("{} (CPU exception {}){} at rip {:#x}", signals::name(sig), f.vector, detail, f.rip));
-    let handler = process.signals.action(sig).handler;
-    if handler > signals::SIG_IGN {
-        process.notes.push(format!(
-            "the program's {} handler is not run for CPU faults yet; it takes the default action",
-            signals::name(sig)
-        ));
+
+    // The program's handler, if it has one: entered through the IDT stub's
+    // iretq, with the faulting context saved in its frame.
+    let stub = vm.regs()?;
+    let resume = Regs { rip: f.rip, rsp: f.rsp, rflags: f.rflags, ..stub };
+    let info = SigInfo { signo: sig, code: fault_code(f), pid: 0, uid: 0, addr: Some(address) };
+    match process.fault_handler(sig, info, &resume, vm)? {
+        Some(Action::Jump { regs: entry, .. }) => {
+            let base = x86::GPA_KSTACK_TOP - x86::EXCEPTION_FRAME_SIZE;
+            process.mm.kernel.write(base + 16, &entry.rip.to_le_bytes());
+            process.mm.kernel.write(base + 32, &entry.rflags.to_le_bytes());
+            process.mm.kernel.write(base + 40, &entry.rsp.to_le_bytes());
+            let regs = Regs { rdi: entry.rdi, rsi: entry.rsi, rdx: entry.rdx, rax: entry.rax, ..stub };
+            vm.set_regs(&regs)?;
+            Ok(None)
+        }
+        Some(other) => Ok(Some(other)),
+        None => Ok(Some(Action::Killed(sig))),
     }
-    Ok(Action::Killed(sig))
+}
+
+/// si_code for a CPU fault, as Linux reports it.
+fn fault_code(f: &ExceptionFrame) -> i32 {
+    match f.vector {
+        14 if f.error_code & x86::pf::PRESENT != 0 => 2, // SEGV_ACCERR
+        14 => 1,                                         // SEGV_MAPERR
+        0 => 1,                                          // FPE_INTDIV
+        6 => 2,                                          // ILL_ILLOPN
+        3 => 0x80,                                       // SI_KERNEL (int3)
+        1 => 2,                                          // TRAP_TRACE
+        17 => 1,                                         // BUS_ADRALN
+        _ => 0x80,                                       // SI_KERNEL (#GP and others)
+    }
 }
 
 /// What `warpctl doctor` shows: the backend and each capability.

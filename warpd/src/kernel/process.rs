@@ -16,6 +16,7 @@ use super::outside::{Outside, OutsideError};
 use super::procfs::{self, ProcInfo, SelfFile};
 use super::signals::{self, Delivery, SigAction, Signals};
 use super::table::{self, Arg, Class, Desc, Len, Returns};
+use crate::arch::x86_64::signal::SigInfo;
 use crate::arch::x86_64::{Regs, PAGE_SIZE, USER_TOP};
 use crate::hv::CpuState;
 
@@ -270,7 +271,8 @@ impl Process {
                         resume.rip = resume.rip.wrapping_sub(2);
                     }
                 }
-                Ok(Some(self.enter_handler(sig, act, &resume, ret, cpu)?))
+                let info = SigInfo { signo: sig, code: 0, pid: 0, uid: self.ident.uid, addr: None };
+                Ok(Some(self.enter_handler(sig, act, info, &resume, ret, cpu)?))
             }
         }
     }
@@ -280,6 +282,7 @@ impl Process {
         &mut self,
         sig: i32,
         act: SigAction,
+        info: SigInfo,
         resume: &Regs,
         ret: i64,
         cpu: &mut dyn CpuState,
@@ -298,7 +301,7 @@ impl Process {
             resume,
             handler: act.handler,
             restorer: if act.flags & signals::SA_RESTORER != 0 { act.restorer } else { 0 },
-            info: crate::arch::x86_64::signal::SigInfo { signo: sig, code: 0, pid: 0, uid: self.ident.uid },
+            info,
             old_mask: self.signals.blocked,
             xsave: &xsave,
             xcr0,
@@ -315,6 +318,23 @@ impl Process {
             self.signals.actions[(sig - 1) as usize] = SigAction::default();
         }
         Ok(Action::Jump { regs: frame.regs, ret })
+    }
+
+    /// A CPU fault the program handles: the handler's entry, or None when
+    /// the signal takes its default action (no handler; and, as Linux does
+    /// for faults, a blocked or ignored fault signal is not left pending).
+    pub fn fault_handler(
+        &mut self,
+        sig: i32,
+        info: SigInfo,
+        resume: &Regs,
+        cpu: &mut dyn CpuState,
+    ) -> Result<Option<Action>, ProcessError> {
+        let act = self.signals.action(sig);
+        if act.handler <= signals::SIG_IGN || self.signals.blocked & signals::bit(sig) != 0 {
+            return Ok(None);
+        }
+        self.enter_handler(sig, act, info, resume, 0, cpu).map(Some)
     }
 
     /// rt_sigreturn: the registers, mask and FPU state the frame holds.

@@ -37,6 +37,8 @@ pub struct SigInfo {
     pub code: i32,
     pub pid: u32,
     pub uid: u32,
+    /// For a CPU fault: the faulting address (si_addr) instead of pid/uid.
+    pub addr: Option<u64>,
 }
 
 /// Everything a frame is built from.
@@ -99,8 +101,13 @@ pub fn build(s: &FrameSpec) -> Frame {
 
     put(&mut b, INFO_AT, &s.info.signo.to_le_bytes());
     put(&mut b, INFO_AT + 8, &s.info.code.to_le_bytes());
-    put(&mut b, INFO_AT + 16, &s.info.pid.to_le_bytes());
-    put(&mut b, INFO_AT + 20, &s.info.uid.to_le_bytes());
+    match s.info.addr {
+        Some(addr) => put(&mut b, INFO_AT + 16, &addr.to_le_bytes()),
+        None => {
+            put(&mut b, INFO_AT + 16, &s.info.pid.to_le_bytes());
+            put(&mut b, INFO_AT + 20, &s.info.uid.to_le_bytes());
+        }
+    }
 
     let fp = (fp_addr - frame) as usize;
     put(&mut b, fp, s.xsave);
@@ -179,7 +186,7 @@ mod tests {
             resume: &resume,
             handler: 0x40_2000,
             restorer: 0x40_3000,
-            info: SigInfo { signo: 2, code: 0, pid: 9, uid: 0 },
+            info: SigInfo { signo: 2, code: 0, pid: 9, uid: 0, addr: None },
             old_mask: 0x10,
             xsave: &xsave,
             xcr0: 7,
