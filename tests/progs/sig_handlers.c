@@ -2,7 +2,8 @@
  * blocked while it runs, the FPU state survives it, alarm()+pause() wakes
  * with EINTR after the handler, siglongjmp out of a handler works, and a
  * handler installed for SIGINT catches Ctrl-C ("wait" mode: prints ready,
- * blocks in read, reports the signal and exits 0). */
+ * blocks in read, reports the signal and exits 0; "spin" mode: the same
+ * while computing, the handler only setting a flag the loop watches). */
 #include <setjmp.h>
 #include <signal.h>
 #include "warptest.h"
@@ -24,6 +25,8 @@ static void on_usr1(int sig, siginfo_t *info, void *uc)
 }
 
 static void on_alarm(int sig) { got = sig; }
+static volatile sig_atomic_t interrupted;
+static void on_int_flag(int sig) { interrupted = sig; }
 static void on_usr2(int sig) { (void)sig; siglongjmp(jump, 7); }
 static void on_int(int sig)
 {
@@ -35,6 +38,17 @@ static void on_int(int sig)
 
 int main(int argc, char **argv)
 {
+	if (argc > 1 && strcmp(argv[1], "spin") == 0) {
+		/* A handler that only sets a flag, and a loop that makes no
+		 * syscall until the flag is set. */
+		signal(SIGINT, on_int_flag);
+		puts("ready");
+		fflush(stdout);
+		while (!interrupted)
+			;
+		printf("caught signal %d while computing\n", (int)interrupted);
+		return 0;
+	}
 	if (argc > 1 && strcmp(argv[1], "wait") == 0) {
 		struct sigaction sa = {0};
 		sa.sa_handler = on_int;

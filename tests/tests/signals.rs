@@ -147,16 +147,17 @@ fn sleep_forever_blocks_until_eof() {
     }
 }
 
-/// Ctrl-C reaches the program's own SIGINT handler (it prints and exits
-/// 0), natively and recorded alike, and the recording replays: the handler
-/// ran at a syscall boundary, which replay finds again.
-#[test]
-fn ctrl_c_runs_the_programs_handler() {
-    let home = WarpHome::new("intr_handler");
+/// Ctrl-C reaches the program's own SIGINT handler, natively and recorded
+/// alike, and the recording replays: while the program is blocked in read
+/// (the handler prints and exits 0), and while it computes without any
+/// syscall (the handler sets a flag the loop watches; replay runs it at the
+/// syscall boundary before the point where the recording took it).
+fn ctrl_c_reaches_the_handler(tag: &str, mode: &str, want: &str) {
+    let home = WarpHome::new(tag);
     for flavour in FLAVOURS {
-        let spec = Spec::prog("sig_handlers", flavour).arg("wait").stdin(Input::Held);
+        let spec = Spec::prog("sig_handlers", flavour).arg(mode).stdin(Input::Held);
         let run = |cmd| {
-            let mut r = spawn(cmd, "sig_handlers wait", &spec.stdin, None, spec.timeout);
+            let mut r = spawn(cmd, "sig_handlers", &spec.stdin, None, spec.timeout);
             r.wait_for_stdout("ready\n");
             std::thread::sleep(std::time::Duration::from_millis(100));
             r.signal_group(libc::SIGINT);
@@ -164,12 +165,22 @@ fn ctrl_c_runs_the_programs_handler() {
         };
         let native = run(spec.native_command());
         assert_eq!(native.status, Status::Exited(0));
-        assert_eq!(native.stdout_str(), "ready\ncaught SIGINT\n");
+        assert_eq!(native.stdout_str(), want);
         let recorded = warp_tests::Recorded::new(run(home.record_command(&spec, &[])));
         assert_eq!(recorded.outcome.status, Status::Exited(0), "{}", recorded.warpctl_text());
         assert_eq!(recorded.outcome.stdout, native.stdout);
         home.assert_replays(&spec, &recorded);
     }
+}
+
+#[test]
+fn ctrl_c_runs_the_programs_handler() {
+    ctrl_c_reaches_the_handler("intr_handler", "wait", "ready\ncaught SIGINT\n");
+}
+
+#[test]
+fn ctrl_c_runs_the_handler_of_a_computing_program() {
+    ctrl_c_reaches_the_handler("intr_hspin", "spin", "ready\ncaught signal 2 while computing\n");
 }
 
 /// rt_sigreturn from a forged frame whose saved rip is not canonical:

@@ -413,18 +413,26 @@ pub(crate) fn run_loop(
         Ok(())
     };
     // Signals the recording took while the program computed are due before
-    // it runs on (replay only). Only a kill happens here: a handler waits
-    // for the next syscall boundary, where the recording ran it.
-    let due =
-        |process: &mut Process, outside: &mut dyn Outside, vm: &mut KvmVm| -> Result<Option<Action>, SessionError> {
-            for s in outside.pending_async()? {
-                process.signals.raise(s);
-            }
-            Ok(process.deliver_signals(None, vm)?)
-        };
-    if let Some(a) = due(process, outside, vm)? {
-        ending(outside, &a, 0)?;
-        return Ok(a);
+    // it runs on (replay only). The recording ran a handler where the vCPU
+    // stopped; replay runs it here, at the syscall boundary before that point.
+    let due = |process: &mut Process,
+               outside: &mut dyn Outside,
+               vm: &mut KvmVm,
+               boundary: &Regs|
+     -> Result<Option<Action>, SessionError> {
+        for s in outside.pending_async()? {
+            process.signals.raise(s);
+        }
+        Ok(process.deliver_signals(Some((boundary, None, boundary.rax as i64)), vm)?)
+    };
+    let first = vm.regs_now()?;
+    match due(process, outside, vm, &first)? {
+        Some(Action::Jump { regs, .. }) => vm.set_regs(&regs)?,
+        Some(a) => {
+            ending(outside, &a, 0)?;
+            return Ok(a);
+        }
+        None => {}
     }
     loop {
         let exit = vm.run();
@@ -439,34 +447,32 @@ pub(crate) fn run_loop(
                 counters.syscalls = process.syscalls;
                 flush_notes(process);
                 counters.stderr_mid_line = process.stderr_mid_line;
-                match action {
-                    Action::Exec(new) | Action::Jump { regs: new, .. } => {
-                        let ret = if let Action::Jump { ret, .. } = action { ret } else { 0 };
-                        outside.syscall_exit(nr, ret, rip)?;
-                        if let Some(a) = due(process, outside, vm)? {
-                            flush_notes(process);
-                            ending(outside, &a, rip)?;
-                            return Ok(a);
-                        }
-                        vm.set_regs(&new)?;
-                        vm.return_to_user()?;
-                    }
+                // Where the program resumes, unless a signal that was due
+                // sends it into a handler first.
+                let (resume, ret) = match action {
+                    Action::Exec(new) => (new, 0),
+                    Action::Jump { regs: new, ret } => (new, ret),
                     Action::Return(r) => {
-                        outside.syscall_exit(nr, r, rip)?;
-                        if let Some(a) = due(process, outside, vm)? {
-                            flush_notes(process);
-                            ending(outside, &a, rip)?;
-                            return Ok(a);
-                        }
                         regs.finish_syscall(r);
-                        vm.set_regs(&regs)?;
-                        vm.return_to_user()?;
+                        (regs, r)
                     }
                     other => {
                         ending(outside, &other, rip)?;
                         return Ok(other);
                     }
-                }
+                };
+                outside.syscall_exit(nr, ret, rip)?;
+                let resume = match due(process, outside, vm, &resume)? {
+                    Some(Action::Jump { regs: handler, .. }) => handler,
+                    Some(a) => {
+                        flush_notes(process);
+                        ending(outside, &a, rip)?;
+                        return Ok(a);
+                    }
+                    None => resume,
+                };
+                vm.set_regs(&resume)?;
+                vm.return_to_user()?;
             }
             VmExit::Exception => {
                 let frame = read_frame(&process.mm);
@@ -481,15 +487,22 @@ pub(crate) fn run_loop(
                 if outside.is_dead() {
                     return Err(SessionError::Outside(OutsideError::Link(LinkError::Gone)));
                 }
-                let rip = vm.regs().map(|r| r.rip).unwrap_or(0);
-                for s in outside.interrupted(rip)? {
+                let now = vm.regs_now()?;
+                for s in outside.interrupted(now.rip)? {
                     process.signals.raise(s);
                 }
-                // Kills only: a handler runs at the next syscall boundary.
-                if let Some(a) = process.deliver_signals(None, vm)? {
-                    flush_notes(process);
-                    ending(outside, &a, rip)?;
-                    return Ok(a);
+                // In user code a handler runs right here, where the vCPU
+                // stopped (the trace notes where); inside warpd's ring-0
+                // stubs it waits for the next syscall.
+                let at = (now.rip < x86::USER_TOP).then_some((&now, None, now.rax as i64));
+                match process.deliver_signals(at, vm)? {
+                    Some(Action::Jump { regs, .. }) => vm.set_regs(&regs)?,
+                    Some(a) => {
+                        flush_notes(process);
+                        ending(outside, &a, now.rip)?;
+                        return Ok(a);
+                    }
+                    None => {}
                 }
             }
             VmExit::Failed(why) => {

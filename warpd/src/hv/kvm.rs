@@ -350,6 +350,12 @@ impl KvmVm {
         }
     }
 
+    /// The registers read with an ioctl, whatever the exit (an interrupted
+    /// KVM_RUN included).
+    pub fn regs_now(&self) -> Result<Regs, HvError> {
+        self.vcpu.get_regs().map(|r| from_kvm_regs(&r)).map_err(|e| HvError::call("reading registers", e))
+    }
+
     pub fn set_regs(&mut self, regs: &Regs) -> Result<(), HvError> {
         if self.caps.sync_regs {
             self.vcpu.sync_regs_mut().regs = to_kvm_regs(regs);

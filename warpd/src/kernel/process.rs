@@ -368,7 +368,9 @@ impl Process {
             }
         }
         self.signals.blocked = r.mask & !(signals::bit(libc::SIGKILL) | signals::bit(libc::SIGSTOP));
-        let ret = r.regs.rax as i64;
+        // rt_sigreturn "returns" the restored rax, which says nothing about the
+        // call itself (and differs where replay ran the handler elsewhere): 0.
+        let ret = 0;
         // Signals unblocked by the restored mask are due now.
         if let Some(action) = self.deliver_signals(Some((&r.regs, None, ret)), cpu)? {
             return Ok(action);
@@ -380,6 +382,12 @@ impl Process {
 
     /// Marshals a call for the broker from its table entry.
     fn proxy(&mut self, desc: &Desc, a: [u64; 6], link: &mut dyn Outside) -> Result<i64, ProcessError> {
+        // Registers past the call's arguments are no input of it: the broker
+        // gets zeros there (so the trace does not record leftovers).
+        let mut a = a;
+        for v in a.iter_mut().skip(desc.args.len()) {
+            *v = 0;
+        }
         let mut args = a;
         let mut kinds: Vec<Arg> = desc.args.to_vec();
         match desc.nr {

@@ -199,8 +199,13 @@ impl Outside for Replayer<'_> {
             if !s.asynchronous {
                 break;
             }
+            let note = format!(
+                "the recording took signal(s) {:?} while the program computed (at rip {:#x}); replay delivers them at the syscall boundary before that point",
+                s.signos, s.rip
+            );
             v.extend(s.signos.iter().copied());
             self.pos += 1;
+            let _ = self.out.send(ReplayOutput::Note(note));
         }
         Ok(v)
     }
@@ -211,8 +216,11 @@ impl Outside for Replayer<'_> {
 
     fn syscall_entry(&mut self, nr: u64, args: [u64; 6], rip: u64) -> Result<(), OutsideError> {
         self.rip = rip;
+        // As many arguments as the call takes: what else the registers hold
+        // is no input of the call.
+        let arity = crate::kernel::table::lookup(nr).map_or(6, |d| d.args.len());
         self.expect(
-            |k| matches!(k, event::Kind::Entry(x) if x.nr as u64 == nr && x.args == args),
+            |k| matches!(k, event::Kind::Entry(x) if x.nr as u64 == nr && x.args.get(..arity) == args.get(..arity)),
             || describe(nr, &args),
         )
     }
