@@ -60,6 +60,34 @@ const FORWARDED: [i32; 9] = [
     libc::SIGCONT,
 ];
 
+/// A timer that keeps interrupting the broker while a forwarded signal
+/// waits to be reported: a signal that lands between the last check and the
+/// start of a blocking call must not leave that call blocked forever.
+static NUDGE_TIMER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+const NUDGE_NS: i64 = 10_000_000;
+
+fn nudge_signal() -> i32 {
+    libc::SIGRTMIN() + 3
+}
+
+extern "C" fn on_nudge(_: i32) {}
+
+/// Arms (every 10 ms) or disarms the nudge timer. Async-signal-safe.
+fn nudge(on: bool) {
+    let t = NUDGE_TIMER.load(std::sync::atomic::Ordering::Relaxed);
+    if t == 0 {
+        return;
+    }
+    let ns = if on { NUDGE_NS } else { 0 };
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec { tv_sec: 0, tv_nsec: ns },
+        it_value: libc::timespec { tv_sec: 0, tv_nsec: ns },
+    };
+    // SAFETY: timer_settime is async-signal-safe; the timer lives for the
+    // whole process.
+    unsafe { libc::timer_settime(t as libc::timer_t, 0, &spec, std::ptr::null_mut()) };
+}
+
 extern "C" fn on_signal(signo: i32) {
     SIGNAL_SEEN.store(true, std::sync::atomic::Ordering::SeqCst);
     let fd = SIGNAL_PIPE.load(std::sync::atomic::Ordering::Relaxed);
@@ -68,6 +96,7 @@ extern "C" fn on_signal(signo: i32) {
         // SAFETY: write(2) is async-signal-safe; the pipe is non-blocking.
         unsafe { libc::write(fd, &b as *const u8 as *const libc::c_void, 1) };
     }
+    nudge(true);
 }
 
 fn os_err(what: &'static str) -> BrokerError {
@@ -169,6 +198,17 @@ fn run() -> Result<(), BrokerError> {
             libc::sigaction(s, &sa, std::ptr::null_mut());
         }
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_nudge as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(nudge_signal(), &sa, std::ptr::null_mut());
+        let mut ev: libc::sigevent = std::mem::zeroed();
+        ev.sigev_notify = libc::SIGEV_SIGNAL;
+        ev.sigev_signo = nudge_signal();
+        let mut timer: libc::timer_t = std::ptr::null_mut();
+        if libc::timer_create(libc::CLOCK_MONOTONIC, &mut ev, &mut timer) == 0 {
+            NUDGE_TIMER.store(timer as usize, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 
     // SAFETY: plain getters.
@@ -271,6 +311,7 @@ fn receive_fds(stream: &UnixStream) -> Result<(OwnedFd, OwnedFd), BrokerError> {
 
 fn drain_signals(fd: RawFd) -> Vec<i32> {
     SIGNAL_SEEN.store(false, std::sync::atomic::Ordering::SeqCst);
+    nudge(false);
     let mut out = Vec::new();
     let mut buf = [0u8; 64];
     loop {
