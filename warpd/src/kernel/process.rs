@@ -820,22 +820,10 @@ impl Process {
         };
         // AT_RANDOM for the new image comes from the host, through the broker,
         // so that replay gets the same bytes.
-        let call = Syscall {
-            nr: 318,
-            may_block: false,
-            args: vec![0, 16, 0, 0, 0, 0],
-            buffers: vec![Buffer {
-                arg: 0,
-                data: Some(buffer::Data::OutLen(16)),
-                inout: false,
-                out: true,
-                written_by_ret: false,
-            }],
-        };
-        let reply = link.call(request::Kind::Syscall(call), &self.mm.guest)?;
+        let (_, bytes) = self.call_with_output(link, 318, [0, 16, 0, 0, 0, 0], 0, 16)?;
         let mut random = [0u8; 16];
-        if let Some(o) = reply.outputs.first().filter(|o| o.len() == 16) {
-            random.copy_from_slice(o);
+        if bytes.len() == 16 {
+            random.copy_from_slice(&bytes);
         }
         link.call(request::Kind::CloseOnExec(Default::default()), &self.mm.guest)?;
 
@@ -1228,25 +1216,27 @@ impl Process {
     }
 
     fn prlimit_of_broker(&mut self, res: u64, out: &mut [u8; 16], link: &mut dyn Outside) -> Result<i64, ProcessError> {
-        let call = Syscall {
-            nr: 302,
-            may_block: false,
-            args: vec![0, res, 0, 0, 0, 0],
-            buffers: vec![Buffer {
-                arg: 3,
-                data: Some(buffer::Data::OutLen(16)),
-                inout: false,
-                out: true,
-                written_by_ret: false,
-            }],
-        };
-        let reply = link.call(request::Kind::Syscall(call), &self.mm.guest)?;
-        if let Some(o) = reply.outputs.first() {
-            if o.len() == 16 {
-                out.copy_from_slice(o);
-            }
+        let (ret, bytes) = self.call_with_output(link, 302, [0, res, 0, 0, 0, 0], 3, 16)?;
+        if bytes.len() == 16 {
+            out.copy_from_slice(&bytes);
         }
-        Ok(reply.ret)
+        Ok(ret)
+    }
+
+    /// A broker call whose argument `arg` is an output structure of `len`
+    /// bytes warpd wants back (the host's limits, random bytes).
+    fn call_with_output(
+        &mut self,
+        link: &mut dyn Outside,
+        nr: u64,
+        args: [u64; 6],
+        arg: u32,
+        len: u32,
+    ) -> Result<(i64, Vec<u8>), ProcessError> {
+        let out = Buffer { arg, data: Some(buffer::Data::OutLen(len)), inout: false, out: true, written_by_ret: false };
+        let call = Syscall { nr: nr as u32, may_block: false, args: args.to_vec(), buffers: vec![out] };
+        let reply = link.call(request::Kind::Syscall(call), &self.mm.guest)?;
+        Ok((reply.ret, reply.outputs.into_iter().next().unwrap_or_default()))
     }
 
     fn close_range(&mut self, a: &[u64; 6], link: &mut dyn Outside) -> Result<SysResult, ProcessError> {
