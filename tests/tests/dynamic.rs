@@ -456,6 +456,20 @@ fn proc_self_is_the_program() {
     let out = home.check(&readlink.arg("/proc/self/exe"));
     let exe = fs::canonicalize("/usr/bin/readlink").or_else(|_| fs::canonicalize("/bin/readlink")).unwrap();
     assert_output(&out, &format!("{}\n", exe.display()));
+
+    // maps: the program's own mappings (addresses differ from a native run),
+    // named as Linux names them: the executable, libc, the heap, the stack;
+    // nothing of the broker.
+    let (Some(cat), Some(_)) = (system("cat"), system("readlink")) else { return };
+    let spec = cat.arg("/proc/self/maps");
+    let recorded = home.record(&spec, &[]);
+    assert_eq!(recorded.outcome.status, Status::Exited(0), "{}", recorded.warpctl_text());
+    let maps = recorded.outcome.stdout_str();
+    for want in ["/cat", "libc.so.6", "ld-linux-x86-64.so.2", "[heap]", "[stack]"] {
+        assert!(maps.contains(want), "{want} in\n{maps}");
+    }
+    assert!(!maps.contains("warp-broker"), "{maps}");
+    home.assert_replays(&spec, &recorded);
 }
 
 // ---------------------------------------------------------------------------

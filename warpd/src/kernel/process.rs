@@ -905,8 +905,10 @@ impl Process {
         };
         let prot = prot as u32 & (PROT_READ | PROT_WRITE | PROT_EXEC);
         if !anonymous {
-            // Map writable to fill, read the file through the broker, then protect.
-            if let Err(e) = self.mm.map_anonymous(at, len, PROT_READ | PROT_WRITE, VmaKind::Anonymous) {
+            // Map writable to fill, read the file through the broker, then
+            // protect. The mapping carries the file's name for /proc/self/maps.
+            let kind = self.fd_path(fd, link)?.map(VmaKind::Image).unwrap_or(VmaKind::Anonymous);
+            if let Err(e) = self.mm.map_anonymous(at, len, PROT_READ | PROT_WRITE, kind) {
                 return Ok(Err(e));
             }
             let ranges = self.mm.user_ranges(at, len, true).expect("just mapped");
@@ -922,6 +924,24 @@ impl Process {
             return Ok(Ok(at));
         }
         Ok(self.mm.map_anonymous(at, len, prot, VmaKind::Anonymous).map(|_| at))
+    }
+
+    /// The path behind a descriptor, as the broker's /proc/self/fd shows it
+    /// (the broker's descriptors are the program's).
+    fn fd_path(&mut self, fd: i32, link: &mut dyn Outside) -> Result<Option<String>, ProcessError> {
+        let path = format!("/proc/self/fd/{fd}\0").into_bytes();
+        let buffers = vec![
+            Buffer { arg: 0, data: Some(buffer::Data::Bytes(path)), inout: false, out: false, written_by_ret: false },
+            Buffer { arg: 1, data: Some(buffer::Data::OutLen(4096)), inout: false, out: true, written_by_ret: false },
+        ];
+        let call = Syscall { nr: 89, may_block: false, args: vec![0, 0, 4096, 0, 0, 0], buffers };
+        let reply = link.call(request::Kind::Syscall(call), &self.mm.guest)?;
+        if reply.ret <= 0 {
+            return Ok(None);
+        }
+        let out = reply.outputs.into_iter().next().unwrap_or_default();
+        let n = (reply.ret as usize).min(out.len());
+        Ok(Some(String::from_utf8_lossy(&out[..n]).into_owned()))
     }
 
     fn munmap(&mut self, addr: u64, len: u64) -> SysResult {
