@@ -88,6 +88,10 @@ pub fn sent_bytes(kind: &request::Kind, n: u64, memory: &MemFd) -> Vec<u8> {
 
 /// The paths and names warpd copied into a request, by argument.
 pub fn inline_args(kind: &request::Kind) -> Vec<warp_proto::trace::InlineArg> {
+    if let request::Kind::ReadFile(rf) = kind {
+        // The file the loader read (the executable, its interpreter).
+        return vec![warp_proto::trace::InlineArg { arg: 0, value: rf.path.clone().into_bytes() }];
+    }
     let request::Kind::Syscall(call) = kind else { return Vec::new() };
     call.buffers
         .iter()
