@@ -14,7 +14,6 @@
 
 mod perform;
 
-use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
@@ -246,39 +245,18 @@ fn send(stream: &UnixStream, msg: &BrokerMessage) -> Result<(), BrokerError> {
 /// One length-delimited message from warpd.
 fn read_message(stream: &UnixStream) -> Result<Vec<u8>, BrokerError> {
     let mut s = stream;
-    let mut len: u64 = 0;
-    for i in 0..10 {
-        let mut b = [0u8; 1];
-        loop {
-            match s.read(&mut b) {
-                Ok(0) => return Err(BrokerError::Closed),
-                Ok(_) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(BrokerError::Os("reading from warpd", e)),
-            }
-        }
-        len |= ((b[0] & 0x7f) as u64) << (7 * i);
-        if b[0] & 0x80 == 0 {
-            if len > 256 << 20 {
-                return Err(BrokerError::Protocol(format!("message of {len} bytes")));
-            }
-            let mut buf = vec![0u8; len as usize];
-            let mut got = 0;
-            while got < buf.len() {
-                match s.read(&mut buf[got..]) {
-                    Ok(0) => return Err(BrokerError::Closed),
-                    Ok(n) => got += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(BrokerError::Os("reading from warpd", e)),
-                }
-            }
-            return Ok(buf);
-        }
+    match warp_proto::frame::read(&mut s, 256 << 20) {
+        Ok(Some(buf)) => Ok(buf),
+        // warpd went away, or ended the session mid-message.
+        Ok(None) => Err(BrokerError::Closed),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(BrokerError::Closed),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Err(BrokerError::Protocol(e.to_string())),
+        Err(e) => Err(BrokerError::Os("reading from warpd", e)),
     }
-    Err(BrokerError::Protocol("bad length".into()))
 }
 
-/// The guest memory and the signal pipe's write end, sent beside one byte.
+/// The guest memory and the broker's end of the signal channel, sent
+/// beside one byte.
 fn receive_fds(stream: &UnixStream) -> Result<(OwnedFd, OwnedFd), BrokerError> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut byte = [0u8; 1];

@@ -3,6 +3,10 @@
 //! - [`warp`]: the public gRPC API that warpctl (and any client) speaks to warpd.
 //! - [`broker`]: the private warpd <-> broker messages.
 //! - [`trace`]: recorded events and session metadata.
+//! - [`frame`]: the length-delimited framing the broker protocol and trace
+//!   files use.
+
+pub mod frame;
 
 /// The public gRPC API (`warp.proto`).
 pub mod warp {

@@ -42,37 +42,10 @@ pub enum LinkError {
 
 /// Reads one length-delimited message; Ok(None) on a clean EOF before it.
 pub fn read_frame(r: &mut impl Read, max: u64) -> Result<Option<Vec<u8>>, LinkError> {
-    let mut len: u64 = 0;
-    for i in 0..10 {
-        let mut b = [0u8; 1];
-        // A signal (the vCPU kick lands on the session thread, which reads
-        // replies) interrupts the read: read the same byte again.
-        let got = loop {
-            match r.read(&mut b) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                other => break other,
-            }
-        };
-        match got {
-            Ok(0) if i == 0 => return Ok(None),
-            Ok(0) => return Err(LinkError::Protocol("connection closed inside a length".into())),
-            Ok(_) => {}
-            Err(e) => return Err(e.into()),
-        }
-        len |= ((b[0] & 0x7f) as u64) << (7 * i);
-        if b[0] & 0x80 == 0 {
-            if len > max {
-                return Err(LinkError::Protocol(format!("message of {len} bytes exceeds the limit of {max}")));
-            }
-            let mut buf = vec![0u8; len as usize];
-            r.read_exact(&mut buf).map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => LinkError::Protocol("connection closed inside a message".into()),
-                _ => e.into(),
-            })?;
-            return Ok(Some(buf));
-        }
-    }
-    Err(LinkError::Protocol("message length is not a valid varint".into()))
+    warp_proto::frame::read(r, max).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => LinkError::Protocol(e.to_string()),
+        _ => LinkError::Io(e),
+    })
 }
 
 pub fn write_frame(w: &mut impl Write, msg: &impl Message) -> std::io::Result<()> {
@@ -268,36 +241,6 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A reader whose every other call is interrupted, as the session
-    /// thread's reads are by vCPU kicks.
-    struct Interrupting<'a> {
-        data: &'a [u8],
-        flip: bool,
-    }
-
-    impl Read for Interrupting<'_> {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            self.flip = !self.flip;
-            if self.flip {
-                return Err(std::io::ErrorKind::Interrupted.into());
-            }
-            let n = buf.len().min(self.data.len()).min(1);
-            buf[..n].copy_from_slice(&self.data[..n]);
-            self.data = &self.data[n..];
-            Ok(n)
-        }
-    }
-
-    #[test]
-    fn interrupted_reads_do_not_lose_bytes() {
-        let msg = Welcome { guest_memory_size: 1 << 40 };
-        let mut buf = Vec::new();
-        write_frame(&mut buf, &msg).unwrap();
-        let mut r = Interrupting { data: &buf, flip: false };
-        let f = read_frame(&mut r, 100).unwrap().unwrap();
-        assert_eq!(Welcome::decode(f.as_slice()).unwrap(), msg);
-    }
 
     #[test]
     fn frames_round_trip_and_reject_garbage() {

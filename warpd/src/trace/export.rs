@@ -88,31 +88,34 @@ pub fn export(store: &Store, id: &str, out: impl Write) -> Result<(), ExportErro
     Ok(())
 }
 
+/// A reader that hashes what passes through it.
+struct HashingReader<R: Read> {
+    inner: R,
+    hash: blake3::Hasher,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// Reads one length-delimited record; None at the clean end of the stream.
-fn record(r: &mut impl Read, hash: &mut blake3::Hasher, n: u64) -> Result<Option<ExportRecord>, ExportError> {
+fn record(r: &mut impl Read, n: u64) -> Result<Option<ExportRecord>, ExportError> {
     let bad = |what: String| ExportError::Invalid(format!("record {n}: {what}"));
-    let mut len: u64 = 0;
-    for i in 0..10 {
-        let mut b = [0u8; 1];
-        match r.read(&mut b) {
-            Ok(0) if i == 0 => return Ok(None),
-            Ok(0) => return Err(bad("the file ends inside a record".into())),
-            Ok(_) => {}
-            Err(e) => return Err(bad(format!("the compressed data is damaged or cut short ({e})"))),
-        }
-        hash.update(&b);
-        len |= ((b[0] & 0x7f) as u64) << (7 * i);
-        if b[0] & 0x80 == 0 {
-            if len > MAX_RECORD {
-                return Err(bad(format!("it claims {len} bytes")));
-            }
-            let mut buf = vec![0u8; len as usize];
-            r.read_exact(&mut buf).map_err(|e| bad(format!("the file ends inside a record ({e})")))?;
-            hash.update(&buf);
-            return ExportRecord::decode(buf.as_slice()).map(Some).map_err(|e| bad(format!("it does not decode: {e}")));
+    let frame = warp_proto::frame::read(r, MAX_RECORD).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => bad(format!("the file ends inside a record ({e})")),
+        std::io::ErrorKind::InvalidData => bad(e.to_string()),
+        _ => bad(format!("the compressed data is damaged or cut short ({e})")),
+    })?;
+    match frame {
+        None => Ok(None),
+        Some(buf) => {
+            ExportRecord::decode(buf.as_slice()).map(Some).map_err(|e| bad(format!("it does not decode: {e}")))
         }
     }
-    Err(bad("its length is not a valid varint".into()))
 }
 
 /// Reads a trace file and stores it as a new session `new_id` owned by
@@ -126,13 +129,13 @@ pub fn import(store: &Store, input: &[u8], new_id: &str, owner_uid: u32) -> Resu
         return Err(ExportError::NewerFormat { found: version, supported: FORMAT_VERSION });
     }
     let (body, trailer) = input[12..].split_at(input.len() - 12 - 32);
-    let mut decoder = zstd::Decoder::new(body).map_err(|e| ExportError::Invalid(format!("cannot decompress: {e}")))?;
-    let mut hash = blake3::Hasher::new();
+    let decoder = zstd::Decoder::new(body).map_err(|e| ExportError::Invalid(format!("cannot decompress: {e}")))?;
+    let mut reader = HashingReader { inner: decoder, hash: blake3::Hasher::new() };
     let mut meta = None;
     let mut events = Vec::new();
     let mut blobs = Vec::new();
     let mut n = 0u64;
-    while let Some(rec) = record(&mut decoder, &mut hash, n)? {
+    while let Some(rec) = record(&mut reader, n)? {
         match rec.kind {
             Some(export_record::Kind::Meta(m)) if n == 0 => meta = Some(m),
             Some(export_record::Kind::Event(e)) if n > 0 => events.push(e),
@@ -141,7 +144,7 @@ pub fn import(store: &Store, input: &[u8], new_id: &str, owner_uid: u32) -> Resu
         }
         n += 1;
     }
-    if hash.finalize().as_bytes() != trailer {
+    if reader.hash.finalize().as_bytes() != trailer {
         return Err(ExportError::Invalid("its checksum does not match its contents (damaged or truncated)".into()));
     }
     let mut meta = meta.ok_or_else(|| ExportError::Invalid("it holds no session".into()))?;

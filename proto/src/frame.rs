@@ -1,0 +1,88 @@
+//! Length-delimited framing: a varint length, then that many bytes (the
+//! form prost's `encode_length_delimited` writes). One reader for the
+//! broker protocol on both sides and for exported trace files.
+
+use std::io::{self, ErrorKind, Read};
+
+/// Reads one frame of at most `max` bytes. `Ok(None)` at a clean end of
+/// input (before any byte of a frame). A frame cut short is
+/// `UnexpectedEof`; a bad or oversized length is `InvalidData`. A read
+/// interrupted by a signal is retried without losing a byte.
+pub fn read(r: &mut impl Read, max: u64) -> io::Result<Option<Vec<u8>>> {
+    let mut len: u64 = 0;
+    for i in 0..10 {
+        let mut b = [0u8; 1];
+        let n = loop {
+            match r.read(&mut b) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                other => break other?,
+            }
+        };
+        if n == 0 {
+            if i == 0 {
+                return Ok(None);
+            }
+            return Err(io::Error::new(ErrorKind::UnexpectedEof, "the input ends inside a length"));
+        }
+        len |= ((b[0] & 0x7f) as u64) << (7 * i);
+        if b[0] & 0x80 == 0 {
+            if len > max {
+                return Err(io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!("a message of {len} bytes exceeds the limit of {max}"),
+                ));
+            }
+            let mut buf = vec![0u8; len as usize];
+            r.read_exact(&mut buf).map_err(|e| match e.kind() {
+                ErrorKind::UnexpectedEof => io::Error::new(ErrorKind::UnexpectedEof, "the input ends inside a message"),
+                _ => e,
+            })?;
+            return Ok(Some(buf));
+        }
+    }
+    Err(io::Error::new(ErrorKind::InvalidData, "a message length is not a valid varint"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader whose every other call is interrupted, as a thread's reads
+    /// are by signals.
+    struct Interrupting<'a> {
+        data: &'a [u8],
+        flip: bool,
+    }
+
+    impl Read for Interrupting<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.flip = !self.flip;
+            if self.flip {
+                return Err(ErrorKind::Interrupted.into());
+            }
+            let n = buf.len().min(self.data.len()).min(1);
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_even_when_interrupted() {
+        let mut input = vec![3, b'a', b'b', b'c'];
+        input.extend_from_slice(&[0x81, 0x01]); // 129: a two-byte length
+        input.extend(std::iter::repeat_n(7u8, 129));
+        let mut r = Interrupting { data: &input, flip: false };
+        assert_eq!(read(&mut r, 1000).unwrap().unwrap(), b"abc");
+        assert_eq!(read(&mut r, 1000).unwrap().unwrap().len(), 129);
+        assert!(read(&mut r, 1000).unwrap().is_none());
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        assert_eq!(read(&mut &[0xff, 0x01][..], 100).unwrap_err().kind(), ErrorKind::InvalidData);
+        assert_eq!(read(&mut &[5, 1, 2][..], 100).unwrap_err().kind(), ErrorKind::UnexpectedEof);
+        assert_eq!(read(&mut &[0x80][..], 100).unwrap_err().kind(), ErrorKind::UnexpectedEof);
+        assert_eq!(read(&mut &[0x80; 12][..], u64::MAX).unwrap_err().kind(), ErrorKind::InvalidData);
+    }
+}
