@@ -169,6 +169,11 @@ impl Mm {
         at >= end
     }
 
+    /// The mapping that holds `va`, if any.
+    pub fn vma_at(&self, va: u64) -> Option<&Vma> {
+        self.vmas.range(..=va).next_back().map(|(_, v)| v).filter(|v| va < v.end)
+    }
+
     /// Whether every page of [start, start+len) belongs to a mapping.
     pub fn is_mapped(&self, start: u64, len: u64) -> bool {
         self.fully_mapped(start, start + len)

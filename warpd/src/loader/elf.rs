@@ -123,11 +123,10 @@ fn parse(file: &[u8]) -> Result<Parsed, ElfError> {
     if phnum == 0 || phnum > 256 {
         return Err(ElfError::Malformed("bad program header count"));
     }
-    let table_end = phoff
+    phoff
         .checked_add(phent * phnum)
         .filter(|&e| e <= file.len() as u64)
         .ok_or(ElfError::Malformed("program headers lie outside the file"))?;
-    let _ = table_end;
     let mut phdrs = Vec::new();
     for i in 0..phnum {
         let o = (phoff + i * phent) as usize;
@@ -230,8 +229,10 @@ pub fn load_interpreter(file: &[u8], name: &str, mm: &mut Mm) -> Result<ElfImage
 fn load_at(file: &[u8], p: &Parsed, name: &str, mm: &mut Mm, bias: u64) -> Result<ElfImage, ElfError> {
     let loads: Vec<Phdr> = p.phdrs.iter().copied().filter(|h| h.p_type == PT_LOAD).collect();
 
-    // Validate every segment before mapping any.
-    let mut lo = u64::MAX;
+    // Validate every segment (and the entry point) before mapping any.
+    if p.entry.wrapping_add(bias) >= USER_TOP {
+        return Err(ElfError::Malformed("the entry point lies outside user space"));
+    }
     let mut hi = 0u64;
     for h in &loads {
         if h.filesz > h.memsz {
@@ -251,7 +252,6 @@ fn load_at(file: &[u8], p: &Parsed, name: &str, mm: &mut Mm, bias: u64) -> Resul
         if start < mm::MMAP_MIN_ADDR {
             return Err(ElfError::Malformed("segment below the lowest mappable address"));
         }
-        lo = lo.min(mm::page_down(start));
         hi = hi.max(end);
     }
 
@@ -263,19 +263,21 @@ fn load_at(file: &[u8], p: &Parsed, name: &str, mm: &mut Mm, bias: u64) -> Resul
         // mapped, and widen the protection of a shared page.
         let mut va = page_start;
         while va < page_end {
-            let mapped = mm.user_ranges(va, 1, false).is_ok() || mm.vmas().any(|(&s, v)| s <= va && va < v.end);
-            if !mapped {
-                let mut run_end = va + PAGE_SIZE;
-                while run_end < page_end && !mm.vmas().any(|(&s, v)| s <= run_end && run_end < v.end) {
-                    run_end += PAGE_SIZE;
+            match mm.vma_at(va).map(|v| v.prot) {
+                None => {
+                    let mut run_end = va + PAGE_SIZE;
+                    while run_end < page_end && mm.vma_at(run_end).is_none() {
+                        run_end += PAGE_SIZE;
+                    }
+                    let kind = VmaKind::Image(name.to_string());
+                    mm.map_anonymous(va, run_end - va, prot_of(h.flags) | PROT_READ, kind)
+                        .map_err(|_| ElfError::NoMemory)?;
+                    va = run_end;
                 }
-                mm.map_anonymous(va, run_end - va, prot_of(h.flags) | PROT_READ, VmaKind::Image(name.to_string()))
-                    .map_err(|_| ElfError::NoMemory)?;
-                va = run_end;
-            } else {
-                let prot = mm.vmas().find(|(&s, v)| s <= va && va < v.end).map(|(_, v)| v.prot).unwrap_or(0);
-                mm.protect(va, PAGE_SIZE, prot | prot_of(h.flags)).map_err(|_| ElfError::NoMemory)?;
-                va += PAGE_SIZE;
+                Some(prot) => {
+                    mm.protect(va, PAGE_SIZE, prot | prot_of(h.flags)).map_err(|_| ElfError::NoMemory)?;
+                    va += PAGE_SIZE;
+                }
             }
         }
         let bytes = &file[h.offset as usize..(h.offset + h.filesz) as usize];
@@ -290,10 +292,6 @@ fn load_at(file: &[u8], p: &Parsed, name: &str, mm: &mut Mm, bias: u64) -> Resul
             .map(|h| h.vaddr + bias + (p.phoff - h.offset))
             .unwrap_or(0),
     };
-    let _ = lo;
-    if p.entry.wrapping_add(bias) >= USER_TOP {
-        return Err(ElfError::Malformed("the entry point lies outside user space"));
-    }
     Ok(ElfImage { entry: p.entry.wrapping_add(bias), phdr, phnum: p.phdrs.len() as u64, phent: p.phent, bias, end: hi })
 }
 
