@@ -288,9 +288,8 @@ impl Process {
         cpu: &mut dyn CpuState,
     ) -> Result<Action, ProcessError> {
         let xcr0 = crate::hv::kvm::guest_xcr0().unwrap_or(3);
-        let size = if xcr0 & 4 != 0 { 832 } else { 576 };
         let mut xsave = cpu.xsave()?;
-        xsave.truncate(size);
+        xsave.truncate(crate::arch::x86_64::signal::xsave_len(xcr0));
         let alt = &self.signals.altstack;
         let ss_sp = u64::from_le_bytes(alt[..8].try_into().expect("8"));
         let ss_flags = i32::from_le_bytes(alt[8..12].try_into().expect("4"));
@@ -357,8 +356,7 @@ impl Process {
         }
         if r.fpstate != 0 {
             let xcr0 = crate::hv::kvm::guest_xcr0().unwrap_or(3);
-            let size = if xcr0 & 4 != 0 { 832 } else { 576 };
-            let mut area = vec![0u8; size];
+            let mut area = vec![0u8; signal::xsave_len(xcr0)];
             if self.mm.read_user(r.fpstate, &mut area).is_err() {
                 return Ok(Action::Killed(libc::SIGSEGV));
             }

@@ -30,6 +30,16 @@ const EFLAGS_TF: u64 = 1 << 8;
 const EFLAGS_DF: u64 = 1 << 10;
 const EFLAGS_RF: u64 = 1 << 16;
 
+/// Bytes of the XSAVE area a frame holds for `xcr0`: the legacy area and
+/// header (576), plus the AVX upper halves (256) when AVX is on.
+pub fn xsave_len(xcr0: u64) -> usize {
+    if xcr0 & 4 != 0 {
+        832
+    } else {
+        576
+    }
+}
+
 /// Who sent a signal, as `siginfo` tells the handler.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SigInfo {
