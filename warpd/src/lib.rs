@@ -14,10 +14,12 @@
 //! to the broker, `session` runs one recording, `server` is the gRPC face.
 
 pub mod arch;
+pub mod builder;
 pub mod hv;
 pub mod kernel;
 pub mod link;
 pub mod loader;
+pub mod machine;
 pub mod server;
 pub mod session;
 pub mod trace;

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use prost::Message;
 use warp_proto::broker::{broker_message, request, BrokerMessage, Hello, Reply, Request, Welcome};
 
-use crate::hv::kvm::Kicker;
+use crate::hv::Kicker;
 
 /// Largest message accepted from the broker (an executable image is the
 /// largest thing it sends).

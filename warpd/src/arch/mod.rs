@@ -1,5 +1,12 @@
-//! Guest CPU support. Only x86_64 today; aarch64 arrives with the macOS
-//! backend. Nothing outside `arch/` knows about page-table formats,
-//! descriptor tables or trampolines.
+//! Guest CPU support: page-table formats, descriptor tables, trampolines,
+//! exception frames, signal frames and what the host CPU offers. Only
+//! x86_64 today; aarch64 arrives with the macOS backend. Nothing outside
+//! `arch/` knows page-table bits, vectors, CPUID, XCR0 or frame offsets.
+//!
+//! The guest's architecture is the host's (hardware virtualisation), so
+//! the names re-exported here are the current architecture's.
 
 pub mod x86_64;
+
+pub use self::x86_64::cpu::{initial_cpu, CpuidValue};
+pub use self::x86_64::{InitialCpu, Regs};

@@ -63,6 +63,29 @@ impl MemFd {
         Ok(MemFd { fd, ptr, size })
     }
 
+    /// A second mapping of the same memory, with a descriptor of its own:
+    /// a backend keeps one to read what the guest left for it (exception
+    /// frames) without borrowing the session's.
+    pub fn map_again(&self) -> Result<Self, HvError> {
+        let fd = self.fd.try_clone().map_err(|e| HvError::call("duplicating guest memory", e))?;
+        // SAFETY: a fresh shared mapping of the whole (sealed) file; checked below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                self.size as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_NORESERVE,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(HvError::call("mapping guest memory", std::io::Error::last_os_error()));
+        }
+        let ptr = NonNull::new(p as *mut u8).expect("mmap never returns NULL on success");
+        Ok(MemFd { fd, ptr, size: self.size })
+    }
+
     pub fn size(&self) -> u64 {
         self.size
     }
@@ -175,6 +198,19 @@ mod tests {
         // SAFETY: ftruncate on a descriptor we own.
         let r = unsafe { libc::ftruncate(m.fd().as_raw_fd(), 4096) };
         assert_eq!(r, -1);
+    }
+
+    #[test]
+    fn a_second_mapping_sees_the_same_bytes() {
+        let m = MemFd::create("test", 1 << 20).unwrap();
+        let again = m.map_again().unwrap();
+        m.write(100, b"both");
+        let mut b = [0u8; 4];
+        again.read(100, &mut b);
+        assert_eq!(&b, b"both");
+        again.write(200, b"back");
+        m.read(200, &mut b);
+        assert_eq!(&b, b"back");
     }
 
     #[test]

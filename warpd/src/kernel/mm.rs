@@ -105,9 +105,11 @@ impl Mm {
         self.pt.root()
     }
 
-    /// Maps a kernel-slot page into the guest's virtual space (ring-0 tables,
-    /// the trampoline). Used once while building the VM.
-    pub fn map_kernel_page(&mut self, va: u64, gpa: u64, flags: u64) -> Result<(), Errno> {
+    /// Maps a kernel-slot page into the guest's virtual space (ring-0 tables
+    /// writable by ring 0 only; the trampoline readable and executable by
+    /// the program). Used once while building the VM.
+    pub fn map_kernel_page(&mut self, va: u64, gpa: u64, user: bool) -> Result<(), Errno> {
+        let flags = if user { PTE_USER } else { PTE_WRITE };
         let mem = self.kernel.as_mut_slice();
         self.pt.map(mem, va, gpa, flags).map_err(|_| Errno::ENOMEM)?;
         Ok(())

@@ -1,6 +1,7 @@
 //! The emulated kernel: what Linux would do for the program, answered from
 //! the VM's own state or handed to the broker.
 
+pub mod abi;
 pub mod errno;
 pub mod frames;
 pub mod mm;

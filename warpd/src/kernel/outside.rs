@@ -7,8 +7,8 @@
 
 use warp_proto::broker::{request, Reply};
 
-use crate::arch::x86_64::ExceptionFrame;
 use crate::hv::memory::MemFd;
+use crate::hv::GuestFault;
 use crate::link::LinkError;
 
 /// Where a replay parted from its recording.
@@ -55,8 +55,9 @@ pub trait Outside {
     /// Whether the broker is gone (recording only).
     fn is_dead(&self) -> bool;
 
-    fn syscall_entry(&mut self, nr: u64, args: [u64; 6], rip: u64) -> Result<(), OutsideError>;
-    fn syscall_exit(&mut self, nr: u64, ret: i64, rip: u64) -> Result<(), OutsideError>;
-    fn fault(&mut self, frame: &ExceptionFrame, address: u64, signal: i32) -> Result<(), OutsideError>;
+    /// A syscall as the program made it: `number` is the whole register.
+    fn syscall_entry(&mut self, number: u64, args: [u64; 6], rip: u64) -> Result<(), OutsideError>;
+    fn syscall_exit(&mut self, number: u64, ret: i64, rip: u64) -> Result<(), OutsideError>;
+    fn fault(&mut self, fault: &GuestFault, signal: i32) -> Result<(), OutsideError>;
     fn end(&mut self, ending: Ending, rip: u64) -> Result<(), OutsideError>;
 }

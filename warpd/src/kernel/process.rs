@@ -8,8 +8,9 @@
 
 use std::collections::BTreeMap;
 
-use warp_proto::broker::{buffer, request, Buffer, Ranges, Syscall};
+use warp_proto::broker::{buffer, request, Buffer, Ranges, Reply, Syscall};
 
+use super::abi;
 use super::errno::{Errno, SysResult};
 use super::mm::{self, Mm, VmaKind, PROT_EXEC, PROT_READ, PROT_WRITE};
 use super::outside::{Outside, OutsideError};
@@ -18,7 +19,7 @@ use super::signals::{self, Delivery, SigAction, Signals};
 use super::table::{self, Arg, Class, Desc, Len, Returns};
 use crate::arch::x86_64::signal::SigInfo;
 use crate::arch::x86_64::{Regs, PAGE_SIZE, USER_TOP};
-use crate::hv::CpuState;
+use crate::hv::{CpuState, SyscallRequest};
 
 /// A pointer that faults in the broker: a bad guest pointer is passed on as
 /// this, so the host kernel itself answers EFAULT, in the order Linux checks.
@@ -166,15 +167,18 @@ impl Process {
         fd >= self.ident.reserved_fd_base
     }
 
-    /// Handles the syscall in `regs` and says what happens next.
+    /// Handles the syscall `req` (made with registers `regs`) and says what
+    /// happens next.
     pub fn syscall(
         &mut self,
+        req: &SyscallRequest,
         regs: &Regs,
         cpu: &mut dyn CpuState,
         link: &mut dyn Outside,
     ) -> Result<Action, ProcessError> {
         self.syscalls += 1;
-        let (nr, a) = regs.syscall_args();
+        let nr = table::number(req.number);
+        let a = req.args;
         if nr == 15 {
             return self.rt_sigreturn(regs, cpu);
         }
@@ -206,7 +210,7 @@ impl Process {
         }
         // Writing to a pipe nobody reads raises SIGPIPE, as Linux does.
         if ret == Errno::EPIPE.ret() && matches!(nr, 1 | 18 | 20 | 296 | 44 | 46 | 307 | 328 | 40 | 275 | 278) {
-            self.signals.raise(libc::SIGPIPE);
+            self.signals.raise(abi::SIGPIPE);
         }
         let mut resume = *regs;
         resume.finish_syscall(ret);
@@ -287,7 +291,7 @@ impl Process {
         ret: i64,
         cpu: &mut dyn CpuState,
     ) -> Result<Action, ProcessError> {
-        let xcr0 = crate::hv::kvm::guest_xcr0().unwrap_or(3);
+        let xcr0 = crate::arch::x86_64::cpu::frame_xcr0();
         let mut xsave = cpu.xsave()?;
         xsave.truncate(crate::arch::x86_64::signal::xsave_len(xcr0));
         let alt = &self.signals.altstack;
@@ -310,7 +314,7 @@ impl Process {
         if self.mm.write_user(frame.addr, &frame.bytes).is_err() {
             // No room for the frame: Linux kills the program with SIGSEGV.
             self.note(format!("no room on the stack for a {} frame: SIGSEGV", signals::name(sig)));
-            return Ok(Action::Killed(libc::SIGSEGV));
+            return Ok(Action::Killed(abi::SIGSEGV));
         }
         self.signals.blocked = self.signals.handler_mask(sig, &act);
         if act.flags & signals::SA_RESETHAND != 0 {
@@ -343,7 +347,7 @@ impl Process {
         let mut uc = vec![0u8; signal::UCONTEXT_LEN];
         if self.mm.read_user(frame + 8, &mut uc).is_err() {
             self.note("rt_sigreturn found no signal frame on the stack: SIGSEGV".into());
-            return Ok(Action::Killed(libc::SIGSEGV));
+            return Ok(Action::Killed(abi::SIGSEGV));
         }
         let r = signal::restore(&uc, regs.r11);
         // Returning to a non-canonical address faults in the return itself;
@@ -352,20 +356,20 @@ impl Process {
         let canonical = |a: u64| !(0x8000_0000_0000..0xffff_8000_0000_0000).contains(&a);
         if !canonical(r.regs.rip) || !canonical(r.regs.rsp) {
             self.note(format!("rt_sigreturn to a non-canonical address {:#x}: SIGSEGV", r.regs.rip));
-            return Ok(Action::Killed(libc::SIGSEGV));
+            return Ok(Action::Killed(abi::SIGSEGV));
         }
         if r.fpstate != 0 {
-            let xcr0 = crate::hv::kvm::guest_xcr0().unwrap_or(3);
+            let xcr0 = crate::arch::x86_64::cpu::frame_xcr0();
             let mut area = vec![0u8; signal::xsave_len(xcr0)];
             if self.mm.read_user(r.fpstate, &mut area).is_err() {
-                return Ok(Action::Killed(libc::SIGSEGV));
+                return Ok(Action::Killed(abi::SIGSEGV));
             }
             if cpu.set_xsave(&area).is_err() {
                 // A frame whose FPU state the CPU refuses: as Linux, SIGSEGV.
-                return Ok(Action::Killed(libc::SIGSEGV));
+                return Ok(Action::Killed(abi::SIGSEGV));
             }
         }
-        self.signals.blocked = r.mask & !(signals::bit(libc::SIGKILL) | signals::bit(libc::SIGSTOP));
+        self.signals.blocked = r.mask & !(signals::bit(abi::SIGKILL) | signals::bit(abi::SIGSTOP));
         // rt_sigreturn "returns" the restored rax, which says nothing about the
         // call itself (and differs where replay ran the handler elsewhere): 0.
         let ret = 0;
@@ -558,7 +562,7 @@ impl Process {
         }
         let ids = [self.ident.uid, self.ident.euid, self.ident.gid, self.ident.egid];
         let bytes = procfs::contents(file, &self.proc_info, &self.mm, self.ident.pid, self.ident.ppid, ids);
-        Ok(Some(self.synthetic_fd(&bytes, flags & libc::O_CLOEXEC as u64 != 0, link)?))
+        Ok(Some(self.synthetic_fd(&bytes, flags & abi::O_CLOEXEC != 0, link)?))
     }
 
     /// A read-only descriptor with `bytes` as its contents: a sealed memfd
@@ -617,6 +621,7 @@ impl Process {
         Ok(ranges)
     }
 
+    /// A syscall for the broker; its result.
     fn call(
         &mut self,
         link: &mut dyn Outside,
@@ -624,6 +629,19 @@ impl Process {
         args: [u64; 6],
         buffers: Vec<Buffer>,
     ) -> Result<i64, ProcessError> {
+        Ok(self.broker(link, nr, args, buffers)?.ret)
+    }
+
+    /// The one way to the broker: every request goes through here, so the
+    /// signals that arrive before it, with its reply or beside it reach the
+    /// program, and an interrupted call is handled as Linux does.
+    fn broker(
+        &mut self,
+        link: &mut dyn Outside,
+        nr: u64,
+        args: [u64; 6],
+        buffers: Vec<Buffer>,
+    ) -> Result<Reply, ProcessError> {
         let may_block = table::lookup(nr).is_some_and(|d| d.class == Class::Blocking);
         let call = Syscall { nr: nr as u32, args: args.to_vec(), buffers, may_block };
         loop {
@@ -633,17 +651,9 @@ impl Process {
             // A signal pending when a blocking call would start ends it at
             // once, as on Linux (other calls complete; it is delivered after).
             if may_block && self.signals.pending & !self.signals.blocked != 0 {
-                return Ok(Errno::EINTR.ret());
+                return Ok(Reply { ret: Errno::EINTR.ret(), ..Default::default() });
             }
-            let reply = link.call(request::Kind::Syscall(call.clone()), &self.mm.guest)?;
-            for &s in &reply.signals {
-                self.signals.raise(s);
-            }
-            if reply.signals_pending {
-                for s in link.take_signals()? {
-                    self.signals.raise(s);
-                }
-            }
+            let reply = self.request(link, request::Kind::Syscall(call.clone()))?;
             // A signal the program ignores (or blocks) does not interrupt the
             // call on Linux: the broker's EINTR is not the program's.
             if reply.ret == Errno::EINTR.ret()
@@ -652,8 +662,23 @@ impl Process {
             {
                 continue;
             }
-            return Ok(reply.ret);
+            return Ok(reply);
         }
+    }
+
+    /// One request to the broker and its reply, with the signals the reply
+    /// carries or announces raised.
+    fn request(&mut self, link: &mut dyn Outside, kind: request::Kind) -> Result<Reply, OutsideError> {
+        let reply = link.call(kind, &self.mm.guest)?;
+        for &s in &reply.signals {
+            self.signals.raise(s);
+        }
+        if reply.signals_pending {
+            for s in link.take_signals()? {
+                self.signals.raise(s);
+            }
+        }
+        Ok(reply)
     }
 
     /// New descriptors must not land in the broker's reserved range.
@@ -767,7 +792,7 @@ impl Process {
         let mut total = 0usize;
         for i in 0.. {
             if i >= MAX_ARG_STRINGS {
-                return Err(Errno(libc::E2BIG));
+                return Err(Errno::E2BIG);
             }
             let mut p = [0u8; 8];
             self.mm.read_user(at + i as u64 * 8, &mut p)?;
@@ -777,14 +802,14 @@ impl Process {
             }
             let s = self.mm.read_cstring(ptr, 128 << 10).map_err(|e| {
                 if e == Errno::ENAMETOOLONG {
-                    Errno(libc::E2BIG)
+                    Errno::E2BIG
                 } else {
                     e
                 }
             })?;
             total += s.len() + 1;
             if total > MAX_TOTAL {
-                return Err(Errno(libc::E2BIG));
+                return Err(Errno::E2BIG);
             }
             out.push(String::from_utf8_lossy(&s).into_owned());
         }
@@ -811,7 +836,7 @@ impl Process {
         if path.is_empty() {
             return Ok(Err(Errno::ENOENT));
         }
-        let images = match crate::loader::program::read(&path, link, &self.mm) {
+        let images = match crate::loader::program::read(&path, &mut |k| self.request(link, k)) {
             Ok(i) => i,
             Err(crate::loader::program::ExecError::Refused { errno, .. }) => return Ok(Err(errno)),
             Err(crate::loader::program::ExecError::Outside(o)) => return Err(o.into()),
@@ -823,7 +848,7 @@ impl Process {
         if bytes.len() == 16 {
             random.copy_from_slice(&bytes);
         }
-        link.call(request::Kind::CloseOnExec(Default::default()), &self.mm.guest)?;
+        self.request(link, request::Kind::CloseOnExec(Default::default()))?;
 
         // The point of no return: the old image goes.
         self.mm.reset();
@@ -833,7 +858,7 @@ impl Process {
                 self.note(format!(
                     "execve of {path} failed after the old program was gone ({e}); it dies of SIGSEGV as on Linux"
                 ));
-                self.exit_request = Some(Action::Killed(libc::SIGSEGV));
+                self.exit_request = Some(Action::Killed(abi::SIGSEGV));
                 return Ok(Ok(0));
             }
         };
@@ -913,7 +938,7 @@ impl Process {
             let r = self.call(link, 17, [fd as u64, 0, len, off, 0, 0], vec![memory(ranges, 1, true, false, true)])?;
             if r < 0 {
                 let _ = self.mm.unmap(at, len);
-                let e = if r == -(libc::ESPIPE as i64) { Errno::ENODEV } else { Errno(-r as i32) };
+                let e = if r == -(Errno::ESPIPE.0 as i64) { Errno::ENODEV } else { Errno(-r as i32) };
                 return Ok(Err(e));
             }
             if let Err(e) = self.mm.protect(at, len, prot) {
@@ -932,8 +957,7 @@ impl Process {
             Buffer { arg: 0, data: Some(buffer::Data::Bytes(path)), inout: false, out: false, written_by_ret: false },
             Buffer { arg: 1, data: Some(buffer::Data::OutLen(4096)), inout: false, out: true, written_by_ret: false },
         ];
-        let call = Syscall { nr: 89, may_block: false, args: vec![0, 0, 4096, 0, 0, 0], buffers };
-        let reply = link.call(request::Kind::Syscall(call), &self.mm.guest)?;
+        let reply = self.broker(link, 89, [0, 0, 4096, 0, 0, 0], buffers)?;
         if reply.ret <= 0 {
             return Ok(None);
         }
@@ -1018,7 +1042,7 @@ impl Process {
         if size != 8 || !(1..=signals::NSIG as i32).contains(&sig) {
             return Err(Errno::EINVAL);
         }
-        if act != 0 && (sig == libc::SIGKILL || sig == libc::SIGSTOP) {
+        if act != 0 && (sig == abi::SIGKILL || sig == abi::SIGSTOP) {
             return Err(Errno::EINVAL);
         }
         let mut new = None;
@@ -1031,7 +1055,7 @@ impl Process {
             self.mm.write_user(oact, &self.signals.action(sig).to_bytes())?;
         }
         if let Some(mut n) = new {
-            n.mask &= !(signals::bit(libc::SIGKILL) | signals::bit(libc::SIGSTOP));
+            n.mask &= !(signals::bit(abi::SIGKILL) | signals::bit(abi::SIGSTOP));
             self.signals.actions[(sig - 1) as usize] = n;
             if self.signals.is_ignored(sig) {
                 self.signals.pending &= !signals::bit(sig);
@@ -1061,7 +1085,7 @@ impl Process {
             self.mm.write_user(oset, &self.signals.blocked.to_le_bytes())?;
         }
         if let Some(m) = new {
-            self.signals.blocked = m & !(signals::bit(libc::SIGKILL) | signals::bit(libc::SIGSTOP));
+            self.signals.blocked = m & !(signals::bit(abi::SIGKILL) | signals::bit(abi::SIGSTOP));
         }
         Ok(0)
     }
@@ -1077,7 +1101,7 @@ impl Process {
                 return Err(Errno::EINVAL);
             }
             if flags & 2 == 0 && size < 2048 {
-                return Err(Errno(libc::ENOMEM));
+                return Err(Errno::ENOMEM);
             }
             new = Some(b);
         }
@@ -1156,7 +1180,7 @@ impl Process {
                     return Ok(Err(Errno::EAGAIN));
                 }
                 if a[3] != 0 {
-                    return Ok(Err(Errno(libc::ETIMEDOUT)));
+                    return Ok(Err(Errno::ETIMEDOUT));
                 }
                 // No other thread can wake it: it sleeps until a signal, as on Linux.
                 let r = self.call(link, 34, [0; 6], Vec::new())?;
@@ -1252,8 +1276,7 @@ impl Process {
         len: u32,
     ) -> Result<(i64, Vec<u8>), ProcessError> {
         let out = Buffer { arg, data: Some(buffer::Data::OutLen(len)), inout: false, out: true, written_by_ret: false };
-        let call = Syscall { nr: nr as u32, may_block: false, args: args.to_vec(), buffers: vec![out] };
-        let reply = link.call(request::Kind::Syscall(call), &self.mm.guest)?;
+        let reply = self.broker(link, nr, args, vec![out])?;
         Ok((reply.ret, reply.outputs.into_iter().next().unwrap_or_default()))
     }
 

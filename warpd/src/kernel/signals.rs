@@ -4,7 +4,10 @@
 //! point); a signal that arrives while the program computes kills it at
 //! once when that is its action, else waits for the next syscall.
 
-pub const NSIG: usize = 64;
+use super::abi;
+use crate::hv::FaultKind;
+
+pub use abi::NSIG;
 pub const SIG_DFL: u64 = 0;
 pub const SIG_IGN: u64 = 1;
 
@@ -42,9 +45,9 @@ pub enum Default_ {
 
 pub fn default_action(sig: i32) -> Default_ {
     match sig {
-        libc::SIGCHLD | libc::SIGURG | libc::SIGWINCH => Default_::Ignore,
-        libc::SIGSTOP | libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU => Default_::Stop,
-        libc::SIGCONT => Default_::Continue,
+        abi::SIGCHLD | abi::SIGURG | abi::SIGWINCH => Default_::Ignore,
+        abi::SIGSTOP | abi::SIGTSTP | abi::SIGTTIN | abi::SIGTTOU => Default_::Stop,
+        abi::SIGCONT => Default_::Continue,
         _ => Default_::Terminate,
     }
 }
@@ -108,7 +111,7 @@ impl Signals {
             }
             let sig = ready.trailing_zeros() as i32 + 1;
             let a = self.action(sig);
-            if sig == libc::SIGKILL {
+            if sig == abi::SIGKILL {
                 self.pending &= !bit(sig);
                 return Some(Delivery::Kill(sig));
             }
@@ -138,35 +141,48 @@ impl Signals {
         if a.flags & SA_NODEFER == 0 {
             m |= bit(sig);
         }
-        m & !(bit(libc::SIGKILL) | bit(libc::SIGSTOP))
+        m & !(bit(abi::SIGKILL) | bit(abi::SIGSTOP))
     }
 }
 
-pub const SA_SIGINFO: u64 = 4;
-pub const SA_ONSTACK: u64 = 0x0800_0000;
-pub const SA_RESTART: u64 = 0x1000_0000;
-pub const SA_NODEFER: u64 = 0x4000_0000;
-pub const SA_RESETHAND: u64 = 0x8000_0000;
-pub const SA_RESTORER: u64 = 0x0400_0000;
+pub use abi::{SA_NODEFER, SA_ONSTACK, SA_RESETHAND, SA_RESTART, SA_RESTORER, SA_SIGINFO};
+
+/// The signal and si_code Linux sends for a CPU fault taken in user mode,
+/// or None for one a user program cannot raise.
+pub fn for_fault(kind: FaultKind) -> Option<(i32, i32)> {
+    Some(match kind {
+        FaultKind::Page { present: true, .. } => (abi::SIGSEGV, abi::SEGV_ACCERR),
+        FaultKind::Page { present: false, .. } => (abi::SIGSEGV, abi::SEGV_MAPERR),
+        FaultKind::Protection | FaultKind::Overflow => (abi::SIGSEGV, abi::SI_KERNEL),
+        FaultKind::InvalidOpcode => (abi::SIGILL, abi::ILL_ILLOPN),
+        FaultKind::Divide => (abi::SIGFPE, abi::FPE_INTDIV),
+        FaultKind::FloatingPoint => (abi::SIGFPE, abi::SI_KERNEL),
+        FaultKind::Breakpoint => (abi::SIGTRAP, abi::SI_KERNEL),
+        FaultKind::Debug => (abi::SIGTRAP, abi::TRAP_TRACE),
+        FaultKind::Alignment => (abi::SIGBUS, abi::BUS_ADRALN),
+        FaultKind::Stack => (abi::SIGBUS, abi::SI_KERNEL),
+        FaultKind::Other(_) => return None,
+    })
+}
 
 /// The name Linux gives a signal, for messages.
 pub fn name(sig: i32) -> String {
     let n = match sig {
-        libc::SIGHUP => "SIGHUP",
-        libc::SIGINT => "SIGINT",
-        libc::SIGQUIT => "SIGQUIT",
-        libc::SIGILL => "SIGILL",
-        libc::SIGTRAP => "SIGTRAP",
-        libc::SIGABRT => "SIGABRT",
-        libc::SIGBUS => "SIGBUS",
-        libc::SIGFPE => "SIGFPE",
-        libc::SIGKILL => "SIGKILL",
-        libc::SIGUSR1 => "SIGUSR1",
-        libc::SIGSEGV => "SIGSEGV",
-        libc::SIGUSR2 => "SIGUSR2",
-        libc::SIGPIPE => "SIGPIPE",
-        libc::SIGALRM => "SIGALRM",
-        libc::SIGTERM => "SIGTERM",
+        abi::SIGHUP => "SIGHUP",
+        abi::SIGINT => "SIGINT",
+        abi::SIGQUIT => "SIGQUIT",
+        abi::SIGILL => "SIGILL",
+        abi::SIGTRAP => "SIGTRAP",
+        abi::SIGABRT => "SIGABRT",
+        abi::SIGBUS => "SIGBUS",
+        abi::SIGFPE => "SIGFPE",
+        abi::SIGKILL => "SIGKILL",
+        abi::SIGUSR1 => "SIGUSR1",
+        abi::SIGSEGV => "SIGSEGV",
+        abi::SIGUSR2 => "SIGUSR2",
+        abi::SIGPIPE => "SIGPIPE",
+        abi::SIGALRM => "SIGALRM",
+        abi::SIGTERM => "SIGTERM",
         _ => return format!("signal {sig}"),
     };
     n.to_string()
@@ -179,36 +195,46 @@ mod tests {
     #[test]
     fn default_terminate_and_ignore() {
         let mut s = Signals::default();
-        s.raise(libc::SIGCHLD);
+        s.raise(abi::SIGCHLD);
         assert_eq!(s.deliver(true), None);
-        s.raise(libc::SIGINT);
-        assert_eq!(s.deliver(true), Some(Delivery::Kill(libc::SIGINT)));
+        s.raise(abi::SIGINT);
+        assert_eq!(s.deliver(true), Some(Delivery::Kill(abi::SIGINT)));
     }
 
     #[test]
     fn blocked_signals_wait() {
-        let mut s = Signals::default();
-        s.blocked = bit(libc::SIGABRT);
-        s.raise(libc::SIGABRT);
+        let mut s = Signals { blocked: bit(abi::SIGABRT), ..Default::default() };
+        s.raise(abi::SIGABRT);
         assert_eq!(s.deliver(true), None);
         s.blocked = 0;
-        assert_eq!(s.deliver(true), Some(Delivery::Kill(libc::SIGABRT)));
+        assert_eq!(s.deliver(true), Some(Delivery::Kill(abi::SIGABRT)));
     }
 
     #[test]
     fn ignored_and_handled() {
         let mut s = Signals::default();
-        s.actions[(libc::SIGPIPE - 1) as usize].handler = SIG_IGN;
-        s.raise(libc::SIGPIPE);
+        s.actions[(abi::SIGPIPE - 1) as usize].handler = SIG_IGN;
+        s.raise(abi::SIGPIPE);
         assert_eq!(s.deliver(true), None);
-        s.actions[(libc::SIGTERM - 1) as usize].handler = 0x401000;
-        s.raise(libc::SIGTERM);
+        s.actions[(abi::SIGTERM - 1) as usize].handler = 0x401000;
+        s.raise(abi::SIGTERM);
         // Without handlers (the program computes), it waits; then it runs.
         assert_eq!(s.deliver(false), None);
-        assert_eq!(s.pending, bit(libc::SIGTERM));
-        let a = s.action(libc::SIGTERM);
-        assert_eq!(s.deliver(true), Some(Delivery::Handle(libc::SIGTERM, a)));
-        assert_eq!(s.handler_mask(libc::SIGTERM, &a), bit(libc::SIGTERM));
+        assert_eq!(s.pending, bit(abi::SIGTERM));
+        let a = s.action(abi::SIGTERM);
+        assert_eq!(s.deliver(true), Some(Delivery::Handle(abi::SIGTERM, a)));
+        assert_eq!(s.handler_mask(abi::SIGTERM, &a), bit(abi::SIGTERM));
+    }
+
+    #[test]
+    fn faults_map_to_linux_signals() {
+        assert_eq!(for_fault(FaultKind::Page { present: false, write: true, fetch: false }), Some((abi::SIGSEGV, 1)));
+        assert_eq!(for_fault(FaultKind::Page { present: true, write: true, fetch: false }), Some((abi::SIGSEGV, 2)));
+        assert_eq!(for_fault(FaultKind::InvalidOpcode).map(|f| f.0), Some(abi::SIGILL));
+        assert_eq!(for_fault(FaultKind::Divide), Some((abi::SIGFPE, 1)));
+        assert_eq!(for_fault(FaultKind::Breakpoint), Some((abi::SIGTRAP, 0x80)));
+        assert_eq!(for_fault(FaultKind::Alignment).map(|f| f.0), Some(abi::SIGBUS));
+        assert_eq!(for_fault(FaultKind::Other(2)), None);
     }
 
     #[test]

@@ -272,6 +272,14 @@ pub static TABLE: &[Desc] = &[
     d(439, "faccessat2", Proxied, &[DirFd, Path, Int, Int]),
 ];
 
+/// The call a number register selects: Linux x86_64 takes its low 32 bits
+/// (`syscall(-1)` is call 0xffffffff, which does not exist; 2^32 + 39 is
+/// getpid), so warpd dispatches, checks and prints by this number while the
+/// trace keeps the whole register.
+pub fn number(register: u64) -> u64 {
+    register as u32 as u64
+}
+
 /// The description of syscall `nr`, if warpd knows it.
 pub fn lookup(nr: u64) -> Option<&'static Desc> {
     TABLE.binary_search_by_key(&nr, |d| d.nr).ok().map(|i| &TABLE[i])

@@ -2,13 +2,13 @@
 //! script, its interpreter), the dynamic linker it names, the stack. Used
 //! when a session starts and by execve.
 
-use warp_proto::broker::{request, ReadFile};
+use warp_proto::broker::{request, ReadFile, Reply};
 
 use super::{elf, stack};
 use crate::arch::x86_64::{self as x86, Regs};
 use crate::kernel::errno::Errno;
 use crate::kernel::mm::{self, Mm, VmaKind, PROT_READ, PROT_WRITE};
-use crate::kernel::outside::{Outside, OutsideError};
+use crate::kernel::outside::OutsideError;
 use crate::kernel::process::Identity;
 
 /// The largest executable the loader reads.
@@ -53,13 +53,16 @@ pub struct Images {
     pub script_argv: Option<Vec<String>>,
 }
 
-fn read_file(path: &str, outside: &mut dyn Outside, mm: &Mm) -> Result<Vec<u8>, ExecError> {
-    let reply = outside
-        .call(request::Kind::ReadFile(ReadFile { path: path.to_string(), max_len: MAX_EXECUTABLE }), &mm.guest)?;
+/// How the loader asks the broker for a file: the caller's one way to it,
+/// which also takes care of the signals a reply carries.
+pub type Broker<'a> = dyn FnMut(request::Kind) -> Result<Reply, OutsideError> + 'a;
+
+fn read_file(path: &str, broker: &mut Broker<'_>) -> Result<Vec<u8>, ExecError> {
+    let reply = broker(request::Kind::ReadFile(ReadFile { path: path.to_string(), max_len: MAX_EXECUTABLE }))?;
     if reply.ret < 0 {
         let errno = Errno((-reply.ret) as i32);
         let text = std::io::Error::from_raw_os_error(errno.0);
-        let errno = if errno == Errno(libc::EFBIG) { Errno::ENOMEM } else { errno };
+        let errno = if errno == Errno::EFBIG { Errno::ENOMEM } else { errno };
         return Err(refused(errno, format!("{path}: {text}")));
     }
     Ok(reply.file)
@@ -82,16 +85,16 @@ fn shebang(file: &[u8]) -> Option<(String, Option<String>)> {
 
 /// Reads the program at `path` through the broker (the user's rights) and
 /// checks it: an ELF executable, or a `#!` script whose interpreter is one.
-pub fn read(path: &str, outside: &mut dyn Outside, mm: &Mm) -> Result<Images, ExecError> {
-    let file = read_file(path, outside, mm)?;
+pub fn read(path: &str, broker: &mut Broker<'_>) -> Result<Images, ExecError> {
+    let file = read_file(path, broker)?;
     let (exe, exe_path, script_argv) = match shebang(&file) {
         None => (file, path.to_string(), None),
         Some((interp, arg)) => {
-            let image = read_file(&interp, outside, mm)
-                .map_err(|e| secondary(e, |m| format!("{path}: its interpreter {m}")))?;
+            let image =
+                read_file(&interp, broker).map_err(|e| secondary(e, |m| format!("{path}: its interpreter {m}")))?;
             if shebang(&image).is_some() {
                 return Err(refused(
-                    Errno(libc::ENOEXEC),
+                    Errno::ENOEXEC,
                     format!("{path}: its interpreter {interp} is itself a script, which is not supported"),
                 ));
             }
@@ -101,12 +104,12 @@ pub fn read(path: &str, outside: &mut dyn Outside, mm: &Mm) -> Result<Images, Ex
             (image, interp, Some(argv))
         }
     };
-    let noexec = |name: &str, e: elf::ElfError| refused(Errno(libc::ENOEXEC), format!("{name}: {e}"));
+    let noexec = |name: &str, e: elf::ElfError| refused(Errno::ENOEXEC, format!("{name}: {e}"));
     let interp = match elf::check(&exe).map_err(|e| noexec(&exe_path, e))? {
         None => None,
         Some(ld) => {
-            let image = read_file(&ld, outside, mm)
-                .map_err(|e| secondary(e, |m| format!("{exe_path}: its dynamic linker {m}")))?;
+            let image =
+                read_file(&ld, broker).map_err(|e| secondary(e, |m| format!("{exe_path}: its dynamic linker {m}")))?;
             elf::check_interpreter(&image).map_err(|e| noexec(&ld, e))?;
             Some((ld, image))
         }
@@ -132,7 +135,7 @@ pub fn load(
     mm: &mut Mm,
 ) -> Result<Loaded, ExecError> {
     let name = &images.exe_path;
-    let loaded = elf::load(&images.exe, name, mm).map_err(|e| refused(Errno(libc::ENOEXEC), format!("{name}: {e}")))?;
+    let loaded = elf::load(&images.exe, name, mm).map_err(|e| refused(Errno::ENOEXEC, format!("{name}: {e}")))?;
     mm.brk_start = mm::page_up(loaded.end).unwrap_or(loaded.end);
     mm.brk = mm.brk_start;
     // A dynamically linked program starts in its dynamic linker, which
@@ -140,8 +143,8 @@ pub fn load(
     let (start, interp_base) = match &images.interp {
         None => (loaded.entry, 0),
         Some((path, image)) => {
-            let l = elf::load_interpreter(image, path, mm)
-                .map_err(|e| refused(Errno(libc::ENOEXEC), format!("{path}: {e}")))?;
+            let l =
+                elf::load_interpreter(image, path, mm).map_err(|e| refused(Errno::ENOEXEC, format!("{path}: {e}")))?;
             (l.entry, l.bias)
         }
     };
@@ -151,8 +154,7 @@ pub fn load(
         None => argv.to_vec(),
         Some(pre) => pre.iter().cloned().chain(argv.iter().skip(1).cloned()).collect(),
     };
-    let fsgsbase = crate::hv::kvm::host_fsgsbase();
-    let hwcap = std::arch::x86_64::__cpuid(1).edx as u64;
+    let (hwcap, hwcap2) = x86::cpu::hwcaps();
     let argv_b: Vec<Vec<u8>> = argv.iter().map(|s| s.as_bytes().to_vec()).collect();
     let envp_b: Vec<Vec<u8>> = env.iter().map(|s| s.as_bytes().to_vec()).collect();
     let st = stack::StackSpec {
@@ -175,12 +177,12 @@ pub fn load(
             (stack::AT_GID, ident.gid as u64),
             (stack::AT_EGID, ident.egid as u64),
             (stack::AT_SECURE, 0),
-            (stack::AT_HWCAP2, if fsgsbase { 2 } else { 0 }),
+            (stack::AT_HWCAP2, hwcap2),
         ],
     };
     let img = stack::build(&st, mm::STACK_TOP);
     if img.bytes.len() as u64 > mm::STACK_SIZE / 4 {
-        return Err(refused(Errno(libc::E2BIG), "argument list too long".into()));
+        return Err(refused(Errno::E2BIG, "argument list too long".into()));
     }
     mm.poke(img.start, &img.bytes)?;
     Ok(Loaded { regs: Regs { rip: start, rsp: img.rsp, rflags: 0x202, ..Default::default() }, auxv: img.auxv, argv })

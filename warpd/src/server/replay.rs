@@ -11,6 +11,7 @@ use tonic::Status;
 use warp_proto::warp::{replay_end, replay_update, Divergence, ReplayEnd, ReplayUpdate, Reproduced};
 
 use super::Shared;
+use crate::machine::Cancel;
 use crate::trace::replay::{self, ReplayOutcome, ReplayOutput};
 
 /// Largest output chunk in one message.
@@ -28,12 +29,14 @@ fn update(u: replay_update::Update) -> ReplayUpdate {
 pub fn run(shared: Arc<Shared>, id: String, quiet: bool, tx: Sender) {
     let _busy = shared.busy();
     let (out_tx, out_rx) = mpsc::channel::<ReplayOutput>();
+    let cancel = Cancel::new();
     let worker = {
         let shared = Arc::clone(&shared);
         let id = id.clone();
+        let cancel = Arc::clone(&cancel);
         thread::Builder::new()
             .name(format!("replay-{id}"))
-            .spawn(move || replay::replay(&shared.store, &id, &shared.options.config, &out_tx))
+            .spawn(move || replay::replay(&shared.store, &id, &shared.options.config, &out_tx, Some(&cancel)))
     };
     let worker = match worker {
         Ok(worker) => worker,
@@ -43,17 +46,18 @@ pub fn run(shared: Arc<Shared>, id: String, quiet: bool, tx: Sender) {
             return;
         }
     };
-    // Once the client has gone, keep draining (the replay cannot be
-    // stopped from here) but send nothing more.
-    let mut client = true;
-    let mut forward = |output: ReplayOutput| {
-        if !client {
+    // Once the client has gone, the replay is stopped; what it still sends
+    // is drained and dropped.
+    let client = std::cell::Cell::new(true);
+    let forward = |output: ReplayOutput| {
+        if !client.get() {
             return;
         }
         for u in updates(output, quiet) {
             if tx.blocking_send(Ok(u)).is_err() {
-                client = false;
-                tracing::debug!(id, "replay client went away");
+                client.set(false);
+                tracing::debug!(id, "replay client went away: stopping the replay");
+                cancel.cancel();
                 return;
             }
         }
@@ -65,7 +69,13 @@ pub fn run(shared: Arc<Shared>, id: String, quiet: bool, tx: Sender) {
             Ok(output) => forward(output),
             Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) if worker.is_finished() => break,
-            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Timeout) => {
+                if client.get() && tx.is_closed() {
+                    client.set(false);
+                    tracing::debug!(id, "replay client went away: stopping the replay");
+                    cancel.cancel();
+                }
+            }
         }
     }
     while let Ok(output) = out_rx.try_recv() {

@@ -15,4 +15,6 @@ pub mod replay;
 pub mod store;
 
 /// The version of events and session metadata this warpd writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: syscall entries and exits keep the whole number register (64 bits);
+/// version 1 traces read unchanged.
+pub const FORMAT_VERSION: u32 = 2;

@@ -61,7 +61,7 @@ pub struct Line {
     pub kind: Kind,
     /// For syscalls: the number, its name, the raw arguments and the result
     /// (`None` when the trace ends before the exit).
-    pub nr: Option<u32>,
+    pub nr: Option<u64>,
     pub name: String,
     pub args: Vec<u64>,
     pub ret: Option<i64>,
@@ -170,7 +170,7 @@ impl Printer {
             thread: self.thread,
             kind: Kind::Syscall,
             nr: Some(nr),
-            name: syscall_name(u64::from(nr)),
+            name: syscall_name(nr),
             args: entry.map(|e| e.args.clone()).unwrap_or_default(),
             ret: exit.map(|e| e.ret),
             text: format!("[{}] {}", self.thread, syscall(entry, calls, exit)),
@@ -179,20 +179,25 @@ impl Printer {
 }
 
 /// The name of syscall `nr`, or `syscall_NR` for one Linux does not have.
-pub fn syscall_name(nr: u64) -> String {
-    table::lookup(nr)
-        .map(|d| d.name)
-        .or_else(|| names::name(nr))
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("syscall_{nr}"))
+/// `nr` is the whole number register; the low 32 bits select the call.
+pub fn syscall_name(register: u64) -> String {
+    let nr = table::number(register);
+    table::lookup(nr).map(|d| d.name).or_else(|| names::name(nr)).map(str::to_owned).unwrap_or_else(|| {
+        if register == nr {
+            format!("syscall_{nr}")
+        } else {
+            format!("syscall_{register:#x}")
+        }
+    })
 }
 
 /// One syscall as `name(args) = result`. `entry` is `None` when the trace
 /// starts after it (`<... name resumed>`); `exit` is `None` when it ends
 /// before the result (`= ?`).
 pub fn syscall(entry: Option<&SyscallEntry>, calls: &[&BrokerCall], exit: Option<&SyscallExit>) -> String {
-    let nr = u64::from(entry.map(|e| e.nr).or(exit.map(|e| e.nr)).unwrap_or(0));
-    let name = syscall_name(nr);
+    let register = entry.map(|e| e.nr).or(exit.map(|e| e.nr)).unwrap_or(0);
+    let name = syscall_name(register);
+    let nr = table::number(register);
     let head = match entry {
         Some(e) => format!("{name}({})", arguments(e, calls).join(", ")),
         None => format!("<... {name} resumed>"),
@@ -206,7 +211,7 @@ pub fn syscall(entry: Option<&SyscallEntry>, calls: &[&BrokerCall], exit: Option
 
 /// The arguments of a syscall, each as the table says to show it.
 fn arguments(entry: &SyscallEntry, calls: &[&BrokerCall]) -> Vec<String> {
-    let nr = u64::from(entry.nr);
+    let nr = table::number(entry.nr);
     let arg = |i: usize| entry.args.get(i).copied().unwrap_or(0);
     // Calls whose arguments need more than their kind: flags, addresses.
     match nr {
@@ -525,11 +530,11 @@ mod tests {
     use super::*;
     use warp_proto::trace::{Data, InlineArg};
 
-    fn entry(nr: u32, args: &[u64]) -> Event {
+    fn entry(nr: u64, args: &[u64]) -> Event {
         Event { kind: Some(event::Kind::Entry(SyscallEntry { nr, args: args.to_vec(), rip: 0x401000 })) }
     }
 
-    fn exit(nr: u32, ret: i64) -> Event {
+    fn exit(nr: u64, ret: i64) -> Event {
         Event { kind: Some(event::Kind::Exit(SyscallExit { nr, ret })) }
     }
 

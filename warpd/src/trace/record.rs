@@ -7,8 +7,8 @@ use warp_proto::trace::{event, BrokerCall, Event, Fault, MemoryWrite, ProgramEnd
 
 use super::digest;
 use super::store::{EventWriter, Store};
-use crate::arch::x86_64::ExceptionFrame;
 use crate::hv::memory::MemFd;
+use crate::hv::GuestFault;
 use crate::kernel::outside::{Ending, Outside, OutsideError};
 use crate::link::Link;
 
@@ -104,19 +104,19 @@ impl Outside for Recorder {
     }
 
     fn syscall_entry(&mut self, nr: u64, args: [u64; 6], rip: u64) -> Result<(), OutsideError> {
-        self.append(event::Kind::Entry(SyscallEntry { nr: nr as u32, args: args.to_vec(), rip }))
+        self.append(event::Kind::Entry(SyscallEntry { nr, args: args.to_vec(), rip }))
     }
 
     fn syscall_exit(&mut self, nr: u64, ret: i64, _rip: u64) -> Result<(), OutsideError> {
-        self.append(event::Kind::Exit(SyscallExit { nr: nr as u32, ret }))
+        self.append(event::Kind::Exit(SyscallExit { nr, ret }))
     }
 
-    fn fault(&mut self, f: &ExceptionFrame, address: u64, signal: i32) -> Result<(), OutsideError> {
+    fn fault(&mut self, f: &GuestFault, signal: i32) -> Result<(), OutsideError> {
         self.append(event::Kind::Fault(Fault {
-            vector: f.vector as u32,
+            vector: f.vector,
             error_code: f.error_code,
             rip: f.rip,
-            address,
+            address: f.address,
             signal,
         }))
     }

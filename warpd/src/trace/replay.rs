@@ -6,9 +6,10 @@
 //! the recorded reply and writes the recorded bytes into guest memory,
 //! after checking that the request is the one recorded (its digest covers
 //! the bytes the call reads, so a write of different data diverges). The
-//! exit loop is the recording's own (`session::run_loop`).
+//! guest is built and driven as the recording's was (`builder`, `machine`).
 
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
 use warp_proto::broker::{request, Reply};
 use warp_proto::trace::{event, Event, SessionMeta, Status};
@@ -16,11 +17,12 @@ use warp_proto::trace::{event, Event, SessionMeta, Status};
 use super::digest;
 use super::store::Store;
 use super::FORMAT_VERSION;
-use crate::arch::x86_64::ExceptionFrame;
+use crate::builder::{self, GuestSpec};
 use crate::hv::memory::MemFd;
+use crate::hv::GuestFault;
 use crate::kernel::outside::{Ending, Outside, OutsideError};
-use crate::kernel::process::Process;
-use crate::session::{self, Config, Counters, SessionError};
+use crate::machine::{Cancel, Stop};
+use crate::session::{self, Config, SessionError};
 
 /// What a replay sends while it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +60,8 @@ pub enum ReplayOutcome {
 }
 
 /// `name(arg, ...)` for messages.
-fn describe(nr: u64, args: &[u64]) -> String {
+fn describe(number: u64, args: &[u64]) -> String {
+    let nr = crate::kernel::table::number(number);
     let name = crate::kernel::names::name(nr).map(str::to_string).unwrap_or_else(|| format!("syscall {nr}"));
     // As many arguments as the call takes, where the table knows.
     let arity = crate::kernel::table::lookup(nr).map(|d| d.args.len()).unwrap_or(args.len()).min(args.len());
@@ -69,8 +72,8 @@ fn describe(nr: u64, args: &[u64]) -> String {
 
 fn describe_event(e: &Event) -> String {
     match &e.kind {
-        Some(event::Kind::Entry(x)) => describe(x.nr as u64, &x.args),
-        Some(event::Kind::Exit(x)) => format!("{} returning {}", describe(x.nr as u64, &[]), x.ret),
+        Some(event::Kind::Entry(x)) => describe(x.nr, &x.args),
+        Some(event::Kind::Exit(x)) => format!("{} returning {}", describe(x.nr, &[]), x.ret),
         Some(event::Kind::Call(c)) if c.nr == 0 && c.args.is_empty() => "reading the executable".into(),
         Some(event::Kind::Call(c)) => format!("broker call {}", describe(c.nr as u64, &c.args)),
         Some(event::Kind::Signals(s)) => format!("signals {:?}", s.signos),
@@ -218,24 +221,24 @@ impl Outside for Replayer<'_> {
         self.rip = rip;
         // As many arguments as the call takes: what else the registers hold
         // is no input of the call.
-        let arity = crate::kernel::table::lookup(nr).map_or(6, |d| d.args.len());
+        let arity = crate::kernel::table::lookup(crate::kernel::table::number(nr)).map_or(6, |d| d.args.len());
         self.expect(
-            |k| matches!(k, event::Kind::Entry(x) if x.nr as u64 == nr && x.args.get(..arity) == args.get(..arity)),
+            |k| matches!(k, event::Kind::Entry(x) if x.nr == nr && x.args.get(..arity) == args.get(..arity)),
             || describe(nr, &args),
         )
     }
 
     fn syscall_exit(&mut self, nr: u64, ret: i64, _rip: u64) -> Result<(), OutsideError> {
         self.expect(
-            |k| matches!(k, event::Kind::Exit(x) if x.nr as u64 == nr && x.ret == ret),
+            |k| matches!(k, event::Kind::Exit(x) if x.nr == nr && x.ret == ret),
             || format!("{} returning {ret}", describe(nr, &[])),
         )
     }
 
-    fn fault(&mut self, f: &ExceptionFrame, _address: u64, _signal: i32) -> Result<(), OutsideError> {
+    fn fault(&mut self, f: &GuestFault, _signal: i32) -> Result<(), OutsideError> {
         self.rip = f.rip;
         self.expect(
-            |k| matches!(k, event::Kind::Fault(x) if x.vector as u64 == f.vector && x.rip == f.rip),
+            |k| matches!(k, event::Kind::Fault(x) if x.vector == f.vector && x.rip == f.rip),
             || format!("CPU exception {} at {:#x}", f.vector, f.rip),
         )
     }
@@ -287,7 +290,7 @@ fn cpuid_notes(meta: &SessionMeta) -> Vec<String> {
         ));
     }
     let mut missing = Vec::new();
-    for (f, i) in [(1u32, 0u32), (7, 0), (0x8000_0001, 0)] {
+    for (f, i, regs) in crate::arch::x86_64::cpu::FEATURE_LEAVES {
         let (Some(r), Some(n)) = (
             meta.cpuid.iter().find(|l| l.function == f && l.index == i),
             now.iter().find(|l| l.function == f && l.index == i),
@@ -295,10 +298,7 @@ fn cpuid_notes(meta: &SessionMeta) -> Vec<String> {
             continue;
         };
         for (reg, a, b) in [("ebx", r.ebx, n.ebx), ("ecx", r.ecx, n.ecx), ("edx", r.edx, n.edx)] {
-            if f == 1 && reg == "ebx" {
-                continue; // APIC id and counts, not features
-            }
-            if a & !b != 0 {
+            if regs.contains(&reg) && a & !b != 0 {
                 missing.push(format!("leaf {f:#x} {reg} bits {:#x}", a & !b));
             }
         }
@@ -312,8 +312,15 @@ fn cpuid_notes(meta: &SessionMeta) -> Vec<String> {
     notes
 }
 
-/// Replays session `id`. Blocking: run it on a thread of its own.
-pub fn replay(store: &Store, id: &str, config: &Config, out: &Sender<ReplayOutput>) -> ReplayOutcome {
+/// Replays session `id`. Blocking: run it on a thread of its own. `cancel`
+/// stops it (its outcome is then `Failed`).
+pub fn replay(
+    store: &Store,
+    id: &str,
+    config: &Config,
+    out: &Sender<ReplayOutput>,
+    cancel: Option<&Arc<Cancel>>,
+) -> ReplayOutcome {
     let meta = match store.session(id) {
         Ok(m) => m,
         Err(e) => return ReplayOutcome::Unreadable(e.to_string()),
@@ -343,43 +350,57 @@ pub fn replay(store: &Store, id: &str, config: &Config, out: &Sender<ReplayOutpu
         let _ = out.send(ReplayOutput::Note(n));
     }
     let ident = session::identity_of(&meta);
-    let (mut mm, mut vm) = match session::new_vm(config) {
-        Ok(v) => v,
+    let hv = match crate::hv::open(&config.kvm_device) {
+        Ok(h) => h,
+        Err(e) => return ReplayOutcome::Failed(e.to_string()),
+    };
+    let parts = match builder::parts(hv.as_ref()) {
+        Ok(p) => p,
         Err(e) => return ReplayOutcome::Failed(e.to_string()),
     };
     let mut rp = Replayer { store, id: id.to_string(), events, pos: 0, out, rip: 0 };
     let mut random = [0u8; 16];
     random.copy_from_slice(&meta.at_random);
     let result = (|| {
-        let images = session::read_program(&meta.program, &mut rp, &mm)?;
-        if !meta.exe_hash.is_empty() && blake3::hash(&images.exe).as_bytes().as_slice() != meta.exe_hash.as_slice() {
+        let read = builder::read_program(&meta.program, &mut rp, &parts.mm)?;
+        if !meta.exe_hash.is_empty() && blake3::hash(&read.images.exe).as_bytes().as_slice() != meta.exe_hash.as_slice()
+        {
             return Err(SessionError::Outside(OutsideError::Trace(format!(
                 "session {id}: the recorded executable does not match its hash"
             ))));
         }
-        let loaded = session::build_guest(&meta.argv, &meta.env, &images, &ident, random, &mut mm, &mut vm)?;
-        let mut process = Process::new(mm, ident.clone());
-        process.proc_info = session::proc_info(&images.exe_path, &meta.cwd, &loaded.argv, &meta.env, loaded.auxv);
-        let (notes, _ignored) = channel();
-        let mut counters = Counters::default();
-        session::run_loop(&mut process, &mut vm, &mut rp, false, &notes, &mut counters)
+        let spec = GuestSpec {
+            program: meta.program.clone(),
+            argv: meta.argv.clone(),
+            env: meta.env.clone(),
+            cwd: meta.cwd.clone(),
+            ident: ident.clone(),
+            random,
+        };
+        let mut guest = builder::build(&spec, &read, parts)?;
+        if let Some(c) = cancel {
+            guest.cancel_with(c.clone());
+        }
+        loop {
+            match guest.step(&mut rp)? {
+                Stop::Ended(e) => return Ok(Some(e)),
+                Stop::Paused => return Ok(None),
+                _ => {}
+            }
+        }
     })();
     match result {
-        Ok(action) => {
+        Ok(None) => ReplayOutcome::Failed("the replay was stopped".into()),
+        Ok(Some(ending)) => {
             if !rp.finished() {
                 let seq = rp.events.get(rp.pos).map(|e| e.0).unwrap_or(0);
                 return ReplayOutcome::Unreadable(format!(
                     "session {id}: the program ended but the recording goes on at event {seq}"
                 ));
             }
-            match action {
-                crate::kernel::process::Action::Exit(c) => ReplayOutcome::Reproduced { exit_code: c, signal: 0 },
-                crate::kernel::process::Action::Killed(s) => ReplayOutcome::Reproduced { exit_code: 0, signal: s },
-                crate::kernel::process::Action::Return(_)
-                | crate::kernel::process::Action::Exec(_)
-                | crate::kernel::process::Action::Jump { .. } => {
-                    ReplayOutcome::Failed("replay ended mid-syscall".into())
-                }
+            match ending {
+                Ending::Exited(c) => ReplayOutcome::Reproduced { exit_code: c, signal: 0 },
+                Ending::Killed(s) => ReplayOutcome::Reproduced { exit_code: 0, signal: s },
             }
         }
         Err(SessionError::Outside(OutsideError::Diverged(d))) => ReplayOutcome::Diverged(Divergence {

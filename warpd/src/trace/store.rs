@@ -915,7 +915,7 @@ mod tests {
         }
     }
 
-    fn entry(nr: u32) -> Event {
+    fn entry(nr: u64) -> Event {
         Event { kind: Some(Kind::Entry(SyscallEntry { nr, args: vec![1, 2, 3], rip: 0x401000 })) }
     }
 

@@ -17,11 +17,13 @@
 //!
 //! Ring-0 structures are mapped supervisor-only at `KBASE + gpa`.
 
+pub mod cpu;
 pub mod descriptors;
 pub mod paging;
 pub mod regs;
 pub mod signal;
 
+pub use cpu::InitialCpu;
 pub use regs::Regs;
 
 /// Where ring-0 structures are mapped in the guest's virtual space.
@@ -83,6 +85,19 @@ pub fn trampoline_page() -> Vec<u8> {
     page
 }
 
+/// Writes warpd's guest-side kernel (descriptor tables, exception stubs,
+/// the syscall trampoline) into the kernel region, and returns the pages
+/// to map into every address space: (virtual address, kernel-region
+/// offset, user-accessible). Only the trampoline is a user page.
+pub fn install_kernel(kernel: &mut crate::hv::memory::MemFd) -> Vec<(u64, u64, bool)> {
+    descriptors::write_tables(kernel.as_mut_slice());
+    kernel.write(GPA_TRAMPOLINE, &trampoline_page());
+    let mut pages: Vec<(u64, u64, bool)> =
+        (0..KERNEL_MAPPED).step_by(PAGE_SIZE as usize).map(|gpa| (KBASE + gpa, gpa, false)).collect();
+    pages.push((TRAMPOLINE_VA, GPA_TRAMPOLINE, true));
+    pages
+}
+
 /// What an exception frame on the ring-0 stack holds (pushed by the IDT
 /// stub and the CPU): vector, error code, then the hardware frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,24 +120,6 @@ impl ExceptionFrame {
     }
 }
 
-/// The signal Linux sends for a CPU exception taken in user mode, or None
-/// for vectors a user program cannot raise.
-pub fn exception_signal(vector: u64) -> Option<i32> {
-    Some(match vector {
-        0 => libc::SIGFPE,        // #DE divide error
-        1 | 3 => libc::SIGTRAP,   // #DB, #BP
-        4 => libc::SIGSEGV,       // #OF
-        5 => libc::SIGSEGV,       // #BR
-        6 => libc::SIGILL,        // #UD
-        7 => libc::SIGFPE,        // #NM (should not happen: FPU is always on)
-        12 => libc::SIGBUS,       // #SS
-        13 | 14 => libc::SIGSEGV, // #GP, #PF
-        16 | 19 => libc::SIGFPE,  // #MF, #XM
-        17 => libc::SIGBUS,       // #AC
-        _ => return None,
-    })
-}
-
 /// Page-fault error code bits.
 pub mod pf {
     pub const PRESENT: u64 = 1;
@@ -140,16 +137,6 @@ pub fn is_int80(code: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exceptions_map_to_linux_signals() {
-        assert_eq!(exception_signal(14), Some(libc::SIGSEGV));
-        assert_eq!(exception_signal(6), Some(libc::SIGILL));
-        assert_eq!(exception_signal(0), Some(libc::SIGFPE));
-        assert_eq!(exception_signal(3), Some(libc::SIGTRAP));
-        assert_eq!(exception_signal(17), Some(libc::SIGBUS));
-        assert_eq!(exception_signal(2), None);
-    }
 
     #[test]
     fn trampoline_starts_with_out() {

@@ -1,0 +1,134 @@
+//! The KVM backend (kvm-ioctls): one VM, one vCPU, two memory slots.
+//!
+//! The syscall path follows HOST-KVM.md: LSTAR points at a *user* page
+//! holding `out %al, $PORT_SYSCALL`. On PVM (our build hosts) `syscall`
+//! stays at CPL3 and the `out` exits through the TSS I/O bitmap; on VMX/SVM
+//! the stub runs at CPL0 and the host must put the user CS/SS back when it
+//! resumes the program (that path is written from the manuals and untested
+//! until a VMX/SVM host runs the suite). Registers travel in `kvm_run`
+//! (KVM_CAP_SYNC_REGS), saving two ioctls per exit.
+//!
+//! `mod.rs` opens and probes KVM and makes VMs; `vcpu.rs` runs the vCPU
+//! and decodes its exits; `regs.rs` converts register structs.
+
+mod regs;
+mod vcpu;
+
+use std::path::Path;
+
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::{Cap, Kvm, VmFd};
+
+use super::memory::MemFd;
+use super::{Capabilities, HvError, Hypervisor, Vcpu, Vm};
+use crate::arch::x86_64 as x86;
+pub use vcpu::KvmVcpu;
+
+const KVM_CAP_GUEST_DEBUG_HW_BPS: u64 = 119;
+
+fn open_error(path: &Path, e: std::io::Error) -> HvError {
+    let path = path.display().to_string();
+    match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ENXIO) | Some(libc::ENODEV) => HvError::NoDevice { path },
+        Some(libc::EACCES) | Some(libc::EPERM) => HvError::NoPermission { path },
+        _ => HvError::Call { what: "opening the KVM device", source: e },
+    }
+}
+
+fn host_has_hw_virt() -> bool {
+    let leaf1 = std::arch::x86_64::__cpuid(1);
+    let ext = std::arch::x86_64::__cpuid(0x8000_0001);
+    leaf1.ecx & (1 << 5) != 0 || ext.ecx & (1 << 2) != 0
+}
+
+/// KVM, opened.
+pub struct KvmHypervisor {
+    kvm: Kvm,
+    caps: Capabilities,
+}
+
+impl KvmHypervisor {
+    /// Opens the KVM device (normally /dev/kvm) and probes it.
+    pub fn open(device: &Path) -> Result<Self, HvError> {
+        use std::os::unix::ffi::OsStrExt;
+        let cpath = std::ffi::CString::new(device.as_os_str().as_bytes())
+            .map_err(|_| HvError::call("opening the KVM device", std::io::ErrorKind::InvalidInput))?;
+        let kvm = Kvm::new_with_path(cpath).map_err(|e| open_error(device, e.into()))?;
+        let caps = probe(&kvm);
+        Ok(KvmHypervisor { kvm, caps })
+    }
+}
+
+/// What this host's KVM can do. PVM (no VMX/SVM flags on the host CPU) is
+/// detected, and the controls HOST-KVM.md measured as ineffective there are
+/// reported as unavailable.
+fn probe(kvm: &Kvm) -> Capabilities {
+    let pvm = !host_has_hw_virt();
+    Capabilities {
+        backend: if pvm { "kvm (PVM, software nested)".into() } else { "kvm (VMX/SVM)".into() },
+        syscall_trap: if pvm {
+            "syscall stays at CPL3 on PVM: a user-page trampoline exits through an allowed I/O port".into()
+        } else {
+            "the user-page trampoline runs at CPL0 on VMX/SVM; warpd restores the user segments (untested here)".into()
+        },
+        registers_with_exit: kvm.check_extension(Cap::SyncRegs),
+        trap_timestamp: !pvm,
+        pin_cpuid: !pvm,
+        hw_breakpoints: if pvm { 0 } else { kvm.check_extension_raw(KVM_CAP_GUEST_DEBUG_HW_BPS as _).max(0) as u32 },
+        single_step: !pvm,
+        // KVM_MEM_LOG_DIRTY_PAGES is part of the base KVM API.
+        dirty_log: true,
+        prompt_interrupt: kvm.check_extension(Cap::ImmediateExit),
+        untested_paths: !pvm,
+    }
+}
+
+impl Hypervisor for KvmHypervisor {
+    fn capabilities(&self) -> Capabilities {
+        self.caps.clone()
+    }
+
+    /// The kernel region at GPA 0 and the guest region at `USER_GPA_BASE`.
+    fn create_vm(&self, kernel: &MemFd, guest: &MemFd) -> Result<Box<dyn Vm>, HvError> {
+        vcpu::install_kick_handler();
+        let vm = self.kvm.create_vm().map_err(|e| HvError::call("creating the VM", e))?;
+        for (slot, gpa, mem) in [(0u32, 0u64, kernel), (1, x86::USER_GPA_BASE, guest)] {
+            let region = kvm_userspace_memory_region {
+                slot,
+                flags: 0,
+                guest_phys_addr: gpa,
+                memory_size: mem.size(),
+                userspace_addr: mem.host_addr(),
+            };
+            // SAFETY: the region maps memory owned by `mem`, which the session
+            // keeps alive for as long as the VM exists.
+            unsafe { vm.set_user_memory_region(region) }.map_err(|e| HvError::call("adding guest memory", e))?;
+        }
+        // The vCPU reads the exception frames the ring-0 stubs leave in the
+        // kernel region through a mapping of its own.
+        let frames = kernel.map_again()?;
+        let supported = self
+            .kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(|e| HvError::call("reading supported CPUID", e))?;
+        Ok(Box::new(KvmVm { vm, caps: self.caps.clone(), frames: Some(frames), cpuid: supported }))
+    }
+}
+
+/// A KVM VM with its memory slots.
+struct KvmVm {
+    vm: VmFd,
+    caps: Capabilities,
+    frames: Option<MemFd>,
+    cpuid: kvm_bindings::CpuId,
+}
+
+impl Vm for KvmVm {
+    fn create_vcpu(&mut self) -> Result<Box<dyn Vcpu>, HvError> {
+        let frames = self.frames.take().ok_or(HvError::Unsupported("one vCPU per VM"))?;
+        let vcpu = self.vm.create_vcpu(0).map_err(|e| HvError::call("creating the vCPU", e))?;
+        // The guest sees the host's CPUID (on PVM this call has no effect).
+        vcpu.set_cpuid2(&self.cpuid).map_err(|e| HvError::call("setting CPUID", e))?;
+        Ok(Box::new(KvmVcpu::new(vcpu, self.caps.clone(), frames)))
+    }
+}

@@ -1,0 +1,436 @@
+//! The vCPU: runs the guest, decodes exits into neutral [`VmExit`]s, and
+//! keeps the register state honest across the different kinds of exit.
+
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
+
+use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_xcrs, Msrs};
+use kvm_ioctls::{SyncReg, VcpuExit, VcpuFd};
+
+use super::regs::{from_kvm_regs, to_kvm_regs, to_kvm_segment};
+use crate::arch::x86_64::cpu::{decode_fault, read_exception_frame, set_exception_return, RFLAGS_TF};
+use crate::arch::x86_64::descriptors::{user_segments, CR4_OSXSAVE};
+use crate::arch::x86_64::{self as x86, InitialCpu, Regs};
+use crate::hv::memory::MemFd;
+use crate::hv::{Capabilities, CpuState, HvError, Kick, Kicker, SyscallRequest, Vcpu, VmExit};
+
+/// The signal used to interrupt KVM_RUN from another thread.
+fn kick_signal() -> i32 {
+    libc::SIGRTMIN() + 1
+}
+
+extern "C" fn ignore_kick(_: i32) {}
+
+/// Installs the (empty) handler for the kick signal once per process, so
+/// that its delivery makes KVM_RUN return EINTR instead of killing warpd.
+pub(super) fn install_kick_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: a zeroed sigaction with a valid handler and no SA_RESTART.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = ignore_kick as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(kick_signal(), &sa, std::ptr::null_mut());
+        }
+    });
+}
+
+/// Stops KVM_RUN on the vCPU's thread.
+///
+/// It is live only while the vCPU is: [`KvmVcpu`] disarms it when dropped,
+/// so a late kick (the broker's reader noticing EOF after the session
+/// ended) touches neither a freed kvm_run page nor a finished thread.
+struct KvmKick {
+    target: Mutex<Option<KickTarget>>,
+}
+
+struct KickTarget {
+    immediate_exit: *mut u8,
+    thread: libc::pthread_t,
+}
+
+// SAFETY: the pointer targets the vCPU's kvm_run page and is only used
+// while the mutex holds Some, which KvmVcpu clears before unmapping it.
+unsafe impl Send for KickTarget {}
+
+impl Kick for KvmKick {
+    fn kick(&self) {
+        let guard = self.target.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = guard.as_ref() {
+            // SAFETY: see KickTarget; a volatile byte store that KVM_RUN reads
+            // on entry, then a signal that interrupts a running KVM_RUN. The
+            // thread is alive: it clears the target before it ends.
+            unsafe {
+                std::ptr::write_volatile(t.immediate_exit, 1);
+                libc::pthread_kill(t.thread, kick_signal());
+            }
+        }
+    }
+}
+
+/// What the last exit left the vCPU in, which decides where `regs` and
+/// `set_regs` find the guest's registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stopped {
+    /// Not run yet, or interrupted: the registers are read with an ioctl.
+    Anywhere,
+    /// At the syscall trampoline's `out`: sync regs are valid.
+    Syscall,
+    /// In a ring-0 exception stub: the general registers are the program's,
+    /// rip/rsp/rflags are in the frame the stub's `iretq` returns through.
+    Fault,
+}
+
+/// The one vCPU of a KVM VM.
+pub struct KvmVcpu {
+    vcpu: VcpuFd,
+    caps: Capabilities,
+    /// The kernel region, where exception stubs leave their frames.
+    frames: MemFd,
+    stopped: Stopped,
+    /// Whether the trampoline runs at CPL0 (VMX/SVM); found at the first syscall.
+    cpl0_trampoline: Option<bool>,
+    regs_dirty: bool,
+    /// A syscall exit was resumed: the user segments may need restoring.
+    resume_syscall: bool,
+    stepping: bool,
+    exits: u64,
+    kick: Option<Arc<KvmKick>>,
+}
+
+impl Drop for KvmVcpu {
+    fn drop(&mut self) {
+        if let Some(k) = &self.kick {
+            *k.target.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+}
+
+fn err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> HvError {
+    move |e| HvError::call(what, e)
+}
+
+impl KvmVcpu {
+    pub(super) fn new(vcpu: VcpuFd, caps: Capabilities, frames: MemFd) -> Self {
+        let mut v = KvmVcpu {
+            vcpu,
+            caps,
+            frames,
+            stopped: Stopped::Anywhere,
+            cpl0_trampoline: None,
+            regs_dirty: false,
+            resume_syscall: false,
+            stepping: false,
+            exits: 0,
+            kick: None,
+        };
+        if v.caps.registers_with_exit {
+            v.vcpu.set_sync_valid_reg(SyncReg::Register);
+        }
+        v
+    }
+
+    fn raw_regs(&self) -> Result<Regs, HvError> {
+        if self.caps.registers_with_exit && (self.stopped != Stopped::Anywhere || self.regs_dirty) {
+            Ok(from_kvm_regs(&self.vcpu.sync_regs().regs))
+        } else {
+            self.vcpu.get_regs().map(|r| from_kvm_regs(&r)).map_err(err("reading registers"))
+        }
+    }
+
+    fn set_raw_regs(&mut self, regs: &Regs) -> Result<(), HvError> {
+        if self.caps.registers_with_exit {
+            self.vcpu.sync_regs_mut().regs = to_kvm_regs(regs);
+            self.regs_dirty = true;
+            Ok(())
+        } else {
+            self.vcpu.set_regs(&to_kvm_regs(regs)).map_err(err("setting registers"))
+        }
+    }
+
+    /// Finishes a syscall exit: on VMX/SVM the trampoline ran at CPL0, so
+    /// the user segments are restored as `sysret` would.
+    fn return_to_user(&mut self) -> Result<(), HvError> {
+        let cpl0 = match self.cpl0_trampoline {
+            Some(v) => v,
+            None => {
+                let s = self.vcpu.get_sregs().map_err(err("reading sregs"))?;
+                let v = s.cs.dpl == 0;
+                self.cpl0_trampoline = Some(v);
+                v
+            }
+        };
+        if cpl0 {
+            let mut s = self.vcpu.get_sregs().map_err(err("reading sregs"))?;
+            let (cs, ss) = user_segments();
+            s.cs = to_kvm_segment(&cs);
+            s.ss = to_kvm_segment(&ss);
+            self.vcpu.set_sregs(&s).map_err(err("setting sregs"))?;
+        }
+        Ok(())
+    }
+
+    /// Decodes an exception exit; a #DB the debugger asked for is a step.
+    fn fault_exit(&mut self) -> Result<VmExit, HvError> {
+        let mut frame = read_exception_frame(&self.frames);
+        if frame.vector == 1 && self.stepping && frame.rflags & RFLAGS_TF != 0 {
+            self.stepping = false;
+            frame.rflags &= !RFLAGS_TF;
+            set_exception_return(
+                &self.frames,
+                &Regs { rip: frame.rip, rflags: frame.rflags, rsp: frame.rsp, ..Default::default() },
+            );
+            return Ok(VmExit::SingleStep { rip: frame.rip });
+        }
+        let cr2 = if frame.vector == 14 { self.vcpu.get_sregs().map_err(err("reading sregs"))?.cr2 } else { 0 };
+        Ok(VmExit::Fault(decode_fault(&frame, cr2)))
+    }
+
+    fn decode(&mut self, exit: Raw) -> VmExit {
+        match exit {
+            Raw::Out(port) if port == x86::PORT_SYSCALL => {
+                self.stopped = Stopped::Syscall;
+                match self.raw_regs() {
+                    Ok(r) => {
+                        let (number, args) = r.syscall_args();
+                        // rcx holds the address after the 2-byte `syscall`.
+                        VmExit::Syscall(SyscallRequest { thread: 0, number, args, rip: r.rcx.wrapping_sub(2) })
+                    }
+                    Err(e) => VmExit::Failed(e.to_string()),
+                }
+            }
+            Raw::Out(port) if port == x86::PORT_EXCEPTION => {
+                self.stopped = Stopped::Fault;
+                self.fault_exit().unwrap_or_else(|e| VmExit::Failed(e.to_string()))
+            }
+            Raw::Out(port) => VmExit::Failed(format!("the guest wrote to I/O port {port:#x}")),
+            Raw::Interrupted => {
+                self.vcpu.set_kvm_immediate_exit(0);
+                VmExit::Interrupted
+            }
+            Raw::Failed(why) => VmExit::Failed(why),
+        }
+    }
+}
+
+/// A KVM exit with what it borrowed from `kvm_run` copied out.
+enum Raw {
+    Out(u16),
+    Interrupted,
+    Failed(String),
+}
+
+fn raw(exit: Result<VcpuExit<'_>, kvm_ioctls::Error>) -> Raw {
+    match exit {
+        Ok(VcpuExit::IoOut(port, _)) => Raw::Out(port),
+        Ok(VcpuExit::Intr) => Raw::Interrupted,
+        Ok(VcpuExit::Shutdown) => Raw::Failed("the guest CPU shut down (triple fault)".into()),
+        Ok(VcpuExit::FailEntry(reason, _)) => Raw::Failed(format!("VM entry failed (hardware reason {reason:#x})")),
+        Ok(VcpuExit::InternalError) => Raw::Failed("KVM internal error (instruction emulation failed)".into()),
+        Ok(VcpuExit::Hlt) => Raw::Failed("the guest halted".into()),
+        Ok(other) => Raw::Failed(format!("unexpected VM exit: {other:?}")),
+        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Raw::Interrupted,
+        Err(e) => Raw::Failed(format!("KVM_RUN failed: {e}")),
+    }
+}
+
+impl Vcpu for KvmVcpu {
+    /// Long mode at CPL3 with `regs`, the syscall MSRs pointing at the
+    /// trampoline, and a clean FPU/SSE/AVX state.
+    fn setup(&mut self, initial: &InitialCpu, regs: &Regs) -> Result<(), HvError> {
+        let sys = &initial.sys;
+        let mut sregs = self.vcpu.get_sregs().map_err(err("reading sregs"))?;
+        sregs.cs = to_kvm_segment(&sys.cs);
+        sregs.ss = to_kvm_segment(&sys.ss);
+        let data = to_kvm_segment(&sys.data);
+        sregs.ds = data;
+        sregs.es = data;
+        sregs.fs = data;
+        sregs.gs = data;
+        sregs.tr = to_kvm_segment(&sys.tr);
+        sregs.ldt = to_kvm_segment(&sys.ldt);
+        sregs.gdt.base = sys.gdt_base;
+        sregs.gdt.limit = sys.gdt_limit;
+        sregs.idt.base = sys.idt_base;
+        sregs.idt.limit = sys.idt_limit;
+        sregs.cr0 = sys.cr0;
+        sregs.cr3 = sys.cr3;
+        sregs.cr4 = sys.cr4;
+        sregs.efer = sys.efer;
+        self.vcpu.set_sregs(&sregs).map_err(err("setting sregs"))?;
+
+        let entries = [
+            (x86::MSR_STAR, x86::STAR_VALUE),
+            (x86::MSR_LSTAR, x86::TRAMPOLINE_VA),
+            (x86::MSR_CSTAR, x86::TRAMPOLINE_VA),
+            (x86::MSR_SFMASK, x86::SFMASK_VALUE),
+            (x86::MSR_KERNEL_GS_BASE, 0),
+        ]
+        .map(|(index, data)| kvm_msr_entry { index, data, ..Default::default() });
+        let msrs = Msrs::from_entries(&entries)
+            .map_err(|_| HvError::call("building MSRs", std::io::ErrorKind::InvalidInput))?;
+        let n = self.vcpu.set_msrs(&msrs).map_err(err("setting MSRs"))?;
+        if n != entries.len() {
+            return Err(HvError::call(
+                "setting MSRs",
+                std::io::Error::other(format!("only {n} of {} accepted", entries.len())),
+            ));
+        }
+        if sys.cr4 & CR4_OSXSAVE != 0 {
+            let mut xcrs = kvm_xcrs { nr_xcrs: 1, ..Default::default() };
+            xcrs.xcrs[0].xcr = 0;
+            xcrs.xcrs[0].value = initial.xcr0.unwrap_or(3);
+            self.vcpu.set_xcrs(&xcrs).map_err(err("setting XCR0"))?;
+        }
+        // The state Linux gives a new process: x87 control word 0x37f, MXCSR 0x1f80.
+        let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };
+        self.vcpu.set_fpu(&fpu).map_err(err("setting the FPU"))?;
+        self.vcpu.set_regs(&to_kvm_regs(regs)).map_err(err("setting registers"))?;
+        self.stopped = Stopped::Anywhere;
+        Ok(())
+    }
+
+    fn run(&mut self) -> VmExit {
+        if self.resume_syscall {
+            self.resume_syscall = false;
+            if let Err(e) = self.return_to_user() {
+                return VmExit::Failed(e.to_string());
+            }
+        }
+        if self.stepping && self.stopped != Stopped::Fault {
+            // The trap flag goes on the registers the guest resumes with;
+            // after a fault, `set_single_step` put it in the frame.
+            match self.raw_regs() {
+                Ok(mut r) if r.rflags & RFLAGS_TF == 0 => {
+                    r.rflags |= RFLAGS_TF;
+                    if let Err(e) = self.set_raw_regs(&r) {
+                        return VmExit::Failed(e.to_string());
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return VmExit::Failed(e.to_string()),
+            }
+        }
+        if self.regs_dirty && self.caps.registers_with_exit {
+            self.vcpu.set_sync_dirty_reg(SyncReg::Register);
+        }
+        self.regs_dirty = false;
+        self.exits += 1;
+        self.stopped = Stopped::Anywhere;
+        let exit = raw(self.vcpu.run());
+        self.decode(exit)
+    }
+
+    fn regs(&self) -> Result<Regs, HvError> {
+        let r = self.raw_regs()?;
+        if self.stopped == Stopped::Fault {
+            let f = read_exception_frame(&self.frames);
+            return Ok(Regs { rip: f.rip, rsp: f.rsp, rflags: f.rflags, ..r });
+        }
+        Ok(r)
+    }
+
+    fn set_regs(&mut self, regs: &Regs) -> Result<(), HvError> {
+        match self.stopped {
+            Stopped::Fault => {
+                // The stub's own rip/rsp/rflags stay; the program resumes
+                // through its iretq with the frame's.
+                set_exception_return(&self.frames, regs);
+                let stub = self.raw_regs()?;
+                self.set_raw_regs(&Regs { rip: stub.rip, rsp: stub.rsp, rflags: stub.rflags, ..*regs })
+            }
+            Stopped::Syscall => {
+                self.resume_syscall = true;
+                self.set_raw_regs(regs)
+            }
+            Stopped::Anywhere => self.set_raw_regs(regs),
+        }
+    }
+
+    fn set_single_step(&mut self, on: bool) -> Result<(), HvError> {
+        self.stepping = on;
+        if self.stopped == Stopped::Fault {
+            let mut f = self.regs()?;
+            f.rflags = if on { f.rflags | RFLAGS_TF } else { f.rflags & !RFLAGS_TF };
+            set_exception_return(&self.frames, &f);
+        } else if !on {
+            let mut r = self.raw_regs()?;
+            if r.rflags & RFLAGS_TF != 0 {
+                r.rflags &= !RFLAGS_TF;
+                self.set_raw_regs(&r)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn kicker(&mut self) -> Kicker {
+        if let Some(k) = &self.kick {
+            return Kicker::new(k.clone());
+        }
+        let run = self.vcpu.get_kvm_run();
+        let target = KickTarget {
+            immediate_exit: &mut run.immediate_exit as *mut u8,
+            // SAFETY: pthread_self has no preconditions.
+            thread: unsafe { libc::pthread_self() },
+        };
+        let k = Arc::new(KvmKick { target: Mutex::new(Some(target)) });
+        self.kick = Some(k.clone());
+        Kicker::new(k)
+    }
+
+    fn exits(&self) -> u64 {
+        self.exits
+    }
+
+    fn cpu(&mut self) -> &mut dyn CpuState {
+        self
+    }
+}
+
+impl CpuState for KvmVcpu {
+    fn xsave(&self) -> Result<Vec<u8>, HvError> {
+        let x = self.vcpu.get_xsave().map_err(err("reading the FPU state"))?;
+        Ok(x.region.iter().flat_map(|w| w.to_le_bytes()).collect())
+    }
+
+    fn set_xsave(&mut self, area: &[u8]) -> Result<(), HvError> {
+        let mut x = self.vcpu.get_xsave().map_err(err("reading the FPU state"))?;
+        for (i, w) in x.region.iter_mut().enumerate() {
+            let at = i * 4;
+            if at + 4 <= area.len() {
+                *w = u32::from_le_bytes(area[at..at + 4].try_into().expect("4 bytes"));
+            }
+        }
+        // SAFETY: a kvm_xsave taken from this vCPU with some bytes replaced;
+        // KVM validates the header and refuses what it cannot load.
+        unsafe { self.vcpu.set_xsave(&x) }.map_err(err("setting the FPU state"))
+    }
+
+    fn fs_base(&self) -> Result<u64, HvError> {
+        Ok(self.vcpu.get_sregs().map_err(err("reading sregs"))?.fs.base)
+    }
+
+    fn set_fs_base(&mut self, base: u64) -> Result<(), HvError> {
+        let mut s = self.vcpu.get_sregs().map_err(err("reading sregs"))?;
+        s.fs.base = base;
+        self.vcpu.set_sregs(&s).map_err(err("setting sregs"))
+    }
+
+    fn gs_base(&self) -> Result<u64, HvError> {
+        Ok(self.vcpu.get_sregs().map_err(err("reading sregs"))?.gs.base)
+    }
+
+    fn set_gs_base(&mut self, base: u64) -> Result<(), HvError> {
+        let mut s = self.vcpu.get_sregs().map_err(err("reading sregs"))?;
+        s.gs.base = base;
+        self.vcpu.set_sregs(&s).map_err(err("setting sregs"))
+    }
+}
+
+impl KvmVcpu {
+    /// The vCPU's descriptor (diagnostics).
+    pub fn fd(&self) -> i32 {
+        self.vcpu.as_raw_fd()
+    }
+}

@@ -1,0 +1,324 @@
+//! The exit loop as a value: a built [`Guest`] that whoever drives it (a
+//! recording, a replay, later a scheduler or a gdb stub) runs one exit at a
+//! time with [`Guest::step`], and stops from another thread with a
+//! [`Cancel`].
+//!
+//! ```text
+//!  step: Vcpu::run -> Syscall(req) -> Outside::syscall_entry -> Process::syscall
+//!                                   -> Outside::syscall_exit -> signals due -> resume | end
+//!                  -> Fault(f)     -> the signal Linux sends -> handler | end
+//!                  -> Interrupted  -> signals from outside -> handler | end | paused
+//!                  -> SingleStep   -> the driver's
+//! ```
+//!
+//! Recording and replay run this same loop; only the `Outside` differs.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+
+use warp_proto::warp::Failure;
+
+use crate::arch::x86_64::signal::SigInfo;
+use crate::arch::x86_64::{is_int80, USER_TOP};
+use crate::arch::Regs;
+use crate::hv::{Capabilities, FaultKind, GuestFault, Kicker, Vcpu, Vm, VmExit};
+use crate::kernel::abi;
+use crate::kernel::outside::{Ending, Outside, OutsideError};
+use crate::kernel::process::{Action, Process};
+use crate::kernel::signals;
+use crate::link::LinkError;
+use crate::session::SessionError;
+
+/// Why [`Guest::step`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// A syscall was answered (the number as the program passed it) and the
+    /// program resumes.
+    Syscall { number: u64 },
+    /// A CPU fault went to the program's handler.
+    Fault,
+    /// The vCPU was interrupted (a signal was taken, or nothing happened).
+    Interrupted,
+    /// The single step asked for with [`Guest::set_single_step`] is done.
+    SingleStep { rip: u64 },
+    /// [`Cancel::cancel`] was called; stepping again resumes.
+    Paused,
+    /// The program ended.
+    Ended(Ending),
+}
+
+/// Stops a running guest from another thread: the next `step` returns
+/// [`Stop::Paused`] (at once if the vCPU is running; after the exit it is
+/// handling otherwise).
+#[derive(Default)]
+pub struct Cancel {
+    flag: AtomicBool,
+    kicker: Mutex<Option<Kicker>>,
+}
+
+impl Cancel {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Cancel::default())
+    }
+
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        if let Some(k) = self.kicker.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            k.kick();
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+
+    /// Clears a pause so that stepping goes on.
+    pub fn resume(&self) {
+        self.flag.store(false, Ordering::SeqCst);
+    }
+
+    fn arm(&self, k: Kicker) {
+        *self.kicker.lock().unwrap_or_else(|e| e.into_inner()) = Some(k);
+    }
+}
+
+/// A guest ready to run, or running: the process and its vCPU.
+pub struct Guest {
+    // Field order is drop order: the vCPU goes before its VM, both before memory.
+    vcpu: Box<dyn Vcpu>,
+    _vm: Box<dyn Vm>,
+    pub process: Process,
+    caps: Capabilities,
+    started: bool,
+    cancel: Option<Arc<Cancel>>,
+    notes: Option<Sender<String>>,
+}
+
+impl Guest {
+    pub(crate) fn new(process: Process, vm: Box<dyn Vm>, vcpu: Box<dyn Vcpu>, caps: Capabilities) -> Self {
+        Guest { vcpu, _vm: vm, process, caps, started: false, cancel: None, notes: None }
+    }
+
+    /// What the backend can do (the recording stores it).
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// A handle that stops the vCPU from another thread. Call it on the
+    /// thread that steps the guest.
+    pub fn kicker(&mut self) -> Kicker {
+        self.vcpu.kicker()
+    }
+
+    /// Lets `cancel` stop this guest. Call it on the thread that steps it.
+    pub fn cancel_with(&mut self, cancel: Arc<Cancel>) {
+        cancel.arm(self.vcpu.kicker());
+        self.cancel = Some(cancel);
+    }
+
+    /// Sends the kernel's notes for the user (unknown syscalls, limits met) here.
+    pub fn notes_to(&mut self, notes: Sender<String>) {
+        self.notes = Some(notes);
+    }
+
+    /// VM exits so far.
+    pub fn exits(&self) -> u64 {
+        self.vcpu.exits()
+    }
+
+    /// The current thread's registers.
+    pub fn regs(&self) -> Result<Regs, SessionError> {
+        Ok(self.vcpu.regs()?)
+    }
+
+    /// Step one instruction on the next `step` (TF where the backend has no
+    /// single-step of its own).
+    pub fn set_single_step(&mut self, on: bool) -> Result<(), SessionError> {
+        Ok(self.vcpu.set_single_step(on)?)
+    }
+
+    /// Runs the guest to its end.
+    pub fn run(&mut self, outside: &mut dyn Outside) -> Result<Ending, SessionError> {
+        loop {
+            match self.step(outside)? {
+                Stop::Ended(e) => return Ok(e),
+                Stop::Paused => {
+                    return Err(SessionError::Failed(Failure::Daemon, "the program was stopped".into()));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| c.is_cancelled())
+    }
+
+    /// Runs the guest until the next exit and handles it.
+    pub fn step(&mut self, outside: &mut dyn Outside) -> Result<Stop, SessionError> {
+        if !self.started {
+            self.started = true;
+            let first = self.vcpu.regs()?;
+            match self.due(outside, &first)? {
+                Some(Action::Jump { regs, .. }) => self.vcpu.set_regs(&regs)?,
+                Some(a) => return self.end(outside, a, 0),
+                None => {}
+            }
+        }
+        if self.cancelled() {
+            return Ok(Stop::Paused);
+        }
+        match self.vcpu.run() {
+            VmExit::Syscall(mut req) => {
+                req.thread = self.process.ident.pid;
+                let mut regs = self.vcpu.regs()?;
+                outside.syscall_entry(req.number, req.args, req.rip)?;
+                let action = self.process.syscall(&req, &regs, self.vcpu.cpu(), outside)?;
+                self.flush_notes();
+                // Where the program resumes, unless a signal that was due
+                // sends it into a handler first.
+                let (resume, ret) = match action {
+                    Action::Exec(new) => (new, 0),
+                    Action::Jump { regs: new, ret } => (new, ret),
+                    Action::Return(r) => {
+                        regs.finish_syscall(r);
+                        (regs, r)
+                    }
+                    other => return self.end(outside, other, req.rip),
+                };
+                outside.syscall_exit(req.number, ret, req.rip)?;
+                let resume = match self.due(outside, &resume)? {
+                    Some(Action::Jump { regs: handler, .. }) => handler,
+                    Some(a) => return self.end(outside, a, req.rip),
+                    None => resume,
+                };
+                self.vcpu.set_regs(&resume)?;
+                Ok(Stop::Syscall { number: req.number })
+            }
+            VmExit::Fault(f) => {
+                let handled = self.fault(&f, outside)?;
+                self.flush_notes();
+                match handled {
+                    Some(action) => self.end(outside, action, f.rip),
+                    None => Ok(Stop::Fault),
+                }
+            }
+            VmExit::SingleStep { rip } => Ok(Stop::SingleStep { rip }),
+            VmExit::Interrupted => {
+                if outside.is_dead() {
+                    return Err(SessionError::Outside(OutsideError::Link(LinkError::Gone)));
+                }
+                let now = self.vcpu.regs()?;
+                for s in outside.interrupted(now.rip)? {
+                    self.process.signals.raise(s);
+                }
+                // In user code a handler runs right here, where the vCPU
+                // stopped (the trace notes where); inside warpd's guest-side
+                // stubs it waits for the next syscall.
+                let at = (now.rip < USER_TOP).then_some((&now, None, now.rax as i64));
+                match self.process.deliver_signals(at, self.vcpu.cpu())? {
+                    Some(Action::Jump { regs, .. }) => self.vcpu.set_regs(&regs)?,
+                    Some(a) => return self.end(outside, a, now.rip),
+                    None => {}
+                }
+                Ok(if self.cancelled() { Stop::Paused } else { Stop::Interrupted })
+            }
+            VmExit::Failed(why) => {
+                let rip = self.vcpu.regs().map(|r| r.rip).unwrap_or(0);
+                Err(SessionError::Failed(Failure::Daemon, format!("the VM stopped: {why} (rip {rip:#x})")))
+            }
+        }
+    }
+
+    /// Records the end and says how the program ended.
+    fn end(&mut self, outside: &mut dyn Outside, action: Action, rip: u64) -> Result<Stop, SessionError> {
+        self.flush_notes();
+        let ending = match action {
+            Action::Exit(c) => Ending::Exited(c),
+            Action::Killed(s) => Ending::Killed(s),
+            Action::Return(_) | Action::Exec(_) | Action::Jump { .. } => {
+                return Err(SessionError::Failed(Failure::Daemon, "the program ended mid-syscall".into()))
+            }
+        };
+        outside.end(ending, rip)?;
+        Ok(Stop::Ended(ending))
+    }
+
+    /// Signals the recording took while the program computed are due before
+    /// it runs on (replay only). The recording ran a handler where the vCPU
+    /// stopped; replay runs it here, at the syscall boundary before that point.
+    fn due(&mut self, outside: &mut dyn Outside, boundary: &Regs) -> Result<Option<Action>, SessionError> {
+        for s in outside.pending_async()? {
+            self.process.signals.raise(s);
+        }
+        Ok(self.process.deliver_signals(Some((boundary, None, boundary.rax as i64)), self.vcpu.cpu())?)
+    }
+
+    /// A note that starts with a newline tells warpctl to end the program's
+    /// unfinished line first.
+    fn flush_notes(&mut self) {
+        let p = &mut self.process;
+        for n in p.notes.drain(..) {
+            if let Some(tx) = &self.notes {
+                let nl = if p.stderr_mid_line { "\n" } else { "" };
+                p.stderr_mid_line = false;
+                let _ = tx.send(format!("{nl}{n}"));
+            }
+        }
+    }
+
+    /// A CPU exception in the program: the signal Linux would send, to the
+    /// program's handler or as its end. None when a handler runs.
+    fn fault(&mut self, f: &GuestFault, outside: &mut dyn Outside) -> Result<Option<Action>, SessionError> {
+        if !f.user {
+            return Err(SessionError::Failed(
+                Failure::Daemon,
+                format!("exception {} in warpd's guest kernel code at {:#x}", f.vector, f.rip),
+            ));
+        }
+        let process = &mut self.process;
+        if matches!(f.kind, FaultKind::InvalidOpcode | FaultKind::Protection)
+            && is_int80(&process.mm.peek_code(f.rip, 2))
+        {
+            process.notes.push(format!(
+                "the program used int $0x80 (the 32-bit syscall ABI) at {:#x}, which Warpspeed does not support; it gets SIGSEGV as on a kernel without IA-32 emulation",
+                f.rip
+            ));
+            outside.fault(f, abi::SIGSEGV)?;
+            return Ok(Some(Action::Killed(abi::SIGSEGV)));
+        }
+        let Some((sig, code)) = signals::for_fault(f.kind) else {
+            return Err(SessionError::Failed(
+                Failure::Daemon,
+                format!("unexpected exception vector {} at {:#x}", f.vector, f.rip),
+            ));
+        };
+        outside.fault(f, sig)?;
+        let detail = if matches!(f.kind, FaultKind::Page { .. }) {
+            format!(" at address {:#x}", f.address)
+        } else {
+            String::new()
+        };
+        process.notes.push(format!(
+            "{} (CPU exception {}){} at rip {:#x}",
+            signals::name(sig),
+            f.vector,
+            detail,
+            f.rip
+        ));
+
+        // The program's handler, if it has one, with the faulting context
+        // saved in its frame.
+        let resume = self.vcpu.regs()?;
+        let info = SigInfo { signo: sig, code, pid: 0, uid: 0, addr: Some(f.address) };
+        match self.process.fault_handler(sig, info, &resume, self.vcpu.cpu())? {
+            Some(Action::Jump { regs: entry, .. }) => {
+                self.vcpu.set_regs(&entry)?;
+                Ok(None)
+            }
+            Some(other) => Ok(Some(other)),
+            None => Ok(Some(Action::Killed(sig))),
+        }
+    }
+}
