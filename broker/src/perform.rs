@@ -41,24 +41,14 @@ impl GuestMemory {
     }
 }
 
-/// Calls that would change the broker itself rather than act for the
-/// program; warpd never sends them.
+/// Whether warpd may ask for this call: only what the shared table says the
+/// broker performs. Calls that would change the broker itself rather than
+/// act for the program (memory, signal state, processes, exec, exit,
+/// ptrace, prctl, seccomp) and numbers Linux does not have are refused.
 fn refused(nr: u32) -> bool {
-    matches!(
-        nr,
-        9 | 10 | 11 | 12 | 25 | 28 // mmap mprotect munmap brk mremap madvise
-        | 13 | 14 | 15 | 127 | 128 | 130 | 131 // signal state
-        | 56 | 57 | 58 | 59 | 60 | 231 | 322 | 435 // clone fork vfork execve exit exit_group execveat clone3
-        | 101 | 157 | 158 | 317 // ptrace prctl arch_prctl seccomp
-    )
+    !warp_syscalls::lookup(nr as u64).is_some_and(|d| d.brokered())
 }
 
-const READV: u32 = 19;
-const WRITEV: u32 = 20;
-const PREADV: u32 = 295;
-const PWRITEV: u32 = 296;
-const PREADV2: u32 = 327;
-const PWRITEV2: u32 = 328;
 const IOV_MAX: usize = 1024;
 
 /// Performs `call`; returns the raw result (-errno) and the output buffers.
@@ -70,7 +60,7 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
     for (i, a) in call.args.iter().enumerate() {
         args[i] = *a;
     }
-    let vectored = matches!(call.nr, READV | WRITEV | PREADV | PWRITEV | PREADV2 | PWRITEV2);
+    let vectored = warp_syscalls::lookup(call.nr as u64).is_some_and(|d| d.vectored());
 
     // Local copies that must outlive the call.
     let mut owned: Vec<Vec<u8>> = Vec::new();
@@ -202,8 +192,7 @@ pub static STREAMS: std::sync::OnceLock<(Option<i32>, Option<i32>)> = std::sync:
 /// 1 or 2 when a successful write-like call went to the open file that was
 /// the original stdout or stderr (whatever descriptor it used), else 0.
 pub fn stream_of(call: &Syscall, ret: i64) -> u32 {
-    // write, pwrite64, writev, sendfile, sendto, sendmsg, pwritev, pwritev2
-    if ret <= 0 || !matches!(call.nr, 1 | 18 | 20 | 40 | 44 | 46 | 296 | 328) {
+    if ret <= 0 || !warp_syscalls::lookup(call.nr as u64).is_some_and(|d| d.sends_bytes) {
         return 0;
     }
     let Some(&fd) = call.args.first() else { return 0 };

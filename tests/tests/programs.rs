@@ -205,6 +205,19 @@ fn unknown_syscall() {
 }
 
 #[test]
+fn syscall_number_is_the_low_32_bits() {
+    let home = WarpHome::new("wide_syscall_nr");
+    for out in check_all(&home, "wide_syscall_nr", &[], Status::Exited(0)) {
+        assert_eq!(
+            out,
+            "syscall(-1) = -1 ENOSYS\nsyscall(-1, 1, 2, 3) = -1 ENOSYS\nsyscall(2^32 + getpid) is getpid: yes\n\
+             syscall(0xffffffff00000000 | getpid) is getpid: yes\nwritten through 2^40 + write\n\
+             that write returned 29\nEXIT-SUCCESS\n"
+        );
+    }
+}
+
+#[test]
 fn sigpipe_ignored_gives_epipe() {
     let home = WarpHome::new("sigpipe_ignore");
     for out in check_all(&home, "sigpipe", &["ignore"], Status::Exited(0)) {

@@ -24,6 +24,7 @@ use crate::arch::x86_64::{is_int80, USER_TOP};
 use crate::arch::Regs;
 use crate::hv::{Capabilities, FaultKind, GuestFault, Kicker, Vcpu, Vm, VmExit};
 use crate::kernel::abi;
+use crate::kernel::errno::Errno;
 use crate::kernel::outside::{Ending, Outside, OutsideError};
 use crate::kernel::process::{Action, Process};
 use crate::kernel::signals;
@@ -160,7 +161,7 @@ impl Guest {
         if !self.started {
             self.started = true;
             let first = self.vcpu.regs()?;
-            match self.due(outside, &first)? {
+            match self.due(outside, &first, None, first.rax as i64)? {
                 Some(Action::Jump { regs, .. }) => self.vcpu.set_regs(&regs)?,
                 Some(a) => return self.end(outside, a, 0),
                 None => {}
@@ -188,7 +189,9 @@ impl Guest {
                     other => return self.end(outside, other, req.rip),
                 };
                 outside.syscall_exit(req.number, ret, req.rip)?;
-                let resume = match self.due(outside, &resume)? {
+                // A call a signal interrupted may start again after the handler.
+                let interrupted = (matches!(action, Action::Return(_)) && ret == Errno::EINTR.ret()).then_some(req.number);
+                let resume = match self.due(outside, &resume, interrupted, ret)? {
                     Some(Action::Jump { regs: handler, .. }) => handler,
                     Some(a) => return self.end(outside, a, req.rip),
                     None => resume,
@@ -211,13 +214,13 @@ impl Guest {
                 }
                 let now = self.vcpu.regs()?;
                 for s in outside.interrupted(now.rip)? {
-                    self.process.signals.raise(s);
+                    self.process.raise(s);
                 }
                 // In user code a handler runs right here, where the vCPU
                 // stopped (the trace notes where); inside warpd's guest-side
                 // stubs it waits for the next syscall.
                 let at = (now.rip < USER_TOP).then_some((&now, None, now.rax as i64));
-                match self.process.deliver_signals(at, self.vcpu.cpu())? {
+                match self.deliver(at)? {
                     Some(Action::Jump { regs, .. }) => self.vcpu.set_regs(&regs)?,
                     Some(a) => return self.end(outside, a, now.rip),
                     None => {}
@@ -245,14 +248,46 @@ impl Guest {
         Ok(Stop::Ended(ending))
     }
 
-    /// Signals the recording took while the program computed are due before
-    /// it runs on (replay only). The recording ran a handler where the vCPU
-    /// stopped; replay runs it here, at the syscall boundary before that point.
-    fn due(&mut self, outside: &mut dyn Outside, boundary: &Regs) -> Result<Option<Action>, SessionError> {
+    /// What is due at a syscall boundary (`boundary`: the registers the
+    /// program resumes with; `interrupted`: the number register of a call a
+    /// signal interrupted; `ret`: its result), decided in one place for
+    /// every boundary. Signals the recording took while the program
+    /// computed come first (replay only): the recording ran a handler where
+    /// the vCPU stopped; replay runs it here, at the boundary before that point.
+    fn due(
+        &mut self,
+        outside: &mut dyn Outside,
+        boundary: &Regs,
+        interrupted: Option<u64>,
+        ret: i64,
+    ) -> Result<Option<Action>, SessionError> {
         for s in outside.pending_async()? {
-            self.process.signals.raise(s);
+            self.process.raise(s);
         }
-        Ok(self.process.deliver_signals(Some((boundary, None, boundary.rax as i64)), self.vcpu.cpu())?)
+        self.deliver(Some((boundary, interrupted, ret)))
+    }
+
+    /// Delivers every deliverable signal, as Linux does on the way back to
+    /// user mode: each handler's frame goes on top of the last (only the
+    /// first can restart the interrupted call). `at` as for
+    /// `Process::deliver_signals`.
+    fn deliver(&mut self, at: Option<(&Regs, Option<u64>, i64)>) -> Result<Option<Action>, SessionError> {
+        let Some((first, mut interrupted, ret)) = at else {
+            return Ok(self.process.deliver_signals(None, self.vcpu.cpu())?);
+        };
+        let mut resume = *first;
+        let mut entered = None;
+        loop {
+            match self.process.deliver_signals(Some((&resume, interrupted, ret)), self.vcpu.cpu())? {
+                None => return Ok(entered),
+                Some(Action::Jump { regs, ret }) => {
+                    resume = regs;
+                    interrupted = None;
+                    entered = Some(Action::Jump { regs, ret });
+                }
+                Some(other) => return Ok(Some(other)),
+            }
+        }
     }
 
     /// A note that starts with a newline tells warpctl to end the program's

@@ -77,6 +77,7 @@ impl From<ProcessError> for SessionError {
         match e {
             ProcessError::Outside(o) => SessionError::Outside(o),
             ProcessError::Cpu(h) => SessionError::Hv(h),
+            e @ ProcessError::Unhandled(_) => SessionError::Failed(Failure::Daemon, e.to_string()),
         }
     }
 }

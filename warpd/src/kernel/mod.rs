@@ -5,9 +5,13 @@ pub mod abi;
 pub mod errno;
 pub mod frames;
 pub mod mm;
-pub mod names;
 pub mod outside;
 pub mod process;
 pub mod procfs;
 pub mod signals;
-pub mod table;
+/// The syscall table (the `warp-syscalls` crate, shared with the broker).
+pub use warp_syscalls as table;
+/// Syscall names by number.
+pub mod names {
+    pub use warp_syscalls::name;
+}

@@ -66,6 +66,9 @@ pub enum ProcessError {
     Outside(#[from] OutsideError),
     #[error("{0}")]
     Cpu(#[from] crate::hv::HvError),
+    /// The table says warpd emulates this call, and nothing does.
+    #[error("syscall {0} is marked emulated in the table but nothing handles it (a warpd bug)")]
+    Unhandled(u64),
 }
 
 pub struct Process {
@@ -79,13 +82,6 @@ pub struct Process {
     /// Lines for the user (sent with -v).
     pub notes: Vec<String>,
     pub syscalls: u64,
-    /// Set by exit and exit_group.
-    exit_request: Option<Action>,
-    /// Set by a successful execve: the new program's first registers.
-    exec_regs: Option<Regs>,
-    /// A path argument to send instead of the guest's (`/proc/self/exe`
-    /// names the executable).
-    path_override: Option<(usize, String)>,
     /// The program's last write to fd 2 did not end a line: warpctl's own
     /// lines must start on a new one.
     pub stderr_mid_line: bool,
@@ -115,11 +111,14 @@ fn memory(ranges: Vec<(u64, u64)>, arg: usize, out: bool, inout: bool, by_ret: b
     }
 }
 
-/// Calls Linux restarts after a handler with SA_RESTART (they return
-/// -ERESTARTSYS when a signal interrupts them); the others (pause, poll,
-/// select, sleeps, epoll_wait) return EINTR.
-fn restartable(nr: u64) -> bool {
-    matches!(nr, 0 | 1 | 2 | 16 | 17 | 18 | 19 | 20 | 42 | 61 | 72 | 73 | 202 | 257 | 295 | 296)
+/// What `/proc/self` handling decided for a path call.
+enum SelfPath {
+    /// Answered here, with this result.
+    Answered(i64),
+    /// Send path argument `.0` as `.1` instead.
+    Instead(usize, String),
+    /// Not warpd's: the broker performs the call as it is.
+    Pass,
 }
 
 /// A raw broker result as a SysResult.
@@ -148,9 +147,6 @@ impl Process {
             unknown: BTreeMap::new(),
             notes: Vec::new(),
             syscalls: 0,
-            exit_request: None,
-            exec_regs: None,
-            path_override: None,
             stderr_mid_line: false,
             proc_info: ProcInfo::default(),
         }
@@ -179,9 +175,6 @@ impl Process {
         self.syscalls += 1;
         let nr = table::number(req.number);
         let a = req.args;
-        if nr == 15 {
-            return self.rt_sigreturn(regs, cpu);
-        }
         let ret = match table::lookup(nr) {
             None => {
                 *self.unknown.entry(nr).or_default() += 1;
@@ -195,30 +188,28 @@ impl Process {
                     self.note(format!("{} ({nr}) returned ENOSYS: {why}", desc.name));
                     Errno::ENOSYS.ret()
                 }
-                Class::Emulated => ret_of(self.emulate(nr, &a, cpu, link)?),
+                Class::Emulated => match self.emulate(nr, &a, regs, cpu, link)? {
+                    Action::Return(r) => r,
+                    other => return Ok(other),
+                },
                 Class::Proxied | Class::Blocking => self.proxy(desc, a, link)?,
             },
         };
-        if let Some(action) = self.exit_request.take() {
-            return Ok(action);
-        }
-        if let Some(regs) = self.exec_regs.take() {
-            return Ok(Action::Exec(regs));
-        }
         if ret > 0 && a[0] == 2 && matches!(nr, 1 | 20) {
             self.track_stderr(nr, &a, ret as u64);
         }
         // Writing to a pipe nobody reads raises SIGPIPE, as Linux does.
-        if ret == Errno::EPIPE.ret() && matches!(nr, 1 | 18 | 20 | 296 | 44 | 46 | 307 | 328 | 40 | 275 | 278) {
-            self.signals.raise(abi::SIGPIPE);
-        }
-        let mut resume = *regs;
-        resume.finish_syscall(ret);
-        let interrupted = (ret == Errno::EINTR.ret()).then_some(nr);
-        if let Some(action) = self.deliver_signals(Some((&resume, interrupted, ret)), cpu)? {
-            return Ok(action);
+        if ret == Errno::EPIPE.ret() && table::lookup(nr).is_some_and(|d| d.epipe_sigpipe) {
+            self.raise(abi::SIGPIPE);
         }
         Ok(Action::Return(ret))
+    }
+
+    /// The one door for signals into the process: from the broker (at a
+    /// boundary, in a reply, while the program computed), from the program
+    /// itself (kill, tgkill, raise) and from the kernel (SIGPIPE).
+    pub fn raise(&mut self, sig: i32) {
+        self.signals.raise(sig);
     }
 
     /// Remembers whether the last byte the program wrote to fd 2 ended a line.
@@ -252,10 +243,11 @@ impl Process {
         }
     }
 
-    /// Delivers what is deliverable. `at` is the syscall boundary the
-    /// program stands at (registers it resumes with, the syscall if it was
-    /// interrupted, its result); handlers run only there. Some when the
-    /// program dies or enters a handler.
+    /// Delivers what is deliverable: the one place that decides. `at` is the
+    /// syscall boundary the program stands at (registers it resumes with,
+    /// the syscall's number register if it was interrupted, its result);
+    /// handlers run only there. Some when the program dies or enters a
+    /// handler.
     pub fn deliver_signals(
         &mut self,
         at: Option<(&Regs, Option<u64>, i64)>,
@@ -269,9 +261,11 @@ impl Process {
                 let mut resume = *resume;
                 // An interrupted call starts again after the handler when
                 // SA_RESTART says so and the call allows it, as on Linux.
-                if let Some(nr) = interrupted {
-                    if act.flags & signals::SA_RESTART != 0 && restartable(nr) {
-                        resume.rax = nr;
+                if let Some(number) = interrupted {
+                    if act.flags & signals::SA_RESTART != 0
+                        && table::lookup(table::number(number)).is_some_and(|d| d.restartable)
+                    {
+                        resume.rax = number;
                         resume.rip = resume.rip.wrapping_sub(2);
                     }
                 }
@@ -373,10 +367,8 @@ impl Process {
         // rt_sigreturn "returns" the restored rax, which says nothing about the
         // call itself (and differs where replay ran the handler elsewhere): 0.
         let ret = 0;
-        // Signals unblocked by the restored mask are due now.
-        if let Some(action) = self.deliver_signals(Some((&r.regs, None, ret)), cpu)? {
-            return Ok(action);
-        }
+        // Signals unblocked by the restored mask are due now: the caller
+        // delivers them where the program resumes.
         Ok(Action::Jump { regs: r.regs, ret })
     }
 
@@ -413,10 +405,11 @@ impl Process {
             0 | 1 | 17 | 18 => args[2] = a[2].min(MAX_RW_COUNT),
             _ => {}
         }
-        self.path_override = None;
-        if let Some(r) = self.proc_self(desc.nr, &a, link)? {
-            return Ok(r);
-        }
+        let mut path_override = match self.proc_self(desc.nr, &a, link)? {
+            SelfPath::Answered(r) => return Ok(r),
+            SelfPath::Instead(i, p) => Some((i, p)),
+            SelfPath::Pass => None,
+        };
         let mut buffers = Vec::new();
         for (i, kind) in kinds.iter().enumerate() {
             match *kind {
@@ -432,7 +425,7 @@ impl Process {
                     }
                 }
                 Arg::Path => {
-                    if let Some((_, p)) = self.path_override.take_if(|(j, _)| *j == i) {
+                    if let Some((_, p)) = path_override.take_if(|(j, _)| *j == i) {
                         let mut s = p.into_bytes();
                         s.push(0);
                         buffers.push(Buffer {
@@ -510,30 +503,30 @@ impl Process {
     }
 
     /// `/proc/self/...` for open, openat, readlink and readlinkat, and for
-    /// any path call on `/proc/self/exe`. Some(ret) when answered here;
-    /// `args` may be rewritten to name the executable instead.
-    fn proc_self(&mut self, nr: u64, a: &[u64; 6], link: &mut dyn Outside) -> Result<Option<i64>, ProcessError> {
+    /// any path call on `/proc/self/exe`: answered here, sent with another
+    /// path (the executable instead of the link), or passed on.
+    fn proc_self(&mut self, nr: u64, a: &[u64; 6], link: &mut dyn Outside) -> Result<SelfPath, ProcessError> {
         let Some(path_arg) = table::lookup(nr).and_then(|d| d.args.iter().position(|k| *k == Arg::Path)) else {
-            return Ok(None);
+            return Ok(SelfPath::Pass);
         };
         if a[path_arg] == 0 {
-            return Ok(None);
+            return Ok(SelfPath::Pass);
         }
-        let Ok(path) = self.mm.read_cstring(a[path_arg], PATH_MAX - 1) else { return Ok(None) };
+        let Ok(path) = self.mm.read_cstring(a[path_arg], PATH_MAX - 1) else { return Ok(SelfPath::Pass) };
         if !path.starts_with(b"/proc/") {
-            return Ok(None);
+            return Ok(SelfPath::Pass);
         }
-        let Some(file) = procfs::self_file(&path, self.ident.pid) else { return Ok(None) };
+        let Some(file) = procfs::self_file(&path, self.ident.pid) else { return Ok(SelfPath::Pass) };
         let readlink = matches!(nr, 89 | 267);
         let open = matches!(nr, 2 | 257);
         if file == SelfFile::Exe && readlink {
             let (buf, size) = if nr == 89 { (a[1], a[2]) } else { (a[2], a[3]) };
             if (size as i64) <= 0 {
-                return Ok(Some(Errno::EINVAL.ret()));
+                return Ok(SelfPath::Answered(Errno::EINVAL.ret()));
             }
             let target = self.proc_info.exe.clone().into_bytes();
             let n = target.len().min(size as usize);
-            return Ok(Some(match self.mm.write_user(buf, &target[..n]) {
+            return Ok(SelfPath::Answered(match self.mm.write_user(buf, &target[..n]) {
                 Ok(()) => n as i64,
                 Err(e) => e.ret(),
             }));
@@ -546,23 +539,23 @@ impl Process {
                 || (nr == 262 && a[3] & AT_SYMLINK_NOFOLLOW != 0)
                 || (nr == 332 && a[2] & AT_SYMLINK_NOFOLLOW != 0);
             if !nofollow {
-                self.path_override = Some((path_arg, self.proc_info.exe.clone()));
+                return Ok(SelfPath::Instead(path_arg, self.proc_info.exe.clone()));
             }
-            return Ok(None);
+            return Ok(SelfPath::Pass);
         }
         if readlink {
-            return Ok(Some(Errno::EINVAL.ret())); // not links
+            return Ok(SelfPath::Answered(Errno::EINVAL.ret())); // not links
         }
         if !open {
-            return Ok(None);
+            return Ok(SelfPath::Pass);
         }
         let flags = if nr == 2 { a[1] } else { a[2] };
         if flags & 3 != 0 {
-            return Ok(Some(Errno::EACCES.ret()));
+            return Ok(SelfPath::Answered(Errno::EACCES.ret()));
         }
         let ids = [self.ident.uid, self.ident.euid, self.ident.gid, self.ident.egid];
         let bytes = procfs::contents(file, &self.proc_info, &self.mm, self.ident.pid, self.ident.ppid, ids);
-        Ok(Some(self.synthetic_fd(&bytes, flags & abi::O_CLOEXEC != 0, link)?))
+        Ok(SelfPath::Answered(self.synthetic_fd(&bytes, flags & abi::O_CLOEXEC != 0, link)?))
     }
 
     /// A read-only descriptor with `bytes` as its contents: a sealed memfd
@@ -646,7 +639,7 @@ impl Process {
         let call = Syscall { nr: nr as u32, args: args.to_vec(), buffers, may_block };
         loop {
             for s in link.take_signals()? {
-                self.signals.raise(s);
+                self.raise(s);
             }
             // A signal pending when a blocking call would start ends it at
             // once, as on Linux (other calls complete; it is delivered after).
@@ -671,11 +664,11 @@ impl Process {
     fn request(&mut self, link: &mut dyn Outside, kind: request::Kind) -> Result<Reply, OutsideError> {
         let reply = link.call(kind, &self.mm.guest)?;
         for &s in &reply.signals {
-            self.signals.raise(s);
+            self.raise(s);
         }
         if reply.signals_pending {
             for s in link.take_signals()? {
-                self.signals.raise(s);
+                self.raise(s);
             }
         }
         Ok(reply)
@@ -698,11 +691,7 @@ impl Process {
             self.call(link, 3, [ret as u64, 0, 0, 0, 0, 0], Vec::new())?;
             return Ok(Errno::EMFILE.ret());
         }
-        let pair_arg = match desc.nr {
-            22 | 293 => Some(0),
-            53 => Some(3),
-            _ => None,
-        };
+        let pair_arg = desc.fd_pair;
         if let Some(i) = pair_arg {
             let mut b = [0u8; 8];
             if self.mm.read_user(a[i], &mut b).is_ok() {
@@ -721,14 +710,20 @@ impl Process {
 
     // ---- emulated calls ------------------------------------------------
 
+    /// An emulated call: what happened. Every emulated entry of the table
+    /// has an arm here (a test checks it); one without is warpd's bug.
     fn emulate(
         &mut self,
         nr: u64,
         a: &[u64; 6],
+        regs: &Regs,
         cpu: &mut dyn CpuState,
         link: &mut dyn Outside,
-    ) -> Result<SysResult, ProcessError> {
-        Ok(match nr {
+    ) -> Result<Action, ProcessError> {
+        let r = match nr {
+            15 => return self.rt_sigreturn(regs, cpu),
+            60 | 231 => return Ok(Action::Exit((a[0] & 0xff) as i32)),
+            59 => return self.execve(a, cpu, link),
             9 => self.mmap(a, link)?,
             10 => self.mprotect(a[0], a[1], a[2]),
             11 => self.munmap(a[0], a[1]),
@@ -741,16 +736,11 @@ impl Process {
             28 => self.madvise(a[0], a[1], a[2]),
             39 | 186 => Ok(self.ident.pid as u64),
             110 => Ok(self.ident.ppid as u64),
-            60 | 231 => {
-                self.exit_request = Some(Action::Exit((a[0] & 0xff) as i32));
-                Ok(0)
-            }
-            59 => self.execve(a, cpu, link)?,
             62 => self.kill(a[0] as i32, a[1] as i32, link)?,
             200 => self.kill_thread(a[0] as i32, a[1] as i32),
             234 => {
                 if a[0] as i32 != self.ident.pid as i32 && a[0] as i32 > 0 {
-                    return Ok(result_of(self.call(link, 234, *a, Vec::new())?));
+                    return Ok(Action::Return(self.call(link, 234, *a, Vec::new())?));
                 }
                 self.kill_thread(a[1] as i32, a[2] as i32)
             }
@@ -771,13 +761,14 @@ impl Process {
                 if a[0] != 0 && a[0] as u32 != self.ident.pid {
                     // Another process's limits: the broker asks the host.
                     let desc = table::lookup(302).expect("prlimit64 is in the table");
-                    return Ok(result_of(self.proxy(desc, *a, link)?));
+                    return Ok(Action::Return(self.proxy(desc, *a, link)?));
                 }
                 self.prlimit(0, a[1], a[2], a[3], link)?
             }
             436 => self.close_range(a, link)?,
-            _ => Err(Errno::ENOSYS),
-        })
+            _ => return Err(ProcessError::Unhandled(nr)),
+        };
+        Ok(Action::Return(ret_of(r)))
     }
 
     /// A NULL-terminated array of string pointers (argv, envp), as execve
@@ -819,26 +810,22 @@ impl Process {
     /// execve: the new image is read through the broker (as the user) and
     /// checked before anything of the old one is touched; after that point
     /// a failure kills the program with SIGSEGV, as on Linux.
-    fn execve(
-        &mut self,
-        a: &[u64; 6],
-        cpu: &mut dyn CpuState,
-        link: &mut dyn Outside,
-    ) -> Result<SysResult, ProcessError> {
+    fn execve(&mut self, a: &[u64; 6], cpu: &mut dyn CpuState, link: &mut dyn Outside) -> Result<Action, ProcessError> {
+        let fail = |e: Errno| Ok(Action::Return(e.ret()));
         let path = match self.mm.read_cstring(a[0], PATH_MAX - 1) {
             Ok(p) => String::from_utf8_lossy(&p).into_owned(),
-            Err(e) => return Ok(Err(e)),
+            Err(e) => return fail(e),
         };
         let (argv, envp) = match (self.read_strings(a[1]), self.read_strings(a[2])) {
             (Ok(v), Ok(e)) => (v, e),
-            (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
+            (Err(e), _) | (_, Err(e)) => return fail(e),
         };
         if path.is_empty() {
-            return Ok(Err(Errno::ENOENT));
+            return fail(Errno::ENOENT);
         }
         let images = match crate::loader::program::read(&path, &mut |k| self.request(link, k)) {
             Ok(i) => i,
-            Err(crate::loader::program::ExecError::Refused { errno, .. }) => return Ok(Err(errno)),
+            Err(crate::loader::program::ExecError::Refused { errno, .. }) => return fail(errno),
             Err(crate::loader::program::ExecError::Outside(o)) => return Err(o.into()),
         };
         // AT_RANDOM for the new image comes from the host, through the broker,
@@ -858,8 +845,7 @@ impl Process {
                 self.note(format!(
                     "execve of {path} failed after the old program was gone ({e}); it dies of SIGSEGV as on Linux"
                 ));
-                self.exit_request = Some(Action::Killed(abi::SIGSEGV));
-                return Ok(Ok(0));
+                return Ok(Action::Killed(abi::SIGSEGV));
             }
         };
         cpu.set_fs_base(0)?;
@@ -873,8 +859,7 @@ impl Process {
         self.signals.altstack = Signals::default().altstack;
         self.proc_info =
             ProcInfo { exe: images.exe_path.clone(), argv: loaded.argv.clone(), env: envp, auxv: loaded.auxv.clone() };
-        self.exec_regs = Some(loaded.regs);
-        Ok(Ok(0))
+        Ok(Action::Exec(loaded.regs))
     }
 
     fn mmap(&mut self, a: &[u64; 6], link: &mut dyn Outside) -> Result<SysResult, ProcessError> {
@@ -1120,7 +1105,7 @@ impl Process {
         }
         if pid == self.ident.pid as i32 {
             if sig != 0 {
-                self.signals.raise(sig);
+                self.raise(sig);
             }
             return Ok(Ok(0));
         }
@@ -1137,7 +1122,7 @@ impl Process {
             return Err(Errno::ESRCH);
         }
         if sig != 0 {
-            self.signals.raise(sig);
+            self.raise(sig);
         }
         Ok(0)
     }

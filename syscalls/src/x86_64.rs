@@ -1,11 +1,12 @@
-//! The one table of syscall descriptions.
+//! The Linux x86_64 syscall table.
 //!
 //! Each entry says how warpd handles the call (emulated, proxied to the
 //! broker, or not supported), what each argument is (descriptor, path,
 //! buffer in or out and its length) and so how to check and marshal it,
-//! and how to print it. Dispatch, the broker marshalling and (with the
-//! trace) recording, replay and the event printer all read this table, so
-//! they cannot disagree.
+//! what Linux does around it (restart after a handler, SIGPIPE on EPIPE,
+//! descriptors it returns, bytes it sends to a file), and how to print it.
+//! Dispatch, the broker, recording, replay and the event printer all read
+//! this table, so they cannot disagree.
 
 /// How warpd answers a syscall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,6 +72,53 @@ pub struct Desc {
     pub class: Class,
     pub args: &'static [Arg],
     pub returns: Returns,
+    /// Linux restarts it after a handler with SA_RESTART (it returns
+    /// -ERESTARTSYS when a signal interrupts it); others return EINTR.
+    pub restartable: bool,
+    /// EPIPE from it raises SIGPIPE (writes to a pipe or socket).
+    pub epipe_sigpipe: bool,
+    /// On success it has written two new descriptors into this argument
+    /// (pipe, socketpair), which must stay below the reserved range.
+    pub fd_pair: Option<usize>,
+    /// The bytes it sends reach the file behind its first argument: replay
+    /// re-emits them when that file was the program's stdout or stderr.
+    pub sends_bytes: bool,
+    /// The broker performs it on warpd's behalf although warpd emulates it
+    /// for the program (another process's limits or signals, closing ranges).
+    pub for_warpd: bool,
+}
+
+impl Desc {
+    /// Whether the broker may perform this call at all.
+    pub fn brokered(&self) -> bool {
+        matches!(self.class, Class::Proxied | Class::Blocking) || self.for_warpd
+    }
+
+    /// Whether an argument is a guest iovec array.
+    pub fn vectored(&self) -> bool {
+        self.args.iter().any(|a| matches!(a, Arg::IovIn | Arg::IovOut))
+    }
+
+    const fn restart(mut self) -> Self {
+        self.restartable = true;
+        self
+    }
+    const fn sigpipe(mut self) -> Self {
+        self.epipe_sigpipe = true;
+        self
+    }
+    const fn sends(mut self) -> Self {
+        self.sends_bytes = true;
+        self
+    }
+    const fn pair(mut self, arg: usize) -> Self {
+        self.fd_pair = Some(arg);
+        self
+    }
+    const fn warpd(mut self) -> Self {
+        self.for_warpd = true;
+        self
+    }
 }
 
 use Arg::*;
@@ -79,10 +127,23 @@ use Len::*;
 use Returns::*;
 
 const fn d(nr: u64, name: &'static str, class: Class, args: &'static [Arg]) -> Desc {
-    Desc { nr, name, class, args, returns: Value }
+    Desc {
+        nr,
+        name,
+        class,
+        args,
+        returns: Value,
+        restartable: false,
+        epipe_sigpipe: false,
+        fd_pair: None,
+        sends_bytes: false,
+        for_warpd: false,
+    }
 }
 const fn fd(nr: u64, name: &'static str, class: Class, args: &'static [Arg]) -> Desc {
-    Desc { nr, name, class, args, returns: NewFd }
+    let mut x = d(nr, name, class, args);
+    x.returns = NewFd;
+    x
 }
 
 const STAT: u64 = 144;
@@ -92,9 +153,9 @@ const NOT_YET_PROCESSES: &str = "new processes and threads are not supported yet
 
 /// Every syscall warpd knows, in number order.
 pub static TABLE: &[Desc] = &[
-    d(0, "read", Blocking, &[Fd, Out(Of(2)), Int]),
-    d(1, "write", Blocking, &[Fd, In(Of(2)), Int]),
-    fd(2, "open", Proxied, &[Path, Int, Int]),
+    d(0, "read", Blocking, &[Fd, Out(Of(2)), Int]).restart(),
+    d(1, "write", Blocking, &[Fd, In(Of(2)), Int]).restart().sigpipe().sends(),
+    fd(2, "open", Proxied, &[Path, Int, Int]).restart(),
     d(3, "close", Proxied, &[Fd]),
     d(4, "stat", Proxied, &[Path, Out(Fixed(STAT))]),
     d(5, "fstat", Proxied, &[Fd, Out(Fixed(STAT))]),
@@ -108,13 +169,13 @@ pub static TABLE: &[Desc] = &[
     d(13, "rt_sigaction", Emulated, &[Int, In(Fixed(32)), Out(Fixed(32)), Int]),
     d(14, "rt_sigprocmask", Emulated, &[Int, In(Fixed(8)), Out(Fixed(8)), Int]),
     d(15, "rt_sigreturn", Emulated, &[]),
-    d(16, "ioctl", Proxied, &[Fd, Int, Int]),
-    d(17, "pread64", Blocking, &[Fd, Out(Of(2)), Int, Int]),
-    d(18, "pwrite64", Blocking, &[Fd, In(Of(2)), Int, Int]),
-    d(19, "readv", Blocking, &[Fd, IovOut, Int]),
-    d(20, "writev", Blocking, &[Fd, IovIn, Int]),
+    d(16, "ioctl", Proxied, &[Fd, Int, Int]).restart(),
+    d(17, "pread64", Blocking, &[Fd, Out(Of(2)), Int, Int]).restart(),
+    d(18, "pwrite64", Blocking, &[Fd, In(Of(2)), Int, Int]).restart().sigpipe().sends(),
+    d(19, "readv", Blocking, &[Fd, IovOut, Int]).restart(),
+    d(20, "writev", Blocking, &[Fd, IovIn, Int]).restart().sigpipe().sends(),
     d(21, "access", Proxied, &[Path, Int]),
-    d(22, "pipe", Proxied, &[Out(Fixed(8))]),
+    d(22, "pipe", Proxied, &[Out(Fixed(8))]).pair(0),
     d(23, "select", Blocking, &[Int, InOut(FdSet(0)), InOut(FdSet(0)), InOut(FdSet(0)), InOut(Fixed(TIMESPEC))]),
     d(24, "sched_yield", Emulated, &[]),
     d(25, "mremap", Emulated, &[Int, Int, Int, Int, Int]),
@@ -128,24 +189,24 @@ pub static TABLE: &[Desc] = &[
     d(37, "alarm", Proxied, &[Int]),
     d(38, "setitimer", Proxied, &[Int, In(Fixed(32)), Out(Fixed(32))]),
     d(39, "getpid", Emulated, &[]),
-    d(40, "sendfile", Blocking, &[Fd, Fd, InOut(Fixed(8)), Int]),
+    d(40, "sendfile", Blocking, &[Fd, Fd, InOut(Fixed(8)), Int]).sigpipe().sends(),
     fd(41, "socket", Proxied, &[Int, Int, Int]),
-    d(42, "connect", Blocking, &[Fd, In(Of(2)), Int]),
+    d(42, "connect", Blocking, &[Fd, In(Of(2)), Int]).restart(),
     d(48, "shutdown", Proxied, &[Fd, Int]),
     d(49, "bind", Proxied, &[Fd, In(Of(2)), Int]),
     d(50, "listen", Proxied, &[Fd, Int]),
-    d(53, "socketpair", Proxied, &[Int, Int, Int, Out(Fixed(8))]),
+    d(53, "socketpair", Proxied, &[Int, Int, Int, Out(Fixed(8))]).pair(3),
     d(54, "setsockopt", Proxied, &[Fd, Int, Int, In(Of(4)), Int]),
     d(56, "clone", Unsupported(NOT_YET_PROCESSES), &[]),
     d(57, "fork", Unsupported(NOT_YET_PROCESSES), &[]),
     d(58, "vfork", Unsupported(NOT_YET_PROCESSES), &[]),
     d(59, "execve", Emulated, &[Path, Int, Int]),
     d(60, "exit", Emulated, &[Int]),
-    d(61, "wait4", Blocking, &[Int, Out(Fixed(4)), Int, Out(Fixed(STAT))]),
-    d(62, "kill", Emulated, &[Int, Int]),
+    d(61, "wait4", Blocking, &[Int, Out(Fixed(4)), Int, Out(Fixed(STAT))]).restart(),
+    d(62, "kill", Emulated, &[Int, Int]).warpd(),
     d(63, "uname", Proxied, &[Out(Fixed(390))]),
-    d(72, "fcntl", Proxied, &[Fd, Int, Int]),
-    d(73, "flock", Blocking, &[Fd, Int]),
+    d(72, "fcntl", Proxied, &[Fd, Int, Int]).restart(),
+    d(73, "flock", Blocking, &[Fd, Int]).restart(),
     d(74, "fsync", Proxied, &[Fd]),
     d(75, "fdatasync", Proxied, &[Fd]),
     d(76, "truncate", Proxied, &[Path, Int]),
@@ -212,7 +273,7 @@ pub static TABLE: &[Desc] = &[
     d(196, "flistxattr", Proxied, &[Fd, Out(Of(2)), Int]),
     d(200, "tkill", Emulated, &[Int, Int]),
     d(201, "time", Proxied, &[Out(Fixed(8))]),
-    d(202, "futex", Emulated, &[Int, Int, Int, Int, Int, Int]),
+    d(202, "futex", Emulated, &[Int, Int, Int, Int, Int, Int]).restart(),
     d(204, "sched_getaffinity", Proxied, &[Int, Int, Out(Of(1))]),
     fd(213, "epoll_create", Proxied, &[Int]),
     d(217, "getdents64", Proxied, &[Fd, Out(Of(2)), Int]),
@@ -224,9 +285,9 @@ pub static TABLE: &[Desc] = &[
     d(231, "exit_group", Emulated, &[Int]),
     d(232, "epoll_wait", Blocking, &[Fd, Out(ArgTimes(2, 12)), Int, Int]),
     d(233, "epoll_ctl", Proxied, &[Fd, Int, Fd, In(Fixed(12))]),
-    d(234, "tgkill", Emulated, &[Int, Int, Int]),
+    d(234, "tgkill", Emulated, &[Int, Int, Int]).warpd(),
     d(235, "utimes", Proxied, &[Path, In(Fixed(32))]),
-    fd(257, "openat", Proxied, &[DirFd, Path, Int, Int]),
+    fd(257, "openat", Proxied, &[DirFd, Path, Int, Int]).restart(),
     d(258, "mkdirat", Proxied, &[DirFd, Path, Int]),
     d(259, "mknodat", Proxied, &[DirFd, Path, Int, Int]),
     d(260, "fchownat", Proxied, &[DirFd, Path, Int, Int, Int]),
@@ -248,10 +309,10 @@ pub static TABLE: &[Desc] = &[
     fd(290, "eventfd2", Proxied, &[Int, Int]),
     fd(291, "epoll_create1", Proxied, &[Int]),
     d(292, "dup3", Proxied, &[Fd, Fd, Int]),
-    d(293, "pipe2", Proxied, &[Out(Fixed(8)), Int]),
-    d(295, "preadv", Blocking, &[Fd, IovOut, Int, Int, Int]),
-    d(296, "pwritev", Blocking, &[Fd, IovIn, Int, Int, Int]),
-    d(302, "prlimit64", Emulated, &[Int, Int, In(Fixed(16)), Out(Fixed(16))]),
+    d(293, "pipe2", Proxied, &[Out(Fixed(8)), Int]).pair(0),
+    d(295, "preadv", Blocking, &[Fd, IovOut, Int, Int, Int]).restart(),
+    d(296, "pwritev", Blocking, &[Fd, IovIn, Int, Int, Int]).restart().sigpipe().sends(),
+    d(302, "prlimit64", Emulated, &[Int, Int, In(Fixed(16)), Out(Fixed(16))]).warpd(),
     d(306, "syncfs", Proxied, &[Fd]),
     d(316, "renameat2", Proxied, &[DirFd, Path, DirFd, Path, Int]),
     d(318, "getrandom", Blocking, &[Out(Of(1)), Int, Int]),
@@ -268,7 +329,7 @@ pub static TABLE: &[Desc] = &[
     d(332, "statx", Proxied, &[DirFd, Path, Int, Int, Out(Fixed(256))]),
     d(334, "rseq", Unsupported("restartable sequences are not provided (glibc falls back)"), &[]),
     d(435, "clone3", Unsupported(NOT_YET_PROCESSES), &[]),
-    d(436, "close_range", Emulated, &[Int, Int, Int]),
+    d(436, "close_range", Emulated, &[Int, Int, Int]).warpd(),
     d(439, "faccessat2", Proxied, &[DirFd, Path, Int, Int]),
 ];
 
@@ -328,7 +389,7 @@ mod tests {
             assert!(w[0].nr < w[1].nr, "{} before {}", w[0].name, w[1].name);
         }
         for d in TABLE {
-            assert_eq!(super::super::names::name(d.nr), Some(d.name), "nr {}", d.nr);
+            assert_eq!(crate::names_x86_64::name(d.nr), Some(d.name), "nr {}", d.nr);
             assert!(d.args.len() <= 6);
         }
     }
@@ -343,6 +404,40 @@ mod tests {
         }
         assert_eq!(lookup(257).map(|d| d.name), Some("openat"));
         assert!(lookup(1000).is_none());
+    }
+
+    #[test]
+    fn what_linux_does_around_a_call_is_in_the_entry() {
+        let with = |f: fn(&Desc) -> bool| TABLE.iter().filter(|d| f(d)).map(|d| d.name).collect::<Vec<_>>();
+        // signal(7): the calls SA_RESTART restarts, of those in the table.
+        assert_eq!(
+            with(|d| d.restartable),
+            [
+                "read", "write", "open", "ioctl", "pread64", "pwrite64", "readv", "writev", "connect", "wait4",
+                "fcntl", "flock", "futex", "openat", "preadv", "pwritev"
+            ]
+        );
+        assert_eq!(with(|d| d.epipe_sigpipe), ["write", "pwrite64", "writev", "sendfile", "pwritev"]);
+        assert_eq!(with(|d| d.sends_bytes), ["write", "pwrite64", "writev", "sendfile", "pwritev"]);
+        assert_eq!(with(|d| d.vectored()), ["readv", "writev", "preadv", "pwritev"]);
+        assert_eq!(lookup(22).unwrap().fd_pair, Some(0));
+        assert_eq!(lookup(293).unwrap().fd_pair, Some(0));
+        assert_eq!(lookup(53).unwrap().fd_pair, Some(3));
+        // The broker performs what is proxied, plus the few emulated calls
+        // warpd itself sends it; never memory, signal state, exec or exit.
+        assert_eq!(with(|d| d.for_warpd), ["kill", "tgkill", "prlimit64", "close_range"]);
+        for nr in [9, 10, 11, 12, 13, 14, 15, 25, 28, 56, 57, 58, 59, 60, 131, 158, 231, 435] {
+            assert!(!lookup(nr).unwrap().brokered(), "{nr}");
+        }
+        assert!(lookup(0).unwrap().brokered() && lookup(257).unwrap().brokered());
+    }
+
+    #[test]
+    fn the_number_is_the_registers_low_half() {
+        assert_eq!(number(39), 39);
+        assert_eq!(number((1 << 32) + 39), 39);
+        assert_eq!(number(u64::MAX), 0xffff_ffff);
+        assert!(lookup(number(u64::MAX)).is_none());
     }
 
     #[test]

@@ -1,0 +1,18 @@
+//! The one table of syscall descriptions, shared by warpd (dispatch,
+//! marshalling, signals, the event printer, replay's checks) and the broker
+//! (what it may perform, which calls take iovecs, which send bytes to a
+//! file), so that none of them keeps a list of its own.
+//!
+//! A guest architecture has its own numbers: `x86_64` is the Linux x86_64
+//! table; the root re-exports the table of the architecture warpd runs
+//! guests of (the host's).
+
+pub mod names_x86_64;
+pub mod x86_64;
+
+pub use x86_64::*;
+
+/// The name Linux gives syscall `nr`, if it has one.
+pub fn name(nr: u64) -> Option<&'static str> {
+    names_x86_64::name(nr)
+}
