@@ -92,13 +92,14 @@ pub struct Guest {
     pub process: Process,
     caps: Capabilities,
     started: bool,
+    single_step: bool,
     cancel: Option<Arc<Cancel>>,
     notes: Option<Sender<String>>,
 }
 
 impl Guest {
     pub(crate) fn new(process: Process, vm: Box<dyn Vm>, vcpu: Box<dyn Vcpu>, caps: Capabilities) -> Self {
-        Guest { vcpu, _vm: vm, process, caps, started: false, cancel: None, notes: None }
+        Guest { vcpu, _vm: vm, process, caps, started: false, single_step: false, cancel: None, notes: None }
     }
 
     /// What the backend can do (the recording stores it).
@@ -136,6 +137,7 @@ impl Guest {
     /// Step one instruction on the next `step` (TF where the backend has no
     /// single-step of its own).
     pub fn set_single_step(&mut self, on: bool) -> Result<(), SessionError> {
+        self.single_step = on;
         Ok(self.vcpu.set_single_step(on)?)
     }
 
@@ -190,13 +192,18 @@ impl Guest {
                 };
                 outside.syscall_exit(req.number, ret, req.rip)?;
                 // A call a signal interrupted may start again after the handler.
-                let interrupted = (matches!(action, Action::Return(_)) && ret == Errno::EINTR.ret()).then_some(req.number);
+                let interrupted =
+                    (matches!(action, Action::Return(_)) && ret == Errno::EINTR.ret()).then_some(req.number);
                 let resume = match self.due(outside, &resume, interrupted, ret)? {
                     Some(Action::Jump { regs: handler, .. }) => handler,
                     Some(a) => return self.end(outside, a, req.rip),
                     None => resume,
                 };
                 self.vcpu.set_regs(&resume)?;
+                // Stepping over `syscall` ends where the program resumes.
+                if self.single_step {
+                    return Ok(Stop::SingleStep { rip: resume.rip });
+                }
                 Ok(Stop::Syscall { number: req.number })
             }
             VmExit::Fault(f) => {
@@ -357,3 +364,7 @@ impl Guest {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;

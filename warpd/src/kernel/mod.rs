@@ -3,6 +3,8 @@
 
 pub mod abi;
 pub mod errno;
+#[cfg(test)]
+pub mod fake;
 pub mod frames;
 pub mod mm;
 pub mod outside;

@@ -111,6 +111,10 @@ fn memory(ranges: Vec<(u64, u64)>, arg: usize, out: bool, inout: bool, by_ret: b
     }
 }
 
+#[cfg(test)]
+#[path = "process_tests.rs"]
+mod tests;
+
 /// What `/proc/self` handling decided for a path call.
 enum SelfPath {
     /// Answered here, with this result.
@@ -337,9 +341,10 @@ impl Process {
     /// rt_sigreturn: the registers, mask and FPU state the frame holds.
     fn rt_sigreturn(&mut self, regs: &Regs, cpu: &mut dyn CpuState) -> Result<Action, ProcessError> {
         use crate::arch::x86_64::signal;
-        let frame = regs.rsp.wrapping_sub(8);
+        // The handler's `ret` popped the restorer's address: the ucontext
+        // is where rsp points now (any rsp: the program chooses it).
         let mut uc = vec![0u8; signal::UCONTEXT_LEN];
-        if self.mm.read_user(frame + 8, &mut uc).is_err() {
+        if self.mm.read_user(regs.rsp, &mut uc).is_err() {
             self.note("rt_sigreturn found no signal frame on the stack: SIGSEGV".into());
             return Ok(Action::Killed(abi::SIGSEGV));
         }
@@ -571,12 +576,12 @@ impl Process {
             written_by_ret: false,
         };
         let flags = MFD_ALLOW_SEALING | if cloexec { MFD_CLOEXEC } else { 0 };
-        let fd = self.call(link, 319, [0, flags, 0, 0, 0, 0], vec![name])?;
+        let fd = self.internal(link, 319, [0, flags, 0, 0, 0, 0], vec![name])?;
         if fd < 0 {
             return Ok(fd);
         }
         if fd >= self.ident.reserved_fd_base as i64 {
-            self.call(link, 3, [fd as u64, 0, 0, 0, 0, 0], Vec::new())?;
+            self.internal(link, 3, [fd as u64, 0, 0, 0, 0, 0], Vec::new())?;
             return Ok(Errno::EMFILE.ret());
         }
         let data = Buffer {
@@ -586,12 +591,12 @@ impl Process {
             out: false,
             written_by_ret: false,
         };
-        self.call(link, 1, [fd as u64, 0, bytes.len() as u64, 0, 0, 0], vec![data])?;
-        self.call(link, 8, [fd as u64, 0, 0, 0, 0, 0], Vec::new())?; // lseek(fd, 0, SEEK_SET)
-                                                                     // F_ADD_SEALS: no writes, no resizing, as a /proc file refuses them.
+        self.internal(link, 1, [fd as u64, 0, bytes.len() as u64, 0, 0, 0], vec![data])?;
+        self.internal(link, 8, [fd as u64, 0, 0, 0, 0, 0], Vec::new())?; // lseek(fd, 0, SEEK_SET)
+                                                                         // F_ADD_SEALS: no writes, no resizing, as a /proc file refuses them.
         const F_ADD_SEALS: u64 = 1033;
         const SEALS: u64 = 0x8 | 0x4 | 0x2; // F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK
-        self.call(link, 72, [fd as u64, F_ADD_SEALS, SEALS, 0, 0, 0], Vec::new())?;
+        self.internal(link, 72, [fd as u64, F_ADD_SEALS, SEALS, 0, 0, 0], Vec::new())?;
         Ok(fd)
     }
 
@@ -614,7 +619,8 @@ impl Process {
         Ok(ranges)
     }
 
-    /// A syscall for the broker; its result.
+    /// The program's own call, performed by the broker: its result. A
+    /// blocking one ends early with EINTR on a deliverable signal.
     fn call(
         &mut self,
         link: &mut dyn Outside,
@@ -622,7 +628,20 @@ impl Process {
         args: [u64; 6],
         buffers: Vec<Buffer>,
     ) -> Result<i64, ProcessError> {
-        Ok(self.broker(link, nr, args, buffers)?.ret)
+        Ok(self.broker(link, nr, args, buffers, true)?.ret)
+    }
+
+    /// A call warpd makes while it emulates another (filling an mmap,
+    /// naming a descriptor, closing one the program must not get): never
+    /// interrupted, since the program's call would not be.
+    fn internal(
+        &mut self,
+        link: &mut dyn Outside,
+        nr: u64,
+        args: [u64; 6],
+        buffers: Vec<Buffer>,
+    ) -> Result<i64, ProcessError> {
+        Ok(self.broker(link, nr, args, buffers, false)?.ret)
     }
 
     /// The one way to the broker: every request goes through here, so the
@@ -634,8 +653,9 @@ impl Process {
         nr: u64,
         args: [u64; 6],
         buffers: Vec<Buffer>,
+        interruptible: bool,
     ) -> Result<Reply, ProcessError> {
-        let may_block = table::lookup(nr).is_some_and(|d| d.class == Class::Blocking);
+        let may_block = interruptible && table::lookup(nr).is_some_and(|d| d.class == Class::Blocking);
         let call = Syscall { nr: nr as u32, args: args.to_vec(), buffers, may_block };
         loop {
             for s in link.take_signals()? {
@@ -648,10 +668,11 @@ impl Process {
             }
             let reply = self.request(link, request::Kind::Syscall(call.clone()))?;
             // A signal the program ignores (or blocks) does not interrupt the
-            // call on Linux: the broker's EINTR is not the program's.
+            // call on Linux, nor one that arrives during warpd's own calls:
+            // the broker's EINTR is not the program's.
             if reply.ret == Errno::EINTR.ret()
                 && (!reply.signals.is_empty() || reply.signals_pending)
-                && self.signals.pending & !self.signals.blocked == 0
+                && (!interruptible || self.signals.pending & !self.signals.blocked == 0)
             {
                 continue;
             }
@@ -688,7 +709,7 @@ impl Process {
         let base = self.ident.reserved_fd_base as i64;
         let dup_fcntl = desc.nr == 72 && matches!(a[1], 0 | 1030);
         if (desc.returns == Returns::NewFd || dup_fcntl) && ret >= base {
-            self.call(link, 3, [ret as u64, 0, 0, 0, 0, 0], Vec::new())?;
+            self.internal(link, 3, [ret as u64, 0, 0, 0, 0, 0], Vec::new())?;
             return Ok(Errno::EMFILE.ret());
         }
         let pair_arg = desc.fd_pair;
@@ -699,7 +720,7 @@ impl Process {
                 let f1 = i32::from_le_bytes(b[4..].try_into().expect("4")) as i64;
                 if f0 >= base || f1 >= base {
                     for f in [f0, f1] {
-                        self.call(link, 3, [f as u64, 0, 0, 0, 0, 0], Vec::new())?;
+                        self.internal(link, 3, [f as u64, 0, 0, 0, 0, 0], Vec::new())?;
                     }
                     return Ok(Errno::EMFILE.ret());
                 }
@@ -920,7 +941,8 @@ impl Process {
                 return Ok(Err(e));
             }
             let ranges = self.mm.user_ranges(at, len, true).expect("just mapped");
-            let r = self.call(link, 17, [fd as u64, 0, len, off, 0, 0], vec![memory(ranges, 1, true, false, true)])?;
+            let r =
+                self.internal(link, 17, [fd as u64, 0, len, off, 0, 0], vec![memory(ranges, 1, true, false, true)])?;
             if r < 0 {
                 let _ = self.mm.unmap(at, len);
                 let e = if r == -(Errno::ESPIPE.0 as i64) { Errno::ENODEV } else { Errno(-r as i32) };
@@ -942,7 +964,7 @@ impl Process {
             Buffer { arg: 0, data: Some(buffer::Data::Bytes(path)), inout: false, out: false, written_by_ret: false },
             Buffer { arg: 1, data: Some(buffer::Data::OutLen(4096)), inout: false, out: true, written_by_ret: false },
         ];
-        let reply = self.broker(link, 89, [0, 0, 4096, 0, 0, 0], buffers)?;
+        let reply = self.broker(link, 89, [0, 0, 4096, 0, 0, 0], buffers, false)?;
         if reply.ret <= 0 {
             return Ok(None);
         }
@@ -1261,7 +1283,7 @@ impl Process {
         len: u32,
     ) -> Result<(i64, Vec<u8>), ProcessError> {
         let out = Buffer { arg, data: Some(buffer::Data::OutLen(len)), inout: false, out: true, written_by_ret: false };
-        let reply = self.broker(link, nr, args, vec![out])?;
+        let reply = self.broker(link, nr, args, vec![out], false)?;
         Ok((reply.ret, reply.outputs.into_iter().next().unwrap_or_default()))
     }
 

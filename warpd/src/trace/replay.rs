@@ -84,6 +84,18 @@ fn describe_event(e: &Event) -> String {
     }
 }
 
+/// Whether the request matches the recorded digest once its `may_block`
+/// hint is flipped. The hint tells the broker whether a pending signal may
+/// end the call; it is no input of the program's, and warpd's own calls
+/// (filling an mmap, naming a descriptor) stopped setting it in format 2,
+/// so recordings made before still replay.
+fn same_but_blocking_hint(kind: &request::Kind, recorded: &[u8], memory: &MemFd) -> bool {
+    let request::Kind::Syscall(c) = kind else { return false };
+    let mut flipped = c.clone();
+    flipped.may_block = !flipped.may_block;
+    recorded == digest::request_digest(&request::Kind::Syscall(flipped), memory)
+}
+
 pub struct Replayer<'a> {
     store: &'a Store,
     id: String,
@@ -140,7 +152,9 @@ impl Outside for Replayer<'_> {
             self.pos = before;
             return Err(self.diverged(describe_event(&e), actual()));
         };
-        if call.request_digest != digest::request_digest(&kind, memory) {
+        if call.request_digest != digest::request_digest(&kind, memory)
+            && !same_but_blocking_hint(&kind, &call.request_digest, memory)
+        {
             self.pos = before;
             let mut actual = actual();
             if let request::Kind::Syscall(c) = &kind {

@@ -171,11 +171,31 @@ impl KvmVcpu {
         Ok(())
     }
 
+    /// Sets the trap flag in the rflags the guest resumes with: the
+    /// registers, or after a fault the frame the stub's `iretq` pops.
+    fn arm_trap_flag(&mut self) -> Result<(), HvError> {
+        if self.stopped == Stopped::Fault {
+            let mut f = self.regs()?;
+            if f.rflags & RFLAGS_TF == 0 {
+                f.rflags |= RFLAGS_TF;
+                set_exception_return(&self.frames, &f);
+            }
+        } else {
+            let mut r = self.raw_regs()?;
+            if r.rflags & RFLAGS_TF == 0 {
+                r.rflags |= RFLAGS_TF;
+                self.set_raw_regs(&r)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Decodes an exception exit; a #DB the debugger asked for is a step.
     fn fault_exit(&mut self) -> Result<VmExit, HvError> {
         let mut frame = read_exception_frame(&self.frames);
         if frame.vector == 1 && self.stepping && frame.rflags & RFLAGS_TF != 0 {
-            self.stepping = false;
+            // The program's own flags come back without the trap flag; the
+            // next resume arms it again while stepping lasts.
             frame.rflags &= !RFLAGS_TF;
             set_exception_return(
                 &self.frames,
@@ -298,18 +318,9 @@ impl Vcpu for KvmVcpu {
                 return VmExit::Failed(e.to_string());
             }
         }
-        if self.stepping && self.stopped != Stopped::Fault {
-            // The trap flag goes on the registers the guest resumes with;
-            // after a fault, `set_single_step` put it in the frame.
-            match self.raw_regs() {
-                Ok(mut r) if r.rflags & RFLAGS_TF == 0 => {
-                    r.rflags |= RFLAGS_TF;
-                    if let Err(e) = self.set_raw_regs(&r) {
-                        return VmExit::Failed(e.to_string());
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => return VmExit::Failed(e.to_string()),
+        if self.stepping {
+            if let Err(e) = self.arm_trap_flag() {
+                return VmExit::Failed(e.to_string());
             }
         }
         if self.regs_dirty && self.caps.registers_with_exit {
@@ -342,25 +353,23 @@ impl Vcpu for KvmVcpu {
             }
             Stopped::Syscall => {
                 self.resume_syscall = true;
-                self.set_raw_regs(regs)
+                // The trap flag the program had when it made the call came
+                // back through r11; while stepping, `run` arms it itself.
+                let mut r = *regs;
+                if self.stepping {
+                    r.rflags &= !RFLAGS_TF;
+                }
+                self.set_raw_regs(&r)
             }
             Stopped::Anywhere => self.set_raw_regs(regs),
         }
     }
 
+    /// TF-based on every KVM (KVM_SET_GUEST_DEBUG stepping is broken on PVM,
+    /// HOST-KVM.md): the trap flag is set on each resume while stepping and
+    /// the #DB that follows the instruction comes back as `SingleStep`.
     fn set_single_step(&mut self, on: bool) -> Result<(), HvError> {
         self.stepping = on;
-        if self.stopped == Stopped::Fault {
-            let mut f = self.regs()?;
-            f.rflags = if on { f.rflags | RFLAGS_TF } else { f.rflags & !RFLAGS_TF };
-            set_exception_return(&self.frames, &f);
-        } else if !on {
-            let mut r = self.raw_regs()?;
-            if r.rflags & RFLAGS_TF != 0 {
-                r.rflags &= !RFLAGS_TF;
-                self.set_raw_regs(&r)?;
-            }
-        }
         Ok(())
     }
 

@@ -1,0 +1,102 @@
+//! Test doubles for the kernel: a CPU whose state is plain fields and an
+//! outside world that answers from a script. No /dev/kvm, no broker.
+
+use std::collections::HashMap;
+
+use warp_proto::broker::{request, Reply};
+
+use super::outside::{Ending, Outside, OutsideError};
+use super::process::Identity;
+use crate::hv::memory::MemFd;
+use crate::hv::{CpuState, GuestFault, HvError};
+
+/// The identity the fakes give the program: pid 4242, reserved fds from 1000.
+pub fn identity() -> Identity {
+    Identity { pid: 4242, ppid: 1, uid: 1000, gid: 1000, euid: 1000, egid: 1000, reserved_fd_base: 1000 }
+}
+
+/// A CPU whose FS/GS bases and FPU state are plain fields.
+#[derive(Default)]
+pub struct FakeCpu {
+    pub fs: u64,
+    pub gs: u64,
+    pub fpu: Vec<u8>,
+}
+
+impl CpuState for FakeCpu {
+    fn fs_base(&self) -> Result<u64, HvError> {
+        Ok(self.fs)
+    }
+    fn set_fs_base(&mut self, base: u64) -> Result<(), HvError> {
+        self.fs = base;
+        Ok(())
+    }
+    fn gs_base(&self) -> Result<u64, HvError> {
+        Ok(self.gs)
+    }
+    fn set_gs_base(&mut self, base: u64) -> Result<(), HvError> {
+        self.gs = base;
+        Ok(())
+    }
+    fn xsave(&self) -> Result<Vec<u8>, HvError> {
+        Ok(if self.fpu.is_empty() { vec![0; 4096] } else { self.fpu.clone() })
+    }
+    fn set_xsave(&mut self, area: &[u8]) -> Result<(), HvError> {
+        self.fpu = area.to_vec();
+        Ok(())
+    }
+}
+
+/// A broker that answers from a script: a reply per syscall number (ret 0
+/// otherwise), signals queued on its channel, and a log of what was asked.
+#[derive(Default)]
+pub struct FakeOutside {
+    pub replies: HashMap<u32, Reply>,
+    pub channel: Vec<i32>,
+    /// Signals that land on the channel while the call with this number is
+    /// performed (its reply says `signals_pending`).
+    pub during: HashMap<u32, Vec<i32>>,
+    /// (number, may_block) of each request, in order.
+    pub asked: Vec<(u32, bool)>,
+}
+
+impl Outside for FakeOutside {
+    fn call(&mut self, kind: request::Kind, _memory: &MemFd) -> Result<Reply, OutsideError> {
+        match kind {
+            request::Kind::Syscall(c) => {
+                self.asked.push((c.nr, c.may_block));
+                let mut reply = self.replies.remove(&c.nr).unwrap_or_default();
+                if let Some(s) = self.during.remove(&c.nr) {
+                    self.channel.extend(s);
+                    reply.signals_pending = true;
+                }
+                Ok(reply)
+            }
+            _ => Ok(Reply { ret: -2, ..Default::default() }),
+        }
+    }
+    fn take_signals(&mut self) -> Result<Vec<i32>, OutsideError> {
+        Ok(std::mem::take(&mut self.channel))
+    }
+    fn interrupted(&mut self, _rip: u64) -> Result<Vec<i32>, OutsideError> {
+        Ok(Vec::new())
+    }
+    fn pending_async(&mut self) -> Result<Vec<i32>, OutsideError> {
+        Ok(Vec::new())
+    }
+    fn is_dead(&self) -> bool {
+        false
+    }
+    fn syscall_entry(&mut self, _: u64, _: [u64; 6], _: u64) -> Result<(), OutsideError> {
+        Ok(())
+    }
+    fn syscall_exit(&mut self, _: u64, _: i64, _: u64) -> Result<(), OutsideError> {
+        Ok(())
+    }
+    fn fault(&mut self, _: &GuestFault, _: i32) -> Result<(), OutsideError> {
+        Ok(())
+    }
+    fn end(&mut self, _: Ending, _: u64) -> Result<(), OutsideError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,159 @@
+//! The emulated kernel against a fake CPU and a fake outside world: no
+//! /dev/kvm, no broker. Each test drives `Process::syscall` as the exit
+//! loop does and checks what the program would see.
+
+use warp_proto::broker::Reply;
+
+use super::*;
+use crate::arch::x86_64::{KERNEL_SLOT_SIZE, PAGE_SIZE};
+use crate::hv::memory::MemFd;
+use crate::kernel::fake::{FakeCpu, FakeOutside};
+
+fn process() -> Process {
+    let kernel = MemFd::create("test-kernel", KERNEL_SLOT_SIZE).unwrap();
+    let guest = MemFd::create("test-guest", 64 << 20).unwrap();
+    Process::new(Mm::new(kernel, guest), crate::kernel::fake::identity())
+}
+
+fn request(number: u64, args: [u64; 6]) -> SyscallRequest {
+    SyscallRequest { thread: 4242, number, args, rip: 0x40_1000 }
+}
+
+/// Runs one syscall as the exit loop does, then delivers what is due where
+/// the program would resume.
+fn syscall(p: &mut Process, out: &mut FakeOutside, number: u64, args: [u64; 6]) -> Action {
+    let mut cpu = FakeCpu::default();
+    let req = request(number, args);
+    let regs = Regs { rax: number, rcx: 0x40_1002, rsp: 0x7fff_0000, ..Default::default() };
+    let action = p.syscall(&req, &regs, &mut cpu, out).unwrap();
+    let Action::Return(ret) = action else { return action };
+    let mut resume = regs;
+    resume.finish_syscall(ret);
+    match p.deliver_signals(Some((&resume, None, ret)), &mut cpu).unwrap() {
+        Some(a) => a,
+        None => Action::Return(ret),
+    }
+}
+
+fn readlink_reply(path: &str, signals: Vec<i32>, pending: bool) -> Reply {
+    Reply {
+        ret: path.len() as i64,
+        outputs: vec![path.as_bytes().to_vec()],
+        signals,
+        signals_pending: pending,
+        ..Default::default()
+    }
+}
+
+const MMAP_FILE: [u64; 6] = [0, PAGE_SIZE, 1 /* PROT_READ */, 2 /* MAP_PRIVATE */, 3, 0];
+
+#[test]
+fn a_signal_that_arrives_while_mmap_names_the_file_is_delivered() {
+    let mut p = process();
+    let mut out = FakeOutside::default();
+    // SIGUSR1 arrives with the reply to the readlink of /proc/self/fd/3.
+    out.replies.insert(89, readlink_reply("/tmp/lib.so", vec![abi::SIGUSR1], false));
+    out.replies.insert(17, Reply { ret: PAGE_SIZE as i64, ..Default::default() });
+    let action = syscall(&mut p, &mut out, 9, MMAP_FILE);
+    // The program dies of it (its default action) where mmap returns.
+    assert_eq!(action, Action::Killed(abi::SIGUSR1));
+    // The mapping itself was not cut short: warpd's own read of the file
+    // is not interruptible, as mmap is not on Linux.
+    assert_eq!(out.asked, [(89, false), (17, false)]);
+}
+
+#[test]
+fn a_signal_announced_beside_a_reply_is_taken_from_the_channel() {
+    let mut p = process();
+    let mut out = FakeOutside::default();
+    out.replies.insert(89, readlink_reply("/tmp/lib.so", Vec::new(), false));
+    out.replies.insert(17, Reply { ret: PAGE_SIZE as i64, ..Default::default() });
+    // SIGTERM lands on the channel while the readlink is performed; the
+    // reply says so.
+    out.during.insert(89, vec![abi::SIGTERM]);
+    let action = syscall(&mut p, &mut out, 9, MMAP_FILE);
+    assert_eq!(action, Action::Killed(abi::SIGTERM));
+}
+
+#[test]
+fn a_signal_with_the_random_bytes_of_an_exec_is_kept() {
+    // execve's AT_RANDOM comes from a broker call with an output buffer;
+    // a signal in that reply reaches the program too (here: execve fails
+    // reading the image afterwards, and the signal is still pending).
+    let mut p = process();
+    let mut out = FakeOutside::default();
+    let mut cpu = FakeCpu::default();
+    let (ret, bytes) = {
+        out.replies.insert(
+            318,
+            Reply { ret: 16, outputs: vec![vec![7; 16]], signals: vec![abi::SIGUSR2], ..Default::default() },
+        );
+        p.call_with_output(&mut out, 318, [0, 16, 0, 0, 0, 0], 0, 16).unwrap()
+    };
+    assert_eq!((ret, bytes.len()), (16, 16));
+    let boundary = Regs::default();
+    assert_eq!(p.deliver_signals(Some((&boundary, None, 0)), &mut cpu).unwrap(), Some(Action::Killed(abi::SIGUSR2)));
+}
+
+#[test]
+fn every_emulated_entry_is_handled_and_nothing_else_is() {
+    for desc in table::TABLE {
+        let mut p = process();
+        let mut out = FakeOutside::default();
+        let mut cpu = FakeCpu::default();
+        let regs = Regs::default();
+        let r = p.emulate(desc.nr, &[0; 6], &regs, &mut cpu, &mut out);
+        match desc.class {
+            Class::Emulated => {
+                assert!(!matches!(r, Err(ProcessError::Unhandled(_))), "{} is emulated but unhandled", desc.name)
+            }
+            _ => assert!(matches!(r, Err(ProcessError::Unhandled(_))), "{} is handled but not emulated", desc.name),
+        }
+    }
+    // Numbers outside the table reach no emulation either.
+    for nr in (0..1024).chain([u32::MAX as u64]) {
+        if table::lookup(nr).is_some() {
+            continue;
+        }
+        let mut p = process();
+        let r = p.emulate(nr, &[0; 6], &Regs::default(), &mut FakeCpu::default(), &mut FakeOutside::default());
+        assert!(matches!(r, Err(ProcessError::Unhandled(n)) if n == nr), "{nr} is handled but not in the table");
+    }
+}
+
+#[test]
+fn the_syscall_number_is_the_low_half_of_the_register() {
+    let mut p = process();
+    let mut out = FakeOutside::default();
+    assert_eq!(syscall(&mut p, &mut out, (1 << 32) + 39, [0; 6]), Action::Return(4242));
+    assert_eq!(syscall(&mut p, &mut out, u64::MAX, [0; 6]), Action::Return(Errno::ENOSYS.ret()));
+    // Nothing reached the broker, and the unknown call is counted by the
+    // number Linux looked at.
+    assert!(out.asked.is_empty());
+    assert_eq!(p.unknown.get(&0xffff_ffff), Some(&1));
+}
+
+#[test]
+fn exit_and_a_blocking_call_cut_short_by_a_signal() {
+    let mut p = process();
+    let mut out = FakeOutside::default();
+    assert_eq!(syscall(&mut p, &mut out, 231, [300, 0, 0, 0, 0, 0]), Action::Exit(300 & 0xff));
+    // A handled-by-default signal waiting when pause() starts: EINTR at
+    // once, then the signal's action.
+    let mut p = process();
+    out.channel.push(abi::SIGINT);
+    assert_eq!(syscall(&mut p, &mut out, 34, [0; 6]), Action::Killed(abi::SIGINT));
+    assert!(out.asked.is_empty(), "pause never reached the broker: {:?}", out.asked);
+}
+
+#[test]
+fn rt_sigreturn_with_any_stack_pointer_is_sigsegv() {
+    // The program picks rsp; no frame there is SIGSEGV, never a warpd panic.
+    for rsp in [0, 8, u64::MAX, u64::MAX - 100, 0x7fff_ffff_f000, 0x8000_0000_0000] {
+        let mut p = process();
+        let mut cpu = FakeCpu::default();
+        let regs = Regs { rax: 15, rsp, ..Default::default() };
+        let r = p.syscall(&request(15, [0; 6]), &regs, &mut cpu, &mut FakeOutside::default()).unwrap();
+        assert_eq!(r, Action::Killed(abi::SIGSEGV), "rsp {rsp:#x}");
+    }
+}
