@@ -112,7 +112,7 @@ pub fn build(spec: &GuestSpec, read: &Read, parts: Parts) -> Result<Guest, Sessi
     let mut process = Process::new(mm, spec.ident.clone());
     process.proc_info = proc_info(&images.exe_path, &spec.cwd, &loaded.argv, &spec.env, loaded.auxv);
     for &s in &read.signals {
-        process.signals.raise(s);
+        process.raise(s);
     }
     Ok(Guest::new(process, vm, vcpu, caps))
 }

@@ -11,6 +11,7 @@ pub mod outside;
 pub mod process;
 pub mod procfs;
 pub mod signals;
+pub mod thread;
 /// The syscall table (the `warp-syscalls` crate, shared with the broker).
 pub use warp_syscalls as table;
 /// Syscall names by number.

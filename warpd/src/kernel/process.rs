@@ -15,8 +15,9 @@ use super::errno::{Errno, SysResult};
 use super::mm::{self, Mm, VmaKind, PROT_EXEC, PROT_READ, PROT_WRITE};
 use super::outside::{Outside, OutsideError};
 use super::procfs::{self, ProcInfo, SelfFile};
-use super::signals::{self, Delivery, SigAction, Signals};
+use super::signals::{self, Delivery, SigAction, Signals, Target, ThreadSignals};
 use super::table::{self, Arg, Class, Desc, Len, Returns};
+use super::thread::Thread;
 use crate::arch::x86_64::signal::SigInfo;
 use crate::arch::x86_64::{Regs, PAGE_SIZE, USER_TOP};
 use crate::hv::{CpuState, SyscallRequest};
@@ -71,10 +72,17 @@ pub enum ProcessError {
     Unhandled(u64),
 }
 
+/// A guest process: its address space, signal dispositions, identity and
+/// threads. Per-thread state (mask, thread-directed signals, alternate
+/// stack, the syscall in progress) lives in [`Thread`].
 pub struct Process {
     pub mm: Mm,
+    /// Dispositions and process-directed pending signals.
     pub signals: Signals,
     pub ident: Identity,
+    /// The thread table, by tid, and the thread on the vCPU.
+    threads: BTreeMap<u32, Thread>,
+    current: u32,
     /// Resource limits the program set (never applied to the broker).
     rlimits: BTreeMap<u64, (u64, u64)>,
     /// Syscalls answered with ENOSYS: number -> count.
@@ -146,6 +154,8 @@ impl Process {
         Process {
             mm,
             signals: Signals::default(),
+            threads: BTreeMap::from([(ident.pid, Thread::new(ident.pid))]),
+            current: ident.pid,
             ident,
             rlimits: BTreeMap::new(),
             unknown: BTreeMap::new(),
@@ -154,6 +164,26 @@ impl Process {
             stderr_mid_line: false,
             proc_info: ProcInfo::default(),
         }
+    }
+
+    /// The thread on the vCPU.
+    pub fn thread(&self) -> &Thread {
+        self.threads.get(&self.current).expect("the current thread is in the table")
+    }
+
+    pub fn thread_mut(&mut self) -> &mut Thread {
+        self.threads.get_mut(&self.current).expect("the current thread is in the table")
+    }
+
+    /// The dispositions and the current thread's signal state, together.
+    fn signal_state(&mut self) -> (&mut Signals, &mut ThreadSignals) {
+        let t = self.threads.get_mut(&self.current).expect("the current thread is in the table");
+        (&mut self.signals, &mut t.signals)
+    }
+
+    /// Whether a signal the current thread does not block is pending.
+    fn signal_deliverable(&self) -> bool {
+        self.signals.deliverable(&self.thread().signals)
     }
 
     fn note(&mut self, s: String) {
@@ -177,6 +207,19 @@ impl Process {
         link: &mut dyn Outside,
     ) -> Result<Action, ProcessError> {
         self.syscalls += 1;
+        self.thread_mut().syscall = Some(*req);
+        let action = self.dispatch(req, regs, cpu, link);
+        self.thread_mut().syscall = None;
+        action
+    }
+
+    fn dispatch(
+        &mut self,
+        req: &SyscallRequest,
+        regs: &Regs,
+        cpu: &mut dyn CpuState,
+        link: &mut dyn Outside,
+    ) -> Result<Action, ProcessError> {
         let nr = table::number(req.number);
         let a = req.args;
         let ret = match table::lookup(nr) {
@@ -204,7 +247,7 @@ impl Process {
         }
         // Writing to a pipe nobody reads raises SIGPIPE, as Linux does.
         if ret == Errno::EPIPE.ret() && table::lookup(nr).is_some_and(|d| d.epipe_sigpipe) {
-            self.raise(abi::SIGPIPE);
+            self.raise_thread(abi::SIGPIPE);
         }
         Ok(Action::Return(ret))
     }
@@ -213,7 +256,20 @@ impl Process {
     /// boundary, in a reply, while the program computed), from the program
     /// itself (kill, tgkill, raise) and from the kernel (SIGPIPE).
     pub fn raise(&mut self, sig: i32) {
-        self.signals.raise(sig);
+        let (s, t) = self.signal_state();
+        s.raise(sig, Target::Process, t);
+    }
+
+    /// A signal for the current thread alone (SIGPIPE).
+    pub fn raise_thread(&mut self, sig: i32) {
+        self.raise_to(self.current, sig);
+    }
+
+    /// A signal for thread `tid` alone (tgkill, tkill).
+    fn raise_to(&mut self, tid: u32, sig: i32) {
+        if let Some(t) = self.threads.get_mut(&tid) {
+            self.signals.raise(sig, Target::Thread, &mut t.signals);
+        }
     }
 
     /// Remembers whether the last byte the program wrote to fd 2 ended a line.
@@ -257,7 +313,9 @@ impl Process {
         at: Option<(&Regs, Option<u64>, i64)>,
         cpu: &mut dyn CpuState,
     ) -> Result<Option<Action>, ProcessError> {
-        match self.signals.deliver(at.is_some()) {
+        let handlers = at.is_some();
+        let (s, t) = self.signal_state();
+        match s.deliver(t, handlers) {
             None => Ok(None),
             Some(Delivery::Kill(sig)) => Ok(Some(Action::Killed(sig))),
             Some(Delivery::Handle(sig, act)) => {
@@ -292,7 +350,7 @@ impl Process {
         let xcr0 = crate::arch::x86_64::cpu::frame_xcr0();
         let mut xsave = cpu.xsave()?;
         xsave.truncate(crate::arch::x86_64::signal::xsave_len(xcr0));
-        let alt = &self.signals.altstack;
+        let alt = self.thread().signals.altstack;
         let ss_sp = u64::from_le_bytes(alt[..8].try_into().expect("8"));
         let ss_flags = i32::from_le_bytes(alt[8..12].try_into().expect("4"));
         let ss_size = u64::from_le_bytes(alt[16..24].try_into().expect("8"));
@@ -303,7 +361,7 @@ impl Process {
             handler: act.handler,
             restorer: if act.flags & signals::SA_RESTORER != 0 { act.restorer } else { 0 },
             info,
-            old_mask: self.signals.blocked,
+            old_mask: self.thread().signals.blocked,
             xsave: &xsave,
             xcr0,
             altstack: (ss_sp, if on_alt_now { 1 } else { ss_flags }, ss_size),
@@ -314,7 +372,8 @@ impl Process {
             self.note(format!("no room on the stack for a {} frame: SIGSEGV", signals::name(sig)));
             return Ok(Action::Killed(abi::SIGSEGV));
         }
-        self.signals.blocked = self.signals.handler_mask(sig, &act);
+        let mask = self.signals.handler_mask(&self.thread().signals, sig, &act);
+        self.thread_mut().signals.blocked = mask;
         if act.flags & signals::SA_RESETHAND != 0 {
             self.signals.actions[(sig - 1) as usize] = SigAction::default();
         }
@@ -332,7 +391,7 @@ impl Process {
         cpu: &mut dyn CpuState,
     ) -> Result<Option<Action>, ProcessError> {
         let act = self.signals.action(sig);
-        if act.handler <= signals::SIG_IGN || self.signals.blocked & signals::bit(sig) != 0 {
+        if act.handler <= signals::SIG_IGN || self.thread().signals.blocked & signals::bit(sig) != 0 {
             return Ok(None);
         }
         self.enter_handler(sig, act, info, resume, 0, cpu).map(Some)
@@ -368,7 +427,7 @@ impl Process {
                 return Ok(Action::Killed(abi::SIGSEGV));
             }
         }
-        self.signals.blocked = r.mask & !(signals::bit(abi::SIGKILL) | signals::bit(abi::SIGSTOP));
+        self.thread_mut().signals.set_blocked(r.mask);
         // rt_sigreturn "returns" the restored rax, which says nothing about the
         // call itself (and differs where replay ran the handler elsewhere): 0.
         let ret = 0;
@@ -663,7 +722,7 @@ impl Process {
             }
             // A signal pending when a blocking call would start ends it at
             // once, as on Linux (other calls complete; it is delivered after).
-            if may_block && self.signals.pending & !self.signals.blocked != 0 {
+            if may_block && self.signal_deliverable() {
                 return Ok(Reply { ret: Errno::EINTR.ret(), ..Default::default() });
             }
             let reply = self.request(link, request::Kind::Syscall(call.clone()))?;
@@ -672,7 +731,7 @@ impl Process {
             // the broker's EINTR is not the program's.
             if reply.ret == Errno::EINTR.ret()
                 && (!reply.signals.is_empty() || reply.signals_pending)
-                && (!interruptible || self.signals.pending & !self.signals.blocked == 0)
+                && (!interruptible || !self.signal_deliverable())
             {
                 continue;
             }
@@ -755,7 +814,8 @@ impl Process {
             25 => self.mremap(a),
             27 => self.mincore(a[0], a[1], a[2]),
             28 => self.madvise(a[0], a[1], a[2]),
-            39 | 186 => Ok(self.ident.pid as u64),
+            39 => Ok(self.ident.pid as u64),
+            186 => Ok(self.current as u64),
             110 => Ok(self.ident.ppid as u64),
             62 => self.kill(a[0] as i32, a[1] as i32, link)?,
             200 => self.kill_thread(a[0] as i32, a[1] as i32),
@@ -877,7 +937,7 @@ impl Process {
                 *act = SigAction::default();
             }
         }
-        self.signals.altstack = Signals::default().altstack;
+        self.thread_mut().signals.altstack = ThreadSignals::default().altstack;
         self.proc_info =
             ProcInfo { exe: images.exe_path.clone(), argv: loaded.argv.clone(), env: envp, auxv: loaded.auxv.clone() };
         Ok(Action::Exec(loaded.regs))
@@ -1065,7 +1125,8 @@ impl Process {
             n.mask &= !(signals::bit(abi::SIGKILL) | signals::bit(abi::SIGSTOP));
             self.signals.actions[(sig - 1) as usize] = n;
             if self.signals.is_ignored(sig) {
-                self.signals.pending &= !signals::bit(sig);
+                let (s, t) = self.signal_state();
+                s.discard(sig, t);
             }
         }
         Ok(0)
@@ -1082,17 +1143,17 @@ impl Process {
             self.mm.read_user(set, &mut b)?;
             let s = u64::from_le_bytes(b);
             new = Some(match how {
-                0 => self.signals.blocked | s,
-                1 => self.signals.blocked & !s,
+                0 => self.thread().signals.blocked | s,
+                1 => self.thread().signals.blocked & !s,
                 2 => s,
                 _ => return Err(Errno::EINVAL),
             });
         }
         if oset != 0 {
-            self.mm.write_user(oset, &self.signals.blocked.to_le_bytes())?;
+            self.mm.write_user(oset, &self.thread().signals.blocked.to_le_bytes())?;
         }
         if let Some(m) = new {
-            self.signals.blocked = m & !(signals::bit(abi::SIGKILL) | signals::bit(abi::SIGSTOP));
+            self.thread_mut().signals.set_blocked(m);
         }
         Ok(0)
     }
@@ -1113,10 +1174,10 @@ impl Process {
             new = Some(b);
         }
         if a[1] != 0 {
-            self.mm.write_user(a[1], &self.signals.altstack)?;
+            self.mm.write_user(a[1], &self.thread().signals.altstack)?;
         }
         if let Some(b) = new {
-            self.signals.altstack = b;
+            self.thread_mut().signals.altstack = b;
         }
         Ok(0)
     }
@@ -1140,11 +1201,11 @@ impl Process {
         if tid <= 0 || !(0..=signals::NSIG as i32).contains(&sig) {
             return Err(Errno::EINVAL);
         }
-        if tid != self.ident.pid as i32 {
+        if !self.threads.contains_key(&(tid as u32)) {
             return Err(Errno::ESRCH);
         }
         if sig != 0 {
-            self.raise(sig);
+            self.raise_to(tid as u32, sig);
         }
         Ok(0)
     }

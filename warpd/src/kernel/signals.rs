@@ -65,21 +65,52 @@ pub enum Delivery {
     Handle(i32, SigAction),
 }
 
+/// What a process holds of signals: the dispositions its threads share and
+/// the signals sent to the process as a whole.
 #[derive(Debug)]
 pub struct Signals {
     pub actions: [SigAction; NSIG],
-    pub blocked: u64,
+    /// Process-directed pending signals (kill, the terminal, the broker).
     pub pending: u64,
-    pub altstack: [u8; 24],
 }
 
 impl Default for Signals {
     fn default() -> Self {
-        // A new program has no alternate stack: SS_DISABLE (2) in ss_flags.
-        let mut altstack = [0u8; 24];
-        altstack[8] = 2;
-        Signals { actions: [SigAction::default(); NSIG], blocked: 0, pending: 0, altstack }
+        Signals { actions: [SigAction::default(); NSIG], pending: 0 }
     }
+}
+
+/// What a thread holds of signals: its mask, the signals sent to it alone
+/// (tgkill, SIGPIPE, faults) and its alternate stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadSignals {
+    pub blocked: u64,
+    pub pending: u64,
+    /// The `stack_t` sigaltstack set (ss_sp, ss_flags, ss_size).
+    pub altstack: [u8; 24],
+}
+
+impl Default for ThreadSignals {
+    fn default() -> Self {
+        // A new thread has no alternate stack: SS_DISABLE in ss_flags.
+        let mut altstack = [0u8; 24];
+        altstack[8] = abi::SS_DISABLE as u8;
+        ThreadSignals { blocked: 0, pending: 0, altstack }
+    }
+}
+
+impl ThreadSignals {
+    /// Sets the mask; SIGKILL and SIGSTOP cannot be blocked.
+    pub fn set_blocked(&mut self, mask: u64) {
+        self.blocked = mask & !(bit(abi::SIGKILL) | bit(abi::SIGSTOP));
+    }
+}
+
+/// Who a signal is sent to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Process,
+    Thread,
 }
 
 impl Signals {
@@ -93,32 +124,59 @@ impl Signals {
         a.handler == SIG_IGN || (a.handler == SIG_DFL && default_action(sig) == Default_::Ignore)
     }
 
-    pub fn raise(&mut self, sig: i32) {
-        if (1..=NSIG as i32).contains(&sig) && !(self.is_ignored(sig) && self.blocked & bit(sig) == 0) {
-            self.pending |= bit(sig);
+    /// Makes `sig` pending for the process or for thread `t`; an ignored
+    /// signal the thread does not block is discarded at once, as on Linux.
+    pub fn raise(&mut self, sig: i32, to: Target, t: &mut ThreadSignals) {
+        if !(1..=NSIG as i32).contains(&sig) || (self.is_ignored(sig) && t.blocked & bit(sig) == 0) {
+            return;
+        }
+        match to {
+            Target::Process => self.pending |= bit(sig),
+            Target::Thread => t.pending |= bit(sig),
         }
     }
 
-    /// Takes the next deliverable signal and says what it does, or None
-    /// when nothing pending may be delivered (or all of it is discarded).
-    /// Without `handlers`, signals with a handler stay pending.
-    pub fn deliver(&mut self, handlers: bool) -> Option<Delivery> {
+    /// Whether a signal thread `t` does not block is pending for it.
+    pub fn deliverable(&self, t: &ThreadSignals) -> bool {
+        (self.pending | t.pending) & !t.blocked != 0
+    }
+
+    /// Forgets a pending `sig` everywhere (it became ignored).
+    pub fn discard(&mut self, sig: i32, t: &mut ThreadSignals) {
+        self.pending &= !bit(sig);
+        t.pending &= !bit(sig);
+    }
+
+    /// Takes the next signal thread `t` may be given and says what it
+    /// does, or None when nothing pending may be delivered (or all of it
+    /// is discarded). Without `handlers`, signals with a handler stay
+    /// pending. The thread's own signals come before the process's.
+    pub fn deliver(&mut self, t: &mut ThreadSignals, handlers: bool) -> Option<Delivery> {
         let mut skipped = 0u64;
         loop {
-            let ready = self.pending & !self.blocked & !skipped;
+            let own = t.pending & !t.blocked & !skipped;
+            let shared = self.pending & !t.blocked & !skipped;
+            let ready = if own != 0 { own } else { shared };
             if ready == 0 {
                 return None;
             }
             let sig = ready.trailing_zeros() as i32 + 1;
+            let take = |s: &mut Self, t: &mut ThreadSignals| {
+                if own & bit(sig) != 0 {
+                    t.pending &= !bit(sig);
+                } else {
+                    s.pending &= !bit(sig);
+                }
+            };
             let a = self.action(sig);
             if sig == abi::SIGKILL {
-                self.pending &= !bit(sig);
+                take(self, t);
                 return Some(Delivery::Kill(sig));
             }
             match a.handler {
-                SIG_IGN => self.pending &= !bit(sig),
+                SIG_IGN => take(self, t),
                 SIG_DFL => {
-                    self.pending &= !bit(sig);
+                    take(self, t);
                     match default_action(sig) {
                         Default_::Terminate => return Some(Delivery::Kill(sig)),
                         // Job control is the terminal's business: the broker
@@ -128,16 +186,16 @@ impl Signals {
                 }
                 _ if !handlers => skipped |= bit(sig),
                 _ => {
-                    self.pending &= !bit(sig);
+                    take(self, t);
                     return Some(Delivery::Handle(sig, a));
                 }
             }
         }
     }
 
-    /// What the blocked mask becomes while a handler for `sig` runs.
-    pub fn handler_mask(&self, sig: i32, a: &SigAction) -> u64 {
-        let mut m = self.blocked | a.mask;
+    /// What thread `t`'s mask becomes while a handler for `sig` runs.
+    pub fn handler_mask(&self, t: &ThreadSignals, sig: i32, a: &SigAction) -> u64 {
+        let mut m = t.blocked | a.mask;
         if a.flags & SA_NODEFER == 0 {
             m |= bit(sig);
         }
@@ -194,36 +252,53 @@ mod tests {
 
     #[test]
     fn default_terminate_and_ignore() {
-        let mut s = Signals::default();
-        s.raise(abi::SIGCHLD);
-        assert_eq!(s.deliver(true), None);
-        s.raise(abi::SIGINT);
-        assert_eq!(s.deliver(true), Some(Delivery::Kill(abi::SIGINT)));
+        let (mut s, mut t) = (Signals::default(), ThreadSignals::default());
+        s.raise(abi::SIGCHLD, Target::Process, &mut t);
+        assert_eq!(s.deliver(&mut t, true), None);
+        s.raise(abi::SIGINT, Target::Process, &mut t);
+        assert_eq!(s.deliver(&mut t, true), Some(Delivery::Kill(abi::SIGINT)));
     }
 
     #[test]
     fn blocked_signals_wait() {
-        let mut s = Signals { blocked: bit(abi::SIGABRT), ..Default::default() };
-        s.raise(abi::SIGABRT);
-        assert_eq!(s.deliver(true), None);
-        s.blocked = 0;
-        assert_eq!(s.deliver(true), Some(Delivery::Kill(abi::SIGABRT)));
+        let mut s = Signals::default();
+        let mut t = ThreadSignals { blocked: bit(abi::SIGABRT), ..Default::default() };
+        s.raise(abi::SIGABRT, Target::Thread, &mut t);
+        assert_eq!(s.deliver(&mut t, true), None);
+        assert!(!s.deliverable(&t));
+        t.blocked = 0;
+        assert!(s.deliverable(&t));
+        assert_eq!(s.deliver(&mut t, true), Some(Delivery::Kill(abi::SIGABRT)));
     }
 
     #[test]
     fn ignored_and_handled() {
-        let mut s = Signals::default();
+        let (mut s, mut t) = (Signals::default(), ThreadSignals::default());
         s.actions[(abi::SIGPIPE - 1) as usize].handler = SIG_IGN;
-        s.raise(abi::SIGPIPE);
-        assert_eq!(s.deliver(true), None);
+        s.raise(abi::SIGPIPE, Target::Thread, &mut t);
+        assert_eq!(s.deliver(&mut t, true), None);
         s.actions[(abi::SIGTERM - 1) as usize].handler = 0x401000;
-        s.raise(abi::SIGTERM);
+        s.raise(abi::SIGTERM, Target::Process, &mut t);
         // Without handlers (the program computes), it waits; then it runs.
-        assert_eq!(s.deliver(false), None);
+        assert_eq!(s.deliver(&mut t, false), None);
         assert_eq!(s.pending, bit(abi::SIGTERM));
         let a = s.action(abi::SIGTERM);
-        assert_eq!(s.deliver(true), Some(Delivery::Handle(abi::SIGTERM, a)));
-        assert_eq!(s.handler_mask(abi::SIGTERM, &a), bit(abi::SIGTERM));
+        assert_eq!(s.deliver(&mut t, true), Some(Delivery::Handle(abi::SIGTERM, a)));
+        assert_eq!(s.handler_mask(&t, abi::SIGTERM, &a), bit(abi::SIGTERM));
+    }
+
+    #[test]
+    fn a_threads_own_signals_come_first_and_leave_the_processs() {
+        let (mut s, mut t) = (Signals::default(), ThreadSignals::default());
+        for sig in [abi::SIGUSR1, abi::SIGUSR2] {
+            s.actions[(sig - 1) as usize].handler = 0x401000;
+        }
+        s.raise(abi::SIGUSR1, Target::Process, &mut t);
+        s.raise(abi::SIGUSR2, Target::Thread, &mut t);
+        assert_eq!((s.pending, t.pending), (bit(abi::SIGUSR1), bit(abi::SIGUSR2)));
+        assert!(matches!(s.deliver(&mut t, true), Some(Delivery::Handle(sig, _)) if sig == abi::SIGUSR2));
+        assert!(matches!(s.deliver(&mut t, true), Some(Delivery::Handle(sig, _)) if sig == abi::SIGUSR1));
+        assert_eq!((s.pending, t.pending), (0, 0));
     }
 
     #[test]
