@@ -13,12 +13,13 @@
 //! signal dispositions) as a second line of defence.
 
 mod perform;
+mod serve;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use prost::Message;
-use warp_proto::broker::{broker_message, request, BrokerInfo, BrokerMessage, Hello, Reply, Request, Welcome};
+use warp_proto::broker::{broker_message, BrokerInfo, BrokerMessage, Hello, Welcome};
 
 /// How many descriptors at the top of the fd limit the broker keeps.
 pub const RESERVED_FDS: u64 = 8;
@@ -71,8 +72,16 @@ fn nudge_signal() -> i32 {
 
 extern "C" fn on_nudge(_: i32) {}
 
+/// The signals the broker forwards to the program, and its nudge timer's:
+/// worker threads block them so that they reach the main thread.
+pub(crate) fn main_thread_signals() -> Vec<i32> {
+    let mut v = FORWARDED.to_vec();
+    v.push(nudge_signal());
+    v
+}
+
 /// Arms (every 10 ms) or disarms the nudge timer. Async-signal-safe.
-fn nudge(on: bool) {
+pub(crate) fn nudge(on: bool) {
     let t = NUDGE_TIMER.load(std::sync::atomic::Ordering::Relaxed);
     if t == 0 {
         return;
@@ -201,6 +210,7 @@ fn run() -> Result<(), BrokerError> {
         sa.sa_sigaction = on_nudge as *const () as usize;
         libc::sigemptyset(&mut sa.sa_mask);
         libc::sigaction(nudge_signal(), &sa, std::ptr::null_mut());
+        serve::install_kick_handler();
         let mut ev: libc::sigevent = std::mem::zeroed();
         ev.sigev_notify = libc::SIGEV_SIGNAL;
         ev.sigev_signo = nudge_signal();
@@ -232,10 +242,10 @@ fn run() -> Result<(), BrokerError> {
         Welcome::decode(read_message(&stream)?.as_slice()).map_err(|e| BrokerError::Protocol(e.to_string()))?;
     let memory = perform::GuestMemory::map(memfd, welcome.guest_memory_size)?;
 
-    serve(&stream, sig_read, to_warpd, &memory)
+    serve::serve(&stream, sig_read, to_warpd, std::sync::Arc::new(memory))
 }
 
-fn send(stream: &UnixStream, msg: &BrokerMessage) -> Result<(), BrokerError> {
+pub(crate) fn send(stream: &UnixStream, msg: &BrokerMessage) -> Result<(), BrokerError> {
     use std::io::Write;
     let buf = msg.encode_length_delimited_to_vec();
     let mut s = stream;
@@ -243,7 +253,7 @@ fn send(stream: &UnixStream, msg: &BrokerMessage) -> Result<(), BrokerError> {
 }
 
 /// One length-delimited message from warpd.
-fn read_message(stream: &UnixStream) -> Result<Vec<u8>, BrokerError> {
+pub(crate) fn read_message(stream: &UnixStream) -> Result<Vec<u8>, BrokerError> {
     let mut s = stream;
     match warp_proto::frame::read(&mut s, 256 << 20) {
         Ok(Some(buf)) => Ok(buf),
@@ -284,89 +294,5 @@ fn receive_fds(stream: &UnixStream) -> Result<(OwnedFd, OwnedFd), BrokerError> {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(BrokerError::Os("receiving guest memory", e.into())),
         }
-    }
-}
-
-fn drain_signals(fd: RawFd) -> Vec<i32> {
-    SIGNAL_SEEN.store(false, std::sync::atomic::Ordering::SeqCst);
-    nudge(false);
-    let mut out = Vec::new();
-    let mut buf = [0u8; 64];
-    loop {
-        // SAFETY: read into a local buffer from our non-blocking pipe.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
-        if n <= 0 {
-            break;
-        }
-        out.extend(buf[..n as usize].iter().map(|&b| b as i32));
-    }
-    out
-}
-
-fn serve(
-    stream: &UnixStream,
-    sig_read: RawFd,
-    to_warpd: RawFd,
-    memory: &perform::GuestMemory,
-) -> Result<(), BrokerError> {
-    // Signals passed to warpd on the signal channel since the last request.
-    // warpd may already have sent its next request when one arrives; if that
-    // request may block it must not start (it would block past the signal):
-    // it is answered EINTR with `signals_pending`, and warpd collects them
-    // from the channel, delivers them or asks again. Each signal reaches
-    // warpd exactly once: on the channel, or in a reply.
-    let mut unreported: Vec<i32> = Vec::new();
-    loop {
-        let mut fds = [
-            libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: sig_read, events: libc::POLLIN, revents: 0 },
-        ];
-        // SAFETY: poll on a valid array of two pollfds.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-        if r < 0 {
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(os_err("poll"));
-        }
-        if fds[1].revents != 0 {
-            for signo in drain_signals(sig_read) {
-                let b = signo as u8;
-                // SAFETY: write of one byte from a local to our pipe descriptor.
-                if unsafe { libc::write(to_warpd, &b as *const u8 as *const libc::c_void, 1) } != 1 {
-                    return Err(os_err("passing a signal to warpd"));
-                }
-                unreported.push(signo);
-            }
-        }
-        if fds[0].revents == 0 {
-            continue;
-        }
-        let req =
-            Request::decode(read_message(stream)?.as_slice()).map_err(|e| BrokerError::Protocol(e.to_string()))?;
-        let mut reply = Reply { id: req.id, ..Default::default() };
-        match req.kind {
-            Some(request::Kind::Syscall(call)) if call.may_block && !unreported.is_empty() => {
-                unreported.clear();
-                reply.ret = -(libc::EINTR as i64);
-                reply.signals_pending = true;
-            }
-            Some(request::Kind::Syscall(call)) => {
-                unreported.clear();
-                let (ret, outputs) = perform::syscall(&call, memory);
-                reply.ret = ret;
-                reply.outputs = outputs;
-                reply.stream = perform::stream_of(&call, ret);
-            }
-            Some(request::Kind::ReadFile(rf)) => match perform::read_executable(&rf.path, rf.max_len) {
-                Ok(bytes) => reply.file = bytes,
-                Err(errno) => reply.ret = -(errno as i64),
-            },
-            Some(request::Kind::CloseOnExec(_)) => reply.ret = perform::close_on_exec(),
-            Some(request::Kind::Finish(_)) => return Ok(()),
-            None => return Err(BrokerError::Protocol("empty request".into())),
-        }
-        reply.signals.extend(drain_signals(sig_read));
-        send(stream, &BrokerMessage { kind: Some(broker_message::Kind::Reply(reply)) })?;
     }
 }

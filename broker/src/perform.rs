@@ -12,6 +12,13 @@ pub struct GuestMemory {
     size: u64,
 }
 
+// SAFETY: a shared mapping of guest memory that lives as long as the
+// value; every access goes through bounds-checked offsets, and calls on
+// several threads touch it as the program's own concurrent calls would.
+unsafe impl Send for GuestMemory {}
+// SAFETY: as above.
+unsafe impl Sync for GuestMemory {}
+
 impl GuestMemory {
     pub fn map(fd: OwnedFd, size: u64) -> Result<Self, BrokerError> {
         // SAFETY: a shared mapping of the descriptor warpd sent; checked.

@@ -86,6 +86,10 @@ pub struct Desc {
     /// The broker performs it on warpd's behalf although warpd emulates it
     /// for the program (another process's limits or signals, closing ranges).
     pub for_warpd: bool,
+    /// It sleeps until an event, a timeout or a signal (pause, nanosleep,
+    /// poll, wait4...): the broker performs it off its main thread, so that
+    /// the calls of other guest threads are not held up behind it.
+    pub waits: bool,
 }
 
 impl Desc {
@@ -119,6 +123,10 @@ impl Desc {
         self.for_warpd = true;
         self
     }
+    const fn waits(mut self) -> Self {
+        self.waits = true;
+        self
+    }
 }
 
 use Arg::*;
@@ -138,6 +146,7 @@ const fn d(nr: u64, name: &'static str, class: Class, args: &'static [Arg]) -> D
         fd_pair: None,
         sends_bytes: false,
         for_warpd: false,
+        waits: false,
     }
 }
 const fn fd(nr: u64, name: &'static str, class: Class, args: &'static [Arg]) -> Desc {
@@ -160,7 +169,7 @@ pub static TABLE: &[Desc] = &[
     d(4, "stat", Proxied, &[Path, Out(Fixed(STAT))]),
     d(5, "fstat", Proxied, &[Fd, Out(Fixed(STAT))]),
     d(6, "lstat", Proxied, &[Path, Out(Fixed(STAT))]),
-    d(7, "poll", Blocking, &[InOut(ArgTimes(1, 8)), Int, Int]),
+    d(7, "poll", Blocking, &[InOut(ArgTimes(1, 8)), Int, Int]).waits(),
     d(8, "lseek", Proxied, &[Fd, Int, Int]),
     d(9, "mmap", Emulated, &[Int, Int, Int, Int, Fd, Int]),
     d(10, "mprotect", Emulated, &[Int, Int, Int]),
@@ -176,15 +185,16 @@ pub static TABLE: &[Desc] = &[
     d(20, "writev", Blocking, &[Fd, IovIn, Int]).restart().sigpipe().sends(),
     d(21, "access", Proxied, &[Path, Int]),
     d(22, "pipe", Proxied, &[Out(Fixed(8))]).pair(0),
-    d(23, "select", Blocking, &[Int, InOut(FdSet(0)), InOut(FdSet(0)), InOut(FdSet(0)), InOut(Fixed(TIMESPEC))]),
+    d(23, "select", Blocking, &[Int, InOut(FdSet(0)), InOut(FdSet(0)), InOut(FdSet(0)), InOut(Fixed(TIMESPEC))])
+        .waits(),
     d(24, "sched_yield", Emulated, &[]),
     d(25, "mremap", Emulated, &[Int, Int, Int, Int, Int]),
     d(27, "mincore", Emulated, &[Int, Int, Out(Fixed(0))]),
     d(28, "madvise", Emulated, &[Int, Int, Int]),
     fd(32, "dup", Proxied, &[Fd]),
     d(33, "dup2", Proxied, &[Fd, Fd]),
-    d(34, "pause", Blocking, &[]),
-    d(35, "nanosleep", Blocking, &[In(Fixed(TIMESPEC)), Out(Fixed(TIMESPEC))]),
+    d(34, "pause", Blocking, &[]).waits(),
+    d(35, "nanosleep", Blocking, &[In(Fixed(TIMESPEC)), Out(Fixed(TIMESPEC))]).waits(),
     d(36, "getitimer", Proxied, &[Int, Out(Fixed(32))]),
     d(37, "alarm", Proxied, &[Int]),
     d(38, "setitimer", Proxied, &[Int, In(Fixed(32)), Out(Fixed(32))]),
@@ -202,11 +212,11 @@ pub static TABLE: &[Desc] = &[
     d(58, "vfork", Unsupported(NOT_YET_PROCESSES), &[]),
     d(59, "execve", Emulated, &[Path, Int, Int]),
     d(60, "exit", Emulated, &[Int]),
-    d(61, "wait4", Blocking, &[Int, Out(Fixed(4)), Int, Out(Fixed(STAT))]).restart(),
+    d(61, "wait4", Blocking, &[Int, Out(Fixed(4)), Int, Out(Fixed(STAT))]).restart().waits(),
     d(62, "kill", Emulated, &[Int, Int]).warpd(),
     d(63, "uname", Proxied, &[Out(Fixed(390))]),
     d(72, "fcntl", Proxied, &[Fd, Int, Int]).restart(),
-    d(73, "flock", Blocking, &[Fd, Int]).restart(),
+    d(73, "flock", Blocking, &[Fd, Int]).restart().waits(),
     d(74, "fsync", Proxied, &[Fd]),
     d(75, "fdatasync", Proxied, &[Fd]),
     d(76, "truncate", Proxied, &[Path, Int]),
@@ -281,9 +291,9 @@ pub static TABLE: &[Desc] = &[
     d(221, "fadvise64", Proxied, &[Fd, Int, Int, Int]),
     d(228, "clock_gettime", Proxied, &[Int, Out(Fixed(TIMESPEC))]),
     d(229, "clock_getres", Proxied, &[Int, Out(Fixed(TIMESPEC))]),
-    d(230, "clock_nanosleep", Blocking, &[Int, Int, In(Fixed(TIMESPEC)), Out(Fixed(TIMESPEC))]),
+    d(230, "clock_nanosleep", Blocking, &[Int, Int, In(Fixed(TIMESPEC)), Out(Fixed(TIMESPEC))]).waits(),
     d(231, "exit_group", Emulated, &[Int]),
-    d(232, "epoll_wait", Blocking, &[Fd, Out(ArgTimes(2, 12)), Int, Int]),
+    d(232, "epoll_wait", Blocking, &[Fd, Out(ArgTimes(2, 12)), Int, Int]).waits(),
     d(233, "epoll_ctl", Proxied, &[Fd, Int, Fd, In(Fixed(12))]),
     d(234, "tgkill", Emulated, &[Int, Int, Int]).warpd(),
     d(235, "utimes", Proxied, &[Path, In(Fixed(32))]),
@@ -300,10 +310,10 @@ pub static TABLE: &[Desc] = &[
     d(267, "readlinkat", Proxied, &[DirFd, Path, Out(Of(3)), Int]),
     d(268, "fchmodat", Proxied, &[DirFd, Path, Int]),
     d(269, "faccessat", Proxied, &[DirFd, Path, Int]),
-    d(271, "ppoll", Blocking, &[InOut(ArgTimes(1, 8)), Int, In(Fixed(TIMESPEC)), In(Fixed(8)), Int]),
+    d(271, "ppoll", Blocking, &[InOut(ArgTimes(1, 8)), Int, In(Fixed(TIMESPEC)), In(Fixed(8)), Int]).waits(),
     d(273, "set_robust_list", Emulated, &[Int, Int]),
     d(280, "utimensat", Proxied, &[DirFd, Path, In(Fixed(32)), Int]),
-    d(281, "epoll_pwait", Blocking, &[Fd, Out(ArgTimes(2, 12)), Int, Int, In(Fixed(8)), Int]),
+    d(281, "epoll_pwait", Blocking, &[Fd, Out(ArgTimes(2, 12)), Int, Int, In(Fixed(8)), Int]).waits(),
     fd(284, "eventfd", Proxied, &[Int]),
     d(285, "fallocate", Proxied, &[Fd, Int, Int, Int]),
     fd(290, "eventfd2", Proxied, &[Int, Int]),
@@ -420,6 +430,22 @@ mod tests {
         assert_eq!(with(|d| d.epipe_sigpipe), ["write", "pwrite64", "writev", "sendfile", "pwritev"]);
         assert_eq!(with(|d| d.sends_bytes), ["write", "pwrite64", "writev", "sendfile", "pwritev"]);
         assert_eq!(with(|d| d.vectored()), ["readv", "writev", "preadv", "pwritev"]);
+        assert_eq!(
+            with(|d| d.waits),
+            [
+                "poll",
+                "select",
+                "pause",
+                "nanosleep",
+                "wait4",
+                "flock",
+                "clock_nanosleep",
+                "epoll_wait",
+                "ppoll",
+                "epoll_pwait"
+            ]
+        );
+        assert!(TABLE.iter().filter(|d| d.waits).all(|d| d.class == Class::Blocking));
         assert_eq!(lookup(22).unwrap().fd_pair, Some(0));
         assert_eq!(lookup(293).unwrap().fd_pair, Some(0));
         assert_eq!(lookup(53).unwrap().fd_pair, Some(3));

@@ -143,8 +143,7 @@ impl BrokerLink {
             dead2.store(true, Ordering::SeqCst);
             kicker.kick();
         })?;
-        let reader = std::io::BufReader::new(self.stream.try_clone()?);
-        Ok(Link { stream: self.stream, reader, signals, dead, next_id: 1, channel })
+        Link::new(self.stream, channel, signals, dead)
     }
 }
 
@@ -155,6 +154,12 @@ fn peer_uid(s: &UnixStream) -> std::io::Result<u32> {
 }
 
 /// A running broker connection.
+///
+/// Requests carry ids; more than one may be in flight (a guest thread
+/// waiting in the broker must not stop another's calls), and replies come
+/// back in the order the broker finishes them: [`Link::wait`] returns the
+/// one asked for and keeps the others until they are asked for. A reply to
+/// no request in flight is a protocol error.
 pub struct Link {
     stream: UnixStream,
     reader: std::io::BufReader<UnixStream>,
@@ -163,11 +168,44 @@ pub struct Link {
     signals: Arc<Mutex<Vec<i32>>>,
     dead: Arc<AtomicBool>,
     next_id: u64,
+    /// Requests sent and not yet taken by `wait`.
+    in_flight: std::collections::BTreeSet<u64>,
+    /// Replies read while waiting for another.
+    arrived: std::collections::BTreeMap<u64, Reply>,
 }
 
+/// The id of a request in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RequestId(u64);
+
 impl Link {
+    fn new(
+        stream: UnixStream,
+        channel: UnixStream,
+        signals: Arc<Mutex<Vec<i32>>>,
+        dead: Arc<AtomicBool>,
+    ) -> Result<Link, LinkError> {
+        let reader = std::io::BufReader::new(stream.try_clone()?);
+        Ok(Link {
+            stream,
+            reader,
+            signals,
+            dead,
+            next_id: 1,
+            channel,
+            in_flight: Default::default(),
+            arrived: Default::default(),
+        })
+    }
+
     /// Sends a request and waits for its reply.
     pub fn call(&mut self, kind: request::Kind) -> Result<Reply, LinkError> {
+        let id = self.send(kind)?;
+        self.wait(id)
+    }
+
+    /// Sends a request without waiting for its reply.
+    pub fn send(&mut self, kind: request::Kind) -> Result<RequestId, LinkError> {
         if self.dead.load(Ordering::SeqCst) {
             return Err(LinkError::Gone);
         }
@@ -175,6 +213,32 @@ impl Link {
         self.next_id += 1;
         let mut w = &self.stream;
         write_frame(&mut w, &Request { id, kind: Some(kind) }).map_err(|_| LinkError::Gone)?;
+        self.in_flight.insert(id);
+        Ok(RequestId(id))
+    }
+
+    /// The reply to request `id`, reading (and keeping) others until it comes.
+    pub fn wait(&mut self, RequestId(id): RequestId) -> Result<Reply, LinkError> {
+        if !self.in_flight.remove(&id) {
+            return Err(LinkError::Protocol(format!("no request {id} is waiting for a reply")));
+        }
+        if let Some(r) = self.arrived.remove(&id) {
+            return Ok(r);
+        }
+        loop {
+            let reply = self.read_reply()?;
+            if reply.id == id {
+                return Ok(reply);
+            }
+            if !self.in_flight.contains(&reply.id) || self.arrived.contains_key(&reply.id) {
+                self.dead.store(true, Ordering::SeqCst);
+                return Err(LinkError::Protocol(format!("reply {} to no request in flight", reply.id)));
+            }
+            self.arrived.insert(reply.id, reply);
+        }
+    }
+
+    fn read_reply(&mut self) -> Result<Reply, LinkError> {
         let frame = match read_frame(&mut self.reader, MAX_MESSAGE) {
             Ok(Some(f)) => f,
             Ok(None) => {
@@ -190,9 +254,6 @@ impl Link {
         let Some(broker_message::Kind::Reply(reply)) = msg.kind else {
             return Err(LinkError::Protocol("expected a reply".into()));
         };
-        if reply.id != id {
-            return Err(LinkError::Protocol(format!("reply {} to request {id}", reply.id)));
-        }
         if reply.signals_pending {
             self.drain_channel();
         }
@@ -241,6 +302,52 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn link() -> (Link, UnixStream, UnixStream) {
+        let (ours, broker) = UnixStream::pair().unwrap();
+        let (channel, broker_channel) = UnixStream::pair().unwrap();
+        let link = Link::new(ours, channel, Default::default(), Default::default()).unwrap();
+        (link, broker, broker_channel)
+    }
+
+    fn reply(to: &UnixStream, id: u64, ret: i64) {
+        let mut w = to;
+        let msg = BrokerMessage { kind: Some(broker_message::Kind::Reply(Reply { id, ret, ..Default::default() })) };
+        write_frame(&mut w, &msg).unwrap();
+    }
+
+    fn request_ids(from: &UnixStream, n: usize) -> Vec<u64> {
+        let mut r = from;
+        (0..n).map(|_| Request::decode(read_frame(&mut r, 1 << 20).unwrap().unwrap().as_slice()).unwrap().id).collect()
+    }
+
+    #[test]
+    fn replies_are_matched_to_requests_whatever_their_order() {
+        let (mut link, broker, _ch) = link();
+        let a = link.send(request::Kind::Finish(Default::default())).unwrap();
+        let b = link.send(request::Kind::Finish(Default::default())).unwrap();
+        let c = link.send(request::Kind::Finish(Default::default())).unwrap();
+        let ids = request_ids(&broker, 3);
+        // The broker finishes them in the order c, a, b.
+        reply(&broker, ids[2], 30);
+        reply(&broker, ids[0], 10);
+        reply(&broker, ids[1], 20);
+        assert_eq!(link.wait(b).unwrap().ret, 20);
+        assert_eq!(link.wait(a).unwrap().ret, 10);
+        assert_eq!(link.wait(c).unwrap().ret, 30);
+        // Each reply is taken once.
+        assert!(matches!(link.wait(c), Err(LinkError::Protocol(_))));
+    }
+
+    #[test]
+    fn a_reply_to_no_request_is_refused() {
+        let (mut link, broker, _ch) = link();
+        let a = link.send(request::Kind::Finish(Default::default())).unwrap();
+        request_ids(&broker, 1);
+        reply(&broker, 999, 0);
+        assert!(matches!(link.wait(a), Err(LinkError::Protocol(m)) if m.contains("999")));
+        assert!(link.is_dead());
+    }
 
     #[test]
     fn frames_round_trip_and_reject_garbage() {

@@ -1,0 +1,327 @@
+//! Answering warpd: requests are read on the main thread and most are
+//! performed there; a call that sleeps until an event (pause, nanosleep,
+//! poll, wait4...: `waits` in the shared table) is performed on a worker
+//! thread of its own, so that the requests warpd sends meanwhile (for
+//! other guest threads) are answered. Replies carry the request's id and
+//! go out in the order calls finish.
+//!
+//! Signals (Ctrl-C, a `kill` of the program's pid) reach the main thread
+//! only: workers block them. The main thread passes each to warpd on the
+//! signal channel and kicks every worker with a call in progress, so that
+//! its call ends with EINTR as the main thread's would; the worker's reply
+//! then says signals are on the channel. A kick that lands just before a
+//! worker's call starts would be lost, so the main thread kicks again every
+//! 10 ms until that worker has answered.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use prost::Message;
+use warp_proto::broker::{broker_message, request, BrokerMessage, Reply, Request};
+
+use crate::{os_err, perform, BrokerError};
+
+/// How often a worker owed a signal is kicked until it answers.
+const REKICK_MS: i32 = 10;
+
+fn kick_signal() -> i32 {
+    libc::SIGRTMIN() + 4
+}
+
+extern "C" fn on_kick(_: i32) {}
+
+/// Installs the (empty) handler for the worker kick, without SA_RESTART,
+/// so that a kicked call returns EINTR. Once per process.
+pub fn install_kick_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: a zeroed sigaction with a valid handler and no SA_RESTART.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_kick as *const () as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(kick_signal(), &sa, std::ptr::null_mut());
+        }
+    });
+}
+
+/// Signals passed to warpd on the channel (a count), and how many of them
+/// a reply has reported: a call that may block must not start while some
+/// are unreported (it would block past the signal meant to end it).
+#[derive(Default)]
+struct Reporting {
+    forwarded: AtomicU64,
+    reported: AtomicU64,
+}
+
+impl Reporting {
+    fn unreported(&self) -> bool {
+        self.forwarded.load(Ordering::SeqCst) > self.reported.load(Ordering::SeqCst)
+    }
+    fn report_all(&self) {
+        self.reported.fetch_max(self.forwarded.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+}
+
+/// A call in progress on a worker thread.
+struct Worker {
+    thread: libc::pthread_t,
+    /// `forwarded` when the call started: a signal since is owed to it.
+    started: u64,
+    done: Arc<AtomicBool>,
+}
+
+/// Serves requests until warpd says Finish.
+pub fn serve(
+    stream: &UnixStream,
+    sig_read: RawFd,
+    to_warpd: RawFd,
+    memory: Arc<perform::GuestMemory>,
+) -> Result<(), BrokerError> {
+    let writer = Arc::new(Mutex::new(writer_of(stream)?));
+    let reporting = Arc::new(Reporting::default());
+    let mut workers: Vec<Worker> = Vec::new();
+    loop {
+        workers.retain(|w| !w.done.load(Ordering::SeqCst));
+        let forwarded = reporting.forwarded.load(Ordering::SeqCst);
+        let owed: Vec<libc::pthread_t> = workers.iter().filter(|w| w.started < forwarded).map(|w| w.thread).collect();
+        for &t in &owed {
+            // SAFETY: the thread is alive until it sets `done`, which it
+            // does after its last use of anything; a kick that arrives after
+            // its call ended runs an empty handler.
+            unsafe { libc::pthread_kill(t, kick_signal()) };
+        }
+        let mut fds = [
+            libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: sig_read, events: libc::POLLIN, revents: 0 },
+        ];
+        let timeout = if owed.is_empty() { -1 } else { REKICK_MS };
+        // SAFETY: poll on a valid array of two pollfds.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+        if r < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(os_err("poll"));
+        }
+        if fds[1].revents != 0 {
+            for signo in drain_signals(sig_read) {
+                let b = signo as u8;
+                // SAFETY: write of one byte from a local to our pipe descriptor.
+                if unsafe { libc::write(to_warpd, &b as *const u8 as *const libc::c_void, 1) } != 1 {
+                    return Err(os_err("passing a signal to warpd"));
+                }
+                reporting.forwarded.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        if fds[0].revents == 0 {
+            continue;
+        }
+        let req = Request::decode(crate::read_message(stream)?.as_slice())
+            .map_err(|e| BrokerError::Protocol(e.to_string()))?;
+        let mut reply = Reply { id: req.id, ..Default::default() };
+        match req.kind {
+            Some(request::Kind::Syscall(call)) if call.may_block && reporting.unreported() => {
+                reporting.report_all();
+                reply.ret = -(libc::EINTR as i64);
+                reply.signals_pending = true;
+            }
+            Some(request::Kind::Syscall(call))
+                if call.may_block && warp_syscalls::lookup(call.nr as u64).is_some_and(|d| d.waits) =>
+            {
+                reporting.report_all();
+                workers.push(spawn(req.id, call, &memory, &writer, &reporting)?);
+                continue;
+            }
+            Some(request::Kind::Syscall(call)) => {
+                reporting.report_all();
+                let (ret, outputs) = perform::syscall(&call, &memory);
+                reply.ret = ret;
+                reply.outputs = outputs;
+                reply.stream = perform::stream_of(&call, ret);
+            }
+            Some(request::Kind::ReadFile(rf)) => match perform::read_executable(&rf.path, rf.max_len) {
+                Ok(bytes) => reply.file = bytes,
+                Err(errno) => reply.ret = -(errno as i64),
+            },
+            Some(request::Kind::CloseOnExec(_)) => reply.ret = perform::close_on_exec(),
+            Some(request::Kind::Finish(_)) => return Ok(()),
+            None => return Err(BrokerError::Protocol("empty request".into())),
+        }
+        reply.signals.extend(drain_signals(sig_read));
+        send(&writer, &reply)?;
+    }
+}
+
+/// A second handle on the socket for the threads that write replies, in
+/// the reserved range like every descriptor of the broker's own (the
+/// program must neither see it nor close it on exec).
+fn writer_of(stream: &UnixStream) -> Result<UnixStream, BrokerError> {
+    use std::os::fd::FromRawFd;
+    let base = crate::RESERVED_BASE.load(Ordering::Relaxed);
+    // SAFETY: fcntl on our own socket; the result is checked.
+    let fd = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_DUPFD_CLOEXEC, base) };
+    if fd < 0 {
+        return Err(os_err("duplicating the socket"));
+    }
+    // SAFETY: a fresh descriptor we own.
+    Ok(unsafe { UnixStream::from_raw_fd(fd) })
+}
+
+fn send(writer: &Mutex<UnixStream>, reply: &Reply) -> Result<(), BrokerError> {
+    let stream = writer.lock().unwrap_or_else(|e| e.into_inner());
+    crate::send(&stream, &BrokerMessage { kind: Some(broker_message::Kind::Reply(reply.clone())) })
+}
+
+/// Starts `call` on a worker thread that blocks the main thread's signals
+/// (they are inherited from the mask in force here) and takes kicks.
+fn spawn(
+    id: u64,
+    call: warp_proto::broker::Syscall,
+    memory: &Arc<perform::GuestMemory>,
+    writer: &Arc<Mutex<UnixStream>>,
+    reporting: &Arc<Reporting>,
+) -> Result<Worker, BrokerError> {
+    let started = reporting.forwarded.load(Ordering::SeqCst);
+    let done = Arc::new(AtomicBool::new(false));
+    let (memory, writer, reporting, finished) = (memory.clone(), writer.clone(), reporting.clone(), done.clone());
+    // SAFETY: sigset operations on locals; the old mask is restored below.
+    let old = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in crate::main_thread_signals() {
+            libc::sigaddset(&mut set, s);
+        }
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        old
+    };
+    let handle = std::thread::Builder::new().name("broker-wait".into()).spawn(move || {
+        let (ret, outputs) = perform::syscall(&call, &memory);
+        // Signals passed to warpd while the call ran are on the channel.
+        let pending = reporting.forwarded.load(Ordering::SeqCst) > started;
+        if pending {
+            reporting.report_all();
+        }
+        let reply = Reply {
+            id,
+            ret,
+            outputs,
+            stream: perform::stream_of(&call, ret),
+            signals_pending: pending,
+            ..Default::default()
+        };
+        // warpd may have gone; the main thread notices that itself.
+        let _ = send(&writer, &reply);
+        finished.store(true, Ordering::SeqCst);
+    });
+    // SAFETY: restoring the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    let handle = handle.map_err(|e| BrokerError::Os("starting a worker thread", e))?;
+    Ok(Worker { thread: handle.as_pthread_t(), started, done })
+}
+
+/// What the signal handler wrote to the pipe since the last look.
+pub fn drain_signals(fd: RawFd) -> Vec<i32> {
+    crate::SIGNAL_SEEN.store(false, Ordering::SeqCst);
+    crate::nudge(false);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 64];
+    loop {
+        // SAFETY: read into a local buffer from our non-blocking pipe.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        out.extend(buf[..n as usize].iter().map(|&b| b as i32));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warp_proto::broker::Syscall;
+
+    fn syscall(id: u64, nr: u32, args: Vec<u64>, may_block: bool) -> Request {
+        Request { id, kind: Some(request::Kind::Syscall(Syscall { nr, args, buffers: Vec::new(), may_block })) }
+    }
+
+    fn write(s: &UnixStream, r: &Request) {
+        use std::io::Write;
+        (&*s).write_all(&r.encode_length_delimited_to_vec()).unwrap();
+    }
+
+    fn read(s: &UnixStream) -> Reply {
+        let f = crate::read_message(s).unwrap();
+        match BrokerMessage::decode(f.as_slice()).unwrap().kind {
+            Some(broker_message::Kind::Reply(r)) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A broker serving one end of a socket pair, with its signal pipes.
+    fn broker() -> (UnixStream, [RawFd; 2], std::thread::JoinHandle<Result<(), BrokerError>>) {
+        install_kick_handler();
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let mut sig = [0; 2];
+        let mut chan = [0; 2];
+        // SAFETY: pipe2 into valid arrays.
+        unsafe {
+            assert_eq!(libc::pipe2(sig.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK), 0);
+            assert_eq!(libc::pipe2(chan.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK), 0);
+        }
+        let memfd = {
+            // SAFETY: memfd_create with a valid name; checked.
+            let fd = unsafe { libc::memfd_create(c"test".as_ptr(), libc::MFD_CLOEXEC) };
+            assert!(fd >= 0);
+            // SAFETY: our own descriptor.
+            assert_eq!(unsafe { libc::ftruncate(fd, 1 << 20) }, 0);
+            // SAFETY: a fresh descriptor we own.
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
+        };
+        let memory = Arc::new(perform::GuestMemory::map(memfd, 1 << 20).unwrap());
+        let (sig_read, to_warpd) = (sig[0], chan[1]);
+        let t = std::thread::spawn(move || serve(&theirs, sig_read, to_warpd, memory));
+        (ours, [sig[1], chan[0]], t)
+    }
+
+    #[test]
+    fn a_waiting_call_does_not_hold_up_the_next_request() {
+        let (s, _pipes, t) = broker();
+        // nanosleep(NULL, NULL) fails at once with EFAULT, so use poll with a
+        // 300 ms timeout on no descriptors: it waits, on a worker.
+        write(&s, &syscall(1, 7, vec![0, 0, 300, 0, 0, 0], true));
+        write(&s, &syscall(2, 102, vec![0; 6], false));
+        let first = read(&s);
+        // SAFETY: getuid has no preconditions.
+        let uid = unsafe { libc::getuid() } as i64;
+        assert_eq!((first.id, first.ret), (2, uid), "getuid answered while poll waits");
+        let second = read(&s);
+        assert_eq!((second.id, second.ret), (1, 0), "poll timed out");
+        write(&s, &Request { id: 0, kind: Some(request::Kind::Finish(Default::default())) });
+        t.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_signal_ends_a_waiting_call_and_is_passed_on() {
+        let (s, [sig_write, channel], t) = broker();
+        // pause() on a worker; then the signal handler's byte (SIGINT) arrives.
+        write(&s, &syscall(1, 34, vec![0; 6], true));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let b = libc::SIGINT as u8;
+        // SAFETY: a one-byte write to our pipe.
+        assert_eq!(unsafe { libc::write(sig_write, &b as *const u8 as *const libc::c_void, 1) }, 1);
+        let r = read(&s);
+        assert_eq!((r.id, r.ret, r.signals_pending), (1, -(libc::EINTR as i64), true));
+        let mut got = [0u8; 1];
+        // SAFETY: a read into a local from our pipe.
+        assert_eq!(unsafe { libc::read(channel, got.as_mut_ptr() as *mut libc::c_void, 1) }, 1);
+        assert_eq!(got[0] as i32, libc::SIGINT, "the signal went to warpd on the channel");
+        write(&s, &Request { id: 0, kind: Some(request::Kind::Finish(Default::default())) });
+        t.join().unwrap().unwrap();
+    }
+}
