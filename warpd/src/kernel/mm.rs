@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use super::errno::Errno;
 use super::frames::FrameAllocator;
-use crate::arch::x86_64::paging::{PageTables, PTE_ADDR_MASK, PTE_NX, PTE_PRESENT, PTE_USER, PTE_WRITE};
+use crate::arch::x86_64::paging::{leaf, PageTables};
 use crate::arch::x86_64::{self as x86, PAGE_SIZE, USER_GPA_BASE, USER_TOP};
 use crate::hv::memory::MemFd;
 
@@ -32,10 +32,6 @@ pub const MMAP_BASE: u64 = 0x7fff_f7ff_f000;
 /// The initial stack: 8 MiB below the trampoline page.
 pub const STACK_TOP: u64 = USER_TOP;
 pub const STACK_SIZE: u64 = 8 << 20;
-
-/// A page-table entry bit we use while the entry is not present: the frame
-/// is kept (PROT_NONE over memory that has contents).
-const PTE_KEEP: u64 = 1 << 9;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VmaKind {
@@ -61,15 +57,9 @@ pub fn page_up(a: u64) -> Option<u64> {
     a.checked_add(PAGE_SIZE - 1).map(page_down)
 }
 
-fn pte_flags(prot: u32) -> u64 {
-    let mut f = PTE_USER;
-    if prot & PROT_WRITE != 0 {
-        f |= PTE_WRITE;
-    }
-    if prot & PROT_EXEC == 0 {
-        f |= PTE_NX;
-    }
-    f
+/// The leaf entry for a user page at `gpa` with protection `prot` (not 0).
+fn user_leaf(gpa: u64, prot: u32) -> u64 {
+    leaf::user(gpa, prot & PROT_WRITE != 0, prot & PROT_EXEC != 0)
 }
 
 /// Coalesces page-sized frame offsets into (offset, len) runs.
@@ -109,9 +99,7 @@ impl Mm {
     /// writable by ring 0 only; the trampoline readable and executable by
     /// the program). Used once while building the VM.
     pub fn map_kernel_page(&mut self, va: u64, gpa: u64, user: bool) -> Result<(), Errno> {
-        let flags = if user { PTE_USER } else { PTE_WRITE };
-        let mem = self.kernel.as_mut_slice();
-        self.pt.map(mem, va, gpa, flags).map_err(|_| Errno::ENOMEM)?;
+        self.set_entry(va, leaf::kernel(gpa, user))?;
         Ok(())
     }
 
@@ -221,12 +209,11 @@ impl Mm {
         let pages = len / PAGE_SIZE;
         if prot != 0 {
             let runs = self.frames.alloc(pages).ok_or(Errno::ENOMEM)?;
-            let flags = pte_flags(prot);
             let mut va = addr;
             for (start, n) in runs {
                 for f in start..start + n {
                     let gpa = USER_GPA_BASE + f * PAGE_SIZE;
-                    if let Err(e) = self.set_entry(va, gpa | flags | PTE_PRESENT) {
+                    if let Err(e) = self.set_entry(va, user_leaf(gpa, prot)) {
                         // Out of page-table memory: undo what was mapped.
                         self.vmas.insert(addr, Vma { end: va, prot, kind });
                         let _ = self.unmap(addr, va - addr);
@@ -252,11 +239,9 @@ impl Mm {
             let vma = self.vmas.remove(&s).expect("listed");
             let mut va = s;
             while va < vma.end {
-                let old = self.entry(va);
-                if old & (PTE_PRESENT | PTE_KEEP) != 0 {
+                if let Some(frame) = leaf::frame(self.entry(va)) {
                     self.set_entry(va, 0)?;
-                    let off = (old & PTE_ADDR_MASK) - USER_GPA_BASE;
-                    push_run(&mut freed, off, PAGE_SIZE);
+                    push_run(&mut freed, frame - USER_GPA_BASE, PAGE_SIZE);
                 }
                 va += PAGE_SIZE;
             }
@@ -288,23 +273,20 @@ impl Mm {
             let mut va = s;
             while va < vma_end {
                 let old = self.entry(va);
-                let frame = old & PTE_ADDR_MASK;
-                let new = if prot == 0 {
-                    if frame != 0 {
-                        frame | PTE_KEEP
-                    } else {
-                        0
+                let frame = leaf::frame(old);
+                let new = match (prot, frame) {
+                    (0, Some(f)) => leaf::kept(f),
+                    (0, None) => 0,
+                    (_, Some(f)) => user_leaf(f, prot),
+                    (_, None) => {
+                        let run = self.frames.alloc(1).ok_or(Errno::ENOMEM)?;
+                        user_leaf(USER_GPA_BASE + run[0].0 * PAGE_SIZE, prot)
                     }
-                } else if frame != 0 {
-                    frame | pte_flags(prot) | PTE_PRESENT
-                } else {
-                    let run = self.frames.alloc(1).ok_or(Errno::ENOMEM)?;
-                    (USER_GPA_BASE + run[0].0 * PAGE_SIZE) | pte_flags(prot) | PTE_PRESENT
                 };
                 if new != old {
                     self.set_entry(va, new)?;
-                    if old & PTE_PRESENT != 0 {
-                        push_run(&mut forget, frame - USER_GPA_BASE, PAGE_SIZE);
+                    if let (true, Some(f)) = (leaf::present(old), frame) {
+                        push_run(&mut forget, f - USER_GPA_BASE, PAGE_SIZE);
                     }
                 }
                 va += PAGE_SIZE;
@@ -322,9 +304,8 @@ impl Mm {
         let mut runs = Vec::new();
         let mut va = addr;
         while va < end {
-            let e = self.entry(va);
-            if e & (PTE_PRESENT | PTE_KEEP) != 0 {
-                push_run(&mut runs, (e & PTE_ADDR_MASK) - USER_GPA_BASE, PAGE_SIZE);
+            if let Some(f) = leaf::frame(self.entry(va)) {
+                push_run(&mut runs, f - USER_GPA_BASE, PAGE_SIZE);
             }
             va += PAGE_SIZE;
         }
@@ -382,8 +363,8 @@ impl Mm {
             if e != 0 {
                 self.set_entry(to + i * PAGE_SIZE, e)?;
                 self.set_entry(old + i * PAGE_SIZE, 0)?;
-                if e & PTE_PRESENT != 0 {
-                    push_run(&mut forget, (e & PTE_ADDR_MASK) - USER_GPA_BASE, PAGE_SIZE);
+                if let (true, Some(f)) = (leaf::present(e), leaf::frame(e)) {
+                    push_run(&mut forget, f - USER_GPA_BASE, PAGE_SIZE);
                 }
             }
         }
@@ -445,11 +426,10 @@ impl Mm {
         let mut at = va;
         while at < end {
             let e = self.entry(page_down(at));
-            let ok = e & PTE_PRESENT != 0 && e & PTE_USER != 0 && (!write || e & PTE_WRITE != 0);
-            let gpa = e & PTE_ADDR_MASK;
-            if !ok || gpa < USER_GPA_BASE {
-                return Err(Errno::EFAULT);
-            }
+            let gpa = match leaf::frame(e) {
+                Some(gpa) if leaf::user_access(e, write) && gpa >= USER_GPA_BASE => gpa,
+                _ => return Err(Errno::EFAULT),
+            };
             let in_page = at % PAGE_SIZE;
             let n = (PAGE_SIZE - in_page).min(end - at);
             push_run(&mut runs, gpa - USER_GPA_BASE + in_page, n);
@@ -483,10 +463,10 @@ impl Mm {
         let mut at = va;
         while done < data.len() {
             let e = self.entry(page_down(at));
-            let gpa = e & PTE_ADDR_MASK;
-            if e & (PTE_PRESENT | PTE_KEEP) == 0 || gpa < USER_GPA_BASE {
-                return Err(Errno::EFAULT);
-            }
+            let gpa = match leaf::frame(e) {
+                Some(gpa) if gpa >= USER_GPA_BASE => gpa,
+                _ => return Err(Errno::EFAULT),
+            };
             let in_page = at % PAGE_SIZE;
             let n = ((PAGE_SIZE - in_page) as usize).min(data.len() - done);
             self.guest.write(gpa - USER_GPA_BASE + in_page, &data[done..done + n]);

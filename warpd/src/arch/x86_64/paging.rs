@@ -13,6 +13,75 @@ pub const PTE_WRITE: u64 = 1 << 1;
 pub const PTE_USER: u64 = 1 << 2;
 pub const PTE_NX: u64 = 1 << 63;
 pub const PTE_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+/// An available bit we use while the entry is not present: the frame is
+/// kept (PROT_NONE over memory that has contents).
+const PTE_KEEP: u64 = 1 << 9;
+
+/// Leaf entries by what they mean, so that the address space (`kernel::mm`)
+/// never handles x86 bits itself.
+pub mod leaf {
+    use super::*;
+
+    /// A user page at `gpa`, readable, writable and executable as asked.
+    pub fn user(gpa: u64, write: bool, exec: bool) -> u64 {
+        let mut e = gpa | PTE_PRESENT | PTE_USER;
+        if write {
+            e |= PTE_WRITE;
+        }
+        if !exec {
+            e |= PTE_NX;
+        }
+        e
+    }
+
+    /// No access, but the frame at `gpa` stays with the page (PROT_NONE).
+    pub fn kept(gpa: u64) -> u64 {
+        gpa | PTE_KEEP
+    }
+
+    /// A page of warpd's guest-side kernel: ring-0 data, or the user page
+    /// the syscall trampoline is on (readable and executable by the program).
+    pub fn kernel(gpa: u64, user_page: bool) -> u64 {
+        gpa | PTE_PRESENT | if user_page { PTE_USER } else { PTE_WRITE }
+    }
+
+    /// The frame behind an entry, present or kept.
+    pub fn frame(e: u64) -> Option<u64> {
+        (e & (PTE_PRESENT | PTE_KEEP) != 0).then_some(e & PTE_ADDR_MASK)
+    }
+
+    /// Whether the hardware can use the entry (a change to it must be made
+    /// visible to a shadow MMU).
+    pub fn present(e: u64) -> bool {
+        e & PTE_PRESENT != 0
+    }
+
+    /// Whether the program may read (and, with `write`, write) through it.
+    pub fn user_access(e: u64, write: bool) -> bool {
+        present(e) && e & PTE_USER != 0 && (!write || e & PTE_WRITE != 0)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn entries_mean_what_they_say() {
+            let rw = user(0x1_0000_5000, true, false);
+            assert!(user_access(rw, true) && present(rw));
+            assert_eq!(frame(rw), Some(0x1_0000_5000));
+            let rx = user(0x1_0000_6000, false, true);
+            assert!(user_access(rx, false) && !user_access(rx, true));
+            assert_eq!(rx & PTE_NX, 0);
+            let none = kept(0x1_0000_7000);
+            assert!(!present(none) && !user_access(none, false));
+            assert_eq!(frame(none), Some(0x1_0000_7000));
+            assert_eq!(frame(0), None);
+            assert!(!user_access(kernel(0x3000, false), false));
+            assert!(user_access(kernel(0x30_0000, true), false) && !user_access(kernel(0x30_0000, true), true));
+        }
+    }
+}
 
 /// Why a mapping could not be made.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
