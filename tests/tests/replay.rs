@@ -236,3 +236,38 @@ fn a_newer_trace_format_is_refused() {
 fn open_store(home: &WarpHome) -> sled::Db {
     sled::Config::new().path(home.path().join("store")).flush_every_ms(None).open().unwrap()
 }
+
+/// A replay whose client goes away (warpctl killed) is stopped in warpd,
+/// not run on to the end: the daemon logs that it stopped it.
+#[test]
+fn a_replay_whose_client_goes_away_is_stopped() {
+    let home = WarpHome::new("replay_cancel");
+    // Long enough (a few seconds) that a replay left running would finish
+    // well after the check below starts looking.
+    let spec = Spec::prog("compute", warp_tests::Flavour::Static).arg("1500");
+    let recorded = home.record(&spec, &[]);
+    assert_eq!(recorded.outcome.status, Status::Exited(0), "{}", recorded.warpctl_text());
+    let id = recorded.session_id().unwrap();
+    let mut cmd = home.warpctl();
+    cmd.args(["replay", &id]);
+    let replay =
+        warp_tests::spawn(cmd, "`warpctl replay`", &warp_tests::Input::Null, None, warp_tests::default_timeout());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    replay.signal_group(libc::SIGKILL);
+    let log = home.path().join("warpd.log");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("the replay was stopped") {
+            assert!(!text.contains("replay reproduced the recording"), "the replay ran to its end:\n{text}");
+            break;
+        }
+        assert!(
+            !text.contains("replay reproduced the recording"),
+            "the replay ran to its end although its client was gone:\n{text}"
+        );
+        assert!(std::time::Instant::now() < deadline, "no word of the replay in the log:\n{text}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = replay.finish();
+}

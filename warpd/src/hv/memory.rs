@@ -12,6 +12,25 @@ use std::ptr::NonNull;
 
 use super::HvError;
 
+/// Maps the whole of a (sealed) memfd of `size` bytes, shared, read-write.
+fn map_shared(fd: &OwnedFd, size: u64) -> Result<NonNull<u8>, HvError> {
+    // SAFETY: a fresh shared mapping of the whole file; checked below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_NORESERVE,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(HvError::call("mapping guest memory", std::io::Error::last_os_error()));
+    }
+    Ok(NonNull::new(p as *mut u8).expect("mmap never returns NULL on success"))
+}
+
 /// A memfd of fixed size, mapped shared into this process.
 pub struct MemFd {
     fd: OwnedFd,
@@ -45,21 +64,7 @@ impl MemFd {
         if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
             return Err(HvError::call("sealing guest memory", std::io::Error::last_os_error()));
         }
-        // SAFETY: a fresh shared mapping of the whole file; checked below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_NORESERVE,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(HvError::call("mapping guest memory", std::io::Error::last_os_error()));
-        }
-        let ptr = NonNull::new(p as *mut u8).expect("mmap never returns NULL on success");
+        let ptr = map_shared(&fd, size)?;
         Ok(MemFd { fd, ptr, size })
     }
 
@@ -68,21 +73,7 @@ impl MemFd {
     /// frames) without borrowing the session's.
     pub fn map_again(&self) -> Result<Self, HvError> {
         let fd = self.fd.try_clone().map_err(|e| HvError::call("duplicating guest memory", e))?;
-        // SAFETY: a fresh shared mapping of the whole (sealed) file; checked below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                self.size as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_NORESERVE,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(HvError::call("mapping guest memory", std::io::Error::last_os_error()));
-        }
-        let ptr = NonNull::new(p as *mut u8).expect("mmap never returns NULL on success");
+        let ptr = map_shared(&fd, self.size)?;
         Ok(MemFd { fd, ptr, size: self.size })
     }
 
