@@ -218,6 +218,18 @@ fn syscall_number_is_the_low_32_bits() {
 }
 
 #[test]
+fn a_call_that_fails_after_writing_some_outputs_replays() {
+    let home = WarpHome::new("partial_fail");
+    for out in check_all(&home, "partial_fail", &[], Status::Exited(0)) {
+        assert_eq!(
+            out,
+            "getresuid(&r, &e, bad) = -1 EFAULT\nr is the uid: yes, e is the euid: yes\n\
+             getresgid(&r, &e, bad) = -1, r yes, e yes\nEXIT-SUCCESS\n"
+        );
+    }
+}
+
+#[test]
 fn sigpipe_ignored_gives_epipe() {
     let home = WarpHome::new("sigpipe_ignore");
     for out in check_all(&home, "sigpipe", &["ignore"], Status::Exited(0)) {

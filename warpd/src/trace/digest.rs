@@ -37,14 +37,16 @@ pub fn request_digest(kind: &request::Kind, memory: &MemFd) -> [u8; 32] {
 }
 
 /// The guest memory a completed call wrote: (offset, bytes) runs.
+///
+/// A call that fails may still have written its fixed-size outputs first
+/// (`getresuid(&r, &e, bad)` writes r and e, then fails with EFAULT), so
+/// those are kept whatever the result; a buffer the result measures
+/// (`read`) holds nothing from a failed call.
 pub fn written(kind: &request::Kind, reply: &Reply, memory: &MemFd) -> Vec<(u64, Vec<u8>)> {
     let mut out = Vec::new();
     let request::Kind::Syscall(call) = kind else { return out };
-    if reply.ret < 0 {
-        return out;
-    }
     for b in &call.buffers {
-        if !b.out {
+        if !b.out || (reply.ret < 0 && b.written_by_ret) {
             continue;
         }
         let rs = ranges(b).unwrap_or_default();
