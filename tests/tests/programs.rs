@@ -230,6 +230,18 @@ fn a_call_that_fails_after_writing_some_outputs_replays() {
 }
 
 #[test]
+fn int_n_from_user_code_is_sigsegv_and_int3_sigtrap() {
+    let home = WarpHome::new("int_gates");
+    for out in check_all(&home, "int_gates", &[], Status::Exited(0)) {
+        assert_eq!(
+            out,
+            "int $0x10: SIGSEGV, si_code 0x80\nint $0x21: SIGSEGV, si_code 0x80\nint $0xff: SIGSEGV, si_code 0x80\n\
+             int3: SIGTRAP, si_code 0x80\nEXIT-SUCCESS\n"
+        );
+    }
+}
+
+#[test]
 fn sigpipe_ignored_gives_epipe() {
     let home = WarpHome::new("sigpipe_ignore");
     for out in check_all(&home, "sigpipe", &["ignore"], Status::Exited(0)) {

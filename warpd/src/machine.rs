@@ -20,10 +20,9 @@ use std::sync::{Arc, Mutex};
 use warp_proto::warp::Failure;
 
 use crate::arch::x86_64::signal::SigInfo;
-use crate::arch::x86_64::{is_int80, USER_TOP};
+use crate::arch::x86_64::{software_interrupt, USER_TOP};
 use crate::arch::Regs;
 use crate::hv::{Capabilities, FaultKind, GuestFault, Kicker, Vcpu, Vm, VmExit};
-use crate::kernel::abi;
 use crate::kernel::errno::Errno;
 use crate::kernel::outside::{Ending, Outside, OutsideError};
 use crate::kernel::process::{Action, Process};
@@ -320,16 +319,23 @@ impl Guest {
             ));
         }
         let process = &mut self.process;
-        if matches!(f.kind, FaultKind::InvalidOpcode | FaultKind::Protection)
-            && is_int80(&process.mm.peek_code(f.rip, 2))
-        {
-            process.notes.push(format!(
-                "the program used int $0x80 (the 32-bit syscall ABI) at {:#x}, which Warpspeed does not support; it gets SIGSEGV as on a kernel without IA-32 emulation",
-                f.rip
-            ));
-            outside.fault(f, abi::SIGSEGV)?;
-            return Ok(Some(Action::Killed(abi::SIGSEGV)));
+        // `int n` faults as Linux has it whatever the backend reported.
+        let mut f = *f;
+        if matches!(f.kind, FaultKind::InvalidOpcode | FaultKind::Protection) {
+            match software_interrupt(&process.mm.peek_code(f.rip, 2)) {
+                Some(3) => f.kind = FaultKind::Breakpoint,
+                Some(0x80) => {
+                    process.notes.push(format!(
+                        "the program used int $0x80 (the 32-bit syscall ABI) at {:#x}, which Warpspeed does not support; it gets SIGSEGV as on a kernel without IA-32 emulation",
+                        f.rip
+                    ));
+                    f.kind = FaultKind::Protection;
+                }
+                Some(_) => f.kind = FaultKind::Protection,
+                None => {}
+            }
         }
+        let f = &f;
         let Some((sig, code)) = signals::for_fault(f.kind) else {
             return Err(SessionError::Failed(
                 Failure::Daemon,

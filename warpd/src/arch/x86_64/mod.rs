@@ -128,10 +128,12 @@ pub mod pf {
     pub const FETCH: u64 = 16;
 }
 
-/// True when the bytes at a #UD or #GP are `int $0x80`, the 32-bit syscall
-/// ABI, which Warpspeed refuses (it arrives as #UD on PVM, #GP elsewhere).
-pub fn is_int80(code: &[u8]) -> bool {
-    code.len() >= 2 && code[0] == 0xcd && code[1] == 0x80
+/// The vector of an `int n` instruction at the start of `code`. Linux
+/// gives user code only `int3`/`int $3` (a DPL3 gate, SIGTRAP); any other
+/// `int n` faults through its DPL0 gate with #GP (SIGSEGV). PVM reports
+/// them as #UD, so the kernel looks at the instruction itself.
+pub fn software_interrupt(code: &[u8]) -> Option<u8> {
+    (code.len() >= 2 && code[0] == 0xcd).then(|| code[1])
 }
 
 #[cfg(test)]
