@@ -158,7 +158,7 @@ const fn fd(nr: u64, name: &'static str, class: Class, args: &'static [Arg]) -> 
 const STAT: u64 = 144;
 const STATFS: u64 = 120;
 const TIMESPEC: u64 = 16;
-const NOT_YET_PROCESSES: &str = "new processes and threads are not supported yet";
+const NOT_YET_PROCESSES: &str = "new processes are not supported yet";
 
 /// Every syscall warpd knows, in number order.
 pub static TABLE: &[Desc] = &[
@@ -207,7 +207,7 @@ pub static TABLE: &[Desc] = &[
     d(50, "listen", Proxied, &[Fd, Int]),
     d(53, "socketpair", Proxied, &[Int, Int, Int, Out(Fixed(8))]).pair(3),
     d(54, "setsockopt", Proxied, &[Fd, Int, Int, In(Of(4)), Int]),
-    d(56, "clone", Unsupported(NOT_YET_PROCESSES), &[]),
+    d(56, "clone", Emulated, &[Int, Int, Int, Int, Int]),
     d(57, "fork", Unsupported(NOT_YET_PROCESSES), &[]),
     d(58, "vfork", Unsupported(NOT_YET_PROCESSES), &[]),
     d(59, "execve", Emulated, &[Path, Int, Int]),
@@ -338,7 +338,7 @@ pub static TABLE: &[Desc] = &[
     ),
     d(332, "statx", Proxied, &[DirFd, Path, Int, Int, Out(Fixed(256))]),
     d(334, "rseq", Unsupported("restartable sequences are not provided (glibc falls back)"), &[]),
-    d(435, "clone3", Unsupported(NOT_YET_PROCESSES), &[]),
+    d(435, "clone3", Unsupported("clone3 is not provided (glibc falls back to clone for threads)"), &[]),
     d(436, "close_range", Emulated, &[Int, Int, Int]).warpd(),
     d(439, "faccessat2", Proxied, &[DirFd, Path, Int, Int]),
 ];

@@ -44,6 +44,8 @@ pub enum Stop {
     SingleStep { rip: u64 },
     /// [`Cancel::cancel`] was called; stepping again resumes.
     Paused,
+    /// The scheduler gave the vCPU to thread `tid`.
+    Switched { tid: u32 },
     /// The program ended.
     Ended(Ending),
 }
@@ -173,9 +175,9 @@ impl Guest {
         }
         match self.vcpu.run() {
             VmExit::Syscall(mut req) => {
-                req.thread = self.process.ident.pid;
+                req.thread = self.process.thread().tid;
                 let mut regs = self.vcpu.regs()?;
-                outside.syscall_entry(req.number, req.args, req.rip)?;
+                outside.syscall_entry(&req)?;
                 let action = self.process.syscall(&req, &regs, self.vcpu.cpu(), outside)?;
                 self.flush_notes();
                 // Where the program resumes, unless a signal that was due
@@ -183,10 +185,20 @@ impl Guest {
                 let (resume, ret) = match action {
                     Action::Exec(new) => (new, 0),
                     Action::Jump { regs: new, ret } => (new, ret),
-                    Action::Return(r) => {
+                    Action::Return(r) | Action::Yield(r) => {
                         regs.finish_syscall(r);
                         (regs, r)
                     }
+                    Action::Wait => {
+                        // The thread waits in its call; its result goes in
+                        // rax when it is woken.
+                        regs.finish_syscall(0);
+                        let mut context = self.vcpu.context()?;
+                        context.regs = regs;
+                        self.process.switch_out(context);
+                        return self.switch(outside);
+                    }
+                    Action::ThreadExit => return self.switch(outside),
                     other => return self.end(outside, other, req.rip),
                 };
                 outside.syscall_exit(req.number, ret, req.rip)?;
@@ -202,6 +214,12 @@ impl Guest {
                 // Stepping over `syscall` ends where the program resumes.
                 if self.single_step {
                     return Ok(Stop::SingleStep { rip: resume.rip });
+                }
+                let slice_over = self.process.sched.tick();
+                if slice_over || (matches!(action, Action::Yield(_)) && self.process.sched.others_ready()) {
+                    let context = self.vcpu.context()?;
+                    self.process.switch_out(context);
+                    return self.switch(outside);
                 }
                 Ok(Stop::Syscall { number: req.number })
             }
@@ -240,13 +258,52 @@ impl Guest {
         }
     }
 
+    /// Gives the vCPU to the next thread that can run (waiting outside
+    /// when none can); a thread woken from a wait returns from its call
+    /// there, with what is due at that boundary.
+    fn switch(&mut self, outside: &mut dyn Outside) -> Result<Stop, SessionError> {
+        loop {
+            let Some(tid) = self.process.sched.pick() else {
+                self.process.idle(outside)?;
+                self.flush_notes();
+                continue;
+            };
+            let Some((context, resumed)) = self.process.switch_in(tid) else {
+                return Err(SessionError::Failed(
+                    Failure::Daemon,
+                    format!("thread {tid} was scheduled but cannot run"),
+                ));
+            };
+            outside.schedule(tid)?;
+            self.vcpu.set_context(&context)?;
+            if let Some((req, ret)) = resumed {
+                let mut regs = context.regs;
+                regs.rax = ret as u64;
+                outside.syscall_exit(req.number, ret, req.rip)?;
+                let interrupted = (ret == Errno::EINTR.ret()).then_some(req.number);
+                let resume = match self.due(outside, &regs, interrupted, ret)? {
+                    Some(Action::Jump { regs: handler, .. }) => handler,
+                    Some(a) => return self.end(outside, a, req.rip),
+                    None => regs,
+                };
+                self.vcpu.set_regs(&resume)?;
+            }
+            return Ok(Stop::Switched { tid });
+        }
+    }
+
     /// Records the end and says how the program ended.
     fn end(&mut self, outside: &mut dyn Outside, action: Action, rip: u64) -> Result<Stop, SessionError> {
         self.flush_notes();
         let ending = match action {
             Action::Exit(c) => Ending::Exited(c),
             Action::Killed(s) => Ending::Killed(s),
-            Action::Return(_) | Action::Exec(_) | Action::Jump { .. } => {
+            Action::Return(_)
+            | Action::Exec(_)
+            | Action::Jump { .. }
+            | Action::Wait
+            | Action::ThreadExit
+            | Action::Yield(_) => {
                 return Err(SessionError::Failed(Failure::Daemon, "the program ended mid-syscall".into()))
             }
         };

@@ -8,7 +8,7 @@ use warp_proto::broker::{request, Reply};
 use super::outside::{Ending, Outside, OutsideError};
 use super::process::Identity;
 use crate::hv::memory::MemFd;
-use crate::hv::{CpuState, GuestFault, HvError};
+use crate::hv::{CpuState, GuestFault, HvError, SyscallRequest};
 
 /// The identity the fakes give the program: pid 4242, reserved fds from 1000.
 pub fn identity() -> Identity {
@@ -56,6 +56,8 @@ pub struct FakeOutside {
     /// Signals that land on the channel while the call with this number is
     /// performed (its reply says `signals_pending`).
     pub during: HashMap<u32, Vec<i32>>,
+    /// Threads the scheduler gave the vCPU to, in order.
+    pub scheduled: Vec<u32>,
     /// (number, may_block) of each request, in order.
     pub asked: Vec<(u32, bool)>,
 }
@@ -87,7 +89,11 @@ impl Outside for FakeOutside {
     fn is_dead(&self) -> bool {
         false
     }
-    fn syscall_entry(&mut self, _: u64, _: [u64; 6], _: u64) -> Result<(), OutsideError> {
+    fn syscall_entry(&mut self, _: &SyscallRequest) -> Result<(), OutsideError> {
+        Ok(())
+    }
+    fn schedule(&mut self, tid: u32) -> Result<(), OutsideError> {
+        self.scheduled.push(tid);
         Ok(())
     }
     fn syscall_exit(&mut self, _: u64, _: i64, _: u64) -> Result<(), OutsideError> {

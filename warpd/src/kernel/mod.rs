@@ -10,6 +10,7 @@ pub mod mm;
 pub mod outside;
 pub mod process;
 pub mod procfs;
+pub mod sched;
 pub mod signals;
 pub mod thread;
 /// The syscall table (the `warp-syscalls` crate, shared with the broker).

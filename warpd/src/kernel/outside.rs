@@ -8,7 +8,7 @@
 use warp_proto::broker::{request, Reply};
 
 use crate::hv::memory::MemFd;
-use crate::hv::GuestFault;
+use crate::hv::{GuestFault, SyscallRequest};
 use crate::link::LinkError;
 
 /// Where a replay parted from its recording.
@@ -55,9 +55,12 @@ pub trait Outside {
     /// Whether the broker is gone (recording only).
     fn is_dead(&self) -> bool;
 
-    /// A syscall as the program made it: `number` is the whole register.
-    fn syscall_entry(&mut self, number: u64, args: [u64; 6], rip: u64) -> Result<(), OutsideError>;
+    /// A syscall as the program made it (its number is the whole register).
+    fn syscall_entry(&mut self, req: &SyscallRequest) -> Result<(), OutsideError>;
     fn syscall_exit(&mut self, number: u64, ret: i64, rip: u64) -> Result<(), OutsideError>;
     fn fault(&mut self, fault: &GuestFault, signal: i32) -> Result<(), OutsideError>;
     fn end(&mut self, ending: Ending, rip: u64) -> Result<(), OutsideError>;
+    /// The scheduler gives the vCPU to thread `tid`: recorded, or on replay
+    /// checked against the recorded decision.
+    fn schedule(&mut self, tid: u32) -> Result<(), OutsideError>;
 }

@@ -15,11 +15,13 @@ use super::errno::{Errno, SysResult};
 use super::mm::{self, Mm, VmaKind, PROT_EXEC, PROT_READ, PROT_WRITE};
 use super::outside::{Outside, OutsideError};
 use super::procfs::{self, ProcInfo, SelfFile};
+use super::sched::Scheduler;
 use super::signals::{self, Delivery, SigAction, Signals, Target, ThreadSignals};
 use super::table::{self, Arg, Class, Desc, Len, Returns};
-use super::thread::Thread;
+use super::thread::{Deadline, Thread, Wait};
 use crate::arch::x86_64::signal::SigInfo;
 use crate::arch::x86_64::{Regs, PAGE_SIZE, USER_TOP};
+use crate::hv::ThreadContext;
 use crate::hv::{CpuState, SyscallRequest};
 
 /// A pointer that faults in the broker: a bad guest pointer is passed on as
@@ -58,6 +60,14 @@ pub enum Action {
     Exit(i32),
     /// The program died of this signal.
     Killed(i32),
+    /// The current thread waits (a futex) with its syscall in progress;
+    /// another thread gets the vCPU.
+    Wait,
+    /// The current thread ended (exit with other threads left).
+    ThreadExit,
+    /// The call returned this value and the thread offers the vCPU to
+    /// another (sched_yield).
+    Yield(i64),
 }
 
 /// Why the dispatcher could not go on (not the program's fault).
@@ -83,6 +93,11 @@ pub struct Process {
     /// The thread table, by tid, and the thread on the vCPU.
     threads: BTreeMap<u32, Thread>,
     current: u32,
+    /// The tid the next thread gets (the pid plus how many came before).
+    next_tid: u32,
+    /// Waits begun so far: wakers take waiters in this order.
+    waits_begun: u64,
+    pub sched: Scheduler,
     /// Resource limits the program set (never applied to the broker).
     rlimits: BTreeMap<u64, (u64, u64)>,
     /// Syscalls answered with ENOSYS: number -> count.
@@ -156,6 +171,9 @@ impl Process {
             signals: Signals::default(),
             threads: BTreeMap::from([(ident.pid, Thread::new(ident.pid))]),
             current: ident.pid,
+            next_tid: ident.pid + 1,
+            waits_begun: 0,
+            sched: Scheduler::default(),
             ident,
             rlimits: BTreeMap::new(),
             unknown: BTreeMap::new(),
@@ -209,7 +227,10 @@ impl Process {
         self.syscalls += 1;
         self.thread_mut().syscall = Some(*req);
         let action = self.dispatch(req, regs, cpu, link);
-        self.thread_mut().syscall = None;
+        // A waiting thread's call stays in progress; an exited one is gone.
+        if !matches!(action, Ok(Action::Wait | Action::ThreadExit)) {
+            self.thread_mut().syscall = None;
+        }
         action
     }
 
@@ -258,6 +279,18 @@ impl Process {
     pub fn raise(&mut self, sig: i32) {
         let (s, t) = self.signal_state();
         s.raise(sig, Target::Process, t);
+        // A thread that blocks it leaves it to one that waits and does not:
+        // that thread's wait ends, as on Linux.
+        if self.thread().signals.blocked & signals::bit(sig) != 0 {
+            let taker = self
+                .threads
+                .values()
+                .find(|t| !t.runnable() && t.signals.blocked & signals::bit(sig) == 0)
+                .map(|t| t.tid);
+            if let Some(tid) = taker {
+                self.wake(tid, Errno::EINTR.ret());
+            }
+        }
     }
 
     /// A signal for the current thread alone (SIGPIPE).
@@ -267,8 +300,12 @@ impl Process {
 
     /// A signal for thread `tid` alone (tgkill, tkill).
     fn raise_to(&mut self, tid: u32, sig: i32) {
-        if let Some(t) = self.threads.get_mut(&tid) {
-            self.signals.raise(sig, Target::Thread, &mut t.signals);
+        let Some(t) = self.threads.get_mut(&tid) else { return };
+        self.signals.raise(sig, Target::Thread, &mut t.signals);
+        // A waiting thread that may take it stops waiting.
+        let wakes = !t.runnable() && t.signals.pending & !t.signals.blocked & signals::bit(sig) != 0;
+        if wakes {
+            self.wake(tid, Errno::EINTR.ret());
         }
     }
 
@@ -802,7 +839,9 @@ impl Process {
     ) -> Result<Action, ProcessError> {
         let r = match nr {
             15 => return self.rt_sigreturn(regs, cpu),
-            60 | 231 => return Ok(Action::Exit((a[0] & 0xff) as i32)),
+            231 => return Ok(Action::Exit((a[0] & 0xff) as i32)),
+            60 => return self.exit_thread((a[0] & 0xff) as i32),
+            56 => return self.clone_thread(a, regs, cpu),
             59 => return self.execve(a, cpu, link),
             9 => self.mmap(a, link)?,
             10 => self.mprotect(a[0], a[1], a[2]),
@@ -810,7 +849,7 @@ impl Process {
             12 => Ok(self.mm.set_brk(a[0])),
             13 => self.rt_sigaction(a),
             14 => self.rt_sigprocmask(a),
-            24 => Ok(0),
+            24 => return Ok(Action::Yield(0)),
             25 => self.mremap(a),
             27 => self.mincore(a[0], a[1], a[2]),
             28 => self.madvise(a[0], a[1], a[2]),
@@ -827,7 +866,10 @@ impl Process {
             }
             131 => self.sigaltstack(a),
             158 => self.arch_prctl(a[0], a[1], cpu)?,
-            218 => Ok(self.ident.pid as u64),
+            218 => {
+                self.thread_mut().clear_tid = a[0];
+                Ok(self.current as u64)
+            }
             273 => {
                 if a[1] == 24 {
                     Ok(0)
@@ -835,7 +877,7 @@ impl Process {
                     Err(Errno::EINVAL)
                 }
             }
-            202 => self.futex(a, link)?,
+            202 => return self.futex(a),
             97 => self.prlimit(0, a[0], 0, a[1], link)?,
             160 => self.prlimit(0, a[0], a[1], 0, link)?,
             302 => {
@@ -1235,27 +1277,258 @@ impl Process {
         })
     }
 
-    fn futex(&mut self, a: &[u64; 6], link: &mut dyn Outside) -> Result<SysResult, ProcessError> {
-        let op = a[1] & 0x7f; // without FUTEX_PRIVATE_FLAG
-        Ok(match op {
-            1 | 10 => Ok(0), // WAKE, WAKE_BITSET: nobody else waits in a one-thread process
-            0 | 9 => {
-                let mut b = [0u8; 4];
-                if let Err(e) = self.mm.read_user(a[0], &mut b) {
-                    return Ok(Err(e));
+    /// futex between the program's own threads (never forwarded): WAIT and
+    /// WAIT_BITSET park the thread, WAKE and WAKE_BITSET make waiters
+    /// runnable in the order they came.
+    fn futex(&mut self, a: &[u64; 6]) -> Result<Action, ProcessError> {
+        const FUTEX_WAIT: u64 = 0;
+        const FUTEX_WAKE: u64 = 1;
+        const FUTEX_WAIT_BITSET: u64 = 9;
+        const FUTEX_WAKE_BITSET: u64 = 10;
+        const FUTEX_PRIVATE_FLAG: u64 = 128;
+        const FUTEX_CLOCK_REALTIME: u64 = 256;
+        const CLOCK_REALTIME: u64 = 0;
+        const CLOCK_MONOTONIC: u64 = 1;
+        let ret = |r: SysResult| Ok(Action::Return(ret_of(r)));
+        let (addr, op, val, timeout) = (a[0], a[1] & !(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME), a[2] as u32, a[3]);
+        let realtime = a[1] & FUTEX_CLOCK_REALTIME != 0;
+        if addr % 4 != 0 {
+            return ret(Err(Errno::EINVAL));
+        }
+        match op {
+            FUTEX_WAKE | FUTEX_WAKE_BITSET => {
+                let bitset = if op == FUTEX_WAKE { u32::MAX } else { a[5] as u32 };
+                if bitset == 0 {
+                    return ret(Err(Errno::EINVAL));
                 }
-                if u32::from_le_bytes(b) != a[2] as u32 {
-                    return Ok(Err(Errno::EAGAIN));
-                }
-                if a[3] != 0 {
-                    return Ok(Err(Errno::ETIMEDOUT));
-                }
-                // No other thread can wake it: it sleeps until a signal, as on Linux.
-                let r = self.call(link, 34, [0; 6], Vec::new())?;
-                Err(Errno(-r as i32))
+                ret(Ok(self.futex_wake(addr, bitset, val as i32 as i64)))
             }
-            _ => Err(Errno::ENOSYS),
-        })
+            FUTEX_WAIT | FUTEX_WAIT_BITSET => {
+                let bitset = if op == FUTEX_WAIT { u32::MAX } else { a[5] as u32 };
+                if bitset == 0 || (realtime && op == FUTEX_WAIT) {
+                    // FUTEX_CLOCK_REALTIME means nothing to a relative wait: ENOSYS, as Linux.
+                    return ret(Err(if bitset == 0 { Errno::EINVAL } else { Errno::ENOSYS }));
+                }
+                let mut b = [0u8; 4];
+                if let Err(e) = self.mm.read_user(addr, &mut b) {
+                    return ret(Err(e));
+                }
+                if u32::from_le_bytes(b) != val {
+                    return ret(Err(Errno::EAGAIN));
+                }
+                let deadline = if timeout == 0 {
+                    None
+                } else {
+                    let mut t = [0u8; 16];
+                    if let Err(e) = self.mm.read_user(timeout, &mut t) {
+                        return ret(Err(e));
+                    }
+                    let secs = i64::from_le_bytes(t[..8].try_into().expect("8"));
+                    let nanos = i64::from_le_bytes(t[8..].try_into().expect("8"));
+                    if secs < 0 || !(0..1_000_000_000).contains(&nanos) {
+                        return ret(Err(Errno::EINVAL));
+                    }
+                    let clock = if realtime { CLOCK_REALTIME } else { CLOCK_MONOTONIC };
+                    Some(Deadline { clock, absolute: op == FUTEX_WAIT_BITSET, secs, nanos })
+                };
+                self.waits_begun += 1;
+                let order = self.waits_begun;
+                let t = self.thread_mut();
+                t.wait = Some(Wait::Futex { addr, bitset, deadline });
+                t.wait_order = order;
+                Ok(Action::Wait)
+            }
+            _ => {
+                self.note(format!("futex operation {op} returned ENOSYS: not supported yet"));
+                ret(Err(Errno::ENOSYS))
+            }
+        }
+    }
+
+    /// Wakes up to `n` threads waiting on `addr` for any of `bitset`, in
+    /// the order they began to wait; how many woke.
+    fn futex_wake(&mut self, addr: u64, bitset: u32, n: i64) -> u64 {
+        let mut waiting: Vec<(u64, u32)> = self
+            .threads
+            .values()
+            .filter_map(|t| match &t.wait {
+                Some(Wait::Futex { addr: a, bitset: b, .. }) if *a == addr && b & bitset != 0 => {
+                    t.syscall.map(|_| (t.wait_order, t.tid))
+                }
+                _ => None,
+            })
+            .collect();
+        waiting.sort();
+        let mut woke = 0;
+        for (_, tid) in waiting.into_iter().take(n.max(0) as usize) {
+            self.wake(tid, 0);
+            woke += 1;
+        }
+        woke
+    }
+
+    /// Ends `tid`'s wait: its syscall returns `ret` when it next runs.
+    fn wake(&mut self, tid: u32, ret: i64) {
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.wait = None;
+            t.woken = Some(ret);
+            self.sched.ready(tid);
+        }
+    }
+
+    /// clone for a new thread of this process (CLONE_VM | CLONE_THREAD |
+    /// CLONE_SIGHAND, as pthread_create and std::thread make them); new
+    /// processes are not supported yet.
+    fn clone_thread(&mut self, a: &[u64; 6], regs: &Regs, cpu: &mut dyn CpuState) -> Result<Action, ProcessError> {
+        const CLONE_VM: u64 = 0x100;
+        const CLONE_SIGHAND: u64 = 0x800;
+        const CLONE_VFORK: u64 = 0x4000;
+        const CLONE_THREAD: u64 = 0x1_0000;
+        const CLONE_SETTLS: u64 = 0x8_0000;
+        const CLONE_PARENT_SETTID: u64 = 0x10_0000;
+        const CLONE_CHILD_CLEARTID: u64 = 0x20_0000;
+        const CLONE_CHILD_SETTID: u64 = 0x100_0000;
+        let (flags, stack, ptid, ctid, tls) = (a[0], a[1], a[2], a[3], a[4]);
+        let ret = |e: Errno| Ok(Action::Return(e.ret()));
+        if flags & CLONE_THREAD == 0 || flags & CLONE_VM == 0 || flags & CLONE_VFORK != 0 {
+            *self.unknown.entry(56).or_default() += 1;
+            self.note("clone (56) of a new process returned ENOSYS: new processes are not supported yet".into());
+            return ret(Errno::ENOSYS);
+        }
+        if flags & CLONE_SIGHAND == 0 {
+            return ret(Errno::EINVAL); // CLONE_THREAD requires CLONE_SIGHAND
+        }
+        let tid = self.next_tid;
+        self.next_tid += 1;
+        if flags & CLONE_PARENT_SETTID != 0 {
+            if let Err(e) = self.mm.write_user(ptid, &tid.to_le_bytes()) {
+                return ret(e);
+            }
+        }
+        if flags & CLONE_CHILD_SETTID != 0 {
+            if let Err(e) = self.mm.write_user(ctid, &tid.to_le_bytes()) {
+                return ret(e);
+            }
+        }
+        // The new thread returns 0 from the same syscall, on its own stack.
+        let mut start = *regs;
+        start.finish_syscall(0);
+        if stack != 0 {
+            start.rsp = stack;
+        }
+        let context = ThreadContext {
+            regs: start,
+            fs_base: if flags & CLONE_SETTLS != 0 { tls } else { cpu.fs_base()? },
+            gs_base: cpu.gs_base()?,
+            fpu: cpu.xsave()?,
+        };
+        let mut t = Thread::new(tid);
+        // The mask is inherited; a thread starts without the alternate stack.
+        t.signals.blocked = self.thread().signals.blocked;
+        t.saved = Some(context);
+        if flags & CLONE_CHILD_CLEARTID != 0 {
+            t.clear_tid = ctid;
+        }
+        self.threads.insert(tid, t);
+        self.sched.ready(tid);
+        Ok(Action::Return(tid as i64))
+    }
+
+    /// exit of one thread: with others left, it goes (its clear_tid word is
+    /// zeroed and waiters on it woken, as pthread_join expects); the last
+    /// thread's exit ends the process.
+    fn exit_thread(&mut self, code: i32) -> Result<Action, ProcessError> {
+        if self.threads.len() == 1 {
+            return Ok(Action::Exit(code));
+        }
+        let clear = self.thread().clear_tid;
+        if clear != 0 && self.mm.write_user(clear, &0u32.to_le_bytes()).is_ok() {
+            self.futex_wake(clear, u32::MAX, 1);
+        }
+        let tid = self.current;
+        self.threads.remove(&tid);
+        self.sched.remove(tid);
+        Ok(Action::ThreadExit)
+    }
+
+    /// Saves the running thread's context and, if it can still run, puts
+    /// it back in the queue.
+    pub fn switch_out(&mut self, context: ThreadContext) {
+        let tid = self.current;
+        if let Some(t) = self.threads.get_mut(&tid) {
+            let runnable = t.runnable();
+            t.saved = Some(context);
+            if runnable {
+                self.sched.ready(tid);
+            }
+        }
+    }
+
+    /// Makes `tid` the running thread; its saved context, and the result
+    /// its waiting syscall returns (with that syscall), if it was woken.
+    pub fn switch_in(&mut self, tid: u32) -> Option<(ThreadContext, Option<(SyscallRequest, i64)>)> {
+        let t = self.threads.get_mut(&tid)?;
+        if !t.runnable() {
+            return None;
+        }
+        let context = t.saved.take()?;
+        let resumed = t.woken.take().and_then(|r| t.syscall.take().map(|req| (req, r)));
+        self.current = tid;
+        Some((context, resumed))
+    }
+
+    /// Whether a thread exists with this tid.
+    pub fn has_thread(&self, tid: u32) -> bool {
+        self.threads.contains_key(&tid)
+    }
+
+    /// No thread can run: waits in the outside world until one can. A timed
+    /// futex wait times out (the broker sleeps to its deadline); otherwise
+    /// the broker waits for a signal, which interrupts the first waiting
+    /// thread that does not block it (EINTR, or a restart with SA_RESTART).
+    pub fn idle(&mut self, link: &mut dyn Outside) -> Result<(), ProcessError> {
+        const TIMER_ABSTIME: u64 = 1;
+        let timed = self.threads.values().find_map(|t| match &t.wait {
+            Some(Wait::Futex { deadline: Some(d), .. }) => Some((t.tid, *d)),
+            _ => None,
+        });
+        let r = match timed {
+            Some((_, d)) => {
+                // The timespec goes to the broker as bytes of our own.
+                let mut ts = Vec::with_capacity(16);
+                ts.extend_from_slice(&d.secs.to_le_bytes());
+                ts.extend_from_slice(&d.nanos.to_le_bytes());
+                let buf = Buffer {
+                    arg: 2,
+                    data: Some(buffer::Data::Bytes(ts)),
+                    inout: false,
+                    out: false,
+                    written_by_ret: false,
+                };
+                let flags = if d.absolute { TIMER_ABSTIME } else { 0 };
+                self.call(link, 230, [d.clock, flags, 0, 0, 0, 0], vec![buf])?
+            }
+            None => self.call(link, 34, [0; 6], Vec::new())?,
+        };
+        if r == Errno::EINTR.ret() {
+            let pending = self.signals.pending;
+            let target = self
+                .threads
+                .values()
+                .find(|t| !t.runnable() && (pending | t.signals.pending) & !t.signals.blocked != 0)
+                .map(|t| t.tid);
+            // A signal nobody may take yet leaves the waits as they are.
+            if let Some(tid) = target {
+                self.wake(tid, Errno::EINTR.ret());
+            }
+            return Ok(());
+        }
+        // pause returns only when interrupted; a broker that says otherwise
+        // is asked again.
+        if let Some((tid, _)) = timed {
+            self.wake(tid, Errno::ETIMEDOUT.ret());
+        }
+        Ok(())
     }
 
     /// getrlimit/setrlimit/prlimit64 for the program itself. Limits it sets

@@ -1,24 +1,64 @@
 //! A guest thread: what Linux keeps per task rather than per process. The
 //! process (`process.rs`) owns the address space, the signal dispositions,
 //! the identity and the thread table; each thread has its own signal mask,
-//! the signals sent to it alone, its alternate signal stack and the
-//! syscall it is in. Today a process has one thread; the scheduler adds
-//! more.
+//! the signals sent to it alone, its alternate signal stack, the syscall
+//! it is in, and, while another thread has the vCPU, its saved context.
 
 use super::signals::ThreadSignals;
-use crate::hv::SyscallRequest;
+use crate::hv::{SyscallRequest, ThreadContext};
+
+/// Why a thread is not runnable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wait {
+    /// FUTEX_WAIT(_BITSET) on `addr` for the bits `bitset`, until `deadline`.
+    Futex { addr: u64, bitset: u32, deadline: Option<Deadline> },
+}
+
+/// When a wait times out: `clock` and a timespec, absolute or relative to
+/// the start of the wait (as the program gave it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    pub clock: u64,
+    pub absolute: bool,
+    pub secs: i64,
+    pub nanos: i64,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Thread {
     /// The thread id the program sees (gettid; the pid for the first thread).
     pub tid: u32,
     pub signals: ThreadSignals,
-    /// The syscall the thread is in, from its entry until it returns.
+    /// The syscall the thread is in, from its entry until it returns
+    /// (while it waits, too).
     pub syscall: Option<SyscallRequest>,
+    /// Its registers and FPU state while it is off the vCPU.
+    pub saved: Option<ThreadContext>,
+    /// Set while it waits.
+    pub wait: Option<Wait>,
+    /// When its wait began, among all the process's waits (FIFO wake-ups).
+    pub wait_order: u64,
+    /// The result its waiting syscall returns once it is woken.
+    pub woken: Option<i64>,
+    /// CLONE_CHILD_CLEARTID / set_tid_address: cleared and woken at exit.
+    pub clear_tid: u64,
 }
 
 impl Thread {
     pub fn new(tid: u32) -> Self {
-        Thread { tid, signals: ThreadSignals::default(), syscall: None }
+        Thread {
+            tid,
+            signals: ThreadSignals::default(),
+            syscall: None,
+            saved: None,
+            wait: None,
+            wait_order: 0,
+            woken: None,
+            clear_tid: 0,
+        }
+    }
+
+    pub fn runnable(&self) -> bool {
+        self.wait.is_none()
     }
 }

@@ -126,6 +126,16 @@ impl Printer {
                 out.extend(self.finish());
                 out.push(self.line(seq, seq, Kind::End, end_text(e)));
             }
+            Some(event::Kind::Schedule(s)) => {
+                // The running thread's call, if it waits, ends later (as
+                // strace shows it: unfinished, then resumed); the lines
+                // after this are the next thread's.
+                if let Some(mut line) = self.finish() {
+                    line.text = format!("{} <unfinished ...>", line.text.trim_end_matches(" = ?"));
+                    out.push(line);
+                }
+                self.thread = s.thread;
+            }
             None => {
                 out.extend(self.finish());
                 out.push(self.line(seq, seq, Kind::End, "--- an event of a kind this warpd does not know ---".into()));
@@ -531,7 +541,7 @@ mod tests {
     use warp_proto::trace::{Data, InlineArg};
 
     fn entry(nr: u64, args: &[u64]) -> Event {
-        Event { kind: Some(event::Kind::Entry(SyscallEntry { nr, args: args.to_vec(), rip: 0x401000 })) }
+        Event { kind: Some(event::Kind::Entry(SyscallEntry { nr, args: args.to_vec(), rip: 0x401000, thread: 0 })) }
     }
 
     fn exit(nr: u64, ret: i64) -> Event {

@@ -3,12 +3,14 @@
 use std::sync::Arc;
 
 use warp_proto::broker::{request, Reply};
-use warp_proto::trace::{event, BrokerCall, Event, Fault, MemoryWrite, ProgramEnd, Signals, SyscallEntry, SyscallExit};
+use warp_proto::trace::{
+    event, BrokerCall, Event, Fault, MemoryWrite, ProgramEnd, Schedule, Signals, SyscallEntry, SyscallExit,
+};
 
 use super::digest;
 use super::store::{EventWriter, Store};
 use crate::hv::memory::MemFd;
-use crate::hv::GuestFault;
+use crate::hv::{GuestFault, SyscallRequest};
 use crate::kernel::outside::{Ending, Outside, OutsideError};
 use crate::link::Link;
 
@@ -103,8 +105,17 @@ impl Outside for Recorder {
         self.link.is_dead()
     }
 
-    fn syscall_entry(&mut self, nr: u64, args: [u64; 6], rip: u64) -> Result<(), OutsideError> {
-        self.append(event::Kind::Entry(SyscallEntry { nr, args: args.to_vec(), rip }))
+    fn syscall_entry(&mut self, req: &SyscallRequest) -> Result<(), OutsideError> {
+        self.append(event::Kind::Entry(SyscallEntry {
+            nr: req.number,
+            args: req.args.to_vec(),
+            rip: req.rip,
+            thread: req.thread,
+        }))
+    }
+
+    fn schedule(&mut self, thread: u32) -> Result<(), OutsideError> {
+        self.append(event::Kind::Schedule(Schedule { thread }))
     }
 
     fn syscall_exit(&mut self, nr: u64, ret: i64, _rip: u64) -> Result<(), OutsideError> {

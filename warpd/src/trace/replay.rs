@@ -19,7 +19,7 @@ use super::store::Store;
 use super::FORMAT_VERSION;
 use crate::builder::{self, GuestSpec};
 use crate::hv::memory::MemFd;
-use crate::hv::GuestFault;
+use crate::hv::{GuestFault, SyscallRequest};
 use crate::kernel::outside::{Ending, Outside, OutsideError};
 use crate::machine::{Cancel, Stop};
 use crate::session::{self, Config, SessionError};
@@ -72,6 +72,7 @@ fn describe(number: u64, args: &[u64]) -> String {
 
 fn describe_event(e: &Event) -> String {
     match &e.kind {
+        Some(event::Kind::Entry(x)) if x.thread != 0 => format!("[{}] {}", x.thread, describe(x.nr, &x.args)),
         Some(event::Kind::Entry(x)) => describe(x.nr, &x.args),
         Some(event::Kind::Exit(x)) => format!("{} returning {}", describe(x.nr, &[]), x.ret),
         Some(event::Kind::Call(c)) if c.nr == 0 && c.args.is_empty() => "reading the executable".into(),
@@ -80,6 +81,7 @@ fn describe_event(e: &Event) -> String {
         Some(event::Kind::Fault(f)) => format!("CPU exception {} at {:#x}", f.vector, f.rip),
         Some(event::Kind::End(p)) if p.signal != 0 => format!("the program killed by signal {}", p.signal),
         Some(event::Kind::End(p)) => format!("the program exiting with {}", p.exit_code),
+        Some(event::Kind::Schedule(s)) => format!("thread {} getting the vCPU", s.thread),
         None => "an empty event".into(),
     }
 }
@@ -231,14 +233,25 @@ impl Outside for Replayer<'_> {
         false
     }
 
-    fn syscall_entry(&mut self, nr: u64, args: [u64; 6], rip: u64) -> Result<(), OutsideError> {
+    fn syscall_entry(&mut self, req: &SyscallRequest) -> Result<(), OutsideError> {
+        let (nr, args, rip) = (req.number, req.args, req.rip);
         self.rip = rip;
         // As many arguments as the call takes: what else the registers hold
-        // is no input of the call.
+        // is no input of the call. Traces from before threads name no thread.
         let arity = crate::kernel::table::lookup(crate::kernel::table::number(nr)).map_or(6, |d| d.args.len());
         self.expect(
-            |k| matches!(k, event::Kind::Entry(x) if x.nr == nr && x.args.get(..arity) == args.get(..arity)),
-            || describe(nr, &args),
+            |k| {
+                matches!(k, event::Kind::Entry(x) if x.nr == nr && x.args.get(..arity) == args.get(..arity)
+                    && (x.thread == 0 || x.thread == req.thread))
+            },
+            || format!("[{}] {}", req.thread, describe(nr, &args)),
+        )
+    }
+
+    fn schedule(&mut self, thread: u32) -> Result<(), OutsideError> {
+        self.expect(
+            |k| matches!(k, event::Kind::Schedule(s) if s.thread == thread),
+            || format!("thread {thread} getting the vCPU"),
         )
     }
 

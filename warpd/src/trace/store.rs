@@ -916,7 +916,7 @@ mod tests {
     }
 
     fn entry(nr: u64) -> Event {
-        Event { kind: Some(Kind::Entry(SyscallEntry { nr, args: vec![1, 2, 3], rip: 0x401000 })) }
+        Event { kind: Some(Kind::Entry(SyscallEntry { nr, args: vec![1, 2, 3], rip: 0x401000, thread: 0 })) }
     }
 
     /// A nested event with every kind of field, for the corruption tests.
