@@ -20,6 +20,22 @@ fn pthreads_with_mutexes_condvars_tls_and_join() {
     }
 }
 
+/// Barrier, semaphore, a timed wait that times out, pthread_kill of a
+/// waiting thread (its handler runs), and the main thread leaving first.
+#[test]
+fn barriers_semaphores_timeouts_thread_signals_and_pthread_exit() {
+    let home = WarpHome::new("threads_more");
+    for flavour in FLAVOURS {
+        let native = home.check(&Spec::prog("threads_more", flavour));
+        assert_eq!(native.status, Status::Exited(3));
+        assert_eq!(
+            native.stdout_str(),
+            "barrier: all four passed\nsemaphore: posted by the detached thread\ntimed wait: ETIMEDOUT\n\
+             waiter: released, handler ran 1\nmain: leaving with pthread_exit\nlast: main has gone; exiting with 3\n"
+        );
+    }
+}
+
 /// The events name each syscall's thread, and a call that waits while
 /// other threads run is shown unfinished, then resumed.
 #[test]

@@ -7,6 +7,7 @@ use warp_proto::broker::Reply;
 use super::*;
 use crate::arch::x86_64::{KERNEL_SLOT_SIZE, PAGE_SIZE};
 use crate::hv::memory::MemFd;
+use crate::hv::ThreadContext;
 use crate::kernel::fake::{FakeCpu, FakeOutside};
 
 fn process() -> Process {
@@ -156,4 +157,77 @@ fn rt_sigreturn_with_any_stack_pointer_is_sigsegv() {
         let r = p.syscall(&request(15, [0; 6]), &regs, &mut cpu, &mut FakeOutside::default()).unwrap();
         assert_eq!(r, Action::Killed(abi::SIGSEGV), "rsp {rsp:#x}");
     }
+}
+
+// VM SIGHAND THREAD SETTLS PARENT_SETTID CHILD_CLEARTID
+const CLONE_THREAD_FLAGS: u64 = 0x100 | 0x800 | 0x1_0000 | 0x8_0000 | 0x10_0000 | 0x20_0000;
+
+fn with_page(p: &mut Process) -> u64 {
+    use crate::kernel::mm::{VmaKind, PROT_READ, PROT_WRITE};
+    p.mm.map_anonymous(0x10_0000, PAGE_SIZE, PROT_READ | PROT_WRITE, VmaKind::Anonymous).unwrap();
+    0x10_0000
+}
+
+fn word(p: &Process, at: u64) -> u32 {
+    let mut b = [0u8; 4];
+    p.mm.read_user(at, &mut b).unwrap();
+    u32::from_le_bytes(b)
+}
+
+#[test]
+fn clone_makes_a_thread_whose_exit_clears_and_wakes_its_tid_word() {
+    let mut p = process();
+    let mut out = FakeOutside::default();
+    let page = with_page(&mut p);
+    let (ptid, ctid) = (page, page + 8);
+    let a = [CLONE_THREAD_FLAGS, page + 0x800, ptid, ctid, 0x7000, 0];
+    assert_eq!(syscall(&mut p, &mut out, 56, a), Action::Return(4243));
+    assert_eq!(word(&p, ptid), 4243, "CLONE_PARENT_SETTID");
+    assert!(p.has_thread(4243));
+    // The parent waits on the tid word, as pthread_join does.
+    p.mm.write_user(ctid, &4243u32.to_le_bytes()).unwrap();
+    assert_eq!(syscall(&mut p, &mut out, 202, [ctid, 0, 4243, 0, 0, 0]), Action::Wait);
+    p.switch_out(ThreadContext::default());
+    // The scheduler picks the new thread; it starts on its own stack with
+    // its TLS, returning 0 from clone.
+    assert_eq!(p.sched.pick(), Some(4243));
+    let (ctx, resumed) = p.switch_in(4243).unwrap();
+    assert_eq!((ctx.regs.rax, ctx.regs.rsp, ctx.fs_base, resumed), (0, page + 0x800, 0x7000, None));
+    assert_eq!(syscall(&mut p, &mut out, 186, [0; 6]), Action::Return(4243), "gettid");
+    // Its exit zeroes the word and wakes the parent, whose futex returns 0.
+    assert_eq!(syscall(&mut p, &mut out, 60, [0; 6]), Action::ThreadExit);
+    assert_eq!(word(&p, ctid), 0);
+    assert!(!p.has_thread(4243));
+    assert_eq!(p.sched.pick(), Some(4242));
+    let (_, resumed) = p.switch_in(4242).unwrap();
+    assert_eq!(resumed.map(|(req, ret)| (req.number, ret)), Some((202, 0)));
+    // Alone again, exit ends the process.
+    assert_eq!(syscall(&mut p, &mut out, 60, [7, 0, 0, 0, 0, 0]), Action::Exit(7));
+}
+
+#[test]
+fn futex_waits_and_wakes_as_linux() {
+    let mut p = process();
+    let mut out = FakeOutside::default();
+    let word_at = with_page(&mut p);
+    // The value differs: EAGAIN; a bad address: EFAULT; misaligned: EINVAL.
+    assert_eq!(syscall(&mut p, &mut out, 202, [word_at, 0, 1, 0, 0, 0]), Action::Return(Errno::EAGAIN.ret()));
+    assert_eq!(syscall(&mut p, &mut out, 202, [8, 0, 0, 0, 0, 0]), Action::Return(Errno::EFAULT.ret()));
+    assert_eq!(syscall(&mut p, &mut out, 202, [word_at + 2, 0, 0, 0, 0, 0]), Action::Return(Errno::EINVAL.ret()));
+    // WAIT_BITSET with an empty bitset is EINVAL; nobody waiting: WAKE wakes 0.
+    assert_eq!(syscall(&mut p, &mut out, 202, [word_at, 9, 0, 0, 0, 0]), Action::Return(Errno::EINVAL.ret()));
+    assert_eq!(syscall(&mut p, &mut out, 202, [word_at, 1, 10, 0, 0, 0]), Action::Return(0));
+    // An operation warpd does not do yet is ENOSYS (with a note).
+    assert_eq!(syscall(&mut p, &mut out, 202, [word_at, 5, 0, 0, 0, 0]), Action::Return(Errno::ENOSYS.ret()));
+    // A waiter alone with no timeout: the broker waits for a signal.
+    assert_eq!(syscall(&mut p, &mut out, 202, [word_at, 128, 0, 0, 0, 0]), Action::Wait);
+    p.switch_out(ThreadContext::default());
+    assert_eq!(p.sched.pick(), None);
+    // pause in the broker, ended by a SIGINT that its reply carries.
+    out.replies.insert(34, Reply { ret: Errno::EINTR.ret(), signals: vec![abi::SIGINT], ..Default::default() });
+    p.idle(&mut out).unwrap();
+    assert_eq!(out.asked.last(), Some(&(34, true)));
+    assert_eq!(p.sched.pick(), Some(4242));
+    let (_, resumed) = p.switch_in(4242).unwrap();
+    assert_eq!(resumed.map(|(_, r)| r), Some(Errno::EINTR.ret()), "the signal ends the wait");
 }
