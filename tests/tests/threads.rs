@@ -53,3 +53,53 @@ fn events_show_the_threads_and_their_waits() {
     assert!(text.contains("<unfinished ...>") && text.contains("<... futex resumed>"), "{text}");
     assert!(text.lines().any(|l| l.contains("clone(")), "{text}");
 }
+
+/// Distribution programs that use threads: `sort --parallel=4` of a file
+/// large enough that it starts its threads, and python3 with `threading`,
+/// `concurrent.futures` and a `queue` between a producer and a consumer.
+#[test]
+fn sort_parallel_and_python_threads() {
+    let home = WarpHome::new("threads_dist");
+    let path = "/usr/bin:/bin";
+    if std::path::Path::new("/usr/bin/sort").exists() {
+        // 300,000 numbers in a scrambled order (an LCG walk over them all).
+        let n: u64 = 300_000;
+        let lines: String = (0..n).map(|i| format!("{}\n", (i * 7_919 + 13) % n)).collect();
+        let input = home.scratch("sort").join("numbers.txt");
+        std::fs::write(&input, lines).unwrap();
+        let spec = Spec::new("sort").args(["--parallel=4", "-n"]).arg(&input).env("PATH", path);
+        let native = home.check(&spec);
+        assert_eq!(native.status, Status::Exited(0));
+        let want: String = (0..n).map(|i| format!("{i}\n")).collect();
+        assert!(native.stdout_str() == want, "sort's output is the sorted numbers");
+        let recorded = home.record(&spec, &[]);
+        let id = recorded.session_id().unwrap();
+        let events = home.warpctl().args(["events", &id]).output().unwrap();
+        let clones = String::from_utf8_lossy(&events.stdout).lines().filter(|l| l.contains("clone(")).count();
+        assert!(clones >= 1, "sort started threads ({clones} clones)");
+    } else {
+        eprintln!("SKIPPED: sort is not installed");
+    }
+    if std::path::Path::new("/usr/bin/python3").exists() {
+        let script = "import threading, concurrent.futures, queue\n\
+total = 0\n\
+lock = threading.Lock()\n\
+def work(n):\n    global total\n    s = sum(range(n))\n    with lock:\n        total += s\n    return s\n\
+with concurrent.futures.ThreadPoolExecutor(4) as ex:\n    r = list(ex.map(work, range(1000, 1010)))\n\
+ts = [threading.Thread(target=work, args=(5000,)) for _ in range(3)]\n\
+[t.start() for t in ts]; [t.join() for t in ts]\n\
+q = queue.Queue()\n\
+def producer():\n    for i in range(100):\n        q.put(i)\n    q.put(None)\n\
+p = threading.Thread(target=producer); p.start()\n\
+got = []\n\
+while True:\n    x = q.get()\n    if x is None: break\n    got.append(x)\n\
+p.join()\n\
+print(r[0], total, sum(got))\n";
+        let spec = Spec::new("/usr/bin/python3").arg("-c").arg(script).env("PATH", path);
+        let native = home.check(&spec);
+        assert_eq!(native.status, Status::Exited(0));
+        assert_eq!(native.stdout_str(), "499500 42532620 4950\n");
+    } else {
+        eprintln!("SKIPPED: /usr/bin/python3 is not installed");
+    }
+}
