@@ -36,6 +36,18 @@ fn barriers_semaphores_timeouts_thread_signals_and_pthread_exit() {
     }
 }
 
+/// execve with another thread waiting: that thread ends with the old
+/// program, and the new one runs as a one-thread process.
+#[test]
+fn execve_from_a_process_with_threads() {
+    let home = WarpHome::new("threads_exec");
+    for flavour in FLAVOURS {
+        let native = home.check(&Spec::prog("threads_exec", flavour));
+        assert_eq!(native.status, Status::Exited(0));
+        assert_eq!(native.stdout_str(), "exec with a thread waiting\nafter exec: tid is the pid yes\nEXIT-SUCCESS\n");
+    }
+}
+
 /// The events name each syscall's thread, and a call that waits while
 /// other threads run is shown unfinished, then resumed.
 #[test]

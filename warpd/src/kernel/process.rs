@@ -946,6 +946,11 @@ impl Process {
         if path.is_empty() {
             return fail(Errno::ENOENT);
         }
+        // /proc/self/exe is the program, not the broker that would open it.
+        let path = match procfs::self_file(path.as_bytes(), self.ident.pid) {
+            Some(SelfFile::Exe) => self.proc_info.exe.clone(),
+            _ => path,
+        };
         let images = match crate::loader::program::read(&path, &mut |k| self.request(link, k)) {
             Ok(i) => i,
             Err(crate::loader::program::ExecError::Refused { errno, .. }) => return fail(errno),
@@ -973,6 +978,14 @@ impl Process {
         };
         cpu.set_fs_base(0)?;
         cpu.set_gs_base(0)?;
+        // The other threads end; the one that called execve goes on as the
+        // process's only thread, with the pid as its tid (execve(2)).
+        let mut me = self.threads.remove(&self.current).expect("the current thread is in the table");
+        me.tid = self.ident.pid;
+        me.clear_tid = 0;
+        self.threads = BTreeMap::from([(me.tid, me)]);
+        self.current = self.ident.pid;
+        self.sched = Scheduler::default();
         // Handlers do not survive exec; ignored signals stay ignored.
         for act in self.signals.actions.iter_mut() {
             if act.handler > signals::SIG_IGN {
@@ -1448,6 +1461,9 @@ impl Process {
         let tid = self.current;
         self.threads.remove(&tid);
         self.sched.remove(tid);
+        // Until the scheduler picks the next one, the process acts through
+        // a thread that exists (waiting outside needs one).
+        self.current = *self.threads.keys().next().expect("other threads are left");
         Ok(Action::ThreadExit)
     }
 

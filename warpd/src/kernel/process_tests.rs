@@ -231,3 +231,27 @@ fn futex_waits_and_wakes_as_linux() {
     let (_, resumed) = p.switch_in(4242).unwrap();
     assert_eq!(resumed.map(|(_, r)| r), Some(Errno::EINTR.ret()), "the signal ends the wait");
 }
+
+#[test]
+fn a_thread_exiting_while_the_others_wait_leaves_the_process_waiting_outside() {
+    let mut p = process();
+    let mut out = FakeOutside::default();
+    let page = with_page(&mut p);
+    assert_eq!(syscall(&mut p, &mut out, 56, [CLONE_THREAD_FLAGS, page + 0x800, page, 0, 0, 0]), Action::Return(4243));
+    // The main thread waits on a word with a relative timeout of 1 ms.
+    p.mm.write_user(page + 64, &[0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0x42, 0x0f, 0, 0, 0, 0, 0]).unwrap();
+    assert_eq!(syscall(&mut p, &mut out, 202, [page + 32, 0, 0, page + 64, 0, 0]), Action::Wait);
+    p.switch_out(ThreadContext::default());
+    assert_eq!(p.sched.pick(), Some(4243));
+    p.switch_in(4243).unwrap();
+    // The new thread ends without waking anyone: nobody can run, so the
+    // broker sleeps to the main thread's deadline, which then times out.
+    assert_eq!(syscall(&mut p, &mut out, 60, [0; 6]), Action::ThreadExit);
+    assert_eq!(p.sched.pick(), None);
+    out.replies.insert(230, Reply { ret: 0, ..Default::default() });
+    p.idle(&mut out).unwrap();
+    assert_eq!(out.asked.last(), Some(&(230, true)), "clock_nanosleep to the deadline");
+    assert_eq!(p.sched.pick(), Some(4242));
+    let (_, resumed) = p.switch_in(4242).unwrap();
+    assert_eq!(resumed.map(|(_, r)| r), Some(Errno::ETIMEDOUT.ret()));
+}
