@@ -6,12 +6,14 @@
 //! go out in the order calls finish.
 //!
 //! Signals (Ctrl-C, a `kill` of the program's pid) reach the main thread
-//! only: workers block them. The main thread passes each to warpd on the
-//! signal channel and kicks every worker with a call in progress, so that
-//! its call ends with EINTR as the main thread's would; the worker's reply
-//! then says signals are on the channel. A kick that lands just before a
-//! worker's call starts would be lost, so the main thread kicks again every
-//! 10 ms until that worker has answered.
+//! only: workers block them. While no worker has a call in progress the
+//! main thread passes each to warpd on the signal channel (which also stops
+//! a program that computes). While one has, it keeps them for that
+//! worker's reply, as a call on the main thread carries the signals that
+//! ended it, and kicks every such worker, so that its call ends with EINTR
+//! as the main thread's would. A kick that lands just before a worker's
+//! call starts would be lost, so the main thread kicks again every 10 ms
+//! until that worker has answered.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -66,10 +68,24 @@ impl Reporting {
     }
 }
 
+/// Signals that arrived while a worker had a call in progress: they go in
+/// the first worker reply (under the same lock as `busy`, so none is
+/// left behind when the last worker answers).
+#[derive(Default)]
+struct Held {
+    busy: usize,
+    signals: Vec<i32>,
+    /// How many were ever held: a worker that started before the last one
+    /// is owed a kick.
+    count: u64,
+}
+
 /// A call in progress on a worker thread.
 struct Worker {
-    thread: libc::pthread_t,
-    /// `forwarded` when the call started: a signal since is owed to it.
+    /// Kept (not detached) until the worker is done and joined, so that its
+    /// pthread_t stays valid for the kicks.
+    handle: std::thread::JoinHandle<()>,
+    /// `Held::count` when the call started: a signal since is owed to it.
     started: u64,
     done: Arc<AtomicBool>,
 }
@@ -83,15 +99,22 @@ pub fn serve(
 ) -> Result<(), BrokerError> {
     let writer = Arc::new(Mutex::new(writer_of(stream)?));
     let reporting = Arc::new(Reporting::default());
+    let held = Arc::new(Mutex::new(Held::default()));
     let mut workers: Vec<Worker> = Vec::new();
     loop {
-        workers.retain(|w| !w.done.load(Ordering::SeqCst));
-        let forwarded = reporting.forwarded.load(Ordering::SeqCst);
-        let owed: Vec<libc::pthread_t> = workers.iter().filter(|w| w.started < forwarded).map(|w| w.thread).collect();
+        let (finished, running): (Vec<Worker>, Vec<Worker>) =
+            workers.drain(..).partition(|w| w.done.load(Ordering::SeqCst));
+        workers = running;
+        for w in finished {
+            let _ = w.handle.join();
+        }
+        let count = held.lock().unwrap_or_else(|e| e.into_inner()).count;
+        let owed: Vec<libc::pthread_t> =
+            workers.iter().filter(|w| w.started < count).map(|w| w.handle.as_pthread_t()).collect();
         for &t in &owed {
-            // SAFETY: the thread is alive until it sets `done`, which it
-            // does after its last use of anything; a kick that arrives after
-            // its call ended runs an empty handler.
+            // SAFETY: the thread is not joined yet (its handle is held), so
+            // its pthread_t is valid even if it has just ended; a kick that
+            // arrives after its call ended runs an empty handler.
             unsafe { libc::pthread_kill(t, kick_signal()) };
         }
         let mut fds = [
@@ -108,13 +131,20 @@ pub fn serve(
             return Err(os_err("poll"));
         }
         if fds[1].revents != 0 {
-            for signo in drain_signals(sig_read) {
-                let b = signo as u8;
-                // SAFETY: write of one byte from a local to our pipe descriptor.
-                if unsafe { libc::write(to_warpd, &b as *const u8 as *const libc::c_void, 1) } != 1 {
-                    return Err(os_err("passing a signal to warpd"));
+            let signals = drain_signals(sig_read);
+            let mut h = held.lock().unwrap_or_else(|e| e.into_inner());
+            if h.busy > 0 {
+                h.count += signals.len() as u64;
+                h.signals.extend(signals);
+            } else {
+                for signo in signals {
+                    let b = signo as u8;
+                    // SAFETY: write of one byte from a local to our pipe descriptor.
+                    if unsafe { libc::write(to_warpd, &b as *const u8 as *const libc::c_void, 1) } != 1 {
+                        return Err(os_err("passing a signal to warpd"));
+                    }
+                    reporting.forwarded.fetch_add(1, Ordering::SeqCst);
                 }
-                reporting.forwarded.fetch_add(1, Ordering::SeqCst);
             }
         }
         if fds[0].revents == 0 {
@@ -133,7 +163,7 @@ pub fn serve(
                 if call.may_block && warp_syscalls::lookup(call.nr as u64).is_some_and(|d| d.waits) =>
             {
                 reporting.report_all();
-                workers.push(spawn(req.id, call, &memory, &writer, &reporting)?);
+                workers.push(spawn(req.id, call, &memory, &writer, &held)?);
                 continue;
             }
             Some(request::Kind::Syscall(call)) => {
@@ -183,11 +213,15 @@ fn spawn(
     call: warp_proto::broker::Syscall,
     memory: &Arc<perform::GuestMemory>,
     writer: &Arc<Mutex<UnixStream>>,
-    reporting: &Arc<Reporting>,
+    held: &Arc<Mutex<Held>>,
 ) -> Result<Worker, BrokerError> {
-    let started = reporting.forwarded.load(Ordering::SeqCst);
+    let started = {
+        let mut h = held.lock().unwrap_or_else(|e| e.into_inner());
+        h.busy += 1;
+        h.count
+    };
     let done = Arc::new(AtomicBool::new(false));
-    let (memory, writer, reporting, finished) = (memory.clone(), writer.clone(), reporting.clone(), done.clone());
+    let (memory, writer, mine, finished) = (memory.clone(), writer.clone(), held.clone(), done.clone());
     // SAFETY: sigset operations on locals; the old mask is restored below.
     let old = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -201,27 +235,27 @@ fn spawn(
     };
     let handle = std::thread::Builder::new().name("broker-wait".into()).spawn(move || {
         let (ret, outputs) = perform::syscall(&call, &memory);
-        // Signals passed to warpd while the call ran are on the channel.
-        let pending = reporting.forwarded.load(Ordering::SeqCst) > started;
-        if pending {
-            reporting.report_all();
-        }
-        let reply = Reply {
-            id,
-            ret,
-            outputs,
-            stream: perform::stream_of(&call, ret),
-            signals_pending: pending,
-            ..Default::default()
+        // The signals that came while it ran go with its reply.
+        let signals = {
+            let mut h = mine.lock().unwrap_or_else(|e| e.into_inner());
+            h.busy -= 1;
+            std::mem::take(&mut h.signals)
         };
+        let reply = Reply { id, ret, outputs, stream: perform::stream_of(&call, ret), signals, ..Default::default() };
         // warpd may have gone; the main thread notices that itself.
         let _ = send(&writer, &reply);
         finished.store(true, Ordering::SeqCst);
     });
     // SAFETY: restoring the mask saved above.
     unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-    let handle = handle.map_err(|e| BrokerError::Os("starting a worker thread", e))?;
-    Ok(Worker { thread: handle.as_pthread_t(), started, done })
+    let handle = match handle {
+        Ok(h) => h,
+        Err(e) => {
+            held.lock().unwrap_or_else(|e| e.into_inner()).busy -= 1;
+            return Err(BrokerError::Os("starting a worker thread", e));
+        }
+    };
+    Ok(Worker { handle, started, done })
 }
 
 /// What the signal handler wrote to the pipe since the last look.
@@ -316,11 +350,18 @@ mod tests {
         // SAFETY: a one-byte write to our pipe.
         assert_eq!(unsafe { libc::write(sig_write, &b as *const u8 as *const libc::c_void, 1) }, 1);
         let r = read(&s);
-        assert_eq!((r.id, r.ret, r.signals_pending), (1, -(libc::EINTR as i64), true));
+        assert_eq!((r.id, r.ret, r.signals), (1, -(libc::EINTR as i64), vec![libc::SIGINT]), "the reply carries it");
         let mut got = [0u8; 1];
         // SAFETY: a read into a local from our pipe.
+        let n = unsafe { libc::read(channel, got.as_mut_ptr() as *mut libc::c_void, 1) };
+        assert_eq!(n, -1, "and it is not also on the channel");
+        // With no call in progress, a signal goes on the channel.
+        // SAFETY: a one-byte write to our pipe.
+        assert_eq!(unsafe { libc::write(sig_write, &b as *const u8 as *const libc::c_void, 1) }, 1);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        // SAFETY: a read into a local from our pipe.
         assert_eq!(unsafe { libc::read(channel, got.as_mut_ptr() as *mut libc::c_void, 1) }, 1);
-        assert_eq!(got[0] as i32, libc::SIGINT, "the signal went to warpd on the channel");
+        assert_eq!(got[0] as i32, libc::SIGINT);
         write(&s, &Request { id: 0, kind: Some(request::Kind::Finish(Default::default())) });
         t.join().unwrap().unwrap();
     }

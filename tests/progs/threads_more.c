@@ -1,7 +1,8 @@
 /* More of what threaded programs do: a barrier; a semaphore posted by a
  * detached thread; a timed wait on a condition nobody signals (it times
  * out); pthread_kill of a thread waiting on a condition variable (its
- * handler runs, the wait goes on); and the main thread leaving with
+ * handler runs, the wait goes on); a timed wait that ends while another
+ * thread only yields; and the main thread leaving with
  * pthread_exit while the last worker ends the process with exit(3). */
 #include <pthread.h>
 #include <semaphore.h>
@@ -48,6 +49,31 @@ static void *waiter(void *arg)
 	CHECK(pthread_mutex_unlock(&lock) == 0);
 	printf("waiter: released, handler ran %d\n", (int)handled);
 	fflush(stdout);
+	return NULL;
+}
+
+static volatile int timed_out;
+
+static void *timed_waiter(void *arg)
+{
+	(void)arg;
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_nsec += 30 * 1000 * 1000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_t c;
+	pthread_cond_init(&c, &ca);
+	pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+	pthread_mutex_lock(&m);
+	int r = pthread_cond_timedwait(&c, &m, &until);
+	pthread_mutex_unlock(&m);
+	timed_out = r == ETIMEDOUT;
 	return NULL;
 }
 
@@ -114,6 +140,14 @@ int main(void)
 	CHECK(pthread_cond_signal(&go) == 0);
 	CHECK(pthread_mutex_unlock(&lock) == 0);
 	CHECK(pthread_join(w, NULL) == 0);
+
+	/* A timed wait in another thread ends while this one only yields. */
+	pthread_t tw;
+	CHECK(pthread_create(&tw, NULL, timed_waiter, NULL) == 0);
+	while (!timed_out)
+		sched_yield();
+	CHECK(pthread_join(tw, NULL) == 0);
+	puts("timed wait beside a yielding thread: ETIMEDOUT");
 
 	pthread_t l;
 	CHECK(pthread_create(&l, NULL, last, (void *)pthread_self()) == 0);

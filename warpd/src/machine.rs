@@ -215,11 +215,17 @@ impl Guest {
                 if self.single_step {
                     return Ok(Stop::SingleStep { rip: resume.rip });
                 }
-                let slice_over = self.process.sched.tick();
-                if slice_over || (matches!(action, Action::Yield(_)) && self.process.sched.others_ready()) {
-                    let context = self.vcpu.context()?;
-                    self.process.switch_out(context);
-                    return self.switch(outside);
+                // At the end of a slice, or when the thread yields, waits that
+                // have timed out end and another thread may get the vCPU.
+                if self.process.sched.tick() || matches!(action, Action::Yield(_)) {
+                    if self.process.has_timed_waits() {
+                        self.process.expire_timeouts(outside)?;
+                    }
+                    if self.process.sched.others_ready() {
+                        let context = self.vcpu.context()?;
+                        self.process.switch_out(context);
+                        return self.switch(outside);
+                    }
                 }
                 Ok(Stop::Syscall { number: req.number })
             }
@@ -263,6 +269,10 @@ impl Guest {
     /// there, with what is due at that boundary.
     fn switch(&mut self, outside: &mut dyn Outside) -> Result<Stop, SessionError> {
         loop {
+            // Waits whose deadline has passed end before anyone is picked.
+            if self.process.has_timed_waits() && self.process.sched.others_ready() {
+                self.process.expire_timeouts(outside)?;
+            }
             let Some(tid) = self.process.sched.pick() else {
                 self.process.idle(outside)?;
                 self.flush_notes();
@@ -276,17 +286,23 @@ impl Guest {
             };
             outside.schedule(tid)?;
             self.vcpu.set_context(&context)?;
-            if let Some((req, ret)) = resumed {
-                let mut regs = context.regs;
-                regs.rax = ret as u64;
-                outside.syscall_exit(req.number, ret, req.rip)?;
-                let interrupted = (ret == Errno::EINTR.ret()).then_some(req.number);
-                let resume = match self.due(outside, &regs, interrupted, ret)? {
-                    Some(Action::Jump { regs: handler, .. }) => handler,
-                    Some(a) => return self.end(outside, a, req.rip),
-                    None => regs,
-                };
-                self.vcpu.set_regs(&resume)?;
+            // The thread returns to user mode here: from its waiting call
+            // if it was woken, else where it left off; what is due for it
+            // (signals sent while it was off the vCPU) is delivered first.
+            let mut regs = context.regs;
+            let (rip, interrupted, ret) = match resumed {
+                Some((req, ret)) => {
+                    regs.rax = ret as u64;
+                    outside.syscall_exit(req.number, ret, req.rip)?;
+                    (req.rip, (ret == Errno::EINTR.ret()).then_some(req.number), ret)
+                }
+                None => (regs.rip, None, regs.rax as i64),
+            };
+            match self.due(outside, &regs, interrupted, ret)? {
+                Some(Action::Jump { regs: handler, .. }) => self.vcpu.set_regs(&handler)?,
+                Some(a) => return self.end(outside, a, rip),
+                None if interrupted.is_some() || regs != context.regs => self.vcpu.set_regs(&regs)?,
+                None => {}
             }
             return Ok(Stop::Switched { tid });
         }

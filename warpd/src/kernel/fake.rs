@@ -47,8 +47,8 @@ impl CpuState for FakeCpu {
     }
 }
 
-/// A broker that answers from a script: a reply per syscall number (ret 0
-/// otherwise), signals queued on its channel, and a log of what was asked.
+/// A broker that answers from a script: a reply per syscall number, the
+/// same each time (ret 0 otherwise), signals queued on its channel, and a log of what was asked.
 #[derive(Default)]
 pub struct FakeOutside {
     pub replies: HashMap<u32, Reply>,
@@ -67,7 +67,7 @@ impl Outside for FakeOutside {
         match kind {
             request::Kind::Syscall(c) => {
                 self.asked.push((c.nr, c.may_block));
-                let mut reply = self.replies.remove(&c.nr).unwrap_or_default();
+                let mut reply = self.replies.get(&c.nr).cloned().unwrap_or_default();
                 if let Some(s) = self.during.remove(&c.nr) {
                     self.channel.extend(s);
                     reply.signals_pending = true;

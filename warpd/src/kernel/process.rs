@@ -138,6 +138,18 @@ fn memory(ranges: Vec<(u64, u64)>, arg: usize, out: bool, inout: bool, by_ret: b
 #[path = "process_tests.rs"]
 mod tests;
 
+/// On whose behalf a broker call is made, which decides how a signal ends it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Caller {
+    /// The program's own call: a signal the current thread may take ends a
+    /// blocking one.
+    Program,
+    /// warpd's, while it emulates a call: never interrupted.
+    Warpd,
+    /// Waiting while no thread can run: a signal that wakes any thread ends it.
+    Idle,
+}
+
 /// What `/proc/self` handling decided for a path call.
 enum SelfPath {
     /// Answered here, with this result.
@@ -724,7 +736,7 @@ impl Process {
         args: [u64; 6],
         buffers: Vec<Buffer>,
     ) -> Result<i64, ProcessError> {
-        Ok(self.broker(link, nr, args, buffers, true)?.ret)
+        Ok(self.broker(link, nr, args, buffers, Caller::Program)?.ret)
     }
 
     /// A call warpd makes while it emulates another (filling an mmap,
@@ -737,7 +749,7 @@ impl Process {
         args: [u64; 6],
         buffers: Vec<Buffer>,
     ) -> Result<i64, ProcessError> {
-        Ok(self.broker(link, nr, args, buffers, false)?.ret)
+        Ok(self.broker(link, nr, args, buffers, Caller::Warpd)?.ret)
     }
 
     /// The one way to the broker: every request goes through here, so the
@@ -749,9 +761,15 @@ impl Process {
         nr: u64,
         args: [u64; 6],
         buffers: Vec<Buffer>,
-        interruptible: bool,
+        caller: Caller,
     ) -> Result<Reply, ProcessError> {
+        let interruptible = caller != Caller::Warpd;
         let may_block = interruptible && table::lookup(nr).is_some_and(|d| d.class == Class::Blocking);
+        // Waiting for any thread: a signal that woke one of them ends it.
+        let ended = |p: &Self| match caller {
+            Caller::Idle => p.sched.others_ready() || p.signal_deliverable(),
+            _ => p.signal_deliverable(),
+        };
         let call = Syscall { nr: nr as u32, args: args.to_vec(), buffers, may_block };
         loop {
             for s in link.take_signals()? {
@@ -759,7 +777,7 @@ impl Process {
             }
             // A signal pending when a blocking call would start ends it at
             // once, as on Linux (other calls complete; it is delivered after).
-            if may_block && self.signal_deliverable() {
+            if may_block && ended(self) {
                 return Ok(Reply { ret: Errno::EINTR.ret(), ..Default::default() });
             }
             let reply = self.request(link, request::Kind::Syscall(call.clone()))?;
@@ -768,7 +786,7 @@ impl Process {
             // the broker's EINTR is not the program's.
             if reply.ret == Errno::EINTR.ret()
                 && (!reply.signals.is_empty() || reply.signals_pending)
-                && (!interruptible || !self.signal_deliverable())
+                && (!interruptible || !ended(self))
             {
                 continue;
             }
@@ -877,7 +895,7 @@ impl Process {
                     Err(Errno::EINVAL)
                 }
             }
-            202 => return self.futex(a),
+            202 => return self.futex(a, link),
             97 => self.prlimit(0, a[0], 0, a[1], link)?,
             160 => self.prlimit(0, a[0], a[1], 0, link)?,
             302 => {
@@ -1079,7 +1097,7 @@ impl Process {
             Buffer { arg: 0, data: Some(buffer::Data::Bytes(path)), inout: false, out: false, written_by_ret: false },
             Buffer { arg: 1, data: Some(buffer::Data::OutLen(4096)), inout: false, out: true, written_by_ret: false },
         ];
-        let reply = self.broker(link, 89, [0, 0, 4096, 0, 0, 0], buffers, false)?;
+        let reply = self.broker(link, 89, [0, 0, 4096, 0, 0, 0], buffers, Caller::Warpd)?;
         if reply.ret <= 0 {
             return Ok(None);
         }
@@ -1293,7 +1311,7 @@ impl Process {
     /// futex between the program's own threads (never forwarded): WAIT and
     /// WAIT_BITSET park the thread, WAKE and WAKE_BITSET make waiters
     /// runnable in the order they came.
-    fn futex(&mut self, a: &[u64; 6]) -> Result<Action, ProcessError> {
+    fn futex(&mut self, a: &[u64; 6], link: &mut dyn Outside) -> Result<Action, ProcessError> {
         const FUTEX_WAIT: u64 = 0;
         const FUTEX_WAKE: u64 = 1;
         const FUTEX_WAIT_BITSET: u64 = 9;
@@ -1329,6 +1347,11 @@ impl Process {
                 if u32::from_le_bytes(b) != val {
                     return ret(Err(Errno::EAGAIN));
                 }
+                // A signal it may take is already pending: the wait ends
+                // before it begins (restarted after a handler with SA_RESTART).
+                if self.signal_deliverable() {
+                    return ret(Err(Errno::EINTR));
+                }
                 let deadline = if timeout == 0 {
                     None
                 } else {
@@ -1342,7 +1365,20 @@ impl Process {
                         return ret(Err(Errno::EINVAL));
                     }
                     let clock = if realtime { CLOCK_REALTIME } else { CLOCK_MONOTONIC };
-                    Some(Deadline { clock, absolute: op == FUTEX_WAIT_BITSET, secs, nanos })
+                    if op == FUTEX_WAIT_BITSET {
+                        Some(Deadline { clock, secs, nanos })
+                    } else {
+                        // A relative timeout counts from now (a recorded clock read).
+                        let Some((s, n)) = self.clock_now(link, clock)? else {
+                            return ret(Err(Errno::EINVAL));
+                        };
+                        let total = n + nanos;
+                        Some(Deadline {
+                            clock,
+                            secs: s.saturating_add(secs).saturating_add(total / 1_000_000_000),
+                            nanos: total % 1_000_000_000,
+                        })
+                    }
                 };
                 self.waits_begun += 1;
                 let order = self.waits_begun;
@@ -1411,17 +1447,17 @@ impl Process {
         if flags & CLONE_SIGHAND == 0 {
             return ret(Errno::EINVAL); // CLONE_THREAD requires CLONE_SIGHAND
         }
+        if flags & CLONE_SETTLS != 0 && tls >= USER_TOP {
+            return ret(Errno::EPERM); // as arch_prctl(ARCH_SET_FS)
+        }
         let tid = self.next_tid;
         self.next_tid += 1;
+        // Linux creates the thread even when these writes fault.
         if flags & CLONE_PARENT_SETTID != 0 {
-            if let Err(e) = self.mm.write_user(ptid, &tid.to_le_bytes()) {
-                return ret(e);
-            }
+            let _ = self.mm.write_user(ptid, &tid.to_le_bytes());
         }
         if flags & CLONE_CHILD_SETTID != 0 {
-            if let Err(e) = self.mm.write_user(ctid, &tid.to_le_bytes()) {
-                return ret(e);
-            }
+            let _ = self.mm.write_user(ctid, &tid.to_le_bytes());
         }
         // The new thread returns 0 from the same syscall, on its own stack.
         let mut start = *regs;
@@ -1493,6 +1529,53 @@ impl Process {
         Some((context, resumed))
     }
 
+    /// The waits with a deadline: (tid, deadline), by tid.
+    fn timed_waits(&self) -> Vec<(u32, Deadline)> {
+        self.threads
+            .values()
+            .filter_map(|t| match &t.wait {
+                Some(Wait::Futex { deadline: Some(d), .. }) => Some((t.tid, *d)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether some thread waits with a deadline.
+    pub fn has_timed_waits(&self) -> bool {
+        !self.timed_waits().is_empty()
+    }
+
+    /// Ends, with ETIMEDOUT, the waits whose deadline has passed (the
+    /// clocks are read through the broker, so replay sees the same times).
+    pub fn expire_timeouts(&mut self, link: &mut dyn Outside) -> Result<(), ProcessError> {
+        let mut waits = self.timed_waits();
+        waits.sort_by_key(|(tid, _)| self.threads.get(tid).map(|t| t.wait_order));
+        let mut now: BTreeMap<u64, Option<(i64, i64)>> = BTreeMap::new();
+        for (tid, d) in waits {
+            let t = match now.get(&d.clock) {
+                Some(t) => *t,
+                None => {
+                    let t = self.clock_now(link, d.clock)?;
+                    now.insert(d.clock, t);
+                    t
+                }
+            };
+            if t.is_some_and(|t| t >= (d.secs, d.nanos)) {
+                self.wake(tid, Errno::ETIMEDOUT.ret());
+            }
+        }
+        Ok(())
+    }
+
+    /// clock_gettime(clock) through the broker: (seconds, nanoseconds).
+    fn clock_now(&mut self, link: &mut dyn Outside, clock: u64) -> Result<Option<(i64, i64)>, ProcessError> {
+        let (r, b) = self.call_with_output(link, 228, [clock, 0, 0, 0, 0, 0], 1, 16)?;
+        if r < 0 || b.len() != 16 {
+            return Ok(None);
+        }
+        Ok(Some((i64::from_le_bytes(b[..8].try_into().expect("8")), i64::from_le_bytes(b[8..].try_into().expect("8")))))
+    }
+
     /// Whether a thread exists with this tid.
     pub fn has_thread(&self, tid: u32) -> bool {
         self.threads.contains_key(&tid)
@@ -1504,12 +1587,16 @@ impl Process {
     /// thread that does not block it (EINTR, or a restart with SA_RESTART).
     pub fn idle(&mut self, link: &mut dyn Outside) -> Result<(), ProcessError> {
         const TIMER_ABSTIME: u64 = 1;
-        let timed = self.threads.values().find_map(|t| match &t.wait {
-            Some(Wait::Futex { deadline: Some(d), .. }) => Some((t.tid, *d)),
-            _ => None,
-        });
+        const CLOCK_MONOTONIC: u64 = 1;
+        // The earliest deadline (of the monotonic ones first: deadlines on
+        // different clocks do not compare).
+        let timed = self
+            .timed_waits()
+            .into_iter()
+            .min_by_key(|(_, d)| (d.clock != CLOCK_MONOTONIC, d.secs, d.nanos))
+            .map(|(_, d)| d);
         let r = match timed {
-            Some((_, d)) => {
+            Some(d) => {
                 // The timespec goes to the broker as bytes of our own.
                 let mut ts = Vec::with_capacity(16);
                 ts.extend_from_slice(&d.secs.to_le_bytes());
@@ -1521,10 +1608,9 @@ impl Process {
                     out: false,
                     written_by_ret: false,
                 };
-                let flags = if d.absolute { TIMER_ABSTIME } else { 0 };
-                self.call(link, 230, [d.clock, flags, 0, 0, 0, 0], vec![buf])?
+                self.broker(link, 230, [d.clock, TIMER_ABSTIME, 0, 0, 0, 0], vec![buf], Caller::Idle)?.ret
             }
-            None => self.call(link, 34, [0; 6], Vec::new())?,
+            None => self.broker(link, 34, [0; 6], Vec::new(), Caller::Idle)?.ret,
         };
         if r == Errno::EINTR.ret() {
             let pending = self.signals.pending;
@@ -1533,16 +1619,17 @@ impl Process {
                 .values()
                 .find(|t| !t.runnable() && (pending | t.signals.pending) & !t.signals.blocked != 0)
                 .map(|t| t.tid);
-            // A signal nobody may take yet leaves the waits as they are.
-            if let Some(tid) = target {
+            // Unless raising it woke a thread already; a signal nobody may
+            // take yet leaves the waits as they are.
+            if let (false, Some(tid)) = (self.sched.others_ready(), target) {
                 self.wake(tid, Errno::EINTR.ret());
             }
             return Ok(());
         }
-        // pause returns only when interrupted; a broker that says otherwise
-        // is asked again.
-        if let Some((tid, _)) = timed {
-            self.wake(tid, Errno::ETIMEDOUT.ret());
+        // The deadline passed (pause returns only when interrupted; a broker
+        // that says otherwise is asked again).
+        if timed.is_some() {
+            self.expire_timeouts(link)?;
         }
         Ok(())
     }
@@ -1633,7 +1720,7 @@ impl Process {
         len: u32,
     ) -> Result<(i64, Vec<u8>), ProcessError> {
         let out = Buffer { arg, data: Some(buffer::Data::OutLen(len)), inout: false, out: true, written_by_ret: false };
-        let reply = self.broker(link, nr, args, vec![out], false)?;
+        let reply = self.broker(link, nr, args, vec![out], Caller::Warpd)?;
         Ok((reply.ret, reply.outputs.into_iter().next().unwrap_or_default()))
     }
 

@@ -238,8 +238,12 @@ fn a_thread_exiting_while_the_others_wait_leaves_the_process_waiting_outside() {
     let mut out = FakeOutside::default();
     let page = with_page(&mut p);
     assert_eq!(syscall(&mut p, &mut out, 56, [CLONE_THREAD_FLAGS, page + 0x800, page, 0, 0, 0]), Action::Return(4243));
-    // The main thread waits on a word with a relative timeout of 1 ms.
+    // The main thread waits on a word with a relative timeout of 1 ms; the
+    // monotonic clock reads 100 s (then and later).
     p.mm.write_user(page + 64, &[0, 0, 0, 0, 0, 0, 0, 0, 0x40, 0x42, 0x0f, 0, 0, 0, 0, 0]).unwrap();
+    let mut now = 100i64.to_le_bytes().to_vec();
+    now.extend(0i64.to_le_bytes());
+    out.replies.insert(228, Reply { ret: 0, outputs: vec![now.clone()], ..Default::default() });
     assert_eq!(syscall(&mut p, &mut out, 202, [page + 32, 0, 0, page + 64, 0, 0]), Action::Wait);
     p.switch_out(ThreadContext::default());
     assert_eq!(p.sched.pick(), Some(4243));
@@ -249,8 +253,13 @@ fn a_thread_exiting_while_the_others_wait_leaves_the_process_waiting_outside() {
     assert_eq!(syscall(&mut p, &mut out, 60, [0; 6]), Action::ThreadExit);
     assert_eq!(p.sched.pick(), None);
     out.replies.insert(230, Reply { ret: 0, ..Default::default() });
+    // After the sleep the clock reads past the deadline.
+    let mut later = 101i64.to_le_bytes().to_vec();
+    later.extend(0i64.to_le_bytes());
+    out.replies.insert(228, Reply { ret: 0, outputs: vec![later], ..Default::default() });
     p.idle(&mut out).unwrap();
-    assert_eq!(out.asked.last(), Some(&(230, true)), "clock_nanosleep to the deadline");
+    let asked: Vec<u32> = out.asked.iter().map(|a| a.0).collect();
+    assert_eq!(&asked[asked.len() - 2..], [230, 228], "clock_nanosleep to the deadline, then the clock");
     assert_eq!(p.sched.pick(), Some(4242));
     let (_, resumed) = p.switch_in(4242).unwrap();
     assert_eq!(resumed.map(|(_, r)| r), Some(Errno::ETIMEDOUT.ret()));

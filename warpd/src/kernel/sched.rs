@@ -34,11 +34,15 @@ impl Scheduler {
         self.queue.retain(|&t| t != tid);
     }
 
-    /// Counts a syscall of the running thread; true when its slice is
-    /// over and another thread is waiting for the vCPU.
+    /// Counts a syscall of the running thread; true when its slice is over
+    /// (a new one starts: the caller switches or lets it run on).
     pub fn tick(&mut self) -> bool {
         self.ran += 1;
-        self.ran >= SLICE && !self.queue.is_empty()
+        if self.ran >= SLICE {
+            self.ran = 0;
+            return true;
+        }
+        false
     }
 
     /// Whether a thread other than the running one could run.
@@ -61,14 +65,16 @@ mod tests {
     #[test]
     fn round_robin_by_slices() {
         let mut s = Scheduler::default();
-        assert!(!s.tick(), "alone, a thread runs on");
+        for _ in 0..SLICE - 1 {
+            assert!(!s.tick());
+        }
+        assert!(s.tick(), "the slice is over");
+        assert!(!s.tick(), "and a new one began");
+        assert!(!s.others_ready(), "alone, a thread runs on");
         s.ready(2);
         s.ready(3);
         s.ready(2);
-        for _ in 0..SLICE - 2 {
-            assert!(!s.tick());
-        }
-        assert!(s.tick(), "the slice is over and others wait");
+        assert!(s.others_ready());
         assert_eq!(s.pick(), Some(2));
         s.ready(1);
         assert_eq!((s.pick(), s.pick(), s.pick()), (Some(3), Some(1), None));

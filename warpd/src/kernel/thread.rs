@@ -14,12 +14,11 @@ pub enum Wait {
     Futex { addr: u64, bitset: u32, deadline: Option<Deadline> },
 }
 
-/// When a wait times out: `clock` and a timespec, absolute or relative to
-/// the start of the wait (as the program gave it).
+/// When a wait times out: a time on `clock` (a relative timeout is made
+/// absolute when the wait begins).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline {
     pub clock: u64,
-    pub absolute: bool,
     pub secs: i64,
     pub nanos: i64,
 }
