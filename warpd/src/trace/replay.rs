@@ -105,6 +105,8 @@ pub struct Replayer<'a> {
     pos: usize,
     out: &'a Sender<ReplayOutput>,
     rip: u64,
+    /// The thread whose events come now (for divergence reports).
+    thread: u32,
 }
 
 impl Replayer<'_> {
@@ -236,6 +238,7 @@ impl Outside for Replayer<'_> {
     fn syscall_entry(&mut self, req: &SyscallRequest) -> Result<(), OutsideError> {
         let (nr, args, rip) = (req.number, req.args, req.rip);
         self.rip = rip;
+        self.thread = req.thread;
         // As many arguments as the call takes: what else the registers hold
         // is no input of the call. Traces from before threads name no thread.
         let arity = crate::kernel::table::lookup(crate::kernel::table::number(nr)).map_or(6, |d| d.args.len());
@@ -249,6 +252,7 @@ impl Outside for Replayer<'_> {
     }
 
     fn schedule(&mut self, thread: u32) -> Result<(), OutsideError> {
+        self.thread = thread;
         self.expect(
             |k| matches!(k, event::Kind::Schedule(s) if s.thread == thread),
             || format!("thread {thread} getting the vCPU"),
@@ -385,7 +389,7 @@ pub fn replay(
         Ok(p) => p,
         Err(e) => return ReplayOutcome::Failed(e.to_string()),
     };
-    let mut rp = Replayer { store, id: id.to_string(), events, pos: 0, out, rip: 0 };
+    let mut rp = Replayer { store, id: id.to_string(), events, pos: 0, out, rip: 0, thread: ident.pid };
     let mut random = [0u8; 16];
     random.copy_from_slice(&meta.at_random);
     let result = (|| {
@@ -432,7 +436,7 @@ pub fn replay(
         }
         Err(SessionError::Outside(OutsideError::Diverged(d))) => ReplayOutcome::Diverged(Divergence {
             event: d.event,
-            thread: ident.pid,
+            thread: rp.thread,
             expected: d.expected,
             actual: d.actual,
             rip: d.rip,
