@@ -10,8 +10,9 @@
 # WARP_HOME), so its start-up is not in any figure; warpctl's own start-up and
 # its connection to the daemon are, in every recorded run.
 #
-# Prints a table: best native and recorded wall time, the ratio
-# record/native, and, when `warpctl record -v` prints a line such as
+# Prints a table: best native, `strace -f` (the ptrace baseline, when
+# strace is installed), recorded and replayed wall time, the ratios to
+# native, and, when `warpctl record -v` prints a line such as
 # `warpctl: N syscalls, M vm exits`, those counts and exits per syscall
 # (from one extra -v run, not timed); otherwise "n/a".
 #
@@ -117,8 +118,12 @@ bench() { # NAME CMD...
     local name=$1
     shift
     echo "running $name"
-    local native recorded replayed c sys exits id events bytes logical
+    local native traced recorded replayed c sys exits id events bytes logical
     native=$(time_best "$@")
+    traced="n/a"
+    if command -v strace >/dev/null 2>&1; then
+        if [ "$1" = repeat20 ]; then traced=$(time_best repeat20 strace -f -o /dev/null "${@:2}"); else traced=$(time_best strace -f -o /dev/null "$@"); fi
+    fi
     if [ "$1" = repeat20 ]; then
         recorded=$(time_best repeat20 record "${@:2}")
         c=$(counts "${@:2}")
@@ -131,7 +136,7 @@ bench() { # NAME CMD...
     if [ "$id" != n/a ]; then
         if [ "$1" = repeat20 ]; then replayed=$(time_best repeat20 replay "$id"); else replayed=$(time_best replay "$id"); fi
     fi
-    rows+=("$(awk -v n="$name" -v nat="$native" -v rec="$recorded" -v rep="$replayed" -v sys="$sys" -v ex="$exits" \
+    rows+=("$(awk -v n="$name" -v nat="$native" -v st="$traced" -v rec="$recorded" -v rep="$replayed" -v sys="$sys" -v ex="$exits" \
         -v ev="$events" -v tb="$bytes" -v lb="$logical" -v twenty="$([ "$1" = repeat20 ] && echo 20 || echo 1)" '
         function num(x) { return x ~ /^[0-9.]+$/ }
         function ratio(a, b) { return (num(a) && num(b) && b > 0) ? sprintf("%.1fx", a / b) : "n/a" }
@@ -139,7 +144,7 @@ bench() { # NAME CMD...
             per = (num(sys) && num(ex) && sys > 0) ? sprintf("%.2f", ex / sys) : "n/a"
             evs = (num(ev) && num(rec) && rec > 0) ? sprintf("%.0f", ev / (rec / twenty / 1000)) : "n/a"
             bps = (num(lb) && num(sys) && sys > 0) ? sprintf("%.0f", lb / sys) : "n/a"
-            printf "%-26s %10s %10s %10s %8s %8s %9s %9s %9s %10s %11s %8s", n, nat, rec, rep, ratio(rec, nat), ratio(rep, nat), sys, per, evs, tb, lb, bps
+            printf "%-26s %10s %10s %10s %10s %8s %8s %8s %9s %9s %9s %10s %11s %8s", n, nat, st, rec, rep, ratio(st, nat), ratio(rec, nat), ratio(rep, nat), sys, per, evs, tb, lb, bps
         }')")
 }
 
@@ -154,11 +159,13 @@ else
     echo "bench: /usr/bin/python3 not installed; skipping the python workloads" >&2
 fi
 bench "sha256sum 256 MiB" sha256sum "$work/input.bin"
+bench "threads: ping-pong x1e4" "$work/pingpong" 10000
+bench "threads: 4 x compute" "$work/threads_compute" 400000000
 
 echo
 echo "best of $REPEAT runs, wall time in ms; the daemon was already running"
 echo "(syscalls, exits/syscall, events/s and trace bytes: one recording; hello's for a single start)"
 echo "(added B: what the last recording added to the store, sharing blobs with earlier ones;"
 echo " unshared B: what it takes alone; B/sys: unshared bytes per syscall)"
-printf '%-26s %10s %10s %10s %8s %8s %9s %9s %9s %10s %11s %8s\n' workload native record replay rec/nat rep/nat syscalls exits/sys events/s "added B" "unshared B" "B/sys"
+printf '%-26s %10s %10s %10s %10s %8s %8s %8s %9s %9s %9s %10s %11s %8s\n' workload native strace record replay st/nat rec/nat rep/nat syscalls exits/sys events/s "added B" "unshared B" "B/sys"
 for row in "${rows[@]}"; do echo "$row"; done
