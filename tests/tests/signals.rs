@@ -126,6 +126,11 @@ fn ctrl_c_while_blocked_in_pause() {
 }
 
 #[test]
+fn ctrl_c_while_threads_wait() {
+    interrupt("intr_threads", "sleep_forever", &["threads"], Input::Null);
+}
+
+#[test]
 fn ctrl_c_while_computing() {
     interrupt("intr_spin", "spin", &[], Input::Null);
 }
