@@ -108,12 +108,6 @@ impl Guest {
         &self.caps
     }
 
-    /// A handle that stops the vCPU from another thread. Call it on the
-    /// thread that steps the guest.
-    pub fn kicker(&mut self) -> Kicker {
-        self.vcpu.kicker()
-    }
-
     /// Lets `cancel` stop this guest. Call it on the thread that steps it.
     pub fn cancel_with(&mut self, cancel: Arc<Cancel>) {
         cancel.arm(self.vcpu.kicker());

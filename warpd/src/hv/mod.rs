@@ -187,14 +187,6 @@ impl Kicker {
     pub fn kick(&self) {
         self.0.kick()
     }
-    /// A kicker that does nothing (tests, and replays that nothing interrupts).
-    pub fn none() -> Self {
-        struct Nothing;
-        impl Kick for Nothing {
-            fn kick(&self) {}
-        }
-        Kicker(Arc::new(Nothing))
-    }
 }
 
 /// A guest CPU.

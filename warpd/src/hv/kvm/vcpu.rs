@@ -1,7 +1,6 @@
 //! The vCPU: runs the guest, decodes exits into neutral [`VmExit`]s, and
 //! keeps the register state honest across the different kinds of exit.
 
-use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_xcrs, Msrs};
@@ -434,12 +433,5 @@ impl CpuState for KvmVcpu {
         let mut s = self.vcpu.get_sregs().map_err(err("reading sregs"))?;
         s.gs.base = base;
         self.vcpu.set_sregs(&s).map_err(err("setting sregs"))
-    }
-}
-
-impl KvmVcpu {
-    /// The vCPU's descriptor (diagnostics).
-    pub fn fd(&self) -> i32 {
-        self.vcpu.as_raw_fd()
     }
 }
