@@ -242,6 +242,21 @@ fn int_n_from_user_code_is_sigsegv_and_int3_sigtrap() {
 }
 
 #[test]
+fn port_io_from_user_code_is_sigsegv_at_the_instruction() {
+    let home = WarpHome::new("stray_io");
+    for out in check_all(&home, "stray_io", &[], Status::Exited(0)) {
+        assert_eq!(
+            out,
+            "out %al, $0x10: SIGSEGV, si_code 0x80, at the instruction yes\n\
+             out %ax, $0x10: SIGSEGV, si_code 0x80, at the instruction yes\n\
+             in $0x10, %al: SIGSEGV, si_code 0x80, at the instruction yes\n\
+             out %al, %dx (0x10): SIGSEGV, si_code 0x80, at the instruction yes\n\
+             out %al, $0x80: SIGSEGV, si_code 0x80, at the instruction yes\nEXIT-SUCCESS\n"
+        );
+    }
+}
+
+#[test]
 fn sigpipe_ignored_gives_epipe() {
     let home = WarpHome::new("sigpipe_ignore");
     for out in check_all(&home, "sigpipe", &["ignore"], Status::Exited(0)) {

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use warp_proto::warp::Failure;
 
 use crate::arch::x86_64::signal::SigInfo;
-use crate::arch::x86_64::{software_interrupt, USER_TOP};
+use crate::arch::x86_64::{port_io_start, software_interrupt, USER_TOP};
 use crate::arch::Regs;
 use crate::hv::{Capabilities, FaultKind, GuestFault, Kicker, Vcpu, Vm, VmExit};
 use crate::kernel::errno::Errno;
@@ -402,6 +402,18 @@ impl Guest {
                 None => {}
             }
         }
+        // Port I/O: the fault is at the instruction, wherever the backend saw it.
+        let mut at = None;
+        if let FaultKind::PortIo { rip_is_after: true } = f.kind {
+            let code = process.mm.peek_code(f.rip.wrapping_sub(3), 3);
+            let before = [
+                code.first().copied().unwrap_or(0),
+                code.get(1).copied().unwrap_or(0),
+                code.get(2).copied().unwrap_or(0),
+            ];
+            f.rip = port_io_start(f.rip, before);
+            at = Some(f.rip);
+        }
         let f = &f;
         let Some((sig, code)) = signals::for_fault(f.kind) else {
             return Err(SessionError::Failed(
@@ -425,7 +437,10 @@ impl Guest {
 
         // The program's handler, if it has one, with the faulting context
         // saved in its frame.
-        let resume = self.vcpu.regs()?;
+        let mut resume = self.vcpu.regs()?;
+        if let Some(rip) = at {
+            resume.rip = rip;
+        }
         let info = SigInfo { signo: sig, code, pid: 0, uid: 0, addr: Some(f.address) };
         match self.process.fault_handler(sig, info, &resume, self.vcpu.cpu())? {
             Some(Action::Jump { regs: entry, .. }) => {

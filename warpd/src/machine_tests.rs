@@ -9,7 +9,7 @@ use super::*;
 use crate::arch::x86_64::{self as x86, KERNEL_SLOT_SIZE};
 use crate::builder;
 use crate::hv::memory::MemFd;
-use crate::hv::ThreadContext;
+use crate::hv::{FaultKind, GuestFault, ThreadContext, VmExit};
 use crate::kernel::fake::{identity, FakeOutside};
 use crate::kernel::mm::{Mm, VmaKind, PROT_EXEC, PROT_READ, PROT_WRITE};
 
@@ -127,4 +127,43 @@ fn a_thread_context_round_trips_through_the_vcpu() {
     assert_eq!((back.fs_base, back.gs_base), (ctx.fs_base, ctx.gs_base));
     assert_eq!(&back.fpu[160..176], &[0x5a; 16]);
     assert_eq!(&back.fpu[400..416], &[0xa5; 16]);
+}
+
+#[test]
+fn port_io_by_the_program_is_a_fault_at_the_instruction() {
+    let Some(hv) = hypervisor() else { return };
+    let builder::Parts { mut mm, vm, mut vcpu, caps } = builder::parts(hv.as_ref()).unwrap();
+    for (va, gpa, user) in x86::install_kernel(&mut mm.kernel) {
+        mm.map_kernel_page(va, gpa, user).unwrap();
+    }
+    mm.map_anonymous(CODE, 4096, PROT_READ | PROT_EXEC, VmaKind::Anonymous).unwrap();
+    // in $0x10,%al ; out %al,$0x10 ; inc rax ; jmp .
+    mm.poke(CODE, &[0xe4, 0x10, 0xe6, 0x10, 0x48, 0xff, 0xc0, 0xeb, 0xfe]).unwrap();
+    mm.map_anonymous(STACK - 4096, 4096, PROT_READ | PROT_WRITE, VmaKind::Stack).unwrap();
+    let regs = Regs { rip: CODE, rsp: STACK, rax: 0x1234, rflags: 0x202, ..Default::default() };
+    vcpu.setup(&crate::arch::initial_cpu(mm.cr3()), &regs).unwrap();
+    let _ = (vm, caps);
+    let start = |e: VmExit, code: &[u8]| match e {
+        VmExit::Fault(GuestFault { kind: FaultKind::PortIo { rip_is_after }, rip, .. }) if rip_is_after => {
+            let n = rip as usize - CODE as usize;
+            x86::port_io_start(rip, [0, code[n - 2], code[n - 1]])
+        }
+        VmExit::Fault(GuestFault { kind: FaultKind::PortIo { .. }, rip, .. }) => rip,
+        other => panic!("{other:?}"),
+    };
+    let code = [0xe4, 0x10, 0xe6, 0x10, 0x48, 0xff, 0xc0, 0xeb, 0xfe];
+    assert_eq!(start(vcpu.run(), &code), CODE, "the in");
+    // The program's registers are untouched (rax is not the port's data).
+    assert_eq!(vcpu.regs().unwrap().rax, 0x1234);
+    let mut r = vcpu.regs().unwrap();
+    r.rip = CODE + 2;
+    vcpu.set_regs(&r).unwrap();
+    assert_eq!(start(vcpu.run(), &code), CODE + 2, "the out, not a syscall");
+    // The guest resumes wherever it is sent.
+    let mut r = vcpu.regs().unwrap();
+    r.rip = CODE + 4;
+    vcpu.set_regs(&r).unwrap();
+    vcpu.set_single_step(true).unwrap();
+    assert_eq!(vcpu.run(), VmExit::SingleStep { rip: CODE + 7 });
+    assert_eq!(vcpu.regs().unwrap().rax, 0x1235);
 }

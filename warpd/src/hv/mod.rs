@@ -56,6 +56,12 @@ pub enum FaultKind {
     Debug,
     /// A misaligned access with alignment checking on.
     Alignment,
+    /// An `in` or `out` the program executed itself (only warpd's syscall
+    /// trampoline may use the port the guest can reach): Linux gives user
+    /// mode no port I/O, so it is a general-protection fault there.
+    /// `rip_is_after`: the backend saw the address after the instruction
+    /// (PVM), not the instruction itself.
+    PortIo { rip_is_after: bool },
     /// A stack-segment fault.
     Stack,
     /// Overflow or bound-range instructions.

@@ -211,7 +211,7 @@ pub fn for_fault(kind: FaultKind) -> Option<(i32, i32)> {
     Some(match kind {
         FaultKind::Page { present: true, .. } => (abi::SIGSEGV, abi::SEGV_ACCERR),
         FaultKind::Page { present: false, .. } => (abi::SIGSEGV, abi::SEGV_MAPERR),
-        FaultKind::Protection | FaultKind::Overflow => (abi::SIGSEGV, abi::SI_KERNEL),
+        FaultKind::Protection | FaultKind::Overflow | FaultKind::PortIo { .. } => (abi::SIGSEGV, abi::SI_KERNEL),
         FaultKind::InvalidOpcode => (abi::SIGILL, abi::ILL_ILLOPN),
         FaultKind::Divide => (abi::SIGFPE, abi::FPE_INTDIV),
         FaultKind::FloatingPoint => (abi::SIGFPE, abi::SI_KERNEL),

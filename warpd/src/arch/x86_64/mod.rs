@@ -128,6 +128,21 @@ pub mod pf {
     pub const FETCH: u64 = 16;
 }
 
+/// Where an `in`/`out` to `PORT_SYSCALL` began, given the two bytes before
+/// the address after it: the imm8 forms (`e4`-`e7`, then the port byte)
+/// take two bytes, the dx forms (`ec`-`ef`) one, an operand-size prefix
+/// one more.
+pub fn port_io_start(after: u64, before: [u8; 3]) -> u64 {
+    let [b3, b2, b1] = before;
+    if (0xec..=0xef).contains(&b1) {
+        return if b2 == 0x66 { after - 2 } else { after - 1 };
+    }
+    if b1 == PORT_SYSCALL as u8 && (0xe4..=0xe7).contains(&b2) {
+        return if b3 == 0x66 { after - 3 } else { after - 2 };
+    }
+    after - 2
+}
+
 /// The vector of an `int n` instruction at the start of `code`. Linux
 /// gives user code only `int3`/`int $3` (a DPL3 gate, SIGTRAP); any other
 /// `int n` faults through its DPL0 gate with #GP (SIGSEGV). PVM reports
@@ -139,6 +154,15 @@ pub fn software_interrupt(code: &[u8]) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn port_io_instructions_are_found_from_their_end() {
+        assert_eq!(port_io_start(0x1002, [0x90, 0xe6, 0x10]), 0x1000); // out %al, $0x10
+        assert_eq!(port_io_start(0x1003, [0x66, 0xe7, 0x10]), 0x1000); // out %ax, $0x10
+        assert_eq!(port_io_start(0x1001, [0x90, 0x90, 0xee]), 0x1000); // out %al, %dx
+        assert_eq!(port_io_start(0x1002, [0x90, 0x66, 0xed]), 0x1000); // in %dx, %ax
+        assert_eq!(port_io_start(0x1002, [0x90, 0xe4, 0x10]), 0x1000); // in $0x10, %al
+    }
 
     #[test]
     fn trampoline_starts_with_out() {

@@ -11,7 +11,7 @@ use crate::arch::x86_64::cpu::{decode_fault, read_exception_frame, set_exception
 use crate::arch::x86_64::descriptors::{user_segments, CR4_OSXSAVE};
 use crate::arch::x86_64::{self as x86, InitialCpu, Regs};
 use crate::hv::memory::MemFd;
-use crate::hv::{Capabilities, CpuState, HvError, Kick, Kicker, SyscallRequest, Vcpu, VmExit};
+use crate::hv::{Capabilities, CpuState, FaultKind, GuestFault, HvError, Kick, Kicker, SyscallRequest, Vcpu, VmExit};
 
 /// The signal used to interrupt KVM_RUN from another thread.
 fn kick_signal() -> i32 {
@@ -189,6 +189,41 @@ impl KvmVcpu {
         Ok(())
     }
 
+    /// Port I/O by the program's own code: the fault Linux would raise.
+    /// The registers are the program's; it resumes where `set_regs` says
+    /// (KVM does not advance a rip that was changed).
+    fn stray_io(&mut self, regs: Regs, rip_is_after: bool) -> VmExit {
+        // KVM finishes the I/O on the next KVM_RUN (an `in` writes rax and
+        // moves rip), whatever registers are set meanwhile: let it finish
+        // now without entering the guest, then put the program's back.
+        self.vcpu.set_kvm_immediate_exit(1);
+        let settled = match self.vcpu.run() {
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Ok(()),
+            Ok(VcpuExit::Intr) => Ok(()),
+            Err(e) => Err(format!("KVM_RUN failed: {e}")),
+            Ok(other) => Err(format!("unexpected VM exit finishing port I/O: {other:?}")),
+        };
+        self.vcpu.set_kvm_immediate_exit(0);
+        self.exits += 1;
+        if let Err(why) = settled {
+            return VmExit::Failed(why);
+        }
+        self.stopped = Stopped::Anywhere;
+        self.regs_dirty = false;
+        if let Err(e) = self.vcpu.set_regs(&to_kvm_regs(&regs)) {
+            return VmExit::Failed(HvError::call("setting registers", e).to_string());
+        }
+        let rip = regs.rip;
+        VmExit::Fault(GuestFault {
+            kind: FaultKind::PortIo { rip_is_after },
+            vector: 13,
+            error_code: 0,
+            address: 0,
+            rip,
+            user: true,
+        })
+    }
+
     /// Decodes an exception exit; a #DB the debugger asked for is a step.
     fn fault_exit(&mut self) -> Result<VmExit, HvError> {
         let mut frame = read_exception_frame(&self.frames);
@@ -211,11 +246,23 @@ impl KvmVcpu {
             Raw::Out(port) if port == x86::PORT_SYSCALL => {
                 self.stopped = Stopped::Syscall;
                 match self.raw_regs() {
-                    Ok(r) => {
+                    // Only the trampoline's `out` is a syscall (PVM reports
+                    // the address after it, VMX/SVM the `out` itself).
+                    Ok(r) if r.rip == x86::TRAMPOLINE_VA + 2 || r.rip == x86::TRAMPOLINE_VA => {
                         let (number, args) = r.syscall_args();
                         // rcx holds the address after the 2-byte `syscall`.
                         VmExit::Syscall(SyscallRequest { thread: 0, number, args, rip: r.rcx.wrapping_sub(2) })
                     }
+                    // PVM reports an `out` with rip past it, VMX/SVM at it.
+                    Ok(r) => self.stray_io(r, !self.caps.untested_paths),
+                    Err(e) => VmExit::Failed(e.to_string()),
+                }
+            }
+            Raw::In => {
+                self.stopped = Stopped::Syscall;
+                match self.raw_regs() {
+                    // An `in` comes with rip at it on both (measured on PVM).
+                    Ok(r) => self.stray_io(r, false),
                     Err(e) => VmExit::Failed(e.to_string()),
                 }
             }
@@ -236,6 +283,8 @@ impl KvmVcpu {
 /// A KVM exit with what it borrowed from `kvm_run` copied out.
 enum Raw {
     Out(u16),
+    /// An `in`: its data reads as zeros should the guest resume through it.
+    In,
     Interrupted,
     Failed(String),
 }
@@ -243,6 +292,10 @@ enum Raw {
 fn raw(exit: Result<VcpuExit<'_>, kvm_ioctls::Error>) -> Raw {
     match exit {
         Ok(VcpuExit::IoOut(port, _)) => Raw::Out(port),
+        Ok(VcpuExit::IoIn(_, data)) => {
+            data.fill(0);
+            Raw::In
+        }
         Ok(VcpuExit::Intr) => Raw::Interrupted,
         Ok(VcpuExit::Shutdown) => Raw::Failed("the guest CPU shut down (triple fault)".into()),
         Ok(VcpuExit::FailEntry(reason, _)) => Raw::Failed(format!("VM entry failed (hardware reason {reason:#x})")),
