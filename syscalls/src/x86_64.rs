@@ -338,7 +338,7 @@ pub static TABLE: &[Desc] = &[
     ),
     d(332, "statx", Proxied, &[DirFd, Path, Int, Int, Out(Fixed(256))]),
     d(334, "rseq", Unsupported("restartable sequences are not provided (glibc falls back)"), &[]),
-    d(435, "clone3", Unsupported("clone3 is not provided (glibc falls back to clone for threads)"), &[]),
+    d(435, "clone3", Emulated, &[In(Of(1)), Int]),
     d(436, "close_range", Emulated, &[Int, Int, Int]).warpd(),
     d(439, "faccessat2", Proxied, &[DirFd, Path, Int, Int]),
 ];

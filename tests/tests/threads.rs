@@ -64,7 +64,7 @@ fn events_show_the_threads_and_their_waits() {
         text.lines().filter_map(|l| l.strip_prefix('[')?.split(']').next()).collect();
     assert_eq!(threads.len(), 5, "the main thread and four workers:\n{text}");
     assert!(text.contains("<unfinished ...>") && text.contains("<... futex resumed>"), "{text}");
-    assert!(text.lines().any(|l| l.contains("clone(")), "{text}");
+    assert!(text.lines().any(|l| l.contains("clone3(")), "{text}");
 }
 
 /// Distribution programs that use threads: `sort --parallel=4` of a file
@@ -88,7 +88,7 @@ fn sort_parallel_and_python_threads() {
         let recorded = home.record(&spec, &[]);
         let id = recorded.session_id().unwrap();
         let events = home.warpctl().args(["events", &id]).output().unwrap();
-        let clones = String::from_utf8_lossy(&events.stdout).lines().filter(|l| l.contains("clone(")).count();
+        let clones = String::from_utf8_lossy(&events.stdout).lines().filter(|l| l.contains("clone3(")).count();
         assert!(clones >= 1, "sort started threads ({clones} clones)");
     } else {
         eprintln!("SKIPPED: sort is not installed");

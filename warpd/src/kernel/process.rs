@@ -859,7 +859,8 @@ impl Process {
             15 => return self.rt_sigreturn(regs, cpu),
             231 => return Ok(Action::Exit((a[0] & 0xff) as i32)),
             60 => return self.exit_thread((a[0] & 0xff) as i32),
-            56 => return self.clone_thread(a, regs, cpu),
+            56 => return self.clone_thread(a, regs, cpu, 56),
+            435 => return self.clone3_thread(a, regs, cpu),
             59 => return self.execve(a, cpu, link),
             9 => self.mmap(a, link)?,
             10 => self.mprotect(a[0], a[1], a[2]),
@@ -1428,7 +1429,53 @@ impl Process {
     /// clone for a new thread of this process (CLONE_VM | CLONE_THREAD |
     /// CLONE_SIGHAND, as pthread_create and std::thread make them); new
     /// processes are not supported yet.
-    fn clone_thread(&mut self, a: &[u64; 6], regs: &Regs, cpu: &mut dyn CpuState) -> Result<Action, ProcessError> {
+    /// clone3 (x86_64: the `struct clone_args` at a[0], its size in a[1]),
+    /// for threads as clone; its extra fields must be unused.
+    fn clone3_thread(&mut self, a: &[u64; 6], regs: &Regs, cpu: &mut dyn CpuState) -> Result<Action, ProcessError> {
+        const VER0: u64 = 64; // CLONE_ARGS_SIZE_VER0
+        const KNOWN: u64 = 88; // up to and with `cgroup`
+        let ret = |e: Errno| Ok(Action::Return(e.ret()));
+        let (at, size) = (a[0], a[1]);
+        if !(VER0..=PAGE_SIZE).contains(&size) {
+            return ret(if size > PAGE_SIZE { Errno::E2BIG } else { Errno::EINVAL });
+        }
+        let mut args = vec![0u8; size as usize];
+        if let Err(e) = self.mm.read_user(at, &mut args) {
+            return ret(e);
+        }
+        // Fields a newer program knows and this kernel does not must be zero.
+        if args.get(KNOWN as usize..).is_some_and(|rest| rest.iter().any(|&b| b != 0)) {
+            return ret(Errno::E2BIG);
+        }
+        args.resize(KNOWN as usize, 0);
+        let f = |i: usize| u64::from_le_bytes(args[i * 8..i * 8 + 8].try_into().expect("8"));
+        let (flags, pidfd, child_tid, parent_tid, exit_signal) = (f(0), f(1), f(2), f(3), f(4));
+        let (stack, stack_size, tls, set_tid_size, cgroup) = (f(5), f(6), f(7), f(9), f(10));
+        const CLONE_PIDFD: u64 = 0x1000;
+        const CLONE_THREAD: u64 = 0x1_0000;
+        const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+        if flags & CLONE_THREAD != 0 && exit_signal != 0 {
+            return ret(Errno::EINVAL);
+        }
+        if (stack == 0) != (stack_size == 0) || exit_signal > 64 {
+            return ret(Errno::EINVAL);
+        }
+        if flags & (CLONE_PIDFD | CLONE_INTO_CGROUP) != 0 || set_tid_size != 0 || pidfd != 0 || cgroup != 0 {
+            self.note("clone3 with a pidfd, a cgroup or chosen tids returned ENOSYS: not supported yet".into());
+            return ret(Errno::ENOSYS);
+        }
+        // The new thread's stack pointer is the top of the area given.
+        let top = stack.wrapping_add(stack_size);
+        self.clone_thread(&[flags, top, parent_tid, child_tid, tls, 0], regs, cpu, 435)
+    }
+
+    fn clone_thread(
+        &mut self,
+        a: &[u64; 6],
+        regs: &Regs,
+        cpu: &mut dyn CpuState,
+        nr: u64,
+    ) -> Result<Action, ProcessError> {
         const CLONE_VM: u64 = 0x100;
         const CLONE_SIGHAND: u64 = 0x800;
         const CLONE_VFORK: u64 = 0x4000;
@@ -1440,8 +1487,9 @@ impl Process {
         let (flags, stack, ptid, ctid, tls) = (a[0], a[1], a[2], a[3], a[4]);
         let ret = |e: Errno| Ok(Action::Return(e.ret()));
         if flags & CLONE_THREAD == 0 || flags & CLONE_VM == 0 || flags & CLONE_VFORK != 0 {
-            *self.unknown.entry(56).or_default() += 1;
-            self.note("clone (56) of a new process returned ENOSYS: new processes are not supported yet".into());
+            *self.unknown.entry(nr).or_default() += 1;
+            let name = if nr == 56 { "clone" } else { "clone3" };
+            self.note(format!("{name} ({nr}) of a new process returned ENOSYS: new processes are not supported yet"));
             return ret(Errno::ENOSYS);
         }
         if flags & CLONE_SIGHAND == 0 {

@@ -264,3 +264,38 @@ fn a_thread_exiting_while_the_others_wait_leaves_the_process_waiting_outside() {
     let (_, resumed) = p.switch_in(4242).unwrap();
     assert_eq!(resumed.map(|(_, r)| r), Some(Errno::ETIMEDOUT.ret()));
 }
+
+#[test]
+fn clone3_makes_threads_as_clone_does_and_checks_its_arguments() {
+    let mut p = process();
+    let mut out = FakeOutside::default();
+    let page = with_page(&mut p);
+    let args = |flags: u64, exit_signal: u64, stack: u64, size: u64| {
+        let mut b = Vec::new();
+        for v in [flags, 0, page + 8, page, exit_signal, stack, size, 0x7000, 0, 0, 0] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        b
+    };
+    let at = page + 256;
+    p.mm.write_user(at, &args(CLONE_THREAD_FLAGS, 0, page + 0x400, 0x400)).unwrap();
+    assert_eq!(syscall(&mut p, &mut out, 435, [at, 32, 0, 0, 0, 0]), Action::Return(Errno::EINVAL.ret()), "too small");
+    assert_eq!(syscall(&mut p, &mut out, 435, [8, 88, 0, 0, 0, 0]), Action::Return(Errno::EFAULT.ret()));
+    // A larger struct from a newer program: its unknown tail must be zero.
+    p.mm.write_user(at + 88, &[1]).unwrap();
+    assert_eq!(syscall(&mut p, &mut out, 435, [at, 96, 0, 0, 0, 0]), Action::Return(Errno::E2BIG.ret()));
+    p.mm.write_user(at + 88, &[0]).unwrap();
+    // A thread with an exit signal is EINVAL; a fork-like clone3 ENOSYS.
+    p.mm.write_user(at, &args(CLONE_THREAD_FLAGS, 17, page + 0x400, 0x400)).unwrap();
+    assert_eq!(syscall(&mut p, &mut out, 435, [at, 88, 0, 0, 0, 0]), Action::Return(Errno::EINVAL.ret()));
+    p.mm.write_user(at, &args(0, 17, 0, 0)).unwrap();
+    assert_eq!(syscall(&mut p, &mut out, 435, [at, 88, 0, 0, 0, 0]), Action::Return(Errno::ENOSYS.ret()));
+    // The thread starts at the top of its stack area.
+    p.mm.write_user(at, &args(CLONE_THREAD_FLAGS, 0, page + 0x400, 0x400)).unwrap();
+    assert_eq!(syscall(&mut p, &mut out, 435, [at, 96, 0, 0, 0, 0]), Action::Return(4243));
+    assert_eq!(word(&p, page), 4243, "parent_tid");
+    p.switch_out(ThreadContext::default());
+    assert_eq!(p.sched.pick(), Some(4243));
+    let (ctx, _) = p.switch_in(4243).unwrap();
+    assert_eq!((ctx.regs.rsp, ctx.fs_base), (page + 0x800, 0x7000));
+}
