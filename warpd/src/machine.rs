@@ -22,7 +22,7 @@ use warp_proto::warp::Failure;
 use crate::arch::x86_64::signal::SigInfo;
 use crate::arch::x86_64::{port_io_start, software_interrupt, USER_TOP};
 use crate::arch::Regs;
-use crate::hv::{Capabilities, FaultKind, GuestFault, Kicker, Vcpu, Vm, VmExit};
+use crate::hv::{Capabilities, FaultKind, GuestFault, Kicker, SyscallRequest, Vcpu, Vm, VmExit};
 use crate::kernel::errno::Errno;
 use crate::kernel::outside::{Ending, Outside, OutsideError};
 use crate::kernel::process::{Action, Process};
@@ -158,10 +158,9 @@ impl Guest {
         if !self.started {
             self.started = true;
             let first = self.vcpu.regs()?;
-            match self.due(outside, &first, None, first.rax as i64)? {
-                Some(Action::Jump { regs, .. }) => self.vcpu.set_regs(&regs)?,
-                Some(a) => return self.end(outside, a, 0),
-                None => {}
+            let due = self.due(outside, &first, None, first.rax as i64)?;
+            if let Err(stop) = self.resume(outside, due, first, 0)? {
+                return Ok(stop);
             }
         }
         if self.cancelled() {
@@ -195,16 +194,12 @@ impl Guest {
                     Action::ThreadExit => return self.switch(outside),
                     other => return self.end(outside, other, req.rip),
                 };
-                outside.syscall_exit(req.number, ret, req.rip)?;
                 // A call a signal interrupted may start again after the handler.
-                let interrupted =
-                    (matches!(action, Action::Return(_)) && ret == Errno::EINTR.ret()).then_some(req.number);
-                let resume = match self.due(outside, &resume, interrupted, ret)? {
-                    Some(Action::Jump { regs: handler, .. }) => handler,
-                    Some(a) => return self.end(outside, a, req.rip),
-                    None => resume,
+                let interruptible = matches!(action, Action::Return(_));
+                let resume = match self.return_from(outside, &req, resume, ret, interruptible)? {
+                    Ok(resume) => resume,
+                    Err(stop) => return Ok(stop),
                 };
-                self.vcpu.set_regs(&resume)?;
                 // Stepping over `syscall` ends where the program resumes.
                 if self.single_step {
                     return Ok(Stop::SingleStep { rip: resume.rip });
@@ -244,10 +239,9 @@ impl Guest {
                 // stopped (the trace notes where); inside warpd's guest-side
                 // stubs it waits for the next syscall.
                 let at = (now.rip < USER_TOP).then_some((&now, None, now.rax as i64));
-                match self.deliver(at)? {
-                    Some(Action::Jump { regs, .. }) => self.vcpu.set_regs(&regs)?,
-                    Some(a) => return self.end(outside, a, now.rip),
-                    None => {}
+                let due = self.deliver(at)?;
+                if let Err(stop) = self.resume(outside, due, now, now.rip)? {
+                    return Ok(stop);
                 }
                 Ok(if self.cancelled() { Stop::Paused } else { Stop::Interrupted })
             }
@@ -283,23 +277,55 @@ impl Guest {
             // The thread returns to user mode here: from its waiting call
             // if it was woken, else where it left off; what is due for it
             // (signals sent while it was off the vCPU) is delivered first.
-            let mut regs = context.regs;
-            let (rip, interrupted, ret) = match resumed {
-                Some((req, ret)) => {
-                    regs.rax = ret as u64;
-                    outside.syscall_exit(req.number, ret, req.rip)?;
-                    (req.rip, (ret == Errno::EINTR.ret()).then_some(req.number), ret)
+            let regs = context.regs;
+            let resumed = match resumed {
+                Some((req, ret)) => self.return_from(outside, &req, Regs { rax: ret as u64, ..regs }, ret, true)?,
+                None => {
+                    let due = self.due(outside, &regs, None, regs.rax as i64)?;
+                    self.resume(outside, due, regs, regs.rip)?
                 }
-                None => (regs.rip, None, regs.rax as i64),
             };
-            match self.due(outside, &regs, interrupted, ret)? {
-                Some(Action::Jump { regs: handler, .. }) => self.vcpu.set_regs(&handler)?,
-                Some(a) => return self.end(outside, a, rip),
-                None if interrupted.is_some() || regs != context.regs => self.vcpu.set_regs(&regs)?,
-                None => {}
-            }
-            return Ok(Stop::Switched { tid });
+            return Ok(match resumed {
+                Ok(_) => Stop::Switched { tid },
+                Err(stop) => stop,
+            });
         }
+    }
+
+    /// A syscall returns `ret` with the program resuming at `resume`: the
+    /// exit is recorded, then what is due at that boundary decides where
+    /// it goes on (`interruptible`: an EINTR may restart the call).
+    fn return_from(
+        &mut self,
+        outside: &mut dyn Outside,
+        req: &SyscallRequest,
+        resume: Regs,
+        ret: i64,
+        interruptible: bool,
+    ) -> Result<Result<Regs, Stop>, SessionError> {
+        outside.syscall_exit(req.number, ret, req.rip)?;
+        let interrupted = (interruptible && ret == Errno::EINTR.ret()).then_some(req.number);
+        let due = self.due(outside, &resume, interrupted, ret)?;
+        self.resume(outside, due, resume, req.rip)
+    }
+
+    /// Goes on as what was due decided: into a handler, to the program's
+    /// end (recorded, with `rip` where it was), or at `resume`. The
+    /// registers the program resumes with, or why it stopped.
+    fn resume(
+        &mut self,
+        outside: &mut dyn Outside,
+        due: Option<Action>,
+        resume: Regs,
+        rip: u64,
+    ) -> Result<Result<Regs, Stop>, SessionError> {
+        let regs = match due {
+            Some(Action::Jump { regs, .. }) => regs,
+            Some(a) => return Ok(Err(self.end(outside, a, rip)?)),
+            None => resume,
+        };
+        self.vcpu.set_regs(&regs)?;
+        Ok(Ok(regs))
     }
 
     /// Records the end and says how the program ended.
