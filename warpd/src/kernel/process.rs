@@ -21,8 +21,7 @@ use super::table::{self, Arg, Class, Desc, Len, Returns};
 use super::thread::{Deadline, Thread, Wait};
 use crate::arch::x86_64::signal::SigInfo;
 use crate::arch::x86_64::{Regs, PAGE_SIZE, USER_TOP};
-use crate::hv::ThreadContext;
-use crate::hv::{CpuState, SyscallRequest};
+use crate::hv::{CpuState, SyscallRequest, ThreadContext};
 
 /// A pointer that faults in the broker: a bad guest pointer is passed on as
 /// this, so the host kernel itself answers EFAULT, in the order Linux checks.
@@ -1403,18 +1402,17 @@ impl Process {
             .values()
             .filter_map(|t| match &t.wait {
                 Some(Wait::Futex { addr: a, bitset: b, .. }) if *a == addr && b & bitset != 0 => {
-                    t.syscall.map(|_| (t.wait_order, t.tid))
+                    Some((t.wait_order, t.tid))
                 }
                 _ => None,
             })
             .collect();
         waiting.sort();
-        let mut woke = 0;
-        for (_, tid) in waiting.into_iter().take(n.max(0) as usize) {
+        waiting.truncate(n.max(0) as usize);
+        for &(_, tid) in &waiting {
             self.wake(tid, 0);
-            woke += 1;
         }
-        woke
+        waiting.len() as u64
     }
 
     /// Ends `tid`'s wait: its syscall returns `ret` when it next runs.
@@ -1578,25 +1576,22 @@ impl Process {
     }
 
     /// The waits with a deadline: (tid, deadline), by tid.
-    fn timed_waits(&self) -> Vec<(u32, Deadline)> {
-        self.threads
-            .values()
-            .filter_map(|t| match &t.wait {
-                Some(Wait::Futex { deadline: Some(d), .. }) => Some((t.tid, *d)),
-                _ => None,
-            })
-            .collect()
+    fn timed_waits(&self) -> impl Iterator<Item = (u32, Deadline)> + '_ {
+        self.threads.values().filter_map(|t| match &t.wait {
+            Some(Wait::Futex { deadline: Some(d), .. }) => Some((t.tid, *d)),
+            _ => None,
+        })
     }
 
-    /// Whether some thread waits with a deadline.
+    /// Whether some thread waits with a deadline (asked at every switch).
     pub fn has_timed_waits(&self) -> bool {
-        !self.timed_waits().is_empty()
+        self.timed_waits().next().is_some()
     }
 
     /// Ends, with ETIMEDOUT, the waits whose deadline has passed (the
     /// clocks are read through the broker, so replay sees the same times).
     pub fn expire_timeouts(&mut self, link: &mut dyn Outside) -> Result<(), ProcessError> {
-        let mut waits = self.timed_waits();
+        let mut waits: Vec<_> = self.timed_waits().collect();
         waits.sort_by_key(|(tid, _)| self.threads.get(tid).map(|t| t.wait_order));
         let mut now: BTreeMap<u64, Option<(i64, i64)>> = BTreeMap::new();
         for (tid, d) in waits {
@@ -1638,11 +1633,8 @@ impl Process {
         const CLOCK_MONOTONIC: u64 = 1;
         // The earliest deadline (of the monotonic ones first: deadlines on
         // different clocks do not compare).
-        let timed = self
-            .timed_waits()
-            .into_iter()
-            .min_by_key(|(_, d)| (d.clock != CLOCK_MONOTONIC, d.secs, d.nanos))
-            .map(|(_, d)| d);
+        let timed =
+            self.timed_waits().min_by_key(|(_, d)| (d.clock != CLOCK_MONOTONIC, d.secs, d.nanos)).map(|(_, d)| d);
         let r = match timed {
             Some(d) => {
                 // The timespec goes to the broker as bytes of our own.

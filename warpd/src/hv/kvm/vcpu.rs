@@ -197,16 +197,13 @@ impl KvmVcpu {
         // moves rip), whatever registers are set meanwhile: let it finish
         // now without entering the guest, then put the program's back.
         self.vcpu.set_kvm_immediate_exit(1);
-        let settled = match self.vcpu.run() {
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Ok(()),
-            Ok(VcpuExit::Intr) => Ok(()),
-            Err(e) => Err(format!("KVM_RUN failed: {e}")),
-            Ok(other) => Err(format!("unexpected VM exit finishing port I/O: {other:?}")),
-        };
+        let settled = raw(self.vcpu.run());
         self.vcpu.set_kvm_immediate_exit(0);
         self.exits += 1;
-        if let Err(why) = settled {
-            return VmExit::Failed(why);
+        match settled {
+            Raw::Interrupted => {}
+            Raw::Failed(why) => return VmExit::Failed(why),
+            Raw::Out(_) | Raw::In => return VmExit::Failed("the guest ran while warpd finished its port I/O".into()),
         }
         self.stopped = Stopped::Anywhere;
         self.regs_dirty = false;
