@@ -111,13 +111,20 @@ fn os_err(what: &'static str) -> BrokerError {
     BrokerError::Os(what, std::io::Error::last_os_error())
 }
 
-/// Moves `fd` into the reserved range (at or above `base`), close-on-exec.
-fn reserve(fd: RawFd, base: RawFd) -> Result<RawFd, BrokerError> {
+/// A duplicate of `fd` in the reserved range (at or above `base`),
+/// close-on-exec; `fd` stays open.
+pub(crate) fn dup_reserved(fd: RawFd, base: RawFd) -> Result<RawFd, BrokerError> {
     // SAFETY: fcntl on a descriptor we own.
     let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, base) };
     if new < 0 {
         return Err(os_err("moving a descriptor into the reserved range"));
     }
+    Ok(new)
+}
+
+/// Moves `fd` into the reserved range (at or above `base`), close-on-exec.
+fn reserve(fd: RawFd, base: RawFd) -> Result<RawFd, BrokerError> {
+    let new = dup_reserved(fd, base)?;
     // SAFETY: closing our own original descriptor.
     unsafe { libc::close(fd) };
     Ok(new)

@@ -18,7 +18,7 @@
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::thread::JoinHandleExt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prost::Message;
@@ -48,24 +48,6 @@ pub fn install_kick_handler() {
             libc::sigaction(kick_signal(), &sa, std::ptr::null_mut());
         }
     });
-}
-
-/// Signals passed to warpd on the channel (a count), and how many of them
-/// a reply has reported: a call that may block must not start while some
-/// are unreported (it would block past the signal meant to end it).
-#[derive(Default)]
-struct Reporting {
-    forwarded: AtomicU64,
-    reported: AtomicU64,
-}
-
-impl Reporting {
-    fn unreported(&self) -> bool {
-        self.forwarded.load(Ordering::SeqCst) > self.reported.load(Ordering::SeqCst)
-    }
-    fn report_all(&self) {
-        self.reported.fetch_max(self.forwarded.load(Ordering::SeqCst), Ordering::SeqCst);
-    }
 }
 
 /// Signals that arrived while a worker had a call in progress: they go in
@@ -98,7 +80,10 @@ pub fn serve(
     memory: Arc<perform::GuestMemory>,
 ) -> Result<(), BrokerError> {
     let writer = Arc::new(Mutex::new(writer_of(stream)?));
-    let reporting = Arc::new(Reporting::default());
+    // Signals passed to warpd on the channel since the last request: warpd
+    // may already have sent its next one, and if that may block it must
+    // not start (it would block past the signal meant to end it).
+    let mut unreported = false;
     let held = Arc::new(Mutex::new(Held::default()));
     let mut workers: Vec<Worker> = Vec::new();
     loop {
@@ -143,7 +128,7 @@ pub fn serve(
                     if unsafe { libc::write(to_warpd, &b as *const u8 as *const libc::c_void, 1) } != 1 {
                         return Err(os_err("passing a signal to warpd"));
                     }
-                    reporting.forwarded.fetch_add(1, Ordering::SeqCst);
+                    unreported = true;
                 }
             }
         }
@@ -154,20 +139,20 @@ pub fn serve(
             .map_err(|e| BrokerError::Protocol(e.to_string()))?;
         let mut reply = Reply { id: req.id, ..Default::default() };
         match req.kind {
-            Some(request::Kind::Syscall(call)) if call.may_block && reporting.unreported() => {
-                reporting.report_all();
+            Some(request::Kind::Syscall(call)) if call.may_block && unreported => {
+                unreported = false;
                 reply.ret = -(libc::EINTR as i64);
                 reply.signals_pending = true;
             }
             Some(request::Kind::Syscall(call))
                 if call.may_block && warp_syscalls::lookup(call.nr as u64).is_some_and(|d| d.waits) =>
             {
-                reporting.report_all();
+                unreported = false;
                 workers.push(spawn(req.id, call, &memory, &writer, &held)?);
                 continue;
             }
             Some(request::Kind::Syscall(call)) => {
-                reporting.report_all();
+                unreported = false;
                 let (ret, outputs) = perform::syscall(&call, &memory);
                 reply.ret = ret;
                 reply.outputs = outputs;
@@ -191,12 +176,7 @@ pub fn serve(
 /// program must neither see it nor close it on exec).
 fn writer_of(stream: &UnixStream) -> Result<UnixStream, BrokerError> {
     use std::os::fd::FromRawFd;
-    let base = crate::RESERVED_BASE.load(Ordering::Relaxed);
-    // SAFETY: fcntl on our own socket; the result is checked.
-    let fd = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_DUPFD_CLOEXEC, base) };
-    if fd < 0 {
-        return Err(os_err("duplicating the socket"));
-    }
+    let fd = crate::dup_reserved(stream.as_raw_fd(), crate::RESERVED_BASE.load(Ordering::Relaxed))?;
     // SAFETY: a fresh descriptor we own.
     Ok(unsafe { UnixStream::from_raw_fd(fd) })
 }
