@@ -162,6 +162,40 @@ bench "sha256sum 256 MiB" sha256sum "$work/input.bin"
 bench "threads: ping-pong x1e4" "$work/pingpong" 10000
 bench "threads: 4 x compute" "$work/threads_compute" 400000000
 
+# Preemption: threads that compute without syscalls are stopped by the
+# slice timer; replay has to find each recorded point again (an in-guest
+# probe compares registers at native speed). Reported: points recorded,
+# points per second of recording, context switches per second, and replay
+# time per point against the slice (the goal: within 10x of it).
+preempt_row() { # NAME CMD...
+    local name=$1
+    shift
+    echo "running $name (preemption)"
+    rm -f "$work/id"
+    local t0 t1 rec rep points switches
+    t0=$(now_ns)
+    "$warpctl" record --id-file "$work/id" -- "$@" >/dev/null 2>"$work/err" || { prows+=("$(printf '%-26s failed' "$name")"); return; }
+    t1=$(now_ns)
+    rec=$(( (t1 - t0) / 1000 ))
+    local id
+    id=$(cat "$work/id")
+    "$warpctl" events "$id" >"$work/events" 2>/dev/null || true
+    points=$(grep -c -- '--- stopped at rip' "$work/events" || true)
+    # A switch: a line whose thread differs from the line before's.
+    switches=$(awk -F'[][]' '{ if (NR > 1 && $2 != prev) n++; prev = $2 } END { print n + 0 }' "$work/events")
+    t0=$(now_ns)
+    "$warpctl" replay --quiet "$id" >/dev/null 2>>"$work/err" || true
+    t1=$(now_ns)
+    rep=$(( (t1 - t0) / 1000 ))
+    prows+=("$(awk -v n="$name" -v rec="$rec" -v rep="$rep" -v p="$points" -v sw="$switches" 'BEGIN {
+        per = p > 0 ? sprintf("%.2f", rep / 1000 / p) : "n/a"
+        printf "%-26s %10.1f %10.1f %8d %10.0f %10.0f %12s %10s", n, rec / 1000, rep / 1000, p, p / (rec / 1e6), sw / (rec / 1e6), per, p > 0 ? sprintf("%.2fx", rep / 1000 / p / 10) : "n/a"
+    }')")
+}
+declare -a prows
+preempt_row "threads: 4 x compute" "$work/threads_compute" 400000000
+preempt_row "threads: ping-pong x1e4" "$work/pingpong" 10000
+
 echo
 echo "best of $REPEAT runs, wall time in ms; the daemon was already running"
 echo "(syscalls, exits/syscall, events/s and trace bytes: one recording; hello's for a single start)"
@@ -169,3 +203,7 @@ echo "(added B: what the last recording added to the store, sharing blobs with e
 echo " unshared B: what it takes alone; B/sys: unshared bytes per syscall)"
 printf '%-26s %10s %10s %10s %10s %8s %8s %8s %9s %9s %9s %10s %11s %8s\n' workload native strace record replay st/nat rec/nat rep/nat syscalls exits/sys events/s "added B" "unshared B" "B/sys"
 for row in "${rows[@]}"; do echo "$row"; done
+echo
+echo "preemption (one recording and its replay, default 10 ms slice; ms; per point: replay ms per recorded point; /slice: that over the slice)"
+printf '%-26s %10s %10s %8s %10s %10s %12s %10s\n' workload record replay points points/s switch/s "per point" "/slice"
+for row in "${prows[@]}"; do echo "$row"; done

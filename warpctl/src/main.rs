@@ -58,6 +58,19 @@ enum Command {
         /// Also write the session id (and a newline) to FILE.
         #[arg(long, value_name = "FILE")]
         id_file: Option<PathBuf>,
+        /// How long a thread may compute while others are ready before the
+        /// scheduler gives the vCPU to another (default 10).
+        #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        slice_ms: Option<u32>,
+        /// Chaos mode: the scheduler picks a random ready thread and random
+        /// slice lengths, so that rare interleavings show up in a few
+        /// recordings; the seed is stored in the trace and every recording
+        /// replays exactly (`warpctl show` prints the seed).
+        #[arg(long)]
+        chaos: bool,
+        /// The chaos-mode seed (default: a random one).
+        #[arg(long, value_name = "N", requires = "chaos")]
+        seed: Option<u64>,
         /// The program and its arguments (argv[0] is passed as given).
         #[arg(value_name = "PROGRAM [ARGS]", required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<OsString>,
@@ -186,8 +199,9 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(async {
         match cli.command {
-            Command::Record { verbose, id_file, command } => {
-                let args = record::RecordArgs { verbose, id_file, command };
+            Command::Record { verbose, id_file, slice_ms, chaos, seed, command } => {
+                let args =
+                    record::RecordArgs { verbose, id_file, slice_ms: slice_ms.unwrap_or(0), chaos, seed, command };
                 record::run(args).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
             }
             Command::Replay { id, quiet } => replay::run(id, quiet).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
@@ -228,9 +242,10 @@ mod tests {
     #[test]
     fn record_takes_everything_after_the_program() {
         let cli = Cli::try_parse_from(["warpctl", "record", "-v", "--", "ls", "-v", "--id-file", "x"]).unwrap();
-        let Command::Record { verbose, id_file, command } = cli.command else { panic!() };
+        let Command::Record { verbose, id_file, command, slice_ms, chaos, seed } = cli.command else { panic!() };
         assert!(verbose);
         assert!(id_file.is_none());
+        assert!(slice_ms.is_none() && !chaos && seed.is_none());
         assert_eq!(command, ["ls", "-v", "--id-file", "x"]);
 
         let cli = Cli::try_parse_from(["warpctl", "record", "--id-file", "f", "prog", "-x"]).unwrap();
@@ -239,6 +254,16 @@ mod tests {
         assert_eq!(command, ["prog", "-x"]);
 
         assert!(Cli::try_parse_from(["warpctl", "record"]).is_err());
+
+        let cli = Cli::try_parse_from(["warpctl", "record", "--slice-ms", "3", "prog"]).unwrap();
+        let Command::Record { slice_ms, .. } = cli.command else { panic!() };
+        assert_eq!(slice_ms, Some(3));
+        assert!(Cli::try_parse_from(["warpctl", "record", "--slice-ms", "10001", "prog"]).is_err());
+        let cli = Cli::try_parse_from(["warpctl", "record", "--chaos", "--seed", "9", "prog"]).unwrap();
+        let Command::Record { chaos, seed, .. } = cli.command else { panic!() };
+        assert!(chaos && seed == Some(9));
+        // A seed means chaos mode.
+        assert!(Cli::try_parse_from(["warpctl", "record", "--seed", "9", "prog"]).is_err());
     }
 
     #[test]

@@ -39,6 +39,11 @@ const BROKER_EXIT_AFTER_FAILURE: Duration = Duration::from_secs(1);
 /// What `record` needs from the command line.
 pub struct RecordArgs {
     pub verbose: bool,
+    /// The time slice in milliseconds (0: warpd's default).
+    pub slice_ms: u32,
+    /// Chaos mode, with this seed or a random one.
+    pub chaos: bool,
+    pub seed: Option<u64>,
     pub id_file: Option<PathBuf>,
     pub command: Vec<OsString>,
 }
@@ -129,7 +134,17 @@ fn request(args: &RecordArgs, program: &Path) -> Result<CreateSessionRequest, Re
     let cwd = std::env::current_dir().map_err(RecordError::Cwd)?;
     let cwd = utf8(cwd.into_os_string(), || "the current directory".into())?;
     let program = utf8(program.as_os_str().to_owned(), || format!("the program path {}", program.display()))?;
-    Ok(CreateSessionRequest { argv, env, cwd, program, verbose: args.verbose })
+    Ok(CreateSessionRequest {
+        argv,
+        env,
+        cwd,
+        program,
+        verbose: args.verbose,
+        slice_us: args.slice_ms * 1000,
+        chaos: args.chaos,
+        chaos_seed_set: args.seed.is_some(),
+        chaos_seed: args.seed.unwrap_or(0),
+    })
 }
 
 /// Ignores `sig` in warpctl; returns what it was, for the broker to restore.

@@ -324,6 +324,7 @@ pub fn show_text(meta: &SessionMeta, now: u64) -> String {
         .collect();
     field("controls", if controls.is_empty() { "-".into() } else { controls.join(", ") });
     field("cpuid leaves", meta.cpuid.len().to_string());
+    field("schedule", if meta.chaos { format!("chaos, seed {}", meta.chaos_seed) } else { "default".into() });
     if meta.unknown_syscalls.is_empty() {
         field("unknown syscalls", "none".into());
     } else {
@@ -383,6 +384,7 @@ pub fn show_json(meta: &SessionMeta, now: u64) -> String {
         .str("backend", &meta.backend)
         .raw("controls", &json::array(&controls))
         .num("cpuid_leaves", meta.cpuid.len() as u64)
+        .raw("chaos_seed", &if meta.chaos { meta.chaos_seed.to_string() } else { "null".into() })
         .raw("unknown_syscalls", &json::array(&unknown))
         .num("events", meta.events)
         .num("trace_bytes", meta.trace_bytes)

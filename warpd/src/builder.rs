@@ -40,6 +40,8 @@ pub struct GuestSpec {
     pub ident: Identity,
     /// AT_RANDOM's bytes.
     pub random: [u8; 16],
+    /// Chaos mode's seed: the scheduler draws its picks from it.
+    pub chaos: Option<u64>,
 }
 
 /// Guest memory and a VM with its vCPU, before anything is loaded.
@@ -110,6 +112,9 @@ pub fn build(spec: &GuestSpec, read: &Read, parts: Parts) -> Result<Guest, Sessi
         })?;
     vcpu.setup(&arch::initial_cpu(mm.cr3()), &loaded.regs)?;
     let mut process = Process::new(mm, spec.ident.clone());
+    if let Some(seed) = spec.chaos {
+        process.sched = crate::kernel::sched::Scheduler::chaos(seed);
+    }
     process.proc_info = proc_info(&images.exe_path, &spec.cwd, &loaded.argv, &spec.env, loaded.auxv);
     for &s in &read.signals {
         process.raise(s);

@@ -16,6 +16,7 @@
 pub mod arch;
 pub mod builder;
 pub mod hv;
+pub mod interrupts;
 pub mod kernel;
 pub mod link;
 pub mod loader;

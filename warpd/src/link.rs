@@ -288,6 +288,11 @@ impl Link {
         std::mem::take(&mut *self.signals.lock().expect("signal queue"))
     }
 
+    /// Whether signals wait to be taken.
+    pub fn signals_waiting(&self) -> bool {
+        !self.signals.lock().expect("signal queue").is_empty()
+    }
+
     pub fn is_dead(&self) -> bool {
         self.dead.load(Ordering::SeqCst)
     }

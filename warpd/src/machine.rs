@@ -16,19 +16,27 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use warp_proto::warp::Failure;
 
+use crate::arch::x86_64::cpu::RFLAGS_TF;
+use crate::arch::x86_64::probe::patchable;
 use crate::arch::x86_64::signal::SigInfo;
 use crate::arch::x86_64::{port_io_start, software_interrupt, USER_TOP};
 use crate::arch::Regs;
 use crate::hv::{Capabilities, FaultKind, GuestFault, Kicker, SyscallRequest, Vcpu, Vm, VmExit};
+use crate::interrupts::{same_registers, same_watched, watch_words, InterruptPoint, Miss, Probe, SliceTimer, Written};
 use crate::kernel::errno::Errno;
 use crate::kernel::outside::{Ending, Outside, OutsideError};
 use crate::kernel::process::{Action, Process};
 use crate::kernel::signals;
 use crate::link::LinkError;
 use crate::session::SessionError;
+
+/// How many instructions recording steps on, at most, to reach one that
+/// replay can put a jump over.
+const SEEK_STEPS: usize = 32;
 
 /// Why [`Guest::step`] returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,20 +95,56 @@ impl Cancel {
 
 /// A guest ready to run, or running: the process and its vCPU.
 pub struct Guest {
-    // Field order is drop order: the vCPU goes before its VM, both before memory.
+    // Field order is drop order: the timer (which kicks the vCPU) goes
+    // first, the vCPU before its VM, both before memory.
+    timer: Option<SliceTimer>,
     vcpu: Box<dyn Vcpu>,
-    _vm: Box<dyn Vm>,
+    vm: Box<dyn Vm>,
     pub process: Process,
     caps: Capabilities,
     started: bool,
     single_step: bool,
     cancel: Option<Arc<Cancel>>,
     notes: Option<Sender<String>>,
+    /// Pages written since the last switch or interrupt point.
+    written: Written,
+    /// Replay: the recorded interrupt point being looked for.
+    probe: Option<Probe>,
+    /// Replay: stepping over the probe's instruction after a pass that was
+    /// not the point.
+    probe_step: bool,
+    /// Replay: points found whose memory digest differed from the recording's.
+    memory_differed: u64,
 }
 
 impl Guest {
     pub(crate) fn new(process: Process, vm: Box<dyn Vm>, vcpu: Box<dyn Vcpu>, caps: Capabilities) -> Self {
-        Guest { vcpu, _vm: vm, process, caps, started: false, single_step: false, cancel: None, notes: None }
+        Guest {
+            timer: None,
+            vcpu,
+            vm,
+            process,
+            caps,
+            started: false,
+            single_step: false,
+            cancel: None,
+            notes: None,
+            written: Written::default(),
+            probe: None,
+            probe_step: false,
+            memory_differed: 0,
+        }
+    }
+
+    /// Recording: a thread that computes while others are ready loses the
+    /// vCPU after `slice` (a timer kicks it). Call it on the thread that
+    /// steps the guest.
+    /// With `chaos`, each slice's length is drawn at random around it.
+    pub fn preempt_every(&mut self, slice: Duration, chaos: Option<u64>) -> Result<(), SessionError> {
+        let timer = SliceTimer::new(self.vcpu.kicker(), slice, chaos)
+            .map_err(|e| SessionError::Failed(Failure::Daemon, format!("starting the slice timer: {e}")))?;
+        self.timer = Some(timer);
+        Ok(())
     }
 
     /// What the backend can do (the recording stores it).
@@ -157,6 +201,7 @@ impl Guest {
     pub fn step(&mut self, outside: &mut dyn Outside) -> Result<Stop, SessionError> {
         if !self.started {
             self.started = true;
+            self.written.reset(self.vm.as_mut(), &self.process.mm)?;
             let first = self.vcpu.regs()?;
             let due = self.due(outside, &first, None, first.rax as i64)?;
             if let Err(stop) = self.resume(outside, due, first, 0)? {
@@ -166,7 +211,34 @@ impl Guest {
         if self.cancelled() {
             return Ok(Stop::Paused);
         }
-        match self.vcpu.run() {
+        // Replay: the next recorded event is a point inside computation.
+        if self.probe.is_none() {
+            if let Some(point) = outside.next_interrupt()? {
+                self.probe = Some(Probe::new(point, &mut self.process.mm).map_err(|_| {
+                    SessionError::Outside(OutsideError::Trace(
+                        "an interrupt point of the recording is not in the program's code".into(),
+                    ))
+                })?);
+            }
+        }
+        if let Some(t) = &self.timer {
+            t.enter(self.process.sched.others_ready());
+        }
+        let exit = self.vcpu.run();
+        if let Some(t) = &self.timer {
+            t.leave();
+        }
+        if self.probe_step {
+            if let Some(stop) = self.probe_stepped(&exit)? {
+                return Ok(stop);
+            }
+        }
+        self.dispatch(outside, exit)
+    }
+
+    /// Handles one exit of the vCPU.
+    fn dispatch(&mut self, outside: &mut dyn Outside, exit: VmExit) -> Result<Stop, SessionError> {
+        match exit {
             VmExit::Syscall(mut req) => {
                 req.thread = self.process.thread().tid;
                 let mut regs = self.vcpu.regs()?;
@@ -206,7 +278,10 @@ impl Guest {
                 }
                 // At the end of a slice, or when the thread yields, waits that
                 // have timed out end and another thread may get the vCPU.
-                if self.process.sched.tick() || matches!(action, Action::Yield(_)) {
+                let tick = self.process.sched.tick();
+                let due = self.timer.as_ref().is_some_and(|t| t.due()) && self.process.sched.others_ready();
+                let slice_over = outside.slice_over(req.thread, due)?;
+                if tick || slice_over || matches!(action, Action::Yield(_)) {
                     if self.process.has_timed_waits() {
                         self.process.expire_timeouts(outside)?;
                     }
@@ -218,6 +293,7 @@ impl Guest {
                 }
                 Ok(Stop::Syscall { number: req.number })
             }
+            VmExit::Fault(f) if self.probe.as_ref().is_some_and(|p| p.is_hit(&f)) => self.probe_hit(outside),
             VmExit::Fault(f) => {
                 let handled = self.fault(&f, outside)?;
                 self.flush_notes();
@@ -232,18 +308,58 @@ impl Guest {
                     return Err(SessionError::Outside(OutsideError::Link(LinkError::Gone)));
                 }
                 let now = self.vcpu.regs()?;
-                for s in outside.interrupted(now.rip)? {
-                    self.process.raise(s);
+                let preempt = self.timer.as_ref().is_some_and(|t| t.due()) && self.process.sched.others_ready();
+                if now.rip >= USER_TOP {
+                    // Inside warpd's guest-side stubs no point is taken: the
+                    // signals wait, the timer kicks again soon.
+                    if let Some(t) = &self.timer {
+                        t.retry();
+                    }
+                    return Ok(if self.cancelled() { Stop::Paused } else { Stop::Interrupted });
                 }
-                // In user code a handler runs right here, where the vCPU
-                // stopped (the trace notes where); inside warpd's guest-side
-                // stubs it waits for the next syscall.
-                let at = (now.rip < USER_TOP).then_some((&now, None, now.rax as i64));
-                let due = self.deliver(at)?;
-                if let Err(stop) = self.resume(outside, due, now, now.rip)? {
-                    return Ok(stop);
+                if !preempt && !outside.signals_waiting() {
+                    return Ok(if self.cancelled() { Stop::Paused } else { Stop::Interrupted });
                 }
-                Ok(if self.cancelled() { Stop::Paused } else { Stop::Interrupted })
+                // Replay finds the point fastest at an instruction a jump
+                // can replace: step on to one (a few instructions at most).
+                let mut now = now;
+                for _ in 0..SEEK_STEPS {
+                    if patchable(&self.process.mm.peek_code(now.rip, 15), now.rip).is_some() {
+                        break;
+                    }
+                    self.vcpu.set_single_step(true)?;
+                    let exit = self.vcpu.run();
+                    self.vcpu.set_single_step(self.single_step)?;
+                    match exit {
+                        VmExit::SingleStep { .. } => now = self.vcpu.regs()?,
+                        // The program made a syscall or faulted first: that
+                        // exit as any other (the point waits for the next kick).
+                        other => {
+                            self.clear_own_trap_flag(&other)?;
+                            if let Some(t) = &self.timer {
+                                t.retry();
+                            }
+                            return self.dispatch(outside, other);
+                        }
+                    }
+                }
+                let signals = outside.interrupted()?;
+                // A handler runs, or another thread gets the vCPU, right
+                // here: the point is recorded exactly enough for replay to
+                // stop at it again.
+                let fpu = self.vcpu.xsave()?;
+                let (memory, pages) = self.written.digest(self.vm.as_mut(), &self.process.mm, &fpu)?;
+                let point = InterruptPoint {
+                    thread: self.process.thread().tid,
+                    regs: now,
+                    memory,
+                    pages,
+                    signals,
+                    preempted: preempt,
+                    watch: watch_words(&self.process.mm, &now),
+                };
+                outside.interrupt(&point)?;
+                self.at_point(outside, point)
             }
             VmExit::Failed(why) => {
                 let rip = self.vcpu.regs().map(|r| r.rip).unwrap_or(0);
@@ -252,10 +368,117 @@ impl Guest {
         }
     }
 
+    /// What happens at an interrupt point, recorded or found again: the
+    /// signals taken there are delivered (handlers run from here), then the
+    /// thread whose slice ended gives the vCPU up. The vCPU holds the
+    /// point's registers.
+    fn at_point(&mut self, outside: &mut dyn Outside, point: InterruptPoint) -> Result<Stop, SessionError> {
+        self.written.reset(self.vm.as_mut(), &self.process.mm)?;
+        for &s in &point.signals {
+            self.process.raise(s);
+        }
+        let regs = point.regs;
+        let due = self.deliver(Some((&regs, None, regs.rax as i64)))?;
+        if let Err(stop) = self.resume(outside, due, regs, regs.rip)? {
+            return Ok(stop);
+        }
+        if point.preempted && self.process.sched.others_ready() {
+            let context = self.vcpu.context()?;
+            self.process.switch_out(context);
+            return self.switch(outside);
+        }
+        Ok(if self.cancelled() { Stop::Paused } else { Stop::Interrupted })
+    }
+
+    /// Replay: the program passed the probe's instruction. The point when
+    /// its registers and then its memory are the recorded ones; else the
+    /// instruction runs once (stepped, without the breakpoint) and the
+    /// probe waits for the next pass.
+    fn probe_hit(&mut self, outside: &mut dyn Outside) -> Result<Stop, SessionError> {
+        let Some(probe) = self.probe.as_mut() else {
+            return Ok(Stop::Interrupted);
+        };
+        let mut regs = self.vcpu.regs()?;
+        regs.rip = probe.site();
+        if same_registers(&regs, &probe.point.regs) && same_watched(&self.process.mm, &probe.point.watch) {
+            // The digest sees the program's own bytes at the site.
+            probe.unplant(&self.process.mm).map_err(probe_lost)?;
+            let fpu = self.vcpu.xsave()?;
+            let (memory, pages) = self.written.digest(self.vm.as_mut(), &self.process.mm, &fpu)?;
+            let probe = self.probe.take().expect("probed");
+            let point = probe.point.clone();
+            probe.release(&mut self.process.mm).map_err(probe_lost)?;
+            if memory != point.memory {
+                // Pages written since the last boundary can hold older
+                // bytes the program got from the untrappable TSC or CPUID
+                // (ld.so keeps a TSC reading on the stack): the point is
+                // the first pass whose registers and watched words match,
+                // and the difference is reported once.
+                self.memory_differed += 1;
+                if self.memory_differed == 1 {
+                    outside.note(format!(
+                        "at an interrupt point (thread {}, rip {:#x}) the memory written since the last boundary ({pages} pages) differs from the recording's: the point was found by its registers and the words its code reads. This host cannot trap rdtsc or CPUID, whose results programs keep in memory",
+                        point.thread, point.regs.rip
+                    ));
+                }
+            }
+            self.vcpu.set_regs(&point.regs)?;
+            outside.interrupt(&point)?;
+            return self.at_point(outside, point);
+        }
+        match probe.missed(&self.process.mm, regs).map_err(probe_lost)? {
+            Miss::Continue(regs) => self.vcpu.set_regs(&regs)?,
+            Miss::Step(regs) => {
+                self.vcpu.set_regs(&regs)?;
+                self.vcpu.set_single_step(true)?;
+                self.probe_step = true;
+            }
+        }
+        Ok(Stop::Interrupted)
+    }
+
+    /// After warpd's own single step ended with another exit (the
+    /// instruction made a syscall, faulted, or the vCPU was kicked first):
+    /// the trap flag warpd set is not the program's, wherever it went.
+    fn clear_own_trap_flag(&mut self, exit: &VmExit) -> Result<(), SessionError> {
+        let mut r = self.vcpu.regs()?;
+        let before = r;
+        r.rflags &= !RFLAGS_TF;
+        if matches!(exit, VmExit::Syscall(_)) {
+            // `syscall` saved the flags, trap flag and all, in r11.
+            r.r11 &= !RFLAGS_TF;
+        }
+        if r != before {
+            self.vcpu.set_regs(&r)?;
+        }
+        Ok(())
+    }
+
+    /// Replay: the step over the probe's instruction ended with `exit`: the
+    /// breakpoint goes back. A step that ended otherwise (the instruction
+    /// faulted) is handled as that exit, without the trap flag.
+    fn probe_stepped(&mut self, exit: &VmExit) -> Result<Option<Stop>, SessionError> {
+        self.probe_step = false;
+        self.vcpu.set_single_step(self.single_step)?;
+        if let Some(p) = self.probe.as_mut() {
+            p.plant(&self.process.mm).map_err(probe_lost)?;
+        }
+        match exit {
+            VmExit::SingleStep { .. } => Ok(Some(Stop::Interrupted)),
+            other => {
+                self.clear_own_trap_flag(other)?;
+                Ok(None)
+            }
+        }
+    }
+
     /// Gives the vCPU to the next thread that can run (waiting outside
     /// when none can); a thread woken from a wait returns from its call
     /// there, with what is due at that boundary.
     fn switch(&mut self, outside: &mut dyn Outside) -> Result<Stop, SessionError> {
+        if let Some(t) = &self.timer {
+            t.disarm();
+        }
         loop {
             // Waits whose deadline has passed end before anyone is picked.
             if self.process.has_timed_waits() && self.process.sched.others_ready() {
@@ -304,6 +527,11 @@ impl Guest {
         interruptible: bool,
     ) -> Result<Result<Regs, Stop>, SessionError> {
         outside.syscall_exit(req.number, ret, req.rip)?;
+        // The base of the next interrupt point's memory digest, where a
+        // preemption may come (a reset costs about a tenth of a syscall).
+        if self.process.thread_count() > 1 {
+            self.written.reset(self.vm.as_mut(), &self.process.mm)?;
+        }
         let interrupted = (interruptible && ret == Errno::EINTR.ret()).then_some(req.number);
         let due = self.due(outside, &resume, interrupted, ret)?;
         self.resume(outside, due, resume, req.rip)
@@ -477,6 +705,10 @@ impl Guest {
             None => Ok(Some(Action::Killed(sig))),
         }
     }
+}
+
+fn probe_lost(e: Errno) -> SessionError {
+    SessionError::Failed(Failure::Daemon, format!("the replay's breakpoint could not be written ({e:?})"))
 }
 
 #[cfg(test)]

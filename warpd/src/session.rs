@@ -35,6 +35,10 @@ pub struct SessionSpec {
     pub owner_uid: u32,
     /// Send notes (unknown syscalls, limitations met) to the caller.
     pub verbose: bool,
+    /// How long a thread computes before another ready one gets the vCPU.
+    pub slice: std::time::Duration,
+    /// Chaos mode's seed.
+    pub chaos: Option<u64>,
 }
 
 /// Daemon-wide settings a session needs.
@@ -190,6 +194,58 @@ pub(crate) fn identity_of(meta: &SessionMeta) -> Identity {
     }
 }
 
+/// Keeps the calling thread (the one that runs the vCPU) on one host CPU
+/// while it lives, and gives it its old CPUs back when dropped: on a host
+/// whose CPUID cannot be pinned, the guest reads the APIC ids of whatever
+/// CPU it runs on, and a program's memory would differ between a
+/// recording and its replay on the same host for that alone.
+pub(crate) struct CpuPin {
+    old: Option<libc::cpu_set_t>,
+    cpu: Option<u32>,
+}
+
+impl CpuPin {
+    /// Pins to `want` when this thread may run there, else to the CPU it
+    /// is on now.
+    pub(crate) fn new(want: Option<u32>) -> Self {
+        // SAFETY: cpu_set_t is plain data; the calls get valid pointers and sizes.
+        unsafe {
+            let mut old: libc::cpu_set_t = std::mem::zeroed();
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            if libc::sched_getaffinity(0, size, &mut old) != 0 {
+                return CpuPin { old: None, cpu: None };
+            }
+            let allowed = |c: u32| (c as usize) < libc::CPU_SETSIZE as usize && libc::CPU_ISSET(c as usize, &old);
+            let cpu = match want.filter(|&c| allowed(c)) {
+                Some(c) => c,
+                None => match u32::try_from(libc::sched_getcpu()) {
+                    Ok(c) if allowed(c) => c,
+                    _ => return CpuPin { old: None, cpu: None },
+                },
+            };
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu as usize, &mut one);
+            if libc::sched_setaffinity(0, size, &one) != 0 {
+                return CpuPin { old: None, cpu: None };
+            }
+            CpuPin { old: Some(old), cpu: Some(cpu) }
+        }
+    }
+
+    pub(crate) fn cpu(&self) -> Option<u32> {
+        self.cpu
+    }
+}
+
+impl Drop for CpuPin {
+    fn drop(&mut self) {
+        if let Some(old) = &self.old {
+            // SAFETY: restores the mask read in `new`.
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), old) };
+        }
+    }
+}
+
 /// The CPUID leaves of this host, as the program sees them where CPUID
 /// cannot be pinned (the architecture's list, in the trace's form).
 pub(crate) fn host_cpuid() -> Vec<CpuidLeaf> {
@@ -235,12 +291,20 @@ fn run_inner(
             cwd: spec.cwd.clone(),
             ident,
             random,
+            chaos: spec.chaos,
         };
+        meta.chaos = spec.chaos.is_some();
+        meta.chaos_seed = spec.chaos.unwrap_or(0);
         let mut guest = builder::build(&gspec, &read, parts)?;
+        guest.preempt_every(spec.slice, spec.chaos)?;
         if spec.verbose {
             guest.notes_to(notes.clone());
         }
+        // Last, so that the helper threads started above keep every CPU.
+        let pin = CpuPin::new(None);
+        meta.vcpu_cpu = pin.cpu().map_or(0, |c| c + 1);
         let r = guest.run(&mut rec);
+        drop(pin);
         counters.syscalls = guest.process.syscalls;
         counters.exits = guest.exits();
         counters.stderr_mid_line = guest.process.stderr_mid_line;

@@ -233,6 +233,12 @@ pub trait Vcpu: CpuState + Send {
 pub trait Vm: Send {
     /// Creates the VM's one vCPU.
     fn create_vcpu(&mut self) -> Result<Box<dyn Vcpu>, HvError>;
+    /// The guest-region pages (offsets in the guest memfd, in pages) the
+    /// guest wrote since the last call, in order. Writes by the host
+    /// (warpd, the broker) through their own mappings are not seen.
+    /// Only offsets below `below` are looked at (nothing above was ever
+    /// mapped), which keeps the cost to the memory in use.
+    fn written_pages(&mut self, below: u64) -> Result<Vec<u64>, HvError>;
 }
 
 /// A hypervisor backend.

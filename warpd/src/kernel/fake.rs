@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use warp_proto::broker::{request, Reply};
 
-use super::outside::{Ending, Outside, OutsideError};
+use super::outside::{Ending, InterruptPoint, Outside, OutsideError};
 use super::process::Identity;
 use crate::hv::memory::MemFd;
 use crate::hv::{CpuState, GuestFault, HvError, SyscallRequest};
@@ -60,6 +60,8 @@ pub struct FakeOutside {
     pub scheduled: Vec<u32>,
     /// (number, may_block) of each request, in order.
     pub asked: Vec<(u32, bool)>,
+    /// Interrupt points taken, in order.
+    pub points: Vec<InterruptPoint>,
 }
 
 impl Outside for FakeOutside {
@@ -80,14 +82,28 @@ impl Outside for FakeOutside {
     fn take_signals(&mut self) -> Result<Vec<i32>, OutsideError> {
         Ok(std::mem::take(&mut self.channel))
     }
-    fn interrupted(&mut self, _rip: u64) -> Result<Vec<i32>, OutsideError> {
-        Ok(Vec::new())
+    fn interrupted(&mut self) -> Result<Vec<i32>, OutsideError> {
+        Ok(std::mem::take(&mut self.channel))
     }
     fn pending_async(&mut self) -> Result<Vec<i32>, OutsideError> {
         Ok(Vec::new())
     }
+    fn interrupt(&mut self, point: &InterruptPoint) -> Result<(), OutsideError> {
+        self.points.push(point.clone());
+        Ok(())
+    }
+    fn next_interrupt(&mut self) -> Result<Option<InterruptPoint>, OutsideError> {
+        Ok(None)
+    }
+    fn slice_over(&mut self, _: u32, due: bool) -> Result<bool, OutsideError> {
+        Ok(due)
+    }
     fn is_dead(&self) -> bool {
         false
+    }
+    fn note(&mut self, _: String) {}
+    fn signals_waiting(&self) -> bool {
+        !self.channel.is_empty()
     }
     fn syscall_entry(&mut self, _: &SyscallRequest) -> Result<(), OutsideError> {
         Ok(())

@@ -11,6 +11,8 @@ pub struct FrameAllocator {
     /// start frame -> number of free frames from there.
     free: BTreeMap<u64, u64>,
     free_count: u64,
+    /// One past the highest frame ever handed out.
+    high: u64,
 }
 
 impl FrameAllocator {
@@ -19,7 +21,13 @@ impl FrameAllocator {
         if frames > 0 {
             free.insert(0, frames);
         }
-        FrameAllocator { free, free_count: frames }
+        FrameAllocator { free, free_count: frames, high: 0 }
+    }
+
+    /// One past the highest frame ever handed out: no frame above it was
+    /// ever written.
+    pub fn high_water(&self) -> u64 {
+        self.high
     }
 
     pub fn free_count(&self) -> u64 {
@@ -41,6 +49,7 @@ impl FrameAllocator {
                 self.free.insert(start + n, len - n);
             }
             self.free_count -= n;
+            self.high = self.high.max(start + n);
             return Some(vec![(start, n)]);
         }
         let mut runs = Vec::new();
@@ -53,6 +62,7 @@ impl FrameAllocator {
                 self.free.insert(start + take, len - take);
             }
             runs.push((start, take));
+            self.high = self.high.max(start + take);
             need -= take;
         }
         self.free_count -= n;

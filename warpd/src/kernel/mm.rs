@@ -107,6 +107,11 @@ impl Mm {
         self.vmas.iter()
     }
 
+    /// One past the highest guest-memfd offset that ever held a frame.
+    pub fn high_water(&self) -> u64 {
+        self.frames.high_water() * PAGE_SIZE
+    }
+
     /// Bytes of guest memory given out as frames.
     pub fn frames_in_use(&self) -> u64 {
         self.guest.size() / PAGE_SIZE - self.frames.free_count()
@@ -496,6 +501,58 @@ impl Mm {
         }
     }
 
+    /// A free range of `len` bytes (page aligned) as close to `va` as can
+    /// be found, no further than `reach` from it: where replay's probe stub
+    /// goes for the time it looks for a point (no syscall runs meanwhile).
+    pub fn free_near(&self, va: u64, len: u64, reach: u64) -> Option<u64> {
+        let lo = va.saturating_sub(reach).max(MMAP_MIN_ADDR);
+        let hi = va.saturating_add(reach).min(USER_TOP);
+        // Gaps between mappings, each as [start, end).
+        let mut gaps = Vec::new();
+        let mut at = MMAP_MIN_ADDR;
+        for (&s, v) in &self.vmas {
+            if s > at {
+                gaps.push((at, s));
+            }
+            at = at.max(v.end);
+        }
+        gaps.push((at, USER_TOP));
+        let mut best: Option<u64> = None;
+        for (start, end) in gaps {
+            let (start, end) = (start.max(lo), end.min(hi));
+            if end <= start || end - start < len {
+                continue;
+            }
+            // The end of the gap nearest `va`.
+            let pick = if end <= va { end - len } else { start };
+            let pick = page_down(pick);
+            if pick < start || pick + len > end {
+                continue;
+            }
+            if best.is_none_or(|b| pick.abs_diff(va) < b.abs_diff(va)) {
+                best = Some(pick);
+            }
+        }
+        best
+    }
+
+    /// Maps the probe stub's pages (kernel-region frames) at `va`.
+    pub fn map_stub(&mut self, va: u64, gpa: u64, pages: u64) -> Result<(), Errno> {
+        for i in 0..pages {
+            self.set_entry(va + i * PAGE_SIZE, leaf::stub(gpa + i * PAGE_SIZE, i > 0))?;
+        }
+        Ok(())
+    }
+
+    /// Takes the stub's pages away again; the guest's cached translations
+    /// of them are dropped (shadow paging, see the module's notes).
+    pub fn unmap_stub(&mut self, va: u64, gpa: u64, pages: u64) -> Result<(), Errno> {
+        for i in 0..pages {
+            self.set_entry(va + i * PAGE_SIZE, 0)?;
+        }
+        self.kernel.forget_mappings(gpa, pages * PAGE_SIZE).map_err(|_| Errno::ENOMEM)
+    }
+
     /// Reads code bytes at `va` for diagnostics (may be fewer when unmapped).
     pub fn peek_code(&self, va: u64, n: usize) -> Vec<u8> {
         let mut b = vec![0u8; n];
@@ -521,6 +578,27 @@ mod tests {
         let k = MemFd::create("k", x86::KERNEL_SLOT_SIZE).unwrap();
         let g = MemFd::create("g", 1 << 30).unwrap();
         Mm::new(k, g)
+    }
+
+    #[test]
+    fn probe_stubs_go_in_the_nearest_free_range() {
+        let mut m = mm();
+        let code = 0x40_0000;
+        m.map_anonymous(code, 16 * PAGE_SIZE, PROT_READ | PROT_EXEC, VmaKind::Anonymous).unwrap();
+        m.map_anonymous(code - 2 * PAGE_SIZE, PAGE_SIZE, PROT_READ, VmaKind::Anonymous).unwrap();
+        // The one-page hole just before the code is too small; below the
+        // page under it is nearer than after the code's end.
+        assert_eq!(m.free_near(code + PAGE_SIZE, 2 * PAGE_SIZE, 1 << 31), Some(code - 4 * PAGE_SIZE));
+        assert_eq!(m.free_near(code + 15 * PAGE_SIZE, 2 * PAGE_SIZE, 1 << 31), Some(code + 16 * PAGE_SIZE));
+        // Out of reach: nothing.
+        assert_eq!(m.free_near(code + PAGE_SIZE, 2 * PAGE_SIZE, 0), None);
+        // Mapped, then gone again without a trace in the mappings.
+        let before: Vec<u64> = m.vmas().map(|(s, _)| *s).collect();
+        m.map_stub(code + 16 * PAGE_SIZE, x86::GPA_PROBE, 2).unwrap();
+        assert!(leaf::present(m.entry(code + 17 * PAGE_SIZE)));
+        m.unmap_stub(code + 16 * PAGE_SIZE, x86::GPA_PROBE, 2).unwrap();
+        assert!(!leaf::present(m.entry(code + 16 * PAGE_SIZE)));
+        assert_eq!(m.vmas().map(|(s, _)| *s).collect::<Vec<_>>(), before);
     }
 
     #[test]

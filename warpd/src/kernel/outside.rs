@@ -9,6 +9,7 @@ use warp_proto::broker::{request, Reply};
 
 use crate::hv::memory::MemFd;
 use crate::hv::{GuestFault, SyscallRequest};
+pub use crate::interrupts::InterruptPoint;
 use crate::link::LinkError;
 
 /// Where a replay parted from its recording.
@@ -47,13 +48,30 @@ pub trait Outside {
     fn call(&mut self, kind: request::Kind, memory: &MemFd) -> Result<Reply, OutsideError>;
     /// Signals that arrived since the last look, at a syscall boundary.
     fn take_signals(&mut self) -> Result<Vec<i32>, OutsideError>;
-    /// Signals that arrived while the program computed (the vCPU was kicked).
-    fn interrupted(&mut self, rip: u64) -> Result<Vec<i32>, OutsideError>;
-    /// Replay: signals the recording took while the program computed, due
-    /// before the program runs on. Recording: none.
+    /// Signals that arrived while the program computed (the vCPU was
+    /// kicked); they are recorded with the interrupt point they are
+    /// delivered at. Replay: none (they come with the recorded point).
+    fn interrupted(&mut self) -> Result<Vec<i32>, OutsideError>;
+    /// Replay of traces from before format 3: signals the recording took
+    /// while the program computed, due before the program runs on (at the
+    /// boundary before that point). Recording: none.
     fn pending_async(&mut self) -> Result<Vec<i32>, OutsideError>;
+    /// The program was stopped at `point` while it computed: recorded, or
+    /// on replay checked against the recorded point (and consumed).
+    fn interrupt(&mut self, point: &InterruptPoint) -> Result<(), OutsideError>;
+    /// Replay: the recorded point the program is to be stopped at next,
+    /// when the next event is one. Recording: None.
+    fn next_interrupt(&mut self) -> Result<Option<InterruptPoint>, OutsideError>;
+    /// At a syscall boundary of thread `thread`: whether its time slice
+    /// ends here. Recording: `due` (the timer's word), recorded when true;
+    /// replay: whether the recording's did.
+    fn slice_over(&mut self, thread: u32, due: bool) -> Result<bool, OutsideError>;
     /// Whether the broker is gone (recording only).
     fn is_dead(&self) -> bool;
+    /// A line for the user about this run (replay: a note beside the output).
+    fn note(&mut self, text: String);
+    /// Whether signals from outside wait to be taken (recording only).
+    fn signals_waiting(&self) -> bool;
 
     /// A syscall as the program made it (its number is the whole register).
     fn syscall_entry(&mut self, req: &SyscallRequest) -> Result<(), OutsideError>;

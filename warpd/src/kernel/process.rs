@@ -1003,7 +1003,7 @@ impl Process {
         me.clear_tid = 0;
         self.threads = BTreeMap::from([(me.tid, me)]);
         self.current = self.ident.pid;
-        self.sched = Scheduler::default();
+        self.sched.clear();
         // Handlers do not survive exec; ignored signals stay ignored.
         for act in self.signals.actions.iter_mut() {
             if act.handler > signals::SIG_IGN {
@@ -1314,6 +1314,9 @@ impl Process {
     fn futex(&mut self, a: &[u64; 6], link: &mut dyn Outside) -> Result<Action, ProcessError> {
         const FUTEX_WAIT: u64 = 0;
         const FUTEX_WAKE: u64 = 1;
+        const FUTEX_REQUEUE: u64 = 3;
+        const FUTEX_CMP_REQUEUE: u64 = 4;
+        const FUTEX_WAKE_OP: u64 = 5;
         const FUTEX_WAIT_BITSET: u64 = 9;
         const FUTEX_WAKE_BITSET: u64 = 10;
         const FUTEX_PRIVATE_FLAG: u64 = 128;
@@ -1334,6 +1337,27 @@ impl Process {
                 }
                 ret(Ok(self.futex_wake(addr, bitset, val as i32 as i64)))
             }
+            FUTEX_REQUEUE | FUTEX_CMP_REQUEUE => {
+                // val: how many to wake; the timeout slot: how many to move
+                // to uaddr2 (a[4]); CMP_ checks *uaddr == val3 (a[5]) first.
+                let (wake, requeue, to) = (val as i32, a[3] as u32 as i32, a[4]);
+                if wake < 0 || requeue < 0 || to % 4 != 0 {
+                    return ret(Err(Errno::EINVAL));
+                }
+                if op == FUTEX_CMP_REQUEUE {
+                    let mut b = [0u8; 4];
+                    if let Err(e) = self.mm.read_user(addr, &mut b) {
+                        return ret(Err(e));
+                    }
+                    if u32::from_le_bytes(b) != a[5] as u32 {
+                        return ret(Err(Errno::EAGAIN));
+                    }
+                }
+                let woken = self.futex_wake(addr, u32::MAX, wake.into());
+                let moved = self.futex_requeue(addr, to, requeue.into());
+                ret(Ok(if op == FUTEX_CMP_REQUEUE { woken + moved } else { woken }))
+            }
+            FUTEX_WAKE_OP => ret(self.futex_wake_op(addr, val as i32, a[3] as u32 as i32, a[4], a[5] as u32)),
             FUTEX_WAIT | FUTEX_WAIT_BITSET => {
                 let bitset = if op == FUTEX_WAIT { u32::MAX } else { a[5] as u32 };
                 if bitset == 0 || (realtime && op == FUTEX_WAIT) {
@@ -1413,6 +1437,77 @@ impl Process {
             self.wake(tid, 0);
         }
         waiting.len() as u64
+    }
+
+    /// Moves up to `n` threads waiting on `from` to wait on `to`, behind
+    /// those already there (FUTEX_REQUEUE); how many moved.
+    fn futex_requeue(&mut self, from: u64, to: u64, n: i64) -> u64 {
+        let mut waiting: Vec<(u64, u32)> = self
+            .threads
+            .values()
+            .filter_map(|t| match &t.wait {
+                Some(Wait::Futex { addr, .. }) if *addr == from => Some((t.wait_order, t.tid)),
+                _ => None,
+            })
+            .collect();
+        waiting.sort();
+        waiting.truncate(n.max(0) as usize);
+        for &(_, tid) in &waiting {
+            self.waits_begun += 1;
+            let order = self.waits_begun;
+            if let Some(t) = self.threads.get_mut(&tid) {
+                if let Some(Wait::Futex { addr, .. }) = &mut t.wait {
+                    *addr = to;
+                }
+                t.wait_order = order;
+            }
+        }
+        waiting.len() as u64
+    }
+
+    /// FUTEX_WAKE_OP (futex(2)): changes the word at `addr2` as `encoded`
+    /// says, wakes up to `n` waiters on `addr` and, when the old value
+    /// passes the comparison, up to `n2` on `addr2`; how many woke.
+    fn futex_wake_op(&mut self, addr: u64, n: i32, n2: i32, addr2: u64, encoded: u32) -> SysResult {
+        const OPARG_SHIFT: u32 = 8;
+        if addr2 % 4 != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let sign12 = |v: u32| ((v << 20) as i32) >> 20;
+        let mut op = (encoded >> 28) & 0xf;
+        let cmp = (encoded >> 24) & 0xf;
+        let mut oparg = sign12((encoded >> 12) & 0xfff);
+        let cmparg = sign12(encoded & 0xfff);
+        if op & OPARG_SHIFT != 0 {
+            op &= !OPARG_SHIFT;
+            oparg = 1i32.wrapping_shl((oparg & 31) as u32);
+        }
+        let mut b = [0u8; 4];
+        self.mm.read_user(addr2, &mut b)?;
+        let old = i32::from_le_bytes(b);
+        let new = match op {
+            0 => oparg,
+            1 => old.wrapping_add(oparg),
+            2 => old | oparg,
+            3 => old & !oparg,
+            4 => old ^ oparg,
+            _ => return Err(Errno::ENOSYS),
+        };
+        let passes = match cmp {
+            0 => old == cmparg,
+            1 => old != cmparg,
+            2 => old < cmparg,
+            3 => old <= cmparg,
+            4 => old > cmparg,
+            5 => old >= cmparg,
+            _ => return Err(Errno::ENOSYS),
+        };
+        self.mm.write_user(addr2, &new.to_le_bytes())?;
+        let mut woken = self.futex_wake(addr, u32::MAX, n.into());
+        if passes {
+            woken += self.futex_wake(addr2, u32::MAX, n2.into());
+        }
+        Ok(woken)
     }
 
     /// Ends `tid`'s wait: its syscall returns `ret` when it next runs.
@@ -1620,6 +1715,11 @@ impl Process {
     }
 
     /// Whether a thread exists with this tid.
+    /// How many threads the process has.
+    pub fn thread_count(&self) -> usize {
+        self.threads.len()
+    }
+
     pub fn has_thread(&self, tid: u32) -> bool {
         self.threads.contains_key(&tid)
     }

@@ -218,7 +218,7 @@ fn futex_waits_and_wakes_as_linux() {
     assert_eq!(syscall(&mut p, &mut out, 202, [word_at, 9, 0, 0, 0, 0]), Action::Return(Errno::EINVAL.ret()));
     assert_eq!(syscall(&mut p, &mut out, 202, [word_at, 1, 10, 0, 0, 0]), Action::Return(0));
     // An operation warpd does not do yet is ENOSYS (with a note).
-    assert_eq!(syscall(&mut p, &mut out, 202, [word_at, 5, 0, 0, 0, 0]), Action::Return(Errno::ENOSYS.ret()));
+    assert_eq!(syscall(&mut p, &mut out, 202, [word_at, 6, 0, 0, 0, 0]), Action::Return(Errno::ENOSYS.ret()));
     // A waiter alone with no timeout: the broker waits for a signal.
     assert_eq!(syscall(&mut p, &mut out, 202, [word_at, 128, 0, 0, 0, 0]), Action::Wait);
     p.switch_out(ThreadContext::default());
@@ -230,6 +230,42 @@ fn futex_waits_and_wakes_as_linux() {
     assert_eq!(p.sched.pick(), Some(4242));
     let (_, resumed) = p.switch_in(4242).unwrap();
     assert_eq!(resumed.map(|(_, r)| r), Some(Errno::EINTR.ret()), "the signal ends the wait");
+}
+
+#[test]
+fn futex_requeue_and_wake_op_move_and_wake_waiters_as_linux() {
+    let mut p = process();
+    let mut out = FakeOutside::default();
+    let page = with_page(&mut p);
+    let (a, b) = (page + 64, page + 128);
+    assert_eq!(syscall(&mut p, &mut out, 56, [CLONE_THREAD_FLAGS, page + 0x800, page, 0, 0, 0]), Action::Return(4243));
+    assert_eq!(syscall(&mut p, &mut out, 56, [CLONE_THREAD_FLAGS, page + 0xc00, page, 0, 0, 0]), Action::Return(4244));
+    // 4242, then 4243, wait on a.
+    for next in [4243, 4244] {
+        assert_eq!(syscall(&mut p, &mut out, 202, [a, 128, 0, 0, 0, 0]), Action::Wait);
+        p.switch_out(ThreadContext::default());
+        assert_eq!(p.sched.pick(), Some(next));
+        p.switch_in(next).unwrap();
+    }
+    // CMP_REQUEUE checks the word first; negative counts are EINVAL.
+    assert_eq!(syscall(&mut p, &mut out, 202, [a, 4, 0, 1, b, 1]), Action::Return(Errno::EAGAIN.ret()));
+    assert_eq!(syscall(&mut p, &mut out, 202, [a, 4, u32::MAX as u64, 1, b, 0]), Action::Return(Errno::EINVAL.ret()));
+    // Wake none, move one (the first to wait): it counts as one.
+    assert_eq!(syscall(&mut p, &mut out, 202, [a, 4, 0, 1, b, 0]), Action::Return(1));
+    assert_eq!(syscall(&mut p, &mut out, 202, [b, 1, 10, 0, 0, 0]), Action::Return(1), "4242 now waits on b");
+    assert_eq!(p.sched.pick(), Some(4242));
+    // WAKE_OP: *a = 7 (SET), and since the old value 0 < 4 (LT), wake one on a too.
+    let encoded = (2u64 << 24) | (7 << 12) | 4;
+    assert_eq!(syscall(&mut p, &mut out, 202, [b, 5, 1, 1, a, encoded]), Action::Return(1));
+    assert_eq!(word(&p, a), 7);
+    assert_eq!(p.sched.pick(), Some(4243));
+    // ADD with a shifted operand (1 << 3), a comparison that fails: nobody else.
+    let encoded = ((8u64 | 1) << 28) | (3 << 12);
+    assert_eq!(syscall(&mut p, &mut out, 202, [b, 5, 1, 1, a, encoded]), Action::Return(0));
+    assert_eq!(word(&p, a), 15);
+    // An unknown operation is ENOSYS; a bad second address EFAULT.
+    assert_eq!(syscall(&mut p, &mut out, 202, [b, 5, 1, 1, a, 7 << 28]), Action::Return(Errno::ENOSYS.ret()));
+    assert_eq!(syscall(&mut p, &mut out, 202, [b, 5, 1, 1, 8, 0]), Action::Return(Errno::EFAULT.ret()));
 }
 
 #[test]

@@ -50,6 +50,9 @@ pub fn validate(req: &CreateSessionRequest) -> Result<(), String> {
     if let Some(s) = strings().find(|s| s.contains('\0')) {
         return Err(format!("{s:?} contains a NUL byte, which a program cannot receive"));
     }
+    if req.slice_us > 10_000_000 {
+        return Err(format!("a time slice of {} us is longer than the 10 s warpd accepts", req.slice_us));
+    }
     let total: usize = req.argv.iter().chain(&req.env).map(|s| s.len() + 1).sum();
     if total > MAX_ARGS_BYTES {
         return Err(format!(
@@ -57,6 +60,14 @@ pub fn validate(req: &CreateSessionRequest) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A seed for chaos mode when the caller named none.
+fn fresh_seed() -> u64 {
+    let mut b = [0u8; 8];
+    // SAFETY: getrandom into a local buffer of its length.
+    unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, 8, 0) };
+    u64::from_le_bytes(b)
 }
 
 pub struct WarpService {
@@ -165,6 +176,11 @@ impl Warp for WarpService {
             program: req.program,
             owner_uid: uid,
             verbose: req.verbose,
+            slice: match req.slice_us {
+                0 => crate::interrupts::DEFAULT_SLICE,
+                us => std::time::Duration::from_micros(us.into()),
+            },
+            chaos: req.chaos.then(|| if req.chaos_seed_set { req.chaos_seed } else { fresh_seed() }),
         };
         // The id must be new to the store too (a sled look-up: off the runtime).
         let shared = Arc::clone(&self.shared);
@@ -409,6 +425,10 @@ mod tests {
             cwd: "/home".into(),
             program: "/bin/ls".into(),
             verbose: false,
+            slice_us: 0,
+            chaos: false,
+            chaos_seed_set: false,
+            chaos_seed: 0,
         }
     }
 

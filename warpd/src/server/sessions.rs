@@ -384,6 +384,8 @@ mod tests {
             program: "/bin/true".into(),
             owner_uid: uid,
             verbose,
+            slice: crate::interrupts::DEFAULT_SLICE,
+            chaos: None,
         }
     }
 

@@ -16,5 +16,7 @@ pub mod store;
 
 /// The version of events and session metadata this warpd writes and reads.
 /// 2: syscall entries and exits keep the whole number register (64 bits);
-/// version 1 traces read unchanged.
-pub const FORMAT_VERSION: u32 = 2;
+/// 3: interrupts while the program computes (preemptions, signals) are
+/// exact points (`Interrupt`), time slices end at recorded boundaries
+/// (`SliceEnd`). Older traces read unchanged.
+pub const FORMAT_VERSION: u32 = 3;

@@ -17,7 +17,7 @@
 //! request (`BrokerCall::inline_args`), so an emulated call or one that
 //! failed before reaching the broker shows its pointer instead.
 
-use warp_proto::trace::{event, BrokerCall, Event, Fault, ProgramEnd, Signals, SyscallEntry, SyscallExit};
+use warp_proto::trace::{event, BrokerCall, Event, Fault, Interrupt, ProgramEnd, Signals, SyscallEntry, SyscallExit};
 
 use crate::kernel::table::{self, Arg};
 use crate::kernel::{names, signals};
@@ -37,6 +37,8 @@ pub enum Kind {
     Signals,
     Fault,
     End,
+    /// The program stopped while it computed (a preemption, signals).
+    Interrupt,
 }
 
 impl Kind {
@@ -47,6 +49,7 @@ impl Kind {
             Kind::Signals => "signals",
             Kind::Fault => "fault",
             Kind::End => "end",
+            Kind::Interrupt => "interrupt",
         }
     }
 }
@@ -136,6 +139,12 @@ impl Printer {
                 }
                 self.thread = s.thread;
             }
+            Some(event::Kind::Interrupt(i)) => {
+                out.extend(self.finish());
+                out.push(self.line(seq, seq, Kind::Interrupt, interrupt_text(i)));
+            }
+            // The switch that follows shows it.
+            Some(event::Kind::SliceEnd(_)) => {}
             None => {
                 out.extend(self.finish());
                 out.push(self.line(seq, seq, Kind::End, "--- an event of a kind this warpd does not know ---".into()));
@@ -504,6 +513,15 @@ fn signals_text(s: &Signals) -> String {
     let when =
         if s.asynchronous { format!("while computing, rip {:#x}", s.rip) } else { "at a syscall boundary".into() };
     format!("--- {} ({when}) ---", names.join(", "))
+}
+
+fn interrupt_text(i: &Interrupt) -> String {
+    let mut why = Vec::new();
+    if i.preempted {
+        why.push("time slice over".to_string());
+    }
+    why.extend(i.signals.iter().map(|&n| signals::name(n)));
+    format!("--- stopped at rip {:#x} ({}) ---", i.regs.first().copied().unwrap_or(0), why.join(", "))
 }
 
 fn fault_text(f: &Fault) -> String {

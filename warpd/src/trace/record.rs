@@ -4,14 +4,16 @@ use std::sync::Arc;
 
 use warp_proto::broker::{request, Reply};
 use warp_proto::trace::{
-    event, BrokerCall, Event, Fault, MemoryWrite, ProgramEnd, Schedule, Signals, SyscallEntry, SyscallExit,
+    event, BrokerCall, Event, Fault, Interrupt, MemoryWrite, ProgramEnd, Schedule, Signals, SliceEnd, SyscallEntry,
+    SyscallExit,
 };
 
 use super::digest;
 use super::store::{EventWriter, Store};
 use crate::hv::memory::MemFd;
 use crate::hv::{GuestFault, SyscallRequest};
-use crate::kernel::outside::{Ending, Outside, OutsideError};
+use crate::interrupts::regs_to_words;
+use crate::kernel::outside::{Ending, InterruptPoint, Outside, OutsideError};
 use crate::link::Link;
 
 pub struct Recorder {
@@ -89,20 +91,47 @@ impl Outside for Recorder {
         Ok(s)
     }
 
-    fn interrupted(&mut self, rip: u64) -> Result<Vec<i32>, OutsideError> {
-        let s = self.link.take_signals();
-        if !s.is_empty() {
-            self.append(event::Kind::Signals(Signals { signos: s.clone(), asynchronous: true, rip }))?;
-        }
-        Ok(s)
+    fn interrupted(&mut self) -> Result<Vec<i32>, OutsideError> {
+        Ok(self.link.take_signals())
     }
 
     fn pending_async(&mut self) -> Result<Vec<i32>, OutsideError> {
         Ok(Vec::new())
     }
 
+    fn interrupt(&mut self, p: &InterruptPoint) -> Result<(), OutsideError> {
+        self.append(event::Kind::Interrupt(Interrupt {
+            thread: p.thread,
+            regs: regs_to_words(&p.regs),
+            memory: p.memory.to_vec(),
+            signals: p.signals.clone(),
+            preempted: p.preempted,
+            pages: p.pages,
+            watch: p.watch.iter().flat_map(|&(a, v)| [a, v]).collect(),
+        }))
+    }
+
+    fn next_interrupt(&mut self) -> Result<Option<InterruptPoint>, OutsideError> {
+        Ok(None)
+    }
+
+    fn slice_over(&mut self, thread: u32, due: bool) -> Result<bool, OutsideError> {
+        if due {
+            self.append(event::Kind::SliceEnd(SliceEnd { thread }))?;
+        }
+        Ok(due)
+    }
+
     fn is_dead(&self) -> bool {
         self.link.is_dead()
+    }
+
+    fn note(&mut self, text: String) {
+        tracing::info!("{text}");
+    }
+
+    fn signals_waiting(&self) -> bool {
+        self.link.signals_waiting()
     }
 
     fn syscall_entry(&mut self, req: &SyscallRequest) -> Result<(), OutsideError> {

@@ -20,7 +20,8 @@ use super::FORMAT_VERSION;
 use crate::builder::{self, GuestSpec};
 use crate::hv::memory::MemFd;
 use crate::hv::{GuestFault, SyscallRequest};
-use crate::kernel::outside::{Ending, Outside, OutsideError};
+use crate::interrupts::regs_from_words;
+use crate::kernel::outside::{Ending, InterruptPoint, Outside, OutsideError};
 use crate::machine::{Cancel, Stop};
 use crate::session::{self, Config, SessionError};
 
@@ -82,8 +83,33 @@ fn describe_event(e: &Event) -> String {
         Some(event::Kind::End(p)) if p.signal != 0 => format!("the program killed by signal {}", p.signal),
         Some(event::Kind::End(p)) => format!("the program exiting with {}", p.exit_code),
         Some(event::Kind::Schedule(s)) => format!("thread {} getting the vCPU", s.thread),
+        Some(event::Kind::Interrupt(i)) => format!(
+            "[{}] stopped at {:#x} with {} pages written (digest {}){}",
+            i.thread,
+            i.regs.first().copied().unwrap_or(0),
+            i.pages,
+            hex8(&i.memory),
+            if i.preempted { ", its slice over" } else { "" }
+        ),
+        Some(event::Kind::SliceEnd(s)) => format!("[{}] the end of its time slice", s.thread),
         None => "an empty event".into(),
     }
+}
+
+fn describe_point(p: &InterruptPoint) -> String {
+    format!(
+        "[{}] stopped at {:#x} with {} pages written (digest {}){}",
+        p.thread,
+        p.regs.rip,
+        p.pages,
+        hex8(&p.memory),
+        if p.preempted { ", its slice over" } else { "" }
+    )
+}
+
+/// The first bytes of a digest, in hex.
+fn hex8(d: &[u8]) -> String {
+    d.iter().take(4).map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether the request matches the recorded digest once its `may_block`
@@ -210,8 +236,53 @@ impl Outside for Replayer<'_> {
         Ok(Vec::new())
     }
 
-    fn interrupted(&mut self, _rip: u64) -> Result<Vec<i32>, OutsideError> {
+    fn interrupted(&mut self) -> Result<Vec<i32>, OutsideError> {
         Ok(Vec::new())
+    }
+
+    fn interrupt(&mut self, p: &InterruptPoint) -> Result<(), OutsideError> {
+        self.thread = p.thread;
+        self.rip = p.regs.rip;
+        let recorded = self.next_interrupt()?;
+        if recorded.as_ref() == Some(p) {
+            self.pos += 1;
+            return Ok(());
+        }
+        let e = self.next(|| describe_point(p))?;
+        self.pos -= 1;
+        Err(self.diverged(describe_event(&e), describe_point(p)))
+    }
+
+    fn next_interrupt(&mut self) -> Result<Option<InterruptPoint>, OutsideError> {
+        let Some(Event { kind: Some(event::Kind::Interrupt(i)) }) = self.peek() else {
+            return Ok(None);
+        };
+        let (Some(regs), Ok(memory)) = (regs_from_words(&i.regs), <[u8; 32]>::try_from(i.memory.as_slice())) else {
+            let seq = self.events[self.pos].0;
+            return Err(OutsideError::Trace(format!(
+                "session {}: event {seq} is an interrupt point without its 18 registers and 32-byte memory digest",
+                self.id
+            )));
+        };
+        Ok(Some(InterruptPoint {
+            thread: i.thread,
+            regs,
+            memory,
+            pages: i.pages,
+            signals: i.signals.clone(),
+            preempted: i.preempted,
+            watch: i.watch.chunks_exact(2).map(|w| (w[0], w[1])).collect(),
+        }))
+    }
+
+    fn slice_over(&mut self, thread: u32, _due: bool) -> Result<bool, OutsideError> {
+        if let Some(Event { kind: Some(event::Kind::SliceEnd(s)) }) = self.peek() {
+            if s.thread == thread {
+                self.pos += 1;
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn pending_async(&mut self) -> Result<Vec<i32>, OutsideError> {
@@ -232,6 +303,14 @@ impl Outside for Replayer<'_> {
     }
 
     fn is_dead(&self) -> bool {
+        false
+    }
+
+    fn note(&mut self, text: String) {
+        let _ = self.out.send(ReplayOutput::Note(text));
+    }
+
+    fn signals_waiting(&self) -> bool {
         false
     }
 
@@ -381,6 +460,7 @@ pub fn replay(
         let _ = out.send(ReplayOutput::Note(n));
     }
     let ident = session::identity_of(&meta);
+    let _pin = session::CpuPin::new(meta.vcpu_cpu.checked_sub(1));
     let hv = match crate::hv::open(&config.kvm_device) {
         Ok(h) => h,
         Err(e) => return ReplayOutcome::Failed(e.to_string()),
@@ -407,6 +487,7 @@ pub fn replay(
             cwd: meta.cwd.clone(),
             ident: ident.clone(),
             random,
+            chaos: meta.chaos.then_some(meta.chaos_seed),
         };
         let mut guest = builder::build(&spec, &read, parts)?;
         if let Some(c) = cancel {

@@ -10,6 +10,8 @@
 //!    0x0020_0000  GDT    0x0020_1000 IDT    0x0020_2000 TSS (+ I/O bitmap)
 //!    0x0021_0000  top of the ring-0 stack (RSP0); exception frames below it
 //!    0x0030_0000  the syscall trampoline page (mapped at TRAMPOLINE_VA, user)
+//!    0x0030_1000  replay's probe stub: code, then data and stack (user pages,
+//!                 mapped near a recorded interrupt point while replay looks for it)
 //!    0x0100_0000 .. KERNEL_SLOT_SIZE   page-table pool
 //!  slot 1  "guest" memfd, shared with the broker: every page the program can touch
 //!    USER_GPA_BASE ..
@@ -20,6 +22,7 @@
 pub mod cpu;
 pub mod descriptors;
 pub mod paging;
+pub mod probe;
 pub mod regs;
 pub mod signal;
 
@@ -37,6 +40,8 @@ pub const GPA_IDT: u64 = 0x20_1000;
 pub const GPA_TSS: u64 = 0x20_2000;
 pub const GPA_KSTACK_TOP: u64 = 0x21_0000;
 pub const GPA_TRAMPOLINE: u64 = 0x30_0000;
+/// The probe stub's code page; its data page follows.
+pub const GPA_PROBE: u64 = 0x30_1000;
 pub const GPA_PT_POOL: u64 = 0x100_0000;
 /// How much of the kernel slot is mapped at KBASE (text, tables, stack).
 pub const KERNEL_MAPPED: u64 = 0x40_0000;

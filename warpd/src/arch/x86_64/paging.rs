@@ -45,6 +45,12 @@ pub mod leaf {
         gpa | PTE_PRESENT | if user_page { PTE_USER } else { PTE_WRITE }
     }
 
+    /// A page of replay's probe stub: the program's code jumps into it, so
+    /// it is a user page (`write`: its data page, which it also writes).
+    pub fn stub(gpa: u64, write: bool) -> u64 {
+        gpa | PTE_PRESENT | PTE_USER | if write { PTE_WRITE | PTE_NX } else { 0 }
+    }
+
     /// The frame behind an entry, present or kept.
     pub fn frame(e: u64) -> Option<u64> {
         (e & (PTE_PRESENT | PTE_KEEP) != 0).then_some(e & PTE_ADDR_MASK)

@@ -16,7 +16,7 @@ mod vcpu;
 
 use std::path::Path;
 
-use kvm_bindings::kvm_userspace_memory_region;
+use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_LOG_DIRTY_PAGES};
 use kvm_ioctls::{Cap, Kvm, VmFd};
 
 use super::memory::MemFd;
@@ -92,16 +92,27 @@ impl Hypervisor for KvmHypervisor {
     fn create_vm(&self, kernel: &MemFd, guest: &MemFd) -> Result<Box<dyn Vm>, HvError> {
         vcpu::install_kick_handler();
         let vm = self.kvm.create_vm().map_err(|e| HvError::call("creating the VM", e))?;
-        for (slot, gpa, mem) in [(0u32, 0u64, kernel), (1, x86::USER_GPA_BASE, guest)] {
+        // The guest region goes in slices of GUEST_SLOT bytes, so that
+        // reading which pages were written looks only at the slices in use.
+        let mut regions = vec![(0u32, 0u64, kernel.host_addr(), kernel.size(), 0)];
+        let slices = guest.size().div_ceil(GUEST_SLOT);
+        for i in 0..slices {
+            let size = GUEST_SLOT.min(guest.size() - i * GUEST_SLOT);
+            let addr = guest.host_addr() + i * GUEST_SLOT;
+            regions.push((1 + i as u32, x86::USER_GPA_BASE + i * GUEST_SLOT, addr, size, KVM_MEM_LOG_DIRTY_PAGES));
+        }
+        for (slot, gpa, addr, size, flags) in regions {
             let region = kvm_userspace_memory_region {
                 slot,
-                flags: 0,
+                // The guest slots log the pages the program writes: the
+                // memory digest of an interrupt point (see `Vm::written_pages`).
+                flags,
                 guest_phys_addr: gpa,
-                memory_size: mem.size(),
-                userspace_addr: mem.host_addr(),
+                memory_size: size,
+                userspace_addr: addr,
             };
-            // SAFETY: the region maps memory owned by `mem`, which the session
-            // keeps alive for as long as the VM exists.
+            // SAFETY: the region maps memory owned by `kernel` or `guest`,
+            // which the session keeps alive for as long as the VM exists.
             unsafe { vm.set_user_memory_region(region) }.map_err(|e| HvError::call("adding guest memory", e))?;
         }
         // The vCPU reads the exception frames the ring-0 stubs leave in the
@@ -111,9 +122,18 @@ impl Hypervisor for KvmHypervisor {
             .kvm
             .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| HvError::call("reading supported CPUID", e))?;
-        Ok(Box::new(KvmVm { vm, caps: self.caps.clone(), frames: Some(frames), cpuid: supported }))
+        Ok(Box::new(KvmVm {
+            vm,
+            caps: self.caps.clone(),
+            frames: Some(frames),
+            cpuid: supported,
+            guest_size: guest.size(),
+        }))
     }
 }
+
+/// Bytes of the guest region per memory slot.
+const GUEST_SLOT: u64 = 256 << 20;
 
 /// A KVM VM with its memory slots.
 struct KvmVm {
@@ -121,6 +141,7 @@ struct KvmVm {
     caps: Capabilities,
     frames: Option<MemFd>,
     cpuid: kvm_bindings::CpuId,
+    guest_size: u64,
 }
 
 impl Vm for KvmVm {
@@ -130,5 +151,28 @@ impl Vm for KvmVm {
         // The guest sees the host's CPUID (on PVM this call has no effect).
         vcpu.set_cpuid2(&self.cpuid).map_err(|e| HvError::call("setting CPUID", e))?;
         Ok(Box::new(KvmVcpu::new(vcpu, self.caps.clone(), frames)))
+    }
+
+    fn written_pages(&mut self, below: u64) -> Result<Vec<u64>, HvError> {
+        let mut pages = Vec::new();
+        let below = below.min(self.guest_size);
+        let mut i = 0;
+        while i * GUEST_SLOT < below {
+            let size = GUEST_SLOT.min(self.guest_size - i * GUEST_SLOT);
+            let bitmap = self
+                .vm
+                .get_dirty_log(1 + i as u32, size as usize)
+                .map_err(|e| HvError::call("reading the written-page log", e))?;
+            let first = i * GUEST_SLOT / x86::PAGE_SIZE;
+            for (w, word) in bitmap.iter().enumerate() {
+                let mut bits = *word;
+                while bits != 0 {
+                    pages.push(first + w as u64 * 64 + bits.trailing_zeros() as u64);
+                    bits &= bits - 1;
+                }
+            }
+            i += 1;
+        }
+        Ok(pages)
     }
 }

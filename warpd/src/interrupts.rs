@@ -1,0 +1,476 @@
+//! Interrupt points: where a program that computes (no syscall, no fault)
+//! was stopped, so that a signal could be delivered there or another
+//! thread could run, and how replay finds the same point again without a
+//! performance counter.
+//!
+//! ```text
+//!  record: SliceTimer kicks the vCPU -> Interrupted at rip in user code
+//!          -> InterruptPoint { thread, registers, digest of pages written
+//!             since the last reset + the SSE state } -> the trace
+//!  replay: the next event is an Interrupt -> Probe planted at its rip
+//!          -> each pass: registers compared; on a match the digest too
+//!          -> at the point: the same signals, the same switch
+//! ```
+//!
+//! The digest's base ("the last reset") is the start, the last interrupt
+//! point and, while the process has more than one thread, the last syscall
+//! boundary: places record and replay pass alike. Reading the log costs
+//! about a tenth of a syscall (only the guest memory ever used is looked
+//! at, in slots of 256 MiB), so single-threaded programs skip it at syscalls.
+//!
+//! The point is the first pass whose registers and watched words match;
+//! the digest then verifies it. Where rdtsc and CPUID cannot be trapped
+//! (PVM), a page written in the window can still hold bytes the program got
+//! from them long before (ld.so keeps a TSC reading on the stack), so a
+//! differing digest is reported to the user, not taken as a miss.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::arch::x86_64::{probe, GPA_PROBE, PAGE_SIZE};
+use crate::arch::Regs;
+use crate::hv::{FaultKind, GuestFault, HvError, Kicker, Vm};
+use crate::kernel::errno::Errno;
+use crate::kernel::mm::Mm;
+use crate::kernel::sched::Rng;
+
+/// How long a thread runs before another ready thread gets the vCPU, when
+/// the recording does not say.
+pub const DEFAULT_SLICE: Duration = Duration::from_millis(10);
+
+/// How soon a kick is repeated when the vCPU was stopped where no point can
+/// be taken (inside warpd's guest-side stubs).
+const RETRY: Duration = Duration::from_millis(1);
+
+/// Where the program was stopped, as the trace keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterruptPoint {
+    pub thread: u32,
+    pub regs: Regs,
+    /// blake3 of the pages written since the last reset and the SSE state.
+    pub memory: [u8; 32],
+    /// Pages in the digest.
+    pub pages: u64,
+    /// Signals from outside taken at this point.
+    pub signals: Vec<i32>,
+    /// The thread's time slice ended here.
+    pub preempted: bool,
+    /// (address, value) of words the code around the point reads.
+    pub watch: Vec<(u64, u64)>,
+}
+
+/// Whether the watched words hold the point's values now.
+pub fn same_watched(mm: &Mm, watch: &[(u64, u64)]) -> bool {
+    watch.iter().all(|&(addr, value)| {
+        let mut b = [0u8; 8];
+        mm.read_user(addr, &mut b).is_ok() && u64::from_le_bytes(b) == value
+    })
+}
+
+/// The words to watch at a point (`regs` at `rip`): those the code around
+/// it reads, with their values now.
+pub fn watch_words(mm: &Mm, regs: &Regs) -> Vec<(u64, u64)> {
+    let read_code = |va: u64, n: usize| mm.peek_code(va, n);
+    probe::watch_addresses(&read_code, regs)
+        .into_iter()
+        .filter_map(|addr| {
+            let mut b = [0u8; 8];
+            mm.read_user(addr, &mut b).ok().map(|_| (addr, u64::from_le_bytes(b)))
+        })
+        .collect()
+}
+
+/// The flags a point compares: the arithmetic flags and DF (not RF, TF or
+/// the reserved bit, which the CPU and warpd's stepping change).
+pub const COMPARED_FLAGS: u64 = 0xcd5;
+
+/// Whether `now` is the recorded register state (rip included).
+pub fn same_registers(now: &Regs, recorded: &Regs) -> bool {
+    let a = Regs { rflags: now.rflags & COMPARED_FLAGS, ..*now };
+    let b = Regs { rflags: recorded.rflags & COMPARED_FLAGS, ..*recorded };
+    a == b
+}
+
+/// The registers in the trace's order: rip, rflags, then rax .. r15.
+pub fn regs_to_words(r: &Regs) -> Vec<u64> {
+    vec![
+        r.rip, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rsp, r.rbp, r.r8, r.r9, r.r10, r.r11, r.r12,
+        r.r13, r.r14, r.r15,
+    ]
+}
+
+/// The registers from the trace's words; None unless there are 18.
+pub fn regs_from_words(w: &[u64]) -> Option<Regs> {
+    let w: &[u64; 18] = w.try_into().ok()?;
+    Some(Regs {
+        rip: w[0],
+        rflags: w[1],
+        rax: w[2],
+        rbx: w[3],
+        rcx: w[4],
+        rdx: w[5],
+        rsi: w[6],
+        rdi: w[7],
+        rsp: w[8],
+        rbp: w[9],
+        r8: w[10],
+        r9: w[11],
+        r10: w[12],
+        r11: w[13],
+        r12: w[14],
+        r13: w[15],
+        r14: w[16],
+        r15: w[17],
+    })
+}
+
+/// The pages the guest wrote since the last reset, accumulated across the
+/// backend's log (which empties on each read).
+#[derive(Default)]
+pub struct Written {
+    pages: BTreeSet<u64>,
+}
+
+impl Written {
+    /// Starts a new base: what was written so far no longer counts.
+    pub fn reset(&mut self, vm: &mut dyn Vm, mm: &Mm) -> Result<(), HvError> {
+        vm.written_pages(mm.high_water())?;
+        self.pages.clear();
+        Ok(())
+    }
+
+    /// The digest of every page written since the reset (its number and
+    /// contents, in page order) and of `fpu` (an XSAVE area: its legacy
+    /// region's MXCSR and XMM registers), and the count of pages.
+    pub fn digest(&mut self, vm: &mut dyn Vm, mm: &Mm, fpu: &[u8]) -> Result<([u8; 32], u64), HvError> {
+        self.pages.extend(vm.written_pages(mm.high_water())?);
+        let guest = &mm.guest;
+        let mut h = blake3::Hasher::new();
+        let mut page = vec![0u8; PAGE_SIZE as usize];
+        for &p in &self.pages {
+            guest.read(p * PAGE_SIZE, &mut page);
+            h.update(&p.to_le_bytes());
+            h.update(&page);
+        }
+        // MXCSR at 24, XMM0-15 at 160..416 (Intel SDM, XSAVE legacy region).
+        if fpu.len() >= 416 {
+            h.update(&fpu[24..28]);
+            h.update(&fpu[160..416]);
+        }
+        Ok((*h.finalize().as_bytes(), self.pages.len() as u64))
+    }
+}
+
+struct TimerState {
+    /// When the running thread's slice ends; None while no other thread waits.
+    deadline: Option<Instant>,
+    /// The slice ended (and stays ended until the next `disarm`).
+    fired: bool,
+    /// A point is wanted soon (signals arrived where none could be taken).
+    retry: Option<Instant>,
+    /// The vCPU is in `run`: only then is it kicked.
+    running: bool,
+    quit: bool,
+}
+
+struct TimerShared {
+    state: Mutex<TimerState>,
+    wake: Condvar,
+}
+
+/// The recording's preemption timer: a host thread that kicks the vCPU when
+/// the running thread's slice has ended while it computes.
+pub struct SliceTimer {
+    shared: Arc<TimerShared>,
+    slice: Duration,
+    /// Chaos mode: slice lengths drawn from this generator.
+    chaos: Option<Mutex<Rng>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SliceTimer {
+    pub fn new(kicker: Kicker, slice: Duration, chaos: Option<u64>) -> std::io::Result<Self> {
+        let shared = Arc::new(TimerShared {
+            state: Mutex::new(TimerState { deadline: None, fired: false, retry: None, running: false, quit: false }),
+            wake: Condvar::new(),
+        });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new().name("warp-slice".into()).spawn(move || tick(&s, &kicker))?;
+        // Not the scheduler's stream: these draws need not be replayed
+        // (the slices that result are in the trace).
+        let chaos = chaos.map(|seed| Mutex::new(Rng::new(seed ^ 0x5a5a_5a5a_5a5a_5a5a)));
+        Ok(SliceTimer { shared, slice, chaos, thread: Some(thread) })
+    }
+
+    /// The next slice: the setting, or in chaos mode a length drawn
+    /// log-uniformly from a twentieth of it to four times it, so that both
+    /// very short and long runs happen.
+    fn next_slice(&self) -> Duration {
+        match &self.chaos {
+            None => self.slice,
+            Some(rng) => {
+                let u = rng.lock().unwrap_or_else(|e| e.into_inner()).unit();
+                self.slice.mul_f64((1.0f64 / 20.0).powf(1.0 - u) * 4.0f64.powf(u))
+            }
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, TimerState> {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The vCPU is about to run: the slice starts now unless it already
+    /// runs (`others_ready`: another thread waits for the vCPU; else no slice).
+    pub fn enter(&self, others_ready: bool) {
+        let mut s = self.state();
+        if !others_ready {
+            s.deadline = None;
+            s.fired = false;
+        } else if s.deadline.is_none() && !s.fired {
+            s.deadline = Some(Instant::now() + self.next_slice());
+        }
+        s.running = true;
+        drop(s);
+        self.shared.wake.notify_one();
+    }
+
+    /// The vCPU stopped running.
+    pub fn leave(&self) {
+        self.state().running = false;
+    }
+
+    /// Whether the running thread's slice has ended.
+    pub fn due(&self) -> bool {
+        let s = self.state();
+        s.fired || s.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// The vCPU changes threads: the next one gets a fresh slice.
+    pub fn disarm(&self) {
+        let mut s = self.state();
+        s.deadline = None;
+        s.fired = false;
+        s.retry = None;
+    }
+
+    /// Kick again soon: the point wanted could not be taken where the vCPU stopped.
+    pub fn retry(&self) {
+        self.state().retry = Some(Instant::now() + RETRY);
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Drop for SliceTimer {
+    fn drop(&mut self) {
+        self.state().quit = true;
+        self.shared.wake.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn tick(shared: &TimerShared, kicker: &Kicker) {
+    let mut s = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        if s.quit {
+            return;
+        }
+        let now = Instant::now();
+        let next = match (s.deadline, s.retry) {
+            (Some(d), Some(r)) => Some(d.min(r)),
+            (d, r) => d.or(r),
+        };
+        match next {
+            Some(at) if now >= at && s.running => {
+                if s.deadline.is_some_and(|d| now >= d) {
+                    s.fired = true;
+                    // Until the machine takes the point, keep asking.
+                    s.deadline = Some(now + RETRY);
+                }
+                if s.retry.is_some_and(|r| now >= r) {
+                    s.retry = None;
+                }
+                kicker.kick();
+            }
+            Some(at) if now < at => {
+                s = shared.wake.wait_timeout(s, at - now).unwrap_or_else(|e| e.into_inner()).0;
+            }
+            _ => {
+                s = shared.wake.wait(s).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+    }
+}
+
+/// Replay's search for a recorded point: the site's instruction replaced
+/// by a jump to an in-guest stub that compares registers (see
+/// `arch::x86_64::probe`), or, where no jump fits, a breakpoint whose every
+/// hit the host compares. Either way a match is checked against the
+/// recorded memory digest too.
+pub struct Probe {
+    pub point: InterruptPoint,
+    mode: Mode,
+    original: Vec<u8>,
+    patch: Vec<u8>,
+    planted: bool,
+    /// Passes over the site whose registers matched but were not the point
+    /// (with a breakpoint: every pass that was not the point).
+    pub misses: u64,
+}
+
+/// How the probe stops the program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `int3` at the site: an exit per pass.
+    Breakpoint,
+    /// A jump to the stub at `stub_va`: an exit only when the registers match.
+    Jump { stub_va: u64, exit_at: u64, moved_at: u64 },
+}
+
+/// What the host does after a pass that was not the point.
+pub enum Miss {
+    /// Go on at these registers (the stub's moved instruction).
+    Continue(Regs),
+    /// Run the site's own instruction once, stepped, then plant again.
+    Step(Regs),
+}
+
+/// `int3`.
+const BREAKPOINT: u8 = 0xcc;
+/// How far a rel32 jump reaches, with a margin for the stub's own length.
+const REL32_REACH: u64 = (1 << 31) - (1 << 20);
+const STUB_PAGES: u64 = 2;
+
+impl Probe {
+    /// Plants a probe for `point` in the program's code.
+    pub fn new(point: InterruptPoint, mm: &mut Mm) -> Result<Self, Errno> {
+        let site = point.regs.rip;
+        let code = mm.peek_code(site, 15);
+        if code.is_empty() {
+            return Err(Errno::EFAULT);
+        }
+        let jump = probe::patchable(&code, site).and_then(|ins| {
+            let stub_va = mm.free_near(site, STUB_PAGES * PAGE_SIZE, REL32_REACH)?;
+            let stub = probe::build(&ins, stub_va, &point.regs, COMPARED_FLAGS, &point.watch)?;
+            Some((ins.len(), stub_va, stub))
+        });
+        let (mode, original, patch) = match jump {
+            Some((len, stub_va, stub)) => {
+                mm.kernel.write(GPA_PROBE, &stub.code);
+                mm.kernel.write(GPA_PROBE + PAGE_SIZE, &stub.data);
+                mm.map_stub(stub_va, GPA_PROBE, STUB_PAGES)?;
+                let mode = Mode::Jump { stub_va, exit_at: stub.exit_at, moved_at: stub.moved_at };
+                (mode, code[..len].to_vec(), stub.patch)
+            }
+            None => (Mode::Breakpoint, code[..1].to_vec(), vec![BREAKPOINT]),
+        };
+        let mut p = Probe { point, mode, original, patch, planted: false, misses: 0 };
+        p.plant(mm)?;
+        Ok(p)
+    }
+
+    pub fn site(&self) -> u64 {
+        self.point.regs.rip
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Whether the fault is this probe's stop.
+    pub fn is_hit(&self, f: &GuestFault) -> bool {
+        match self.mode {
+            Mode::Breakpoint => f.kind == FaultKind::Breakpoint && self.planted && f.rip == self.site() + 1,
+            // PVM reports an `out` with rip after it, VMX/SVM at it.
+            Mode::Jump { exit_at, .. } => {
+                matches!(f.kind, FaultKind::PortIo { .. }) && (f.rip == exit_at || f.rip == exit_at + 2)
+            }
+        }
+    }
+
+    /// Puts the jump or the breakpoint over the site.
+    pub fn plant(&mut self, mm: &Mm) -> Result<(), Errno> {
+        if !self.planted {
+            mm.poke(self.site(), &self.patch)?;
+            self.planted = true;
+        }
+        Ok(())
+    }
+
+    /// Puts the program's bytes back (the stub stays).
+    pub fn unplant(&mut self, mm: &Mm) -> Result<(), Errno> {
+        if self.planted {
+            mm.poke(self.site(), &self.original)?;
+            self.planted = false;
+        }
+        Ok(())
+    }
+
+    /// After a pass (`regs`: the program's, at the site) that was not the point.
+    pub fn missed(&mut self, mm: &Mm, regs: Regs) -> Result<Miss, Errno> {
+        self.misses += 1;
+        match self.mode {
+            Mode::Jump { moved_at, .. } => {
+                self.plant(mm)?;
+                Ok(Miss::Continue(Regs { rip: moved_at, ..regs }))
+            }
+            Mode::Breakpoint => {
+                self.unplant(mm)?;
+                Ok(Miss::Step(regs))
+            }
+        }
+    }
+
+    /// The point was found: the program's code as it was, the stub gone.
+    pub fn release(mut self, mm: &mut Mm) -> Result<(), Errno> {
+        self.unplant(mm)?;
+        if let Mode::Jump { stub_va, .. } = self.mode {
+            mm.unmap_stub(stub_va, GPA_PROBE, STUB_PAGES)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registers_go_through_the_trace_words() {
+        let r = Regs {
+            rax: 1,
+            rbx: 2,
+            rcx: 3,
+            rdx: 4,
+            rsi: 5,
+            rdi: 6,
+            rsp: 7,
+            rbp: 8,
+            r8: 9,
+            r9: 10,
+            r10: 11,
+            r11: 12,
+            r12: 13,
+            r13: 14,
+            r14: 15,
+            r15: 16,
+            rip: 17,
+            rflags: 18,
+        };
+        assert_eq!(regs_from_words(&regs_to_words(&r)), Some(r));
+        assert_eq!(regs_from_words(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn points_compare_flags_that_code_can_see() {
+        let a = Regs { rip: 0x401000, rflags: 0x246, ..Default::default() };
+        // RF and TF differ: still the same point.
+        assert!(same_registers(&Regs { rflags: 0x246 | 0x1_0000 | 0x100, ..a }, &a));
+        // ZF differs: not.
+        assert!(!same_registers(&Regs { rflags: 0x206, ..a }, &a));
+        assert!(!same_registers(&Regs { rax: 1, ..a }, &a));
+    }
+}
