@@ -188,8 +188,9 @@ preempt_row() { # NAME CMD...
     t1=$(now_ns)
     rep=$(( (t1 - t0) / 1000 ))
     prows+=("$(awk -v n="$name" -v rec="$rec" -v rep="$rep" -v p="$points" -v sw="$switches" 'BEGIN {
-        per = p > 0 ? sprintf("%.2f", rep / 1000 / p) : "n/a"
-        printf "%-26s %10.1f %10.1f %8d %10.0f %10.0f %12s %10s", n, rec / 1000, rep / 1000, p, p / (rec / 1e6), sw / (rec / 1e6), per, p > 0 ? sprintf("%.2fx", rep / 1000 / p / 10) : "n/a"
+        per = (p > 0) ? sprintf("%.2f", rep / 1000 / p) : "n/a"
+        slice = (p > 0) ? sprintf("%.2fx", rep / 1000 / p / 10) : "n/a"
+        printf "%-26s %10.1f %10.1f %8d %10.0f %10.0f %12s %10s", n, rec / 1000, rep / 1000, p, p / (rec / 1e6), sw / (rec / 1e6), per, slice
     }')")
 }
 declare -a prows

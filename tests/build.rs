@@ -8,6 +8,10 @@
 //!
 //! The compiler is `$CC` when set, else `gcc`. Static linking needs the C
 //! library's archives (Debian: `libc6-dev`).
+//!
+//! Every `progs/*.rs` is built once, statically (`NAME.static`), with the
+//! `rustc` cargo builds the project with: a Rust program's own runtime
+//! (std::thread, its futex-based locks).
 
 use std::env;
 use std::fs;
@@ -44,17 +48,19 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CC");
 
     let mut sources = Vec::new();
+    let mut rust_sources = Vec::new();
     let entries = fs::read_dir(&progs).unwrap_or_else(|e| panic!("cannot read {}: {e}", progs.display()));
     for entry in entries {
         let path = entry.expect("directory entry").path();
         match path.extension().and_then(|e| e.to_str()) {
             Some("c") => sources.push(path),
+            Some("rs") => rust_sources.push(path),
             Some("h") => println!("cargo:rerun-if-changed={}", path.display()),
             _ => {}
         }
     }
     sources.sort();
-    for src in &sources {
+    for src in sources.iter().chain(&rust_sources) {
         println!("cargo:rerun-if-changed={}", src.display());
     }
 
@@ -82,7 +88,13 @@ fn main() {
             });
         }
     });
-    let failures = failures.into_inner().unwrap();
+    let mut failures = failures.into_inner().unwrap();
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".to_string());
+    for src in &rust_sources {
+        if let Err(msg) = compile_rust(&rustc, src, &out) {
+            failures.push(msg);
+        }
+    }
     if !failures.is_empty() {
         panic!("building the C test programs failed:\n\n{}", failures.join("\n\n"));
     }
@@ -127,6 +139,21 @@ fn check_toolchain(cc: &str, out: &Path) {
     }
     let _ = fs::remove_file(&probe_src);
     let _ = fs::remove_file(&probe_bin);
+}
+
+fn compile_rust(rustc: &str, src: &Path, out: &Path) -> Result<(), String> {
+    let stem = src.file_stem().and_then(|s| s.to_str()).expect("UTF-8 file name");
+    let bin = out.join(format!("{stem}.static"));
+    let output = Command::new(rustc)
+        .args(["--edition", "2021", "-O", "-C", "target-feature=+crt-static", "-o"])
+        .arg(&bin)
+        .arg(src)
+        .output()
+        .map_err(|e| format!("cannot run {rustc}: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("{rustc} {}:\n{}", src.display(), String::from_utf8_lossy(&output.stderr)));
+    }
+    Ok(())
 }
 
 fn compile(cc: &str, include: &Path, src: &Path, flavour: &Flavour, out: &Path) -> Result<(), String> {

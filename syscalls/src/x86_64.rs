@@ -284,7 +284,9 @@ pub static TABLE: &[Desc] = &[
     d(200, "tkill", Emulated, &[Int, Int]),
     d(201, "time", Proxied, &[Out(Fixed(8))]),
     d(202, "futex", Emulated, &[Int, Int, Int, Int, Int, Int]).restart(),
-    d(204, "sched_getaffinity", Proxied, &[Int, Int, Out(Of(1))]),
+    // The program has one CPU, the vCPU (warpd answers).
+    d(203, "sched_setaffinity", Emulated, &[Int, Int, Int]),
+    d(204, "sched_getaffinity", Emulated, &[Int, Int, Int]),
     fd(213, "epoll_create", Proxied, &[Int]),
     d(217, "getdents64", Proxied, &[Fd, Out(Of(2)), Int]),
     d(218, "set_tid_address", Emulated, &[Int]),

@@ -50,6 +50,7 @@ static inline const char *errname(int e)
 	case ERANGE: return "ERANGE";
 	case ENOSYS: return "ENOSYS";
 	case ENOTEMPTY: return "ENOTEMPTY";
+	case EOWNERDEAD: return "EOWNERDEAD";
 	default: return "E?";
 	}
 }

@@ -37,6 +37,35 @@ fn barriers_semaphores_timeouts_thread_signals_and_pthread_exit() {
     }
 }
 
+/// A robust mutex whose owner exits holding it: the next locker gets
+/// EOWNERDEAD (warpd walks the exiting thread's robust list), also when it
+/// was already waiting for the lock.
+#[test]
+fn robust_mutexes_outlive_their_owner() {
+    let home = WarpHome::new("robust");
+    for flavour in FLAVOURS {
+        let native = home.check(&Spec::prog("robust", flavour));
+        assert_eq!(native.status, Status::Exited(0));
+        assert_eq!(
+            native.stdout_str(),
+            "owner gone: lock returns EOWNERDEAD\nwaiting when the owner exits: lock returns EOWNERDEAD\nEXIT-SUCCESS\n"
+        );
+    }
+}
+
+/// A static Rust program: std::thread, mpsc, Mutex, Barrier, scoped threads.
+#[test]
+fn rust_std_threads_and_channels() {
+    let home = WarpHome::new("rust_threads");
+    let native = home.check(&Spec::prog("rust_threads", warp_tests::Flavour::Static));
+    assert_eq!(native.status, Status::Exited(0));
+    assert_eq!(
+        native.stdout_str(),
+        "thread 0: sum 19999900000\nthread 1: sum 39999800000\nthread 2: sum 59999700000\n\
+         thread 3: sum 79999600000\njoined 60, lock taken 80 times, scoped [111, 222, 333, 444, 555, 666, 777, 888]\n"
+    );
+}
+
 /// execve with another thread waiting: that thread ends with the old
 /// program, and the new one runs as a one-thread process.
 #[test]

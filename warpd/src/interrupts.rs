@@ -223,17 +223,25 @@ impl SliceTimer {
 
     /// The vCPU is about to run: the slice starts now unless it already
     /// runs (`others_ready`: another thread waits for the vCPU; else no slice).
+    /// The timer thread is woken only when it has something new to do (a
+    /// slice began, or one ended while the vCPU was out), not at every run.
     pub fn enter(&self, others_ready: bool) {
         let mut s = self.state();
+        let mut wake = false;
         if !others_ready {
             s.deadline = None;
             s.fired = false;
         } else if s.deadline.is_none() && !s.fired {
             s.deadline = Some(Instant::now() + self.next_slice());
+            wake = true;
         }
+        let now = Instant::now();
+        wake |= s.deadline.is_some_and(|d| now >= d) || s.retry.is_some_and(|r| now >= r);
         s.running = true;
         drop(s);
-        self.shared.wake.notify_one();
+        if wake {
+            self.shared.wake.notify_one();
+        }
     }
 
     /// The vCPU stopped running.

@@ -890,12 +890,15 @@ impl Process {
             }
             273 => {
                 if a[1] == 24 {
+                    self.thread_mut().robust_list = a[0];
                     Ok(0)
                 } else {
                     Err(Errno::EINVAL)
                 }
             }
             202 => return self.futex(a, link),
+            203 => self.set_affinity(a[0], a[1], a[2]),
+            204 => self.get_affinity(a[0], a[1], a[2]),
             97 => self.prlimit(0, a[0], 0, a[1], link)?,
             160 => self.prlimit(0, a[0], a[1], 0, link)?,
             302 => {
@@ -1439,6 +1442,48 @@ impl Process {
         waiting.len() as u64
     }
 
+    /// The thread `pid` names for the affinity calls: 0 is the caller; a
+    /// thread of the process; anything else is no process the program can see.
+    fn affinity_target(&self, pid: u64) -> Result<(), Errno> {
+        let pid = pid as i32;
+        if pid < 0 {
+            return Err(Errno::EINVAL);
+        }
+        if pid == 0 || self.threads.contains_key(&(pid as u32)) {
+            Ok(())
+        } else {
+            Err(Errno::ESRCH)
+        }
+    }
+
+    /// sched_getaffinity: the program runs on one CPU, the vCPU (CPU 0).
+    /// As Linux with one CPU: the size must be a multiple of a long and
+    /// hold a bit per CPU; the kernel's mask is one long, which it returns.
+    fn get_affinity(&self, pid: u64, len: u64, mask: u64) -> SysResult {
+        const MASK_BYTES: u64 = 8;
+        if len == 0 || !len.is_multiple_of(MASK_BYTES) {
+            return Err(Errno::EINVAL);
+        }
+        self.affinity_target(pid)?;
+        self.mm.write_user(mask, &1u64.to_le_bytes())?;
+        Ok(MASK_BYTES)
+    }
+
+    /// sched_setaffinity: a mask without CPU 0 leaves no CPU to run on (EINVAL).
+    /// In Linux's order: the mask is read (EFAULT), the thread found
+    /// (ESRCH), then the mask checked.
+    fn set_affinity(&self, pid: u64, len: u64, mask: u64) -> SysResult {
+        let mut first = [0u8; 1];
+        if len > 0 {
+            self.mm.read_user(mask, &mut first)?;
+        }
+        self.affinity_target(pid)?;
+        if first[0] & 1 == 0 {
+            return Err(Errno::EINVAL);
+        }
+        Ok(0)
+    }
+
     /// Moves up to `n` threads waiting on `from` to wait on `to`, behind
     /// those already there (FUTEX_REQUEUE); how many moved.
     fn futex_requeue(&mut self, from: u64, to: u64, n: i64) -> u64 {
@@ -1470,7 +1515,7 @@ impl Process {
     /// passes the comparison, up to `n2` on `addr2`; how many woke.
     fn futex_wake_op(&mut self, addr: u64, n: i32, n2: i32, addr2: u64, encoded: u32) -> SysResult {
         const OPARG_SHIFT: u32 = 8;
-        if addr2 % 4 != 0 {
+        if !addr2.is_multiple_of(4) {
             return Err(Errno::EINVAL);
         }
         let sign12 = |v: u32| ((v << 20) as i32) >> 20;
@@ -1631,6 +1676,7 @@ impl Process {
         if self.threads.len() == 1 {
             return Ok(Action::Exit(code));
         }
+        self.release_robust_futexes();
         let clear = self.thread().clear_tid;
         if clear != 0 && self.mm.write_user(clear, &0u32.to_le_bytes()).is_ok() {
             self.futex_wake(clear, u32::MAX, 1);
@@ -1642,6 +1688,62 @@ impl Process {
         // a thread that exists (waiting outside needs one).
         self.current = *self.threads.keys().next().expect("other threads are left");
         Ok(Action::ThreadExit)
+    }
+
+    /// The exiting thread's robust futexes (set_robust_list(2)): each word
+    /// it still owns gets FUTEX_OWNER_DIED, and one waiter, if any, is
+    /// woken to find it so (the next locker of a robust mutex gets
+    /// EOWNERDEAD). The list is the program's memory: a bad pointer ends
+    /// the walk, a cycle stops at Linux's limit of 2048 entries.
+    fn release_robust_futexes(&mut self) {
+        const FUTEX_WAITERS: u32 = 0x8000_0000;
+        const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
+        const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
+        const LIMIT: usize = 2048;
+        let head = self.thread().robust_list;
+        if head == 0 {
+            return;
+        }
+        let tid = self.current;
+        let read = |mm: &super::mm::Mm, at: u64| {
+            let mut b = [0u8; 8];
+            mm.read_user(at, &mut b).ok().map(|_| u64::from_le_bytes(b))
+        };
+        // struct robust_list_head { next; long futex_offset; list_op_pending; }
+        let (Some(first), Some(offset), Some(pending)) =
+            (read(&self.mm, head), read(&self.mm, head + 8), read(&self.mm, head + 16))
+        else {
+            return;
+        };
+        let mut entries = Vec::new();
+        let mut at = first;
+        while at != head && entries.len() < LIMIT {
+            entries.push(at);
+            match read(&self.mm, at & !1) {
+                Some(next) => at = next,
+                None => break,
+            }
+        }
+        if pending != 0 {
+            entries.push(pending);
+        }
+        for entry in entries {
+            // Bit 0 marks a PI futex, whose waiters the kernel would hand
+            // the lock to: warpd's PI futexes are plain ones, woken alike.
+            let word = (entry & !1).wrapping_add(offset);
+            let mut b = [0u8; 4];
+            if word % 4 != 0 || self.mm.read_user(word, &mut b).is_err() {
+                continue;
+            }
+            let v = u32::from_le_bytes(b);
+            if v & FUTEX_TID_MASK != tid {
+                continue;
+            }
+            let new = (v & FUTEX_WAITERS) | FUTEX_OWNER_DIED;
+            if self.mm.write_user(word, &new.to_le_bytes()).is_ok() && v & FUTEX_WAITERS != 0 {
+                self.futex_wake(word, u32::MAX, 1);
+            }
+        }
     }
 
     /// Saves the running thread's context and, if it can still run, puts

@@ -233,6 +233,24 @@ fn futex_waits_and_wakes_as_linux() {
 }
 
 #[test]
+fn the_program_has_one_cpu() {
+    let mut p = process();
+    let mut out = FakeOutside::default();
+    let page = with_page(&mut p);
+    p.mm.write_user(page, &[0xff; 16]).unwrap();
+    assert_eq!(syscall(&mut p, &mut out, 204, [0, 128, page, 0, 0, 0]), Action::Return(8));
+    assert_eq!(word(&p, page), 1);
+    assert_eq!(word(&p, page + 8), u32::MAX, "only the kernel's mask size is written");
+    assert_eq!(syscall(&mut p, &mut out, 204, [0, 4, page, 0, 0, 0]), Action::Return(Errno::EINVAL.ret()));
+    assert_eq!(syscall(&mut p, &mut out, 204, [4242, 8, 8, 0, 0, 0]), Action::Return(Errno::EFAULT.ret()));
+    assert_eq!(syscall(&mut p, &mut out, 204, [99, 8, page, 0, 0, 0]), Action::Return(Errno::ESRCH.ret()));
+    // Setting: CPU 0 must stay in the mask.
+    assert_eq!(syscall(&mut p, &mut out, 203, [0, 8, page, 0, 0, 0]), Action::Return(0));
+    p.mm.write_user(page, &[2]).unwrap();
+    assert_eq!(syscall(&mut p, &mut out, 203, [0, 8, page, 0, 0, 0]), Action::Return(Errno::EINVAL.ret()));
+}
+
+#[test]
 fn futex_requeue_and_wake_op_move_and_wake_waiters_as_linux() {
     let mut p = process();
     let mut out = FakeOutside::default();

@@ -41,6 +41,8 @@ pub struct Thread {
     pub woken: Option<i64>,
     /// CLONE_CHILD_CLEARTID / set_tid_address: cleared and woken at exit.
     pub clear_tid: u64,
+    /// set_robust_list: the head of its list of robust futexes held.
+    pub robust_list: u64,
 }
 
 impl Thread {
@@ -54,6 +56,7 @@ impl Thread {
             wait_order: 0,
             woken: None,
             clear_tid: 0,
+            robust_list: 0,
         }
     }
 
