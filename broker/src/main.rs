@@ -48,7 +48,12 @@ static SIGNAL_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32:
 /// (pause, read) past the signal meant to end it.
 pub static SIGNAL_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-const FORWARDED: [i32; 9] = [
+/// Whatever the program's own calls can make the host send the broker
+/// (timers, descriptor notifications, limits) is forwarded too: left at
+/// their defaults, SIGPROF, SIGVTALRM, SIGIO, SIGXCPU and SIGXFSZ would end
+/// the broker and with it the recording. ITIMER_PROF and ITIMER_VIRTUAL
+/// count the broker's CPU time, not the program's (which runs in the VM).
+const FORWARDED: [i32; 16] = [
     libc::SIGINT,
     libc::SIGTERM,
     libc::SIGHUP,
@@ -58,6 +63,13 @@ const FORWARDED: [i32; 9] = [
     libc::SIGALRM,
     libc::SIGWINCH,
     libc::SIGCONT,
+    libc::SIGPROF,
+    libc::SIGVTALRM,
+    libc::SIGIO,
+    libc::SIGURG,
+    libc::SIGPWR,
+    libc::SIGXCPU,
+    libc::SIGXFSZ,
 ];
 
 /// A timer that keeps interrupting the broker while a forwarded signal

@@ -148,7 +148,10 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
         }
     }
 
-    if call.may_block && crate::SIGNAL_SEEN.load(std::sync::atomic::Ordering::SeqCst) {
+    if call.may_block
+        && (call.signal_pending || crate::SIGNAL_SEEN.load(std::sync::atomic::Ordering::SeqCst))
+        && would_block(call.nr, &call.args)
+    {
         // Not performed: warpd delivers the signal (or asks again).
         return (-(libc::EINTR as i64), Vec::new());
     }
@@ -252,4 +255,57 @@ pub fn read_executable(path: &str, max_len: u64) -> Result<Vec<u8>, i32> {
         return Err(libc::EFBIG);
     }
     Ok(buf)
+}
+
+/// Whether a call that may block would wait now, which decides whether a
+/// pending signal makes it EINTR (Linux checks for signals only when a call
+/// is about to wait): a read-like or write-like call on a descriptor that
+/// is ready (a regular file, /dev/null, a pipe with data or room) goes
+/// ahead; any other call that may block is taken to wait.
+pub fn would_block(nr: u32, args: &[u64]) -> bool {
+    let events = match nr {
+        // read, pread64, readv, recvfrom, recvmsg, accept, accept4, preadv, preadv2
+        0 | 17 | 19 | 45 | 47 | 43 | 288 | 295 | 327 => libc::POLLIN,
+        // write, pwrite64, writev, sendto, sendmsg, pwritev, pwritev2
+        1 | 18 | 20 | 44 | 46 | 296 | 328 => libc::POLLOUT,
+        _ => return true,
+    };
+    let Some(&fd) = args.first() else { return true };
+    let Ok(fd) = i32::try_from(fd as i64) else { return false };
+    // SAFETY: F_GETFL on a descriptor number; an error is handled below.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags >= 0 && flags & libc::O_NONBLOCK != 0 {
+        // It answers EAGAIN rather than wait.
+        return false;
+    }
+    let mut p = libc::pollfd { fd, events, revents: 0 };
+    // SAFETY: poll on one pollfd of ours, no wait.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    // Ready, or an error the call itself will report (a bad descriptor).
+    n != 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::would_block;
+
+    #[test]
+    fn a_pending_signal_ends_only_calls_that_would_wait() {
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe into a local array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let (r, w) = (fds[0] as u64, fds[1] as u64);
+        assert!(would_block(0, &[r, 0, 1]), "an empty pipe: read waits");
+        assert!(!would_block(1, &[w, 0, 1]), "room in the pipe: write goes ahead");
+        // SAFETY: one byte from a local into our pipe.
+        assert_eq!(unsafe { libc::write(fds[1], b"x".as_ptr() as *const libc::c_void, 1) }, 1);
+        assert!(!would_block(0, &[r, 0, 1]), "data: read goes ahead");
+        assert!(!would_block(0, &[u32::MAX as u64, 0, 1]), "a bad descriptor: the call says EBADF");
+        assert!(would_block(34, &[]), "pause always waits");
+        // SAFETY: closing our own descriptors.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+    }
 }

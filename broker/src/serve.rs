@@ -139,10 +139,17 @@ pub fn serve(
             .map_err(|e| BrokerError::Protocol(e.to_string()))?;
         let mut reply = Reply { id: req.id, ..Default::default() };
         match req.kind {
-            Some(request::Kind::Syscall(call)) if call.may_block && unreported => {
+            Some(request::Kind::Syscall(call))
+                if call.may_block && unreported && perform::would_block(call.nr, &call.args) =>
+            {
                 unreported = false;
                 reply.ret = -(libc::EINTR as i64);
                 reply.signals_pending = true;
+            }
+            Some(request::Kind::Syscall(call))
+                if call.may_block && call.signal_pending && perform::would_block(call.nr, &call.args) =>
+            {
+                reply.ret = -(libc::EINTR as i64);
             }
             Some(request::Kind::Syscall(call))
                 if call.may_block && warp_syscalls::lookup(call.nr as u64).is_some_and(|d| d.waits) =>
@@ -261,7 +268,16 @@ mod tests {
     use warp_proto::broker::Syscall;
 
     fn syscall(id: u64, nr: u32, args: Vec<u64>, may_block: bool) -> Request {
-        Request { id, kind: Some(request::Kind::Syscall(Syscall { nr, args, buffers: Vec::new(), may_block })) }
+        Request {
+            id,
+            kind: Some(request::Kind::Syscall(Syscall {
+                nr,
+                args,
+                buffers: Vec::new(),
+                may_block,
+                signal_pending: false,
+            })),
+        }
     }
 
     fn write(s: &UnixStream, r: &Request) {

@@ -190,6 +190,31 @@ fn ctrl_c_runs_the_handler_of_a_computing_program() {
 
 /// rt_sigreturn from a forged frame whose saved rip is not canonical:
 /// SIGSEGV, as on Linux; warpd itself carries on.
+/// Signals the host sends because of the program's own timers and
+/// notifications (held by the broker, which performs those calls) reach
+/// the program's handler instead of ending the recording.
+#[test]
+fn sigprof_and_sigio_from_the_programs_own_requests_reach_it() {
+    let home = WarpHome::new("host_signals");
+    for flavour in FLAVOURS {
+        let native = home.check(&Spec::prog("host_signals", flavour).arg("prof"));
+        assert_eq!(native.stdout_str(), "prof: SIGPROF handled\n");
+        let dir = home.scratch(&format!("notify-{}", flavour.suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let spec = Spec::prog("host_signals", flavour).arg("notify").arg(&dir);
+        let _ = std::fs::remove_file(dir.join("made"));
+        let native = warp_tests::run_native(&spec);
+        assert_eq!(native.stdout_str(), "notify: SIGIO handled\n");
+        std::fs::remove_file(dir.join("made")).unwrap();
+        let recorded = home.record(&spec, &[]);
+        home.assert_same(&spec, &native, &recorded);
+        // The replay makes no file: the recording's answers stand in.
+        std::fs::remove_file(dir.join("made")).unwrap();
+        home.assert_replays(&spec, &recorded);
+        assert!(!dir.join("made").exists());
+    }
+}
+
 #[test]
 fn sigreturn_to_garbage_is_sigsegv() {
     check_killed("sigret", "sigreturn_garbage", &[], libc::SIGSEGV, "about to return from a forged signal frame\n");

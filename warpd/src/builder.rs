@@ -42,6 +42,8 @@ pub struct GuestSpec {
     pub random: [u8; 16],
     /// Chaos mode's seed: the scheduler draws its picks from it.
     pub chaos: Option<u64>,
+    /// The trace format the session is (or was) recorded in.
+    pub format: u32,
 }
 
 /// Guest memory and a VM with its vCPU, before anything is loaded.
@@ -112,6 +114,7 @@ pub fn build(spec: &GuestSpec, read: &Read, parts: Parts) -> Result<Guest, Sessi
         })?;
     vcpu.setup(&arch::initial_cpu(mm.cr3()), &loaded.regs)?;
     let mut process = Process::new(mm, spec.ident.clone());
+    process.legacy_eintr = spec.format < 3;
     if let Some(seed) = spec.chaos {
         process.sched = crate::kernel::sched::Scheduler::chaos(seed);
     }

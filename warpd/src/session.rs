@@ -292,6 +292,7 @@ fn run_inner(
             ident,
             random,
             chaos: spec.chaos,
+            format: FORMAT_VERSION,
         };
         meta.chaos = spec.chaos.is_some();
         meta.chaos_seed = spec.chaos.unwrap_or(0);

@@ -109,6 +109,9 @@ pub struct Process {
     pub stderr_mid_line: bool,
     /// What `/proc/self` describes.
     pub proc_info: ProcInfo,
+    /// Replaying a recording from before format 3: a signal pending when a
+    /// blocking call starts made warpd answer EINTR without asking the broker.
+    pub legacy_eintr: bool,
 }
 
 fn len_of(len: Len, a: &[u64; 6]) -> u64 {
@@ -191,6 +194,7 @@ impl Process {
             notes: Vec::new(),
             syscalls: 0,
             stderr_mid_line: false,
+            legacy_eintr: false,
             proc_info: ProcInfo::default(),
         }
     }
@@ -769,15 +773,21 @@ impl Process {
             Caller::Idle => p.sched.others_ready() || p.signal_deliverable(),
             _ => p.signal_deliverable(),
         };
-        let call = Syscall { nr: nr as u32, args: args.to_vec(), buffers, may_block };
+        let mut call = Syscall { nr: nr as u32, args: args.to_vec(), buffers, may_block, signal_pending: false };
         loop {
             for s in link.take_signals()? {
                 self.raise(s);
             }
-            // A signal pending when a blocking call would start ends it at
-            // once, as on Linux (other calls complete; it is delivered after).
+            // A signal pending when a blocking call would wait ends it at
+            // once, as on Linux; a call that need not wait (a ready
+            // descriptor, a file) completes, and the signal comes after.
+            // The broker knows which (recordings before format 3: warpd
+            // answered EINTR itself).
             if may_block && ended(self) {
-                return Ok(Reply { ret: Errno::EINTR.ret(), ..Default::default() });
+                if self.legacy_eintr || caller == Caller::Idle {
+                    return Ok(Reply { ret: Errno::EINTR.ret(), ..Default::default() });
+                }
+                call.signal_pending = true;
             }
             let reply = self.request(link, request::Kind::Syscall(call.clone()))?;
             // A signal the program ignores (or blocks) does not interrupt the

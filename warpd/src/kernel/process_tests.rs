@@ -139,9 +139,18 @@ fn exit_and_a_blocking_call_cut_short_by_a_signal() {
     let mut p = process();
     let mut out = FakeOutside::default();
     assert_eq!(syscall(&mut p, &mut out, 231, [300, 0, 0, 0, 0, 0]), Action::Exit(300 & 0xff));
-    // A handled-by-default signal waiting when pause() starts: EINTR at
-    // once, then the signal's action.
+    // A handled-by-default signal waiting when pause() starts: the broker
+    // is told (it answers EINTR for a call that would wait), then the
+    // signal's action.
     let mut p = process();
+    out.channel.push(abi::SIGINT);
+    out.replies.insert(34, Reply { ret: Errno::EINTR.ret(), ..Default::default() });
+    assert_eq!(syscall(&mut p, &mut out, 34, [0; 6]), Action::Killed(abi::SIGINT));
+    assert_eq!(out.asked, [(34, true)]);
+    // Replaying a recording from before format 3, warpd answers itself.
+    let mut p = process();
+    p.legacy_eintr = true;
+    let mut out = FakeOutside::default();
     out.channel.push(abi::SIGINT);
     assert_eq!(syscall(&mut p, &mut out, 34, [0; 6]), Action::Killed(abi::SIGINT));
     assert!(out.asked.is_empty(), "pause never reached the broker: {:?}", out.asked);

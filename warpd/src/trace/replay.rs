@@ -488,6 +488,7 @@ pub fn replay(
             ident: ident.clone(),
             random,
             chaos: meta.chaos.then_some(meta.chaos_seed),
+            format: meta.format_version,
         };
         let mut guest = builder::build(&spec, &read, parts)?;
         if let Some(c) = cancel {

@@ -94,6 +94,11 @@ pub struct KvmVcpu {
     /// A syscall exit was resumed: the user segments may need restoring.
     resume_syscall: bool,
     stepping: bool,
+    /// The trap flag was armed for a step whose #DB has not come back yet.
+    /// A kick can stop the vCPU inside the ring-0 #DB stub (emulated, so
+    /// slow, on PVM): that #DB is still warpd's when it arrives later,
+    /// even if stepping was turned off meanwhile.
+    step_armed: bool,
     exits: u64,
     kick: Option<Arc<KvmKick>>,
 }
@@ -121,6 +126,7 @@ impl KvmVcpu {
             regs_dirty: false,
             resume_syscall: false,
             stepping: false,
+            step_armed: false,
             exits: 0,
             kick: None,
         };
@@ -224,7 +230,8 @@ impl KvmVcpu {
     /// Decodes an exception exit; a #DB the debugger asked for is a step.
     fn fault_exit(&mut self) -> Result<VmExit, HvError> {
         let mut frame = read_exception_frame(&self.frames);
-        if frame.vector == 1 && self.stepping && frame.rflags & RFLAGS_TF != 0 {
+        if frame.vector == 1 && (self.stepping || self.step_armed) && frame.rflags & RFLAGS_TF != 0 {
+            self.step_armed = false;
             // The program's own flags come back without the trap flag; the
             // next resume arms it again while stepping lasts.
             frame.rflags &= !RFLAGS_TF;
@@ -371,6 +378,7 @@ impl Vcpu for KvmVcpu {
             if let Err(e) = self.arm_trap_flag() {
                 return VmExit::Failed(e.to_string());
             }
+            self.step_armed = true;
         }
         if self.regs_dirty && self.caps.registers_with_exit {
             self.vcpu.set_sync_dirty_reg(SyncReg::Register);
@@ -392,6 +400,11 @@ impl Vcpu for KvmVcpu {
     }
 
     fn set_regs(&mut self, regs: &Regs) -> Result<(), HvError> {
+        // The program's own state without the trap flag: no step of
+        // warpd's is in flight any more.
+        if regs.rip < x86::USER_TOP && regs.rflags & RFLAGS_TF == 0 {
+            self.step_armed = false;
+        }
         match self.stopped {
             Stopped::Fault => {
                 // The stub's own rip/rsp/rflags stay; the program resumes
