@@ -35,6 +35,7 @@ use crate::hv::{FaultKind, GuestFault, HvError, Kicker, Vm};
 use crate::kernel::errno::Errno;
 use crate::kernel::mm::Mm;
 use crate::kernel::sched::Rng;
+use iced_x86::Instruction;
 
 /// How long a thread runs before another ready thread gets the vCPU, when
 /// the recording does not say.
@@ -316,13 +317,17 @@ fn tick(shared: &TimerShared, kicker: &Kicker) {
 /// Replay's search for a recorded point: the site's instruction replaced
 /// by a jump to an in-guest stub that compares registers (see
 /// `arch::x86_64::probe`), or, where no jump fits, a breakpoint whose every
-/// hit the host compares. Either way a match is checked against the
-/// recorded memory digest too.
+/// hit the host compares. The first pass always stops (a breakpoint): the
+/// registers that differ from the point's then tell the stub which one to
+/// look at first, without touching the flags.
 pub struct Probe {
     pub point: InterruptPoint,
     mode: Mode,
-    original: Vec<u8>,
-    patch: Vec<u8>,
+    /// The site's instruction, where a jump can replace it, and the free
+    /// address for the stub.
+    plan: Option<(Instruction, u64)>,
+    /// The site's bytes (as many as the longest patch).
+    code: Vec<u8>,
     planted: bool,
     /// Passes over the site whose registers matched but were not the point
     /// (with a breakpoint: every pass that was not the point).
@@ -332,10 +337,12 @@ pub struct Probe {
 /// How the probe stops the program.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// `int3` at the site, for the first pass (then a jump).
+    Learning,
     /// `int3` at the site: an exit per pass.
     Breakpoint,
     /// A jump to the stub at `stub_va`: an exit only when the registers match.
-    Jump { stub_va: u64, exit_at: u64, moved_at: u64 },
+    Jump { stub_va: u64, exit_at: u64, moved_at: u64, len: usize },
 }
 
 /// What the host does after a pass that was not the point.
@@ -360,22 +367,10 @@ impl Probe {
         if code.is_empty() {
             return Err(Errno::EFAULT);
         }
-        let jump = probe::patchable(&code, site).and_then(|ins| {
-            let stub_va = mm.free_near(site, STUB_PAGES * PAGE_SIZE, REL32_REACH)?;
-            let stub = probe::build(&ins, stub_va, &point.regs, COMPARED_FLAGS, &point.watch)?;
-            Some((ins.len(), stub_va, stub))
-        });
-        let (mode, original, patch) = match jump {
-            Some((len, stub_va, stub)) => {
-                mm.kernel.write(GPA_PROBE, &stub.code);
-                mm.kernel.write(GPA_PROBE + PAGE_SIZE, &stub.data);
-                mm.map_stub(stub_va, GPA_PROBE, STUB_PAGES)?;
-                let mode = Mode::Jump { stub_va, exit_at: stub.exit_at, moved_at: stub.moved_at };
-                (mode, code[..len].to_vec(), stub.patch)
-            }
-            None => (Mode::Breakpoint, code[..1].to_vec(), vec![BREAKPOINT]),
-        };
-        let mut p = Probe { point, mode, original, patch, planted: false, misses: 0 };
+        let plan = probe::patchable(&code, site)
+            .and_then(|ins| Some((ins, mm.free_near(site, STUB_PAGES * PAGE_SIZE, REL32_REACH)?)));
+        let mode = if plan.is_some() { Mode::Learning } else { Mode::Breakpoint };
+        let mut p = Probe { point, mode, plan, code, planted: false, misses: 0 };
         p.plant(mm)?;
         Ok(p)
     }
@@ -391,7 +386,9 @@ impl Probe {
     /// Whether the fault is this probe's stop.
     pub fn is_hit(&self, f: &GuestFault) -> bool {
         match self.mode {
-            Mode::Breakpoint => f.kind == FaultKind::Breakpoint && self.planted && f.rip == self.site() + 1,
+            Mode::Learning | Mode::Breakpoint => {
+                f.kind == FaultKind::Breakpoint && self.planted && f.rip == self.site() + 1
+            }
             // PVM reports an `out` with rip after it, VMX/SVM at it.
             Mode::Jump { exit_at, .. } => {
                 matches!(f.kind, FaultKind::PortIo { .. }) && (f.rip == exit_at || f.rip == exit_at + 2)
@@ -399,10 +396,24 @@ impl Probe {
         }
     }
 
+    /// The bytes over the site now, and the program's own.
+    fn patch_and_original(&self) -> (Vec<u8>, &[u8]) {
+        match self.mode {
+            Mode::Learning | Mode::Breakpoint => (vec![BREAKPOINT], &self.code[..1]),
+            Mode::Jump { stub_va, len, .. } => {
+                let mut patch = vec![BREAKPOINT; len];
+                patch[0] = 0xe9;
+                let rel = stub_va.wrapping_sub(self.site() + 5) as i32;
+                patch[1..5].copy_from_slice(&rel.to_le_bytes());
+                (patch, &self.code[..len])
+            }
+        }
+    }
+
     /// Puts the jump or the breakpoint over the site.
     pub fn plant(&mut self, mm: &Mm) -> Result<(), Errno> {
         if !self.planted {
-            mm.poke(self.site(), &self.patch)?;
+            mm.poke(self.site(), &self.patch_and_original().0)?;
             self.planted = true;
         }
         Ok(())
@@ -411,21 +422,41 @@ impl Probe {
     /// Puts the program's bytes back (the stub stays).
     pub fn unplant(&mut self, mm: &Mm) -> Result<(), Errno> {
         if self.planted {
-            mm.poke(self.site(), &self.original)?;
+            let original = self.patch_and_original().1.to_vec();
+            mm.poke(self.site(), &original)?;
             self.planted = false;
         }
         Ok(())
     }
 
-    /// After a pass (`regs`: the program's, at the site) that was not the point.
-    pub fn missed(&mut self, mm: &Mm, regs: Regs) -> Result<Miss, Errno> {
+    /// After a pass (`regs`: the program's, at the site) that was not the
+    /// point. The first one sets up the jump, its stub looking first at a
+    /// register that moved.
+    pub fn missed(&mut self, mm: &mut Mm, regs: Regs) -> Result<Miss, Errno> {
         self.misses += 1;
+        if self.mode == Mode::Learning {
+            self.unplant(mm)?;
+            let pre = probe::moving_register(&regs, &self.point.regs);
+            let built = self.plan.as_ref().and_then(|(ins, stub_va)| {
+                let s = probe::build(ins, *stub_va, &self.point.regs, COMPARED_FLAGS, &self.point.watch, pre)?;
+                Some((s, *stub_va, ins.len()))
+            });
+            self.mode = match built {
+                Some((stub, stub_va, len)) => {
+                    mm.kernel.write(GPA_PROBE, &stub.code);
+                    mm.kernel.write(GPA_PROBE + PAGE_SIZE, &stub.data);
+                    mm.map_stub(stub_va, GPA_PROBE, STUB_PAGES)?;
+                    Mode::Jump { stub_va, exit_at: stub.exit_at, moved_at: stub.moved_at, len }
+                }
+                None => Mode::Breakpoint,
+            };
+        }
         match self.mode {
             Mode::Jump { moved_at, .. } => {
                 self.plant(mm)?;
                 Ok(Miss::Continue(Regs { rip: moved_at, ..regs }))
             }
-            Mode::Breakpoint => {
+            Mode::Learning | Mode::Breakpoint => {
                 self.unplant(mm)?;
                 Ok(Miss::Step(regs))
             }

@@ -426,7 +426,7 @@ impl Guest {
             outside.interrupt(&point)?;
             return self.at_point(outside, point);
         }
-        match probe.missed(&self.process.mm, regs).map_err(probe_lost)? {
+        match probe.missed(&mut self.process.mm, regs).map_err(probe_lost)? {
             Miss::Continue(regs) => self.vcpu.set_regs(&regs)?,
             Miss::Step(regs) => {
                 self.vcpu.set_regs(&regs)?;

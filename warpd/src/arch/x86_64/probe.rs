@@ -55,6 +55,22 @@ pub fn patchable(code: &[u8], rip: u64) -> Option<Instruction> {
 const FLAGS_AT: u64 = 16 * 8;
 const SAVED_RSP_AT: u64 = 17 * 8;
 const WATCH_AT: u64 = 32 * 8;
+/// The pre-check's register's recorded value, negated, and rcx saved.
+const NEG_AT: u64 = 48 * 8;
+const SAVED_RCX_AT: u64 = 49 * 8;
+
+/// Which register the pre-check looks at, in the order a loop's moving
+/// register is most likely found (rcx is the pre-check's scratch, rsp
+/// cannot be an index).
+pub const PRE_CHECK_ORDER: [u8; 13] = [0, 2, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 3];
+
+/// The x86 number of the first register in [`PRE_CHECK_ORDER`] whose value
+/// differs between two passes (`now` and the point `want`): the one the
+/// pre-check compares.
+pub fn moving_register(now: &Regs, want: &Regs) -> Option<u8> {
+    let (a, b) = (by_number(now), by_number(want));
+    PRE_CHECK_ORDER.into_iter().find(|&r| a[r as usize] != b[r as usize])
+}
 
 /// At most this many words are watched, found among this many instructions.
 pub const MAX_WATCH: usize = 8;
@@ -180,8 +196,18 @@ fn by_number(r: &Regs) -> [u64; 16] {
 /// `stub_va` (its data page right after), looking for `want` (with
 /// `flags_mask` applied to rflags). None when something is out of a rel32's
 /// reach or the instruction cannot be moved.
-pub fn build(ins: &Instruction, stub_va: u64, want: &Regs, flags_mask: u64, watch: &[(u64, u64)]) -> Option<Stub> {
-    if watch.len() > MAX_WATCH {
+/// `pre`: a register (x86 number, from [`PRE_CHECK_ORDER`]) compared first
+/// without touching the flags (`lea` and `jrcxz`), so that a pass where it
+/// differs, nearly every pass of a loop, costs five instructions.
+pub fn build(
+    ins: &Instruction,
+    stub_va: u64,
+    want: &Regs,
+    flags_mask: u64,
+    watch: &[(u64, u64)],
+    pre: Option<u8>,
+) -> Option<Stub> {
+    if watch.len() > MAX_WATCH || pre.is_some_and(|r| !PRE_CHECK_ORDER.contains(&r)) {
         return None;
     }
     let data_va = stub_va + PAGE_SIZE;
@@ -198,6 +224,17 @@ pub fn build(ins: &Instruction, stub_va: u64, want: &Regs, flags_mask: u64, watc
     for _ in 0..2 {
         let (miss_pop_l, miss_l, moved_l) = labels;
         let mut a = Asm { base: stub_va, code: Vec::new() };
+        if let Some(r) = pre {
+            let saved_rcx = data_va + SAVED_RCX_AT;
+            a.rip_op(0x89, 1, saved_rcx)?; // mov [saved_rcx], rcx
+            a.rip_op(0x8b, 1, data_va + NEG_AT)?; // mov rcx, [-want]
+                                                  // lea rcx, [rcx + r]: zero when r holds the recorded value.
+            a.code.extend_from_slice(&[0x48 | if r >= 8 { 0x02 } else { 0 }, 0x8d, 0x0c, ((r & 7) << 3) | 1]);
+            a.code.extend_from_slice(&[0xe3, 12]); // jrcxz over the next two
+            a.rip_op(0x8b, 1, saved_rcx)?; // mov rcx, [saved_rcx] (7 bytes)
+            a.rel32(&[0xe9], moved_l, &[])?; // jmp moved (5 bytes)
+            a.rip_op(0x8b, 1, saved_rcx)?; // the full check, with rcx back
+        }
         a.rel32(&[0x48, 0x89, 0x25], saved, &[])?; // mov [saved], rsp
         a.rel32(&[0x48, 0x8d, 0x25], data_va + PAGE_SIZE, &[])?; // lea rsp, [stack top]
         a.code.push(0x9c); // pushfq
@@ -255,6 +292,10 @@ pub fn build(ins: &Instruction, stub_va: u64, want: &Regs, flags_mask: u64, watc
         let at = WATCH_AT as usize + i * 8;
         data[at..at + 8].copy_from_slice(&value.to_le_bytes());
     }
+    if let Some(r) = pre {
+        let neg = by_number(want)[r as usize].wrapping_neg();
+        data[NEG_AT as usize..NEG_AT as usize + 8].copy_from_slice(&neg.to_le_bytes());
+    }
 
     let mut patch = vec![0xcc; ins.len()];
     patch[0] = 0xe9;
@@ -289,9 +330,9 @@ mod tests {
         let stub_va = 0x40_0000 - 2 * PAGE_SIZE;
         // Far from zero, as a PIE's code is (the first pass must not fail).
         let pie = Decoder::with_ip(64, &mov, 0x5555_5555_d7b8, DecoderOptions::NONE).decode();
-        assert!(build(&pie, 0x5555_5555_2000, &Regs::default(), 0xcd5, &[]).is_some());
+        assert!(build(&pie, 0x5555_5555_2000, &Regs::default(), 0xcd5, &[], Some(0)).is_some());
         let want = Regs { rax: 5, rsp: 0x7fff_0000, rflags: 0x246, ..Default::default() };
-        let s = build(&ins, stub_va, &want, 0xcd5, &[(0x4bb320, 7)]).unwrap();
+        let s = build(&ins, stub_va, &want, 0xcd5, &[(0x4bb320, 7)], None).unwrap();
         assert_eq!(s.patch.len(), 7);
         assert_eq!(s.patch[0], 0xe9);
         let rel = i32::from_le_bytes(s.patch[1..5].try_into().unwrap()) as i64;
@@ -308,6 +349,31 @@ mod tests {
         assert_eq!(u64::from_le_bytes(s.data[32..40].try_into().unwrap()), 0x7fff_0000);
         assert_eq!(&s.code[(s.exit_at - stub_va) as usize..][..2], &[0xe6, PORT_SYSCALL as u8]);
         assert_eq!(u64::from_le_bytes(s.data[256..264].try_into().unwrap()), 7);
+    }
+
+    #[test]
+    fn the_pre_check_looks_at_a_moving_register_without_the_flags() {
+        let want = Regs { rax: 9, rdx: 5, r9: 100, ..Default::default() };
+        assert_eq!(moving_register(&Regs { rdx: 6, ..want }, &want), Some(2));
+        assert_eq!(moving_register(&Regs { r9: 7, rdx: 6, ..want }, &want), Some(2), "the order decides");
+        assert_eq!(moving_register(&Regs { r9: 7, ..want }, &want), Some(9));
+        assert_eq!(moving_register(&Regs { rcx: 7, rsp: 1, ..want }, &want), None, "scratch and stack never");
+        let mov = [0x48, 0x8b, 0x05, 0x09, 0x9d, 0x0b, 0x00];
+        let ins = patchable(&mov, 0x401610).unwrap();
+        let stub_va = 0x3f_e000;
+        let s = build(&ins, stub_va, &want, 0xcd5, &[], Some(9)).unwrap();
+        let mut d = Decoder::with_ip(64, &s.code, stub_va, DecoderOptions::NONE);
+        let seq: Vec<Instruction> = (0..7).map(|_| d.decode()).collect();
+        let m: Vec<Mnemonic> = seq.iter().map(|i| i.mnemonic()).collect();
+        use Mnemonic::*;
+        assert_eq!(m, [Mov, Mov, Lea, Jrcxz, Mov, Jmp, Mov]);
+        // lea rcx, [rcx + r9]; jrcxz to the full check; the fast miss to the moved instruction.
+        assert_eq!((seq[2].memory_base(), seq[2].memory_index()), (Register::RCX, Register::R9));
+        assert_eq!(seq[3].near_branch_target(), seq[6].ip());
+        assert_eq!(seq[5].near_branch_target(), s.moved_at);
+        // The data page holds -r9's value for the lea.
+        let neg = u64::from_le_bytes(s.data[NEG_AT as usize..NEG_AT as usize + 8].try_into().unwrap());
+        assert_eq!(neg.wrapping_add(100), 0);
     }
 
     #[test]
