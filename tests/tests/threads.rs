@@ -53,6 +53,23 @@ fn robust_mutexes_outlive_their_owner() {
     }
 }
 
+/// A dedicated signal thread taking blocked signals with sigwaitinfo
+/// (sent to the process and to the thread while it waits), sigtimedwait
+/// timing out and polling, sigpending.
+#[test]
+fn sigwaitinfo_in_a_signal_thread() {
+    let home = WarpHome::new("sigwait");
+    for flavour in FLAVOURS {
+        let native = home.check(&Spec::prog("sigwait", flavour));
+        assert_eq!(native.status, Status::Exited(0));
+        assert_eq!(
+            native.stdout_str(),
+            "signal thread took SIGUSR1 then SIGUSR2\nnothing pending, zero timeout: EAGAIN\n\
+             nothing pending, 20 ms: EAGAIN\npending: SIGUSR1 0, SIGUSR2 1\nthen taken: SIGUSR2\n"
+        );
+    }
+}
+
 /// A static Rust program: std::thread, mpsc, Mutex, Barrier, scoped threads.
 #[test]
 fn rust_std_threads_and_channels() {

@@ -292,6 +292,19 @@ impl Process {
     /// boundary, in a reply, while the program computed), from the program
     /// itself (kill, tgkill, raise) and from the kernel (SIGPIPE).
     pub fn raise(&mut self, sig: i32) {
+        // A thread waiting for it in rt_sigtimedwait takes it first.
+        let waiter = self
+            .threads
+            .values()
+            .filter(|t| matches!(&t.wait, Some(Wait::Signal { set, .. }) if set & signals::bit(sig) != 0))
+            .min_by_key(|t| t.wait_order)
+            .map(|t| t.tid);
+        if let Some(tid) = waiter {
+            if (1..=64).contains(&sig) {
+                self.hand_waited(tid, sig);
+                return;
+            }
+        }
         let (s, t) = self.signal_state();
         s.raise(sig, Target::Process, t);
         // A thread that blocks it leaves it to one that waits and does not:
@@ -308,6 +321,112 @@ impl Process {
         }
     }
 
+    /// Gives `sig` to thread `tid`, which waits for it in rt_sigtimedwait:
+    /// its siginfo is written and the call returns the number.
+    fn hand_waited(&mut self, tid: u32, sig: i32) {
+        let Some(Wait::Signal { info, .. }) = self.threads.get(&tid).and_then(|t| t.wait.clone()) else { return };
+        let ret = match self.write_siginfo(info, sig) {
+            Ok(()) => sig as i64,
+            Err(e) => e.ret(),
+        };
+        self.wake(tid, ret);
+    }
+
+    /// A siginfo_t for `sig` at `at` (0: none): sent by a user (SI_USER),
+    /// as warpd does not keep who sent a pending signal.
+    fn write_siginfo(&self, at: u64, sig: i32) -> Result<(), Errno> {
+        if at == 0 {
+            return Ok(());
+        }
+        let mut b = [0u8; 128];
+        b[..4].copy_from_slice(&sig.to_le_bytes());
+        b[20..24].copy_from_slice(&self.ident.uid.to_le_bytes());
+        self.mm.write_user(at, &b)
+    }
+
+    /// rt_sigpending: the signals pending for the thread or the process
+    /// that its mask holds back (the others would have been delivered).
+    fn sigpending(&self, set: u64, size: u64) -> SysResult {
+        if size > 8 {
+            return Err(Errno::EINVAL);
+        }
+        let t = &self.thread().signals;
+        let pending = (t.pending | self.signals.pending) & t.blocked;
+        self.mm.write_user(set, &pending.to_le_bytes()[..size as usize])?;
+        Ok(0)
+    }
+
+    /// rt_sigtimedwait(set, info, timeout, sigsetsize): takes a pending
+    /// signal of `set` (the thread's own first, the lowest number first), or
+    /// waits for one until the timeout (EAGAIN; a zero timeout polls). A
+    /// signal outside the set that the thread may take ends it with EINTR.
+    fn sigtimedwait(&mut self, a: &[u64; 6], link: &mut dyn Outside) -> Result<Action, ProcessError> {
+        const CLOCK_MONOTONIC: u64 = 1;
+        let ret = |r: SysResult| Ok(Action::Return(ret_of(r)));
+        let (set_at, info, timeout, size) = (a[0], a[1], a[2], a[3]);
+        if size != 8 {
+            return ret(Err(Errno::EINVAL));
+        }
+        let mut b = [0u8; 8];
+        if let Err(e) = self.mm.read_user(set_at, &mut b) {
+            return ret(Err(e));
+        }
+        let set = u64::from_le_bytes(b) & !(signals::bit(abi::SIGKILL) | signals::bit(abi::SIGSTOP));
+        let deadline = if timeout == 0 {
+            None
+        } else {
+            let mut t = [0u8; 16];
+            if let Err(e) = self.mm.read_user(timeout, &mut t) {
+                return ret(Err(e));
+            }
+            let secs = i64::from_le_bytes(t[..8].try_into().expect("8"));
+            let nanos = i64::from_le_bytes(t[8..].try_into().expect("8"));
+            if secs < 0 || !(0..1_000_000_000).contains(&nanos) {
+                return ret(Err(Errno::EINVAL));
+            }
+            Some((secs, nanos))
+        };
+        let t = &self.thread().signals;
+        let own = t.pending & set;
+        let shared = self.signals.pending & set;
+        if own | shared != 0 {
+            let ready = if own != 0 { own } else { shared };
+            let sig = ready.trailing_zeros() as i32 + 1;
+            if own != 0 {
+                self.thread_mut().signals.pending &= !signals::bit(sig);
+            } else {
+                self.signals.pending &= !signals::bit(sig);
+            }
+            return ret(self.write_siginfo(info, sig).map(|_| sig as u64));
+        }
+        if deadline == Some((0, 0)) {
+            return ret(Err(Errno::EAGAIN));
+        }
+        if self.signal_deliverable() {
+            return ret(Err(Errno::EINTR));
+        }
+        let deadline = match deadline {
+            None => None,
+            Some((secs, nanos)) => {
+                let Some((s, n)) = self.clock_now(link, CLOCK_MONOTONIC)? else {
+                    return ret(Err(Errno::EINVAL));
+                };
+                let total = n + nanos;
+                Some(Deadline {
+                    clock: CLOCK_MONOTONIC,
+                    secs: s.saturating_add(secs).saturating_add(total / 1_000_000_000),
+                    nanos: total % 1_000_000_000,
+                })
+            }
+        };
+        self.waits_begun += 1;
+        let order = self.waits_begun;
+        let t = self.thread_mut();
+        t.wait = Some(Wait::Signal { set, info, deadline });
+        t.wait_order = order;
+        Ok(Action::Wait)
+    }
+
     /// A signal for the current thread alone (SIGPIPE).
     pub fn raise_thread(&mut self, sig: i32) {
         self.raise_to(self.current, sig);
@@ -316,6 +435,11 @@ impl Process {
     /// A signal for thread `tid` alone (tgkill, tkill).
     fn raise_to(&mut self, tid: u32, sig: i32) {
         let Some(t) = self.threads.get_mut(&tid) else { return };
+        if matches!(&t.wait, Some(Wait::Signal { set, .. }) if set & signals::bit(sig) != 0) && (1..=64).contains(&sig)
+        {
+            self.hand_waited(tid, sig);
+            return;
+        }
         self.signals.raise(sig, Target::Thread, &mut t.signals);
         // A waiting thread that may take it stops waiting.
         let wakes = !t.runnable() && t.signals.pending & !t.signals.blocked & signals::bit(sig) != 0;
@@ -907,6 +1031,8 @@ impl Process {
                 }
             }
             202 => return self.futex(a, link),
+            127 => self.sigpending(a[0], a[1]),
+            128 => return self.sigtimedwait(a, link),
             203 => self.set_affinity(a[0], a[1], a[2]),
             204 => self.get_affinity(a[0], a[1], a[2]),
             97 => self.prlimit(0, a[0], 0, a[1], link)?,
@@ -1784,10 +1910,7 @@ impl Process {
 
     /// The waits with a deadline: (tid, deadline), by tid.
     fn timed_waits(&self) -> impl Iterator<Item = (u32, Deadline)> + '_ {
-        self.threads.values().filter_map(|t| match &t.wait {
-            Some(Wait::Futex { deadline: Some(d), .. }) => Some((t.tid, *d)),
-            _ => None,
-        })
+        self.threads.values().filter_map(|t| Some((t.tid, t.wait.as_ref()?.deadline()?)))
     }
 
     /// Whether some thread waits with a deadline (asked at every switch).
@@ -1811,7 +1934,12 @@ impl Process {
                 }
             };
             if t.is_some_and(|t| t >= (d.secs, d.nanos)) {
-                self.wake(tid, Errno::ETIMEDOUT.ret());
+                let ret = self
+                    .threads
+                    .get(&tid)
+                    .and_then(|t| t.wait.as_ref())
+                    .map_or(Errno::ETIMEDOUT.ret(), |w| w.timed_out());
+                self.wake(tid, ret);
             }
         }
         Ok(())

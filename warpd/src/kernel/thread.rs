@@ -12,6 +12,25 @@ use crate::hv::{SyscallRequest, ThreadContext};
 pub enum Wait {
     /// FUTEX_WAIT(_BITSET) on `addr` for the bits `bitset`, until `deadline`.
     Futex { addr: u64, bitset: u32, deadline: Option<Deadline> },
+    /// rt_sigtimedwait for a signal in `set`; its siginfo goes to `info`
+    /// (0: none) when one is taken.
+    Signal { set: u64, info: u64, deadline: Option<Deadline> },
+}
+
+impl Wait {
+    pub fn deadline(&self) -> Option<Deadline> {
+        match self {
+            Wait::Futex { deadline, .. } | Wait::Signal { deadline, .. } => *deadline,
+        }
+    }
+
+    /// What the waiting call returns when its deadline passes.
+    pub fn timed_out(&self) -> i64 {
+        match self {
+            Wait::Futex { .. } => -110, // ETIMEDOUT
+            Wait::Signal { .. } => -11, // EAGAIN
+        }
+    }
 }
 
 /// When a wait times out: a time on `clock` (a relative timeout is made
