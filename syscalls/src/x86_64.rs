@@ -266,6 +266,7 @@ pub static TABLE: &[Desc] = &[
     d(124, "getsid", Proxied, &[Int]),
     d(127, "rt_sigpending", Emulated, &[Int, Int]),
     d(128, "rt_sigtimedwait", Emulated, &[Int, Int, Int, Int]),
+    d(130, "rt_sigsuspend", Emulated, &[Int, Int]),
     d(131, "sigaltstack", Emulated, &[In(Fixed(24)), Out(Fixed(24))]),
     d(132, "utime", Proxied, &[Path, In(Fixed(16))]),
     d(133, "mknod", Proxied, &[Path, Int, Int]),

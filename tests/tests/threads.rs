@@ -70,6 +70,21 @@ fn sigwaitinfo_in_a_signal_thread() {
     }
 }
 
+/// sigsuspend with a timer's signal (the process alone waits outside) and
+/// with another thread's: the handler runs, EINTR, the old mask is back.
+#[test]
+fn sigsuspend_runs_the_handler_and_restores_the_mask() {
+    let home = WarpHome::new("sigsuspend");
+    for flavour in FLAVOURS {
+        let native = home.check(&Spec::prog("sigsuspend", flavour));
+        assert_eq!(native.status, Status::Exited(0));
+        assert_eq!(
+            native.stdout_str(),
+            "timer: EINTR, handler ran 1, blocked again 1\nthread: EINTR, handler ran 1, blocked again 1\n"
+        );
+    }
+}
+
 /// A static Rust program: std::thread, mpsc, Mutex, Barrier, scoped threads.
 #[test]
 fn rust_std_threads_and_channels() {

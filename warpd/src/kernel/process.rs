@@ -356,6 +356,31 @@ impl Process {
         Ok(0)
     }
 
+    /// rt_sigsuspend(mask, sigsetsize): waits with `mask` for a signal it
+    /// may take; returns EINTR once one arrives, its handler having run
+    /// with the mask from before the call saved in its frame.
+    fn sigsuspend(&mut self, mask: u64, size: u64) -> Result<Action, ProcessError> {
+        if size != 8 {
+            return Ok(Action::Return(Errno::EINVAL.ret()));
+        }
+        let mut b = [0u8; 8];
+        if let Err(e) = self.mm.read_user(mask, &mut b) {
+            return Ok(Action::Return(e.ret()));
+        }
+        let old = self.thread().signals.blocked;
+        self.thread_mut().signals.set_blocked(u64::from_le_bytes(b));
+        self.thread_mut().suspended_mask = Some(old);
+        if self.signal_deliverable() {
+            return Ok(Action::Return(Errno::EINTR.ret()));
+        }
+        self.waits_begun += 1;
+        let order = self.waits_begun;
+        let t = self.thread_mut();
+        t.wait = Some(Wait::Suspend);
+        t.wait_order = order;
+        Ok(Action::Wait)
+    }
+
     /// rt_sigtimedwait(set, info, timeout, sigsetsize): takes a pending
     /// signal of `set` (the thread's own first, the lowest number first), or
     /// waits for one until the timeout (EAGAIN; a zero timeout polls). A
@@ -492,7 +517,16 @@ impl Process {
         let handlers = at.is_some();
         let (s, t) = self.signal_state();
         match s.deliver(t, handlers) {
-            None => Ok(None),
+            None => {
+                // After rt_sigsuspend with no handler to run, the mask from
+                // before the call comes back at once.
+                if handlers {
+                    if let Some(old) = self.thread_mut().suspended_mask.take() {
+                        self.thread_mut().signals.set_blocked(old);
+                    }
+                }
+                Ok(None)
+            }
             Some(Delivery::Kill(sig)) => Ok(Some(Action::Killed(sig))),
             Some(Delivery::Handle(sig, act)) => {
                 let (resume, interrupted, ret) = at.expect("handlers run only at a syscall boundary");
@@ -523,6 +557,11 @@ impl Process {
         ret: i64,
         cpu: &mut dyn CpuState,
     ) -> Result<Action, ProcessError> {
+        // After rt_sigsuspend the frame saves the mask from before the call.
+        let old_mask = match self.thread_mut().suspended_mask.take() {
+            Some(m) => m,
+            None => self.thread().signals.blocked,
+        };
         let xcr0 = crate::arch::x86_64::cpu::frame_xcr0();
         let mut xsave = cpu.xsave()?;
         xsave.truncate(crate::arch::x86_64::signal::xsave_len(xcr0));
@@ -537,7 +576,7 @@ impl Process {
             handler: act.handler,
             restorer: if act.flags & signals::SA_RESTORER != 0 { act.restorer } else { 0 },
             info,
-            old_mask: self.thread().signals.blocked,
+            old_mask,
             xsave: &xsave,
             xcr0,
             altstack: (ss_sp, if on_alt_now { 1 } else { ss_flags }, ss_size),
@@ -1032,6 +1071,7 @@ impl Process {
             }
             202 => return self.futex(a, link),
             127 => self.sigpending(a[0], a[1]),
+            130 => return self.sigsuspend(a[0], a[1]),
             128 => return self.sigtimedwait(a, link),
             203 => self.set_affinity(a[0], a[1], a[2]),
             204 => self.get_affinity(a[0], a[1], a[2]),

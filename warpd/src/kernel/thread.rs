@@ -15,12 +15,15 @@ pub enum Wait {
     /// rt_sigtimedwait for a signal in `set`; its siginfo goes to `info`
     /// (0: none) when one is taken.
     Signal { set: u64, info: u64, deadline: Option<Deadline> },
+    /// rt_sigsuspend: with its temporary mask, for any signal it may take.
+    Suspend,
 }
 
 impl Wait {
     pub fn deadline(&self) -> Option<Deadline> {
         match self {
             Wait::Futex { deadline, .. } | Wait::Signal { deadline, .. } => *deadline,
+            Wait::Suspend => None,
         }
     }
 
@@ -29,6 +32,7 @@ impl Wait {
         match self {
             Wait::Futex { .. } => -110, // ETIMEDOUT
             Wait::Signal { .. } => -11, // EAGAIN
+            Wait::Suspend => -4,        // EINTR (never: no deadline)
         }
     }
 }
@@ -62,6 +66,9 @@ pub struct Thread {
     pub clear_tid: u64,
     /// set_robust_list: the head of its list of robust futexes held.
     pub robust_list: u64,
+    /// rt_sigsuspend: the mask to restore, which the first handler's
+    /// frame saves (or which comes back at once if none runs).
+    pub suspended_mask: Option<u64>,
 }
 
 impl Thread {
@@ -76,6 +83,7 @@ impl Thread {
             woken: None,
             clear_tid: 0,
             robust_list: 0,
+            suspended_mask: None,
         }
     }
 
