@@ -38,6 +38,10 @@ use crate::session::SessionError;
 /// replay can put a jump over.
 const SEEK_STEPS: usize = 32;
 
+/// How many times in a row recording puts a point off (about a millisecond
+/// each) before it takes one where replay needs a breakpoint.
+const DEFER_POINTS: u32 = 50;
+
 /// Why [`Guest::step`] returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stop {
@@ -115,6 +119,9 @@ pub struct Guest {
     probe_step: bool,
     /// Replay: points found whose memory digest differed from the recording's.
     memory_differed: u64,
+    /// Recording: points put off in a row because no jump fit where the
+    /// vCPU stopped.
+    deferred: u32,
 }
 
 impl Guest {
@@ -133,6 +140,7 @@ impl Guest {
             probe: None,
             probe_step: false,
             memory_differed: 0,
+            deferred: 0,
         }
     }
 
@@ -343,6 +351,18 @@ impl Guest {
                         }
                     }
                 }
+                // Where no jump fits (a loop of short instructions only),
+                // replay would stop at every pass: take the point a little
+                // later, somewhere else, unless that keeps failing.
+                let fits = patchable(&self.process.mm.peek_code(now.rip, 15), now.rip).is_some();
+                if !fits && self.deferred < DEFER_POINTS {
+                    self.deferred += 1;
+                    if let Some(t) = &self.timer {
+                        t.retry();
+                    }
+                    return Ok(if self.cancelled() { Stop::Paused } else { Stop::Interrupted });
+                }
+                self.deferred = 0;
                 let signals = outside.interrupted()?;
                 // A handler runs, or another thread gets the vCPU, right
                 // here: the point is recorded exactly enough for replay to

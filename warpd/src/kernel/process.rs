@@ -397,19 +397,12 @@ impl Process {
             return ret(Err(e));
         }
         let set = u64::from_le_bytes(b) & !(signals::bit(abi::SIGKILL) | signals::bit(abi::SIGSTOP));
-        let deadline = if timeout == 0 {
-            None
-        } else {
-            let mut t = [0u8; 16];
-            if let Err(e) = self.mm.read_user(timeout, &mut t) {
-                return ret(Err(e));
-            }
-            let secs = i64::from_le_bytes(t[..8].try_into().expect("8"));
-            let nanos = i64::from_le_bytes(t[8..].try_into().expect("8"));
-            if secs < 0 || !(0..1_000_000_000).contains(&nanos) {
-                return ret(Err(Errno::EINVAL));
-            }
-            Some((secs, nanos))
+        let deadline = match timeout {
+            0 => None,
+            at => match self.read_timespec(at) {
+                Ok(t) => Some(t),
+                Err(e) => return ret(Err(e)),
+            },
         };
         let t = &self.thread().signals;
         let own = t.pending & set;
@@ -432,17 +425,10 @@ impl Process {
         }
         let deadline = match deadline {
             None => None,
-            Some((secs, nanos)) => {
-                let Some((s, n)) = self.clock_now(link, CLOCK_MONOTONIC)? else {
-                    return ret(Err(Errno::EINVAL));
-                };
-                let total = n + nanos;
-                Some(Deadline {
-                    clock: CLOCK_MONOTONIC,
-                    secs: s.saturating_add(secs).saturating_add(total / 1_000_000_000),
-                    nanos: total % 1_000_000_000,
-                })
-            }
+            Some((secs, nanos)) => match self.deadline_after(link, CLOCK_MONOTONIC, secs, nanos)? {
+                Some(d) => Some(d),
+                None => return ret(Err(Errno::EINVAL)),
+            },
         };
         self.waits_begun += 1;
         let order = self.waits_begun;
@@ -1558,29 +1544,18 @@ impl Process {
                 let deadline = if timeout == 0 {
                     None
                 } else {
-                    let mut t = [0u8; 16];
-                    if let Err(e) = self.mm.read_user(timeout, &mut t) {
-                        return ret(Err(e));
-                    }
-                    let secs = i64::from_le_bytes(t[..8].try_into().expect("8"));
-                    let nanos = i64::from_le_bytes(t[8..].try_into().expect("8"));
-                    if secs < 0 || !(0..1_000_000_000).contains(&nanos) {
-                        return ret(Err(Errno::EINVAL));
-                    }
+                    let (secs, nanos) = match self.read_timespec(timeout) {
+                        Ok(t) => t,
+                        Err(e) => return ret(Err(e)),
+                    };
                     let clock = if realtime { CLOCK_REALTIME } else { CLOCK_MONOTONIC };
                     if op == FUTEX_WAIT_BITSET {
                         Some(Deadline { clock, secs, nanos })
                     } else {
-                        // A relative timeout counts from now (a recorded clock read).
-                        let Some((s, n)) = self.clock_now(link, clock)? else {
-                            return ret(Err(Errno::EINVAL));
-                        };
-                        let total = n + nanos;
-                        Some(Deadline {
-                            clock,
-                            secs: s.saturating_add(secs).saturating_add(total / 1_000_000_000),
-                            nanos: total % 1_000_000_000,
-                        })
+                        match self.deadline_after(link, clock, secs, nanos)? {
+                            Some(d) => Some(d),
+                            None => return ret(Err(Errno::EINVAL)),
+                        }
                     }
                 };
                 self.waits_begun += 1;
@@ -1983,6 +1958,39 @@ impl Process {
             }
         }
         Ok(())
+    }
+
+    /// A `struct timespec` of the program's: EFAULT, or EINVAL when it is
+    /// negative or its nanoseconds out of range.
+    fn read_timespec(&self, at: u64) -> Result<(i64, i64), Errno> {
+        let mut t = [0u8; 16];
+        self.mm.read_user(at, &mut t)?;
+        let secs = i64::from_le_bytes(t[..8].try_into().expect("8"));
+        let nanos = i64::from_le_bytes(t[8..].try_into().expect("8"));
+        if secs < 0 || !(0..1_000_000_000).contains(&nanos) {
+            return Err(Errno::EINVAL);
+        }
+        Ok((secs, nanos))
+    }
+
+    /// The time `secs`/`nanos` from now on `clock` (a recorded clock
+    /// read), as a wait's deadline; None when the clock cannot be read.
+    fn deadline_after(
+        &mut self,
+        link: &mut dyn Outside,
+        clock: u64,
+        secs: i64,
+        nanos: i64,
+    ) -> Result<Option<Deadline>, ProcessError> {
+        let Some((s, n)) = self.clock_now(link, clock)? else {
+            return Ok(None);
+        };
+        let total = n + nanos;
+        Ok(Some(Deadline {
+            clock,
+            secs: s.saturating_add(secs).saturating_add(total / 1_000_000_000),
+            nanos: total % 1_000_000_000,
+        }))
     }
 
     /// clock_gettime(clock) through the broker: (seconds, nanoseconds).

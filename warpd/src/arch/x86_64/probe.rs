@@ -25,8 +25,8 @@
 use std::collections::BTreeSet;
 
 use iced_x86::{
-    BlockEncoder, BlockEncoderOptions, Decoder, DecoderOptions, FlowControl, Instruction, InstructionBlock, Mnemonic,
-    OpKind, Register,
+    BlockEncoder, BlockEncoderOptions, Decoder, DecoderOptions, FlowControl, Instruction, InstructionBlock,
+    InstructionInfoFactory, Mnemonic, OpAccess, OpKind, Register,
 };
 
 use super::{Regs, PAGE_SIZE, PORT_SYSCALL};
@@ -95,20 +95,28 @@ fn value_of(reg: Register, r: &Regs) -> Option<u64> {
         Register::R13 => r.r13,
         Register::R14 => r.r14,
         Register::R15 => r.r15,
+        // Segment bases are zero in 64-bit mode (FS and GS are not asked for).
+        Register::ES | Register::CS | Register::SS | Register::DS => 0,
         _ => return None,
     })
 }
 
 /// Addresses of memory the code from `regs.rip` on reads: the memory
 /// operands of the instructions reachable within a short window (both ways
-/// at each branch), computed with the point's registers. A loop whose
+/// at each branch): globals (rip-relative), and those whose base and index
+/// registers nothing on the way has written, computed with the point's
+/// registers (a guessed address could land on stale stack bytes the
+/// program got from the TSC, which replay's memory does not share). A loop whose
 /// registers repeat keeps its moving state in memory it reads: watching
 /// those words lets the stub tell the passes apart.
 pub fn watch_addresses(read_code: &dyn Fn(u64, usize) -> Vec<u8>, regs: &Regs) -> Vec<u64> {
     let mut out = Vec::new();
-    let mut todo = vec![regs.rip];
+    // (address, registers written on the way there): an address is only
+    // known from the point's registers while its base and index are not.
+    let mut todo: Vec<(u64, BTreeSet<Register>)> = vec![(regs.rip, BTreeSet::new())];
     let mut seen = BTreeSet::new();
-    while let Some(ip) = todo.pop() {
+    let mut info = InstructionInfoFactory::new();
+    while let Some((ip, mut written)) = todo.pop() {
         if seen.len() >= WATCH_WINDOW || out.len() >= MAX_WATCH || !seen.insert(ip) {
             continue;
         }
@@ -123,21 +131,34 @@ pub fn watch_addresses(read_code: &dyn Fn(u64, usize) -> Vec<u8>, regs: &Regs) -
             let addr = if ins.is_ip_rel_memory_operand() {
                 Some(ins.ip_rel_memory_address())
             } else {
-                let op = (0..ins.op_count()).find(|&i| ins.op_kind(i) == OpKind::Memory).unwrap_or(0);
-                ins.virtual_address(op, 0, |reg, _, _| value_of(reg, regs))
+                let moved = |r: Register| r != Register::None && written.contains(&r.full_register());
+                if moved(ins.memory_base()) || moved(ins.memory_index()) {
+                    None
+                } else {
+                    let op = (0..ins.op_count()).find(|&i| ins.op_kind(i) == OpKind::Memory).unwrap_or(0);
+                    ins.virtual_address(op, 0, |reg, _, _| value_of(reg, regs))
+                }
             };
             if let Some(a) = addr.filter(|a| !out.contains(a)) {
                 out.push(a);
             }
         }
+        for r in info.info(&ins).used_registers() {
+            if matches!(
+                r.access(),
+                OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+            ) {
+                written.insert(r.register().full_register());
+            }
+        }
         match ins.flow_control() {
-            FlowControl::Next => todo.push(ins.next_ip()),
+            FlowControl::Next => todo.push((ins.next_ip(), written)),
             FlowControl::UnconditionalBranch if ins.op0_kind() == OpKind::NearBranch64 => {
-                todo.push(ins.near_branch_target())
+                todo.push((ins.near_branch_target(), written))
             }
             FlowControl::ConditionalBranch => {
-                todo.push(ins.next_ip());
-                todo.push(ins.near_branch_target());
+                todo.push((ins.next_ip(), written.clone()));
+                todo.push((ins.near_branch_target(), written));
             }
             _ => {}
         }
@@ -398,5 +419,16 @@ mod tests {
         let mut found = watch_addresses(&read, &regs);
         found.sort();
         assert_eq!(found, vec![0x4bb318, 0x4bb320]);
+        // mov 8(%rsp),%rax ; add $8,%rsp ; mov (%rsp),%rdx ; ret: only the
+        // first address is known from the point's registers.
+        let code: Vec<u8> =
+            [&[0x48, 0x8b, 0x44, 0x24, 0x08][..], &[0x48, 0x83, 0xc4, 0x08], &[0x48, 0x8b, 0x14, 0x24], &[0xc3]]
+                .concat();
+        let read = |va: u64, n: usize| {
+            let off = (va - 0x401000) as usize;
+            code.get(off..).map(|c| c[..n.min(c.len())].to_vec()).unwrap_or_default()
+        };
+        let regs = Regs { rip: 0x401000, rsp: 0x7fff_0000, ..Default::default() };
+        assert_eq!(watch_addresses(&read, &regs), vec![0x7fff_0008]);
     }
 }
