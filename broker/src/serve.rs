@@ -139,17 +139,16 @@ pub fn serve(
             .map_err(|e| BrokerError::Protocol(e.to_string()))?;
         let mut reply = Reply { id: req.id, ..Default::default() };
         match req.kind {
+            // A signal is waiting (here, unreported, or in warpd) and the
+            // call would wait: EINTR instead, the signal announced if new.
             Some(request::Kind::Syscall(call))
-                if call.may_block && unreported && perform::would_block(call.nr, &call.args) =>
+                if call.may_block
+                    && (unreported || call.signal_pending)
+                    && perform::would_block(call.nr, &call.args) =>
             {
+                reply.ret = -(libc::EINTR as i64);
+                reply.signals_pending = unreported;
                 unreported = false;
-                reply.ret = -(libc::EINTR as i64);
-                reply.signals_pending = true;
-            }
-            Some(request::Kind::Syscall(call))
-                if call.may_block && call.signal_pending && perform::would_block(call.nr, &call.args) =>
-            {
-                reply.ret = -(libc::EINTR as i64);
             }
             Some(request::Kind::Syscall(call))
                 if call.may_block && warp_syscalls::lookup(call.nr as u64).is_some_and(|d| d.waits) =>

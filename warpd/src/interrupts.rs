@@ -5,10 +5,11 @@
 //!
 //! ```text
 //!  record: SliceTimer kicks the vCPU -> Interrupted at rip in user code
-//!          -> InterruptPoint { thread, registers, digest of pages written
+//!          -> InterruptPoint { thread, registers, watched words, digest of pages written
 //!             since the last reset + the SSE state } -> the trace
 //!  replay: the next event is an Interrupt -> Probe planted at its rip
-//!          -> each pass: registers compared; on a match the digest too
+//!          -> each pass: registers and watched words compared (in the
+//!             guest, by the stub); on a match the digest is checked
 //!          -> at the point: the same signals, the same switch
 //! ```
 //!
@@ -64,10 +65,7 @@ pub struct InterruptPoint {
 
 /// Whether the watched words hold the point's values now.
 pub fn same_watched(mm: &Mm, watch: &[(u64, u64)]) -> bool {
-    watch.iter().all(|&(addr, value)| {
-        let mut b = [0u8; 8];
-        mm.read_user(addr, &mut b).is_ok() && u64::from_le_bytes(b) == value
-    })
+    watch.iter().all(|&(addr, value)| mm.read_u64(addr) == Ok(value))
 }
 
 /// The words to watch at a point (`regs` at `rip`): those the code around
@@ -76,10 +74,7 @@ pub fn watch_words(mm: &Mm, regs: &Regs) -> Vec<(u64, u64)> {
     let read_code = |va: u64, n: usize| mm.peek_code(va, n);
     probe::watch_addresses(&read_code, regs)
         .into_iter()
-        .filter_map(|addr| {
-            let mut b = [0u8; 8];
-            mm.read_user(addr, &mut b).ok().map(|_| (addr, u64::from_le_bytes(b)))
-        })
+        .filter_map(|addr| Some((addr, mm.read_u64(addr).ok()?)))
         .collect()
 }
 
@@ -329,9 +324,6 @@ pub struct Probe {
     /// The site's bytes (as many as the longest patch).
     code: Vec<u8>,
     planted: bool,
-    /// Passes over the site whose registers matched but were not the point
-    /// (with a breakpoint: every pass that was not the point).
-    pub misses: u64,
 }
 
 /// How the probe stops the program.
@@ -370,17 +362,13 @@ impl Probe {
         let plan = probe::patchable(&code, site)
             .and_then(|ins| Some((ins, mm.free_near(site, STUB_PAGES * PAGE_SIZE, REL32_REACH)?)));
         let mode = if plan.is_some() { Mode::Learning } else { Mode::Breakpoint };
-        let mut p = Probe { point, mode, plan, code, planted: false, misses: 0 };
+        let mut p = Probe { point, mode, plan, code, planted: false };
         p.plant(mm)?;
         Ok(p)
     }
 
     pub fn site(&self) -> u64 {
         self.point.regs.rip
-    }
-
-    pub fn mode(&self) -> Mode {
-        self.mode
     }
 
     /// Whether the fault is this probe's stop.
@@ -433,7 +421,6 @@ impl Probe {
     /// point. The first one sets up the jump, its stub looking first at a
     /// register that moved.
     pub fn missed(&mut self, mm: &mut Mm, regs: Regs) -> Result<Miss, Errno> {
-        self.misses += 1;
         if self.mode == Mode::Learning {
             self.unplant(mm)?;
             let pre = probe::moving_register(&regs, &self.point.regs);

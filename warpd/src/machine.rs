@@ -110,7 +110,7 @@ pub struct Guest {
     single_step: bool,
     cancel: Option<Arc<Cancel>>,
     notes: Option<Sender<String>>,
-    /// Pages written since the last switch or interrupt point.
+    /// Pages written since the digest's last base (see `interrupts`).
     written: Written,
     /// Replay: the recorded interrupt point being looked for.
     probe: Option<Probe>,
@@ -205,6 +205,20 @@ impl Guest {
         self.cancel.as_ref().is_some_and(|c| c.is_cancelled())
     }
 
+    /// What a step that ran nothing of the program's to its end says.
+    fn interrupted_stop(&self) -> Stop {
+        if self.cancelled() {
+            Stop::Paused
+        } else {
+            Stop::Interrupted
+        }
+    }
+
+    /// Recording: the running thread's slice is over and another may run.
+    fn slice_due(&self) -> bool {
+        self.timer.as_ref().is_some_and(|t| t.due()) && self.process.sched.others_ready()
+    }
+
     /// Runs the guest until the next exit and handles it.
     pub fn step(&mut self, outside: &mut dyn Outside) -> Result<Stop, SessionError> {
         if !self.started {
@@ -287,8 +301,7 @@ impl Guest {
                 // At the end of a slice, or when the thread yields, waits that
                 // have timed out end and another thread may get the vCPU.
                 let tick = self.process.sched.tick();
-                let due = self.timer.as_ref().is_some_and(|t| t.due()) && self.process.sched.others_ready();
-                let slice_over = outside.slice_over(req.thread, due)?;
+                let slice_over = outside.slice_over(req.thread, self.slice_due())?;
                 if tick || slice_over || matches!(action, Action::Yield(_)) {
                     if self.process.has_timed_waits() {
                         self.process.expire_timeouts(outside)?;
@@ -316,25 +329,30 @@ impl Guest {
                     return Err(SessionError::Outside(OutsideError::Link(LinkError::Gone)));
                 }
                 let now = self.vcpu.regs()?;
-                let preempt = self.timer.as_ref().is_some_and(|t| t.due()) && self.process.sched.others_ready();
+                let preempt = self.slice_due();
                 if now.rip >= USER_TOP {
                     // Inside warpd's guest-side stubs no point is taken: the
                     // signals wait, the timer kicks again soon.
                     if let Some(t) = &self.timer {
                         t.retry();
                     }
-                    return Ok(if self.cancelled() { Stop::Paused } else { Stop::Interrupted });
+                    return Ok(self.interrupted_stop());
                 }
                 if !preempt && !outside.signals_waiting() {
-                    return Ok(if self.cancelled() { Stop::Paused } else { Stop::Interrupted });
+                    return Ok(self.interrupted_stop());
                 }
                 // Replay finds the point fastest at an instruction a jump
                 // can replace: step on to one (a few instructions at most).
                 let mut now = now;
-                for _ in 0..SEEK_STEPS {
+                let mut steps = 0;
+                let fits = loop {
                     if patchable(&self.process.mm.peek_code(now.rip, 15), now.rip).is_some() {
-                        break;
+                        break true;
                     }
+                    if steps == SEEK_STEPS {
+                        break false;
+                    }
+                    steps += 1;
                     self.vcpu.set_single_step(true)?;
                     let exit = self.vcpu.run();
                     self.vcpu.set_single_step(self.single_step)?;
@@ -350,17 +368,16 @@ impl Guest {
                             return self.dispatch(outside, other);
                         }
                     }
-                }
+                };
                 // Where no jump fits (a loop of short instructions only),
                 // replay would stop at every pass: take the point a little
                 // later, somewhere else, unless that keeps failing.
-                let fits = patchable(&self.process.mm.peek_code(now.rip, 15), now.rip).is_some();
                 if !fits && self.deferred < DEFER_POINTS {
                     self.deferred += 1;
                     if let Some(t) = &self.timer {
                         t.retry();
                     }
-                    return Ok(if self.cancelled() { Stop::Paused } else { Stop::Interrupted });
+                    return Ok(self.interrupted_stop());
                 }
                 self.deferred = 0;
                 let signals = outside.interrupted()?;
@@ -407,13 +424,14 @@ impl Guest {
             self.process.switch_out(context);
             return self.switch(outside);
         }
-        Ok(if self.cancelled() { Stop::Paused } else { Stop::Interrupted })
+        Ok(self.interrupted_stop())
     }
 
     /// Replay: the program passed the probe's instruction. The point when
-    /// its registers and then its memory are the recorded ones; else the
-    /// instruction runs once (stepped, without the breakpoint) and the
-    /// probe waits for the next pass.
+    /// its registers and watched words are the recorded ones (the memory
+    /// digest is then checked, a difference noted); else the program goes
+    /// on through the stub, or runs the instruction once, stepped, without
+    /// the breakpoint, and the probe waits for the next pass.
     fn probe_hit(&mut self, outside: &mut dyn Outside) -> Result<Stop, SessionError> {
         let Some(probe) = self.probe.as_mut() else {
             return Ok(Stop::Interrupted);

@@ -461,6 +461,19 @@ impl Mm {
         Ok(())
     }
 
+    /// A little-endian word of the program's (futex words, masks, list links).
+    pub fn read_u32(&self, va: u64) -> Result<u32, Errno> {
+        let mut b = [0u8; 4];
+        self.read_user(va, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    pub fn read_u64(&self, va: u64) -> Result<u64, Errno> {
+        let mut b = [0u8; 8];
+        self.read_user(va, &mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
     /// Writes into guest memory ignoring page protections (the loader
     /// filling read-only segments, the initial stack).
     pub fn poke(&self, va: u64, data: &[u8]) -> Result<(), Errno> {

@@ -363,12 +363,12 @@ impl Process {
         if size != 8 {
             return Ok(Action::Return(Errno::EINVAL.ret()));
         }
-        let mut b = [0u8; 8];
-        if let Err(e) = self.mm.read_user(mask, &mut b) {
-            return Ok(Action::Return(e.ret()));
-        }
+        let new = match self.mm.read_u64(mask) {
+            Ok(m) => m,
+            Err(e) => return Ok(Action::Return(e.ret())),
+        };
         let old = self.thread().signals.blocked;
-        self.thread_mut().signals.set_blocked(u64::from_le_bytes(b));
+        self.thread_mut().signals.set_blocked(new);
         self.thread_mut().suspended_mask = Some(old);
         if self.signal_deliverable() {
             return Ok(Action::Return(Errno::EINTR.ret()));
@@ -392,11 +392,10 @@ impl Process {
         if size != 8 {
             return ret(Err(Errno::EINVAL));
         }
-        let mut b = [0u8; 8];
-        if let Err(e) = self.mm.read_user(set_at, &mut b) {
-            return ret(Err(e));
-        }
-        let set = u64::from_le_bytes(b) & !(signals::bit(abi::SIGKILL) | signals::bit(abi::SIGSTOP));
+        let set = match self.mm.read_u64(set_at) {
+            Ok(s) => s & !(signals::bit(abi::SIGKILL) | signals::bit(abi::SIGSTOP)),
+            Err(e) => return ret(Err(e)),
+        };
         let deadline = match timeout {
             0 => None,
             at => match self.read_timespec(at) {
@@ -1377,9 +1376,7 @@ impl Process {
         }
         let mut new = None;
         if set != 0 {
-            let mut b = [0u8; 8];
-            self.mm.read_user(set, &mut b)?;
-            let s = u64::from_le_bytes(b);
+            let s = self.mm.read_u64(set)?;
             new = Some(match how {
                 0 => self.thread().signals.blocked | s,
                 1 => self.thread().signals.blocked & !s,
@@ -1510,12 +1507,10 @@ impl Process {
                     return ret(Err(Errno::EINVAL));
                 }
                 if op == FUTEX_CMP_REQUEUE {
-                    let mut b = [0u8; 4];
-                    if let Err(e) = self.mm.read_user(addr, &mut b) {
-                        return ret(Err(e));
-                    }
-                    if u32::from_le_bytes(b) != a[5] as u32 {
-                        return ret(Err(Errno::EAGAIN));
+                    match self.mm.read_u32(addr) {
+                        Err(e) => return ret(Err(e)),
+                        Ok(v) if v != a[5] as u32 => return ret(Err(Errno::EAGAIN)),
+                        Ok(_) => {}
                     }
                 }
                 let woken = self.futex_wake(addr, u32::MAX, wake.into());
@@ -1529,12 +1524,10 @@ impl Process {
                     // FUTEX_CLOCK_REALTIME means nothing to a relative wait: ENOSYS, as Linux.
                     return ret(Err(if bitset == 0 { Errno::EINVAL } else { Errno::ENOSYS }));
                 }
-                let mut b = [0u8; 4];
-                if let Err(e) = self.mm.read_user(addr, &mut b) {
-                    return ret(Err(e));
-                }
-                if u32::from_le_bytes(b) != val {
-                    return ret(Err(Errno::EAGAIN));
+                match self.mm.read_u32(addr) {
+                    Err(e) => return ret(Err(e)),
+                    Ok(v) if v != val => return ret(Err(Errno::EAGAIN)),
+                    Ok(_) => {}
                 }
                 // A signal it may take is already pending: the wait ends
                 // before it begins (restarted after a handler with SA_RESTART).
@@ -1678,9 +1671,7 @@ impl Process {
             op &= !OPARG_SHIFT;
             oparg = 1i32.wrapping_shl((oparg & 31) as u32);
         }
-        let mut b = [0u8; 4];
-        self.mm.read_user(addr2, &mut b)?;
-        let old = i32::from_le_bytes(b);
+        let old = self.mm.read_u32(addr2)? as i32;
         let new = match op {
             0 => oparg,
             1 => old.wrapping_add(oparg),
@@ -1856,13 +1847,9 @@ impl Process {
             return;
         }
         let tid = self.current;
-        let read = |mm: &super::mm::Mm, at: u64| {
-            let mut b = [0u8; 8];
-            mm.read_user(at, &mut b).ok().map(|_| u64::from_le_bytes(b))
-        };
         // struct robust_list_head { next; long futex_offset; list_op_pending; }
-        let (Some(first), Some(offset), Some(pending)) =
-            (read(&self.mm, head), read(&self.mm, head + 8), read(&self.mm, head + 16))
+        let (Ok(first), Ok(offset), Ok(pending)) =
+            (self.mm.read_u64(head), self.mm.read_u64(head + 8), self.mm.read_u64(head + 16))
         else {
             return;
         };
@@ -1870,9 +1857,9 @@ impl Process {
         let mut at = first;
         while at != head && entries.len() < LIMIT {
             entries.push(at);
-            match read(&self.mm, at & !1) {
-                Some(next) => at = next,
-                None => break,
+            match self.mm.read_u64(at & !1) {
+                Ok(next) => at = next,
+                Err(_) => break,
             }
         }
         if pending != 0 {
@@ -1882,11 +1869,10 @@ impl Process {
             // Bit 0 marks a PI futex, whose waiters the kernel would hand
             // the lock to: warpd's PI futexes are plain ones, woken alike.
             let word = (entry & !1).wrapping_add(offset);
-            let mut b = [0u8; 4];
-            if word % 4 != 0 || self.mm.read_user(word, &mut b).is_err() {
+            if !word.is_multiple_of(4) {
                 continue;
             }
-            let v = u32::from_le_bytes(b);
+            let Ok(v) = self.mm.read_u32(word) else { continue };
             if v & FUTEX_TID_MASK != tid {
                 continue;
             }

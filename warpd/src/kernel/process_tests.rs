@@ -178,9 +178,7 @@ fn with_page(p: &mut Process) -> u64 {
 }
 
 fn word(p: &Process, at: u64) -> u32 {
-    let mut b = [0u8; 4];
-    p.mm.read_user(at, &mut b).unwrap();
-    u32::from_le_bytes(b)
+    p.mm.read_u32(at).unwrap()
 }
 
 #[test]
