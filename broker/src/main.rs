@@ -119,6 +119,17 @@ extern "C" fn on_signal(signo: i32) {
     nudge(true);
 }
 
+/// Wakes the main thread's poll (a zero byte on the signal pipe, which is
+/// not a signal): a deferred call completed and an idle wait may be owed a kick.
+pub(crate) fn wake_main() {
+    let fd = SIGNAL_PIPE.load(std::sync::atomic::Ordering::Relaxed);
+    if fd >= 0 {
+        let b = 0u8;
+        // SAFETY: a one-byte write from a local to our non-blocking pipe.
+        unsafe { libc::write(fd, &b as *const u8 as *const libc::c_void, 1) };
+    }
+}
+
 fn os_err(what: &'static str) -> BrokerError {
     BrokerError::Os(what, std::io::Error::last_os_error())
 }

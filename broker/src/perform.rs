@@ -38,6 +38,12 @@ impl GuestMemory {
         Ok(GuestMemory { base: p as *mut u8, size })
     }
 
+    /// Memory of the broker's own standing in for guest memory (a deferred
+    /// call's private copies): `bytes` must outlive the value.
+    fn over(bytes: &mut [u8]) -> Self {
+        GuestMemory { base: bytes.as_mut_ptr(), size: bytes.len() as u64 }
+    }
+
     fn ptr(&self, off: u64, len: u64) -> Option<*mut u8> {
         let end = off.checked_add(len)?;
         if end > self.size {
@@ -176,6 +182,93 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
     }
     let outputs = outputs_from.into_iter().map(|i| std::mem::take(&mut owned[i])).collect();
     (ret, outputs)
+}
+
+/// A call to perform later, away from guest memory: its memory buffers
+/// are private copies (taken now, as the program's own call would read
+/// them when it starts), so that nothing it writes reaches the program
+/// before warpd delivers the completion.
+pub struct Detached {
+    call: Syscall,
+    arena: Vec<u8>,
+    /// Per memory buffer the call writes, in request order: its ranges in
+    /// the arena, and whether only `ret` bytes of it count.
+    outs: Vec<(Vec<(u64, u64)>, bool)>,
+}
+
+impl Detached {
+    /// Copies `call`'s memory buffers out of guest memory; None when one is
+    /// not within it (warpd checked them: a protocol error).
+    pub fn new(call: &Syscall, mem: &GuestMemory) -> Option<Detached> {
+        let mut call = call.clone();
+        // Signals are warpd's to weigh now (it cancels the call of a thread
+        // it interrupts): none ends it before it starts.
+        call.may_block = false;
+        call.signal_pending = false;
+        let mut arena = Vec::new();
+        let mut outs = Vec::new();
+        for b in &mut call.buffers {
+            let Some(buffer::Data::Memory(r)) = &mut b.data else { continue };
+            if r.offset.len() != r.len.len() {
+                return None;
+            }
+            let mut mine = Vec::with_capacity(r.offset.len());
+            for (o, &l) in r.offset.iter_mut().zip(r.len.iter()) {
+                let p = mem.ptr(*o, l)?;
+                let at = arena.len() as u64;
+                // SAFETY: p..p+l lies in the guest mapping (checked).
+                arena.extend_from_slice(unsafe { std::slice::from_raw_parts(p, l as usize) });
+                *o = at;
+                mine.push((at, l));
+            }
+            if b.out {
+                outs.push((mine, b.written_by_ret));
+            }
+        }
+        Some(Detached { call, arena, outs })
+    }
+
+    /// Performs the call (it may wait): its result and, per buffer it
+    /// writes, the bytes written.
+    pub fn perform(mut self) -> (i64, Vec<Vec<u8>>) {
+        let arena = GuestMemory::over(&mut self.arena);
+        let (ret, _) = syscall(&self.call, &arena);
+        let mut written = Vec::with_capacity(self.outs.len());
+        for (ranges, by_ret) in &self.outs {
+            let total: u64 = ranges.iter().map(|r| r.1).sum();
+            let mut left = match (*by_ret, ret) {
+                (true, r) if r < 0 => 0,
+                (true, r) => (r as u64).min(total),
+                (false, _) => total,
+            };
+            let mut bytes = Vec::with_capacity(left as usize);
+            for &(o, l) in ranges {
+                let n = l.min(left);
+                bytes.extend_from_slice(&self.arena[o as usize..(o + n) as usize]);
+                left -= n;
+            }
+            written.push(bytes);
+        }
+        (ret, written)
+    }
+}
+
+/// Whether a call warpd lets the broker defer should be: it would wait
+/// (a poll or epoll_wait with a zero timeout only looks).
+pub fn worth_deferring(nr: u32, args: &[u64]) -> bool {
+    let zero_timeout = match nr {
+        7 => args.get(2) == Some(&0),
+        232 | 281 => args.get(3) == Some(&0),
+        _ => false,
+    };
+    !zero_timeout && would_block(nr, args)
+}
+
+/// Whether a deferrable call goes to the program's original stdout or
+/// stderr: such a write is performed in place (replay re-emits its bytes
+/// from guest memory at the call).
+pub fn to_original_stream(call: &Syscall) -> bool {
+    warp_syscalls::lookup(call.nr as u64).is_some_and(|d| d.sends_bytes) && stream_of(call, 1) != 0
 }
 
 /// What execve does to descriptors: closes the program's close-on-exec

@@ -14,11 +14,19 @@
 //! as the main thread's would. A kick that lands just before a worker's
 //! call starts would be lost, so the main thread kicks again every 10 ms
 //! until that worker has answered.
+//!
+//! A call warpd marks deferrable (its process has other threads) and that
+//! would wait is answered `pending` at once and performed on a worker with
+//! private copies of its buffers; its completion is a second reply, and a
+//! byte on the signal channel tells warpd it is there. Signals go to warpd
+//! at once while such calls wait (warpd decides which thread takes them and
+//! asks, with Cancel, for the call of one it interrupts to end). warpd's
+//! idle wait also ends when a deferred call completes.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::thread::JoinHandleExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prost::Message;
@@ -70,6 +78,23 @@ struct Worker {
     /// `Held::count` when the call started: a signal since is owed to it.
     started: u64,
     done: Arc<AtomicBool>,
+    /// A deferred call: the guest thread it is for (0: not deferred).
+    thread: u32,
+    /// warpd asked for it to end (Cancel): kicked until it does.
+    cancelled: bool,
+    /// warpd's idle wait: completions warpd had seen when it sent it (one
+    /// more sent since is owed a kick).
+    idle: Option<u64>,
+}
+
+impl Worker {
+    /// Whether it is owed a kick now.
+    fn owed(&self, signals_held: u64, completions: u64) -> bool {
+        if self.thread != 0 {
+            return self.cancelled;
+        }
+        self.started < signals_held || self.idle.is_some_and(|seen| completions > seen)
+    }
 }
 
 /// Serves requests until warpd says Finish.
@@ -85,6 +110,8 @@ pub fn serve(
     // not start (it would block past the signal meant to end it).
     let mut unreported = false;
     let held = Arc::new(Mutex::new(Held::default()));
+    // Deferred calls' completions sent so far.
+    let completions = Arc::new(AtomicU64::new(0));
     let mut workers: Vec<Worker> = Vec::new();
     loop {
         let (finished, running): (Vec<Worker>, Vec<Worker>) =
@@ -94,8 +121,12 @@ pub fn serve(
             let _ = w.handle.join();
         }
         let count = held.lock().unwrap_or_else(|e| e.into_inner()).count;
+        let sent = completions.load(Ordering::SeqCst);
         let owed: Vec<libc::pthread_t> =
-            workers.iter().filter(|w| w.started < count).map(|w| w.handle.as_pthread_t()).collect();
+            workers.iter().filter(|w| w.owed(count, sent)).map(|w| w.handle.as_pthread_t()).collect();
+        // A completion wakes this loop (a byte on the signal pipe) to kick
+        // an idle wait; the timeout covers a pipe that is not there (tests).
+        let idle_waits = workers.iter().any(|w| w.idle.is_some()) && workers.iter().any(|w| w.thread != 0);
         for &t in &owed {
             // SAFETY: the thread is not joined yet (its handle is held), so
             // its pthread_t is valid even if it has just ended; a kick that
@@ -106,7 +137,7 @@ pub fn serve(
             libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: sig_read, events: libc::POLLIN, revents: 0 },
         ];
-        let timeout = if owed.is_empty() { -1 } else { REKICK_MS };
+        let timeout = if owed.is_empty() && !idle_waits { -1 } else { REKICK_MS };
         // SAFETY: poll on a valid array of two pollfds.
         let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
         if r < 0 {
@@ -150,11 +181,51 @@ pub fn serve(
                 reply.signals_pending = unreported;
                 unreported = false;
             }
+            // warpd's idle wait, with a completion it has not read yet.
+            Some(request::Kind::Syscall(call))
+                if call.ends_on_completion && completions.load(Ordering::SeqCst) > call.completions_seen =>
+            {
+                reply.ret = -(libc::EINTR as i64);
+            }
+            Some(request::Kind::Syscall(call))
+                if call.deferred_thread != 0
+                    && call.may_block
+                    && perform::worth_deferring(call.nr, &call.args)
+                    && !perform::to_original_stream(&call) =>
+            {
+                unreported = false;
+                match perform::Detached::new(&call, &memory) {
+                    Some(detached) => {
+                        reply.pending = true;
+                        send(&writer, &reply)?;
+                        let w = defer(
+                            req.id,
+                            (call.deferred_thread, call.deferred_seq),
+                            detached,
+                            to_warpd,
+                            &writer,
+                            &completions,
+                        )?;
+                        workers.push(w);
+                        continue;
+                    }
+                    None => reply.ret = -(libc::EFAULT as i64),
+                }
+            }
             Some(request::Kind::Syscall(call))
                 if call.may_block && warp_syscalls::lookup(call.nr as u64).is_some_and(|d| d.waits) =>
             {
                 unreported = false;
-                workers.push(spawn(req.id, call, &memory, &writer, &held)?);
+                let idle = call.ends_on_completion.then_some(call.completions_seen);
+                let mut w = spawn(req.id, call, &memory, &writer, &held)?;
+                w.idle = idle;
+                workers.push(w);
+                continue;
+            }
+            Some(request::Kind::Cancel(c)) => {
+                for w in workers.iter_mut().filter(|w| w.thread == c.thread && c.thread != 0) {
+                    w.cancelled = true;
+                }
                 continue;
             }
             Some(request::Kind::Syscall(call)) => {
@@ -208,18 +279,7 @@ fn spawn(
     };
     let done = Arc::new(AtomicBool::new(false));
     let (memory, writer, mine, finished) = (memory.clone(), writer.clone(), held.clone(), done.clone());
-    // SAFETY: sigset operations on locals; the old mask is restored below.
-    let old = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for s in crate::main_thread_signals() {
-            libc::sigaddset(&mut set, s);
-        }
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
-        old
-    };
-    let handle = std::thread::Builder::new().name("broker-wait".into()).spawn(move || {
+    let handle = spawn_blocking_signals(move || {
         let (ret, outputs) = perform::syscall(&call, &memory);
         // The signals that came while it ran go with its reply.
         let signals = {
@@ -232,16 +292,61 @@ fn spawn(
         let _ = send(&writer, &reply);
         finished.store(true, Ordering::SeqCst);
     });
-    // SAFETY: restoring the mask saved above.
-    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
     let handle = match handle {
         Ok(h) => h,
         Err(e) => {
             held.lock().unwrap_or_else(|e| e.into_inner()).busy -= 1;
-            return Err(BrokerError::Os("starting a worker thread", e));
+            return Err(e);
         }
     };
-    Ok(Worker { handle, started, done })
+    Ok(Worker { handle, started, done, thread: 0, cancelled: false, idle: None })
+}
+
+/// Runs a thread the main thread's signals do not reach (they are
+/// inherited from the mask in force here), which takes kicks.
+fn spawn_blocking_signals(f: impl FnOnce() + Send + 'static) -> Result<std::thread::JoinHandle<()>, BrokerError> {
+    // SAFETY: sigset operations on locals; the old mask is restored below.
+    let old = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in crate::main_thread_signals() {
+            libc::sigaddset(&mut set, s);
+        }
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        old
+    };
+    let handle = std::thread::Builder::new().name("broker-wait".into()).spawn(f);
+    // SAFETY: restoring the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    handle.map_err(|e| BrokerError::Os("starting a worker thread", e))
+}
+
+/// Performs a deferred call on a worker: its completion goes to warpd as a
+/// reply with the request's id, then a byte on the signal channel says so.
+fn defer(
+    id: u64,
+    (thread, seq): (u32, u64),
+    call: perform::Detached,
+    to_warpd: RawFd,
+    writer: &Arc<Mutex<UnixStream>>,
+    completions: &Arc<AtomicU64>,
+) -> Result<Worker, BrokerError> {
+    let done = Arc::new(AtomicBool::new(false));
+    let (writer, completions, finished) = (writer.clone(), completions.clone(), done.clone());
+    let handle = spawn_blocking_signals(move || {
+        let (ret, detached) = call.perform();
+        let reply = Reply { id, ret, completion: true, thread, seq, detached, ..Default::default() };
+        if send(&writer, &reply).is_ok() {
+            completions.fetch_add(1, Ordering::SeqCst);
+            let b = warp_proto::broker::COMPLETION_BYTE;
+            // SAFETY: a one-byte write from a local to the channel.
+            unsafe { libc::write(to_warpd, &b as *const u8 as *const libc::c_void, 1) };
+            crate::wake_main();
+        }
+        finished.store(true, Ordering::SeqCst);
+    })?;
+    Ok(Worker { handle, started: u64::MAX, done, thread, cancelled: false, idle: None })
 }
 
 /// What the signal handler wrote to the pipe since the last look.
@@ -256,7 +361,8 @@ pub fn drain_signals(fd: RawFd) -> Vec<i32> {
         if n <= 0 {
             break;
         }
-        out.extend(buf[..n as usize].iter().map(|&b| b as i32));
+        // A zero byte only woke the main loop (a deferred call completed).
+        out.extend(buf[..n as usize].iter().filter(|&&b| b != 0).map(|&b| b as i32));
     }
     out
 }
@@ -274,7 +380,7 @@ mod tests {
                 args,
                 buffers: Vec::new(),
                 may_block,
-                signal_pending: false,
+                ..Default::default()
             })),
         }
     }
@@ -333,6 +439,85 @@ mod tests {
         assert_eq!((second.id, second.ret), (1, 0), "poll timed out");
         write(&s, &Request { id: 0, kind: Some(request::Kind::Finish(Default::default())) });
         t.join().unwrap().unwrap();
+    }
+
+    /// read(fd, guest[0x100..0x110]) marked deferrable for thread 7.
+    fn deferred_read(id: u64, fd: i32, seq: u64) -> Request {
+        use warp_proto::broker::{buffer, Buffer, Ranges};
+        let buf = Buffer {
+            arg: 1,
+            data: Some(buffer::Data::Memory(Ranges { offset: vec![0x100], len: vec![16] })),
+            out: true,
+            written_by_ret: true,
+            ..Default::default()
+        };
+        Request {
+            id,
+            kind: Some(request::Kind::Syscall(Syscall {
+                nr: 0,
+                args: vec![fd as u64, 0, 16, 0, 0, 0],
+                buffers: vec![buf],
+                may_block: true,
+                deferred_thread: 7,
+                deferred_seq: seq,
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[test]
+    fn a_call_that_would_wait_is_deferred_and_completes_later() {
+        let (s, [_sig_write, channel], t) = broker();
+        let mut p = [0i32; 2];
+        // SAFETY: pipe into a local array.
+        assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+        write(&s, &deferred_read(1, p[0], 5));
+        let first = read(&s);
+        assert!(first.pending && !first.completion && first.id == 1, "pending at once: {first:?}");
+        write(&s, &syscall(2, 102, vec![0; 6], false));
+        assert_eq!(read(&s).id, 2, "other calls are answered meanwhile");
+        // SAFETY: a write from a local to our pipe.
+        assert_eq!(unsafe { libc::write(p[1], b"hello".as_ptr() as *const libc::c_void, 5) }, 5);
+        let done = read(&s);
+        assert_eq!((done.id, done.completion, done.thread, done.seq, done.ret), (1, true, 7, 5, 5));
+        assert_eq!(done.detached, vec![b"hello".to_vec()], "the bytes come in the completion");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut got = [0u8; 4];
+        // SAFETY: a read into a local from our pipe.
+        let n = unsafe { libc::read(channel, got.as_mut_ptr() as *mut libc::c_void, 4) };
+        assert_eq!((n, got[0]), (1, warp_proto::broker::COMPLETION_BYTE), "and the channel says so");
+
+        // A read that would not wait is performed at once, in place.
+        // SAFETY: a write from a local to our pipe.
+        assert_eq!(unsafe { libc::write(p[1], b"now".as_ptr() as *const libc::c_void, 3) }, 3);
+        write(&s, &deferred_read(3, p[0], 6));
+        let r = read(&s);
+        assert_eq!((r.id, r.pending, r.completion, r.ret), (3, false, false, 3));
+
+        // Cancel ends a deferred call that waits, with EINTR.
+        write(&s, &deferred_read(4, p[0], 7));
+        assert!(read(&s).pending);
+        write(&s, &Request { id: 0, kind: Some(request::Kind::Cancel(warp_proto::broker::Cancel { thread: 7 })) });
+        let r = read(&s);
+        assert_eq!((r.id, r.completion, r.ret), (4, true, -(libc::EINTR as i64)));
+        assert_eq!(r.detached, vec![Vec::<u8>::new()]);
+
+        // The idle wait ends with EINTR when a completion it has not seen
+        // was sent already.
+        let mut idle = syscall(5, 34, vec![0; 6], true);
+        if let Some(request::Kind::Syscall(c)) = &mut idle.kind {
+            c.ends_on_completion = true;
+            c.completions_seen = 1;
+        }
+        write(&s, &idle);
+        assert_eq!(read(&s).ret, -(libc::EINTR as i64));
+        write(&s, &Request { id: 0, kind: Some(request::Kind::Finish(Default::default())) });
+        t.join().unwrap().unwrap();
+        // SAFETY: closing our own descriptors.
+        unsafe {
+            libc::close(p[0]);
+            libc::close(p[1]);
+        }
     }
 
     #[test]

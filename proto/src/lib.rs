@@ -16,6 +16,10 @@ pub mod warp {
 /// The warpd <-> broker protocol (`broker.proto`).
 pub mod broker {
     tonic::include_proto!("warp.broker.v1");
+
+    /// On the signal channel, beside signal numbers (1..=64): a deferred
+    /// call's completion is on the socket.
+    pub const COMPLETION_BYTE: u8 = 0xff;
 }
 
 /// Trace events and session metadata (`trace.proto`).

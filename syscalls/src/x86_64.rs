@@ -32,6 +32,9 @@ pub enum Len {
     ArgTimes(usize, u64),
     /// An fd_set for `nfds` in argument i: ceil(nfds / 64) * 8 bytes.
     FdSet(usize),
+    /// The socklen_t that argument i points to (an address buffer's size;
+    /// 0 when that pointer is null or unreadable: the call itself reports it).
+    At(usize),
 }
 
 /// What one argument is.
@@ -202,11 +205,17 @@ pub static TABLE: &[Desc] = &[
     d(40, "sendfile", Blocking, &[Fd, Fd, InOut(Fixed(8)), Int]).sigpipe().sends(),
     fd(41, "socket", Proxied, &[Int, Int, Int]),
     d(42, "connect", Blocking, &[Fd, In(Of(2)), Int]).restart(),
+    fd(43, "accept", Blocking, &[Fd, Out(At(2)), InOut(Fixed(4))]).restart(),
+    d(44, "sendto", Blocking, &[Fd, In(Of(2)), Int, Int, In(Of(5)), Int]).restart().sigpipe().sends(),
+    d(45, "recvfrom", Blocking, &[Fd, Out(Of(2)), Int, Int, Out(At(5)), InOut(Fixed(4))]).restart(),
     d(48, "shutdown", Proxied, &[Fd, Int]),
     d(49, "bind", Proxied, &[Fd, In(Of(2)), Int]),
     d(50, "listen", Proxied, &[Fd, Int]),
+    d(51, "getsockname", Proxied, &[Fd, Out(At(2)), InOut(Fixed(4))]),
+    d(52, "getpeername", Proxied, &[Fd, Out(At(2)), InOut(Fixed(4))]),
     d(53, "socketpair", Proxied, &[Int, Int, Int, Out(Fixed(8))]).pair(3),
     d(54, "setsockopt", Proxied, &[Fd, Int, Int, In(Of(4)), Int]),
+    d(55, "getsockopt", Proxied, &[Fd, Int, Int, Out(At(4)), InOut(Fixed(4))]),
     d(56, "clone", Emulated, &[Int, Int, Int, Int, Int]),
     d(57, "fork", Unsupported(NOT_YET_PROCESSES), &[]),
     d(58, "vfork", Unsupported(NOT_YET_PROCESSES), &[]),
@@ -315,12 +324,22 @@ pub static TABLE: &[Desc] = &[
     d(267, "readlinkat", Proxied, &[DirFd, Path, Out(Of(3)), Int]),
     d(268, "fchmodat", Proxied, &[DirFd, Path, Int]),
     d(269, "faccessat", Proxied, &[DirFd, Path, Int]),
+    // The sixth argument points to {sigmask pointer, size}: warpd passes
+    // only a null mask on (a mask to wait with is not supported yet).
+    d(
+        270,
+        "pselect6",
+        Blocking,
+        &[Int, InOut(FdSet(0)), InOut(FdSet(0)), InOut(FdSet(0)), InOut(Fixed(TIMESPEC)), Int],
+    )
+    .waits(),
     d(271, "ppoll", Blocking, &[InOut(ArgTimes(1, 8)), Int, In(Fixed(TIMESPEC)), In(Fixed(8)), Int]).waits(),
     d(273, "set_robust_list", Emulated, &[Int, Int]),
     d(280, "utimensat", Proxied, &[DirFd, Path, In(Fixed(32)), Int]),
     d(281, "epoll_pwait", Blocking, &[Fd, Out(ArgTimes(2, 12)), Int, Int, In(Fixed(8)), Int]).waits(),
     fd(284, "eventfd", Proxied, &[Int]),
     d(285, "fallocate", Proxied, &[Fd, Int, Int, Int]),
+    fd(288, "accept4", Blocking, &[Fd, Out(At(2)), InOut(Fixed(4)), Int]).restart(),
     fd(290, "eventfd2", Proxied, &[Int, Int]),
     fd(291, "epoll_create1", Proxied, &[Int]),
     d(292, "dup3", Proxied, &[Fd, Fd, Int]),
@@ -428,12 +447,12 @@ mod tests {
         assert_eq!(
             with(|d| d.restartable),
             [
-                "read", "write", "open", "ioctl", "pread64", "pwrite64", "readv", "writev", "connect", "wait4",
-                "fcntl", "flock", "futex", "openat", "preadv", "pwritev"
+                "read", "write", "open", "ioctl", "pread64", "pwrite64", "readv", "writev", "connect", "accept",
+                "sendto", "recvfrom", "wait4", "fcntl", "flock", "futex", "openat", "accept4", "preadv", "pwritev"
             ]
         );
-        assert_eq!(with(|d| d.epipe_sigpipe), ["write", "pwrite64", "writev", "sendfile", "pwritev"]);
-        assert_eq!(with(|d| d.sends_bytes), ["write", "pwrite64", "writev", "sendfile", "pwritev"]);
+        assert_eq!(with(|d| d.epipe_sigpipe), ["write", "pwrite64", "writev", "sendfile", "sendto", "pwritev"]);
+        assert_eq!(with(|d| d.sends_bytes), ["write", "pwrite64", "writev", "sendfile", "sendto", "pwritev"]);
         assert_eq!(with(|d| d.vectored()), ["readv", "writev", "preadv", "pwritev"]);
         assert_eq!(
             with(|d| d.waits),
@@ -446,6 +465,7 @@ mod tests {
                 "flock",
                 "clock_nanosleep",
                 "epoll_wait",
+                "pselect6",
                 "ppoll",
                 "epoll_pwait"
             ]

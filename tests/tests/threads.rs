@@ -177,3 +177,24 @@ print(r[0], total, sum(got))\n";
         eprintln!("SKIPPED: /usr/bin/python3 is not installed");
     }
 }
+
+/// One thread waiting in the outside world (read on an empty pipe, accept,
+/// poll, select, nanosleep) while another computes or connects: the broker
+/// defers the call and the others run; its result reaches the program at
+/// a recorded point, and a signal for the waiting thread ends its call
+/// (EINTR, or a restart with SA_RESTART). Each part hangs, or counts no
+/// work done meanwhile, if a waiting call holds the only vCPU.
+#[test]
+fn a_thread_blocked_outside_does_not_stop_the_others() {
+    let home = WarpHome::new("blocking");
+    for flavour in FLAVOURS {
+        let native = home.check(&Spec::prog("blocking", flavour));
+        assert_eq!(native.status, Status::Exited(0));
+        assert_eq!(
+            native.stdout_str(),
+            "reader got 15 bytes: after computing\naccepted, read 13 bytes: over loopback\n\
+             poll 0, select 0, nanosleep 0\nthe other thread computed meanwhile: yes\n\
+             read: EINTR, handler ran 1\nread 9 bytes after the handler ran 1: restarted\n"
+        );
+    }
+}

@@ -14,11 +14,13 @@
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prost::Message;
-use warp_proto::broker::{broker_message, request, BrokerMessage, Hello, Reply, Request, Welcome};
+use warp_proto::broker::{
+    broker_message, request, BrokerMessage, Cancel, Hello, Reply, Request, Welcome, COMPLETION_BYTE,
+};
 
 use crate::hv::Kicker;
 
@@ -121,7 +123,8 @@ impl BrokerLink {
 
         let signals = Arc::new(Mutex::new(Vec::new()));
         let dead = Arc::new(AtomicBool::new(false));
-        let (sig2, dead2) = (signals.clone(), dead.clone());
+        let notified = Arc::new(AtomicU64::new(0));
+        let (sig2, dead2, notified2) = (signals.clone(), dead.clone(), notified.clone());
         let channel = UnixStream::from(sig_read);
         let mut watched = channel.try_clone()?;
         std::thread::Builder::new().name("broker-signals".into()).spawn(move || {
@@ -130,7 +133,7 @@ impl BrokerLink {
                 match watched.read(&mut buf) {
                     Ok(0) => break,
                     Ok(n) => {
-                        sig2.lock().expect("signal queue").extend(buf[..n].iter().map(|&b| b as i32));
+                        channel_bytes(&buf[..n], &sig2, &notified2);
                         kicker.kick();
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -143,8 +146,19 @@ impl BrokerLink {
             dead2.store(true, Ordering::SeqCst);
             kicker.kick();
         })?;
-        Link::new(self.stream, channel, signals, dead)
+        Link::new(self.stream, channel, signals, dead, notified)
     }
+}
+
+/// What came on the signal channel: signal numbers, and completion bytes
+/// (a deferred call's completion is on the socket).
+fn channel_bytes(bytes: &[u8], signals: &Mutex<Vec<i32>>, notified: &AtomicU64) {
+    let completions = bytes.iter().filter(|&&b| b == COMPLETION_BYTE).count() as u64;
+    if completions > 0 {
+        notified.fetch_add(completions, Ordering::SeqCst);
+    }
+    let mut q = signals.lock().expect("signal queue");
+    q.extend(bytes.iter().filter(|&&b| b != COMPLETION_BYTE).map(|&b| b as i32));
 }
 
 fn peer_uid(s: &UnixStream) -> std::io::Result<u32> {
@@ -172,6 +186,13 @@ pub struct Link {
     in_flight: std::collections::BTreeSet<u64>,
     /// Replies read while waiting for another.
     arrived: std::collections::BTreeMap<u64, Reply>,
+    /// Deferred calls (answered `pending`) whose completion has not come.
+    deferred: std::collections::BTreeSet<u64>,
+    /// Completions read and not yet taken, in the order they came.
+    completed: std::collections::VecDeque<Reply>,
+    /// Completions the broker announced on the channel, and read so far.
+    notified: Arc<AtomicU64>,
+    completions_read: u64,
 }
 
 /// The id of a request in flight.
@@ -184,6 +205,7 @@ impl Link {
         channel: UnixStream,
         signals: Arc<Mutex<Vec<i32>>>,
         dead: Arc<AtomicBool>,
+        notified: Arc<AtomicU64>,
     ) -> Result<Link, LinkError> {
         let reader = std::io::BufReader::new(stream.try_clone()?);
         Ok(Link {
@@ -195,13 +217,60 @@ impl Link {
             channel,
             in_flight: Default::default(),
             arrived: Default::default(),
+            deferred: Default::default(),
+            completed: Default::default(),
+            notified,
+            completions_read: 0,
         })
     }
 
     /// Sends a request and waits for its reply.
     pub fn call(&mut self, kind: request::Kind) -> Result<Reply, LinkError> {
         let id = self.send(kind)?;
-        self.wait(id)
+        let reply = self.wait(id)?;
+        if reply.pending {
+            self.deferred.insert(reply.id);
+        }
+        Ok(reply)
+    }
+
+    /// Completions of deferred calls that came since the last look (read
+    /// off the socket as the channel announces them).
+    pub fn take_completions(&mut self) -> Result<Vec<Reply>, LinkError> {
+        while self.completions_read < self.notified.load(Ordering::SeqCst) {
+            let reply = self.read_reply()?;
+            self.sort(reply)?;
+        }
+        Ok(self.completed.drain(..).collect())
+    }
+
+    /// Whether a completion waits to be taken.
+    pub fn completions_waiting(&self) -> bool {
+        !self.completed.is_empty() || self.completions_read < self.notified.load(Ordering::SeqCst)
+    }
+
+    /// Asks the broker to end thread `thread`'s deferred call (no reply:
+    /// its completion comes as usual, with EINTR if it was waiting).
+    pub fn cancel(&mut self, thread: u32) -> Result<(), LinkError> {
+        let mut w = &self.stream;
+        write_frame(&mut w, &Request { id: 0, kind: Some(request::Kind::Cancel(Cancel { thread })) })
+            .map_err(|_| LinkError::Gone)
+    }
+
+    /// Files a reply that is not the one being waited for: a completion,
+    /// or the reply to another request in flight.
+    fn sort(&mut self, reply: Reply) -> Result<(), LinkError> {
+        if reply.completion && self.deferred.remove(&reply.id) {
+            self.completions_read += 1;
+            self.completed.push_back(reply);
+            return Ok(());
+        }
+        if !self.in_flight.contains(&reply.id) || self.arrived.contains_key(&reply.id) {
+            self.dead.store(true, Ordering::SeqCst);
+            return Err(LinkError::Protocol(format!("reply {} to no request in flight", reply.id)));
+        }
+        self.arrived.insert(reply.id, reply);
+        Ok(())
     }
 
     /// Sends a request without waiting for its reply.
@@ -227,14 +296,10 @@ impl Link {
         }
         loop {
             let reply = self.read_reply()?;
-            if reply.id == id {
+            if reply.id == id && !reply.completion {
                 return Ok(reply);
             }
-            if !self.in_flight.contains(&reply.id) || self.arrived.contains_key(&reply.id) {
-                self.dead.store(true, Ordering::SeqCst);
-                return Err(LinkError::Protocol(format!("reply {} to no request in flight", reply.id)));
-            }
-            self.arrived.insert(reply.id, reply);
+            self.sort(reply)?;
         }
     }
 
@@ -279,7 +344,7 @@ impl Link {
             if n <= 0 {
                 break;
             }
-            self.signals.lock().expect("signal queue").extend(buf[..n as usize].iter().map(|&b| b as i32));
+            channel_bytes(&buf[..n as usize], &self.signals, &self.notified);
         }
     }
 
@@ -311,7 +376,7 @@ mod tests {
     fn link() -> (Link, UnixStream, UnixStream) {
         let (ours, broker) = UnixStream::pair().unwrap();
         let (channel, broker_channel) = UnixStream::pair().unwrap();
-        let link = Link::new(ours, channel, Default::default(), Default::default()).unwrap();
+        let link = Link::new(ours, channel, Default::default(), Default::default(), Default::default()).unwrap();
         (link, broker, broker_channel)
     }
 

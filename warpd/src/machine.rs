@@ -338,7 +338,10 @@ impl Guest {
                     }
                     return Ok(self.interrupted_stop());
                 }
-                if !preempt && !outside.signals_waiting() {
+                // A deferred call that completed wakes its thread here, and
+                // it gets the vCPU (as Linux lets a woken thread preempt).
+                let completion = outside.completions_waiting();
+                if !preempt && !outside.signals_waiting() && !completion {
                     return Ok(self.interrupted_stop());
                 }
                 // Replay finds the point fastest at an instruction a jump
@@ -392,7 +395,7 @@ impl Guest {
                     memory,
                     pages,
                     signals,
-                    preempted: preempt,
+                    preempted: preempt || completion,
                     watch: watch_words(&self.process.mm, &now),
                 };
                 outside.interrupt(&point)?;
@@ -411,6 +414,7 @@ impl Guest {
     /// point's registers.
     fn at_point(&mut self, outside: &mut dyn Outside, point: InterruptPoint) -> Result<Stop, SessionError> {
         self.written.reset(self.vm.as_mut(), &self.process.mm)?;
+        self.process.poll_outside(outside)?;
         for &s in &point.signals {
             self.process.raise(s);
         }
@@ -522,6 +526,8 @@ impl Guest {
             if self.process.has_timed_waits() && self.process.sched.others_ready() {
                 self.process.expire_timeouts(outside)?;
             }
+            // Deferred calls that completed: their threads can run.
+            self.process.poll_outside(outside)?;
             let Some(tid) = self.process.sched.pick() else {
                 self.process.idle(outside)?;
                 self.flush_notes();

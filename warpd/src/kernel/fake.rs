@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use warp_proto::broker::{request, Reply};
 
-use super::outside::{Ending, InterruptPoint, Outside, OutsideError};
+use super::outside::{Completed, Ending, InterruptPoint, Outside, OutsideError};
 use super::process::Identity;
 use crate::hv::memory::MemFd;
 use crate::hv::{CpuState, GuestFault, HvError, SyscallRequest};
@@ -62,6 +62,10 @@ pub struct FakeOutside {
     pub asked: Vec<(u32, bool)>,
     /// Interrupt points taken, in order.
     pub points: Vec<InterruptPoint>,
+    /// Completions the next look returns.
+    pub completions: Vec<Completed>,
+    /// Threads whose deferred call was cancelled, in order.
+    pub cancelled: Vec<u32>,
 }
 
 impl Outside for FakeOutside {
@@ -104,6 +108,16 @@ impl Outside for FakeOutside {
     fn note(&mut self, _: String) {}
     fn signals_waiting(&self) -> bool {
         !self.channel.is_empty()
+    }
+    fn take_completions(&mut self) -> Result<Vec<Completed>, OutsideError> {
+        Ok(std::mem::take(&mut self.completions))
+    }
+    fn completions_waiting(&self) -> bool {
+        !self.completions.is_empty()
+    }
+    fn cancel(&mut self, thread: u32) -> Result<(), OutsideError> {
+        self.cancelled.push(thread);
+        Ok(())
     }
     fn syscall_entry(&mut self, _: &SyscallRequest) -> Result<(), OutsideError> {
         Ok(())

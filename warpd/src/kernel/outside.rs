@@ -42,6 +42,18 @@ pub enum Ending {
     Killed(i32),
 }
 
+/// A deferred call's completion, as it reaches the program: the thread
+/// whose call it is, the result, and the bytes the call wrote per memory
+/// buffer it writes (broker `Reply.detached`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completed {
+    pub thread: u32,
+    /// warpd's number for the call (`Syscall.deferred_seq`).
+    pub seq: u64,
+    pub ret: i64,
+    pub detached: Vec<Vec<u8>>,
+}
+
 pub trait Outside {
     /// One broker request and its answer. `memory` is the guest memory the
     /// request's ranges point into.
@@ -72,6 +84,14 @@ pub trait Outside {
     fn note(&mut self, text: String);
     /// Whether signals from outside wait to be taken (recording only).
     fn signals_waiting(&self) -> bool;
+    /// Deferred calls that completed since the last look: recorded, or on
+    /// replay the recorded ones that come next.
+    fn take_completions(&mut self) -> Result<Vec<Completed>, OutsideError>;
+    /// Whether a completion waits to be taken (recording only).
+    fn completions_waiting(&self) -> bool;
+    /// Asks for `thread`'s deferred call to end (a signal came for it);
+    /// its completion comes as usual. Replay: nothing to do.
+    fn cancel(&mut self, thread: u32) -> Result<(), OutsideError>;
 
     /// A syscall as the program made it (its number is the whole register).
     fn syscall_entry(&mut self, req: &SyscallRequest) -> Result<(), OutsideError>;

@@ -13,7 +13,7 @@ use warp_proto::broker::{buffer, request, Buffer, Ranges, Reply, Syscall};
 use super::abi;
 use super::errno::{Errno, SysResult};
 use super::mm::{self, Mm, VmaKind, PROT_EXEC, PROT_READ, PROT_WRITE};
-use super::outside::{Outside, OutsideError};
+use super::outside::{Completed, Outside, OutsideError};
 use super::procfs::{self, ProcInfo, SelfFile};
 use super::sched::Scheduler;
 use super::signals::{self, Delivery, SigAction, Signals, Target, ThreadSignals};
@@ -112,7 +112,20 @@ pub struct Process {
     /// Replaying a recording from before format 3: a signal pending when a
     /// blocking call starts made warpd answer EINTR without asking the broker.
     pub legacy_eintr: bool,
+    /// The program's calls that would wait may be deferred while other
+    /// threads run (format 4 on).
+    pub deferred_calls: bool,
+    /// Deferred calls begun so far (each one's number).
+    deferred_begun: u64,
+    /// Completions delivered so far (the idle wait tells the broker).
+    completions_taken: u64,
+    /// Threads whose deferred call is to be cancelled (a signal came for them).
+    cancels: Vec<u32>,
 }
+
+/// What `proxy` returns for a call the broker deferred: the thread waits
+/// for its completion (no syscall returns this: results are above -4096).
+const PENDING: i64 = i64::MIN;
 
 fn len_of(len: Len, a: &[u64; 6]) -> u64 {
     match len {
@@ -120,6 +133,7 @@ fn len_of(len: Len, a: &[u64; 6]) -> u64 {
         Len::Fixed(n) => n,
         Len::ArgTimes(i, n) => a[i].saturating_mul(n),
         Len::FdSet(i) => ((a[i] as i32).clamp(0, 1 << 20) as u64).div_ceil(64) * 8,
+        Len::At(_) => 0, // read from guest memory by the caller
     }
 }
 
@@ -146,6 +160,9 @@ enum Caller {
     /// The program's own call: a signal the current thread may take ends a
     /// blocking one.
     Program,
+    /// The program's own call as `Program`, which the broker may defer
+    /// (perform while other threads run) if it would wait.
+    Thread,
     /// warpd's, while it emulates a call: never interrupted.
     Warpd,
     /// Waiting while no thread can run: a signal that wakes any thread ends it.
@@ -196,6 +213,10 @@ impl Process {
             stderr_mid_line: false,
             legacy_eintr: false,
             proc_info: ProcInfo::default(),
+            deferred_calls: false,
+            deferred_begun: 0,
+            completions_taken: 0,
+            cancels: Vec::new(),
         }
     }
 
@@ -240,6 +261,7 @@ impl Process {
         link: &mut dyn Outside,
     ) -> Result<Action, ProcessError> {
         self.syscalls += 1;
+        self.poll_outside(link)?;
         self.thread_mut().syscall = Some(*req);
         let action = self.dispatch(req, regs, cpu, link);
         // A waiting thread's call stays in progress; an exited one is gone.
@@ -275,7 +297,10 @@ impl Process {
                     Action::Return(r) => r,
                     other => return Ok(other),
                 },
-                Class::Proxied | Class::Blocking => self.proxy(desc, a, link)?,
+                Class::Proxied | Class::Blocking => match self.proxy(desc, a, link)? {
+                    PENDING => return Ok(Action::Wait),
+                    r => r,
+                },
             },
         };
         if ret > 0 && a[0] == 2 && matches!(nr, 1 | 20) {
@@ -316,7 +341,7 @@ impl Process {
                 .find(|t| !t.runnable() && t.signals.blocked & signals::bit(sig) == 0)
                 .map(|t| t.tid);
             if let Some(tid) = taker {
-                self.wake(tid, Errno::EINTR.ret());
+                self.interrupt_wait(tid);
             }
         }
     }
@@ -454,7 +479,7 @@ impl Process {
         // A waiting thread that may take it stops waiting.
         let wakes = !t.runnable() && t.signals.pending & !t.signals.blocked & signals::bit(sig) != 0;
         if wakes {
-            self.wake(tid, Errno::EINTR.ret());
+            self.interrupt_wait(tid);
         }
     }
 
@@ -667,6 +692,16 @@ impl Process {
                 None => return Ok(Errno::EINVAL.ret()),
             },
             0 | 1 | 17 | 18 => args[2] = a[2].min(MAX_RW_COUNT),
+            // pselect6's {sigmask, size}: no mask is no mask; one to wait
+            // with would have to be the thread's, which is not done yet.
+            270 if a[5] != 0 => match self.mm.read_u64(a[5]) {
+                Ok(0) => args[5] = 0,
+                Ok(_) => {
+                    self.note("pselect6 with a signal mask returned ENOSYS: not supported yet".into());
+                    return Ok(Errno::ENOSYS.ret());
+                }
+                Err(e) => return Ok(e.ret()),
+            },
             _ => {}
         }
         let mut path_override = match self.proc_self(desc.nr, &a, link)? {
@@ -723,7 +758,15 @@ impl Process {
                     if a[i] == 0 {
                         continue;
                     }
-                    let n = len_of(len, &args);
+                    let n = match len {
+                        // Linux reads the length first and fails with EFAULT
+                        // or EINVAL itself: the broker's call does that.
+                        Len::At(j) => match self.mm.read_u32(a[j]) {
+                            Ok(v) if (v as i32) >= 0 => v as u64,
+                            _ => 0,
+                        },
+                        _ => len_of(len, &args),
+                    };
                     let write = !matches!(kind, Arg::In(_));
                     match self.mm.user_ranges(a[i], n, write) {
                         Ok(r) if n == 0 => {
@@ -762,7 +805,10 @@ impl Process {
                 }
             }
         }
-        let ret = self.call(link, desc.nr, args, buffers)?;
+        let ret = self.broker(link, desc.nr, args, buffers, Caller::Thread)?.ret;
+        if ret == PENDING {
+            return Ok(PENDING);
+        }
         self.check_new_fds(desc, &a, ret, link)
     }
 
@@ -918,10 +964,25 @@ impl Process {
         let may_block = interruptible && table::lookup(nr).is_some_and(|d| d.class == Class::Blocking);
         // Waiting for any thread: a signal that woke one of them ends it.
         let ended = |p: &Self| match caller {
-            Caller::Idle => p.sched.others_ready() || p.signal_deliverable(),
+            // A thread in a deferred call takes its signal once the call's
+            // completion (asked for with a cancel) comes: that ends the wait.
+            Caller::Idle => {
+                p.sched.others_ready()
+                    || (p.signal_deliverable() && !matches!(p.thread().wait, Some(Wait::Broker { .. })))
+            }
             _ => p.signal_deliverable(),
         };
-        let mut call = Syscall { nr: nr as u32, args: args.to_vec(), buffers, may_block, signal_pending: false };
+        let mut call = Syscall { nr: nr as u32, args: args.to_vec(), buffers, may_block, ..Default::default() };
+        // Other threads can run while this one waits in the outside world.
+        if caller == Caller::Thread && may_block && self.deferred_calls && self.threads.len() > 1 {
+            self.deferred_begun += 1;
+            call.deferred_thread = self.current;
+            call.deferred_seq = self.deferred_begun;
+        }
+        if caller == Caller::Idle && self.has_deferred() {
+            call.ends_on_completion = true;
+            call.completions_seen = self.completions_taken;
+        }
         loop {
             for s in link.take_signals()? {
                 self.raise(s);
@@ -937,7 +998,16 @@ impl Process {
                 }
                 call.signal_pending = true;
             }
-            let reply = self.request(link, request::Kind::Syscall(call.clone()))?;
+            let mut reply = self.request(link, request::Kind::Syscall(call.clone()))?;
+            if reply.pending && call.deferred_thread == self.current {
+                self.waits_begun += 1;
+                let order = self.waits_begun;
+                let t = self.thread_mut();
+                t.wait = Some(Wait::Broker { seq: call.deferred_seq, buffers: call.buffers, cancelled: false });
+                t.wait_order = order;
+                reply.ret = PENDING;
+                return Ok(reply);
+            }
             // A signal the program ignores (or blocks) does not interrupt the
             // call on Linux, nor one that arrives during warpd's own calls:
             // the broker's EINTR is not the program's.
@@ -1697,6 +1767,92 @@ impl Process {
         Ok(woken)
     }
 
+    /// A signal `tid` may take ends its wait: with EINTR at once, or, for
+    /// a deferred call, once the broker has ended it (its completion says
+    /// how: EINTR, or what it did if it was done first).
+    fn interrupt_wait(&mut self, tid: u32) {
+        let Some(t) = self.threads.get_mut(&tid) else { return };
+        match &mut t.wait {
+            Some(Wait::Broker { cancelled, .. }) if !*cancelled => {
+                *cancelled = true;
+                self.cancels.push(tid);
+            }
+            Some(Wait::Broker { .. }) => {}
+            Some(_) => self.wake(tid, Errno::EINTR.ret()),
+            None => {}
+        }
+    }
+
+    /// Whether some thread waits for a deferred call.
+    pub fn has_deferred(&self) -> bool {
+        self.threads.values().any(|t| matches!(t.wait, Some(Wait::Broker { .. })))
+    }
+
+    /// Asks for the cancellations due and delivers the deferred calls'
+    /// completions that came: at syscall boundaries, interrupt points and
+    /// switches, recorded where they happen (replay takes them at the same
+    /// places).
+    pub fn poll_outside(&mut self, link: &mut dyn Outside) -> Result<(), ProcessError> {
+        for tid in std::mem::take(&mut self.cancels) {
+            if matches!(self.threads.get(&tid).and_then(|t| t.wait.as_ref()), Some(Wait::Broker { .. })) {
+                link.cancel(tid)?;
+            }
+        }
+        if !self.has_deferred() {
+            return Ok(());
+        }
+        for c in link.take_completions()? {
+            self.completions_taken += 1;
+            self.complete(c, link)?;
+        }
+        Ok(())
+    }
+
+    /// A deferred call's completion: what it wrote goes into the thread's
+    /// buffers now, its result is checked as a call's that returned at once
+    /// (new descriptors, EPIPE), and the thread can run. One for a call no
+    /// longer waiting (its thread ended by execve) is dropped.
+    fn complete(&mut self, c: Completed, link: &mut dyn Outside) -> Result<(), ProcessError> {
+        let Some(t) = self.threads.get(&c.thread) else { return Ok(()) };
+        let Some(Wait::Broker { seq, buffers, .. }) = &t.wait else { return Ok(()) };
+        if *seq != c.seq {
+            return Ok(());
+        }
+        let Some(req) = t.syscall else { return Ok(()) };
+        let mut detached = c.detached.iter();
+        for b in buffers.iter().filter(|b| b.out) {
+            let Some(buffer::Data::Memory(r)) = &b.data else { continue };
+            let Some(bytes) = detached.next() else { break };
+            let mut at = 0usize;
+            for (&off, &len) in r.offset.iter().zip(r.len.iter()) {
+                if at >= bytes.len() {
+                    break;
+                }
+                let n = (len as usize).min(bytes.len() - at);
+                if off.checked_add(n as u64).is_some_and(|end| end <= self.mm.guest.size()) {
+                    self.mm.guest.write(off, &bytes[at..at + n]);
+                }
+                at += n;
+            }
+        }
+        let nr = table::number(req.number);
+        let mut ret = c.ret;
+        let mut sigpipe = false;
+        if let Some(desc) = table::lookup(nr) {
+            let mut a = req.args;
+            for v in a.iter_mut().skip(desc.args.len()) {
+                *v = 0;
+            }
+            ret = self.check_new_fds(desc, &a, ret, link)?;
+            sigpipe = ret == Errno::EPIPE.ret() && desc.epipe_sigpipe;
+        }
+        self.wake(c.thread, ret);
+        if sigpipe {
+            self.raise_to(c.thread, abi::SIGPIPE);
+        }
+        Ok(())
+    }
+
     /// Ends `tid`'s wait: its syscall returns `ret` when it next runs.
     fn wake(&mut self, tid: u32, ret: i64) {
         if let Some(t) = self.threads.get_mut(&tid) {
@@ -2036,7 +2192,7 @@ impl Process {
             // Unless raising it woke a thread already; a signal nobody may
             // take yet leaves the waits as they are.
             if let (false, Some(tid)) = (self.sched.others_ready(), target) {
-                self.wake(tid, Errno::EINTR.ret());
+                self.interrupt_wait(tid);
             }
             return Ok(());
         }

@@ -4,6 +4,8 @@
 //! the signals sent to it alone, its alternate signal stack, the syscall
 //! it is in, and, while another thread has the vCPU, its saved context.
 
+use warp_proto::broker::Buffer;
+
 use super::signals::ThreadSignals;
 use crate::hv::{SyscallRequest, ThreadContext};
 
@@ -17,22 +19,27 @@ pub enum Wait {
     Signal { set: u64, info: u64, deadline: Option<Deadline> },
     /// rt_sigsuspend: with its temporary mask, for any signal it may take.
     Suspend,
+    /// A call the broker performs on its own while other threads run
+    /// (deferred): number `seq`, with the buffers the request named (what
+    /// the completion writes goes there). `cancelled`: warpd asked for it
+    /// to end (a signal came for the thread).
+    Broker { seq: u64, buffers: Vec<Buffer>, cancelled: bool },
 }
 
 impl Wait {
     pub fn deadline(&self) -> Option<Deadline> {
         match self {
             Wait::Futex { deadline, .. } | Wait::Signal { deadline, .. } => *deadline,
-            Wait::Suspend => None,
+            Wait::Suspend | Wait::Broker { .. } => None,
         }
     }
 
     /// What the waiting call returns when its deadline passes.
     pub fn timed_out(&self) -> i64 {
         match self {
-            Wait::Futex { .. } => -110, // ETIMEDOUT
-            Wait::Signal { .. } => -11, // EAGAIN
-            Wait::Suspend => -4,        // EINTR (never: no deadline)
+            Wait::Futex { .. } => -110,                // ETIMEDOUT
+            Wait::Signal { .. } => -11,                // EAGAIN
+            Wait::Suspend | Wait::Broker { .. } => -4, // EINTR (never: no deadline)
         }
     }
 }

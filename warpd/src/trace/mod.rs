@@ -18,5 +18,7 @@ pub mod store;
 /// 2: syscall entries and exits keep the whole number register (64 bits);
 /// 3: interrupts while the program computes (preemptions, signals) are
 /// exact points (`Interrupt`), time slices end at recorded boundaries
-/// (`SliceEnd`). Older traces read unchanged.
-pub const FORMAT_VERSION: u32 = 3;
+/// (`SliceEnd`); 4: a thread's call that would wait is deferred while
+/// other threads run (`BrokerCall.pending`, then `Completion`). Older
+/// traces read unchanged.
+pub const FORMAT_VERSION: u32 = 4;

@@ -143,8 +143,9 @@ impl Printer {
                 out.extend(self.finish());
                 out.push(self.line(seq, seq, Kind::Interrupt, interrupt_text(i)));
             }
-            // The switch that follows shows it.
-            Some(event::Kind::SliceEnd(_)) => {}
+            // The switch that follows shows it; a completion shows as the
+            // waiting call's `resumed` line when its thread runs again.
+            Some(event::Kind::SliceEnd(_)) | Some(event::Kind::Completion(_)) => {}
             None => {
                 out.extend(self.finish());
                 out.push(self.line(seq, seq, Kind::End, "--- an event of a kind this warpd does not know ---".into()));

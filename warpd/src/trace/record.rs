@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use warp_proto::broker::{request, Reply};
 use warp_proto::trace::{
-    event, BrokerCall, Event, Fault, Interrupt, MemoryWrite, ProgramEnd, Schedule, Signals, SliceEnd, SyscallEntry,
-    SyscallExit,
+    event, BrokerCall, Completion, Event, Fault, Interrupt, MemoryWrite, ProgramEnd, Schedule, Signals, SliceEnd,
+    SyscallEntry, SyscallExit,
 };
 
 use super::digest;
@@ -13,7 +13,7 @@ use super::store::{EventWriter, Store};
 use crate::hv::memory::MemFd;
 use crate::hv::{GuestFault, SyscallRequest};
 use crate::interrupts::regs_to_words;
-use crate::kernel::outside::{Ending, InterruptPoint, Outside, OutsideError};
+use crate::kernel::outside::{Completed, Ending, InterruptPoint, Outside, OutsideError};
 use crate::link::Link;
 
 pub struct Recorder {
@@ -50,7 +50,9 @@ impl Outside for Recorder {
         let request_digest = digest::request_digest(&kind, memory).to_vec();
         let reply = self.link.call(kind.clone())?;
         let mut writes = Vec::new();
-        for (offset, bytes) in digest::written(&kind, &reply, memory) {
+        // A deferred call wrote nothing yet: its completion carries that.
+        let written = if reply.pending { Vec::new() } else { digest::written(&kind, &reply, memory) };
+        for (offset, bytes) in written {
             writes.push(MemoryWrite { offset, data: Some(self.writer.data(&bytes).map_err(trace_err)?) });
         }
         let mut outputs = Vec::new();
@@ -78,9 +80,31 @@ impl Outside for Recorder {
             args,
             inline_args: digest::inline_args(&kind),
             signals_pending: reply.signals_pending,
+            pending: reply.pending,
         };
         self.append(event::Kind::Call(call))?;
         Ok(reply)
+    }
+
+    fn take_completions(&mut self) -> Result<Vec<Completed>, OutsideError> {
+        let mut out = Vec::new();
+        for r in self.link.take_completions()? {
+            let mut detached = Vec::with_capacity(r.detached.len());
+            for d in &r.detached {
+                detached.push(self.writer.data(d).map_err(trace_err)?);
+            }
+            self.append(event::Kind::Completion(Completion { thread: r.thread, ret: r.ret, detached, seq: r.seq }))?;
+            out.push(Completed { thread: r.thread, seq: r.seq, ret: r.ret, detached: r.detached });
+        }
+        Ok(out)
+    }
+
+    fn completions_waiting(&self) -> bool {
+        self.link.completions_waiting()
+    }
+
+    fn cancel(&mut self, thread: u32) -> Result<(), OutsideError> {
+        Ok(self.link.cancel(thread)?)
     }
 
     fn take_signals(&mut self) -> Result<Vec<i32>, OutsideError> {

@@ -21,7 +21,7 @@ use crate::builder::{self, GuestSpec};
 use crate::hv::memory::MemFd;
 use crate::hv::{GuestFault, SyscallRequest};
 use crate::interrupts::regs_from_words;
-use crate::kernel::outside::{Ending, InterruptPoint, Outside, OutsideError};
+use crate::kernel::outside::{Completed, Ending, InterruptPoint, Outside, OutsideError};
 use crate::machine::{Cancel, Stop};
 use crate::session::{self, Config, SessionError};
 
@@ -92,6 +92,7 @@ fn describe_event(e: &Event) -> String {
             if i.preempted { ", its slice over" } else { "" }
         ),
         Some(event::Kind::SliceEnd(s)) => format!("[{}] the end of its time slice", s.thread),
+        Some(event::Kind::Completion(c)) => format!("[{}] its waiting call completing with {}", c.thread, c.ret),
         None => "an empty event".into(),
     }
 }
@@ -222,7 +223,31 @@ impl Outside for Replayer<'_> {
             signals: call.signals,
             stream: call.stream,
             signals_pending: call.signals_pending,
+            pending: call.pending,
+            ..Default::default()
         })
+    }
+
+    fn take_completions(&mut self) -> Result<Vec<Completed>, OutsideError> {
+        let mut out = Vec::new();
+        while let Some(Event { kind: Some(event::Kind::Completion(c)) }) = self.peek() {
+            let c = c.clone();
+            self.pos += 1;
+            let mut detached = Vec::with_capacity(c.detached.len());
+            for d in &c.detached {
+                detached.push(self.load(&Some(d.clone()))?);
+            }
+            out.push(Completed { thread: c.thread, seq: c.seq, ret: c.ret, detached });
+        }
+        Ok(out)
+    }
+
+    fn completions_waiting(&self) -> bool {
+        false
+    }
+
+    fn cancel(&mut self, _thread: u32) -> Result<(), OutsideError> {
+        Ok(())
     }
 
     fn take_signals(&mut self) -> Result<Vec<i32>, OutsideError> {

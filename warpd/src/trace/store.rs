@@ -935,6 +935,7 @@ mod tests {
                 args: vec![3, 0x7fff_0000, 4096, u64::MAX],
                 inline_args: vec![InlineArg { arg: 0, value: b"/etc/passwd".to_vec() }],
                 signals_pending: true,
+                pending: true,
             })),
         }
     }
