@@ -113,3 +113,41 @@ fn chaos_mode_finds_an_order_dependent_bug_and_replays_it() {
     let text = String::from_utf8_lossy(&show.stdout);
     assert!(text.contains(&format!("chaos, seed {seed}")), "{text}");
 }
+
+/// A replay that cannot find its next recorded point (here the point's
+/// registers were changed in the store, so no pass matches) reports a
+/// divergence after its patience runs out instead of computing forever.
+#[test]
+fn a_point_replay_cannot_reach_is_a_divergence() {
+    use prost::Message;
+    use warp_proto::trace::{event, Event};
+    let home = WarpHome::new("preempt_lost");
+    let spec = Spec::prog("preempt", Flavour::Static).arg("spin");
+    let recorded = home.record(&spec, &[]);
+    assert_eq!(recorded.outcome.status, Status::Exited(0), "{}", recorded.warpctl_text());
+    let id = recorded.session_id().unwrap();
+    let out = home.warpctl().args(["daemon", "stop"]).output().unwrap();
+    assert!(out.status.success(), "daemon stop: {}", String::from_utf8_lossy(&out.stderr));
+    {
+        let db = sled::Config::new().path(home.path().join("store")).flush_every_ms(None).open().unwrap();
+        let tree = db.open_tree("events").unwrap();
+        let mut prefix = id.as_bytes().to_vec();
+        prefix.push(0);
+        let (key, mut ev) = tree
+            .scan_prefix(&prefix)
+            .map(|kv| kv.unwrap())
+            .map(|(k, v)| (k, Event::decode(v.as_ref()).unwrap()))
+            .find(|(_, e)| matches!(&e.kind, Some(event::Kind::Interrupt(_))))
+            .expect("the spinner's preemption point");
+        let Some(event::Kind::Interrupt(i)) = &mut ev.kind else { unreachable!() };
+        // r15 (the last of the 18 words): a value the spin loop never has.
+        i.regs[17] ^= 0x5a5a_0000_0000_0000;
+        tree.insert(key, ev.encode_to_vec()).unwrap();
+        db.flush().unwrap();
+    }
+    let out = home.warpctl().env("WARP_POINT_TIMEOUT_SECS", "2").args(["replay", &id]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "a divergence: {text}");
+    eprintln!("{text}");
+    assert!(text.contains("without reaching that point"), "says why: {text}");
+}

@@ -61,6 +61,54 @@ pub struct InterruptPoint {
     pub preempted: bool,
     /// (address, value) of words the code around the point reads.
     pub watch: Vec<(u64, u64)>,
+    /// How long the thread had computed since warpd last had control, in
+    /// microseconds (replay's patience with the point follows from it).
+    pub computed_us: u64,
+}
+
+/// How long replay runs towards a recorded point before it reports that
+/// the point was not found: a hundred times what the recording computed to
+/// reach it, and at least a minute (`WARP_POINT_TIMEOUT_SECS` sets that
+/// floor), since a replay stepping through a breakpoint is slower.
+pub fn point_patience(computed_us: u64) -> Duration {
+    let floor = std::env::var("WARP_POINT_TIMEOUT_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    Duration::from_secs(floor).max(Duration::from_micros(computed_us.saturating_mul(100)))
+}
+
+/// Replay's watchdog: kicks the vCPU twice a second, so that a replay that
+/// runs on without finding its next point is noticed (see `point_patience`).
+pub struct PointWatch {
+    quit: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl PointWatch {
+    pub fn new(kicker: Kicker) -> std::io::Result<Self> {
+        let quit = Arc::new((Mutex::new(false), Condvar::new()));
+        let q = quit.clone();
+        let thread = std::thread::Builder::new().name("warp-point-watch".into()).spawn(move || {
+            let (lock, cv) = &*q;
+            let mut done = lock.lock().unwrap_or_else(|e| e.into_inner());
+            while !*done {
+                let (d, _) = cv.wait_timeout(done, Duration::from_millis(500)).unwrap_or_else(|e| e.into_inner());
+                done = d;
+                if !*done {
+                    kicker.kick();
+                }
+            }
+        })?;
+        Ok(PointWatch { quit, thread: Some(thread) })
+    }
+}
+
+impl Drop for PointWatch {
+    fn drop(&mut self) {
+        *self.quit.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.quit.1.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Whether the watched words hold the point's values now.
@@ -369,6 +417,14 @@ impl Probe {
 
     pub fn site(&self) -> u64 {
         self.point.regs.rip
+    }
+
+    /// Where the program is, for reports: inside the stub it is at the site.
+    pub fn program_rip(&self, rip: u64) -> u64 {
+        match self.mode {
+            Mode::Jump { stub_va, .. } if (stub_va..stub_va + STUB_PAGES * PAGE_SIZE).contains(&rip) => self.site(),
+            _ => rip,
+        }
     }
 
     /// Whether the fault is this probe's stop.

@@ -16,7 +16,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use warp_proto::warp::Failure;
 
@@ -26,7 +26,10 @@ use crate::arch::x86_64::signal::SigInfo;
 use crate::arch::x86_64::{port_io_start, software_interrupt, USER_TOP};
 use crate::arch::Regs;
 use crate::hv::{Capabilities, FaultKind, GuestFault, Kicker, SyscallRequest, Vcpu, Vm, VmExit};
-use crate::interrupts::{same_registers, same_watched, watch_words, InterruptPoint, Miss, Probe, SliceTimer, Written};
+use crate::interrupts::{
+    point_patience, same_registers, same_watched, watch_words, InterruptPoint, Miss, PointWatch, Probe, SliceTimer,
+    Written,
+};
 use crate::kernel::errno::Errno;
 use crate::kernel::outside::{Ending, Outside, OutsideError};
 use crate::kernel::process::{Action, Process};
@@ -99,9 +102,10 @@ impl Cancel {
 
 /// A guest ready to run, or running: the process and its vCPU.
 pub struct Guest {
-    // Field order is drop order: the timer (which kicks the vCPU) goes
+    // Field order is drop order: the timers (which kick the vCPU) go
     // first, the vCPU before its VM, both before memory.
     timer: Option<SliceTimer>,
+    point_watch: Option<PointWatch>,
     vcpu: Box<dyn Vcpu>,
     vm: Box<dyn Vm>,
     pub process: Process,
@@ -122,12 +126,18 @@ pub struct Guest {
     /// Recording: points put off in a row because no jump fit where the
     /// vCPU stopped.
     deferred: u32,
+    /// When warpd last had control (a syscall, a fault, a point, a
+    /// switch): how long a thread computed to reach a point.
+    boundary_at: Instant,
+    /// Replay: when the search for the current probe's point began.
+    probe_since: Instant,
 }
 
 impl Guest {
     pub(crate) fn new(process: Process, vm: Box<dyn Vm>, vcpu: Box<dyn Vcpu>, caps: Capabilities) -> Self {
         Guest {
             timer: None,
+            point_watch: None,
             vcpu,
             vm,
             process,
@@ -141,7 +151,19 @@ impl Guest {
             probe_step: false,
             memory_differed: 0,
             deferred: 0,
+            boundary_at: Instant::now(),
+            probe_since: Instant::now(),
         }
+    }
+
+    /// Replay: a recorded point the program does not reach within
+    /// `interrupts::point_patience` is reported as a divergence (a watchdog
+    /// kicks the vCPU to check). Call it on the thread that steps the guest.
+    pub fn watch_points(&mut self) -> Result<(), SessionError> {
+        let w = PointWatch::new(self.vcpu.kicker())
+            .map_err(|e| SessionError::Failed(Failure::Daemon, format!("starting the replay watchdog: {e}")))?;
+        self.point_watch = Some(w);
+        Ok(())
     }
 
     /// Recording: a thread that computes while others are ready loses the
@@ -236,6 +258,7 @@ impl Guest {
         // Replay: the next recorded event is a point inside computation.
         if self.probe.is_none() {
             if let Some(point) = outside.next_interrupt()? {
+                self.probe_since = Instant::now();
                 self.probe = Some(Probe::new(point, &mut self.process.mm).map_err(|_| {
                     SessionError::Outside(OutsideError::Trace(
                         "an interrupt point of the recording is not in the program's code".into(),
@@ -262,6 +285,7 @@ impl Guest {
     fn dispatch(&mut self, outside: &mut dyn Outside, exit: VmExit) -> Result<Stop, SessionError> {
         match exit {
             VmExit::Syscall(mut req) => {
+                self.boundary_at = Instant::now();
                 req.thread = self.process.thread().tid;
                 let mut regs = self.vcpu.regs()?;
                 outside.syscall_entry(&req)?;
@@ -329,6 +353,13 @@ impl Guest {
                     return Err(SessionError::Outside(OutsideError::Link(LinkError::Gone)));
                 }
                 let now = self.vcpu.regs()?;
+                if let Some(p) = &self.probe {
+                    let waited = self.probe_since.elapsed();
+                    if waited > point_patience(p.point.computed_us) {
+                        let (point, rip) = (p.point.clone(), p.program_rip(now.rip));
+                        return Err(SessionError::Outside(outside.point_not_found(&point, rip, waited.as_secs())));
+                    }
+                }
                 let preempt = self.slice_due();
                 if now.rip >= USER_TOP {
                     // Inside warpd's guest-side stubs no point is taken: the
@@ -397,6 +428,7 @@ impl Guest {
                     signals,
                     preempted: preempt || completion,
                     watch: watch_words(&self.process.mm, &now),
+                    computed_us: self.boundary_at.elapsed().as_micros() as u64,
                 };
                 outside.interrupt(&point)?;
                 self.at_point(outside, point)
@@ -413,6 +445,7 @@ impl Guest {
     /// thread whose slice ended gives the vCPU up. The vCPU holds the
     /// point's registers.
     fn at_point(&mut self, outside: &mut dyn Outside, point: InterruptPoint) -> Result<Stop, SessionError> {
+        self.boundary_at = Instant::now();
         self.written.reset(self.vm.as_mut(), &self.process.mm)?;
         self.process.poll_outside(outside)?;
         for &s in &point.signals {
@@ -540,6 +573,7 @@ impl Guest {
                 ));
             };
             outside.schedule(tid)?;
+            self.boundary_at = Instant::now();
             self.vcpu.set_context(&context)?;
             // The thread returns to user mode here: from its waiting call
             // if it was woken, else where it left off; what is due for it

@@ -92,6 +92,12 @@ pub trait Outside {
     /// Asks for `thread`'s deferred call to end (a signal came for it);
     /// its completion comes as usual. Replay: nothing to do.
     fn cancel(&mut self, thread: u32) -> Result<(), OutsideError>;
+    /// Replay: the program computed for `secs` towards the recorded `point`
+    /// without reaching it (it is at `rip`): the divergence to report.
+    fn point_not_found(&mut self, point: &InterruptPoint, rip: u64, secs: u64) -> OutsideError {
+        let _ = (rip, secs);
+        OutsideError::Trace(format!("interrupt point at {:#x} not found (not a replay)", point.regs.rip))
+    }
 
     /// A syscall as the program made it (its number is the whole register).
     fn syscall_entry(&mut self, req: &SyscallRequest) -> Result<(), OutsideError>;

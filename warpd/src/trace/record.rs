@@ -132,6 +132,7 @@ impl Outside for Recorder {
             preempted: p.preempted,
             pages: p.pages,
             watch: p.watch.iter().flat_map(|&(a, v)| [a, v]).collect(),
+            computed_us: p.computed_us,
         }))
     }
 

@@ -250,6 +250,15 @@ impl Outside for Replayer<'_> {
         Ok(())
     }
 
+    fn point_not_found(&mut self, p: &InterruptPoint, rip: u64, secs: u64) -> OutsideError {
+        self.thread = p.thread;
+        self.rip = rip;
+        self.diverged(
+            describe_point(p),
+            format!("[{}] still computing after {secs} s without reaching that point (now at rip {rip:#x})", p.thread),
+        )
+    }
+
     fn take_signals(&mut self) -> Result<Vec<i32>, OutsideError> {
         if let Some(Event { kind: Some(event::Kind::Signals(s)) }) = self.peek() {
             if !s.asynchronous {
@@ -297,6 +306,7 @@ impl Outside for Replayer<'_> {
             signals: i.signals.clone(),
             preempted: i.preempted,
             watch: i.watch.chunks_exact(2).map(|w| (w[0], w[1])).collect(),
+            computed_us: i.computed_us,
         }))
     }
 
@@ -516,6 +526,7 @@ pub fn replay(
             format: meta.format_version,
         };
         let mut guest = builder::build(&spec, &read, parts)?;
+        guest.watch_points()?;
         if let Some(c) = cancel {
             guest.cancel_with(c.clone());
         }
