@@ -228,11 +228,11 @@ impl Detached {
         Some(Detached { call, arena, outs })
     }
 
-    /// Performs the call (it may wait): its result and, per buffer it
-    /// writes, the bytes written.
-    pub fn perform(mut self) -> (i64, Vec<Vec<u8>>) {
+    /// Performs the call (it may wait): its result, per memory buffer it
+    /// writes the bytes written, and its `out_len`/`inout` outputs.
+    pub fn perform(mut self) -> (i64, Vec<Vec<u8>>, Vec<Vec<u8>>) {
         let arena = GuestMemory::over(&mut self.arena);
-        let (ret, _) = syscall(&self.call, &arena);
+        let (ret, outputs) = syscall(&self.call, &arena);
         let mut written = Vec::with_capacity(self.outs.len());
         for (ranges, by_ret) in &self.outs {
             let total: u64 = ranges.iter().map(|r| r.1).sum();
@@ -249,7 +249,7 @@ impl Detached {
             }
             written.push(bytes);
         }
-        (ret, written)
+        (ret, written, outputs)
     }
 }
 

@@ -78,8 +78,10 @@ struct Worker {
     /// `Held::count` when the call started: a signal since is owed to it.
     started: u64,
     done: Arc<AtomicBool>,
-    /// A deferred call: the guest thread it is for (0: not deferred).
+    /// A deferred call: the guest thread it is for (0: not deferred) and
+    /// warpd's number for it.
     thread: u32,
+    seq: u64,
     /// warpd asked for it to end (Cancel): kicked until it does.
     cancelled: bool,
     /// warpd's idle wait: completions warpd had seen when it sent it (one
@@ -189,7 +191,6 @@ pub fn serve(
             }
             Some(request::Kind::Syscall(call))
                 if call.deferred_thread != 0
-                    && call.may_block
                     && perform::worth_deferring(call.nr, &call.args)
                     && !perform::to_original_stream(&call) =>
             {
@@ -223,7 +224,8 @@ pub fn serve(
                 continue;
             }
             Some(request::Kind::Cancel(c)) => {
-                for w in workers.iter_mut().filter(|w| w.thread == c.thread && c.thread != 0) {
+                let hit = |w: &Worker| w.thread == c.thread && c.thread != 0 && (c.seq == 0 || w.seq == c.seq);
+                for w in workers.iter_mut().filter(|w| hit(w)) {
                     w.cancelled = true;
                 }
                 continue;
@@ -299,7 +301,7 @@ fn spawn(
             return Err(e);
         }
     };
-    Ok(Worker { handle, started, done, thread: 0, cancelled: false, idle: None })
+    Ok(Worker { handle, started, done, thread: 0, seq: 0, cancelled: false, idle: None })
 }
 
 /// Runs a thread the main thread's signals do not reach (they are
@@ -335,8 +337,8 @@ fn defer(
     let done = Arc::new(AtomicBool::new(false));
     let (writer, completions, finished) = (writer.clone(), completions.clone(), done.clone());
     let handle = spawn_blocking_signals(move || {
-        let (ret, detached) = call.perform();
-        let reply = Reply { id, ret, completion: true, thread, seq, detached, ..Default::default() };
+        let (ret, detached, outputs) = call.perform();
+        let reply = Reply { id, ret, completion: true, thread, seq, detached, outputs, ..Default::default() };
         if send(&writer, &reply).is_ok() {
             completions.fetch_add(1, Ordering::SeqCst);
             let b = warp_proto::broker::COMPLETION_BYTE;
@@ -346,7 +348,7 @@ fn defer(
         }
         finished.store(true, Ordering::SeqCst);
     })?;
-    Ok(Worker { handle, started: u64::MAX, done, thread, cancelled: false, idle: None })
+    Ok(Worker { handle, started: u64::MAX, done, thread, seq, cancelled: false, idle: None })
 }
 
 /// What the signal handler wrote to the pipe since the last look.
@@ -497,7 +499,10 @@ mod tests {
         // Cancel ends a deferred call that waits, with EINTR.
         write(&s, &deferred_read(4, p[0], 7));
         assert!(read(&s).pending);
-        write(&s, &Request { id: 0, kind: Some(request::Kind::Cancel(warp_proto::broker::Cancel { thread: 7 })) });
+        write(
+            &s,
+            &Request { id: 0, kind: Some(request::Kind::Cancel(warp_proto::broker::Cancel { thread: 7, seq: 0 })) },
+        );
         let r = read(&s);
         assert_eq!((r.id, r.completion, r.ret), (4, true, -(libc::EINTR as i64)));
         assert_eq!(r.detached, vec![Vec::<u8>::new()]);

@@ -275,6 +275,7 @@ pub static TABLE: &[Desc] = &[
     d(124, "getsid", Proxied, &[Int]),
     d(127, "rt_sigpending", Emulated, &[Int, Int]),
     d(128, "rt_sigtimedwait", Emulated, &[Int, Int, Int, Int]),
+    d(129, "rt_sigqueueinfo", Emulated, &[Int, Int, In(Fixed(128))]).warpd(),
     d(130, "rt_sigsuspend", Emulated, &[Int, Int]),
     d(131, "sigaltstack", Emulated, &[In(Fixed(24)), Out(Fixed(24))]),
     d(132, "utime", Proxied, &[Path, In(Fixed(16))]),
@@ -303,6 +304,11 @@ pub static TABLE: &[Desc] = &[
     d(217, "getdents64", Proxied, &[Fd, Out(Of(2)), Int]),
     d(218, "set_tid_address", Emulated, &[Int]),
     d(221, "fadvise64", Proxied, &[Fd, Int, Int, Int]),
+    d(222, "timer_create", Emulated, &[Int, In(Fixed(64)), Out(Fixed(4))]),
+    d(223, "timer_settime", Emulated, &[Int, Int, In(Fixed(32)), Out(Fixed(32))]),
+    d(224, "timer_gettime", Emulated, &[Int, Out(Fixed(32))]),
+    d(225, "timer_getoverrun", Emulated, &[Int]),
+    d(226, "timer_delete", Emulated, &[Int]),
     d(228, "clock_gettime", Proxied, &[Int, Out(Fixed(TIMESPEC))]),
     d(229, "clock_getres", Proxied, &[Int, Out(Fixed(TIMESPEC))]),
     d(230, "clock_nanosleep", Blocking, &[Int, Int, In(Fixed(TIMESPEC)), Out(Fixed(TIMESPEC))]).waits(),
@@ -337,15 +343,21 @@ pub static TABLE: &[Desc] = &[
     d(273, "set_robust_list", Emulated, &[Int, Int]),
     d(280, "utimensat", Proxied, &[DirFd, Path, In(Fixed(32)), Int]),
     d(281, "epoll_pwait", Blocking, &[Fd, Out(ArgTimes(2, 12)), Int, Int, In(Fixed(8)), Int]).waits(),
+    d(282, "signalfd", Emulated, &[Int, In(Fixed(8)), Int]),
+    fd(283, "timerfd_create", Proxied, &[Int, Int]),
     fd(284, "eventfd", Proxied, &[Int]),
     d(285, "fallocate", Proxied, &[Fd, Int, Int, Int]),
+    d(286, "timerfd_settime", Proxied, &[Fd, Int, In(Fixed(32)), Out(Fixed(32))]),
+    d(287, "timerfd_gettime", Proxied, &[Fd, Out(Fixed(32))]),
     fd(288, "accept4", Blocking, &[Fd, Out(At(2)), InOut(Fixed(4)), Int]).restart(),
+    d(289, "signalfd4", Emulated, &[Int, In(Fixed(8)), Int, Int]),
     fd(290, "eventfd2", Proxied, &[Int, Int]),
     fd(291, "epoll_create1", Proxied, &[Int]),
     d(292, "dup3", Proxied, &[Fd, Fd, Int]),
     d(293, "pipe2", Proxied, &[Out(Fixed(8)), Int]).pair(0),
     d(295, "preadv", Blocking, &[Fd, IovOut, Int, Int, Int]).restart(),
     d(296, "pwritev", Blocking, &[Fd, IovIn, Int, Int, Int]).restart().sigpipe().sends(),
+    d(297, "rt_tgsigqueueinfo", Emulated, &[Int, Int, Int, In(Fixed(128))]).warpd(),
     d(302, "prlimit64", Emulated, &[Int, Int, In(Fixed(16)), Out(Fixed(16))]).warpd(),
     d(306, "syncfs", Proxied, &[Fd]),
     d(316, "renameat2", Proxied, &[DirFd, Path, DirFd, Path, Int]),
@@ -476,7 +488,10 @@ mod tests {
         assert_eq!(lookup(53).unwrap().fd_pair, Some(3));
         // The broker performs what is proxied, plus the few emulated calls
         // warpd itself sends it; never memory, signal state, exec or exit.
-        assert_eq!(with(|d| d.for_warpd), ["kill", "tgkill", "prlimit64", "close_range"]);
+        assert_eq!(
+            with(|d| d.for_warpd),
+            ["kill", "rt_sigqueueinfo", "tgkill", "rt_tgsigqueueinfo", "prlimit64", "close_range"]
+        );
         for nr in [9, 10, 11, 12, 13, 14, 15, 25, 28, 56, 57, 58, 59, 60, 131, 158, 231, 435] {
             assert!(!lookup(nr).unwrap().brokered(), "{nr}");
         }

@@ -198,3 +198,42 @@ fn a_thread_blocked_outside_does_not_stop_the_others() {
         );
     }
 }
+
+/// POSIX timers (SIGEV_SIGNAL while computing, SIGEV_THREAD_ID to a thread
+/// in sigwaitinfo, SIGEV_NONE, overruns, glibc's SIGEV_THREAD) and queued
+/// signals (sigqueue, pthread_sigqueue), each with its siginfo.
+#[test]
+fn timers_and_queued_signals() {
+    let home = WarpHome::new("timers");
+    for flavour in FLAVOURS {
+        let native = home.check(&Spec::prog("timers", flavour));
+        assert_eq!(native.status, Status::Exited(0));
+        assert_eq!(
+            native.stdout_str(),
+            "signal timer: 3 or more expiries while computing, siginfo SI_TIMER with its value\n\
+             settime after delete: EINVAL\nthread timer: SIGUSR2 taken by its thread, code SI_TIMER, value 7\n\
+             SIGEV_NONE timer: armed yes, expired yes\nblocked for 12 periods: one handler, overrun counted\n\
+             disarmed while its signal was blocked: 0 handlers\nSIGEV_THREAD timer: callback ran with 5\n\
+             sigqueue: value 99, code SI_QUEUE, from this pid yes\npthread_sigqueue: value 123, code SI_QUEUE\n"
+        );
+    }
+}
+
+/// signalfd: non-blocking and blocking reads, signals from raise, sigqueue
+/// and a timer with their siginfo, a changed mask, two signals at once, a
+/// thread blocked in its read, EBADF after close.
+#[test]
+fn signalfd_reads_pending_signals() {
+    let home = WarpHome::new("signalfd");
+    for flavour in FLAVOURS {
+        let native = home.check(&Spec::prog("signalfd", flavour));
+        assert_eq!(native.status, Status::Exited(0));
+        assert_eq!(
+            native.stdout_str(),
+            "nothing pending: EAGAIN\na short buffer: EINVAL\nraise: 128 bytes, SIGUSR1, SI_TKILL, from this pid yes\n\
+             sigqueue: 128 bytes, SIGUSR2, SI_QUEUE, value 77\ntwo pending: 256 bytes, SIGUSR1 then SIGUSR2\n\
+             timer, blocking read: 128 bytes, SIGUSR2, SI_TIMER, value 5\n\
+             blocking read in a thread: 128 bytes, SIGUSR1\nafter close: EBADF\n"
+        );
+    }
+}

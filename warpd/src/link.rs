@@ -251,9 +251,9 @@ impl Link {
 
     /// Asks the broker to end thread `thread`'s deferred call (no reply:
     /// its completion comes as usual, with EINTR if it was waiting).
-    pub fn cancel(&mut self, thread: u32) -> Result<(), LinkError> {
+    pub fn cancel(&mut self, thread: u32, seq: u64) -> Result<(), LinkError> {
         let mut w = &self.stream;
-        write_frame(&mut w, &Request { id: 0, kind: Some(request::Kind::Cancel(Cancel { thread })) })
+        write_frame(&mut w, &Request { id: 0, kind: Some(request::Kind::Cancel(Cancel { thread, seq })) })
             .map_err(|_| LinkError::Gone)
     }
 

@@ -773,7 +773,7 @@ impl Guest {
         if let Some(rip) = at {
             resume.rip = rip;
         }
-        let info = SigInfo { signo: sig, code, pid: 0, uid: 0, addr: Some(f.address) };
+        let info = SigInfo::fault(sig, code, f.address);
         match self.process.fault_handler(sig, info, &resume, self.vcpu.cpu())? {
             Some(Action::Jump { regs: entry, .. }) => {
                 self.vcpu.set_regs(&entry)?;

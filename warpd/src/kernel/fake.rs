@@ -115,7 +115,7 @@ impl Outside for FakeOutside {
     fn completions_waiting(&self) -> bool {
         !self.completions.is_empty()
     }
-    fn cancel(&mut self, thread: u32) -> Result<(), OutsideError> {
+    fn cancel(&mut self, thread: u32, _seq: u64) -> Result<(), OutsideError> {
         self.cancelled.push(thread);
         Ok(())
     }

@@ -52,6 +52,8 @@ pub struct Completed {
     pub seq: u64,
     pub ret: i64,
     pub detached: Vec<Vec<u8>>,
+    /// Its out_len outputs (a timer read's expiry count).
+    pub outputs: Vec<Vec<u8>>,
 }
 
 pub trait Outside {
@@ -91,7 +93,7 @@ pub trait Outside {
     fn completions_waiting(&self) -> bool;
     /// Asks for `thread`'s deferred call to end (a signal came for it);
     /// its completion comes as usual. Replay: nothing to do.
-    fn cancel(&mut self, thread: u32) -> Result<(), OutsideError>;
+    fn cancel(&mut self, thread: u32, seq: u64) -> Result<(), OutsideError>;
     /// Replay: the program computed for `secs` towards the recorded `point`
     /// without reaching it (it is at `rip`): the divergence to report.
     fn point_not_found(&mut self, point: &InterruptPoint, rip: u64, secs: u64) -> OutsideError {

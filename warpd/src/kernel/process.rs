@@ -19,7 +19,7 @@ use super::sched::Scheduler;
 use super::signals::{self, Delivery, SigAction, Signals, Target, ThreadSignals};
 use super::table::{self, Arg, Class, Desc, Len, Returns};
 use super::thread::{Deadline, Thread, Wait};
-use crate::arch::x86_64::signal::SigInfo;
+use crate::arch::x86_64::signal::{SigInfo, SI_TKILL};
 use crate::arch::x86_64::{Regs, PAGE_SIZE, USER_TOP};
 use crate::hv::{CpuState, SyscallRequest, ThreadContext};
 
@@ -121,6 +121,14 @@ pub struct Process {
     completions_taken: u64,
     /// Threads whose deferred call is to be cancelled (a signal came for them).
     cancels: Vec<u32>,
+    /// POSIX timers, by id.
+    timers: BTreeMap<i32, PosixTimer>,
+    /// The note about timers on CPU-time clocks was given.
+    cpu_clock_noted: bool,
+    /// The id the next timer gets (if free).
+    next_timer_id: i32,
+    /// signalfd descriptors, by number.
+    signalfds: BTreeMap<i32, SignalFd>,
 }
 
 /// What `proxy` returns for a call the broker deferred: the thread waits
@@ -150,6 +158,13 @@ fn memory(ranges: Vec<(u64, u64)>, arg: usize, out: bool, inout: bool, by_ret: b
     }
 }
 
+#[path = "signalfd.rs"]
+mod signalfd;
+use signalfd::SignalFd;
+#[path = "timers.rs"]
+mod timers;
+use timers::{PosixTimer, TIMER_THREAD};
+
 #[cfg(test)]
 #[path = "process_tests.rs"]
 mod tests;
@@ -167,6 +182,8 @@ enum Caller {
     Warpd,
     /// Waiting while no thread can run: a signal that wakes any thread ends it.
     Idle,
+    /// warpd's read of a timer's timerfd (`timers`), deferred as number `.0`.
+    Timer(u64),
 }
 
 /// What `/proc/self` handling decided for a path call.
@@ -217,6 +234,10 @@ impl Process {
             deferred_begun: 0,
             completions_taken: 0,
             cancels: Vec::new(),
+            timers: BTreeMap::new(),
+            cpu_clock_noted: false,
+            next_timer_id: 0,
+            signalfds: BTreeMap::new(),
         }
     }
 
@@ -280,6 +301,18 @@ impl Process {
     ) -> Result<Action, ProcessError> {
         let nr = table::number(req.number);
         let a = req.args;
+        if !self.signalfds.is_empty() {
+            match nr {
+                0 if self.signalfds.contains_key(&(a[0] as i32)) => {
+                    return self.signalfd_read(a[0] as i32, a[1], a[2].min(MAX_RW_COUNT), link);
+                }
+                // Closing one, or putting another descriptor in its place.
+                3 => self.forget_signalfd(a[0] as i32),
+                33 | 292 if a[0] != a[1] => self.forget_signalfd(a[1] as i32),
+                436 => self.signalfds.retain(|&fd, _| !(a[0]..=a[1]).contains(&(fd as u64))),
+                _ => {}
+            }
+        }
         let ret = match table::lookup(nr) {
             None => {
                 *self.unknown.entry(nr).or_default() += 1;
@@ -317,6 +350,12 @@ impl Process {
     /// boundary, in a reply, while the program computed), from the program
     /// itself (kill, tgkill, raise) and from the kernel (SIGPIPE).
     pub fn raise(&mut self, sig: i32) {
+        self.raise_info(sig, None);
+    }
+
+    /// As `raise`, with the siginfo it comes with (None: a sender outside,
+    /// SI_USER).
+    fn raise_info(&mut self, sig: i32, info: Option<SigInfo>) {
         // A thread waiting for it in rt_sigtimedwait takes it first.
         let waiter = self
             .threads
@@ -326,12 +365,12 @@ impl Process {
             .map(|t| t.tid);
         if let Some(tid) = waiter {
             if (1..=64).contains(&sig) {
-                self.hand_waited(tid, sig);
+                self.hand_waited(tid, sig, info);
                 return;
             }
         }
         let (s, t) = self.signal_state();
-        s.raise(sig, Target::Process, t);
+        s.raise_info(sig, Target::Process, t, info);
         // A thread that blocks it leaves it to one that waits and does not:
         // that thread's wait ends, as on Linux.
         if self.thread().signals.blocked & signals::bit(sig) != 0 {
@@ -348,25 +387,44 @@ impl Process {
 
     /// Gives `sig` to thread `tid`, which waits for it in rt_sigtimedwait:
     /// its siginfo is written and the call returns the number.
-    fn hand_waited(&mut self, tid: u32, sig: i32) {
-        let Some(Wait::Signal { info, .. }) = self.threads.get(&tid).and_then(|t| t.wait.clone()) else { return };
-        let ret = match self.write_siginfo(info, sig) {
-            Ok(()) => sig as i64,
-            Err(e) => e.ret(),
+    fn hand_waited(&mut self, tid: u32, sig: i32, with: Option<SigInfo>) {
+        let Some(Wait::Signal { info, signalfd, .. }) = self.threads.get(&tid).and_then(|t| t.wait.clone()) else {
+            return;
+        };
+        let with = with.unwrap_or_else(|| self.outside_info(sig));
+        let ret = if signalfd {
+            match self.mm.write_user(info, &with.to_signalfd()) {
+                Ok(()) => 128,
+                Err(e) => e.ret(),
+            }
+        } else {
+            match self.write_siginfo(info, &with) {
+                Ok(()) => sig as i64,
+                Err(e) => e.ret(),
+            }
         };
         self.wake(tid, ret);
     }
 
-    /// A siginfo_t for `sig` at `at` (0: none): sent by a user (SI_USER),
-    /// as warpd does not keep who sent a pending signal.
-    fn write_siginfo(&self, at: u64, sig: i32) -> Result<(), Errno> {
+    /// The siginfo of a signal from outside (the terminal, another
+    /// process, the host kernel through the broker): SI_USER with the
+    /// user's uid, as the broker passes on only the number.
+    fn outside_info(&self, sig: i32) -> SigInfo {
+        SigInfo::sent(sig, 0, 0, self.ident.uid)
+    }
+
+    /// The siginfo of a signal the program sent itself (kill: SI_USER,
+    /// tgkill: SI_TKILL), from its own pid.
+    fn own_info(&self, sig: i32, code: i32) -> SigInfo {
+        SigInfo::sent(sig, code, self.ident.pid, self.ident.uid)
+    }
+
+    /// Writes `info` as a siginfo_t at `at` (0: nowhere).
+    fn write_siginfo(&self, at: u64, info: &SigInfo) -> Result<(), Errno> {
         if at == 0 {
             return Ok(());
         }
-        let mut b = [0u8; 128];
-        b[..4].copy_from_slice(&sig.to_le_bytes());
-        b[20..24].copy_from_slice(&self.ident.uid.to_le_bytes());
-        self.mm.write_user(at, &b)
+        self.mm.write_user(at, &info.to_bytes())
     }
 
     /// rt_sigpending: the signals pending for the thread or the process
@@ -434,12 +492,9 @@ impl Process {
         if own | shared != 0 {
             let ready = if own != 0 { own } else { shared };
             let sig = ready.trailing_zeros() as i32 + 1;
-            if own != 0 {
-                self.thread_mut().signals.pending &= !signals::bit(sig);
-            } else {
-                self.signals.pending &= !signals::bit(sig);
-            }
-            return ret(self.write_siginfo(info, sig).map(|_| sig as u64));
+            let (s, t) = self.signal_state();
+            let with = s.take(sig, t).unwrap_or_else(|| self.outside_info(sig));
+            return ret(self.write_siginfo(info, &with).map(|_| sig as u64));
         }
         if deadline == Some((0, 0)) {
             return ret(Err(Errno::EAGAIN));
@@ -457,7 +512,7 @@ impl Process {
         self.waits_begun += 1;
         let order = self.waits_begun;
         let t = self.thread_mut();
-        t.wait = Some(Wait::Signal { set, info, deadline });
+        t.wait = Some(Wait::Signal { set, info, deadline, signalfd: false });
         t.wait_order = order;
         Ok(Action::Wait)
     }
@@ -467,15 +522,21 @@ impl Process {
         self.raise_to(self.current, sig);
     }
 
-    /// A signal for thread `tid` alone (tgkill, tkill).
+    /// A signal for thread `tid` alone (SIGPIPE: the kernel's, SI_USER).
     fn raise_to(&mut self, tid: u32, sig: i32) {
+        let info = self.own_info(sig, 0);
+        self.raise_to_info(tid, sig, info);
+    }
+
+    /// A signal for thread `tid` alone, with its siginfo (tgkill, a timer).
+    fn raise_to_info(&mut self, tid: u32, sig: i32, info: SigInfo) {
         let Some(t) = self.threads.get_mut(&tid) else { return };
         if matches!(&t.wait, Some(Wait::Signal { set, .. }) if set & signals::bit(sig) != 0) && (1..=64).contains(&sig)
         {
-            self.hand_waited(tid, sig);
+            self.hand_waited(tid, sig, Some(info));
             return;
         }
-        self.signals.raise(sig, Target::Thread, &mut t.signals);
+        self.signals.raise_info(sig, Target::Thread, &mut t.signals, Some(info));
         // A waiting thread that may take it stops waiting.
         let wakes = !t.runnable() && t.signals.pending & !t.signals.blocked & signals::bit(sig) != 0;
         if wakes {
@@ -538,7 +599,7 @@ impl Process {
                 Ok(None)
             }
             Some(Delivery::Kill(sig)) => Ok(Some(Action::Killed(sig))),
-            Some(Delivery::Handle(sig, act)) => {
+            Some(Delivery::Handle(sig, act, info)) => {
                 let (resume, interrupted, ret) = at.expect("handlers run only at a syscall boundary");
                 let mut resume = *resume;
                 // An interrupted call starts again after the handler when
@@ -551,7 +612,7 @@ impl Process {
                         resume.rip = resume.rip.wrapping_sub(2);
                     }
                 }
-                let info = SigInfo { signo: sig, code: 0, pid: 0, uid: self.ident.uid, addr: None };
+                let info = info.unwrap_or_else(|| self.outside_info(sig));
                 Ok(Some(self.enter_handler(sig, act, info, &resume, ret, cpu)?))
             }
         }
@@ -960,7 +1021,7 @@ impl Process {
         buffers: Vec<Buffer>,
         caller: Caller,
     ) -> Result<Reply, ProcessError> {
-        let interruptible = caller != Caller::Warpd;
+        let interruptible = !matches!(caller, Caller::Warpd | Caller::Timer(_));
         let may_block = interruptible && table::lookup(nr).is_some_and(|d| d.class == Class::Blocking);
         // Waiting for any thread: a signal that woke one of them ends it.
         let ended = |p: &Self| match caller {
@@ -978,6 +1039,10 @@ impl Process {
             self.deferred_begun += 1;
             call.deferred_thread = self.current;
             call.deferred_seq = self.deferred_begun;
+        }
+        if let Caller::Timer(seq) = caller {
+            call.deferred_thread = TIMER_THREAD;
+            call.deferred_seq = seq;
         }
         if caller == Caller::Idle && self.has_deferred() {
             call.ends_on_completion = true;
@@ -1126,6 +1191,15 @@ impl Process {
             }
             202 => return self.futex(a, link),
             127 => self.sigpending(a[0], a[1]),
+            129 => self.sigqueueinfo(a[0] as i32, None, a[1] as i32, a[2], link)?,
+            297 => self.sigqueueinfo(a[0] as i32, Some(a[1] as i32), a[2] as i32, a[3], link)?,
+            222 => self.timer_create(a, link)?,
+            223 => self.timer_settime(a, link)?,
+            224 => self.timer_gettime(a[0] as i32, a[1], link)?,
+            225 => self.timer_getoverrun(a[0] as i32),
+            282 => self.signalfd(a, 0, link)?,
+            289 => self.signalfd(a, a[3], link)?,
+            226 => self.timer_delete(a[0] as i32, link)?,
             130 => return self.sigsuspend(a[0], a[1]),
             128 => return self.sigtimedwait(a, link),
             203 => self.set_affinity(a[0], a[1], a[2]),
@@ -1230,8 +1304,22 @@ impl Process {
         };
         cpu.set_fs_base(0)?;
         cpu.set_gs_base(0)?;
-        // The other threads end; the one that called execve goes on as the
-        // process's only thread, with the pid as its tid (execve(2)).
+        // The other threads end (their deferred calls with them); the one
+        // that called execve goes on as the process's only thread, with the
+        // pid as its tid (execve(2)). Timers are not kept across exec.
+        let waiting: Vec<(u32, u64)> = self
+            .threads
+            .values()
+            .filter_map(|t| match &t.wait {
+                Some(Wait::Broker { seq, .. }) => Some((t.tid, *seq)),
+                _ => None,
+            })
+            .collect();
+        for (tid, seq) in waiting {
+            link.cancel(tid, seq)?;
+        }
+        self.delete_timers(link)?;
+        self.signalfds_at_exec();
         let mut me = self.threads.remove(&self.current).expect("the current thread is in the table");
         me.tid = self.ident.pid;
         me.clear_tid = 0;
@@ -1493,7 +1581,7 @@ impl Process {
         }
         if pid == self.ident.pid as i32 {
             if sig != 0 {
-                self.raise(sig);
+                self.raise_info(sig, Some(self.own_info(sig, 0)));
             }
             return Ok(Ok(0));
         }
@@ -1510,7 +1598,7 @@ impl Process {
             return Err(Errno::ESRCH);
         }
         if sig != 0 {
-            self.raise_to(tid as u32, sig);
+            self.raise_to_info(tid as u32, sig, self.own_info(sig, SI_TKILL));
         }
         Ok(0)
     }
@@ -1786,6 +1874,7 @@ impl Process {
     /// Whether some thread waits for a deferred call.
     pub fn has_deferred(&self) -> bool {
         self.threads.values().any(|t| matches!(t.wait, Some(Wait::Broker { .. })))
+            || self.timers.values().any(|t| t.reading.is_some())
     }
 
     /// Asks for the cancellations due and delivers the deferred calls'
@@ -1794,8 +1883,8 @@ impl Process {
     /// places).
     pub fn poll_outside(&mut self, link: &mut dyn Outside) -> Result<(), ProcessError> {
         for tid in std::mem::take(&mut self.cancels) {
-            if matches!(self.threads.get(&tid).and_then(|t| t.wait.as_ref()), Some(Wait::Broker { .. })) {
-                link.cancel(tid)?;
+            if let Some(Wait::Broker { seq, .. }) = self.threads.get(&tid).and_then(|t| t.wait.as_ref()) {
+                link.cancel(tid, *seq)?;
             }
         }
         if !self.has_deferred() {
@@ -1813,6 +1902,9 @@ impl Process {
     /// (new descriptors, EPIPE), and the thread can run. One for a call no
     /// longer waiting (its thread ended by execve) is dropped.
     fn complete(&mut self, c: Completed, link: &mut dyn Outside) -> Result<(), ProcessError> {
+        if c.thread == TIMER_THREAD {
+            return self.timer_completed(&c, link);
+        }
         let Some(t) = self.threads.get(&c.thread) else { return Ok(()) };
         let Some(Wait::Broker { seq, buffers, .. }) = &t.wait else { return Ok(()) };
         if *seq != c.seq {

@@ -4,7 +4,10 @@
 //! point); a signal that arrives while the program computes kills it at
 //! once when that is its action, else waits for the next syscall.
 
+use std::collections::BTreeMap;
+
 use super::abi;
+use crate::arch::x86_64::signal::SigInfo;
 use crate::hv::FaultKind;
 
 pub use abi::NSIG;
@@ -61,8 +64,9 @@ pub fn bit(sig: i32) -> u64 {
 pub enum Delivery {
     /// The program dies of this signal.
     Kill(i32),
-    /// Run the program's handler.
-    Handle(i32, SigAction),
+    /// Run the program's handler, with the siginfo the signal came with
+    /// (None: the sender's default, SI_USER).
+    Handle(i32, SigAction, Option<SigInfo>),
 }
 
 /// What a process holds of signals: the dispositions its threads share and
@@ -72,11 +76,13 @@ pub struct Signals {
     pub actions: [SigAction; NSIG],
     /// Process-directed pending signals (kill, the terminal, the broker).
     pub pending: u64,
+    /// The siginfo of those that came with one (timers, sigqueue, kill).
+    pub info: BTreeMap<i32, SigInfo>,
 }
 
 impl Default for Signals {
     fn default() -> Self {
-        Signals { actions: [SigAction::default(); NSIG], pending: 0 }
+        Signals { actions: [SigAction::default(); NSIG], pending: 0, info: BTreeMap::new() }
     }
 }
 
@@ -86,6 +92,8 @@ impl Default for Signals {
 pub struct ThreadSignals {
     pub blocked: u64,
     pub pending: u64,
+    /// The siginfo of those that came with one.
+    pub info: BTreeMap<i32, SigInfo>,
     /// The `stack_t` sigaltstack set (ss_sp, ss_flags, ss_size).
     pub altstack: [u8; 24],
 }
@@ -95,7 +103,7 @@ impl Default for ThreadSignals {
         // A new thread has no alternate stack: SS_DISABLE in ss_flags.
         let mut altstack = [0u8; 24];
         altstack[8] = abi::SS_DISABLE as u8;
-        ThreadSignals { blocked: 0, pending: 0, altstack }
+        ThreadSignals { blocked: 0, pending: 0, info: BTreeMap::new(), altstack }
     }
 }
 
@@ -127,12 +135,37 @@ impl Signals {
     /// Makes `sig` pending for the process or for thread `t`; an ignored
     /// signal the thread does not block is discarded at once, as on Linux.
     pub fn raise(&mut self, sig: i32, to: Target, t: &mut ThreadSignals) {
+        self.raise_info(sig, to, t, None);
+    }
+
+    /// As `raise`, with the siginfo it comes with. A signal already pending
+    /// keeps the siginfo it came with first (one instance is kept, realtime
+    /// signals included).
+    pub fn raise_info(&mut self, sig: i32, to: Target, t: &mut ThreadSignals, info: Option<SigInfo>) {
         if !(1..=NSIG as i32).contains(&sig) || (self.is_ignored(sig) && t.blocked & bit(sig) == 0) {
             return;
         }
-        match to {
-            Target::Process => self.pending |= bit(sig),
-            Target::Thread => t.pending |= bit(sig),
+        let (pending, infos) = match to {
+            Target::Process => (&mut self.pending, &mut self.info),
+            Target::Thread => (&mut t.pending, &mut t.info),
+        };
+        if *pending & bit(sig) == 0 {
+            *pending |= bit(sig);
+            match info {
+                Some(i) => infos.insert(sig, i),
+                None => infos.remove(&sig),
+            };
+        }
+    }
+
+    /// Takes pending `sig` from thread `t` or else the process: its siginfo.
+    pub fn take(&mut self, sig: i32, t: &mut ThreadSignals) -> Option<SigInfo> {
+        if t.pending & bit(sig) != 0 {
+            t.pending &= !bit(sig);
+            t.info.remove(&sig)
+        } else {
+            self.pending &= !bit(sig);
+            self.info.remove(&sig)
         }
     }
 
@@ -145,6 +178,8 @@ impl Signals {
     pub fn discard(&mut self, sig: i32, t: &mut ThreadSignals) {
         self.pending &= !bit(sig);
         t.pending &= !bit(sig);
+        self.info.remove(&sig);
+        t.info.remove(&sig);
     }
 
     /// Takes the next signal thread `t` may be given and says what it
@@ -161,20 +196,16 @@ impl Signals {
                 return None;
             }
             let sig = ready.trailing_zeros() as i32 + 1;
-            let take = |s: &mut Self, t: &mut ThreadSignals| {
-                if own & bit(sig) != 0 {
-                    t.pending &= !bit(sig);
-                } else {
-                    s.pending &= !bit(sig);
-                }
-            };
+            let take = |s: &mut Self, t: &mut ThreadSignals| s.take(sig, t);
             let a = self.action(sig);
             if sig == abi::SIGKILL {
                 take(self, t);
                 return Some(Delivery::Kill(sig));
             }
             match a.handler {
-                SIG_IGN => take(self, t),
+                SIG_IGN => {
+                    take(self, t);
+                }
                 SIG_DFL => {
                     take(self, t);
                     match default_action(sig) {
@@ -186,8 +217,8 @@ impl Signals {
                 }
                 _ if !handlers => skipped |= bit(sig),
                 _ => {
-                    take(self, t);
-                    return Some(Delivery::Handle(sig, a));
+                    let info = take(self, t);
+                    return Some(Delivery::Handle(sig, a, info));
                 }
             }
         }
@@ -283,7 +314,7 @@ mod tests {
         assert_eq!(s.deliver(&mut t, false), None);
         assert_eq!(s.pending, bit(abi::SIGTERM));
         let a = s.action(abi::SIGTERM);
-        assert_eq!(s.deliver(&mut t, true), Some(Delivery::Handle(abi::SIGTERM, a)));
+        assert_eq!(s.deliver(&mut t, true), Some(Delivery::Handle(abi::SIGTERM, a, None)));
         assert_eq!(s.handler_mask(&t, abi::SIGTERM, &a), bit(abi::SIGTERM));
     }
 
@@ -296,8 +327,8 @@ mod tests {
         s.raise(abi::SIGUSR1, Target::Process, &mut t);
         s.raise(abi::SIGUSR2, Target::Thread, &mut t);
         assert_eq!((s.pending, t.pending), (bit(abi::SIGUSR1), bit(abi::SIGUSR2)));
-        assert!(matches!(s.deliver(&mut t, true), Some(Delivery::Handle(sig, _)) if sig == abi::SIGUSR2));
-        assert!(matches!(s.deliver(&mut t, true), Some(Delivery::Handle(sig, _)) if sig == abi::SIGUSR1));
+        assert!(matches!(s.deliver(&mut t, true), Some(Delivery::Handle(sig, _, _)) if sig == abi::SIGUSR2));
+        assert!(matches!(s.deliver(&mut t, true), Some(Delivery::Handle(sig, _, _)) if sig == abi::SIGUSR1));
         assert_eq!((s.pending, t.pending), (0, 0));
     }
 

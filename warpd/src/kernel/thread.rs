@@ -15,8 +15,9 @@ pub enum Wait {
     /// FUTEX_WAIT(_BITSET) on `addr` for the bits `bitset`, until `deadline`.
     Futex { addr: u64, bitset: u32, deadline: Option<Deadline> },
     /// rt_sigtimedwait for a signal in `set`; its siginfo goes to `info`
-    /// (0: none) when one is taken.
-    Signal { set: u64, info: u64, deadline: Option<Deadline> },
+    /// (0: none) when one is taken. `signalfd`: a read of a signalfd
+    /// (a signalfd_siginfo goes there, and the read returns its size).
+    Signal { set: u64, info: u64, deadline: Option<Deadline>, signalfd: bool },
     /// rt_sigsuspend: with its temporary mask, for any signal it may take.
     Suspend,
     /// A call the broker performs on its own while other threads run

@@ -93,8 +93,18 @@ impl Outside for Recorder {
             for d in &r.detached {
                 detached.push(self.writer.data(d).map_err(trace_err)?);
             }
-            self.append(event::Kind::Completion(Completion { thread: r.thread, ret: r.ret, detached, seq: r.seq }))?;
-            out.push(Completed { thread: r.thread, seq: r.seq, ret: r.ret, detached: r.detached });
+            let mut outputs = Vec::with_capacity(r.outputs.len());
+            for o in &r.outputs {
+                outputs.push(self.writer.data(o).map_err(trace_err)?);
+            }
+            self.append(event::Kind::Completion(Completion {
+                thread: r.thread,
+                ret: r.ret,
+                detached,
+                seq: r.seq,
+                outputs,
+            }))?;
+            out.push(Completed { thread: r.thread, seq: r.seq, ret: r.ret, detached: r.detached, outputs: r.outputs });
         }
         Ok(out)
     }
@@ -103,8 +113,8 @@ impl Outside for Recorder {
         self.link.completions_waiting()
     }
 
-    fn cancel(&mut self, thread: u32) -> Result<(), OutsideError> {
-        Ok(self.link.cancel(thread)?)
+    fn cancel(&mut self, thread: u32, seq: u64) -> Result<(), OutsideError> {
+        Ok(self.link.cancel(thread, seq)?)
     }
 
     fn take_signals(&mut self) -> Result<Vec<i32>, OutsideError> {

@@ -237,7 +237,11 @@ impl Outside for Replayer<'_> {
             for d in &c.detached {
                 detached.push(self.load(&Some(d.clone()))?);
             }
-            out.push(Completed { thread: c.thread, seq: c.seq, ret: c.ret, detached });
+            let mut outputs = Vec::with_capacity(c.outputs.len());
+            for o in &c.outputs {
+                outputs.push(self.load(&Some(o.clone()))?);
+            }
+            out.push(Completed { thread: c.thread, seq: c.seq, ret: c.ret, detached, outputs });
         }
         Ok(out)
     }
@@ -246,7 +250,7 @@ impl Outside for Replayer<'_> {
         false
     }
 
-    fn cancel(&mut self, _thread: u32) -> Result<(), OutsideError> {
+    fn cancel(&mut self, _thread: u32, _seq: u64) -> Result<(), OutsideError> {
         Ok(())
     }
 

@@ -40,15 +40,103 @@ pub fn xsave_len(xcr0: u64) -> usize {
     }
 }
 
-/// Who sent a signal, as `siginfo` tells the handler.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// A `siginfo_t` (128 bytes): who sent a signal and why, as the handler,
+/// sigwaitinfo or a signalfd read tell the program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SigInfo {
     pub signo: i32,
+    pub errno: i32,
     pub code: i32,
-    pub pid: u32,
-    pub uid: u32,
-    /// For a CPU fault: the faulting address (si_addr) instead of pid/uid.
-    pub addr: Option<u64>,
+    /// Bytes 16.. : the union (sender pid and uid; a fault's address; a
+    /// timer's id, overrun and value; a queued value).
+    pub fields: [u8; 112],
+}
+
+/// si_code of a POSIX timer's expiry.
+pub const SI_TIMER: i32 = -2;
+/// si_code of sigqueue.
+pub const SI_QUEUE: i32 = -1;
+/// si_code of tgkill and tkill.
+pub const SI_TKILL: i32 = -6;
+
+impl SigInfo {
+    /// Sent by a process (kill, tgkill: SI_USER, SI_TKILL; the kernel: SI_KERNEL).
+    pub fn sent(signo: i32, code: i32, pid: u32, uid: u32) -> Self {
+        let mut fields = [0u8; 112];
+        fields[..4].copy_from_slice(&pid.to_le_bytes());
+        fields[4..8].copy_from_slice(&uid.to_le_bytes());
+        SigInfo { signo, errno: 0, code, fields }
+    }
+
+    /// A CPU fault at `addr` (si_addr).
+    pub fn fault(signo: i32, code: i32, addr: u64) -> Self {
+        let mut fields = [0u8; 112];
+        fields[..8].copy_from_slice(&addr.to_le_bytes());
+        SigInfo { signo, errno: 0, code, fields }
+    }
+
+    /// A POSIX timer's expiry: its id, the expiries missed meanwhile and
+    /// the value sigevent named.
+    pub fn timer(signo: i32, id: i32, overrun: i32, value: u64) -> Self {
+        let mut fields = [0u8; 112];
+        fields[..4].copy_from_slice(&id.to_le_bytes());
+        fields[4..8].copy_from_slice(&overrun.to_le_bytes());
+        fields[8..16].copy_from_slice(&value.to_le_bytes());
+        SigInfo { signo, errno: 0, code: SI_TIMER, fields }
+    }
+
+    /// The siginfo a program passed to rt_sigqueueinfo, for `signo`.
+    pub fn queued(signo: i32, raw: &[u8; 128]) -> Self {
+        let word = |at: usize| i32::from_le_bytes(raw[at..at + 4].try_into().expect("4 bytes"));
+        let mut fields = [0u8; 112];
+        fields.copy_from_slice(&raw[16..]);
+        SigInfo { signo, errno: word(4), code: word(8), fields }
+    }
+
+    /// A timer's id and overrun (SI_TIMER).
+    pub fn timer_overrun(&self) -> Option<(i32, i32)> {
+        let word = |at: usize| i32::from_le_bytes(self.fields[at..at + 4].try_into().expect("4 bytes"));
+        (self.code == SI_TIMER).then(|| (word(0), word(4)))
+    }
+
+    pub fn set_timer_overrun(&mut self, overrun: i32) {
+        self.fields[4..8].copy_from_slice(&overrun.to_le_bytes());
+    }
+
+    /// As a signalfd read gives it (`struct signalfd_siginfo`), the union
+    /// read the way its si_code says it was filled.
+    pub fn to_signalfd(&self) -> [u8; 128] {
+        let mut b = [0u8; 128];
+        let f = &self.fields;
+        b[..4].copy_from_slice(&self.signo.to_le_bytes());
+        b[4..8].copy_from_slice(&self.errno.to_le_bytes());
+        b[8..12].copy_from_slice(&self.code.to_le_bytes());
+        let fault = matches!(self.signo, 4 | 5 | 7 | 8 | 11) && self.code > 0; // SIGILL, SIGTRAP, SIGBUS, SIGFPE, SIGSEGV
+        if self.code == SI_TIMER {
+            b[24..28].copy_from_slice(&f[..4]); // ssi_tid
+            b[32..36].copy_from_slice(&f[4..8]); // ssi_overrun
+            b[44..48].copy_from_slice(&f[8..12]); // ssi_int
+            b[48..56].copy_from_slice(&f[8..16]); // ssi_ptr
+        } else if fault {
+            b[72..80].copy_from_slice(&f[..8]); // ssi_addr
+        } else {
+            b[12..20].copy_from_slice(&f[..8]); // ssi_pid, ssi_uid
+            if self.code == SI_QUEUE || self.code == SI_TIMER || self.code < 0 && self.code != SI_TKILL {
+                b[44..48].copy_from_slice(&f[8..12]); // ssi_int
+                b[48..56].copy_from_slice(&f[8..16]); // ssi_ptr
+            }
+        }
+        b
+    }
+
+    pub fn to_bytes(&self) -> [u8; 128] {
+        let mut b = [0u8; 128];
+        b[..4].copy_from_slice(&self.signo.to_le_bytes());
+        b[4..8].copy_from_slice(&self.errno.to_le_bytes());
+        b[8..12].copy_from_slice(&self.code.to_le_bytes());
+        b[16..].copy_from_slice(&self.fields);
+        b
+    }
 }
 
 /// Everything a frame is built from.
@@ -109,15 +197,7 @@ pub fn build(s: &FrameSpec) -> Frame {
     put(&mut b, segs + 8 + 32, &fp_addr.to_le_bytes()); // fpstate (after cr2)
     put(&mut b, SIGMASK_AT, &s.old_mask.to_le_bytes());
 
-    put(&mut b, INFO_AT, &s.info.signo.to_le_bytes());
-    put(&mut b, INFO_AT + 8, &s.info.code.to_le_bytes());
-    match s.info.addr {
-        Some(addr) => put(&mut b, INFO_AT + 16, &addr.to_le_bytes()),
-        None => {
-            put(&mut b, INFO_AT + 16, &s.info.pid.to_le_bytes());
-            put(&mut b, INFO_AT + 20, &s.info.uid.to_le_bytes());
-        }
-    }
+    put(&mut b, INFO_AT, &s.info.to_bytes());
 
     let fp = (fp_addr - frame) as usize;
     put(&mut b, fp, s.xsave);
@@ -196,7 +276,7 @@ mod tests {
             resume: &resume,
             handler: 0x40_2000,
             restorer: 0x40_3000,
-            info: SigInfo { signo: 2, code: 0, pid: 9, uid: 0, addr: None },
+            info: SigInfo::sent(2, 0, 9, 0),
             old_mask: 0x10,
             xsave: &xsave,
             xcr0: 7,
