@@ -51,6 +51,9 @@ static inline const char *errname(int e)
 	case ENOSYS: return "ENOSYS";
 	case ENOTEMPTY: return "ENOTEMPTY";
 	case EOWNERDEAD: return "EOWNERDEAD";
+	case EBUSY: return "EBUSY";
+	case ETIMEDOUT: return "ETIMEDOUT";
+	case EDEADLK: return "EDEADLK";
 	default: return "E?";
 	}
 }

@@ -237,3 +237,20 @@ fn signalfd_reads_pending_signals() {
         );
     }
 }
+
+/// Priority-inheritance mutexes: contention handed over by FUTEX_UNLOCK_PI,
+/// trylock and a timed lock of a held one, a robust PI mutex whose owner
+/// exits while another thread waits for it.
+#[test]
+fn priority_inheritance_mutexes() {
+    let home = WarpHome::new("pi_mutex");
+    for flavour in FLAVOURS {
+        let native = home.check(&Spec::prog("pi_mutex", flavour));
+        assert_eq!(native.status, Status::Exited(0));
+        assert_eq!(
+            native.stdout_str(),
+            "PI mutex counter: 2000 (expected 2000)\nheld elsewhere: trylock EBUSY, timedlock ETIMEDOUT\n\
+             robust PI owner died while another waited: EOWNERDEAD\n"
+        );
+    }
+}

@@ -31,6 +31,7 @@ impl Errno {
     pub const ESPIPE: Errno = Errno(29);
     pub const ETIMEDOUT: Errno = Errno(110);
     pub const EOPNOTSUPP: Errno = Errno(95);
+    pub const EDEADLK: Errno = Errno(35);
 
     pub fn ret(self) -> i64 {
         -(self.0 as i64)

@@ -131,6 +131,11 @@ pub struct Process {
     signalfds: BTreeMap<i32, SignalFd>,
 }
 
+/// The futex word of a PI or robust lock: the owner's tid and two flags.
+const FUTEX_WAITERS: u32 = 0x8000_0000;
+const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
+const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
+
 /// What `proxy` returns for a call the broker deferred: the thread waits
 /// for its completion (no syscall returns this: results are above -4096).
 const PENDING: i64 = i64::MIN;
@@ -1637,8 +1642,12 @@ impl Process {
         const FUTEX_REQUEUE: u64 = 3;
         const FUTEX_CMP_REQUEUE: u64 = 4;
         const FUTEX_WAKE_OP: u64 = 5;
+        const FUTEX_LOCK_PI: u64 = 6;
+        const FUTEX_UNLOCK_PI: u64 = 7;
+        const FUTEX_TRYLOCK_PI: u64 = 8;
         const FUTEX_WAIT_BITSET: u64 = 9;
         const FUTEX_WAKE_BITSET: u64 = 10;
+        const FUTEX_LOCK_PI2: u64 = 13;
         const FUTEX_PRIVATE_FLAG: u64 = 128;
         const FUTEX_CLOCK_REALTIME: u64 = 256;
         const CLOCK_REALTIME: u64 = 0;
@@ -1716,11 +1725,105 @@ impl Process {
                 t.wait_order = order;
                 Ok(Action::Wait)
             }
+            FUTEX_LOCK_PI | FUTEX_LOCK_PI2 | FUTEX_TRYLOCK_PI => {
+                let deadline = if timeout == 0 || op == FUTEX_TRYLOCK_PI {
+                    None
+                } else {
+                    match self.read_timespec(timeout) {
+                        // LOCK_PI's timeout is on CLOCK_REALTIME; LOCK_PI2's
+                        // on CLOCK_MONOTONIC unless the flag says otherwise.
+                        Ok((secs, nanos)) if (0..1_000_000_000).contains(&nanos) && secs >= 0 => {
+                            let clock = if realtime || op == FUTEX_LOCK_PI { CLOCK_REALTIME } else { CLOCK_MONOTONIC };
+                            Some(Deadline { clock, secs, nanos })
+                        }
+                        Ok(_) => return ret(Err(Errno::EINVAL)),
+                        Err(e) => return ret(Err(e)),
+                    }
+                };
+                self.futex_lock_pi(addr, op == FUTEX_TRYLOCK_PI, deadline)
+            }
+            FUTEX_UNLOCK_PI => ret(self.futex_unlock_pi(addr)),
             _ => {
                 self.note(format!("futex operation {op} returned ENOSYS: not supported yet"));
                 ret(Err(Errno::ENOSYS))
             }
         }
+    }
+
+    /// FUTEX_LOCK_PI(2) and FUTEX_TRYLOCK_PI: the word holds the owner's
+    /// tid (FUTEX_WAITERS when others wait, FUTEX_OWNER_DIED after a robust
+    /// owner died). A free word is taken; the caller's own is EDEADLK; a tid
+    /// that is no thread of the process is ESRCH; else the caller marks the
+    /// word and waits until an unlock hands the lock over (trylock:
+    /// EWOULDBLOCK). Priority inheritance is moot on one vCPU: waiters get
+    /// the lock in the order they came. A signal does not end the wait.
+    fn futex_lock_pi(&mut self, addr: u64, trylock: bool, deadline: Option<Deadline>) -> Result<Action, ProcessError> {
+        let ret = |r: SysResult| Ok(Action::Return(ret_of(r)));
+        let v = match self.mm.read_u32(addr) {
+            Ok(v) => v,
+            Err(e) => return ret(Err(e)),
+        };
+        let me = self.current;
+        let owner = v & FUTEX_TID_MASK;
+        if owner == 0 {
+            // Free (perhaps after its owner died): ours, the flag kept.
+            let new = me | (v & FUTEX_OWNER_DIED) | if self.pi_waiters(addr) > 0 { FUTEX_WAITERS } else { 0 };
+            return ret(self.mm.write_user(addr, &new.to_le_bytes()).map(|_| 0));
+        }
+        if owner == me {
+            return ret(Err(Errno::EDEADLK));
+        }
+        if !self.threads.contains_key(&owner) {
+            return ret(Err(Errno::ESRCH));
+        }
+        if trylock {
+            return ret(Err(Errno::EAGAIN));
+        }
+        if let Err(e) = self.mm.write_user(addr, &(v | FUTEX_WAITERS).to_le_bytes()) {
+            return ret(Err(e));
+        }
+        self.waits_begun += 1;
+        let order = self.waits_begun;
+        let t = self.thread_mut();
+        t.wait = Some(Wait::PiLock { addr, deadline });
+        t.wait_order = order;
+        Ok(Action::Wait)
+    }
+
+    /// How many threads wait for PI lock `addr`.
+    fn pi_waiters(&self, addr: u64) -> usize {
+        self.threads.values().filter(|t| matches!(t.wait, Some(Wait::PiLock { addr: a, .. }) if a == addr)).count()
+    }
+
+    /// FUTEX_UNLOCK_PI: only the owner may; the first waiter gets the lock
+    /// (its tid in the word, FUTEX_WAITERS if more wait), else it is free.
+    fn futex_unlock_pi(&mut self, addr: u64) -> SysResult {
+        let v = self.mm.read_u32(addr)?;
+        if v & FUTEX_TID_MASK != self.current {
+            return Err(Errno::EPERM);
+        }
+        self.pi_hand_over(addr, 0)?;
+        Ok(0)
+    }
+
+    /// Gives PI lock `addr` to its first waiter, with `flags` (OWNER_DIED
+    /// after a robust owner's death) kept; free when nobody waits.
+    fn pi_hand_over(&mut self, addr: u64, flags: u32) -> Result<(), Errno> {
+        let next = self
+            .threads
+            .values()
+            .filter(|t| matches!(t.wait, Some(Wait::PiLock { addr: a, .. }) if a == addr))
+            .min_by_key(|t| t.wait_order)
+            .map(|t| t.tid);
+        let new = match next {
+            Some(tid) => tid | flags | if self.pi_waiters(addr) > 1 { FUTEX_WAITERS } else { 0 },
+            None => flags,
+        };
+        self.mm.write_user(addr, &new.to_le_bytes())?;
+        if let Some(tid) = next {
+            self.wake(tid, 0);
+        }
+        Ok(())
     }
 
     /// Wakes up to `n` threads waiting on `addr` for any of `bitset`, in
@@ -1865,7 +1968,9 @@ impl Process {
                 *cancelled = true;
                 self.cancels.push(tid);
             }
-            Some(Wait::Broker { .. }) => {}
+            // A PI lock's wait goes on after the handler (Linux restarts it
+            // whatever SA_RESTART says); warpd lets it wait for the lock.
+            Some(Wait::Broker { .. }) | Some(Wait::PiLock { .. }) => {}
             Some(_) => self.wake(tid, Errno::EINTR.ret()),
             None => {}
         }
@@ -2086,9 +2191,6 @@ impl Process {
     /// EOWNERDEAD). The list is the program's memory: a bad pointer ends
     /// the walk, a cycle stops at Linux's limit of 2048 entries.
     fn release_robust_futexes(&mut self) {
-        const FUTEX_WAITERS: u32 = 0x8000_0000;
-        const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
-        const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
         const LIMIT: usize = 2048;
         let head = self.thread().robust_list;
         if head == 0 {
@@ -2114,14 +2216,19 @@ impl Process {
             entries.push(pending);
         }
         for entry in entries {
-            // Bit 0 marks a PI futex, whose waiters the kernel would hand
-            // the lock to: warpd's PI futexes are plain ones, woken alike.
+            // Bit 0 marks a PI futex: its first waiter gets the lock, with
+            // FUTEX_OWNER_DIED; a plain one's first waiter is woken.
+            let pi = entry & 1 != 0;
             let word = (entry & !1).wrapping_add(offset);
             if !word.is_multiple_of(4) {
                 continue;
             }
             let Ok(v) = self.mm.read_u32(word) else { continue };
             if v & FUTEX_TID_MASK != tid {
+                continue;
+            }
+            if pi || self.pi_waiters(word) > 0 {
+                let _ = self.pi_hand_over(word, FUTEX_OWNER_DIED);
                 continue;
             }
             let new = (v & FUTEX_WAITERS) | FUTEX_OWNER_DIED;

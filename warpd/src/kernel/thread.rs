@@ -20,6 +20,8 @@ pub enum Wait {
     Signal { set: u64, info: u64, deadline: Option<Deadline>, signalfd: bool },
     /// rt_sigsuspend: with its temporary mask, for any signal it may take.
     Suspend,
+    /// FUTEX_LOCK_PI(2) on `addr`: the lock is handed to it at an unlock.
+    PiLock { addr: u64, deadline: Option<Deadline> },
     /// A call the broker performs on its own while other threads run
     /// (deferred): number `seq`, with the buffers the request named (what
     /// the completion writes goes there). `cancelled`: warpd asked for it
@@ -30,7 +32,7 @@ pub enum Wait {
 impl Wait {
     pub fn deadline(&self) -> Option<Deadline> {
         match self {
-            Wait::Futex { deadline, .. } | Wait::Signal { deadline, .. } => *deadline,
+            Wait::Futex { deadline, .. } | Wait::Signal { deadline, .. } | Wait::PiLock { deadline, .. } => *deadline,
             Wait::Suspend | Wait::Broker { .. } => None,
         }
     }
@@ -38,9 +40,9 @@ impl Wait {
     /// What the waiting call returns when its deadline passes.
     pub fn timed_out(&self) -> i64 {
         match self {
-            Wait::Futex { .. } => -110,                // ETIMEDOUT
-            Wait::Signal { .. } => -11,                // EAGAIN
-            Wait::Suspend | Wait::Broker { .. } => -4, // EINTR (never: no deadline)
+            Wait::Futex { .. } | Wait::PiLock { .. } => -110, // ETIMEDOUT
+            Wait::Signal { .. } => -11,                       // EAGAIN
+            Wait::Suspend | Wait::Broker { .. } => -4,        // EINTR (never: no deadline)
         }
     }
 }

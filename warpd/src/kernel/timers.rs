@@ -58,7 +58,7 @@ impl Process {
             0 | 1 | 7 | 8 | 9 => clock,
             2 | 3 => 1,
             c if c < 0 => 1,
-            4..=6 => return Ok(Err(Errno(95))), // EOPNOTSUPP: no timers on these
+            4..=6 => return Ok(Err(Errno::EOPNOTSUPP)), // no timers on these clocks
             _ => return Ok(Err(Errno::EINVAL)),
         };
         let (value, notify) = if sevp == 0 {
