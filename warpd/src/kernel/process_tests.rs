@@ -225,7 +225,16 @@ fn futex_waits_and_wakes_as_linux() {
     assert_eq!(syscall(&mut p, &mut out, 202, [word_at, 9, 0, 0, 0, 0]), Action::Return(Errno::EINVAL.ret()));
     assert_eq!(syscall(&mut p, &mut out, 202, [word_at, 1, 10, 0, 0, 0]), Action::Return(0));
     // An operation warpd does not do yet is ENOSYS (with a note).
-    assert_eq!(syscall(&mut p, &mut out, 202, [word_at, 6, 0, 0, 0, 0]), Action::Return(Errno::ENOSYS.ret()));
+    assert_eq!(syscall(&mut p, &mut out, 202, [word_at, 11, 0, 0, 0, 0]), Action::Return(Errno::ENOSYS.ret()));
+    // PI: a free word is taken (the tid in it); the owner's relock is
+    // EDEADLK; unlock frees it; an unlock by a non-owner is EPERM.
+    let tid = p.thread().tid;
+    assert_eq!(syscall(&mut p, &mut out, 202, [word_at, 6, 0, 0, 0, 0]), Action::Return(0));
+    assert_eq!(p.mm.read_u32(word_at), Ok(tid));
+    assert_eq!(syscall(&mut p, &mut out, 202, [word_at, 6, 0, 0, 0, 0]), Action::Return(Errno::EDEADLK.ret()));
+    assert_eq!(syscall(&mut p, &mut out, 202, [word_at, 7, 0, 0, 0, 0]), Action::Return(0));
+    assert_eq!(p.mm.read_u32(word_at), Ok(0));
+    assert_eq!(syscall(&mut p, &mut out, 202, [word_at, 7, 0, 0, 0, 0]), Action::Return(Errno::EPERM.ret()));
     // A waiter alone with no timeout: the broker waits for a signal.
     assert_eq!(syscall(&mut p, &mut out, 202, [word_at, 128, 0, 0, 0, 0]), Action::Wait);
     p.switch_out(ThreadContext::default());
