@@ -171,6 +171,39 @@ static void signal_ends_a_blocked_read(int restart)
 	close(fds[1]);
 }
 
+static pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t never = PTHREAD_COND_INITIALIZER;
+static volatile int timed_out;
+
+static void *timed_waiter(void *arg)
+{
+	(void)arg;
+	struct timespec until;
+	CHECK(clock_gettime(CLOCK_REALTIME, &until) == 0);
+	until.tv_nsec += 30 * 1000 * 1000;
+	if (until.tv_nsec >= 1000000000) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000;
+	}
+	CHECK(pthread_mutex_lock(&m) == 0);
+	int r = pthread_cond_timedwait(&never, &m, &until);
+	CHECK(pthread_mutex_unlock(&m) == 0);
+	timed_out = r == ETIMEDOUT ? 1 : 2;
+	return NULL;
+}
+
+/* The other thread spins until the timed wait has ended: on one vCPU that
+ * ends only if the timeout is noticed while this one computes. */
+static void timeout_while_another_spins(void)
+{
+	pthread_t t;
+	CHECK(pthread_create(&t, NULL, timed_waiter, NULL) == 0);
+	while (!timed_out)
+		;
+	CHECK(pthread_join(t, NULL) == 0);
+	printf("a timed wait beside a spinning thread: %s\n", timed_out == 1 ? "ETIMEDOUT" : "?");
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
@@ -179,5 +212,6 @@ int main(void)
 	timeouts_while_computing();
 	signal_ends_a_blocked_read(0);
 	signal_ends_a_blocked_read(1);
+	timeout_while_another_spins();
 	return 0;
 }

@@ -7,6 +7,8 @@
 #include <pthread.h>
 #include <signal.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <time.h>
 #include "warptest.h"
@@ -92,6 +94,23 @@ int main(void)
 	CHECK(nanosleep(&nap, NULL) == 0);
 	CHECK(kill(getpid(), SIGUSR1) == 0);
 	CHECK(pthread_join(th, NULL) == 0);
+
+	/* poll and epoll see a pending signal of the mask. */
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	printf("poll, nothing pending: %d\n", poll(&pfd, 1, 0));
+	CHECK(kill(getpid(), SIGUSR2) == 0);
+	int ready = poll(&pfd, 1, 1000);
+	printf("poll, SIGUSR2 pending: %d, %s\n", ready, pfd.revents & POLLIN ? "POLLIN" : "-");
+	int ep = epoll_create1(0);
+	CHECK(ep >= 0);
+	struct epoll_event e = { .events = EPOLLIN, .data.fd = fd };
+	CHECK(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &e) == 0);
+	struct epoll_event got;
+	printf("epoll: %d ready\n", epoll_wait(ep, &got, 1, 1000));
+	n = read(fd, si, sizeof si[0]);
+	printf("then read: %zd bytes, %s; poll now %d\n", n, si[0].ssi_signo == SIGUSR2 ? "SIGUSR2" : "?",
+	       poll(&pfd, 1, 0));
+	close(ep);
 
 	CHECK(close(fd) == 0);
 	errno = 0;

@@ -194,7 +194,8 @@ fn a_thread_blocked_outside_does_not_stop_the_others() {
             native.stdout_str(),
             "reader got 15 bytes: after computing\naccepted, read 13 bytes: over loopback\n\
              poll 0, select 0, nanosleep 0\nthe other thread computed meanwhile: yes\n\
-             read: EINTR, handler ran 1\nread 9 bytes after the handler ran 1: restarted\n"
+             read: EINTR, handler ran 1\nread 9 bytes after the handler ran 1: restarted\n\
+             a timed wait beside a spinning thread: ETIMEDOUT\n"
         );
     }
 }
@@ -221,7 +222,8 @@ fn timers_and_queued_signals() {
 
 /// signalfd: non-blocking and blocking reads, signals from raise, sigqueue
 /// and a timer with their siginfo, a changed mask, two signals at once, a
-/// thread blocked in its read, EBADF after close.
+/// thread blocked in its read, poll and epoll seeing a pending signal,
+/// EBADF after close.
 #[test]
 fn signalfd_reads_pending_signals() {
     let home = WarpHome::new("signalfd");
@@ -233,7 +235,9 @@ fn signalfd_reads_pending_signals() {
             "nothing pending: EAGAIN\na short buffer: EINVAL\nraise: 128 bytes, SIGUSR1, SI_TKILL, from this pid yes\n\
              sigqueue: 128 bytes, SIGUSR2, SI_QUEUE, value 77\ntwo pending: 256 bytes, SIGUSR1 then SIGUSR2\n\
              timer, blocking read: 128 bytes, SIGUSR2, SI_TIMER, value 5\n\
-             blocking read in a thread: 128 bytes, SIGUSR1\nafter close: EBADF\n"
+             blocking read in a thread: 128 bytes, SIGUSR1\npoll, nothing pending: 0\n\
+             poll, SIGUSR2 pending: 1, POLLIN\nepoll: 1 ready\nthen read: 128 bytes, SIGUSR2; poll now 0\n\
+             after close: EBADF\n"
         );
     }
 }

@@ -214,6 +214,10 @@ struct TimerState {
     fired: bool,
     /// A point is wanted soon (signals arrived where none could be taken).
     retry: Option<Instant>,
+    /// When the first timed wait of a waiting thread ends (its time comes
+    /// while another computes), and whether that time came.
+    wait_ends: Option<Instant>,
+    wait_ended: bool,
     /// The vCPU is in `run`: only then is it kicked.
     running: bool,
     quit: bool,
@@ -237,7 +241,15 @@ pub struct SliceTimer {
 impl SliceTimer {
     pub fn new(kicker: Kicker, slice: Duration, chaos: Option<u64>) -> std::io::Result<Self> {
         let shared = Arc::new(TimerShared {
-            state: Mutex::new(TimerState { deadline: None, fired: false, retry: None, running: false, quit: false }),
+            state: Mutex::new(TimerState {
+                deadline: None,
+                fired: false,
+                retry: None,
+                wait_ends: None,
+                wait_ended: false,
+                running: false,
+                quit: false,
+            }),
             wake: Condvar::new(),
         });
         let s = shared.clone();
@@ -307,6 +319,27 @@ impl SliceTimer {
         s.retry = None;
     }
 
+    /// A waiting thread's timeout comes at `at` (None: no timed wait): the
+    /// vCPU is kicked then, so that the wait ends although another thread
+    /// computes.
+    pub fn wait_ends_at(&self, at: Option<Instant>) {
+        let mut s = self.state();
+        if s.wait_ends == at {
+            return;
+        }
+        s.wait_ends = at;
+        if at.is_none() {
+            s.wait_ended = false;
+        }
+        drop(s);
+        self.shared.wake.notify_one();
+    }
+
+    /// Whether a waiting thread's timeout came (cleared by the next look).
+    pub fn take_wait_ended(&self) -> bool {
+        std::mem::take(&mut self.state().wait_ended)
+    }
+
     /// Kick again soon: the point wanted could not be taken where the vCPU stopped.
     pub fn retry(&self) {
         self.state().retry = Some(Instant::now() + RETRY);
@@ -331,10 +364,7 @@ fn tick(shared: &TimerShared, kicker: &Kicker) {
             return;
         }
         let now = Instant::now();
-        let next = match (s.deadline, s.retry) {
-            (Some(d), Some(r)) => Some(d.min(r)),
-            (d, r) => d.or(r),
-        };
+        let next = [s.deadline, s.retry, s.wait_ends].into_iter().flatten().min();
         match next {
             Some(at) if now >= at && s.running => {
                 if s.deadline.is_some_and(|d| now >= d) {
@@ -344,6 +374,10 @@ fn tick(shared: &TimerShared, kicker: &Kicker) {
                 }
                 if s.retry.is_some_and(|r| now >= r) {
                     s.retry = None;
+                }
+                if s.wait_ends.is_some_and(|w| now >= w) {
+                    s.wait_ended = true;
+                    s.wait_ends = Some(now + RETRY);
                 }
                 kicker.kick();
             }

@@ -267,6 +267,13 @@ impl Guest {
             }
         }
         if let Some(t) = &self.timer {
+            // A waiting thread's timeout comes while this one computes.
+            let ends = if self.process.deferred_calls && self.process.has_timed_waits() {
+                self.process.deadlines().filter_map(|d| host_instant(d.clock, d.secs, d.nanos)).min()
+            } else {
+                None
+            };
+            t.wait_ends_at(ends);
             t.enter(self.process.sched.others_ready());
         }
         let exit = self.vcpu.run();
@@ -372,7 +379,8 @@ impl Guest {
                 // A deferred call that completed wakes its thread here, and
                 // it gets the vCPU (as Linux lets a woken thread preempt).
                 let completion = outside.completions_waiting();
-                if !preempt && !outside.signals_waiting() && !completion {
+                let wait_ended = self.timer.as_ref().is_some_and(|t| t.take_wait_ended());
+                if !preempt && !outside.signals_waiting() && !completion && !wait_ended {
                     return Ok(self.interrupted_stop());
                 }
                 // Replay finds the point fastest at an instruction a jump
@@ -426,7 +434,7 @@ impl Guest {
                     memory,
                     pages,
                     signals,
-                    preempted: preempt || completion,
+                    preempted: preempt || completion || wait_ended,
                     watch: watch_words(&self.process.mm, &now),
                     computed_us: self.boundary_at.elapsed().as_micros() as u64,
                 };
@@ -455,6 +463,11 @@ impl Guest {
         let due = self.deliver(Some((&regs, None, regs.rax as i64)))?;
         if let Err(stop) = self.resume(outside, due, regs, regs.rip)? {
             return Ok(stop);
+        }
+        // A slice's end, a completion, or a waiting thread's timeout: waits
+        // whose time has come end here, and the scheduler picks again.
+        if point.preempted && self.process.deferred_calls && self.process.has_timed_waits() {
+            self.process.expire_timeouts(outside)?;
         }
         if point.preempted && self.process.sched.others_ready() {
             let context = self.vcpu.context()?;
@@ -783,6 +796,17 @@ impl Guest {
             None => Ok(Some(Action::Killed(sig))),
         }
     }
+}
+
+/// When a time on host clock `clock` comes, as an instant (now if past).
+fn host_instant(clock: u64, secs: i64, nanos: i64) -> Option<Instant> {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime into a local timespec.
+    if unsafe { libc::clock_gettime(clock as libc::clockid_t, &mut now) } != 0 {
+        return None;
+    }
+    let left = (secs as i128 - now.tv_sec as i128) * 1_000_000_000 + (nanos as i128 - now.tv_nsec as i128);
+    Some(Instant::now() + Duration::from_nanos(left.clamp(0, u64::MAX as i128) as u64))
 }
 
 fn probe_lost(e: Errno) -> SessionError {

@@ -113,7 +113,7 @@ pub struct Process {
     /// blocking call starts made warpd answer EINTR without asking the broker.
     pub legacy_eintr: bool,
     /// The program's calls that would wait may be deferred while other
-    /// threads run (format 4 on).
+    /// threads run, and waits time out at interrupt points (format 4 on).
     pub deferred_calls: bool,
     /// Deferred calls begun so far (each one's number).
     deferred_begun: u64,
@@ -1992,12 +1992,14 @@ impl Process {
                 link.cancel(tid, *seq)?;
             }
         }
-        if !self.has_deferred() {
-            return Ok(());
+        if self.has_deferred() {
+            for c in link.take_completions()? {
+                self.completions_taken += 1;
+                self.complete(c, link)?;
+            }
         }
-        for c in link.take_completions()? {
-            self.completions_taken += 1;
-            self.complete(c, link)?;
+        if !self.signalfds.is_empty() {
+            self.sync_signalfds(link)?;
         }
         Ok(())
     }
@@ -2272,6 +2274,11 @@ impl Process {
     /// Whether some thread waits with a deadline (asked at every switch).
     pub fn has_timed_waits(&self) -> bool {
         self.timed_waits().next().is_some()
+    }
+
+    /// The deadlines of the timed waits (for the recording's timer).
+    pub fn deadlines(&self) -> impl Iterator<Item = Deadline> + '_ {
+        self.timed_waits().map(|(_, d)| d)
     }
 
     /// Ends, with ETIMEDOUT, the waits whose deadline has passed (the

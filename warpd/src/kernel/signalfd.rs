@@ -4,9 +4,12 @@
 //! eventfd under that number (so that it is a real, closable descriptor
 //! in the program's table, with its flags), and warpd answers reads of it:
 //! the pending signals of its mask, as `signalfd_siginfo`, or a wait for
-//! one (EAGAIN when the descriptor is non-blocking). Not yet: poll, select
-//! and epoll see the eventfd, never readable; a duplicate of the
-//! descriptor (dup, fork) is a plain eventfd.
+//! one (EAGAIN when the descriptor is non-blocking). For poll, select and
+//! epoll the eventfd is made readable while a signal of the mask is
+//! pending (for any thread: Linux looks at the polling thread's), and
+//! empty again when none is, at the syscall boundaries and switches where
+//! warpd looks outside (`sync_signalfds`, recorded calls). Not yet: a
+//! duplicate of the descriptor (dup, fork) is a plain eventfd.
 
 use super::*;
 
@@ -20,6 +23,8 @@ const SIGNALFD_SIGINFO: u64 = 128;
 pub struct SignalFd {
     pub mask: u64,
     pub cloexec: bool,
+    /// Its eventfd holds a count (readable): a signal of the mask was pending.
+    pub readable: bool,
 }
 
 impl Process {
@@ -59,7 +64,7 @@ impl Process {
             self.internal(link, 3, [new as u64, 0, 0, 0, 0, 0], Vec::new())?;
             return Ok(Err(Errno::EMFILE));
         }
-        self.signalfds.insert(new as i32, SignalFd { mask, cloexec: flags & SFD_CLOEXEC != 0 });
+        self.signalfds.insert(new as i32, SignalFd { mask, cloexec: flags & SFD_CLOEXEC != 0, readable: false });
         Ok(Ok(new as u64))
     }
 
@@ -113,6 +118,38 @@ impl Process {
         t.wait = Some(Wait::Signal { set: sfd.mask, info: buf, deadline: None, signalfd: true });
         t.wait_order = order;
         Ok(Action::Wait)
+    }
+
+    /// Makes each signalfd's eventfd readable exactly while a signal of its
+    /// mask is pending, so that poll, select and epoll see it.
+    pub(super) fn sync_signalfds(&mut self, link: &mut dyn Outside) -> Result<(), ProcessError> {
+        let pending = self.threads.values().fold(self.signals.pending, |p, t| p | t.signals.pending);
+        let changed: Vec<(i32, bool)> = self
+            .signalfds
+            .iter()
+            .filter(|(_, s)| (pending & s.mask != 0) != s.readable)
+            .map(|(&fd, s)| (fd, !s.readable))
+            .collect();
+        for (fd, readable) in changed {
+            let out = Buffer {
+                arg: 1,
+                data: Some(if readable {
+                    buffer::Data::Bytes(1u64.to_le_bytes().to_vec())
+                } else {
+                    buffer::Data::OutLen(8)
+                }),
+                inout: false,
+                out: !readable,
+                written_by_ret: false,
+            };
+            // write(fd, &1, 8) adds one; read(fd, buf, 8) takes the count.
+            let nr = if readable { 1 } else { 0 };
+            self.internal(link, nr, [fd as u64, 0, 8, 0, 0, 0], vec![out])?;
+            if let Some(s) = self.signalfds.get_mut(&fd) {
+                s.readable = readable;
+            }
+        }
+        Ok(())
     }
 
     /// The program closed `fd` (or execve closed it): no signalfd any more.
