@@ -129,7 +129,8 @@ fn events_show_the_threads_and_their_waits() {
 }
 
 /// Distribution programs that use threads: `sort --parallel=4` of a file
-/// large enough that it starts its threads, and python3 with `threading`,
+/// large enough that it starts its threads, `xz -T2` compressing 1 MiB
+/// blocks on two threads, and python3 with `threading`,
 /// `concurrent.futures` and a `queue` between a producer and a consumer.
 #[test]
 fn sort_parallel_and_python_threads() {
@@ -153,6 +154,26 @@ fn sort_parallel_and_python_threads() {
         assert!(clones >= 1, "sort started threads ({clones} clones)");
     } else {
         eprintln!("SKIPPED: sort is not installed");
+    }
+    if std::path::Path::new("/usr/bin/xz").exists() {
+        // 6 MiB of text in 1 MiB blocks: xz compresses them on two threads;
+        // the .xz bytes are the same natively, recorded and replayed.
+        let text: String =
+            (0..400_000u64).map(|i| format!("line {} {}\n", i, (i * 2_654_435_761) % 1_000_003)).collect();
+        let input = home.scratch("xz").join("text");
+        std::fs::write(&input, text).unwrap();
+        let spec =
+            Spec::new("/usr/bin/xz").args(["-T2", "--block-size=1MiB", "-c", "-1"]).arg(&input).env("PATH", path);
+        let native = home.check(&spec);
+        assert_eq!(native.status, Status::Exited(0));
+        assert!(native.stdout.starts_with(b"\xfd7zXZ\0"), "an .xz stream");
+        let recorded = home.record(&spec, &[]);
+        let id = recorded.session_id().unwrap();
+        let events = home.warpctl().args(["events", &id]).output().unwrap();
+        let clones = String::from_utf8_lossy(&events.stdout).lines().filter(|l| l.contains("clone3(")).count();
+        assert!(clones >= 2, "xz started its two threads ({clones} clones)");
+    } else {
+        eprintln!("SKIPPED: /usr/bin/xz is not installed");
     }
     if std::path::Path::new("/usr/bin/python3").exists() {
         let script = "import threading, concurrent.futures, queue\n\
