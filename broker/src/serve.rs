@@ -242,6 +242,8 @@ pub fn serve(
                 Err(errno) => reply.ret = -(errno as i64),
             },
             Some(request::Kind::CloseOnExec(_)) => reply.ret = perform::close_on_exec(),
+            // warpd answers this itself; the broker has no CPU time of the program's.
+            Some(request::Kind::CpuTime(_)) => reply.ret = -(libc::ENOSYS as i64),
             Some(request::Kind::Finish(_)) => return Ok(()),
             None => return Err(BrokerError::Protocol("empty request".into())),
         }

@@ -198,9 +198,9 @@ pub static TABLE: &[Desc] = &[
     d(33, "dup2", Proxied, &[Fd, Fd]),
     d(34, "pause", Blocking, &[]).waits(),
     d(35, "nanosleep", Blocking, &[In(Fixed(TIMESPEC)), Out(Fixed(TIMESPEC))]).waits(),
-    d(36, "getitimer", Proxied, &[Int, Out(Fixed(32))]),
+    d(36, "getitimer", Emulated, &[Int, Out(Fixed(32))]).warpd(),
     d(37, "alarm", Proxied, &[Int]),
-    d(38, "setitimer", Proxied, &[Int, In(Fixed(32)), Out(Fixed(32))]),
+    d(38, "setitimer", Emulated, &[Int, In(Fixed(32)), Out(Fixed(32))]).warpd(),
     d(39, "getpid", Emulated, &[]),
     d(40, "sendfile", Blocking, &[Fd, Fd, InOut(Fixed(8)), Int]).sigpipe().sends(),
     fd(41, "socket", Proxied, &[Int, Int, Int]),
@@ -490,7 +490,16 @@ mod tests {
         // warpd itself sends it; never memory, signal state, exec or exit.
         assert_eq!(
             with(|d| d.for_warpd),
-            ["kill", "rt_sigqueueinfo", "tgkill", "rt_tgsigqueueinfo", "prlimit64", "close_range"]
+            [
+                "getitimer",
+                "setitimer",
+                "kill",
+                "rt_sigqueueinfo",
+                "tgkill",
+                "rt_tgsigqueueinfo",
+                "prlimit64",
+                "close_range"
+            ]
         );
         for nr in [9, 10, 11, 12, 13, 14, 15, 25, 28, 56, 57, 58, 59, 60, 131, 158, 231, 435] {
             assert!(!lookup(nr).unwrap().brokered(), "{nr}");

@@ -3,11 +3,14 @@
  * rather than die of:
  *   prof    setitimer(ITIMER_PROF) while the program makes syscalls: SIGPROF
  *   notify  fcntl(F_NOTIFY) on a directory, then a file made in it: SIGIO
+ *   cpu     ITIMER_PROF and ITIMER_VIRTUAL count the program's CPU time:
+ *           they fire while it computes with no syscalls, not while it sleeps
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/time.h>
+#include <time.h>
 #include "warptest.h"
 
 static volatile sig_atomic_t got;
@@ -41,6 +44,46 @@ static int prof(void)
 	return got == SIGPROF ? 0 : 1;
 }
 
+static volatile int profs;
+static void on_prof(int sig)
+{
+	(void)sig;
+	profs++;
+}
+
+static int cpu(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_prof;
+	CHECK(sigaction(SIGPROF, &sa, NULL) == 0);
+	struct itimerval it = { { 0, 10000 }, { 0, 10000 } };
+	CHECK(setitimer(ITIMER_PROF, &it, NULL) == 0);
+	volatile uint64_t h = FNV_INIT;
+	for (uint64_t i = 0; profs < 3; i++)
+		h = fnv1a(h, &i, sizeof i);
+	struct itimerval off = { { 0, 0 }, { 0, 0 } };
+	CHECK(setitimer(ITIMER_PROF, &off, NULL) == 0);
+	printf("prof: %s while computing\n", profs >= 3 ? "3 or more SIGPROF" : "too few");
+
+	handle(SIGVTALRM);
+	got = 0;
+	struct itimerval once = { { 0, 0 }, { 0, 20000 } };
+	CHECK(setitimer(ITIMER_VIRTUAL, &once, NULL) == 0);
+	struct timespec nap = { 0, 100 * 1000 * 1000 };
+	CHECK(nanosleep(&nap, NULL) == 0);
+	struct itimerval left;
+	CHECK(getitimer(ITIMER_VIRTUAL, &left) == 0);
+	printf("virtual: %s while sleeping, time left %s\n", got ? "a signal" : "no signal",
+	       left.it_value.tv_usec > 0 && left.it_value.tv_sec == 0 ? "yes" : "no");
+	for (uint64_t i = 0; !got; i++)
+		h = fnv1a(h, &i, sizeof i);
+	printf("virtual: %s after computing\n", got == SIGVTALRM ? "SIGVTALRM" : "?");
+	CHECK(getitimer(ITIMER_VIRTUAL, &left) == 0);
+	printf("virtual: disarmed after it fired %s\n", left.it_value.tv_usec == 0 && left.it_value.tv_sec == 0 ? "yes" : "no");
+	return 0;
+}
+
 static int notify(const char *dir)
 {
 	handle(SIGIO);
@@ -62,6 +105,8 @@ int main(int argc, char **argv)
 {
 	if (argc > 1 && !strcmp(argv[1], "prof"))
 		return prof();
+	if (argc > 1 && !strcmp(argv[1], "cpu"))
+		return cpu();
 	if (argc > 2 && !strcmp(argv[1], "notify"))
 		return notify(argv[2]);
 	fprintf(stderr, "usage: host_signals prof | notify DIR\n");

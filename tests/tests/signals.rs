@@ -215,6 +215,23 @@ fn sigprof_and_sigio_from_the_programs_own_requests_reach_it() {
     }
 }
 
+/// ITIMER_PROF and ITIMER_VIRTUAL count the program's CPU time (the
+/// vCPU's): they fire while it computes with no syscalls, not while it
+/// sleeps, and getitimer shows the time left.
+#[test]
+fn cpu_time_itimers_count_the_programs_time() {
+    let home = WarpHome::new("itimers");
+    for flavour in FLAVOURS {
+        let native = home.check(&Spec::prog("host_signals", flavour).arg("cpu"));
+        assert_eq!(native.status, Status::Exited(0));
+        assert_eq!(
+            native.stdout_str(),
+            "prof: 3 or more SIGPROF while computing\nvirtual: no signal while sleeping, time left yes\n\
+             virtual: SIGVTALRM after computing\nvirtual: disarmed after it fired yes\n"
+        );
+    }
+}
+
 #[test]
 fn sigreturn_to_garbage_is_sigsegv() {
     check_killed("sigret", "sigreturn_garbage", &[], libc::SIGSEGV, "about to return from a forged signal frame\n");

@@ -115,7 +115,7 @@ pub fn build(spec: &GuestSpec, read: &Read, parts: Parts) -> Result<Guest, Sessi
     vcpu.setup(&arch::initial_cpu(mm.cr3()), &loaded.regs)?;
     let mut process = Process::new(mm, spec.ident.clone());
     process.legacy_eintr = spec.format < 3;
-    process.deferred_calls = spec.format >= 4;
+    process.format = spec.format;
     if let Some(seed) = spec.chaos {
         process.sched = crate::kernel::sched::Scheduler::chaos(seed);
     }

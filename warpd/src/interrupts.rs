@@ -64,6 +64,23 @@ pub struct InterruptPoint {
     /// How long the thread had computed since warpd last had control, in
     /// microseconds (replay's patience with the point follows from it).
     pub computed_us: u64,
+    /// CPU-time itimers that expired here (bit 0 virtual, bit 1 prof).
+    pub itimers: u32,
+}
+
+/// The CPU time of the calling thread (the vCPU's, when the session thread
+/// asks), in nanoseconds.
+pub fn thread_cpu_ns() -> u64 {
+    cpu_ns(libc::CLOCK_THREAD_CPUTIME_ID)
+}
+
+fn cpu_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime into a local timespec.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// How long replay runs towards a recorded point before it reports that
@@ -218,6 +235,10 @@ struct TimerState {
     /// while another computes), and whether that time came.
     wait_ends: Option<Instant>,
     wait_ended: bool,
+    /// When the vCPU thread's CPU time reaches this (nanoseconds), a CPU-time
+    /// itimer expires; and whether that was seen.
+    cpu_deadline: Option<u64>,
+    itimer_due: bool,
     /// The vCPU is in `run`: only then is it kicked.
     running: bool,
     quit: bool,
@@ -238,6 +259,16 @@ pub struct SliceTimer {
     thread: Option<JoinHandle<()>>,
 }
 
+/// The CPU-time clock of the calling thread, for another thread to read.
+fn own_cpu_clock() -> libc::clockid_t {
+    let mut clock: libc::clockid_t = libc::CLOCK_THREAD_CPUTIME_ID;
+    // SAFETY: pthread_getcpuclockid of the calling thread into a local.
+    if unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) } != 0 {
+        clock = libc::CLOCK_THREAD_CPUTIME_ID;
+    }
+    clock
+}
+
 impl SliceTimer {
     pub fn new(kicker: Kicker, slice: Duration, chaos: Option<u64>) -> std::io::Result<Self> {
         let shared = Arc::new(TimerShared {
@@ -247,13 +278,18 @@ impl SliceTimer {
                 retry: None,
                 wait_ends: None,
                 wait_ended: false,
+                cpu_deadline: None,
+                itimer_due: false,
                 running: false,
                 quit: false,
             }),
             wake: Condvar::new(),
         });
         let s = shared.clone();
-        let thread = std::thread::Builder::new().name("warp-slice".into()).spawn(move || tick(&s, &kicker))?;
+        // Made on the thread that runs the vCPU: its CPU clock is the program's.
+        let cpu_clock = own_cpu_clock();
+        let thread =
+            std::thread::Builder::new().name("warp-slice".into()).spawn(move || tick(&s, &kicker, cpu_clock))?;
         // Not the scheduler's stream: these draws need not be replayed
         // (the slices that result are in the trace).
         let chaos = chaos.map(|seed| Mutex::new(Rng::new(seed ^ 0x5a5a_5a5a_5a5a_5a5a)));
@@ -292,7 +328,7 @@ impl SliceTimer {
             wake = true;
         }
         let now = Instant::now();
-        wake |= s.deadline.is_some_and(|d| now >= d) || s.retry.is_some_and(|r| now >= r);
+        wake |= s.deadline.is_some_and(|d| now >= d) || s.retry.is_some_and(|r| now >= r) || s.cpu_deadline.is_some();
         s.running = true;
         drop(s);
         if wake {
@@ -335,6 +371,17 @@ impl SliceTimer {
         self.shared.wake.notify_one();
     }
 
+    /// A CPU-time itimer expires when the vCPU has used `at` nanoseconds
+    /// (None: none is armed): the vCPU is kicked then.
+    pub fn cpu_deadline(&self, at: Option<u64>) {
+        self.state().cpu_deadline = at;
+    }
+
+    /// Whether a CPU-time itimer's time came (cleared by the look).
+    pub fn take_itimer_due(&self) -> bool {
+        std::mem::take(&mut self.state().itimer_due)
+    }
+
     /// Whether a waiting thread's timeout came (cleared by the next look).
     pub fn take_wait_ended(&self) -> bool {
         std::mem::take(&mut self.state().wait_ended)
@@ -357,14 +404,27 @@ impl Drop for SliceTimer {
     }
 }
 
-fn tick(shared: &TimerShared, kicker: &Kicker) {
+fn tick(shared: &TimerShared, kicker: &Kicker, cpu_clock: libc::clockid_t) {
     let mut s = shared.state.lock().unwrap_or_else(|e| e.into_inner());
     loop {
         if s.quit {
             return;
         }
         let now = Instant::now();
-        let next = [s.deadline, s.retry, s.wait_ends].into_iter().flatten().min();
+        // The vCPU's CPU time moves only while it runs (and no faster than
+        // the clock on the wall): look again when it could have got there.
+        let mut cpu_at = None;
+        if let (Some(d), true) = (s.cpu_deadline, s.running) {
+            let used = cpu_ns(cpu_clock);
+            if used >= d {
+                s.itimer_due = true;
+                s.cpu_deadline = None;
+                kicker.kick();
+                continue;
+            }
+            cpu_at = Some(now + Duration::from_nanos(d - used));
+        }
+        let next = [s.deadline, s.retry, s.wait_ends, cpu_at].into_iter().flatten().min();
         match next {
             Some(at) if now >= at && s.running => {
                 if s.deadline.is_some_and(|d| now >= d) {

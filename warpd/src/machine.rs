@@ -27,8 +27,8 @@ use crate::arch::x86_64::{port_io_start, software_interrupt, USER_TOP};
 use crate::arch::Regs;
 use crate::hv::{Capabilities, FaultKind, GuestFault, Kicker, SyscallRequest, Vcpu, Vm, VmExit};
 use crate::interrupts::{
-    point_patience, same_registers, same_watched, watch_words, InterruptPoint, Miss, PointWatch, Probe, SliceTimer,
-    Written,
+    point_patience, same_registers, same_watched, thread_cpu_ns, watch_words, InterruptPoint, Miss, PointWatch, Probe,
+    SliceTimer, Written,
 };
 use crate::kernel::errno::Errno;
 use crate::kernel::outside::{Ending, Outside, OutsideError};
@@ -268,12 +268,13 @@ impl Guest {
         }
         if let Some(t) = &self.timer {
             // A waiting thread's timeout comes while this one computes.
-            let ends = if self.process.deferred_calls && self.process.has_timed_waits() {
+            let ends = if self.process.format >= 4 && self.process.has_timed_waits() {
                 self.process.deadlines().filter_map(|d| host_instant(d.clock, d.secs, d.nanos)).min()
             } else {
                 None
             };
             t.wait_ends_at(ends);
+            t.cpu_deadline(if self.process.format >= 4 { self.process.itimer_deadline() } else { None });
             t.enter(self.process.sched.others_ready());
         }
         let exit = self.vcpu.run();
@@ -380,7 +381,11 @@ impl Guest {
                 // it gets the vCPU (as Linux lets a woken thread preempt).
                 let completion = outside.completions_waiting();
                 let wait_ended = self.timer.as_ref().is_some_and(|t| t.take_wait_ended());
-                if !preempt && !outside.signals_waiting() && !completion && !wait_ended {
+                let itimers = match self.timer.as_ref().is_some_and(|t| t.take_itimer_due()) {
+                    true => self.process.itimers_due(thread_cpu_ns()),
+                    false => 0,
+                };
+                if !preempt && !outside.signals_waiting() && !completion && !wait_ended && itimers == 0 {
                     return Ok(self.interrupted_stop());
                 }
                 // Replay finds the point fastest at an instruction a jump
@@ -437,6 +442,7 @@ impl Guest {
                     preempted: preempt || completion || wait_ended,
                     watch: watch_words(&self.process.mm, &now),
                     computed_us: self.boundary_at.elapsed().as_micros() as u64,
+                    itimers,
                 };
                 outside.interrupt(&point)?;
                 self.at_point(outside, point)
@@ -456,6 +462,9 @@ impl Guest {
         self.boundary_at = Instant::now();
         self.written.reset(self.vm.as_mut(), &self.process.mm)?;
         self.process.poll_outside(outside)?;
+        if point.itimers != 0 {
+            self.process.itimers_fired(point.itimers);
+        }
         for &s in &point.signals {
             self.process.raise(s);
         }
@@ -466,7 +475,7 @@ impl Guest {
         }
         // A slice's end, a completion, or a waiting thread's timeout: waits
         // whose time has come end here, and the scheduler picks again.
-        if point.preempted && self.process.deferred_calls && self.process.has_timed_waits() {
+        if point.preempted && self.process.format >= 4 && self.process.has_timed_waits() {
             self.process.expire_timeouts(outside)?;
         }
         if point.preempted && self.process.sched.others_ready() {

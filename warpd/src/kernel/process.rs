@@ -112,9 +112,11 @@ pub struct Process {
     /// Replaying a recording from before format 3: a signal pending when a
     /// blocking call starts made warpd answer EINTR without asking the broker.
     pub legacy_eintr: bool,
-    /// The program's calls that would wait may be deferred while other
-    /// threads run, and waits time out at interrupt points (format 4 on).
-    pub deferred_calls: bool,
+    /// The trace format this run follows (a replay of an older recording
+    /// keeps its rules). From 4: calls that would wait are deferred while
+    /// other threads run, waits time out at interrupt points, CPU-time
+    /// itimers are warpd's.
+    pub format: u32,
     /// Deferred calls begun so far (each one's number).
     deferred_begun: u64,
     /// Completions delivered so far (the idle wait tells the broker).
@@ -129,6 +131,8 @@ pub struct Process {
     next_timer_id: i32,
     /// signalfd descriptors, by number.
     signalfds: BTreeMap<i32, SignalFd>,
+    /// ITIMER_VIRTUAL and ITIMER_PROF, on the vCPU's CPU time.
+    itimers: [Option<CpuTimer>; 2],
 }
 
 /// The futex word of a PI or robust lock: the owner's tid and two flags.
@@ -168,7 +172,7 @@ mod signalfd;
 use signalfd::SignalFd;
 #[path = "timers.rs"]
 mod timers;
-use timers::{PosixTimer, TIMER_THREAD};
+use timers::{CpuTimer, PosixTimer, TIMER_THREAD};
 
 #[cfg(test)]
 #[path = "process_tests.rs"]
@@ -235,7 +239,7 @@ impl Process {
             stderr_mid_line: false,
             legacy_eintr: false,
             proc_info: ProcInfo::default(),
-            deferred_calls: false,
+            format: crate::trace::FORMAT_VERSION,
             deferred_begun: 0,
             completions_taken: 0,
             cancels: Vec::new(),
@@ -243,6 +247,7 @@ impl Process {
             cpu_clock_noted: false,
             next_timer_id: 0,
             signalfds: BTreeMap::new(),
+            itimers: [None; 2],
         }
     }
 
@@ -1040,7 +1045,7 @@ impl Process {
         };
         let mut call = Syscall { nr: nr as u32, args: args.to_vec(), buffers, may_block, ..Default::default() };
         // Other threads can run while this one waits in the outside world.
-        if caller == Caller::Thread && may_block && self.deferred_calls && self.threads.len() > 1 {
+        if caller == Caller::Thread && may_block && self.format >= 4 && self.threads.len() > 1 {
             self.deferred_begun += 1;
             call.deferred_thread = self.current;
             call.deferred_seq = self.deferred_begun;
@@ -1202,6 +1207,10 @@ impl Process {
             223 => self.timer_settime(a, link)?,
             224 => self.timer_gettime(a[0] as i32, a[1], link)?,
             225 => self.timer_getoverrun(a[0] as i32),
+            36 | 38 => {
+                let desc = table::lookup(nr).expect("in the table");
+                self.itimer(desc, a, nr == 38, link)?
+            }
             282 => self.signalfd(a, 0, link)?,
             289 => self.signalfd(a, a[3], link)?,
             226 => self.timer_delete(a[0] as i32, link)?,

@@ -363,3 +363,113 @@ impl Process {
         Ok(Ok(0))
     }
 }
+
+/// ITIMER_VIRTUAL and ITIMER_PROF: armed until this much CPU time of the
+/// vCPU (nanoseconds), then every `interval` nanoseconds (0: once).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuTimer {
+    pub expires: u64,
+    pub interval: u64,
+}
+
+/// The signal of CPU-time itimer `i` (0: ITIMER_VIRTUAL, 1: ITIMER_PROF).
+fn itimer_signal(i: usize) -> i32 {
+    if i == 0 {
+        abi::SIGVTALRM
+    } else {
+        abi::SIGPROF
+    }
+}
+
+impl Process {
+    /// The CPU time the program has used, in nanoseconds: the vCPU's (the
+    /// recorder measures it; replay reads it back).
+    fn cpu_now(&mut self, link: &mut dyn Outside) -> Result<u64, ProcessError> {
+        let reply = self.request(link, request::Kind::CpuTime(Default::default()))?;
+        let ns = reply.outputs.first().and_then(|b| b.get(..8)).map(|b| u64::from_le_bytes(b.try_into().expect("8")));
+        Ok(ns.unwrap_or(0))
+    }
+
+    /// setitimer(which, new, old) and getitimer(which, cur) (`new` 0).
+    /// ITIMER_REAL is the broker's (its SIGALRM is forwarded); ITIMER_VIRTUAL
+    /// and ITIMER_PROF run on the vCPU's CPU time, which stands for the
+    /// program's user time and for its user and system time alike (it
+    /// includes warpd's handling of its syscalls).
+    pub(super) fn itimer(
+        &mut self,
+        desc: &Desc,
+        a: &[u64; 6],
+        set: bool,
+        link: &mut dyn Outside,
+    ) -> Result<SysResult, ProcessError> {
+        const ITIMER_REAL: u64 = 0;
+        let (which, new, old) = if set { (a[0], a[1], a[2]) } else { (a[0], 0, a[1]) };
+        if which == ITIMER_REAL || self.format < 4 {
+            return Ok(result_of(self.proxy(desc, *a, link)?));
+        }
+        if which > 2 {
+            return Ok(Err(Errno::EINVAL));
+        }
+        let i = which as usize - 1;
+        let mut next = None;
+        if set && new != 0 {
+            let mut b = [0u8; 32];
+            if let Err(e) = self.mm.read_user(new, &mut b) {
+                return Ok(Err(e));
+            }
+            let w = |at: usize| i64::from_le_bytes(b[at..at + 8].try_into().expect("8"));
+            let (interval, value) = ((w(0), w(8)), (w(16), w(24)));
+            let ns = |(s, us): (i64, i64)| -> Option<u64> {
+                ((0..1_000_000).contains(&us) && s >= 0)
+                    .then(|| (s as u64).saturating_mul(1_000_000_000) + us as u64 * 1000)
+            };
+            let (Some(interval), Some(value)) = (ns(interval), ns(value)) else { return Ok(Err(Errno::EINVAL)) };
+            next = Some((value, interval));
+        }
+        let now = self.cpu_now(link)?;
+        if old != 0 {
+            let (left, every) = match self.itimers[i] {
+                Some(t) => (t.expires.saturating_sub(now).max(1000), t.interval),
+                None => (0, 0),
+            };
+            let tv =
+                |ns: u64| [(ns / 1_000_000_000).to_le_bytes(), ((ns % 1_000_000_000) / 1000).to_le_bytes()].concat();
+            let bytes = [tv(every), tv(left)].concat();
+            if let Err(e) = self.mm.write_user(old, &bytes) {
+                return Ok(Err(e));
+            }
+        }
+        if set {
+            self.itimers[i] = match next {
+                Some((0, _)) | None => None,
+                Some((value, interval)) => Some(CpuTimer { expires: now.saturating_add(value), interval }),
+            };
+        }
+        Ok(Ok(0))
+    }
+
+    /// When the first CPU-time itimer expires (vCPU nanoseconds).
+    pub fn itimer_deadline(&self) -> Option<u64> {
+        self.itimers.iter().flatten().map(|t| t.expires).min()
+    }
+
+    /// Which CPU-time itimers have expired by `now` (bit 0 virtual, bit 1 prof).
+    pub fn itimers_due(&self, now: u64) -> u32 {
+        (0..2).filter(|&i| self.itimers[i].is_some_and(|t| t.expires <= now)).fold(0, |m, i| m | 1 << i)
+    }
+
+    /// CPU-time itimers in `mask` expired (at a recorded point): their
+    /// signals (SI_KERNEL), and the next period.
+    pub fn itimers_fired(&mut self, mask: u32) {
+        for i in 0..2 {
+            if mask & (1 << i) == 0 {
+                continue;
+            }
+            let Some(t) = self.itimers[i] else { continue };
+            self.itimers[i] =
+                (t.interval > 0).then(|| CpuTimer { expires: t.expires + t.interval, interval: t.interval });
+            let sig = itimer_signal(i);
+            self.raise_info(sig, Some(SigInfo::sent(sig, abi::SI_KERNEL, 0, 0)));
+        }
+    }
+}

@@ -311,6 +311,7 @@ impl Outside for Replayer<'_> {
             preempted: i.preempted,
             watch: i.watch.chunks_exact(2).map(|w| (w[0], w[1])).collect(),
             computed_us: i.computed_us,
+            itimers: i.itimers,
         }))
     }
 
