@@ -73,7 +73,31 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
     for (i, a) in call.args.iter().enumerate() {
         args[i] = *a;
     }
-    let vectored = warp_syscalls::lookup(call.nr as u64).is_some_and(|d| d.vectored());
+    let vectored_call = warp_syscalls::lookup(call.nr as u64).is_some_and(|d| d.vectored());
+    // sendmsg/recvmsg: the program's msghdr (its memory, for the fields
+    // written back) and ours, built over its parts (args 10, 11, 12).
+    let header_arg = warp_syscalls::lookup(call.nr as u64)
+        .and_then(|d| d.args.iter().position(|a| matches!(a, warp_syscalls::Arg::MsgIn | warp_syscalls::Arg::MsgOut)));
+    let mut header: Option<(Vec<(u64, u64)>, bool)> = None;
+    // SAFETY: an all-zero msghdr is valid (no name, no iovecs, no control).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // Where a buffer's pointer goes: an argument, or a part of our msghdr
+    // (with its length, for a part).
+    let mut place = |args: &mut [u64; 6], arg: usize, ptr: u64, len: u64| match arg {
+        10 => {
+            msg.msg_name = ptr as *mut libc::c_void;
+            msg.msg_namelen = len as u32;
+        }
+        11 => {
+            msg.msg_iov = ptr as *mut libc::iovec;
+            msg.msg_iovlen = len as usize;
+        }
+        12 => {
+            msg.msg_control = ptr as *mut libc::c_void;
+            msg.msg_controllen = len as usize;
+        }
+        _ => args[arg] = ptr,
+    };
 
     // Local copies that must outlive the call.
     let mut owned: Vec<Vec<u8>> = Vec::new();
@@ -84,14 +108,17 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
 
     for b in &call.buffers {
         let arg = b.arg as usize;
-        if arg >= 6 {
+        let part = (10..=12).contains(&arg) && header_arg.is_some();
+        if arg >= 6 && !part {
             return (-(libc::EINVAL as i64), Vec::new());
         }
+        let vectored = if part { arg == 11 } else { vectored_call };
         match &b.data {
             Some(buffer::Data::Bytes(bytes)) => {
                 owned.push(bytes.clone());
                 let i = owned.len() - 1;
-                args[arg] = owned[i].as_mut_ptr() as u64;
+                let len = owned[i].len() as u64;
+                place(&mut args, arg, owned[i].as_mut_ptr() as u64, len);
                 if b.inout {
                     outputs_from.push(i);
                 }
@@ -99,7 +126,7 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
             Some(buffer::Data::OutLen(n)) => {
                 owned.push(vec![0u8; *n as usize]);
                 let i = owned.len() - 1;
-                args[arg] = owned[i].as_mut_ptr() as u64;
+                place(&mut args, arg, owned[i].as_mut_ptr() as u64, *n as u64);
                 outputs_from.push(i);
             }
             Some(buffer::Data::Memory(r)) => {
@@ -114,19 +141,28 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
                         None => return (-(libc::EFAULT as i64), Vec::new()),
                     }
                 }
+                if Some(arg) == header_arg {
+                    if ranges.iter().map(|r| r.1).sum::<u64>() != 56 {
+                        return (-(libc::EINVAL as i64), Vec::new());
+                    }
+                    header = Some((ranges, b.out));
+                    continue;
+                }
+                let total: u64 = ranges.iter().map(|r| r.1).sum();
                 if vectored && ranges.len() <= IOV_MAX {
                     iovecs.clear();
                     iovecs.extend(
                         ptrs.iter()
                             .map(|&(p, l)| libc::iovec { iov_base: p as *mut libc::c_void, iov_len: l as usize }),
                     );
-                    args[arg] = iovecs.as_ptr() as u64;
-                    args[arg + 1] = iovecs.len() as u64;
+                    place(&mut args, arg, iovecs.as_ptr() as u64, iovecs.len() as u64);
+                    if arg < 6 {
+                        args[arg + 1] = iovecs.len() as u64;
+                    }
                 } else if ptrs.len() == 1 {
-                    args[arg] = ptrs[0].0 as u64;
+                    place(&mut args, arg, ptrs[0].0 as u64, total);
                 } else {
                     // Gather into a bounce buffer; copy back afterwards if written.
-                    let total: u64 = ranges.iter().map(|r| r.1).sum();
                     let mut bounce = Vec::with_capacity(total as usize);
                     for &(p, l) in &ptrs {
                         // SAFETY: p..p+l lies in the guest mapping (checked above).
@@ -140,10 +176,12 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
                             iov_base: owned[i].as_mut_ptr() as *mut libc::c_void,
                             iov_len: total as usize,
                         });
-                        args[arg] = iovecs.as_ptr() as u64;
-                        args[arg + 1] = 1;
+                        place(&mut args, arg, iovecs.as_ptr() as u64, 1);
+                        if arg < 6 {
+                            args[arg + 1] = 1;
+                        }
                     } else {
-                        args[arg] = owned[i].as_mut_ptr() as u64;
+                        place(&mut args, arg, owned[i].as_mut_ptr() as u64, total);
                     }
                     if b.out {
                         scatter.push((i, ranges));
@@ -152,6 +190,12 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
             }
             None => return (-(libc::EINVAL as i64), Vec::new()),
         }
+    }
+    if let Some(a) = header_arg {
+        if header.is_none() {
+            return (-(libc::EFAULT as i64), Vec::new());
+        }
+        args[a] = &mut msg as *mut libc::msghdr as u64;
     }
 
     if call.may_block
@@ -171,6 +215,26 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
         ret as i64
     };
 
+    // recvmsg: the lengths and flags the kernel set go back into the
+    // program's msghdr (its pointers stay its own).
+    if let (Some((ranges, true)), true) = (&header, ret >= 0) {
+        let mut image = Vec::with_capacity(56);
+        for &(o, l) in ranges {
+            let p = mem.ptr(o, l).expect("checked");
+            // SAFETY: p..p+l lies in the guest mapping (checked above).
+            image.extend_from_slice(unsafe { std::slice::from_raw_parts(p, l as usize) });
+        }
+        image[8..12].copy_from_slice(&msg.msg_namelen.to_le_bytes());
+        image[40..48].copy_from_slice(&(msg.msg_controllen as u64).to_le_bytes());
+        image[48..52].copy_from_slice(&msg.msg_flags.to_le_bytes());
+        let mut at = 0usize;
+        for &(o, l) in ranges {
+            let p = mem.ptr(o, l).expect("checked");
+            // SAFETY: as above; the image holds 56 bytes, the ranges' total.
+            unsafe { std::ptr::copy_nonoverlapping(image.as_ptr().add(at), p, l as usize) };
+            at += l as usize;
+        }
+    }
     for (i, ranges) in scatter {
         let mut at = 0usize;
         for (o, l) in ranges {
@@ -256,6 +320,10 @@ impl Detached {
 /// Whether a call warpd lets the broker defer should be: it would wait
 /// (a poll or epoll_wait with a zero timeout only looks).
 pub fn worth_deferring(nr: u32, args: &[u64]) -> bool {
+    // fcntl: only F_SETLKW and F_OFD_SETLKW wait (for a record lock).
+    if nr == 72 {
+        return matches!(args.get(1), Some(7 | 38));
+    }
     let zero_timeout = match nr {
         7 => args.get(2) == Some(&0),
         232 | 281 => args.get(3) == Some(&0),

@@ -58,6 +58,10 @@ pub enum Arg {
     IovOut,
     /// A guest iovec array (count in the next argument) the call reads.
     IovIn,
+    /// A `struct msghdr` whose name, iovec array and control buffer the
+    /// call writes (recvmsg) or reads (sendmsg, `MsgIn`).
+    MsgOut,
+    MsgIn,
 }
 
 /// What a successful call returns, where warpd must check it.
@@ -208,6 +212,8 @@ pub static TABLE: &[Desc] = &[
     fd(43, "accept", Blocking, &[Fd, Out(At(2)), InOut(Fixed(4))]).restart(),
     d(44, "sendto", Blocking, &[Fd, In(Of(2)), Int, Int, In(Of(5)), Int]).restart().sigpipe().sends(),
     d(45, "recvfrom", Blocking, &[Fd, Out(Of(2)), Int, Int, Out(At(5)), InOut(Fixed(4))]).restart(),
+    d(46, "sendmsg", Blocking, &[Fd, MsgIn, Int]).restart().sigpipe().sends(),
+    d(47, "recvmsg", Blocking, &[Fd, MsgOut, Int]).restart(),
     d(48, "shutdown", Proxied, &[Fd, Int]),
     d(49, "bind", Proxied, &[Fd, In(Of(2)), Int]),
     d(50, "listen", Proxied, &[Fd, Int]),
@@ -460,11 +466,18 @@ mod tests {
             with(|d| d.restartable),
             [
                 "read", "write", "open", "ioctl", "pread64", "pwrite64", "readv", "writev", "connect", "accept",
-                "sendto", "recvfrom", "wait4", "fcntl", "flock", "futex", "openat", "accept4", "preadv", "pwritev"
+                "sendto", "recvfrom", "sendmsg", "recvmsg", "wait4", "fcntl", "flock", "futex", "openat", "accept4",
+                "preadv", "pwritev"
             ]
         );
-        assert_eq!(with(|d| d.epipe_sigpipe), ["write", "pwrite64", "writev", "sendfile", "sendto", "pwritev"]);
-        assert_eq!(with(|d| d.sends_bytes), ["write", "pwrite64", "writev", "sendfile", "sendto", "pwritev"]);
+        assert_eq!(
+            with(|d| d.epipe_sigpipe),
+            ["write", "pwrite64", "writev", "sendfile", "sendto", "sendmsg", "pwritev"]
+        );
+        assert_eq!(
+            with(|d| d.sends_bytes),
+            ["write", "pwrite64", "writev", "sendfile", "sendto", "sendmsg", "pwritev"]
+        );
         assert_eq!(with(|d| d.vectored()), ["readv", "writev", "preadv", "pwritev"]);
         assert_eq!(
             with(|d| d.waits),

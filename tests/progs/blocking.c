@@ -2,8 +2,11 @@
  * on an empty pipe while the other thread computes and then writes; accept
  * on a loopback socket while the other connects; poll and select with a
  * timeout and nanosleep while the other computes; a blocked read ended by a
- * signal (EINTR without SA_RESTART, restarted with it). Each would hang, or
- * count no work done meanwhile, if a waiting call held the only vCPU. */
+ * signal (EINTR without SA_RESTART, restarted with it); a timed wait
+ * beside a spinning thread; F_OFD_SETLKW while the other thread holds the
+ * lock. Each would hang, or count no work done meanwhile, if a waiting
+ * call held the only vCPU or a timeout were not noticed while one computes. */
+#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -11,6 +14,7 @@
 #include <signal.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <fcntl.h>
 #include <time.h>
 #include "warptest.h"
 
@@ -204,6 +208,46 @@ static void timeout_while_another_spins(void)
 	printf("a timed wait beside a spinning thread: %s\n", timed_out == 1 ? "ETIMEDOUT" : "?");
 }
 
+static int ofd_path_fd;
+static char ofd_path[64];
+static volatile int locked_by_main;
+
+static void *ofd_waiter(void *arg)
+{
+	(void)arg;
+	int fd = open(ofd_path, O_RDWR);
+	CHECK(fd >= 0);
+	struct flock l = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
+	while (!locked_by_main)
+		;
+	/* Waits until the main thread's lock (another open file) is gone. */
+	CHECK(fcntl(fd, F_OFD_SETLKW, &l) == 0);
+	printf("F_OFD_SETLKW: got the lock once the other thread let go\n");
+	close(fd);
+	return NULL;
+}
+
+/* An open-file-description lock waited for in one thread while the other
+ * holds it, computes, and lets it go. */
+static void record_lock_wait(void)
+{
+	strcpy(ofd_path, "/tmp/warp-ofd-XXXXXX");
+	ofd_path_fd = mkstemp(ofd_path);
+	CHECK(ofd_path_fd >= 0);
+	struct flock l = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1 };
+	CHECK(fcntl(ofd_path_fd, F_OFD_SETLK, &l) == 0);
+	pthread_t t;
+	CHECK(pthread_create(&t, NULL, ofd_waiter, NULL) == 0);
+	locked_by_main = 1;
+	struct timespec ts = { 0, 50 * 1000 * 1000 };
+	CHECK(nanosleep(&ts, NULL) == 0);
+	l.l_type = F_UNLCK;
+	CHECK(fcntl(ofd_path_fd, F_OFD_SETLK, &l) == 0);
+	CHECK(pthread_join(t, NULL) == 0);
+	close(ofd_path_fd);
+	unlink(ofd_path);
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
@@ -213,5 +257,6 @@ int main(void)
 	signal_ends_a_blocked_read(0);
 	signal_ends_a_blocked_read(1);
 	timeout_while_another_spins();
+	record_lock_wait();
 	return 0;
 }

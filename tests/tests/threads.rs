@@ -216,7 +216,8 @@ fn a_thread_blocked_outside_does_not_stop_the_others() {
             "reader got 15 bytes: after computing\naccepted, read 13 bytes: over loopback\n\
              poll 0, select 0, nanosleep 0\nthe other thread computed meanwhile: yes\n\
              read: EINTR, handler ran 1\nread 9 bytes after the handler ran 1: restarted\n\
-             a timed wait beside a spinning thread: ETIMEDOUT\n"
+             a timed wait beside a spinning thread: ETIMEDOUT\n\
+             F_OFD_SETLKW: got the lock once the other thread let go\n"
         );
     }
 }
@@ -276,6 +277,25 @@ fn priority_inheritance_mutexes() {
             native.stdout_str(),
             "PI mutex counter: 2000 (expected 2000)\nheld elsewhere: trylock EBUSY, timedlock ETIMEDOUT\n\
              robust PI owner died while another waited: EOWNERDEAD\n"
+        );
+    }
+}
+
+/// sendmsg and recvmsg: iovecs gathered and scattered, SCM_RIGHTS, the
+/// flags and address the kernel writes back, and a thread blocked in
+/// recvmsg while another computes.
+#[test]
+fn sendmsg_and_recvmsg() {
+    let home = WarpHome::new("msg");
+    for flavour in FLAVOURS {
+        let native = home.check(&Spec::prog("msg", flavour));
+        assert_eq!(native.status, Status::Exited(0));
+        assert_eq!(
+            native.stdout_str(),
+            "gathered and scattered: 11 bytes: hell|o world\n\
+             SCM_RIGHTS: controllen right, read 10 bytes through the passed descriptor\n\
+             datagram cut short: 4 bytes, MSG_TRUNC set\nUDP: 3 bytes udp from AF_INET, namelen 16\n\
+             blocked recvmsg: 15 bytes: after computing\n"
         );
     }
 }

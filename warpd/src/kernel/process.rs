@@ -860,6 +860,11 @@ impl Process {
                         Err(_) => args[i] = FAULT_ADDR,
                     }
                 }
+                Arg::MsgOut | Arg::MsgIn => match self.msghdr_buffers(a[i], i, matches!(kind, Arg::MsgOut))? {
+                    Ok(Some(mut b)) => buffers.append(&mut b),
+                    Ok(None) => args[i] = FAULT_ADDR,
+                    Err(e) => return Ok(e.ret()),
+                },
                 Arg::IovOut | Arg::IovIn => {
                     let count = a[i + 1];
                     if count > IOV_MAX {
@@ -976,6 +981,84 @@ impl Process {
         Ok(fd)
     }
 
+    /// The buffers of a `struct msghdr` at `at` (argument `arg`) for the
+    /// broker: its own 56 bytes, then its name (10), its iovec array's
+    /// memory (11) and its control buffer (12), written by recvmsg (`recv`)
+    /// or read by sendmsg. None: the msghdr itself is unreadable (the call
+    /// gets a faulting pointer and says EFAULT). A descriptor of the
+    /// broker's own in an SCM_RIGHTS message is EBADF.
+    fn msghdr_buffers(
+        &mut self,
+        at: u64,
+        arg: usize,
+        recv: bool,
+    ) -> Result<Result<Option<Vec<Buffer>>, Errno>, ProcessError> {
+        const UIO_MAXIOV: u64 = 1024;
+        let mut h = [0u8; 56];
+        if self.mm.read_user(at, &mut h).is_err() {
+            return Ok(Ok(None));
+        }
+        let word = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().expect("8"));
+        let (name, namelen) = (word(0), u32::from_le_bytes(h[8..12].try_into().expect("4")) as u64);
+        let (iov, iovlen, control, controllen) = (word(16), word(24), word(32), word(40));
+        let Ok(own) = self.mm.user_ranges(at, 56, recv) else { return Ok(Ok(None)) };
+        let mut out = vec![memory(own, arg, recv, recv, false)];
+        if iovlen > UIO_MAXIOV {
+            return Ok(Err(Errno(90))); // EMSGSIZE
+        }
+        if name != 0 && namelen > 0 {
+            match self.mm.user_ranges(name, namelen.min(128), recv) {
+                Ok(r) => out.push(memory(r, 10, recv, false, false)),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        match self.iov_ranges(iov, iovlen, recv) {
+            Ok(r) => out.push(memory(r, 11, recv, false, recv)),
+            Err(e) => return Ok(Err(e)),
+        }
+        if control != 0 && controllen > 0 {
+            let len = controllen.min(MAX_RW_COUNT);
+            if !recv {
+                let mut c = vec![0u8; len as usize];
+                if let Err(e) = self.mm.read_user(control, &mut c) {
+                    return Ok(Err(e));
+                }
+                if self.passes_reserved_fd(&c) {
+                    return Ok(Err(Errno::EBADF));
+                }
+            }
+            match self.mm.user_ranges(control, len, recv) {
+                Ok(r) => out.push(memory(r, 12, recv, false, false)),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        Ok(Ok(Some(out)))
+    }
+
+    /// Whether control messages `c` pass (SCM_RIGHTS) a descriptor of the
+    /// broker's own: the program must not hand those to anyone.
+    fn passes_reserved_fd(&self, c: &[u8]) -> bool {
+        const SOL_SOCKET: i32 = 1;
+        const SCM_RIGHTS: i32 = 1;
+        let mut at = 0usize;
+        while at + 16 <= c.len() {
+            let len = u64::from_le_bytes(c[at..at + 8].try_into().expect("8")) as usize;
+            let level = i32::from_le_bytes(c[at + 8..at + 12].try_into().expect("4"));
+            let kind = i32::from_le_bytes(c[at + 12..at + 16].try_into().expect("4"));
+            if len < 16 || at + len > c.len() {
+                break;
+            }
+            if level == SOL_SOCKET && kind == SCM_RIGHTS {
+                let fds = c[at + 16..at + len].chunks_exact(4);
+                if fds.map(|f| i32::from_le_bytes(f.try_into().expect("4"))).any(|fd| self.reserved(fd as u64)) {
+                    return true;
+                }
+            }
+            at += len.div_ceil(8) * 8;
+        }
+        false
+    }
+
     /// The guest-memory ranges behind an iovec array, in order.
     fn iov_ranges(&self, iov: u64, count: u64, write: bool) -> Result<Vec<(u64, u64)>, Errno> {
         let mut raw = vec![0u8; (count * 16) as usize];
@@ -1032,7 +1115,10 @@ impl Process {
         caller: Caller,
     ) -> Result<Reply, ProcessError> {
         let interruptible = !matches!(caller, Caller::Warpd | Caller::Timer(_));
-        let may_block = interruptible && table::lookup(nr).is_some_and(|d| d.class == Class::Blocking);
+        // fcntl waits only to take a record lock (F_SETLKW, F_OFD_SETLKW).
+        let waits_for_lock = nr == 72 && matches!(args[1], 7 | 38);
+        let may_block =
+            interruptible && (waits_for_lock || table::lookup(nr).is_some_and(|d| d.class == Class::Blocking));
         // Waiting for any thread: a signal that woke one of them ends it.
         let ended = |p: &Self| match caller {
             // A thread in a deferred call takes its signal once the call's

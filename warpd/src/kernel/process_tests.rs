@@ -369,3 +369,31 @@ fn clone3_makes_threads_as_clone_does_and_checks_its_arguments() {
     let (ctx, _) = p.switch_in(4243).unwrap();
     assert_eq!((ctx.regs.rsp, ctx.fs_base), (page + 0x800, 0x7000));
 }
+
+#[test]
+fn scm_rights_with_a_broker_descriptor_is_refused() {
+    let p = process();
+    let base = p.ident.reserved_fd_base;
+    // cmsghdr: len, level SOL_SOCKET, type SCM_RIGHTS, then the descriptors.
+    let cmsg = |fds: &[i32]| {
+        let mut c = Vec::new();
+        c.extend_from_slice(&(16 + 4 * fds.len() as u64).to_le_bytes());
+        c.extend_from_slice(&1i32.to_le_bytes());
+        c.extend_from_slice(&1i32.to_le_bytes());
+        for f in fds {
+            c.extend_from_slice(&f.to_le_bytes());
+        }
+        while c.len() % 8 != 0 {
+            c.push(0);
+        }
+        c
+    };
+    assert!(!p.passes_reserved_fd(&cmsg(&[3, 4])));
+    assert!(p.passes_reserved_fd(&cmsg(&[3, base])));
+    // A second message after an ordinary one is looked at too.
+    let mut two = cmsg(&[5]);
+    two.extend(cmsg(&[base + 1]));
+    assert!(p.passes_reserved_fd(&two));
+    // A malformed length ends the walk (the kernel refuses it itself).
+    assert!(!p.passes_reserved_fd(&[0u8; 16]));
+}
