@@ -199,6 +199,33 @@ static void queued_signals(void)
 	printf("pthread_sigqueue: value %d, code %s\n", queued_value, queued_code == SI_QUEUE ? "SI_QUEUE" : "?");
 }
 
+static int rt_values[8], rt_count;
+static void on_rt(int sig, siginfo_t *info, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	if (rt_count < 8)
+		rt_values[rt_count++] = info->si_value.sival_int;
+}
+
+/* Realtime signals queue: three sigqueues while blocked, three handlers,
+ * in order, each with its value; a standard signal sent twice runs once. */
+static void realtime_queue(void)
+{
+	int rt = SIGRTMIN + 1;
+	install(rt, on_rt);
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, rt);
+	CHECK(sigprocmask(SIG_BLOCK, &set, NULL) == 0);
+	for (int v = 1; v <= 3; v++) {
+		union sigval val = { .sival_int = v };
+		CHECK(sigqueue(getpid(), rt, val) == 0);
+	}
+	CHECK(sigprocmask(SIG_UNBLOCK, &set, NULL) == 0);
+	printf("realtime queue: %d handlers, values %d %d %d\n", rt_count, rt_values[0], rt_values[1], rt_values[2]);
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
@@ -208,5 +235,6 @@ int main(void)
 	overruns();
 	glibc_thread_timer();
 	queued_signals();
+	realtime_queue();
 	return 0;
 }

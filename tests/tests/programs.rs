@@ -337,3 +337,36 @@ fn fault_handlers() {
         );
     }
 }
+
+/// The program's own /proc: `mem` reaches its memory (and nothing of the
+/// broker's), `comm` names it, `fd` lists only its descriptors (as many as
+/// natively), and files that would describe the broker do not exist for it.
+#[test]
+fn proc_self_mem_fd_and_what_is_hidden() {
+    let home = WarpHome::new("procself");
+    for flavour in FLAVOURS {
+        let native = home.check(&Spec::prog("procself", flavour).arg("mem"));
+        assert_eq!(native.status, Status::Exited(0));
+        let comm: String = format!("procself.{}", flavour.suffix()).chars().take(15).collect();
+        assert_eq!(
+            native.stdout_str(),
+            format!(
+                "read a global: its value\nwrote it: now 42\nread-only page: read-only bytes\nunmapped: EIO\n\
+                 lseek then read: at the global, 42\nwrite to a read-only open: EBADF\ncomm: {comm}\n"
+            )
+        );
+        let native = home.check(&Spec::prog("procself", flavour).arg("fds"));
+        assert!(native.stdout_str().starts_with("fd: "), "{}", native.stdout_str());
+    }
+    // Natively these exist (they describe the process); recorded, the
+    // process that holds them is the broker, so they do not.
+    let spec = Spec::prog("procself", Flavour::Static).arg("hidden");
+    let recorded = home.record(&spec, &[]);
+    assert_eq!(recorded.outcome.status, Status::Exited(0), "{}", recorded.warpctl_text());
+    assert_eq!(
+        recorded.outcome.stdout_str(),
+        "/proc/self/smaps: ENOENT\n/proc/self/stack: ENOENT\n/proc/self/numa_maps: ENOENT\n\
+         /proc/self/task: ENOENT\n/proc/self/fd/1000: ENOENT\n"
+    );
+    home.assert_replays(&spec, &recorded);
+}

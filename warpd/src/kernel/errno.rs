@@ -32,6 +32,7 @@ impl Errno {
     pub const ETIMEDOUT: Errno = Errno(110);
     pub const EOPNOTSUPP: Errno = Errno(95);
     pub const EDEADLK: Errno = Errno(35);
+    pub const EIO: Errno = Errno(5);
 
     pub fn ret(self) -> i64 {
         -(self.0 as i64)

@@ -443,6 +443,26 @@ impl Mm {
         Ok(runs)
     }
 
+    /// The guest-memfd ranges behind the program's pages from `va` on, as
+    /// far as they are mapped (at most `len` bytes), whatever their
+    /// protection: what `/proc/self/mem` reaches (Linux's FOLL_FORCE).
+    pub fn forced_ranges(&self, va: u64, len: u64) -> Vec<(u64, u64)> {
+        let mut runs = Vec::new();
+        let end = va.saturating_add(len).min(USER_TOP);
+        let mut at = va;
+        while at < end {
+            let e = self.entry(page_down(at));
+            let Some(gpa) = leaf::frame(e).filter(|&g| g >= USER_GPA_BASE && leaf::user_access(e, false)) else {
+                break;
+            };
+            let in_page = at % PAGE_SIZE;
+            let n = (PAGE_SIZE - in_page).min(end - at);
+            push_run(&mut runs, gpa - USER_GPA_BASE + in_page, n);
+            at += n;
+        }
+        runs
+    }
+
     pub fn read_user(&self, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
         let mut done = 0usize;
         for (off, len) in self.user_ranges(va, buf.len() as u64, false)? {

@@ -14,7 +14,7 @@ use super::abi;
 use super::errno::{Errno, SysResult};
 use super::mm::{self, Mm, VmaKind, PROT_EXEC, PROT_READ, PROT_WRITE};
 use super::outside::{Completed, Outside, OutsideError};
-use super::procfs::{self, ProcInfo, SelfFile};
+use super::procfs::{self, ProcInfo, ProcPath, SelfFile};
 use super::sched::Scheduler;
 use super::signals::{self, Delivery, SigAction, Signals, Target, ThreadSignals};
 use super::table::{self, Arg, Class, Desc, Len, Returns};
@@ -133,6 +133,10 @@ pub struct Process {
     signalfds: BTreeMap<i32, SignalFd>,
     /// ITIMER_VIRTUAL and ITIMER_PROF, on the vCPU's CPU time.
     itimers: [Option<CpuTimer>; 2],
+    /// `/proc/self/mem` descriptors, and open `/proc/self/fd` (`fdinfo`)
+    /// directories, by number.
+    memfiles: BTreeMap<i32, MemFile>,
+    fd_dirs: std::collections::BTreeSet<i32>,
 }
 
 /// The futex word of a PI or robust lock: the owner's tid and two flags.
@@ -167,6 +171,9 @@ fn memory(ranges: Vec<(u64, u64)>, arg: usize, out: bool, inout: bool, by_ret: b
     }
 }
 
+#[path = "procmem.rs"]
+mod procmem;
+use procmem::MemFile;
 #[path = "signalfd.rs"]
 mod signalfd;
 use signalfd::SignalFd;
@@ -203,6 +210,9 @@ enum SelfPath {
     Instead(usize, String),
     /// Not warpd's: the broker performs the call as it is.
     Pass,
+    /// Opening `/proc/self/fd` or `fdinfo`: performed as it is, and the
+    /// descriptor remembered (its listings leave the broker's out).
+    FdDir,
 }
 
 /// A raw broker result as a SysResult.
@@ -248,6 +258,8 @@ impl Process {
             next_timer_id: 0,
             signalfds: BTreeMap::new(),
             itimers: [None; 2],
+            memfiles: BTreeMap::new(),
+            fd_dirs: Default::default(),
         }
     }
 
@@ -311,6 +323,34 @@ impl Process {
     ) -> Result<Action, ProcessError> {
         let nr = table::number(req.number);
         let a = req.args;
+        let fd = a[0] as i32;
+        if self.memfiles.contains_key(&fd) {
+            match nr {
+                0 => return Ok(Action::Return(self.mem_io(fd, a[1], a[2], None, false))),
+                1 => return Ok(Action::Return(self.mem_io(fd, a[1], a[2], None, true))),
+                17 => return Ok(Action::Return(self.mem_io(fd, a[1], a[2], Some(a[3]), false))),
+                18 => return Ok(Action::Return(self.mem_io(fd, a[1], a[2], Some(a[3]), true))),
+                8 => return Ok(Action::Return(self.mem_lseek(fd, a[1], a[2]))),
+                _ => {}
+            }
+        }
+        if !self.memfiles.is_empty() || !self.fd_dirs.is_empty() {
+            match nr {
+                3 => {
+                    self.memfiles.remove(&fd);
+                    self.fd_dirs.remove(&fd);
+                }
+                33 | 292 if a[0] != a[1] => {
+                    self.memfiles.remove(&(a[1] as i32));
+                    self.fd_dirs.remove(&(a[1] as i32));
+                }
+                436 => {
+                    self.memfiles.retain(|&f, _| !(a[0]..=a[1]).contains(&(f as u64)));
+                    self.fd_dirs.retain(|&f| !(a[0]..=a[1]).contains(&(f as u64)));
+                }
+                _ => {}
+            }
+        }
         if !self.signalfds.is_empty() {
             match nr {
                 0 if self.signalfds.contains_key(&(a[0] as i32)) => {
@@ -342,6 +382,7 @@ impl Process {
                 },
                 Class::Proxied | Class::Blocking => match self.proxy(desc, a, link)? {
                     PENDING => return Ok(Action::Wait),
+                    r if matches!(nr, 78 | 217) && self.fd_dirs.contains(&fd) => self.filter_fd_dir(a[1], r, nr == 217),
                     r => r,
                 },
             },
@@ -775,10 +816,15 @@ impl Process {
             },
             _ => {}
         }
+        let mut fd_dir = false;
         let mut path_override = match self.proc_self(desc.nr, &a, link)? {
             SelfPath::Answered(r) => return Ok(r),
             SelfPath::Instead(i, p) => Some((i, p)),
             SelfPath::Pass => None,
+            SelfPath::FdDir => {
+                fd_dir = true;
+                None
+            }
         };
         let mut buffers = Vec::new();
         for (i, kind) in kinds.iter().enumerate() {
@@ -885,7 +931,11 @@ impl Process {
         if ret == PENDING {
             return Ok(PENDING);
         }
-        self.check_new_fds(desc, &a, ret, link)
+        let ret = self.check_new_fds(desc, &a, ret, link)?;
+        if fd_dir && ret >= 0 {
+            self.fd_dirs.insert(ret as i32);
+        }
+        Ok(ret)
     }
 
     /// `/proc/self/...` for open, openat, readlink and readlinkat, and for
@@ -902,9 +952,26 @@ impl Process {
         if !path.starts_with(b"/proc/") {
             return Ok(SelfPath::Pass);
         }
-        let Some(file) = procfs::self_file(&path, self.ident.pid) else { return Ok(SelfPath::Pass) };
+        let tids: Vec<u32> = self.threads.keys().copied().collect();
+        let Some(kind) = procfs::classify(&path, self.ident.pid, &tids) else { return Ok(SelfPath::Pass) };
         let readlink = matches!(nr, 89 | 267);
         let open = matches!(nr, 2 | 257);
+        let base = self.ident.reserved_fd_base as u32;
+        let file = match kind {
+            ProcPath::Shared => return Ok(SelfPath::Pass),
+            // Nothing of the broker's exists for the program.
+            ProcPath::Hidden => return Ok(SelfPath::Answered(Errno::ENOENT.ret())),
+            ProcPath::Fd { n: Some(n), .. } if n >= base => return Ok(SelfPath::Answered(Errno::ENOENT.ret())),
+            ProcPath::Fd { n: None, .. } if open => return Ok(SelfPath::FdDir),
+            ProcPath::Fd { .. } => return Ok(SelfPath::Pass),
+            ProcPath::Mem if open => {
+                let flags = if nr == 2 { a[1] } else { a[2] };
+                return Ok(SelfPath::Answered(self.open_mem(flags, link)?));
+            }
+            ProcPath::Mem if readlink => return Ok(SelfPath::Answered(Errno::EINVAL.ret())),
+            ProcPath::Mem => return Ok(SelfPath::Pass),
+            ProcPath::File(f) => f,
+        };
         if file == SelfFile::Exe && readlink {
             let (buf, size) = if nr == 89 { (a[1], a[2]) } else { (a[2], a[3]) };
             if (size as i64) <= 0 {
@@ -940,7 +1007,8 @@ impl Process {
             return Ok(SelfPath::Answered(Errno::EACCES.ret()));
         }
         let ids = [self.ident.uid, self.ident.euid, self.ident.gid, self.ident.egid];
-        let bytes = procfs::contents(file, &self.proc_info, &self.mm, self.ident.pid, self.ident.ppid, ids);
+        let threads = self.threads.len();
+        let bytes = procfs::contents(file, &self.proc_info, &self.mm, self.ident.pid, self.ident.ppid, ids, threads);
         Ok(SelfPath::Answered(self.synthetic_fd(&bytes, flags & abi::O_CLOEXEC != 0, link)?))
     }
 
@@ -1390,6 +1458,14 @@ impl Process {
             random.copy_from_slice(&bytes);
         }
         self.request(link, request::Kind::CloseOnExec(Default::default()))?;
+        // warpd's descriptors that close-on-exec closed are gone.
+        let mine: Vec<i32> = self.memfiles.keys().chain(self.fd_dirs.iter()).copied().collect();
+        for fd in mine {
+            if self.internal(link, 72, [fd as u64, 1, 0, 0, 0, 0], Vec::new())? < 0 {
+                self.memfiles.remove(&fd);
+                self.fd_dirs.remove(&fd);
+            }
+        }
 
         // The point of no return: the old image goes.
         self.mm.reset();

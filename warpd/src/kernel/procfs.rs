@@ -1,9 +1,14 @@
 //! `/proc/self/*` as the program should see it: itself, not the broker
 //! that performs its calls. `exe` names the program; `cmdline`, `environ`,
-//! `auxv`, `maps`, `status` and `stat` are generated from the guest's own
-//! state and handed over as a sealed memfd opened by the broker. Other
-//! `/proc` paths pass through (the broker's descriptors are the program's,
-//! so `/proc/self/fd/N` already answers for it).
+//! `auxv`, `maps`, `status`, `stat`, `statm` and `comm` are generated from
+//! the guest's own state and handed over as a sealed memfd opened by the
+//! broker; `mem` is warpd's (reads and writes reach guest memory); `fd` and
+//! `fdinfo` are the broker's with its reserved descriptors left out. What
+//! the process shares with the broker (its namespaces, mounts, cgroup, cwd,
+//! root, limits) passes through; whatever else would describe the broker
+//! (smaps, pagemap, stack, task lists...) does not exist for the program
+//! (ENOENT). The same holds for `/proc/thread-self`, `/proc/<pid>` and
+//! `/proc/<tid>` of the program's own threads, and their `task/<tid>`.
 
 use super::mm::{Mm, VmaKind, PROT_EXEC, PROT_READ, PROT_WRITE};
 
@@ -28,32 +33,114 @@ pub enum SelfFile {
     Maps,
     Status,
     Stat,
+    Statm,
+    Comm,
 }
 
-/// Recognises `/proc/self/X`, `/proc/thread-self/X` and `/proc/<pid>/X`
-/// (and `/proc/<pid>/task/<pid>/X`) for the program's own pid.
-pub fn self_file(path: &[u8], pid: u32) -> Option<SelfFile> {
+/// What a path in the program's own `/proc` directory is to warpd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcPath {
+    /// Generated from the guest's state.
+    File(SelfFile),
+    /// `mem`: warpd's, over guest memory.
+    Mem,
+    /// `fd` or `fdinfo` (`dir`), or an entry of one: descriptor `n`.
+    Fd { dir: bool, n: Option<u32> },
+    /// What the broker and the program share: passed through.
+    Shared,
+    /// It would describe the broker: no such file for the program.
+    Hidden,
+}
+
+/// Entries of a process's `/proc` directory that are the same for the
+/// broker and the program (namespaces, mounts, identity files of the
+/// session), or about the files they share.
+const SHARED: &[&str] = &[
+    "cwd",
+    "root",
+    "mounts",
+    "mountinfo",
+    "mountstats",
+    "cgroup",
+    "ns",
+    "net",
+    "uid_map",
+    "gid_map",
+    "setgroups",
+    "projid_map",
+    "loginuid",
+    "sessionid",
+    "attr",
+    "limits",
+    "personality",
+    "oom_score",
+    "oom_score_adj",
+    "oom_adj",
+    "cpuset",
+    "autogroup",
+];
+
+/// Classifies `path` if it is in the program's own `/proc` directory:
+/// `/proc/self`, `/proc/thread-self`, `/proc/<pid>`, `/proc/<tid>` of one
+/// of its threads, and `task/<tid>` below them. The directory itself and
+/// `task` (which would list the broker's threads) are hidden.
+pub fn classify(path: &[u8], pid: u32, tids: &[u32]) -> Option<ProcPath> {
     let path = std::str::from_utf8(path).ok()?;
     let rest = path.strip_prefix("/proc/")?;
-    let (who, rest) = rest.split_once('/')?;
-    let pid_s = pid.to_string();
-    if who != "self" && who != "thread-self" && who != pid_s {
+    let ours = |who: &str| {
+        who == "self" || who == "thread-self" || who.parse::<u32>().is_ok_and(|n| n == pid || tids.contains(&n))
+    };
+    let (who, rest) = match rest.split_once('/') {
+        Some((w, r)) => (w, r),
+        None => (rest, ""),
+    };
+    if !ours(who) {
         return None;
     }
-    let rest = match rest.strip_prefix("task/") {
-        Some(t) => t.strip_prefix(&format!("{pid_s}/"))?,
+    let rest = rest.trim_matches('/');
+    let rest = match rest.strip_prefix("task") {
+        Some("") => return Some(ProcPath::Hidden),
+        Some(t) => {
+            let t = t.strip_prefix('/')?;
+            let (tid, r) = t.split_once('/').unwrap_or((t, ""));
+            if !tid.parse::<u32>().is_ok_and(|n| n == pid || tids.contains(&n)) {
+                return Some(ProcPath::Hidden);
+            }
+            r
+        }
         None => rest,
     };
-    Some(match rest.trim_end_matches('/') {
-        "exe" => SelfFile::Exe,
-        "cmdline" => SelfFile::Cmdline,
-        "environ" => SelfFile::Environ,
-        "auxv" => SelfFile::Auxv,
-        "maps" => SelfFile::Maps,
-        "status" => SelfFile::Status,
-        "stat" => SelfFile::Stat,
-        _ => return None,
+    let (first, sub) = rest.split_once('/').unwrap_or((rest, ""));
+    Some(match first {
+        "" => ProcPath::Hidden,
+        "exe" if sub.is_empty() => ProcPath::File(SelfFile::Exe),
+        "cmdline" if sub.is_empty() => ProcPath::File(SelfFile::Cmdline),
+        "environ" if sub.is_empty() => ProcPath::File(SelfFile::Environ),
+        "auxv" if sub.is_empty() => ProcPath::File(SelfFile::Auxv),
+        "maps" if sub.is_empty() => ProcPath::File(SelfFile::Maps),
+        "status" if sub.is_empty() => ProcPath::File(SelfFile::Status),
+        "stat" if sub.is_empty() => ProcPath::File(SelfFile::Stat),
+        "statm" if sub.is_empty() => ProcPath::File(SelfFile::Statm),
+        "comm" if sub.is_empty() => ProcPath::File(SelfFile::Comm),
+        "mem" if sub.is_empty() => ProcPath::Mem,
+        "fd" | "fdinfo" => ProcPath::Fd {
+            dir: first == "fd",
+            n: match sub {
+                "" => None,
+                s => Some(s.parse::<u32>().unwrap_or(u32::MAX)),
+            },
+        },
+        f if SHARED.contains(&f) => ProcPath::Shared,
+        _ => ProcPath::Hidden,
     })
+}
+
+/// Recognises the program's own generated `/proc` files (see `classify`).
+pub fn self_file(path: &[u8], pid: u32) -> Option<SelfFile> {
+    match classify(path, pid, &[])? {
+        ProcPath::File(f) => Some(f),
+        _ => None,
+    }
 }
 
 fn nul_joined(v: &[String]) -> Vec<u8> {
@@ -70,8 +157,17 @@ fn comm(exe: &str) -> String {
     base.chars().take(15).collect()
 }
 
-/// The contents of a generated file (not `Exe`, which is a link).
-pub fn contents(file: SelfFile, info: &ProcInfo, mm: &Mm, pid: u32, ppid: u32, ids: [u32; 4]) -> Vec<u8> {
+/// The contents of a generated file (not `Exe`, which is a link), for a
+/// process of `threads` threads.
+pub fn contents(
+    file: SelfFile,
+    info: &ProcInfo,
+    mm: &Mm,
+    pid: u32,
+    ppid: u32,
+    ids: [u32; 4],
+    threads: usize,
+) -> Vec<u8> {
     match file {
         SelfFile::Exe => info.exe.clone().into_bytes(),
         SelfFile::Cmdline => nul_joined(&info.argv),
@@ -85,7 +181,7 @@ pub fn contents(file: SelfFile, info: &ProcInfo, mm: &Mm, pid: u32, ppid: u32, i
             let vm: u64 = mm.vmas().map(|(s, v)| v.end - s).sum::<u64>() / 1024;
             format!(
                 "Name:\t{}\nUmask:\t0022\nState:\tR (running)\nTgid:\t{pid}\nNgid:\t0\nPid:\t{pid}\nPPid:\t{ppid}\nTracerPid:\t0\n\
-                 Uid:\t{uid}\t{euid}\t{euid}\t{euid}\nGid:\t{gid}\t{egid}\t{egid}\t{egid}\nFDSize:\t64\nVmSize:\t{vm} kB\nThreads:\t1\n",
+                 Uid:\t{uid}\t{euid}\t{euid}\t{euid}\nGid:\t{gid}\t{egid}\t{egid}\t{egid}\nFDSize:\t64\nVmSize:\t{vm} kB\nThreads:\t{threads}\n",
                 comm(&info.exe)
             )
             .into_bytes()
@@ -94,10 +190,15 @@ pub fn contents(file: SelfFile, info: &ProcInfo, mm: &Mm, pid: u32, ppid: u32, i
             let mut f = vec![format!("{pid}"), format!("({})", comm(&info.exe)), "R".into(), format!("{ppid}")];
             // The remaining 48 fields: zero but for the thread count (20th).
             for i in 5..=52 {
-                f.push(if i == 20 { "1".into() } else { "0".into() });
+                f.push(if i == 20 { threads.to_string() } else { "0".into() });
             }
             format!("{}\n", f.join(" ")).into_bytes()
         }
+        SelfFile::Statm => {
+            let pages: u64 = mm.vmas().map(|(s, v)| v.end - s).sum::<u64>() / 4096;
+            format!("{pages} 0 0 0 0 0 0\n").into_bytes()
+        }
+        SelfFile::Comm => format!("{}\n", comm(&info.exe)).into_bytes(),
     }
 }
 
@@ -147,6 +248,26 @@ mod tests {
     }
 
     #[test]
+    fn what_would_describe_the_broker_is_hidden() {
+        let c = |p: &str| classify(p.as_bytes(), 42, &[43]);
+        assert_eq!(c("/proc/self/mem"), Some(ProcPath::Mem));
+        assert_eq!(c("/proc/43/comm"), Some(ProcPath::File(SelfFile::Comm)), "a thread's own directory");
+        assert_eq!(c("/proc/self/task/43/maps"), Some(ProcPath::File(SelfFile::Maps)));
+        assert_eq!(c("/proc/self/task/99/maps"), Some(ProcPath::Hidden), "no such thread");
+        assert_eq!(c("/proc/self/task"), Some(ProcPath::Hidden));
+        for hidden in ["smaps", "numa_maps", "pagemap", "stack", "syscall", "map_files/400000-401000", "io", "wchan"] {
+            assert_eq!(c(&format!("/proc/self/{hidden}")), Some(ProcPath::Hidden), "{hidden}");
+        }
+        assert_eq!(c("/proc/self/fd"), Some(ProcPath::Fd { dir: true, n: None }));
+        assert_eq!(c("/proc/42/fdinfo/7"), Some(ProcPath::Fd { dir: false, n: Some(7) }));
+        assert_eq!(c("/proc/self/fd/x"), Some(ProcPath::Fd { dir: true, n: Some(u32::MAX) }));
+        assert_eq!(c("/proc/self/mountinfo"), Some(ProcPath::Shared));
+        assert_eq!(c("/proc/self/ns/net"), Some(ProcPath::Shared));
+        assert_eq!(c("/proc/44/maps"), None, "another process");
+        assert_eq!(c("/proc/meminfo"), None);
+    }
+
+    #[test]
     fn cmdline_and_auxv_layouts() {
         let info = ProcInfo {
             exe: "/bin/x".into(),
@@ -157,11 +278,12 @@ mod tests {
         let k = crate::hv::memory::MemFd::create("k", crate::arch::x86_64::KERNEL_SLOT_SIZE).unwrap();
         let g = crate::hv::memory::MemFd::create("g", 1 << 20).unwrap();
         let mm = Mm::new(k, g);
-        assert_eq!(contents(SelfFile::Cmdline, &info, &mm, 1, 0, [0; 4]), b"x\0-v\0");
-        let auxv = contents(SelfFile::Auxv, &info, &mm, 1, 0, [0; 4]);
+        assert_eq!(contents(SelfFile::Cmdline, &info, &mm, 1, 0, [0; 4], 1), b"x\0-v\0");
+        assert_eq!(contents(SelfFile::Comm, &info, &mm, 1, 0, [0; 4], 1), b"x\n");
+        let auxv = contents(SelfFile::Auxv, &info, &mm, 1, 0, [0; 4], 1);
         assert_eq!(auxv.len(), 32);
         assert_eq!(&auxv[..8], &6u64.to_le_bytes());
-        let stat = String::from_utf8(contents(SelfFile::Stat, &info, &mm, 7, 3, [0; 4])).unwrap();
+        let stat = String::from_utf8(contents(SelfFile::Stat, &info, &mm, 7, 3, [0; 4], 1)).unwrap();
         assert!(stat.starts_with("7 (x) R 3 "));
         assert_eq!(stat.split_whitespace().count(), 52);
     }

@@ -4,7 +4,7 @@
 //! point); a signal that arrives while the program computes kills it at
 //! once when that is its action, else waits for the next syscall.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use super::abi;
 use crate::arch::x86_64::signal::SigInfo;
@@ -78,13 +78,22 @@ pub struct Signals {
     pub pending: u64,
     /// The siginfo of those that came with one (timers, sigqueue, kill).
     pub info: BTreeMap<i32, SigInfo>,
+    /// Realtime signals raised again while pending: queued, each with its
+    /// siginfo (None: from outside), behind the one in `pending`/`info`.
+    pub queued: BTreeMap<i32, VecDeque<Option<SigInfo>>>,
 }
 
 impl Default for Signals {
     fn default() -> Self {
-        Signals { actions: [SigAction::default(); NSIG], pending: 0, info: BTreeMap::new() }
+        Signals { actions: [SigAction::default(); NSIG], pending: 0, info: BTreeMap::new(), queued: BTreeMap::new() }
     }
 }
+
+/// The first realtime signal: from here on, signals queue (signal(7)).
+pub const SIGRTMIN: i32 = 32;
+/// How many instances of realtime signals may wait in one queue (Linux's
+/// RLIMIT_SIGPENDING is per user and larger; a bound is what matters).
+const QUEUE_MAX: usize = 4096;
 
 /// What a thread holds of signals: its mask, the signals sent to it alone
 /// (tgkill, SIGPIPE, faults) and its alternate stack.
@@ -94,6 +103,8 @@ pub struct ThreadSignals {
     pub pending: u64,
     /// The siginfo of those that came with one.
     pub info: BTreeMap<i32, SigInfo>,
+    /// Realtime signals queued behind the pending one (see `Signals::queued`).
+    pub queued: BTreeMap<i32, VecDeque<Option<SigInfo>>>,
     /// The `stack_t` sigaltstack set (ss_sp, ss_flags, ss_size).
     pub altstack: [u8; 24],
 }
@@ -103,7 +114,7 @@ impl Default for ThreadSignals {
         // A new thread has no alternate stack: SS_DISABLE in ss_flags.
         let mut altstack = [0u8; 24];
         altstack[8] = abi::SS_DISABLE as u8;
-        ThreadSignals { blocked: 0, pending: 0, info: BTreeMap::new(), altstack }
+        ThreadSignals { blocked: 0, pending: 0, info: BTreeMap::new(), queued: BTreeMap::new(), altstack }
     }
 }
 
@@ -138,16 +149,16 @@ impl Signals {
         self.raise_info(sig, to, t, None);
     }
 
-    /// As `raise`, with the siginfo it comes with. A signal already pending
-    /// keeps the siginfo it came with first (one instance is kept, realtime
-    /// signals included).
+    /// As `raise`, with the siginfo it comes with. A standard signal
+    /// already pending keeps the siginfo it came with first; a realtime one
+    /// queues another instance.
     pub fn raise_info(&mut self, sig: i32, to: Target, t: &mut ThreadSignals, info: Option<SigInfo>) {
         if !(1..=NSIG as i32).contains(&sig) || (self.is_ignored(sig) && t.blocked & bit(sig) == 0) {
             return;
         }
-        let (pending, infos) = match to {
-            Target::Process => (&mut self.pending, &mut self.info),
-            Target::Thread => (&mut t.pending, &mut t.info),
+        let (pending, infos, queued) = match to {
+            Target::Process => (&mut self.pending, &mut self.info, &mut self.queued),
+            Target::Thread => (&mut t.pending, &mut t.info, &mut t.queued),
         };
         if *pending & bit(sig) == 0 {
             *pending |= bit(sig);
@@ -155,18 +166,32 @@ impl Signals {
                 Some(i) => infos.insert(sig, i),
                 None => infos.remove(&sig),
             };
+        } else if sig >= SIGRTMIN {
+            let q = queued.entry(sig).or_default();
+            if q.len() < QUEUE_MAX {
+                q.push_back(info);
+            }
         }
     }
 
-    /// Takes pending `sig` from thread `t` or else the process: its siginfo.
+    /// Takes pending `sig` from thread `t` or else the process: its siginfo
+    /// (a queued instance of a realtime signal stays pending).
     pub fn take(&mut self, sig: i32, t: &mut ThreadSignals) -> Option<SigInfo> {
-        if t.pending & bit(sig) != 0 {
-            t.pending &= !bit(sig);
-            t.info.remove(&sig)
+        let (pending, infos, queued) = if t.pending & bit(sig) != 0 {
+            (&mut t.pending, &mut t.info, &mut t.queued)
         } else {
-            self.pending &= !bit(sig);
-            self.info.remove(&sig)
+            (&mut self.pending, &mut self.info, &mut self.queued)
+        };
+        let taken = infos.remove(&sig);
+        match queued.get_mut(&sig).and_then(|q| q.pop_front()) {
+            Some(next) => {
+                if let Some(i) = next {
+                    infos.insert(sig, i);
+                }
+            }
+            None => *pending &= !bit(sig),
         }
+        taken
     }
 
     /// Whether a signal thread `t` does not block is pending for it.
@@ -180,6 +205,8 @@ impl Signals {
         t.pending &= !bit(sig);
         self.info.remove(&sig);
         t.info.remove(&sig);
+        self.queued.remove(&sig);
+        t.queued.remove(&sig);
     }
 
     /// Takes the next signal thread `t` may be given and says what it
@@ -330,6 +357,26 @@ mod tests {
         assert!(matches!(s.deliver(&mut t, true), Some(Delivery::Handle(sig, _, _)) if sig == abi::SIGUSR2));
         assert!(matches!(s.deliver(&mut t, true), Some(Delivery::Handle(sig, _, _)) if sig == abi::SIGUSR1));
         assert_eq!((s.pending, t.pending), (0, 0));
+    }
+
+    #[test]
+    fn realtime_signals_queue_with_their_siginfo_and_standard_ones_do_not() {
+        let (mut s, mut t) = (Signals::default(), ThreadSignals::default());
+        let rt = SIGRTMIN + 2;
+        for sig in [rt, abi::SIGUSR1] {
+            s.actions[(sig - 1) as usize].handler = 0x401000;
+        }
+        for v in 1..=3u64 {
+            s.raise_info(rt, Target::Process, &mut t, Some(SigInfo::timer(rt, 0, 0, v)));
+            s.raise_info(abi::SIGUSR1, Target::Process, &mut t, Some(SigInfo::timer(abi::SIGUSR1, 0, 0, v)));
+        }
+        let mut got = Vec::new();
+        while let Some(Delivery::Handle(sig, _, info)) = s.deliver(&mut t, true) {
+            got.push((sig, info.map(|i| u64::from_le_bytes(i.fields[8..16].try_into().unwrap()))));
+        }
+        // SIGUSR1 (10) once, with the first value; the realtime one three times, in order.
+        assert_eq!(got, [(abi::SIGUSR1, Some(1)), (rt, Some(1)), (rt, Some(2)), (rt, Some(3))]);
+        assert_eq!(s.pending, 0);
     }
 
     #[test]

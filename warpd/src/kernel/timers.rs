@@ -256,13 +256,12 @@ impl Process {
         let mine = |i: Option<&SigInfo>| i.and_then(|i| i.timer_overrun()).is_some_and(|(t, _)| t == id);
         match tid {
             None if mine(self.signals.info.get(&sig)) => {
-                self.signals.pending &= !signals::bit(sig);
-                self.signals.info.remove(&sig);
+                // Nothing of a thread's: the process's instance is taken.
+                self.signals.take(sig, &mut ThreadSignals::default());
             }
             Some(tid) => {
                 if let Some(t) = self.threads.get_mut(&tid).filter(|t| mine(t.signals.info.get(&sig))) {
-                    t.signals.pending &= !signals::bit(sig);
-                    t.signals.info.remove(&sig);
+                    self.signals.take(sig, &mut t.signals);
                 }
             }
             None => {}
