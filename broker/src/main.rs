@@ -108,13 +108,21 @@ pub(crate) fn nudge(on: bool) {
     unsafe { libc::timer_settime(t as libc::timer_t, 0, &spec, std::ptr::null_mut()) };
 }
 
-extern "C" fn on_signal(signo: i32) {
+/// Writes the signal's record (its number and the head of its siginfo) to
+/// the pipe: one write, under PIPE_BUF, so records never interleave.
+extern "C" fn on_signal(signo: i32, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
     SIGNAL_SEEN.store(true, std::sync::atomic::Ordering::SeqCst);
     let fd = SIGNAL_PIPE.load(std::sync::atomic::Ordering::Relaxed);
     if fd >= 0 {
-        let b = signo as u8;
+        let mut head = [0u8; warp_proto::broker::SIGNAL_RECORD - 1];
+        if !info.is_null() {
+            // SAFETY: the kernel passes a valid siginfo_t (128 bytes) to an
+            // SA_SIGINFO handler; its first 32 bytes are copied.
+            unsafe { std::ptr::copy_nonoverlapping(info as *const u8, head.as_mut_ptr(), head.len()) };
+        }
+        let rec = warp_proto::broker::signal_record(signo, &head);
         // SAFETY: write(2) is async-signal-safe; the pipe is non-blocking.
-        unsafe { libc::write(fd, &b as *const u8 as *const libc::c_void, 1) };
+        unsafe { libc::write(fd, rec.as_ptr() as *const libc::c_void, rec.len()) };
     }
     nudge(true);
 }
@@ -232,6 +240,7 @@ fn run() -> Result<(), BrokerError> {
         for s in FORWARDED {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_signal as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO;
             libc::sigemptyset(&mut sa.sa_mask);
             libc::sigaction(s, &sa, std::ptr::null_mut());
         }

@@ -64,7 +64,7 @@ pub fn install_kick_handler() {
 #[derive(Default)]
 struct Held {
     busy: usize,
-    signals: Vec<i32>,
+    signals: Vec<Sig>,
     /// How many were ever held: a worker that started before the last one
     /// is owed a kick.
     count: u64,
@@ -155,10 +155,12 @@ pub fn serve(
                 h.count += signals.len() as u64;
                 h.signals.extend(signals);
             } else {
-                for signo in signals {
-                    let b = signo as u8;
-                    // SAFETY: write of one byte from a local to our pipe descriptor.
-                    if unsafe { libc::write(to_warpd, &b as *const u8 as *const libc::c_void, 1) } != 1 {
+                for sig in signals {
+                    let rec = warp_proto::broker::signal_record(sig.signo, &sig.info);
+                    // SAFETY: one write of a local record to our channel descriptor.
+                    if unsafe { libc::write(to_warpd, rec.as_ptr() as *const libc::c_void, rec.len()) }
+                        != rec.len() as isize
+                    {
                         return Err(os_err("passing a signal to warpd"));
                     }
                     unreported = true;
@@ -247,7 +249,7 @@ pub fn serve(
             Some(request::Kind::Finish(_)) => return Ok(()),
             None => return Err(BrokerError::Protocol("empty request".into())),
         }
-        reply.signals.extend(drain_signals(sig_read));
+        put_signals(&mut reply, drain_signals(sig_read));
         send(&writer, &reply)?;
     }
 }
@@ -291,7 +293,8 @@ fn spawn(
             h.busy -= 1;
             std::mem::take(&mut h.signals)
         };
-        let reply = Reply { id, ret, outputs, stream: perform::stream_of(&call, ret), signals, ..Default::default() };
+        let mut reply = Reply { id, ret, outputs, stream: perform::stream_of(&call, ret), ..Default::default() };
+        put_signals(&mut reply, signals);
         // warpd may have gone; the main thread notices that itself.
         let _ = send(&writer, &reply);
         finished.store(true, Ordering::SeqCst);
@@ -353,20 +356,47 @@ fn defer(
     Ok(Worker { handle, started: u64::MAX, done, thread, seq, cancelled: false, idle: None })
 }
 
-/// What the signal handler wrote to the pipe since the last look.
-pub fn drain_signals(fd: RawFd) -> Vec<i32> {
+/// A signal the handler saw: its number and the head of its siginfo.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sig {
+    pub signo: i32,
+    pub info: Vec<u8>,
+}
+
+/// Signals in a reply: numbers, and their siginfo beside them.
+fn put_signals(reply: &mut Reply, signals: Vec<Sig>) {
+    for s in signals {
+        reply.signals.push(s.signo);
+        reply.signal_infos.push(s.info);
+    }
+}
+
+/// What the signal handler wrote to the pipe since the last look: whole
+/// records (each was one write under PIPE_BUF, and the pipe is read dry).
+pub fn drain_signals(fd: RawFd) -> Vec<Sig> {
     crate::SIGNAL_SEEN.store(false, Ordering::SeqCst);
     crate::nudge(false);
-    let mut out = Vec::new();
-    let mut buf = [0u8; 64];
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 1024];
     loop {
         // SAFETY: read into a local buffer from our non-blocking pipe.
         let n = unsafe { libc::read(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
         if n <= 0 {
             break;
         }
+        bytes.extend_from_slice(&buf[..n as usize]);
+    }
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
         // A zero byte only woke the main loop (a deferred call completed).
-        out.extend(buf[..n as usize].iter().filter(|&&b| b != 0).map(|&b| b as i32));
+        if bytes[at] == 0 {
+            at += 1;
+            continue;
+        }
+        let end = (at + warp_proto::broker::SIGNAL_RECORD).min(bytes.len());
+        out.push(Sig { signo: bytes[at] as i32, info: bytes[at + 1..end].to_vec() });
+        at = end;
     }
     out
 }
@@ -533,22 +563,23 @@ mod tests {
         // pause() on a worker; then the signal handler's byte (SIGINT) arrives.
         write(&s, &syscall(1, 34, vec![0; 6], true));
         std::thread::sleep(std::time::Duration::from_millis(50));
-        let b = libc::SIGINT as u8;
-        // SAFETY: a one-byte write to our pipe.
-        assert_eq!(unsafe { libc::write(sig_write, &b as *const u8 as *const libc::c_void, 1) }, 1);
+        let rec = warp_proto::broker::signal_record(libc::SIGINT, &[7; 32]);
+        // SAFETY: a write of a local record to our pipe.
+        assert_eq!(unsafe { libc::write(sig_write, rec.as_ptr() as *const libc::c_void, rec.len()) }, 33);
         let r = read(&s);
         assert_eq!((r.id, r.ret, r.signals), (1, -(libc::EINTR as i64), vec![libc::SIGINT]), "the reply carries it");
-        let mut got = [0u8; 1];
+        assert_eq!(r.signal_infos, vec![vec![7u8; 32]], "with its siginfo");
+        let mut got = [0u8; 33];
         // SAFETY: a read into a local from our pipe.
         let n = unsafe { libc::read(channel, got.as_mut_ptr() as *mut libc::c_void, 1) };
         assert_eq!(n, -1, "and it is not also on the channel");
-        // With no call in progress, a signal goes on the channel.
-        // SAFETY: a one-byte write to our pipe.
-        assert_eq!(unsafe { libc::write(sig_write, &b as *const u8 as *const libc::c_void, 1) }, 1);
+        // With no call in progress, a signal goes on the channel, as a record.
+        // SAFETY: a write of a local record to our pipe.
+        assert_eq!(unsafe { libc::write(sig_write, rec.as_ptr() as *const libc::c_void, rec.len()) }, 33);
         std::thread::sleep(std::time::Duration::from_millis(100));
         // SAFETY: a read into a local from our pipe.
-        assert_eq!(unsafe { libc::read(channel, got.as_mut_ptr() as *mut libc::c_void, 1) }, 1);
-        assert_eq!(got[0] as i32, libc::SIGINT);
+        assert_eq!(unsafe { libc::read(channel, got.as_mut_ptr() as *mut libc::c_void, 33) }, 33);
+        assert_eq!(got, rec);
         write(&s, &Request { id: 0, kind: Some(request::Kind::Finish(Default::default())) });
         t.join().unwrap().unwrap();
     }

@@ -5,6 +5,8 @@
  *   notify  fcntl(F_NOTIFY) on a directory, then a file made in it: SIGIO
  *   cpu     ITIMER_PROF and ITIMER_VIRTUAL count the program's CPU time:
  *           they fire while it computes with no syscalls, not while it sleeps
+ *   sender  prints its pid and waits for SIGUSR1 from another process: the
+ *           handler's siginfo says SI_USER, that process's pid, our uid
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -84,6 +86,33 @@ static int cpu(void)
 	return 0;
 }
 
+static volatile int from_code = 99, from_pid, from_uid = -1;
+static void on_usr1(int sig, siginfo_t *info, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	from_code = info->si_code;
+	from_pid = info->si_pid;
+	from_uid = (int)info->si_uid;
+}
+
+static int sender(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_sigaction = on_usr1;
+	sa.sa_flags = SA_SIGINFO;
+	CHECK(sigaction(SIGUSR1, &sa, NULL) == 0);
+	printf("pid %d\n", (int)getpid());
+	fflush(stdout);
+	while (from_code == 99)
+		pause();
+	printf("SIGUSR1: code %s, from %s, uid %s\n", from_code == SI_USER ? "SI_USER" : "?",
+	       from_pid > 0 && from_pid != getpid() ? "another process" : "?",
+	       from_uid == (int)getuid() ? "ours" : "?");
+	return 0;
+}
+
 static int notify(const char *dir)
 {
 	handle(SIGIO);
@@ -107,6 +136,8 @@ int main(int argc, char **argv)
 		return prof();
 	if (argc > 1 && !strcmp(argv[1], "cpu"))
 		return cpu();
+	if (argc > 1 && !strcmp(argv[1], "sender"))
+		return sender();
 	if (argc > 2 && !strcmp(argv[1], "notify"))
 		return notify(argv[2]);
 	fprintf(stderr, "usage: host_signals prof | notify DIR\n");

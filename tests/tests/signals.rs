@@ -232,6 +232,34 @@ fn cpu_time_itimers_count_the_programs_time() {
     }
 }
 
+/// A signal another process sends reaches the program's SA_SIGINFO handler
+/// with the siginfo Linux gives it (SI_USER, the sender's pid, the uid),
+/// natively and recorded, and replays with the same siginfo.
+#[test]
+fn a_signal_from_another_process_comes_with_its_siginfo() {
+    let home = WarpHome::new("sender");
+    let want = "SIGUSR1: code SI_USER, from another process, uid ours\n";
+    // Waits for "pid N", sends SIGUSR1 to N, returns the rest of stdout.
+    let run = |mut r: warp_tests::Running| {
+        r.wait_for_stdout("\n");
+        let out = String::from_utf8_lossy(r.stdout_so_far()).into_owned();
+        let pid: i32 = out.trim().strip_prefix("pid ").and_then(|p| p.parse().ok()).expect("pid N");
+        // SAFETY: kill has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGUSR1) }, 0);
+        r.finish()
+    };
+    for flavour in FLAVOURS {
+        let spec = Spec::prog("host_signals", flavour).arg("sender");
+        let native = run(spawn(spec.native_command(), "native sender", &spec.stdin, None, spec.timeout));
+        assert!(native.stdout_str().ends_with(want), "{}", native.stdout_str());
+        let outcome = run(home.spawn_record(&spec, &[]));
+        let recorded = warp_tests::Recorded::new(outcome);
+        assert_eq!(recorded.outcome.status, Status::Exited(0), "{}", recorded.warpctl_text());
+        assert!(recorded.outcome.stdout_str().ends_with(want), "{}", recorded.outcome.stdout_str());
+        home.assert_replays(&spec, &recorded);
+    }
+}
+
 #[test]
 fn sigreturn_to_garbage_is_sigsegv() {
     check_killed("sigret", "sigreturn_garbage", &[], libc::SIGSEGV, "about to return from a forged signal frame\n");

@@ -17,7 +17,7 @@ use crate::hv::memory::MemFd;
 use crate::hv::{Capabilities, Hypervisor};
 use crate::kernel::errno::Errno;
 use crate::kernel::mm::Mm;
-use crate::kernel::outside::Outside;
+use crate::kernel::outside::{Arrival, Outside};
 use crate::kernel::process::{Identity, Process};
 use crate::kernel::procfs::ProcInfo;
 use crate::loader::program::{self, ExecError, Images};
@@ -69,7 +69,7 @@ pub fn parts(hv: &dyn Hypervisor) -> Result<Parts, SessionError> {
 /// exists).
 pub struct Read {
     pub images: Images,
-    pub signals: Vec<i32>,
+    pub signals: Vec<Arrival>,
 }
 
 /// Reads the program through `outside`; a refusal becomes the failure
@@ -78,7 +78,9 @@ pub fn read_program(program: &str, outside: &mut dyn Outside, mm: &Mm) -> Result
     let mut signals = Vec::new();
     let mut broker = |kind| {
         let reply = outside.call(kind, &mm.guest)?;
-        signals.extend(&reply.signals);
+        for (i, &signo) in reply.signals.iter().enumerate() {
+            signals.push(Arrival { signo, info: reply.signal_infos.get(i).cloned().unwrap_or_default() });
+        }
         if reply.signals_pending {
             signals.extend(outside.take_signals()?);
         }
@@ -120,8 +122,8 @@ pub fn build(spec: &GuestSpec, read: &Read, parts: Parts) -> Result<Guest, Sessi
         process.sched = crate::kernel::sched::Scheduler::chaos(seed);
     }
     process.proc_info = proc_info(&images.exe_path, &spec.cwd, &loaded.argv, &spec.env, loaded.auxv);
-    for &s in &read.signals {
-        process.raise(s);
+    for s in &read.signals {
+        process.raise_outside(s);
     }
     Ok(Guest::new(process, vm, vcpu, caps))
 }

@@ -55,8 +55,10 @@ pub struct InterruptPoint {
     pub memory: [u8; 32],
     /// Pages in the digest.
     pub pages: u64,
-    /// Signals from outside taken at this point.
+    /// Signals from outside taken at this point, and the head of the
+    /// siginfo each came with (empty: unknown).
     pub signals: Vec<i32>,
+    pub signal_infos: Vec<Vec<u8>>,
     /// The thread's time slice ended here.
     pub preempted: bool,
     /// (address, value) of words the code around the point reads.

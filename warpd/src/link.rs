@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use prost::Message;
 use warp_proto::broker::{
-    broker_message, request, BrokerMessage, Cancel, Hello, Reply, Request, Welcome, COMPLETION_BYTE,
+    broker_message, request, BrokerMessage, Cancel, Hello, Reply, Request, Welcome, COMPLETION_BYTE, SIGNAL_RECORD,
 };
 
 use crate::hv::Kicker;
@@ -121,26 +121,30 @@ impl BrokerLink {
         let mut w = &self.stream;
         write_frame(&mut w, &Welcome { guest_memory_size: size })?;
 
-        let signals = Arc::new(Mutex::new(Vec::new()));
+        let signals = Arc::new(Mutex::new(SignalQueue::default()));
         let dead = Arc::new(AtomicBool::new(false));
         let notified = Arc::new(AtomicU64::new(0));
         let (sig2, dead2, notified2) = (signals.clone(), dead.clone(), notified.clone());
         let channel = UnixStream::from(sig_read);
-        let mut watched = channel.try_clone()?;
+        let watched = channel.try_clone()?;
         std::thread::Builder::new().name("broker-signals".into()).spawn(move || {
-            let mut buf = [0u8; 64];
+            // Waits for bytes, then reads them under the queue's lock, as
+            // `drain_channel` does: records split across reads stay in order.
             loop {
-                match watched.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        channel_bytes(&buf[..n], &sig2, &notified2);
-                        kicker.kick();
+                let mut p = libc::pollfd { fd: watched.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                // SAFETY: poll on one pollfd of ours.
+                let r = unsafe { libc::poll(&mut p, 1, -1) };
+                if r < 0 {
+                    if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                        continue;
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        tracing::warn!("the broker's signal channel failed: {e}");
-                        break;
-                    }
+                    tracing::warn!("the broker's signal channel failed: {}", std::io::Error::last_os_error());
+                    break;
+                }
+                match read_channel(&watched, &sig2, &notified2) {
+                    Some(0) => break,
+                    Some(_) => kicker.kick(),
+                    None => {}
                 }
             }
             dead2.store(true, Ordering::SeqCst);
@@ -150,15 +154,63 @@ impl BrokerLink {
     }
 }
 
-/// What came on the signal channel: signal numbers, and completion bytes
-/// (a deferred call's completion is on the socket).
-fn channel_bytes(bytes: &[u8], signals: &Mutex<Vec<i32>>, notified: &AtomicU64) {
-    let completions = bytes.iter().filter(|&&b| b == COMPLETION_BYTE).count() as u64;
-    if completions > 0 {
-        notified.fetch_add(completions, Ordering::SeqCst);
-    }
+/// A signal that reached the broker: its number and the head of the
+/// siginfo_t it came with (`SIGNAL_RECORD` - 1 bytes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Arrival {
+    pub signo: i32,
+    pub info: Vec<u8>,
+}
+
+/// Signals read off the channel, and the start of a record not yet whole.
+#[derive(Default)]
+pub struct SignalQueue {
+    arrived: Vec<Arrival>,
+    partial: Vec<u8>,
+}
+
+/// Reads what the channel holds now, without waiting, into the queue:
+/// Some(bytes read) (0: the broker is gone), None when nothing was there.
+fn read_channel(channel: &UnixStream, signals: &Mutex<SignalQueue>, notified: &AtomicU64) -> Option<usize> {
     let mut q = signals.lock().expect("signal queue");
-    q.extend(bytes.iter().filter(|&&b| b != COMPLETION_BYTE).map(|&b| b as i32));
+    let mut buf = [0u8; 1024];
+    let mut total = 0;
+    loop {
+        // SAFETY: recv into a local buffer from our own socket.
+        let n = unsafe {
+            libc::recv(channel.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), libc::MSG_DONTWAIT)
+        };
+        if n == 0 {
+            return Some(0);
+        }
+        if n < 0 {
+            return (total > 0).then_some(total);
+        }
+        total += n as usize;
+        channel_bytes(&buf[..n as usize], &mut q, notified);
+    }
+}
+
+/// What came on the signal channel: signal records, and completion bytes
+/// (a deferred call's completion is on the socket).
+fn channel_bytes(bytes: &[u8], q: &mut SignalQueue, notified: &AtomicU64) {
+    q.partial.extend_from_slice(bytes);
+    let mut at = 0;
+    while at < q.partial.len() {
+        if q.partial[at] == COMPLETION_BYTE {
+            notified.fetch_add(1, Ordering::SeqCst);
+            at += 1;
+            continue;
+        }
+        if q.partial.len() - at < SIGNAL_RECORD {
+            break;
+        }
+        let signo = q.partial[at] as i32;
+        let info = q.partial[at + 1..at + SIGNAL_RECORD].to_vec();
+        q.arrived.push(Arrival { signo, info });
+        at += SIGNAL_RECORD;
+    }
+    q.partial.drain(..at);
 }
 
 fn peer_uid(s: &UnixStream) -> std::io::Result<u32> {
@@ -179,7 +231,7 @@ pub struct Link {
     reader: std::io::BufReader<UnixStream>,
     /// The signal channel, drained here when a reply says signals are on it.
     channel: UnixStream,
-    signals: Arc<Mutex<Vec<i32>>>,
+    signals: Arc<Mutex<SignalQueue>>,
     dead: Arc<AtomicBool>,
     next_id: u64,
     /// Requests sent and not yet taken by `wait`.
@@ -203,7 +255,7 @@ impl Link {
     fn new(
         stream: UnixStream,
         channel: UnixStream,
-        signals: Arc<Mutex<Vec<i32>>>,
+        signals: Arc<Mutex<SignalQueue>>,
         dead: Arc<AtomicBool>,
         notified: Arc<AtomicU64>,
     ) -> Result<Link, LinkError> {
@@ -329,33 +381,17 @@ impl Link {
     /// wrote it before its reply, so it is all there), without waiting for
     /// the watcher thread.
     fn drain_channel(&mut self) {
-        use std::os::fd::AsRawFd;
-        let mut buf = [0u8; 64];
-        loop {
-            // SAFETY: recv into a local buffer from our own socket.
-            let n = unsafe {
-                libc::recv(
-                    self.channel.as_raw_fd(),
-                    buf.as_mut_ptr() as *mut libc::c_void,
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n <= 0 {
-                break;
-            }
-            channel_bytes(&buf[..n as usize], &self.signals, &self.notified);
-        }
+        read_channel(&self.channel, &self.signals, &self.notified);
     }
 
     /// Signals that arrived since the last call.
-    pub fn take_signals(&mut self) -> Vec<i32> {
-        std::mem::take(&mut *self.signals.lock().expect("signal queue"))
+    pub fn take_signals(&mut self) -> Vec<Arrival> {
+        std::mem::take(&mut self.signals.lock().expect("signal queue").arrived)
     }
 
     /// Whether signals wait to be taken.
     pub fn signals_waiting(&self) -> bool {
-        !self.signals.lock().expect("signal queue").is_empty()
+        !self.signals.lock().expect("signal queue").arrived.is_empty()
     }
 
     pub fn is_dead(&self) -> bool {

@@ -31,7 +31,7 @@ use crate::interrupts::{
     SliceTimer, Written,
 };
 use crate::kernel::errno::Errno;
-use crate::kernel::outside::{Ending, Outside, OutsideError};
+use crate::kernel::outside::{Arrival, Ending, Outside, OutsideError};
 use crate::kernel::process::{Action, Process};
 use crate::kernel::signals;
 use crate::link::LinkError;
@@ -427,7 +427,7 @@ impl Guest {
                     return Ok(self.interrupted_stop());
                 }
                 self.deferred = 0;
-                let signals = outside.interrupted()?;
+                let arrived = outside.interrupted()?;
                 // A handler runs, or another thread gets the vCPU, right
                 // here: the point is recorded exactly enough for replay to
                 // stop at it again.
@@ -438,7 +438,8 @@ impl Guest {
                     regs: now,
                     memory,
                     pages,
-                    signals,
+                    signals: arrived.iter().map(|a| a.signo).collect(),
+                    signal_infos: arrived.into_iter().map(|a| a.info).collect(),
                     preempted: preempt || completion || wait_ended,
                     watch: watch_words(&self.process.mm, &now),
                     computed_us: self.boundary_at.elapsed().as_micros() as u64,
@@ -465,8 +466,9 @@ impl Guest {
         if point.itimers != 0 {
             self.process.itimers_fired(point.itimers);
         }
-        for &s in &point.signals {
-            self.process.raise(s);
+        for (i, &signo) in point.signals.iter().enumerate() {
+            let info = point.signal_infos.get(i).cloned().unwrap_or_default();
+            self.process.raise_outside(&Arrival { signo, info });
         }
         let regs = point.regs;
         let due = self.deliver(Some((&regs, None, regs.rax as i64)))?;

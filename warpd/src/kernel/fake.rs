@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use warp_proto::broker::{request, Reply};
 
-use super::outside::{Completed, Ending, InterruptPoint, Outside, OutsideError};
+use super::outside::{Arrival, Completed, Ending, InterruptPoint, Outside, OutsideError};
 use super::process::Identity;
 use crate::hv::memory::MemFd;
 use crate::hv::{CpuState, GuestFault, HvError, SyscallRequest};
@@ -83,11 +83,11 @@ impl Outside for FakeOutside {
             _ => Ok(Reply { ret: -2, ..Default::default() }),
         }
     }
-    fn take_signals(&mut self) -> Result<Vec<i32>, OutsideError> {
-        Ok(std::mem::take(&mut self.channel))
+    fn take_signals(&mut self) -> Result<Vec<Arrival>, OutsideError> {
+        Ok(std::mem::take(&mut self.channel).into_iter().map(|signo| Arrival { signo, info: Vec::new() }).collect())
     }
-    fn interrupted(&mut self) -> Result<Vec<i32>, OutsideError> {
-        Ok(std::mem::take(&mut self.channel))
+    fn interrupted(&mut self) -> Result<Vec<Arrival>, OutsideError> {
+        self.take_signals()
     }
     fn pending_async(&mut self) -> Result<Vec<i32>, OutsideError> {
         Ok(Vec::new())

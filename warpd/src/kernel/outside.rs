@@ -10,6 +10,7 @@ use warp_proto::broker::{request, Reply};
 use crate::hv::memory::MemFd;
 use crate::hv::{GuestFault, SyscallRequest};
 pub use crate::interrupts::InterruptPoint;
+pub use crate::link::Arrival;
 use crate::link::LinkError;
 
 /// Where a replay parted from its recording.
@@ -61,11 +62,11 @@ pub trait Outside {
     /// request's ranges point into.
     fn call(&mut self, kind: request::Kind, memory: &MemFd) -> Result<Reply, OutsideError>;
     /// Signals that arrived since the last look, at a syscall boundary.
-    fn take_signals(&mut self) -> Result<Vec<i32>, OutsideError>;
+    fn take_signals(&mut self) -> Result<Vec<Arrival>, OutsideError>;
     /// Signals that arrived while the program computed (the vCPU was
     /// kicked); they are recorded with the interrupt point they are
     /// delivered at. Replay: none (they come with the recorded point).
-    fn interrupted(&mut self) -> Result<Vec<i32>, OutsideError>;
+    fn interrupted(&mut self) -> Result<Vec<Arrival>, OutsideError>;
     /// Replay of traces from before format 3: signals the recording took
     /// while the program computed, due before the program runs on (at the
     /// boundary before that point). Recording: none.

@@ -13,7 +13,7 @@ use warp_proto::broker::{buffer, request, Buffer, Ranges, Reply, Syscall};
 use super::abi;
 use super::errno::{Errno, SysResult};
 use super::mm::{self, Mm, VmaKind, PROT_EXEC, PROT_READ, PROT_WRITE};
-use super::outside::{Completed, Outside, OutsideError};
+use super::outside::{Arrival, Completed, Outside, OutsideError};
 use super::procfs::{self, ProcInfo, ProcPath, SelfFile};
 use super::sched::Scheduler;
 use super::signals::{self, Delivery, SigAction, Signals, Target, ThreadSignals};
@@ -402,6 +402,12 @@ impl Process {
     /// itself (kill, tgkill, raise) and from the kernel (SIGPIPE).
     pub fn raise(&mut self, sig: i32) {
         self.raise_info(sig, None);
+    }
+
+    /// A signal that reached the broker, with the siginfo it came there
+    /// with (the sender's pid and uid, or the kernel's code).
+    pub fn raise_outside(&mut self, a: &Arrival) {
+        self.raise_info(a.signo, SigInfo::from_host(a.signo, &a.info));
     }
 
     /// As `raise`, with the siginfo it comes with (None: a sender outside,
@@ -1214,7 +1220,7 @@ impl Process {
         }
         loop {
             for s in link.take_signals()? {
-                self.raise(s);
+                self.raise_outside(&s);
             }
             // A signal pending when a blocking call would wait ends it at
             // once, as on Linux; a call that need not wait (a ready
@@ -1254,12 +1260,13 @@ impl Process {
     /// carries or announces raised.
     fn request(&mut self, link: &mut dyn Outside, kind: request::Kind) -> Result<Reply, OutsideError> {
         let reply = link.call(kind, &self.mm.guest)?;
-        for &s in &reply.signals {
-            self.raise(s);
+        for (i, &signo) in reply.signals.iter().enumerate() {
+            let info = reply.signal_infos.get(i).cloned().unwrap_or_default();
+            self.raise_outside(&Arrival { signo, info });
         }
         if reply.signals_pending {
             for s in link.take_signals()? {
-                self.raise(s);
+                self.raise_outside(&s);
             }
         }
         Ok(reply)

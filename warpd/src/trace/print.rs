@@ -643,7 +643,14 @@ mod tests {
         };
         let lines = print(&[
             read_exe,
-            Event { kind: Some(event::Kind::Signals(Signals { signos: vec![2], asynchronous: false, rip: 0 })) },
+            Event {
+                kind: Some(event::Kind::Signals(Signals {
+                    signos: vec![2],
+                    asynchronous: false,
+                    rip: 0,
+                    infos: Vec::new(),
+                })),
+            },
             Event {
                 kind: Some(event::Kind::Fault(Fault {
                     vector: 14,

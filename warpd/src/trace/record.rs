@@ -13,7 +13,7 @@ use super::store::{EventWriter, Store};
 use crate::hv::memory::MemFd;
 use crate::hv::{GuestFault, SyscallRequest};
 use crate::interrupts::{regs_to_words, thread_cpu_ns};
-use crate::kernel::outside::{Completed, Ending, InterruptPoint, Outside, OutsideError};
+use crate::kernel::outside::{Arrival, Completed, Ending, InterruptPoint, Outside, OutsideError};
 use crate::link::Link;
 
 pub struct Recorder {
@@ -87,6 +87,7 @@ impl Outside for Recorder {
             inline_args: digest::inline_args(&kind),
             signals_pending: reply.signals_pending,
             pending: reply.pending,
+            signal_infos: reply.signal_infos.clone(),
         };
         self.append(event::Kind::Call(call))?;
         Ok(reply)
@@ -123,15 +124,20 @@ impl Outside for Recorder {
         Ok(self.link.cancel(thread, seq)?)
     }
 
-    fn take_signals(&mut self) -> Result<Vec<i32>, OutsideError> {
+    fn take_signals(&mut self) -> Result<Vec<Arrival>, OutsideError> {
         let s = self.link.take_signals();
         if !s.is_empty() {
-            self.append(event::Kind::Signals(Signals { signos: s.clone(), asynchronous: false, rip: 0 }))?;
+            self.append(event::Kind::Signals(Signals {
+                signos: s.iter().map(|a| a.signo).collect(),
+                asynchronous: false,
+                rip: 0,
+                infos: s.iter().map(|a| a.info.clone()).collect(),
+            }))?;
         }
         Ok(s)
     }
 
-    fn interrupted(&mut self) -> Result<Vec<i32>, OutsideError> {
+    fn interrupted(&mut self) -> Result<Vec<Arrival>, OutsideError> {
         Ok(self.link.take_signals())
     }
 
@@ -145,6 +151,7 @@ impl Outside for Recorder {
             regs: regs_to_words(&p.regs),
             memory: p.memory.to_vec(),
             signals: p.signals.clone(),
+            signal_infos: p.signal_infos.clone(),
             preempted: p.preempted,
             pages: p.pages,
             watch: p.watch.iter().flat_map(|&(a, v)| [a, v]).collect(),

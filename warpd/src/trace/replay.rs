@@ -21,7 +21,7 @@ use crate::builder::{self, GuestSpec};
 use crate::hv::memory::MemFd;
 use crate::hv::{GuestFault, SyscallRequest};
 use crate::interrupts::regs_from_words;
-use crate::kernel::outside::{Completed, Ending, InterruptPoint, Outside, OutsideError};
+use crate::kernel::outside::{Arrival, Completed, Ending, InterruptPoint, Outside, OutsideError};
 use crate::machine::{Cancel, Stop};
 use crate::session::{self, Config, SessionError};
 
@@ -224,6 +224,7 @@ impl Outside for Replayer<'_> {
             stream: call.stream,
             signals_pending: call.signals_pending,
             pending: call.pending,
+            signal_infos: call.signal_infos,
             ..Default::default()
         })
     }
@@ -263,10 +264,11 @@ impl Outside for Replayer<'_> {
         )
     }
 
-    fn take_signals(&mut self) -> Result<Vec<i32>, OutsideError> {
+    fn take_signals(&mut self) -> Result<Vec<Arrival>, OutsideError> {
         if let Some(Event { kind: Some(event::Kind::Signals(s)) }) = self.peek() {
             if !s.asynchronous {
-                let v = s.signos.clone();
+                let info = |i: usize| s.infos.get(i).cloned().unwrap_or_default();
+                let v = s.signos.iter().enumerate().map(|(i, &signo)| Arrival { signo, info: info(i) }).collect();
                 self.pos += 1;
                 return Ok(v);
             }
@@ -274,7 +276,7 @@ impl Outside for Replayer<'_> {
         Ok(Vec::new())
     }
 
-    fn interrupted(&mut self) -> Result<Vec<i32>, OutsideError> {
+    fn interrupted(&mut self) -> Result<Vec<Arrival>, OutsideError> {
         Ok(Vec::new())
     }
 
@@ -308,6 +310,7 @@ impl Outside for Replayer<'_> {
             memory,
             pages: i.pages,
             signals: i.signals.clone(),
+            signal_infos: i.signal_infos.clone(),
             preempted: i.preempted,
             watch: i.watch.chunks_exact(2).map(|w| (w[0], w[1])).collect(),
             computed_us: i.computed_us,

@@ -85,6 +85,19 @@ impl SigInfo {
         SigInfo { signo, errno: 0, code: SI_TIMER, fields }
     }
 
+    /// A signal's siginfo as the host gave it to the broker (its first 32
+    /// bytes: code, and the sender's pid and uid or what the code puts
+    /// there); None when it is not known (older traces).
+    pub fn from_host(signo: i32, head: &[u8]) -> Option<Self> {
+        if head.len() < 32 {
+            return None;
+        }
+        let word = |at: usize| i32::from_le_bytes(head[at..at + 4].try_into().expect("4 bytes"));
+        let mut fields = [0u8; 112];
+        fields[..16].copy_from_slice(&head[16..32]);
+        Some(SigInfo { signo, errno: word(4), code: word(8), fields })
+    }
+
     /// The siginfo a program passed to rt_sigqueueinfo, for `signo`.
     pub fn queued(signo: i32, raw: &[u8; 128]) -> Self {
         let word = |at: usize| i32::from_le_bytes(raw[at..at + 4].try_into().expect("4 bytes"));
