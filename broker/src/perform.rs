@@ -74,45 +74,64 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
         args[i] = *a;
     }
     let vectored_call = warp_syscalls::lookup(call.nr as u64).is_some_and(|d| d.vectored());
-    // sendmsg/recvmsg: the program's msghdr (its memory, for the fields
-    // written back) and ours, built over its parts (args 10, 11, 12).
-    let header_arg = warp_syscalls::lookup(call.nr as u64)
-        .and_then(|d| d.args.iter().position(|a| matches!(a, warp_syscalls::Arg::MsgIn | warp_syscalls::Arg::MsgOut)));
-    let mut header: Option<(Vec<(u64, u64)>, bool)> = None;
-    // SAFETY: an all-zero msghdr is valid (no name, no iovecs, no control).
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    // Where a buffer's pointer goes: an argument, or a part of our msghdr
-    // (with its length, for a part).
-    let mut place = |args: &mut [u64; 6], arg: usize, ptr: u64, len: u64| match arg {
-        10 => {
-            msg.msg_name = ptr as *mut libc::c_void;
-            msg.msg_namelen = len as u32;
+    // sendmsg/recvmsg (one msghdr), sendmmsg/recvmmsg (an array of mmsghdr,
+    // as long as the next argument says): the program's headers (their
+    // memory, for the fields written back) and ours, built over their parts
+    // (arg 10 + 3k + 0, 1, 2: message k's name, iovec memory and control).
+    use warp_syscalls::Arg as A;
+    let header = warp_syscalls::lookup(call.nr as u64).and_then(|d| {
+        d.args.iter().enumerate().find_map(|(i, a)| match a {
+            A::MsgIn | A::MsgOut => Some((i, 1usize, 56u64)),
+            A::MmsgIn | A::MmsgOut => Some((i, (args.get(i + 1).copied().unwrap_or(0) as usize).min(IOV_MAX), 64)),
+            _ => None,
+        })
+    });
+    let header_arg = header.map(|h| h.0);
+    let (count, stride) = header.map_or((0, 0), |h| (h.1, h.2));
+    let mut header_mem: Option<(Vec<(u64, u64)>, bool)> = None;
+    // SAFETY: all-zero mmsghdrs are valid (no name, no iovecs, no control).
+    let mut msgs: Vec<libc::mmsghdr> = vec![unsafe { std::mem::zeroed() }; count];
+    let parts = 10..10 + 3 * count;
+    // Where a buffer's pointer goes: an argument, or a part of one of our
+    // headers (with its length).
+    let mut place = |args: &mut [u64; 6], arg: usize, ptr: u64, len: u64| {
+        if arg < 6 {
+            args[arg] = ptr;
+            return;
         }
-        11 => {
-            msg.msg_iov = ptr as *mut libc::iovec;
-            msg.msg_iovlen = len as usize;
+        let m = &mut msgs[(arg - 10) / 3].msg_hdr;
+        match (arg - 10) % 3 {
+            0 => {
+                m.msg_name = ptr as *mut libc::c_void;
+                m.msg_namelen = len as u32;
+            }
+            1 => {
+                m.msg_iov = ptr as *mut libc::iovec;
+                m.msg_iovlen = len as usize;
+            }
+            _ => {
+                m.msg_control = ptr as *mut libc::c_void;
+                m.msg_controllen = len as usize;
+            }
         }
-        12 => {
-            msg.msg_control = ptr as *mut libc::c_void;
-            msg.msg_controllen = len as usize;
-        }
-        _ => args[arg] = ptr,
     };
 
     // Local copies that must outlive the call.
     let mut owned: Vec<Vec<u8>> = Vec::new();
-    let mut iovecs: Vec<libc::iovec> = Vec::new();
+    // One iovec array per vectored buffer (the arrays do not move when
+    // the list grows).
+    let mut iovecs: Vec<Vec<libc::iovec>> = Vec::new();
     // (owned index, ranges) for bounce buffers to scatter back.
     let mut scatter: Vec<(usize, Vec<(u64, u64)>)> = Vec::new();
     let mut outputs_from: Vec<usize> = Vec::new();
 
     for b in &call.buffers {
         let arg = b.arg as usize;
-        let part = (10..=12).contains(&arg) && header_arg.is_some();
+        let part = parts.contains(&arg);
         if arg >= 6 && !part {
             return (-(libc::EINVAL as i64), Vec::new());
         }
-        let vectored = if part { arg == 11 } else { vectored_call };
+        let vectored = if part { (arg - 10) % 3 == 1 } else { vectored_call };
         match &b.data {
             Some(buffer::Data::Bytes(bytes)) => {
                 owned.push(bytes.clone());
@@ -142,22 +161,23 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
                     }
                 }
                 if Some(arg) == header_arg {
-                    if ranges.iter().map(|r| r.1).sum::<u64>() != 56 {
+                    if ranges.iter().map(|r| r.1).sum::<u64>() != stride * count as u64 {
                         return (-(libc::EINVAL as i64), Vec::new());
                     }
-                    header = Some((ranges, b.out));
+                    header_mem = Some((ranges, b.out));
                     continue;
                 }
                 let total: u64 = ranges.iter().map(|r| r.1).sum();
                 if vectored && ranges.len() <= IOV_MAX {
-                    iovecs.clear();
-                    iovecs.extend(
-                        ptrs.iter()
-                            .map(|&(p, l)| libc::iovec { iov_base: p as *mut libc::c_void, iov_len: l as usize }),
-                    );
-                    place(&mut args, arg, iovecs.as_ptr() as u64, iovecs.len() as u64);
+                    let v: Vec<libc::iovec> = ptrs
+                        .iter()
+                        .map(|&(p, l)| libc::iovec { iov_base: p as *mut libc::c_void, iov_len: l as usize })
+                        .collect();
+                    let (at, n) = (v.as_ptr() as u64, v.len() as u64);
+                    iovecs.push(v);
+                    place(&mut args, arg, at, n);
                     if arg < 6 {
-                        args[arg + 1] = iovecs.len() as u64;
+                        args[arg + 1] = n;
                     }
                 } else if ptrs.len() == 1 {
                     place(&mut args, arg, ptrs[0].0 as u64, total);
@@ -171,12 +191,13 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
                     owned.push(bounce);
                     let i = owned.len() - 1;
                     if vectored {
-                        iovecs.clear();
-                        iovecs.push(libc::iovec {
+                        let v = vec![libc::iovec {
                             iov_base: owned[i].as_mut_ptr() as *mut libc::c_void,
                             iov_len: total as usize,
-                        });
-                        place(&mut args, arg, iovecs.as_ptr() as u64, 1);
+                        }];
+                        let at = v.as_ptr() as u64;
+                        iovecs.push(v);
+                        place(&mut args, arg, at, 1);
                         if arg < 6 {
                             args[arg + 1] = 1;
                         }
@@ -192,10 +213,11 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
         }
     }
     if let Some(a) = header_arg {
-        if header.is_none() {
+        if header_mem.is_none() {
             return (-(libc::EFAULT as i64), Vec::new());
         }
-        args[a] = &mut msg as *mut libc::msghdr as u64;
+        // A msghdr is the head of an mmsghdr.
+        args[a] = msgs.as_mut_ptr() as u64;
     }
 
     if call.may_block
@@ -215,22 +237,30 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
         ret as i64
     };
 
-    // recvmsg: the lengths and flags the kernel set go back into the
-    // program's msghdr (its pointers stay its own).
-    if let (Some((ranges, true)), true) = (&header, ret >= 0) {
-        let mut image = Vec::with_capacity(56);
+    // recvmsg, and both mmsg calls for the messages done: the lengths and
+    // flags the kernel set go back into the program's headers (their
+    // pointers stay its own).
+    if let (Some((ranges, true)), true) = (&header_mem, ret >= 0) {
+        let mut image = Vec::with_capacity((stride * count as u64) as usize);
         for &(o, l) in ranges {
             let p = mem.ptr(o, l).expect("checked");
             // SAFETY: p..p+l lies in the guest mapping (checked above).
             image.extend_from_slice(unsafe { std::slice::from_raw_parts(p, l as usize) });
         }
-        image[8..12].copy_from_slice(&msg.msg_namelen.to_le_bytes());
-        image[40..48].copy_from_slice(&(msg.msg_controllen as u64).to_le_bytes());
-        image[48..52].copy_from_slice(&msg.msg_flags.to_le_bytes());
+        let done = if stride == 56 { 1 } else { (ret as usize).min(count) };
+        for (k, m) in msgs.iter().take(done).enumerate() {
+            let e = &mut image[k * stride as usize..];
+            e[8..12].copy_from_slice(&m.msg_hdr.msg_namelen.to_le_bytes());
+            e[40..48].copy_from_slice(&(m.msg_hdr.msg_controllen as u64).to_le_bytes());
+            e[48..52].copy_from_slice(&m.msg_hdr.msg_flags.to_le_bytes());
+            if stride == 64 {
+                e[56..60].copy_from_slice(&m.msg_len.to_le_bytes());
+            }
+        }
         let mut at = 0usize;
         for &(o, l) in ranges {
             let p = mem.ptr(o, l).expect("checked");
-            // SAFETY: as above; the image holds 56 bytes, the ranges' total.
+            // SAFETY: as above; the image is as long as the ranges together.
             unsafe { std::ptr::copy_nonoverlapping(image.as_ptr().add(at), p, l as usize) };
             at += l as usize;
         }

@@ -62,6 +62,10 @@ pub enum Arg {
     /// call writes (recvmsg) or reads (sendmsg, `MsgIn`).
     MsgOut,
     MsgIn,
+    /// An array of `struct mmsghdr` (count in the next argument), each as
+    /// `MsgOut`/`MsgIn`; the call writes each one's msg_len.
+    MmsgOut,
+    MmsgIn,
 }
 
 /// What a successful call returns, where warpd must check it.
@@ -364,8 +368,10 @@ pub static TABLE: &[Desc] = &[
     d(295, "preadv", Blocking, &[Fd, IovOut, Int, Int, Int]).restart(),
     d(296, "pwritev", Blocking, &[Fd, IovIn, Int, Int, Int]).restart().sigpipe().sends(),
     d(297, "rt_tgsigqueueinfo", Emulated, &[Int, Int, Int, In(Fixed(128))]).warpd(),
+    d(299, "recvmmsg", Blocking, &[Fd, MmsgOut, Int, Int, InOut(Fixed(TIMESPEC))]),
     d(302, "prlimit64", Emulated, &[Int, Int, In(Fixed(16)), Out(Fixed(16))]).warpd(),
     d(306, "syncfs", Proxied, &[Fd]),
+    d(307, "sendmmsg", Blocking, &[Fd, MmsgIn, Int, Int]).sigpipe().sends(),
     d(316, "renameat2", Proxied, &[DirFd, Path, DirFd, Path, Int]),
     d(318, "getrandom", Blocking, &[Out(Of(1)), Int, Int]),
     fd(319, "memfd_create", Proxied, &[Path, Int]),
@@ -470,14 +476,9 @@ mod tests {
                 "preadv", "pwritev"
             ]
         );
-        assert_eq!(
-            with(|d| d.epipe_sigpipe),
-            ["write", "pwrite64", "writev", "sendfile", "sendto", "sendmsg", "pwritev"]
-        );
-        assert_eq!(
-            with(|d| d.sends_bytes),
-            ["write", "pwrite64", "writev", "sendfile", "sendto", "sendmsg", "pwritev"]
-        );
+        let senders = ["write", "pwrite64", "writev", "sendfile", "sendto", "sendmsg", "pwritev", "sendmmsg"];
+        assert_eq!(with(|d| d.epipe_sigpipe), senders);
+        assert_eq!(with(|d| d.sends_bytes), senders);
         assert_eq!(with(|d| d.vectored()), ["readv", "writev", "preadv", "pwritev"]);
         assert_eq!(
             with(|d| d.waits),

@@ -1,7 +1,9 @@
 /* sendmsg and recvmsg: scattered and gathered iovecs, a descriptor passed
  * with SCM_RIGHTS, MSG_TRUNC in msg_flags for a datagram cut short, the
- * sender's address in msg_name on UDP, and a thread blocked in recvmsg
- * while the other computes and then sends. */
+ * sender's address in msg_name on UDP, sendmmsg and recvmmsg with their
+ * msg_len, and a thread blocked in recvmsg while the other computes and
+ * then sends. */
+#define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -94,6 +96,31 @@ int main(void)
 	n = recvmsg(u, &um, 0);
 	printf("UDP: %zd bytes %s from %s, namelen %u\n", n, ub, from.sin_family == AF_INET ? "AF_INET" : "?",
 	       (unsigned)um.msg_namelen);
+
+	/* sendmmsg and recvmmsg: three datagrams at once, msg_len each. */
+	int mm[2];
+	CHECK(socketpair(AF_UNIX, SOCK_DGRAM, 0, mm) == 0);
+	struct iovec sv3[3] = { { "one", 3 }, { "three", 5 }, { "fifteen bytes!!", 15 } };
+	struct mmsghdr sm3[3];
+	memset(sm3, 0, sizeof sm3);
+	for (int i = 0; i < 3; i++) {
+		sm3[i].msg_hdr.msg_iov = &sv3[i];
+		sm3[i].msg_hdr.msg_iovlen = 1;
+	}
+	int sent = sendmmsg(mm[1], sm3, 3, 0);
+	char rb[3][16];
+	memset(rb, 0, sizeof rb);
+	struct iovec rv3[3] = { { rb[0], 15 }, { rb[1], 15 }, { rb[2], 4 } };
+	struct mmsghdr rm3[3];
+	memset(rm3, 0, sizeof rm3);
+	for (int i = 0; i < 3; i++) {
+		rm3[i].msg_hdr.msg_iov = &rv3[i];
+		rm3[i].msg_hdr.msg_iovlen = 1;
+	}
+	int got3 = recvmmsg(mm[0], rm3, 3, 0, NULL);
+	printf("sendmmsg %d (lengths %u %u %u), recvmmsg %d: %s %s %s (%u %u %u, last %s)\n", sent, sm3[0].msg_len,
+	       sm3[1].msg_len, sm3[2].msg_len, got3, rb[0], rb[1], rb[2], rm3[0].msg_len, rm3[1].msg_len, rm3[2].msg_len,
+	       rm3[2].msg_hdr.msg_flags & MSG_TRUNC ? "cut short" : "whole");
 
 	/* A thread blocked in recvmsg while this one computes, then sends. */
 	pthread_t th;

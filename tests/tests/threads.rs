@@ -283,8 +283,8 @@ fn priority_inheritance_mutexes() {
 }
 
 /// sendmsg and recvmsg: iovecs gathered and scattered, SCM_RIGHTS, the
-/// flags and address the kernel writes back, and a thread blocked in
-/// recvmsg while another computes.
+/// flags and address the kernel writes back, sendmmsg and recvmmsg, and a
+/// thread blocked in recvmsg while another computes.
 #[test]
 fn sendmsg_and_recvmsg() {
     let home = WarpHome::new("msg");
@@ -296,6 +296,7 @@ fn sendmsg_and_recvmsg() {
             "gathered and scattered: 11 bytes: hell|o world\n\
              SCM_RIGHTS: controllen right, read 10 bytes through the passed descriptor\n\
              datagram cut short: 4 bytes, MSG_TRUNC set\nUDP: 3 bytes udp from AF_INET, namelen 16\n\
+             sendmmsg 3 (lengths 3 5 15), recvmmsg 3: one three fift (3 5 4, last cut short)\n\
              blocked recvmsg: 15 bytes: after computing\n"
         );
     }

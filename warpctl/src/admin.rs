@@ -105,7 +105,7 @@ pub async fn daemon_status() -> Result<u8, AdminError> {
     if found {
         Ok(0)
     } else {
-        eprintln!("warpctl: no daemon running");
+        say!("no daemon running");
         Ok(1)
     }
 }
@@ -114,11 +114,11 @@ pub async fn daemon_status() -> Result<u8, AdminError> {
 /// until it has (after its running sessions end). 0 also when none runs.
 pub async fn daemon_stop(verbose: bool) -> Result<u8, AdminError> {
     let Some(mut daemon) = connect::connect_existing().await? else {
-        eprintln!("warpctl: no daemon running");
+        say!("no daemon running");
         return Ok(0);
     };
     if verbose {
-        eprintln!("warpctl: stopping {}", describe(&daemon));
+        say!("stopping {}", describe(&daemon));
     }
     daemon.client.shutdown(ShutdownRequest {}).await.map_err(rpc)?;
     drop(daemon.client);
@@ -129,7 +129,7 @@ pub async fn daemon_stop(verbose: bool) -> Result<u8, AdminError> {
     // unlike the pid, it is released even if the process lingers as a zombie).
     while lock_held(&lock) {
         if !told && started.elapsed() > Duration::from_secs(2) {
-            eprintln!("warpctl: waiting for warpd (pid {}) to finish its running sessions", daemon.hello.pid);
+            say!("waiting for warpd (pid {}) to finish its running sessions", daemon.hello.pid);
             told = true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -69,7 +69,7 @@ pub async fn connect_or_start(verbose: bool) -> Result<Daemon, ConnectError> {
         match try_socket(&system.socket).await {
             Ok(Some(daemon)) => return Ok(daemon),
             Ok(None) => {}
-            Err(e) if verbose => eprintln!("warpctl: not using the system daemon: {e}"),
+            Err(e) if verbose => say!("not using the system daemon: {e}"),
             Err(_) => {}
         }
     }
@@ -154,7 +154,7 @@ async fn start(paths: &Paths, verbose: bool) -> Result<Daemon, ConnectError> {
     let deadline = Instant::now() + START_TIMEOUT;
     let mut child = spawn_daemon(&binary, paths, &log)?;
     if verbose {
-        eprintln!("warpctl: started warpd (pid {}); its log is {}", child.id(), log.display());
+        say!("started warpd (pid {}); its log is {}", child.id(), log.display());
     }
     let mut spawned_at = Instant::now();
     let mut lock_was_held = false;

@@ -4,6 +4,23 @@
 //! its own failures exit 125 (126/127 for a program that cannot be run or
 //! found), as `env` and `timeout` do. See DESIGN.md, "Command-line contract".
 
+/// Writes one line of warpctl's own to stderr, `warpctl: ` first, in a
+/// single write: the program's output shares the stream and must not land
+/// inside it.
+macro_rules! say {
+    ($($t:tt)*) => {
+        $crate::say_line("", &format!($($t)*))
+    };
+}
+
+/// `say!` with `before` (a newline that ends the program's unfinished line)
+/// ahead of the prefix.
+pub fn say_line(before: &str, text: &str) {
+    use std::io::Write;
+    let line = format!("{before}warpctl: {text}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
 mod admin;
 mod connect;
 mod json;
@@ -164,7 +181,7 @@ enum DaemonAction {
 
 /// Prints warpctl's message for `error` and gives its exit status.
 fn fail(error: impl std::fmt::Display, code: u8) -> u8 {
-    eprintln!("warpctl: {error}");
+    say!("{error}");
     code
 }
 
@@ -181,7 +198,7 @@ fn parse() -> Result<Cli, ExitCode> {
         Err(e) => {
             let text = e.render().to_string();
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                eprintln!("warpctl: {line}");
+                say!("{line}");
             }
             Err(ExitCode::from(2))
         }

@@ -188,7 +188,7 @@ pub async fn run(args: RecordArgs) -> Result<u8, RecordError> {
     if let Some(path) = &args.id_file {
         std::fs::write(path, format!("{id}\n")).map_err(|source| RecordError::IdFile { path: path.clone(), source })?;
     }
-    eprintln!("warpctl: session {id}");
+    say!("session {id}");
 
     // Follow first, so nothing the session says is missed.
     let mut updates = daemon
@@ -232,8 +232,8 @@ pub async fn run(args: RecordArgs) -> Result<u8, RecordError> {
                     // A leading newline: the program left its stderr mid-line,
                     // and warpctl's own line must start on a fresh one.
                     Some(session_update::Update::Note(note)) if args.verbose => match note.strip_prefix('\n') {
-                        Some(rest) => eprintln!("\nwarpctl: {rest}"),
-                        None => eprintln!("warpctl: {note}"),
+                        Some(rest) => crate::say_line("\n", rest),
+                        None => say!("{note}"),
                     },
                     Some(session_update::Update::End(end)) => break Outcome::End(end),
                     _ => {}
@@ -270,7 +270,7 @@ pub async fn run(args: RecordArgs) -> Result<u8, RecordError> {
         Outcome::End(end) => {
             let (code, message) = exit_status(&end);
             if let Some(message) = message {
-                eprintln!("warpctl: {message}");
+                say!("{message}");
             }
             Ok(code)
         }

@@ -912,7 +912,12 @@ impl Process {
                         Err(_) => args[i] = FAULT_ADDR,
                     }
                 }
-                Arg::MsgOut | Arg::MsgIn => match self.msghdr_buffers(a[i], i, matches!(kind, Arg::MsgOut))? {
+                Arg::MsgOut | Arg::MsgIn | Arg::MmsgOut | Arg::MmsgIn => match self.msghdr_buffers(
+                    a[i],
+                    i,
+                    matches!(kind, Arg::MsgOut | Arg::MmsgOut),
+                    matches!(kind, Arg::MmsgOut | Arg::MmsgIn).then(|| a[i + 1]),
+                )? {
                     Ok(Some(mut b)) => buffers.append(&mut b),
                     Ok(None) => args[i] = FAULT_ADDR,
                     Err(e) => return Ok(e.ret()),
@@ -1056,54 +1061,69 @@ impl Process {
     }
 
     /// The buffers of a `struct msghdr` at `at` (argument `arg`) for the
-    /// broker: its own 56 bytes, then its name (10), its iovec array's
-    /// memory (11) and its control buffer (12), written by recvmsg (`recv`)
-    /// or read by sendmsg. None: the msghdr itself is unreadable (the call
-    /// gets a faulting pointer and says EFAULT). A descriptor of the
-    /// broker's own in an SCM_RIGHTS message is EBADF.
+    /// broker, or of an array of `vlen` `struct mmsghdr` (`mmsg`: Linux takes
+    /// at most UIO_MAXIOV): the headers' own bytes, then per message k its
+    /// name (10 + 3k), its iovec array's memory (11 + 3k) and its control
+    /// buffer (12 + 3k), written by a receive (`recv`) or read by a send.
+    /// None: the headers are unreadable (the call gets a faulting pointer
+    /// and says EFAULT). A descriptor of the broker's own in an SCM_RIGHTS
+    /// message is EBADF.
+    #[allow(clippy::type_complexity)]
     fn msghdr_buffers(
         &mut self,
         at: u64,
         arg: usize,
         recv: bool,
+        mmsg: Option<u64>,
     ) -> Result<Result<Option<Vec<Buffer>>, Errno>, ProcessError> {
         const UIO_MAXIOV: u64 = 1024;
-        let mut h = [0u8; 56];
-        if self.mm.read_user(at, &mut h).is_err() {
+        let (count, stride) = match mmsg {
+            None => (1u64, 56u64),
+            Some(vlen) => (vlen.min(UIO_MAXIOV), 64),
+        };
+        let mut heads = vec![0u8; (count * stride) as usize];
+        if self.mm.read_user(at, &mut heads).is_err() {
             return Ok(Ok(None));
         }
-        let word = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().expect("8"));
-        let (name, namelen) = (word(0), u32::from_le_bytes(h[8..12].try_into().expect("4")) as u64);
-        let (iov, iovlen, control, controllen) = (word(16), word(24), word(32), word(40));
-        let Ok(own) = self.mm.user_ranges(at, 56, recv) else { return Ok(Ok(None)) };
-        let mut out = vec![memory(own, arg, recv, recv, false)];
-        if iovlen > UIO_MAXIOV {
-            return Ok(Err(Errno(90))); // EMSGSIZE
-        }
-        if name != 0 && namelen > 0 {
-            match self.mm.user_ranges(name, namelen.min(128), recv) {
-                Ok(r) => out.push(memory(r, 10, recv, false, false)),
-                Err(e) => return Ok(Err(e)),
+        // The mmsg calls write each message's msg_len, sends too.
+        let written = recv || mmsg.is_some();
+        let Ok(own) = self.mm.user_ranges(at, count * stride, written) else { return Ok(Ok(None)) };
+        let mut out = vec![memory(own, arg, written, written, false)];
+        for k in 0..count as usize {
+            let h = &heads[k * stride as usize..];
+            let word = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().expect("8"));
+            let (name, namelen) = (word(0), u32::from_le_bytes(h[8..12].try_into().expect("4")) as u64);
+            let (iov, iovlen, control, controllen) = (word(16), word(24), word(32), word(40));
+            let part = |j: usize| 10 + 3 * k + j;
+            if iovlen > UIO_MAXIOV {
+                return Ok(Err(Errno(90))); // EMSGSIZE
             }
-        }
-        match self.iov_ranges(iov, iovlen, recv) {
-            Ok(r) => out.push(memory(r, 11, recv, false, recv)),
-            Err(e) => return Ok(Err(e)),
-        }
-        if control != 0 && controllen > 0 {
-            let len = controllen.min(MAX_RW_COUNT);
-            if !recv {
-                let mut c = vec![0u8; len as usize];
-                if let Err(e) = self.mm.read_user(control, &mut c) {
-                    return Ok(Err(e));
-                }
-                if self.passes_reserved_fd(&c) {
-                    return Ok(Err(Errno::EBADF));
+            if name != 0 && namelen > 0 {
+                match self.mm.user_ranges(name, namelen.min(128), recv) {
+                    Ok(r) => out.push(memory(r, part(0), recv, false, false)),
+                    Err(e) => return Ok(Err(e)),
                 }
             }
-            match self.mm.user_ranges(control, len, recv) {
-                Ok(r) => out.push(memory(r, 12, recv, false, false)),
+            match self.iov_ranges(iov, iovlen, recv) {
+                // recvmsg's result is its byte count; recvmmsg's a message count.
+                Ok(r) => out.push(memory(r, part(1), recv, false, recv && mmsg.is_none())),
                 Err(e) => return Ok(Err(e)),
+            }
+            if control != 0 && controllen > 0 {
+                let len = controllen.min(MAX_RW_COUNT);
+                if !recv {
+                    let mut c = vec![0u8; len as usize];
+                    if let Err(e) = self.mm.read_user(control, &mut c) {
+                        return Ok(Err(e));
+                    }
+                    if self.passes_reserved_fd(&c) {
+                        return Ok(Err(Errno::EBADF));
+                    }
+                }
+                match self.mm.user_ranges(control, len, recv) {
+                    Ok(r) => out.push(memory(r, part(2), recv, false, false)),
+                    Err(e) => return Ok(Err(e)),
+                }
             }
         }
         Ok(Ok(Some(out)))

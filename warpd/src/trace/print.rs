@@ -291,9 +291,15 @@ fn arguments(entry: &SyscallEntry, calls: &[&BrokerCall]) -> Vec<String> {
                 Arg::Fd => (v as i32).to_string(),
                 Arg::DirFd => dirfd(v),
                 Arg::Path => inline_arg(calls, i).map(|b| c_string(&b)).unwrap_or_else(|| pointer(v)),
-                Arg::In(_) | Arg::Out(_) | Arg::InOut(_) | Arg::IovIn | Arg::IovOut | Arg::MsgIn | Arg::MsgOut => {
-                    pointer(v)
-                }
+                Arg::In(_)
+                | Arg::Out(_)
+                | Arg::InOut(_)
+                | Arg::IovIn
+                | Arg::IovOut
+                | Arg::MsgIn
+                | Arg::MsgOut
+                | Arg::MmsgIn
+                | Arg::MmsgOut => pointer(v),
             }
         })
         .collect()
