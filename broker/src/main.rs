@@ -28,7 +28,7 @@ pub static RESERVED_BASE: std::sync::atomic::AtomicI32 = std::sync::atomic::Atom
 
 #[derive(Debug, thiserror::Error)]
 enum BrokerError {
-    #[error("usage: warp-broker --socket PATH --token TOKEN (started by warpctl, not by hand)")]
+    #[error("usage: warp-broker --socket PATH --token-fd FD (started by warpctl, not by hand)")]
     Usage,
     #[error("cannot connect to warpd at {0}: {1}")]
     Connect(String, std::io::Error),
@@ -161,18 +161,28 @@ fn reserve(fd: RawFd, base: RawFd) -> Result<RawFd, BrokerError> {
     Ok(new)
 }
 
+/// The socket path, and the session token read (and closed) from the
+/// descriptor warpctl passed: the token is never on the command line.
 fn parse_args() -> Result<(String, String), BrokerError> {
     let mut socket = None;
-    let mut token = None;
+    let mut token_fd = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--socket" => socket = args.next(),
-            "--token" => token = args.next(),
+            "--token-fd" => token_fd = args.next().and_then(|f| f.parse::<RawFd>().ok()),
             _ => return Err(BrokerError::Usage),
         }
     }
-    Ok((socket.ok_or(BrokerError::Usage)?, token.ok_or(BrokerError::Usage)?))
+    let fd = token_fd.filter(|&f| f >= 0).ok_or(BrokerError::Usage)?;
+    // SAFETY: the descriptor warpctl left open for us, taken over (and so
+    // closed) here, before the program could see it.
+    let mut pipe = unsafe { std::fs::File::from_raw_fd(fd) };
+    let mut token = String::new();
+    use std::io::Read as _;
+    (&mut pipe).take(4096).read_to_string(&mut token).map_err(|e| BrokerError::Os("reading the session token", e))?;
+    drop(pipe);
+    Ok((socket.ok_or(BrokerError::Usage)?, token))
 }
 
 fn main() {

@@ -248,6 +248,55 @@ static void record_lock_wait(void)
 	unlink(ofd_path);
 }
 
+static volatile int ppoll_handled;
+static void on_usr2(int sig)
+{
+	(void)sig;
+	ppoll_handled++;
+}
+
+static void *ppoll_waiter(void *arg)
+{
+	(void)arg;
+	sigset_t none;
+	sigemptyset(&none);
+	struct pollfd p = { .fd = fds[0], .events = POLLIN };
+	struct timespec ts = { 5, 0 };
+	ready = 1;
+	int r = ppoll(&p, 1, &ts, &none);
+	int e = errno;
+	sigset_t now;
+	CHECK(pthread_sigmask(SIG_BLOCK, NULL, &now) == 0);
+	printf("ppoll with a mask that lets SIGUSR2 in: %s, handler ran %d, blocked again %d\n", r < 0 ? errname(e) : "no EINTR",
+	       ppoll_handled, sigismember(&now, SIGUSR2));
+	return NULL;
+}
+
+/* ppoll waits with the mask it is given: a signal blocked otherwise ends it
+ * (EINTR), its handler runs, and the thread's mask comes back. */
+static void ppoll_with_a_mask(void)
+{
+	struct sigaction sa = { .sa_handler = on_usr2 };
+	sigemptyset(&sa.sa_mask);
+	CHECK(sigaction(SIGUSR2, &sa, NULL) == 0);
+	sigset_t usr2;
+	sigemptyset(&usr2);
+	sigaddset(&usr2, SIGUSR2);
+	CHECK(pthread_sigmask(SIG_BLOCK, &usr2, NULL) == 0);
+	CHECK(pipe(fds) == 0);
+	ready = 0;
+	pthread_t t;
+	CHECK(pthread_create(&t, NULL, ppoll_waiter, NULL) == 0);
+	while (!ready)
+		;
+	struct timespec nap = { 0, 100 * 1000 * 1000 };
+	CHECK(nanosleep(&nap, NULL) == 0);
+	CHECK(pthread_kill(t, SIGUSR2) == 0);
+	CHECK(pthread_join(t, NULL) == 0);
+	close(fds[0]);
+	close(fds[1]);
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IONBF, 0);
@@ -258,5 +307,6 @@ int main(void)
 	signal_ends_a_blocked_read(1);
 	timeout_while_another_spins();
 	record_lock_wait();
+	ppoll_with_a_mask();
 	return 0;
 }

@@ -134,3 +134,21 @@ fn warpctl_killed_mid_run_takes_the_broker_and_marks_the_session_incomplete() {
     }
     home.assert_replays(&spec, &earlier);
 }
+
+/// The session's token reaches the broker through a pipe, not its command
+/// line, which every user on the machine can read in /proc.
+#[test]
+fn the_brokers_command_line_holds_no_token() {
+    let home = WarpHome::new("token");
+    let mut running = home.spawn_record(&blocked_program(FLAVOURS[0]), &[]);
+    let pid = broker_pid(running.pgid());
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let args: Vec<String> = cmdline.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    running.close_stdin();
+    let outcome = running.finish();
+    assert_eq!(outcome.status, Status::Exited(0));
+    assert!(args.iter().any(|a| a == "--token-fd"), "{args:?}");
+    assert!(!args.iter().any(|a| a == "--token"), "{args:?}");
+    // The socket path, the flag, a descriptor number: nothing else.
+    assert_eq!(args.iter().filter(|a| !a.is_empty()).count(), 5, "{args:?}");
+}

@@ -217,7 +217,8 @@ fn a_thread_blocked_outside_does_not_stop_the_others() {
              poll 0, select 0, nanosleep 0\nthe other thread computed meanwhile: yes\n\
              read: EINTR, handler ran 1\nread 9 bytes after the handler ran 1: restarted\n\
              a timed wait beside a spinning thread: ETIMEDOUT\n\
-             F_OFD_SETLKW: got the lock once the other thread let go\n"
+             F_OFD_SETLKW: got the lock once the other thread let go\n\
+             ppoll with a mask that lets SIGUSR2 in: EINTR, handler ran 1, blocked again 1\n"
         );
     }
 }

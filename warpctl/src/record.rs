@@ -16,6 +16,7 @@
 
 use std::ffi::OsString;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -203,19 +204,29 @@ pub async fn run(args: RecordArgs) -> Result<u8, RecordError> {
     let old_int = ignore(Signal::SIGINT)?;
     let old_quit = ignore(Signal::SIGQUIT)?;
 
+    // The session's token goes to the broker through a pipe it inherits,
+    // never on its command line (which every user can read in /proc).
+    let token_fd = token_pipe(&created.token).map_err(|source| RecordError::Broker { path: broker.clone(), source })?;
+    let token_raw = token_fd.as_raw_fd();
     let mut command = tokio::process::Command::new(&broker);
-    command.arg("--socket").arg(&created.broker_socket).arg("--token").arg(&created.token);
-    // SAFETY: runs in the child between fork and exec; sigaction is
-    // async-signal-safe. The program must see SIGINT/SIGQUIT as the caller
-    // left them, not as warpctl set them for itself.
+    command.arg("--socket").arg(&created.broker_socket).arg("--token-fd").arg(token_raw.to_string());
+    // SAFETY: runs in the child between fork and exec; sigaction and fcntl
+    // are async-signal-safe. The program must see SIGINT/SIGQUIT as the
+    // caller left them, not as warpctl set them for itself; the token's
+    // pipe is kept open across exec (the broker reads and closes it first).
     unsafe {
         command.pre_exec(move || {
             signal::sigaction(Signal::SIGINT, &old_int).map_err(io::Error::from)?;
             signal::sigaction(Signal::SIGQUIT, &old_quit).map_err(io::Error::from)?;
+            if libc::fcntl(token_raw, libc::F_SETFD, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
             Ok(())
         });
     }
-    let mut child = command.spawn().map_err(|source| RecordError::Broker { path: broker.clone(), source })?;
+    let spawned = command.spawn();
+    drop(token_fd);
+    let mut child = spawned.map_err(|source| RecordError::Broker { path: broker.clone(), source })?;
     let broker_pid = child.id().map(|p| Pid::from_raw(p as i32));
 
     let mut broker_status: Option<ExitStatus> = None;
@@ -315,4 +326,13 @@ mod tests {
         assert_eq!(exit_status(&end(Failure::Daemon, 0, 0, "kvm")), (125, Some("kvm")));
         assert_eq!(exit_status(&end(Failure::Broker, 0, 0, "")), (125, Some("the broker failed")));
     }
+}
+
+/// A pipe holding `token` (then closed for writing): its read end, for the
+/// broker to inherit.
+fn token_pipe(token: &str) -> io::Result<std::os::fd::OwnedFd> {
+    use std::io::Write;
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    std::fs::File::from(write).write_all(token.as_bytes())?;
+    Ok(read)
 }

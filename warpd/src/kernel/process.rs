@@ -810,17 +810,24 @@ impl Process {
                 None => return Ok(Errno::EINVAL.ret()),
             },
             0 | 1 | 17 | 18 => args[2] = a[2].min(MAX_RW_COUNT),
-            // pselect6's {sigmask, size}: no mask is no mask; one to wait
-            // with would have to be the thread's, which is not done yet.
-            270 if a[5] != 0 => match self.mm.read_u64(a[5]) {
-                Ok(0) => args[5] = 0,
-                Ok(_) => {
-                    self.note("pselect6 with a signal mask returned ENOSYS: not supported yet".into());
-                    return Ok(Errno::ENOSYS.ret());
-                }
-                Err(e) => return Ok(e.ret()),
-            },
             _ => {}
+        }
+        // ppoll, pselect6, epoll_pwait: the mask to wait with is the
+        // thread's for the call (warpd's signals), not the broker's.
+        let wait_mask = match self.wait_mask(desc.nr, &a) {
+            Ok(Some((mask, arg))) => {
+                a[arg] = 0;
+                args[arg] = 0;
+                Some(mask)
+            }
+            Ok(None) => None,
+            Err(e) => return Ok(e.ret()),
+        };
+        // pselect6's {sigmask, size} holds a pointer of the program's: it
+        // never goes to the broker (a mask in it is applied here).
+        if desc.nr == 270 {
+            a[5] = 0;
+            args[5] = 0;
         }
         let mut fd_dir = false;
         let mut path_override = match self.proc_self(desc.nr, &a, link)? {
@@ -938,6 +945,13 @@ impl Process {
                 }
             }
         }
+        if let Some(mask) = wait_mask {
+            // Back after the call, or, if a handler runs, when it returns
+            // (its frame keeps the mask from before), as rt_sigsuspend's.
+            let t = self.thread_mut();
+            t.suspended_mask = Some(t.signals.blocked);
+            t.signals.set_blocked(mask);
+        }
         let ret = self.broker(link, desc.nr, args, buffers, Caller::Thread)?.ret;
         if ret == PENDING {
             return Ok(PENDING);
@@ -947,6 +961,31 @@ impl Process {
             self.fd_dirs.insert(ret as i32);
         }
         Ok(ret)
+    }
+
+    /// The signal mask ppoll, pselect6 or epoll_pwait waits with, and the
+    /// argument that names it (pselect6's is the pointer in its sixth
+    /// argument's {sigmask, size}); None without one. The size must be 8.
+    fn wait_mask(&self, nr: u64, a: &[u64; 6]) -> Result<Option<(u64, usize)>, Errno> {
+        let (at, size, arg) = match nr {
+            271 => (a[3], a[4], 3),
+            281 => (a[4], a[5], 4),
+            270 if a[5] != 0 => {
+                let mut b = [0u8; 16];
+                self.mm.read_user(a[5], &mut b)?;
+                let w = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8"));
+                (w(0), w(8), 5)
+            }
+            _ => return Ok(None),
+        };
+        if at == 0 {
+            return Ok(None);
+        }
+        if size != 8 {
+            return Err(Errno::EINVAL);
+        }
+        let mask = self.mm.read_u64(at)?;
+        Ok(Some((mask, arg)))
     }
 
     /// `/proc/self/...` for open, openat, readlink and readlinkat, and for
