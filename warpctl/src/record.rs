@@ -307,6 +307,15 @@ pub fn describe(status: &ExitStatus) -> String {
     }
 }
 
+/// A pipe holding `token` (then closed for writing): its read end, for the
+/// broker to inherit.
+fn token_pipe(token: &str) -> io::Result<std::os::fd::OwnedFd> {
+    use std::io::Write;
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
+    std::fs::File::from(write).write_all(token.as_bytes())?;
+    Ok(read)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,13 +335,4 @@ mod tests {
         assert_eq!(exit_status(&end(Failure::Daemon, 0, 0, "kvm")), (125, Some("kvm")));
         assert_eq!(exit_status(&end(Failure::Broker, 0, 0, "")), (125, Some("the broker failed")));
     }
-}
-
-/// A pipe holding `token` (then closed for writing): its read end, for the
-/// broker to inherit.
-fn token_pipe(token: &str) -> io::Result<std::os::fd::OwnedFd> {
-    use std::io::Write;
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-    std::fs::File::from(write).write_all(token.as_bytes())?;
-    Ok(read)
 }
