@@ -160,6 +160,7 @@ else
 fi
 bench "sha256sum 256 MiB" sha256sum "$work/input.bin"
 bench "threads: ping-pong x1e4" "$work/pingpong" 10000
+bench "threads: pipe ping-pong x1e4" "$work/pipe_pingpong" 10000
 bench "threads: 4 x compute" "$work/threads_compute" 400000000
 
 # Preemption: threads that compute without syscalls are stopped by the

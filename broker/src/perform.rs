@@ -64,10 +64,68 @@ fn refused(nr: u32) -> bool {
 
 const IOV_MAX: usize = 1024;
 
+/// What performing a call gave: the raw result (-errno), the output
+/// buffers, and the bytes it sent to the program's original stdout or
+/// stderr that are not in guest memory (sendfile from a file), which the
+/// trace must keep for replay to print them.
+pub struct Performed {
+    pub ret: i64,
+    pub outputs: Vec<Vec<u8>>,
+    pub sent: Vec<u8>,
+}
+
 /// Performs `call`; returns the raw result (-errno) and the output buffers.
 pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
+    let p = perform(call, mem);
+    (p.ret, p.outputs)
+}
+
+/// sendfile to the original stdout or stderr, as a read and a write, so
+/// that the bytes sent are known: at most 16 MiB (sendfile may send fewer
+/// than asked); an offset (`args[2]`, a pointer of ours) is read and moved,
+/// else the input's position is, by what was written.
+fn sendfile_to_stream(args: &[u64; 6]) -> (i64, Vec<u8>) {
+    const MAX: u64 = 16 << 20;
+    let (out, input, off_at, count) = (args[0] as i32, args[1] as i32, args[2] as *mut i64, args[3].min(MAX));
+    let mut buf = vec![0u8; count as usize];
+    let err = || -(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) as i64);
+    // SAFETY: reads into our buffer of `count` bytes; the offset pointer is
+    // null or one of ours (a local copy or the guest mapping, checked).
+    let got = unsafe {
+        if off_at.is_null() {
+            libc::read(input, buf.as_mut_ptr() as *mut libc::c_void, buf.len())
+        } else {
+            libc::pread(input, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), *off_at)
+        }
+    };
+    if got < 0 {
+        return (err(), Vec::new());
+    }
+    if got == 0 {
+        return (0, Vec::new());
+    }
+    // SAFETY: writes `got` bytes of our buffer.
+    let put = unsafe { libc::write(out, buf.as_ptr() as *const libc::c_void, got as usize) };
+    let put = if put < 0 { return (err(), Vec::new()) } else { put };
+    // SAFETY: as above for the offset; lseek on the program's descriptor.
+    unsafe {
+        if off_at.is_null() {
+            if put < got {
+                libc::lseek(input, (put - got) as libc::off_t, libc::SEEK_CUR);
+            }
+        } else {
+            *off_at += put as i64;
+        }
+    }
+    buf.truncate(put as usize);
+    (put as i64, buf)
+}
+
+/// Performs `call`: result, outputs and what it sent (see `Performed`).
+pub fn perform(call: &Syscall, mem: &GuestMemory) -> Performed {
+    let fail = |errno: i32| Performed { ret: -(errno as i64), outputs: Vec::new(), sent: Vec::new() };
     if refused(call.nr) || call.args.len() > 6 {
-        return (-(libc::ENOSYS as i64), Vec::new());
+        return fail(libc::ENOSYS);
     }
     let mut args = [0u64; 6];
     for (i, a) in call.args.iter().enumerate() {
@@ -129,7 +187,7 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
         let arg = b.arg as usize;
         let part = parts.contains(&arg);
         if arg >= 6 && !part {
-            return (-(libc::EINVAL as i64), Vec::new());
+            return fail(libc::EINVAL);
         }
         let vectored = if part { (arg - 10) % 3 == 1 } else { vectored_call };
         match &b.data {
@@ -150,19 +208,19 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
             }
             Some(buffer::Data::Memory(r)) => {
                 if r.offset.len() != r.len.len() {
-                    return (-(libc::EINVAL as i64), Vec::new());
+                    return fail(libc::EINVAL);
                 }
                 let ranges: Vec<(u64, u64)> = r.offset.iter().copied().zip(r.len.iter().copied()).collect();
                 let mut ptrs = Vec::with_capacity(ranges.len());
                 for &(o, l) in &ranges {
                     match mem.ptr(o, l) {
                         Some(p) => ptrs.push((p, l)),
-                        None => return (-(libc::EFAULT as i64), Vec::new()),
+                        None => return fail(libc::EFAULT),
                     }
                 }
                 if Some(arg) == header_arg {
                     if ranges.iter().map(|r| r.1).sum::<u64>() != stride * count as u64 {
-                        return (-(libc::EINVAL as i64), Vec::new());
+                        return fail(libc::EINVAL);
                     }
                     header_mem = Some((ranges, b.out));
                     continue;
@@ -209,12 +267,12 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
                     }
                 }
             }
-            None => return (-(libc::EINVAL as i64), Vec::new()),
+            None => return fail(libc::EINVAL),
         }
     }
     if let Some(a) = header_arg {
         if header_mem.is_none() {
-            return (-(libc::EFAULT as i64), Vec::new());
+            return fail(libc::EFAULT);
         }
         // A msghdr is the head of an mmsghdr.
         args[a] = msgs.as_mut_ptr() as u64;
@@ -225,16 +283,24 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
         && would_block(call.nr, &call.args)
     {
         // Not performed: warpd delivers the signal (or asks again).
-        return (-(libc::EINTR as i64), Vec::new());
+        return fail(libc::EINTR);
     }
-    // SAFETY: a raw syscall on behalf of the program; every pointer argument
-    // was replaced above by a pointer to a live local buffer or into the
-    // guest mapping, with the lengths warpd checked.
-    let ret = unsafe { libc::syscall(call.nr as libc::c_long, args[0], args[1], args[2], args[3], args[4], args[5]) };
-    let ret = if ret < 0 {
-        -(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) as i64)
+    let mut sent = Vec::new();
+    let ret = if call.nr == 40 && to_original_stream(call) {
+        let (ret, bytes) = sendfile_to_stream(&args);
+        sent = bytes;
+        ret
     } else {
-        ret as i64
+        // SAFETY: a raw syscall on behalf of the program; every pointer
+        // argument was replaced above by a pointer to a live local buffer
+        // or into the guest mapping, with the lengths warpd checked.
+        let ret =
+            unsafe { libc::syscall(call.nr as libc::c_long, args[0], args[1], args[2], args[3], args[4], args[5]) };
+        if ret < 0 {
+            -(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) as i64)
+        } else {
+            ret as i64
+        }
     };
 
     // recvmsg, and both mmsg calls for the messages done: the lengths and
@@ -275,7 +341,7 @@ pub fn syscall(call: &Syscall, mem: &GuestMemory) -> (i64, Vec<Vec<u8>>) {
         }
     }
     let outputs = outputs_from.into_iter().map(|i| std::mem::take(&mut owned[i])).collect();
-    (ret, outputs)
+    Performed { ret, outputs, sent }
 }
 
 /// A call to perform later, away from guest memory: its memory buffers

@@ -234,10 +234,11 @@ pub fn serve(
             }
             Some(request::Kind::Syscall(call)) => {
                 unreported = false;
-                let (ret, outputs) = perform::syscall(&call, &memory);
-                reply.ret = ret;
-                reply.outputs = outputs;
-                reply.stream = perform::stream_of(&call, ret);
+                let done = perform::perform(&call, &memory);
+                reply.ret = done.ret;
+                reply.outputs = done.outputs;
+                reply.stream = perform::stream_of(&call, done.ret);
+                reply.sent = done.sent;
             }
             Some(request::Kind::ReadFile(rf)) => match perform::read_executable(&rf.path, rf.max_len) {
                 Ok(bytes) => reply.file = bytes,
@@ -286,14 +287,14 @@ fn spawn(
     let done = Arc::new(AtomicBool::new(false));
     let (memory, writer, mine, finished) = (memory.clone(), writer.clone(), held.clone(), done.clone());
     let handle = spawn_blocking_signals(move || {
-        let (ret, outputs) = perform::syscall(&call, &memory);
+        let perform::Performed { ret, outputs, sent } = perform::perform(&call, &memory);
         // The signals that came while it ran go with its reply.
         let signals = {
             let mut h = mine.lock().unwrap_or_else(|e| e.into_inner());
             h.busy -= 1;
             std::mem::take(&mut h.signals)
         };
-        let mut reply = Reply { id, ret, outputs, stream: perform::stream_of(&call, ret), ..Default::default() };
+        let mut reply = Reply { id, ret, outputs, stream: perform::stream_of(&call, ret), sent, ..Default::default() };
         put_signals(&mut reply, signals);
         // warpd may have gone; the main thread notices that itself.
         let _ = send(&writer, &reply);

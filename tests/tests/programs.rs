@@ -370,3 +370,17 @@ fn proc_self_mem_fd_and_what_is_hidden() {
     );
     home.assert_replays(&spec, &recorded);
 }
+
+/// sendfile from a file to stdout: the bytes come from the file, and the
+/// replay prints them from the trace (it reads no file).
+#[test]
+fn sendfile_to_stdout_replays_its_bytes() {
+    let home = WarpHome::new("sendfile");
+    let file = home.scratch("sendfile").join("words");
+    std::fs::write(&file, "hello world, from a file\n").unwrap();
+    for flavour in FLAVOURS {
+        let native = home.check(&Spec::prog("sendfile_out", flavour).arg(&file));
+        assert_eq!(native.status, Status::Exited(0));
+        assert_eq!(native.stdout_str(), "world,|hello\n");
+    }
+}

@@ -88,6 +88,7 @@ impl Outside for Recorder {
             signals_pending: reply.signals_pending,
             pending: reply.pending,
             signal_infos: reply.signal_infos.clone(),
+            sent: if reply.sent.is_empty() { None } else { Some(self.writer.data(&reply.sent).map_err(trace_err)?) },
         };
         self.append(event::Kind::Call(call))?;
         Ok(reply)

@@ -211,7 +211,12 @@ impl Outside for Replayer<'_> {
         }
         let file = self.load(&call.file)?;
         if call.ret > 0 && (call.stream == 1 || call.stream == 2) {
-            let bytes = digest::sent_bytes(&kind, call.ret as u64, memory);
+            // What came from a file (sendfile) is in the trace; the rest is
+            // the program's memory the call read.
+            let bytes = match &call.sent {
+                Some(_) => self.load(&call.sent)?,
+                None => digest::sent_bytes(&kind, call.ret as u64, memory),
+            };
             let _ =
                 self.out.send(if call.stream == 1 { ReplayOutput::Stdout(bytes) } else { ReplayOutput::Stderr(bytes) });
         }

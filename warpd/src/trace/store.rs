@@ -936,6 +936,7 @@ mod tests {
                 inline_args: vec![InlineArg { arg: 0, value: b"/etc/passwd".to_vec() }],
                 signals_pending: true,
                 pending: true,
+                sent: None,
                 signal_infos: vec![vec![1; 32]],
             })),
         }
