@@ -54,6 +54,7 @@ static inline const char *errname(int e)
 	case EBUSY: return "EBUSY";
 	case ETIMEDOUT: return "ETIMEDOUT";
 	case EDEADLK: return "EDEADLK";
+	case EFBIG: return "EFBIG";
 	default: return "E?";
 	}
 }

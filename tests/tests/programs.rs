@@ -384,3 +384,20 @@ fn sendfile_to_stdout_replays_its_bytes() {
         assert_eq!(native.stdout_str(), "world,|hello\n");
     }
 }
+
+/// RLIMIT_FSIZE the program sets applies to its writes (not to the broker's
+/// own): short count at the limit, then EFBIG and SIGXFSZ.
+#[test]
+fn file_size_limit() {
+    let home = WarpHome::new("fsize");
+    for flavour in FLAVOURS {
+        let file = home.scratch(&format!("fsize-{}", flavour.suffix())).join("out");
+        let native = home.check(&Spec::prog("fsize", flavour).arg(&file));
+        assert_eq!(native.status, Status::Exited(0));
+        assert_eq!(
+            native.stdout_str(),
+            "write 15: 10\nwrite 5 more: EFBIG\npwrite 5 at 8: 2\nwritev at 10: EFBIG\n\
+             write with a handler: EFBIG, handler ran 1\nappend: EFBIG\npipe, 20 bytes: 20\n"
+        );
+    }
+}

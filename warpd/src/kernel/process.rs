@@ -945,6 +945,14 @@ impl Process {
                 }
             }
         }
+        // RLIMIT_FSIZE, which the program set for itself (never the broker):
+        // a write to a regular file stops at the limit, and one that starts
+        // there fails with EFBIG and SIGXFSZ, as Linux does.
+        if matches!(desc.nr, 1 | 18 | 20 | 296) {
+            if let Err(e) = self.file_size_limit(desc.nr, &a, &mut args, &mut buffers, link)? {
+                return Ok(e.ret());
+            }
+        }
         if let Some(mask) = wait_mask {
             // Back after the call, or, if a handler runs, when it returns
             // (its frame keeps the mask from before), as rt_sigsuspend's.
@@ -961,6 +969,81 @@ impl Process {
             self.fd_dirs.insert(ret as i32);
         }
         Ok(ret)
+    }
+
+    /// Applies the program's RLIMIT_FSIZE to a write-like call on `a[0]`:
+    /// trims what it sends (`args`, the buffer of argument 1) to what the
+    /// limit leaves, or, at the limit already, EFBIG with SIGXFSZ.
+    fn file_size_limit(
+        &mut self,
+        nr: u64,
+        a: &[u64; 6],
+        args: &mut [u64; 6],
+        buffers: &mut [Buffer],
+        link: &mut dyn Outside,
+    ) -> Result<Result<(), Errno>, ProcessError> {
+        const RLIMIT_FSIZE: u64 = 1;
+        const S_IFMT: u32 = 0o170000;
+        const S_IFREG: u32 = 0o100000;
+        const O_APPEND: i64 = 0o2000;
+        let Some(&(limit, _)) = self.rlimits.get(&RLIMIT_FSIZE) else { return Ok(Ok(())) };
+        if limit == u64::MAX {
+            return Ok(Ok(()));
+        }
+        let Some(b) = buffers.iter_mut().find(|b| b.arg == 1) else { return Ok(Ok(())) };
+        let Some(buffer::Data::Memory(r)) = &mut b.data else { return Ok(Ok(())) };
+        let count: u64 = r.len.iter().sum();
+        if count == 0 {
+            return Ok(Ok(()));
+        }
+        let (st, stat) = self.call_with_output(link, 5, [a[0], 0, 0, 0, 0, 0], 1, 144)?;
+        if st < 0 || stat.len() < 56 {
+            return Ok(Ok(())); // the call itself reports a bad descriptor
+        }
+        let mode = u32::from_le_bytes(stat[24..28].try_into().expect("4"));
+        if mode & S_IFMT != S_IFREG {
+            return Ok(Ok(()));
+        }
+        let size = i64::from_le_bytes(stat[48..56].try_into().expect("8")).max(0) as u64;
+        let pos = match nr {
+            18 | 296 => a[3],
+            _ => {
+                let fl = self.internal(link, 72, [a[0], 3, 0, 0, 0, 0], Vec::new())?; // F_GETFL
+                if fl >= 0 && fl & O_APPEND != 0 {
+                    size
+                } else {
+                    let at = self.internal(link, 8, [a[0], 0, 1, 0, 0, 0], Vec::new())?; // lseek(fd, 0, SEEK_CUR)
+                    if at < 0 {
+                        return Ok(Ok(()));
+                    }
+                    at as u64
+                }
+            }
+        };
+        if pos >= limit {
+            self.raise_thread(abi::SIGXFSZ);
+            return Ok(Err(Errno::EFBIG));
+        }
+        let allowed = limit - pos;
+        if count > allowed {
+            // Keep the first `allowed` bytes of the buffer.
+            let mut left = allowed;
+            let mut keep = 0;
+            for len in r.len.iter_mut() {
+                if left == 0 {
+                    break;
+                }
+                *len = (*len).min(left);
+                left -= *len;
+                keep += 1;
+            }
+            r.len.truncate(keep);
+            r.offset.truncate(keep);
+            if matches!(nr, 1 | 18) {
+                args[2] = allowed;
+            }
+        }
+        Ok(Ok(()))
     }
 
     /// The signal mask ppoll, pselect6 or epoll_pwait waits with, and the
