@@ -152,3 +152,23 @@ fn the_brokers_command_line_holds_no_token() {
     // The socket path, the flag, a descriptor number: nothing else.
     assert_eq!(args.iter().filter(|a| !a.is_empty()).count(), 5, "{args:?}");
 }
+
+/// After warpd is killed (SIGKILL), the very next warpctl call starts a
+/// fresh daemon and works, even while the dead one's socket still resets
+/// connections; every session recorded before is there. Twenty times.
+#[test]
+fn the_first_call_after_warpd_is_killed_works() {
+    let home = WarpHome::new("restart");
+    let spec = Spec::prog("hello", FLAVOURS[0]);
+    for round in 1..=20 {
+        let rec = home.record(&spec, &[]);
+        assert_eq!(rec.outcome.status, Status::Exited(0), "round {round}: {}", rec.warpctl_text());
+        for pid in pids_of("warpd", &home) {
+            kill(pid, libc::SIGKILL);
+        }
+        let out = home.warpctl().arg("ls").output().unwrap();
+        assert!(out.status.success(), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
+        let listed = String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("complete")).count();
+        assert_eq!(listed, round, "round {round}: every earlier session is listed");
+    }
+}

@@ -74,10 +74,38 @@ pub async fn connect_or_start(verbose: bool) -> Result<Daemon, ConnectError> {
         }
     }
     let paths = Paths::embedded_for_this_process()?;
-    if let Some(daemon) = try_socket(&paths.socket).await? {
-        return Ok(daemon);
+    // A daemon killed a moment ago can still hold its socket open while it
+    // exits: connections to it are reset. Ask again until the socket is
+    // refused (nobody there: start one) or answers, for a short while.
+    let deadline = Instant::now() + DYING_GRACE;
+    loop {
+        match try_socket(&paths.socket).await {
+            Ok(Some(daemon)) => return Ok(daemon),
+            Ok(None) => break,
+            Err(e) if e.may_be_dying() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
     start(&paths, verbose).await
+}
+
+/// How long a daemon that resets connections may take to be gone.
+const DYING_GRACE: Duration = Duration::from_secs(3);
+
+impl ConnectError {
+    /// Whether this is what a daemon that is exiting (killed) looks like:
+    /// its connections reset or fail in transport, rather than an answer.
+    fn may_be_dying(&self) -> bool {
+        match self {
+            ConnectError::Socket { source, .. } => {
+                matches!(source.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe)
+            }
+            ConnectError::NoAnswer { reason, .. } => !reason.starts_with("no reply within"),
+            _ => false,
+        }
+    }
 }
 
 /// Connects to this user's (or this `$WARP_HOME`'s) embedded daemon, if one
