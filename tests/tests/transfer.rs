@@ -77,3 +77,42 @@ fn damaged_truncated_and_foreign_files_are_refused() {
     warpctl_refused(&here, &["export", "nosuchid", "-o", out.to_str().unwrap()]);
     assert!(fs::read_dir(&dir).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with("never")));
 }
+
+/// A small file that decompresses to much more than the daemon allows (a
+/// 64 MiB read of zeros, a few KiB exported) is refused as it is read, and
+/// nothing of it stays in the store.
+#[test]
+fn a_file_that_decompresses_past_the_limit_is_refused() {
+    let here = WarpHome::new("import_bomb");
+    let dir = here.scratch("files");
+    if !std::path::Path::new("/usr/bin/dd").exists() && !std::path::Path::new("/bin/dd").exists() {
+        eprintln!("SKIPPED: dd is not installed");
+        return;
+    }
+    let spec = Spec::new("dd").args(["if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]).env("PATH", "/usr/bin:/bin");
+    let recorded = here.record(&spec, &[]);
+    assert_eq!(recorded.outcome.status, Status::Exited(0), "{}", recorded.warpctl_text());
+    let id = recorded.session_id().unwrap();
+    let file = dir.join("zeros.trace");
+    warpctl_ok(&here, &["export", &id, "-o", file.to_str().unwrap()]);
+    let size = fs::metadata(&file).unwrap().len();
+    assert!(size < 4 << 20, "zeros compress: {size} bytes");
+    let before = warpctl_ok(&here, &["ls", "--json"]).lines().count();
+    // A daemon that takes at most 16 MiB decompressed.
+    warpctl_ok(&here, &["daemon", "stop"]);
+    let out = here
+        .warpctl()
+        .env("WARP_IMPORT_MAX_BYTES", "16777216")
+        .args(["import", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "refused: {err}");
+    assert!(err.contains("decompresses to more than 16777216 bytes"), "{err}");
+    assert_eq!(warpctl_ok(&here, &["ls", "--json"]).lines().count(), before, "nothing stored");
+    // The same file within the limit imports and replays.
+    warpctl_ok(&here, &["daemon", "stop"]);
+    let new_id = warpctl_ok(&here, &["import", file.to_str().unwrap()]).trim().to_string();
+    let replayed = here.replay(&new_id, &[]);
+    assert_eq!(replayed.outcome.status, Status::Exited(0), "{}", replayed.warpctl_text());
+}

@@ -102,6 +102,32 @@ const EXPORT_CHUNK: usize = 1 << 20;
 /// The largest trace file accepted by Import (held in memory while checked).
 const MAX_IMPORT: u64 = 8 << 30;
 
+/// Most bytes an imported trace file may decompress to (records, blobs
+/// included): `WARP_IMPORT_MAX_BYTES`, else 32 GiB.
+fn import_limit() -> u64 {
+    std::env::var("WARP_IMPORT_MAX_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(32 << 30)
+}
+
+/// An unlinked temporary file for an import in progress (O_TMPFILE in the
+/// temporary directory: nothing is left behind, and no other user sees it).
+fn spool_file() -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir();
+    let unnamed =
+        std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_TMPFILE).mode(0o600).open(&dir);
+    match unnamed {
+        Ok(f) => Ok(f),
+        // A file system without O_TMPFILE: a new file, unlinked at once.
+        Err(_) => {
+            let name = crate::server::secrets::new_id()?;
+            let path = dir.join(format!("warp-import-{name}"));
+            let f = std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(&path)?;
+            std::fs::remove_file(&path)?;
+            Ok(f)
+        }
+    }
+}
+
 /// Sends what is written to it as ExportChunks of at most EXPORT_CHUNK
 /// bytes. Once the client has gone, writing fails.
 struct ChunkWriter {
@@ -363,22 +389,31 @@ impl Warp for WarpService {
         let _busy = self.shared.busy();
         let uid = caller_uid(&request)?;
         let mut stream = request.into_inner();
-        let mut file = Vec::new();
+        // The file goes to disk as it comes (an unlinked temporary file), so
+        // that memory holds a chunk, then a record, at a time.
+        let mut file = spool_file().map_err(|e| Status::internal(format!("cannot hold the trace file: {e}")))?;
+        let mut len = 0u64;
         while let Some(chunk) = stream.message().await? {
-            file.extend_from_slice(&chunk.data);
-            if file.len() as u64 > MAX_IMPORT {
+            len += chunk.data.len() as u64;
+            if len > MAX_IMPORT {
                 return Err(Status::invalid_argument(format!(
                     "the trace file is larger than {} GiB",
                     MAX_IMPORT >> 30
                 )));
             }
+            std::io::Write::write_all(&mut file, &chunk.data)
+                .map_err(|e| Status::internal(format!("cannot hold the trace file: {e}")))?;
         }
         let id =
             crate::server::secrets::new_id().map_err(|e| Status::internal(format!("cannot make a session id: {e}")))?;
         let shared = Arc::clone(&self.shared);
         let new_id = id.clone();
+        let limit = import_limit();
         let meta = blocking(move || {
-            crate::trace::export::import(&shared.store, &file, &new_id, uid).map_err(|e| match e {
+            // One import at a time: each holds up to a record in memory.
+            static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+            let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+            crate::trace::export::import_from(&shared.store, &mut file, len, &new_id, uid, limit).map_err(|e| match e {
                 crate::trace::export::ExportError::Store(s) => lookup::status(s),
                 other => Status::data_loss(other.to_string()),
             })

@@ -10,7 +10,7 @@
 //! the uncompressed records, so truncation, bit flips and a missing tail are
 //! all refused before anything reaches the store.
 
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 
 use prost::Message;
 use warp_proto::trace::{export_record, ExportBlob, ExportRecord, SessionMeta, Status};
@@ -92,11 +92,22 @@ pub fn export(store: &Store, id: &str, out: impl Write) -> Result<(), ExportErro
 struct HashingReader<R: Read> {
     inner: R,
     hash: blake3::Hasher,
+    /// Bytes read so far, and how many may be (a trace file that
+    /// decompresses to more is refused as it goes).
+    read: u64,
+    limit: u64,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.limit {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!("it decompresses to more than {} bytes, the limit of this warpd", self.limit),
+            ));
+        }
         self.hash.update(&buf[..n]);
         Ok(n)
     }
@@ -106,6 +117,7 @@ impl<R: Read> Read for HashingReader<R> {
 fn record(r: &mut impl Read, n: u64) -> Result<Option<ExportRecord>, ExportError> {
     let bad = |what: String| ExportError::Invalid(format!("record {n}: {what}"));
     let frame = warp_proto::frame::read(r, MAX_RECORD).map_err(|e| match e.kind() {
+        std::io::ErrorKind::FileTooLarge => ExportError::Invalid(e.to_string()),
         std::io::ErrorKind::UnexpectedEof => bad(format!("the file ends inside a record ({e})")),
         std::io::ErrorKind::InvalidData => bad(e.to_string()),
         _ => bad(format!("the compressed data is damaged or cut short ({e})")),
@@ -119,48 +131,56 @@ fn record(r: &mut impl Read, n: u64) -> Result<Option<ExportRecord>, ExportError
 }
 
 /// Reads a trace file and stores it as a new session `new_id` owned by
-/// `owner_uid`. Nothing is stored unless the whole file checks out.
+/// `owner_uid` (see `import_from`).
 pub fn import(store: &Store, input: &[u8], new_id: &str, owner_uid: u32) -> Result<SessionMeta, ExportError> {
-    if input.len() < MAGIC.len() + 4 + 32 || &input[..MAGIC.len()] != MAGIC {
+    let limit = u64::MAX;
+    import_from(store, std::io::Cursor::new(input), input.len() as u64, new_id, owner_uid, limit)
+}
+
+/// Reads a trace file of `len` bytes from `input` and stores it as a new
+/// session `new_id` owned by `owner_uid`, streaming: each record is checked
+/// and stored as it is decompressed (a blob against its hash), so memory
+/// holds one record at a time, and more than `limit` decompressed bytes
+/// are refused. The session is stored as recording until the whole file's
+/// checksum has been checked; anything refused removes what was stored.
+pub fn import_from<R: Read + Seek>(
+    store: &Store,
+    mut input: R,
+    len: u64,
+    new_id: &str,
+    owner_uid: u32,
+    limit: u64,
+) -> Result<SessionMeta, ExportError> {
+    let head_len = MAGIC.len() as u64 + 4;
+    let io = |e: std::io::Error| ExportError::Invalid(format!("cannot read it: {e}"));
+    let mut head = [0u8; 12];
+    input.seek(SeekFrom::Start(0)).map_err(io)?;
+    if len < head_len + 32 || input.read_exact(&mut head).is_err() || &head[..MAGIC.len()] != MAGIC {
         return Err(ExportError::Invalid("it does not start with a Warpspeed trace header".into()));
     }
-    let version = u32::from_le_bytes(input[8..12].try_into().expect("4 bytes"));
+    let version = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes"));
     if version > FORMAT_VERSION {
         return Err(ExportError::NewerFormat { found: version, supported: FORMAT_VERSION });
     }
-    let (body, trailer) = input[12..].split_at(input.len() - 12 - 32);
+    let mut trailer = [0u8; 32];
+    input.seek(SeekFrom::Start(len - 32)).map_err(io)?;
+    input.read_exact(&mut trailer).map_err(io)?;
+    input.seek(SeekFrom::Start(head_len)).map_err(io)?;
+    let body = input.take(len - head_len - 32);
     let decoder = zstd::Decoder::new(body).map_err(|e| ExportError::Invalid(format!("cannot decompress: {e}")))?;
-    let mut reader = HashingReader { inner: decoder, hash: blake3::Hasher::new() };
-    let mut meta = None;
-    let mut events = Vec::new();
-    let mut blobs = Vec::new();
-    let mut n = 0u64;
-    while let Some(rec) = record(&mut reader, n)? {
-        match rec.kind {
-            Some(export_record::Kind::Meta(m)) if n == 0 => meta = Some(m),
-            Some(export_record::Kind::Event(e)) if n > 0 => events.push(e),
-            Some(export_record::Kind::Blob(b)) if n > 0 => blobs.push(b),
-            _ => return Err(ExportError::Invalid(format!("record {n} is out of place"))),
-        }
-        n += 1;
-    }
-    if reader.hash.finalize().as_bytes() != trailer {
-        return Err(ExportError::Invalid("its checksum does not match its contents (damaged or truncated)".into()));
-    }
-    let mut meta = meta.ok_or_else(|| ExportError::Invalid("it holds no session".into()))?;
+    let mut reader = HashingReader { inner: decoder, hash: blake3::Hasher::new(), read: 0, limit };
+
+    let mut meta = match record(&mut reader, 0)? {
+        Some(ExportRecord { kind: Some(export_record::Kind::Meta(m)) }) => m,
+        Some(_) => return Err(ExportError::Invalid("record 0 is out of place".into())),
+        None => return Err(ExportError::Invalid("it holds no session".into())),
+    };
     if meta.format_version > FORMAT_VERSION {
         return Err(ExportError::NewerFormat { found: meta.format_version, supported: FORMAT_VERSION });
     }
     if meta.status != Status::Complete as i32 {
         return Err(ExportError::Invalid("the session in it is not complete".into()));
     }
-    for b in &blobs {
-        if blake3::hash(&b.data).as_bytes().as_slice() != b.hash.as_slice() {
-            return Err(ExportError::Invalid(format!("blob {} does not match its hash", hex(&b.hash))));
-        }
-    }
-
-    // Checked: store it under its new id, for its new owner.
     meta.id = new_id.to_string();
     meta.owner_uid = owner_uid;
     let mut recording = meta.clone();
@@ -168,22 +188,36 @@ pub fn import(store: &Store, input: &[u8], new_id: &str, owner_uid: u32) -> Resu
     store.create_session(&recording)?;
     let mut writer = store.writer(new_id);
     let stored = (|| {
-        for b in &blobs {
-            writer.add_blob(&b.hash, &b.data)?;
+        let mut n = 1u64;
+        while let Some(rec) = record(&mut reader, n)? {
+            match rec.kind {
+                Some(export_record::Kind::Event(e)) => {
+                    writer.append(&e)?;
+                }
+                Some(export_record::Kind::Blob(b)) => {
+                    if blake3::hash(&b.data).as_bytes().as_slice() != b.hash.as_slice() {
+                        return Err(ExportError::Invalid(format!("blob {} does not match its hash", hex(&b.hash))));
+                    }
+                    writer.add_blob(&b.hash, &b.data)?;
+                }
+                _ => return Err(ExportError::Invalid(format!("record {n} is out of place"))),
+            }
+            n += 1;
         }
-        for e in &events {
-            writer.append(e)?;
+        if reader.hash.finalize().as_bytes() != &trailer {
+            return Err(ExportError::Invalid("its checksum does not match its contents (damaged or truncated)".into()));
         }
         writer.flush()?;
         let (events, bytes) = writer.counts();
         meta.events = events;
         meta.trace_bytes = bytes;
         meta.logical_bytes = writer.logical_bytes();
-        store.update_session(&meta)
+        store.update_session(&meta)?;
+        Ok(())
     })();
     if let Err(e) = stored {
         let _ = store.remove(new_id);
-        return Err(e.into());
+        return Err(e);
     }
     store.flush()?;
     Ok(meta)
