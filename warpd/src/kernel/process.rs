@@ -158,6 +158,11 @@ fn len_of(len: Len, a: &[u64; 6]) -> u64 {
     }
 }
 
+/// A buffer of bytes warpd copies in (a path, a structure of its own).
+fn bytes_in(arg: usize, bytes: Vec<u8>) -> Buffer {
+    Buffer { arg: arg as u32, data: Some(buffer::Data::Bytes(bytes)), inout: false, out: false, written_by_ret: false }
+}
+
 /// A buffer of guest memory for the broker. `out`: the call writes it;
 /// `inout`: it also reads it; `by_ret`: it writes only `ret` bytes.
 fn memory(ranges: Vec<(u64, u64)>, arg: usize, out: bool, inout: bool, by_ret: bool) -> Buffer {
@@ -857,13 +862,7 @@ impl Process {
                     if let Some((_, p)) = path_override.take_if(|(j, _)| *j == i) {
                         let mut s = p.into_bytes();
                         s.push(0);
-                        buffers.push(Buffer {
-                            arg: i as u32,
-                            data: Some(buffer::Data::Bytes(s)),
-                            inout: false,
-                            out: false,
-                            written_by_ret: false,
-                        });
+                        buffers.push(bytes_in(i, s));
                         continue;
                     }
                     if a[i] == 0 {
@@ -872,13 +871,7 @@ impl Process {
                     match self.mm.read_cstring(a[i], PATH_MAX - 1) {
                         Ok(mut s) => {
                             s.push(0);
-                            buffers.push(Buffer {
-                                arg: i as u32,
-                                data: Some(buffer::Data::Bytes(s)),
-                                inout: false,
-                                out: false,
-                                written_by_ret: false,
-                            });
+                            buffers.push(bytes_in(i, s));
                         }
                         Err(Errno::ENAMETOOLONG) => return Ok(Errno::ENAMETOOLONG.ret()),
                         Err(_) => args[i] = FAULT_ADDR,
@@ -901,13 +894,7 @@ impl Process {
                     match self.mm.user_ranges(a[i], n, write) {
                         Ok(r) if n == 0 => {
                             let _ = r;
-                            buffers.push(Buffer {
-                                arg: i as u32,
-                                data: Some(buffer::Data::Bytes(Vec::new())),
-                                inout: false,
-                                out: false,
-                                written_by_ret: false,
-                            });
+                            buffers.push(bytes_in(i, Vec::new()));
                         }
                         Ok(r) => buffers.push(memory(
                             r,
@@ -1150,13 +1137,7 @@ impl Process {
     fn synthetic_fd(&mut self, bytes: &[u8], cloexec: bool, link: &mut dyn Outside) -> Result<i64, ProcessError> {
         const MFD_CLOEXEC: u64 = 1;
         const MFD_ALLOW_SEALING: u64 = 2;
-        let name = Buffer {
-            arg: 0,
-            data: Some(buffer::Data::Bytes(b"warp-proc\0".to_vec())),
-            inout: false,
-            out: false,
-            written_by_ret: false,
-        };
+        let name = bytes_in(0, b"warp-proc\0".to_vec());
         let flags = MFD_ALLOW_SEALING | if cloexec { MFD_CLOEXEC } else { 0 };
         let fd = self.internal(link, 319, [0, flags, 0, 0, 0, 0], vec![name])?;
         if fd < 0 {
@@ -1166,13 +1147,7 @@ impl Process {
             self.internal(link, 3, [fd as u64, 0, 0, 0, 0, 0], Vec::new())?;
             return Ok(Errno::EMFILE.ret());
         }
-        let data = Buffer {
-            arg: 1,
-            data: Some(buffer::Data::Bytes(bytes.to_vec())),
-            inout: false,
-            out: false,
-            written_by_ret: false,
-        };
+        let data = bytes_in(1, bytes.to_vec());
         self.internal(link, 1, [fd as u64, 0, bytes.len() as u64, 0, 0, 0], vec![data])?;
         self.internal(link, 8, [fd as u64, 0, 0, 0, 0, 0], Vec::new())?; // lseek(fd, 0, SEEK_SET)
                                                                          // F_ADD_SEALS: no writes, no resizing, as a /proc file refuses them.
@@ -1741,7 +1716,7 @@ impl Process {
     fn fd_path(&mut self, fd: i32, link: &mut dyn Outside) -> Result<Option<String>, ProcessError> {
         let path = format!("/proc/self/fd/{fd}\0").into_bytes();
         let buffers = vec![
-            Buffer { arg: 0, data: Some(buffer::Data::Bytes(path)), inout: false, out: false, written_by_ret: false },
+            bytes_in(0, path),
             Buffer { arg: 1, data: Some(buffer::Data::OutLen(4096)), inout: false, out: true, written_by_ret: false },
         ];
         let reply = self.broker(link, 89, [0, 0, 4096, 0, 0, 0], buffers, Caller::Warpd)?;
@@ -2697,13 +2672,7 @@ impl Process {
                 let mut ts = Vec::with_capacity(16);
                 ts.extend_from_slice(&d.secs.to_le_bytes());
                 ts.extend_from_slice(&d.nanos.to_le_bytes());
-                let buf = Buffer {
-                    arg: 2,
-                    data: Some(buffer::Data::Bytes(ts)),
-                    inout: false,
-                    out: false,
-                    written_by_ret: false,
-                };
+                let buf = bytes_in(2, ts);
                 self.broker(link, 230, [d.clock, TIMER_ABSTIME, 0, 0, 0, 0], vec![buf], Caller::Idle)?.ret
             }
             None => self.broker(link, 34, [0; 6], Vec::new(), Caller::Idle)?.ret,

@@ -138,13 +138,7 @@ impl Process {
                 return Ok(Err(e));
             }
         }
-        let bytes = Buffer {
-            arg: 2,
-            data: Some(buffer::Data::Bytes(spec.to_vec())),
-            inout: false,
-            out: false,
-            written_by_ret: false,
-        };
+        let bytes = bytes_in(2, spec.to_vec());
         let r = self.internal(link, 286, [fd as u64, flags & 1, 0, 0, 0, 0], vec![bytes])?;
         if r < 0 {
             return Ok(Err(Errno(-r as i32)));
@@ -330,13 +324,7 @@ impl Process {
             if code >= 0 || code == SI_TKILL {
                 return Ok(Err(Errno::EPERM));
             }
-            let buf = Buffer {
-                arg: if tid.is_some() { 3 } else { 2 },
-                data: Some(buffer::Data::Bytes(raw.to_vec())),
-                inout: false,
-                out: false,
-                written_by_ret: false,
-            };
+            let buf = bytes_in(if tid.is_some() { 3 } else { 2 }, raw.to_vec());
             let (nr, args) = match tid {
                 Some(t) => (297, [tgid as u64, t as u64, sig as u64, 0, 0, 0]),
                 None => (129, [tgid as u64, sig as u64, 0, 0, 0, 0]),
