@@ -401,3 +401,22 @@ fn file_size_limit() {
         );
     }
 }
+
+/// A buffer that runs into unmapped memory gives a short count, as Linux's
+/// copy up to the first fault does (EFAULT only when nothing fits).
+#[test]
+fn short_counts_at_the_end_of_mapped_memory() {
+    let home = WarpHome::new("shortcount");
+    let file = home.scratch("shortcount").join("abc");
+    std::fs::write(&file, "abc").unwrap();
+    for flavour in FLAVOURS {
+        let native = home.check(&Spec::prog("shortcount", flavour).arg(&file));
+        assert_eq!(native.status, Status::Exited(0));
+        assert_eq!(
+            native.stdout_str(),
+            "read a 3-byte file, length 1 GiB: 3\nread /dev/zero, two pages asked, one mapped: 4096\n\
+             getrandom, two pages asked: 4096\nwrite to a pipe, two pages asked: 4096\n\
+             read into unmapped memory: EFAULT\n"
+        );
+    }
+}

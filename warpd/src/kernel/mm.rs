@@ -463,6 +463,21 @@ impl Mm {
         runs
     }
 
+    /// How many bytes from `va` on (at most `len`) the program may read (or,
+    /// with `write`, write) before the first page it may not.
+    pub fn accessible(&self, va: u64, len: u64, write: bool) -> u64 {
+        let end = va.saturating_add(len).min(USER_TOP);
+        let mut at = va;
+        while at < end {
+            let e = self.entry(page_down(at));
+            if !leaf::frame(e).is_some_and(|g| g >= USER_GPA_BASE) || !leaf::user_access(e, write) {
+                break;
+            }
+            at = (page_down(at) + PAGE_SIZE).min(end);
+        }
+        at.saturating_sub(va)
+    }
+
     pub fn read_user(&self, va: u64, buf: &mut [u8]) -> Result<(), Errno> {
         let mut done = 0usize;
         for (off, len) in self.user_ranges(va, buf.len() as u64, false)? {

@@ -903,7 +903,23 @@ impl Process {
                             matches!(kind, Arg::InOut(_)),
                             matches!(kind, Arg::Out(Len::Of(_))),
                         )),
-                        Err(_) => args[i] = FAULT_ADDR,
+                        Err(_) => {
+                            // A buffer measured by an argument (read, write,
+                            // getrandom...) that runs into unmapped memory:
+                            // Linux copies up to the first fault and returns
+                            // that much (EFAULT when it is nothing).
+                            let prefix = match kind {
+                                Arg::Out(Len::Of(_)) | Arg::In(Len::Of(_)) => self.mm.accessible(a[i], n, write),
+                                _ => 0,
+                            };
+                            match (len, self.mm.user_ranges(a[i], prefix, write)) {
+                                (Len::Of(j), Ok(r)) if prefix > 0 => {
+                                    args[j] = prefix;
+                                    buffers.push(memory(r, i, write, false, write));
+                                }
+                                _ => args[i] = FAULT_ADDR,
+                            }
+                        }
                     }
                 }
                 Arg::MsgOut | Arg::MsgIn | Arg::MmsgOut | Arg::MmsgIn => match self.msghdr_buffers(

@@ -1,0 +1,38 @@
+/* A buffer longer than the memory mapped behind it: Linux copies up to the
+ * first unmapped page and returns that much (EFAULT only when nothing was
+ * copied), for read from a file and from /dev/zero, getrandom, and write. */
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include "warptest.h"
+
+static const char *res(ssize_t r)
+{
+	static char buf[32];
+	if (r < 0)
+		return errname(errno);
+	snprintf(buf, sizeof buf, "%zd", r);
+	return buf;
+}
+
+int main(int argc, char **argv)
+{
+	CHECK(argc > 1);
+	long page = sysconf(_SC_PAGESIZE);
+	char *buf = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHECK(buf != MAP_FAILED);
+	CHECK(munmap(buf + page, page) == 0);
+	int fd = open(argv[1], O_RDONLY);
+	CHECK(fd >= 0);
+	printf("read a 3-byte file, length 1 GiB: %s\n", res(read(fd, buf, 1 << 30)));
+	int z = open("/dev/zero", O_RDONLY);
+	CHECK(z >= 0);
+	printf("read /dev/zero, two pages asked, one mapped: %s\n", res(read(z, buf, 2 * page)) );
+	printf("getrandom, two pages asked: %s\n", res(getrandom(buf, 2 * page, 0)));
+	int p[2];
+	CHECK(pipe(p) == 0);
+	printf("write to a pipe, two pages asked: %s\n", res(write(p[1], buf, 2 * page)));
+	errno = 0;
+	printf("read into unmapped memory: %s\n", res(read(z, buf + page, 16)));
+	return 0;
+}
