@@ -470,7 +470,7 @@ impl Mm {
         let mut at = va;
         while at < end {
             let e = self.entry(page_down(at));
-            if !leaf::frame(e).is_some_and(|g| g >= USER_GPA_BASE) || !leaf::user_access(e, write) {
+            if leaf::frame(e).is_none_or(|g| g < USER_GPA_BASE) || !leaf::user_access(e, write) {
                 break;
             }
             at = (page_down(at) + PAGE_SIZE).min(end);
