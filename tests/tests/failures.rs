@@ -172,3 +172,31 @@ fn the_first_call_after_warpd_is_killed_works() {
         assert_eq!(listed, round, "round {round}: every earlier session is listed");
     }
 }
+
+/// warpd raises its descriptor limit to the hard one, so that one user's
+/// many connections do not run it out of descriptors at 1024.
+#[test]
+fn warpd_runs_with_its_hard_descriptor_limit() {
+    use std::os::unix::process::CommandExt;
+    let home = WarpHome::new("nofile");
+    // Started by a warpctl whose soft limit is low, as a login shell's is.
+    let mut ls = home.warpctl();
+    ls.arg("ls");
+    // SAFETY: between fork and exec, getrlimit/setrlimit on a local struct.
+    unsafe {
+        ls.pre_exec(|| {
+            let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            lim.rlim_cur = 256.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
+    }
+    let out = ls.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pid = *pids_of("warpd", &home).first().expect("the daemon runs");
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("a descriptor limit");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[3], fields[4], "soft = hard: {line}");
+}

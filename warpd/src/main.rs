@@ -84,11 +84,30 @@ fn main() -> ExitCode {
         .init();
 
     let mode = if args.system { Mode::System } else { Mode::Embedded };
+    raise_descriptor_limit();
     match run(mode) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Each session holds a few descriptors and each client a connection: the
+/// soft limit (often 1024) goes up to the hard one, so that one user's many
+/// idle connections do not leave the others none. The brokers warpctl
+/// starts are not warpd's children and keep the user's own limits.
+fn raise_descriptor_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let before = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                tracing::info!(from = before, to = lim.rlim_max, "raised the descriptor limit");
+            }
         }
     }
 }
