@@ -198,3 +198,24 @@ fn missing_kvm_is_125() {
         assert_own_failure(&home, &rec, 125, &["/dev/kvm"]);
     }
 }
+
+/// Where a call has two things wrong, the error Linux checks first: the
+/// same natively, recorded and replayed.
+#[test]
+fn errors_come_in_linuxs_order() {
+    let home = WarpHome::new("check_order");
+    for flavour in FLAVOURS {
+        let native = home.check(&Spec::prog("check_order", flavour));
+        assert_eq!(native.status, Status::Exited(0));
+        let out = native.stdout_str();
+        for want in [
+            "ioctl closed fd unknown req: -1 EBADF",
+            "fcntl closed fd unknown cmd: -1 EBADF",
+            "execve missing bad argv: -1 ENOENT",
+            "kill missing pid bad sig: -1 ESRCH",
+            "madvise over a hole: -1 ENOMEM",
+        ] {
+            assert!(out.contains(want), "{want} in\n{out}");
+        }
+    }
+}

@@ -798,9 +798,11 @@ impl Process {
         let mut kinds: Vec<Arg> = desc.args.to_vec();
         match desc.nr {
             // ioctl: the request decides the argument.
+            // A request warpd does not know: EBADF first for a descriptor
+            // that is not open, as Linux looks it up before the request.
             16 => match table::ioctl_arg(a[1]) {
                 Some(k) => kinds[2] = k,
-                None if self.reserved(a[0]) => return Ok(Errno::EBADF.ret()),
+                None if !self.fd_open(a[0], link)? => return Ok(Errno::EBADF.ret()),
                 None => return Ok(Errno::ENOTTY.ret()),
             },
             72 => match table::fcntl_arg(a[1]) {
@@ -811,7 +813,7 @@ impl Process {
                         return Ok(Errno::EINVAL.ret());
                     }
                 }
-                None if self.reserved(a[0]) => return Ok(Errno::EBADF.ret()),
+                None if !self.fd_open(a[0], link)? => return Ok(Errno::EBADF.ret()),
                 None => return Ok(Errno::EINVAL.ret()),
             },
             0 | 1 | 17 | 18 => args[2] = a[2].min(MAX_RW_COUNT),
@@ -1405,6 +1407,15 @@ impl Process {
         Ok(reply)
     }
 
+    /// Whether `fd` is one of the program's open descriptors (asked of the
+    /// broker: F_GETFD).
+    fn fd_open(&mut self, fd: u64, link: &mut dyn Outside) -> Result<bool, ProcessError> {
+        if self.reserved(fd) || fd > i32::MAX as u64 {
+            return Ok(false);
+        }
+        Ok(self.internal(link, 72, [fd, 1, 0, 0, 0, 0], Vec::new())? >= 0)
+    }
+
     /// New descriptors must not land in the broker's reserved range.
     fn check_new_fds(
         &mut self,
@@ -1575,7 +1586,14 @@ impl Process {
         };
         let (argv, envp) = match (self.read_strings(a[1]), self.read_strings(a[2])) {
             (Ok(v), Ok(e)) => (v, e),
-            (Err(e), _) | (_, Err(e)) => return fail(e),
+            (Err(e), _) | (_, Err(e)) => {
+                // Linux opens the file before it copies the arguments: a
+                // missing or forbidden one is what the call says first.
+                let mut p = path.clone().into_bytes();
+                p.push(0);
+                let r = self.internal(link, 21, [0, 1, 0, 0, 0, 0], vec![bytes_in(0, p)])?; // access(path, X_OK)
+                return fail(if r < 0 && !path.is_empty() { Errno(-r as i32) } else { e });
+            }
         };
         if path.is_empty() {
             return fail(Errno::ENOENT);
@@ -1892,18 +1910,20 @@ impl Process {
     }
 
     fn kill(&mut self, pid: i32, sig: i32, link: &mut dyn Outside) -> Result<SysResult, ProcessError> {
-        if !(0..=signals::NSIG as i32).contains(&sig) {
-            return Ok(Err(Errno::EINVAL));
-        }
         if pid == self.ident.pid as i32 {
+            if !(0..=signals::NSIG as i32).contains(&sig) {
+                return Ok(Err(Errno::EINVAL));
+            }
             if sig != 0 {
                 self.raise_info(sig, Some(self.own_info(sig, 0)));
             }
             return Ok(Ok(0));
         }
         // Other processes (and process groups, which include the broker
-        // itself and so the program) are the broker's business.
-        Ok(result_of(self.call(link, 62, [pid as u64, sig as u64, 0, 0, 0, 0], Vec::new())?))
+        // itself and so the program) are the broker's business; the host
+        // kernel checks the signal after the process, as for ours (a
+        // missing pid is ESRCH whatever the signal).
+        Ok(result_of(self.call(link, 62, [pid as u64, sig as u32 as u64, 0, 0, 0, 0], Vec::new())?))
     }
 
     fn kill_thread(&mut self, tid: i32, sig: i32) -> SysResult {
