@@ -302,6 +302,16 @@ pub fn perform(call: &Syscall, mem: &GuestMemory) -> Performed {
             ret as i64
         }
     };
+    // open, openat, openat2: whatever route the path took (a directory
+    // descriptor, the working directory, a symlink), nothing of the
+    // broker's own /proc directory that describes it reaches the program.
+    let ret = if matches!(call.nr, 2 | 257 | 437) && ret >= 0 && describes_the_broker(ret as i32) {
+        // SAFETY: closing the descriptor the call just opened.
+        unsafe { libc::close(ret as i32) };
+        -(libc::ENOENT as i64)
+    } else {
+        ret
+    };
 
     // recvmsg, and both mmsg calls for the messages done: the lengths and
     // flags the kernel set go back into the program's headers (their
@@ -433,6 +443,64 @@ pub fn worth_deferring(nr: u32, args: &[u64]) -> bool {
 /// from guest memory at the call).
 pub fn to_original_stream(call: &Syscall) -> bool {
     warp_syscalls::lookup(call.nr as u64).is_some_and(|d| d.sends_bytes) && stream_of(call, 1) != 0
+}
+
+/// Entries of a process's /proc directory that describe what the broker
+/// and the program share, which the program may open however it gets there
+/// (warpd answers the absolute paths of the rest itself).
+const PROC_SHARED: &[&str] = &[
+    "cwd",
+    "root",
+    "mounts",
+    "mountinfo",
+    "mountstats",
+    "cgroup",
+    "ns",
+    "net",
+    "uid_map",
+    "gid_map",
+    "setgroups",
+    "projid_map",
+    "loginuid",
+    "sessionid",
+    "attr",
+    "limits",
+    "personality",
+    "oom_score",
+    "oom_score_adj",
+    "oom_adj",
+    "cpuset",
+    "autogroup",
+    "fd",
+    "fdinfo",
+];
+
+/// Whether descriptor `fd`, just opened, is a file of the broker's own
+/// /proc directory (its pid's or one of its threads') that would describe
+/// the broker rather than the program: its memory, maps, stacks, tasks.
+/// The program's own descriptors under fd/ and fdinfo/ are allowed (the
+/// reserved ones are not).
+fn describes_the_broker(fd: i32) -> bool {
+    let Ok(target) = std::fs::read_link(format!("/proc/self/fd/{fd}")) else { return false };
+    let Some(rest) = target.to_str().and_then(|t| t.strip_prefix("/proc/")) else { return false };
+    let (who, rest) = rest.split_once('/').unwrap_or((rest, ""));
+    let Ok(n) = who.parse::<u32>() else { return false };
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() } as u32;
+    let ours = n == me || std::path::Path::new(&format!("/proc/{me}/task/{n}")).exists();
+    if !ours {
+        return false;
+    }
+    let rest = match rest.strip_prefix("task/") {
+        Some(t) => t.split_once('/').map_or("", |(_, r)| r),
+        None => rest,
+    };
+    let (first, sub) = rest.split_once('/').unwrap_or((rest, ""));
+    if first == "fd" || first == "fdinfo" {
+        let base = crate::RESERVED_BASE.load(std::sync::atomic::Ordering::Relaxed) as u64;
+        return sub.parse::<u64>().is_ok_and(|d| d >= base);
+    }
+    !PROC_SHARED.contains(&first)
 }
 
 /// What execve does to descriptors: closes the program's close-on-exec

@@ -83,6 +83,19 @@ static int hidden(void)
 		if (fd >= 0)
 			close(fd);
 	}
+	/* Other ways there: relative to a directory descriptor, to the cwd. */
+	int proc = open("/proc", O_RDONLY | O_DIRECTORY);
+	CHECK(proc >= 0);
+	errno = 0;
+	int fd = openat(proc, "self/smaps", O_RDONLY);
+	printf("openat(/proc, self/smaps): %s\n", fd >= 0 ? "opens" : errname(errno));
+	CHECK(fchdir(proc) == 0);
+	errno = 0;
+	fd = open("self/mem", O_RDONLY);
+	printf("open(self/mem) in /proc: %s\n", fd >= 0 ? "opens" : errname(errno));
+	errno = 0;
+	fd = open("self/status", O_RDONLY);
+	printf("open(self/status) in /proc: %s\n", fd >= 0 ? "opens" : errname(errno));
 	return 0;
 }
 

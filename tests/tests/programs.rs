@@ -366,7 +366,8 @@ fn proc_self_mem_fd_and_what_is_hidden() {
     assert_eq!(
         recorded.outcome.stdout_str(),
         "/proc/self/smaps: ENOENT\n/proc/self/stack: ENOENT\n/proc/self/numa_maps: ENOENT\n\
-         /proc/self/task: ENOENT\n/proc/self/fd/1000: ENOENT\n"
+         /proc/self/task: ENOENT\n/proc/self/fd/1000: ENOENT\nopenat(/proc, self/smaps): ENOENT\n\
+         open(self/mem) in /proc: ENOENT\nopen(self/status) in /proc: ENOENT\n"
     );
     home.assert_replays(&spec, &recorded);
 }
