@@ -389,6 +389,7 @@ pub static TABLE: &[Desc] = &[
     d(435, "clone3", Emulated, &[In(Of(1)), Int]),
     d(436, "close_range", Emulated, &[Int, Int, Int]).warpd(),
     d(439, "faccessat2", Proxied, &[DirFd, Path, Int, Int]),
+    d(449, "futex_waitv", Emulated, &[Int, Int, Int, Int, Int]),
 ];
 
 /// The call a number register selects: Linux x86_64 takes its low 32 bits

@@ -302,3 +302,18 @@ fn sendmsg_and_recvmsg() {
         );
     }
 }
+
+/// futex_waitv: woken by a wake on the second of two futexes (its index
+/// returned), EAGAIN, EINVAL, a timeout.
+#[test]
+fn futex_waitv_on_two_futexes() {
+    let home = WarpHome::new("futex_waitv");
+    for flavour in FLAVOURS {
+        let native = home.check(&Spec::prog("futex_waitv", flavour));
+        assert_eq!(native.status, Status::Exited(0));
+        assert_eq!(
+            native.stdout_str(),
+            "woken by the second futex: index 1\na value that differs: EAGAIN\nbad flags: EINVAL\ntimeout: ETIMEDOUT\n"
+        );
+    }
+}

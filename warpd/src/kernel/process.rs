@@ -1507,6 +1507,7 @@ impl Process {
             202 => return self.futex(a, link),
             127 => self.sigpending(a[0], a[1]),
             129 => self.sigqueueinfo(a[0] as i32, None, a[1] as i32, a[2], link)?,
+            449 => return self.futex_waitv(a),
             297 => self.sigqueueinfo(a[0] as i32, Some(a[1] as i32), a[2] as i32, a[3], link)?,
             222 => self.timer_create(a, link)?,
             223 => self.timer_settime(a, link)?,
@@ -2160,22 +2161,86 @@ impl Process {
     /// Wakes up to `n` threads waiting on `addr` for any of `bitset`, in
     /// the order they began to wait; how many woke.
     fn futex_wake(&mut self, addr: u64, bitset: u32, n: i64) -> u64 {
-        let mut waiting: Vec<(u64, u32)> = self
+        // (order, tid, what its call returns: 0, or futex_waitv's index)
+        let mut waiting: Vec<(u64, u32, i64)> = self
             .threads
             .values()
             .filter_map(|t| match &t.wait {
                 Some(Wait::Futex { addr: a, bitset: b, .. }) if *a == addr && b & bitset != 0 => {
-                    Some((t.wait_order, t.tid))
+                    Some((t.wait_order, t.tid, 0))
+                }
+                Some(Wait::FutexV { addrs, .. }) => {
+                    addrs.iter().position(|&a| a == addr).map(|i| (t.wait_order, t.tid, i as i64))
                 }
                 _ => None,
             })
             .collect();
         waiting.sort();
         waiting.truncate(n.max(0) as usize);
-        for &(_, tid) in &waiting {
-            self.wake(tid, 0);
+        for &(_, tid, ret) in &waiting {
+            self.wake(tid, ret);
         }
         waiting.len() as u64
+    }
+
+    /// futex_waitv(waiters, nr, flags, timeout, clockid): waits on up to
+    /// 128 futexes at once (each `struct futex_waitv`: value, address,
+    /// flags FUTEX2_SIZE_U32 and maybe FUTEX2_PRIVATE, a zero); EAGAIN when
+    /// one already differs from its value; woken by a wake on any, it
+    /// returns that one's index; the timeout is absolute on `clockid`.
+    fn futex_waitv(&mut self, a: &[u64; 6]) -> Result<Action, ProcessError> {
+        const FUTEX2_SIZE_U32: u32 = 2;
+        const FUTEX2_PRIVATE: u32 = 128;
+        const MAX: u64 = 128;
+        let ret = |r: SysResult| Ok(Action::Return(ret_of(r)));
+        let (at, nr, flags, timeout, clock) = (a[0], a[1], a[2], a[3], a[4]);
+        if flags != 0 || nr == 0 || nr > MAX {
+            return ret(Err(Errno::EINVAL));
+        }
+        let deadline = if timeout == 0 {
+            None
+        } else {
+            if clock != 0 && clock != 1 {
+                return ret(Err(Errno::EINVAL));
+            }
+            match self.read_timespec(timeout) {
+                Ok((secs, nanos)) => Some(Deadline { clock, secs, nanos }),
+                Err(e) => return ret(Err(e)),
+            }
+        };
+        let mut raw = vec![0u8; (nr * 24) as usize];
+        if let Err(e) = self.mm.read_user(at, &mut raw) {
+            return ret(Err(e));
+        }
+        let mut addrs = Vec::with_capacity(nr as usize);
+        let mut vals = Vec::with_capacity(nr as usize);
+        for w in raw.chunks_exact(24) {
+            let val = u64::from_le_bytes(w[..8].try_into().expect("8"));
+            let addr = u64::from_le_bytes(w[8..16].try_into().expect("8"));
+            let f = u32::from_le_bytes(w[16..20].try_into().expect("4"));
+            let reserved = u32::from_le_bytes(w[20..24].try_into().expect("4"));
+            if reserved != 0 || f & !FUTEX2_PRIVATE != FUTEX2_SIZE_U32 || addr % 4 != 0 || val > u32::MAX as u64 {
+                return ret(Err(Errno::EINVAL));
+            }
+            addrs.push(addr);
+            vals.push(val as u32);
+        }
+        for (&addr, &val) in addrs.iter().zip(&vals) {
+            match self.mm.read_u32(addr) {
+                Err(e) => return ret(Err(e)),
+                Ok(v) if v != val => return ret(Err(Errno::EAGAIN)),
+                Ok(_) => {}
+            }
+        }
+        if self.signal_deliverable() {
+            return ret(Err(Errno::EINTR));
+        }
+        self.waits_begun += 1;
+        let order = self.waits_begun;
+        let t = self.thread_mut();
+        t.wait = Some(Wait::FutexV { addrs, deadline });
+        t.wait_order = order;
+        Ok(Action::Wait)
     }
 
     /// The thread `pid` names for the affinity calls: 0 is the caller; a

@@ -22,6 +22,9 @@ pub enum Wait {
     Suspend,
     /// FUTEX_LOCK_PI(2) on `addr`: the lock is handed to it at an unlock.
     PiLock { addr: u64, deadline: Option<Deadline> },
+    /// futex_waitv: on any of `addrs`; the call returns the index of the
+    /// one woken.
+    FutexV { addrs: Vec<u64>, deadline: Option<Deadline> },
     /// A call the broker performs on its own while other threads run
     /// (deferred): number `seq`, with the buffers the request named (what
     /// the completion writes goes there). `cancelled`: warpd asked for it
@@ -32,7 +35,10 @@ pub enum Wait {
 impl Wait {
     pub fn deadline(&self) -> Option<Deadline> {
         match self {
-            Wait::Futex { deadline, .. } | Wait::Signal { deadline, .. } | Wait::PiLock { deadline, .. } => *deadline,
+            Wait::Futex { deadline, .. }
+            | Wait::Signal { deadline, .. }
+            | Wait::PiLock { deadline, .. }
+            | Wait::FutexV { deadline, .. } => *deadline,
             Wait::Suspend | Wait::Broker { .. } => None,
         }
     }
@@ -40,9 +46,9 @@ impl Wait {
     /// What the waiting call returns when its deadline passes.
     pub fn timed_out(&self) -> i64 {
         match self {
-            Wait::Futex { .. } | Wait::PiLock { .. } => -110, // ETIMEDOUT
-            Wait::Signal { .. } => -11,                       // EAGAIN
-            Wait::Suspend | Wait::Broker { .. } => -4,        // EINTR (never: no deadline)
+            Wait::Futex { .. } | Wait::PiLock { .. } | Wait::FutexV { .. } => -110, // ETIMEDOUT
+            Wait::Signal { .. } => -11,                                             // EAGAIN
+            Wait::Suspend | Wait::Broker { .. } => -4,                              // EINTR (never: no deadline)
         }
     }
 }
