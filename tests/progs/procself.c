@@ -39,6 +39,14 @@ static int mem(void)
 	CHECK(read(fd, &v, sizeof v) == sizeof v);
 	printf("lseek then read: %s, %llu\n", at == (off_t)(uintptr_t)&global ? "at the global" : "elsewhere",
 	       (unsigned long long)v);
+	/* A duplicate shares the position. */
+	int dupd = dup(fd);
+	CHECK(dupd >= 0);
+	CHECK(lseek(fd, (off_t)(uintptr_t)&global, SEEK_SET) == (off_t)(uintptr_t)&global);
+	v = 0;
+	CHECK(read(dupd, &v, sizeof v) == sizeof v);
+	printf("dup: same position, %llu\n", (unsigned long long)v);
+	close(dupd);
 	close(fd);
 	int rfd = open("/proc/self/mem", O_RDONLY);
 	CHECK(rfd >= 0);

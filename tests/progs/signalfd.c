@@ -112,6 +112,13 @@ int main(void)
 	       poll(&pfd, 1, 0));
 	close(ep);
 
+	int d = dup(fd);
+	CHECK(d >= 0);
+	CHECK(kill(getpid(), SIGUSR1) == 0);
+	n = read(d, si, sizeof si[0]);
+	printf("dup of a signalfd: %zd bytes, %s\n", n, si[0].ssi_signo == SIGUSR1 ? "SIGUSR1" : "?");
+	close(d);
+
 	CHECK(close(fd) == 0);
 	errno = 0;
 	printf("after close: %s\n", read(fd, si, sizeof si[0]) < 0 ? errname(errno) : "read");

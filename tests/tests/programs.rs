@@ -352,7 +352,8 @@ fn proc_self_mem_fd_and_what_is_hidden() {
             native.stdout_str(),
             format!(
                 "read a global: its value\nwrote it: now 42\nread-only page: read-only bytes\nunmapped: EIO\n\
-                 lseek then read: at the global, 42\nwrite to a read-only open: EBADF\ncomm: {comm}\n"
+                 lseek then read: at the global, 42\ndup: same position, 42\nwrite to a read-only open: EBADF\n\
+                 comm: {comm}\n"
             )
         );
         let native = home.check(&Spec::prog("procself", flavour).arg("fds"));

@@ -261,7 +261,7 @@ fn signalfd_reads_pending_signals() {
              timer, blocking read: 128 bytes, SIGUSR2, SI_TIMER, value 5\n\
              blocking read in a thread: 128 bytes, SIGUSR1\npoll, nothing pending: 0\n\
              poll, SIGUSR2 pending: 1, POLLIN\nepoll: 1 ready\nthen read: 128 bytes, SIGUSR2; poll now 0\n\
-             after close: EBADF\n"
+             dup of a signalfd: 128 bytes, SIGUSR1\nafter close: EBADF\n"
         );
     }
 }

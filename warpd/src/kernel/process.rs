@@ -388,6 +388,21 @@ impl Process {
                 Class::Proxied | Class::Blocking => match self.proxy(desc, a, link)? {
                     PENDING => return Ok(Action::Wait),
                     r if matches!(nr, 78 | 217) && self.fd_dirs.contains(&fd) => self.filter_fd_dir(a[1], r, nr == 217),
+                    r if r >= 0 && self.owns_fd(fd) => {
+                        const O_CLOEXEC: u64 = 0o2000000;
+                        const F_DUPFD: u64 = 0;
+                        const F_DUPFD_CLOEXEC: u64 = 1030;
+                        match nr {
+                            32 => self.duplicated(fd, r as i32, false),
+                            33 => self.duplicated(fd, a[1] as i32, false),
+                            292 => self.duplicated(fd, a[1] as i32, a[2] & O_CLOEXEC != 0),
+                            72 if matches!(a[1], F_DUPFD | F_DUPFD_CLOEXEC) => {
+                                self.duplicated(fd, r as i32, a[1] == F_DUPFD_CLOEXEC)
+                            }
+                            _ => {}
+                        }
+                        r
+                    }
                     r => r,
                 },
             },
@@ -2370,6 +2385,12 @@ impl Process {
             Some(_) => self.wake(tid, Errno::EINTR.ret()),
             None => {}
         }
+    }
+
+    /// Whether `fd` is one of warpd's own descriptors (a signalfd, a
+    /// `/proc/self/mem`, a `/proc/self/fd` listing).
+    fn owns_fd(&self, fd: i32) -> bool {
+        self.signalfds.contains_key(&fd) || self.memfiles.contains_key(&fd) || self.fd_dirs.contains(&fd)
     }
 
     /// Whether some thread waits for a deferred call.

@@ -6,17 +6,28 @@
 //! whatever their protection (Linux's FOLL_FORCE), up to the first page
 //! that is not mapped (EIO when that is the first). The broker's own
 //! memory is never behind it. Listing `fd` or `fdinfo` leaves the broker's
-//! reserved descriptors out. Not yet: a duplicate of such a descriptor
-//! (dup, fork) is a plain eventfd or directory.
+//! reserved descriptors out. Duplicates (dup, dup2, dup3, F_DUPFD) are
+//! warpd's too, a `mem` one sharing its position.
 
 use super::*;
 
-/// A `/proc/self/mem` descriptor: its file position and access mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A `/proc/self/mem` descriptor: its file position (shared with its
+/// duplicates, as an open file's is) and access mode.
+#[derive(Clone, Debug)]
 pub struct MemFile {
-    pub pos: u64,
+    pub pos: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub read: bool,
     pub write: bool,
+}
+
+impl MemFile {
+    fn at(&self) -> u64 {
+        self.pos.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set(&self, pos: u64) {
+        self.pos.store(pos, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Process {
@@ -35,18 +46,18 @@ impl Process {
             self.internal(link, 3, [fd as u64, 0, 0, 0, 0, 0], Vec::new())?;
             return Ok(Errno::EMFILE.ret());
         }
-        self.memfiles.insert(fd as i32, MemFile { pos: 0, read: mode != 1, write: mode != 0 });
+        self.memfiles.insert(fd as i32, MemFile { pos: Default::default(), read: mode != 1, write: mode != 0 });
         Ok(fd)
     }
 
     /// read/pread64 (`at`: the offset, else the file position) and
     /// write/pwrite64 (`write`) on a `mem` descriptor.
     pub(super) fn mem_io(&mut self, fd: i32, buf: u64, len: u64, at: Option<u64>, write: bool) -> i64 {
-        let Some(f) = self.memfiles.get(&fd).copied() else { return Errno::EBADF.ret() };
+        let Some(f) = self.memfiles.get(&fd).cloned() else { return Errno::EBADF.ret() };
         if (write && !f.write) || (!write && !f.read) {
             return Errno::EBADF.ret();
         }
-        let addr = at.unwrap_or(f.pos);
+        let addr = at.unwrap_or(f.at());
         let len = len.min(MAX_RW_COUNT);
         let mut done = 0u64;
         // A page at a time, as Linux does, to the first one not mapped.
@@ -82,9 +93,7 @@ impl Process {
             return Errno::EIO.ret();
         }
         if at.is_none() {
-            if let Some(f) = self.memfiles.get_mut(&fd) {
-                f.pos = addr.wrapping_add(done);
-            }
+            f.set(addr.wrapping_add(done));
         }
         done as i64
     }
@@ -92,13 +101,30 @@ impl Process {
     /// lseek on a `mem` descriptor: SEEK_SET and SEEK_CUR (any address is a
     /// position, as Linux lets it be); others are EINVAL.
     pub(super) fn mem_lseek(&mut self, fd: i32, off: u64, whence: u64) -> i64 {
-        let Some(f) = self.memfiles.get_mut(&fd) else { return Errno::EBADF.ret() };
-        f.pos = match whence {
+        let Some(f) = self.memfiles.get(&fd) else { return Errno::EBADF.ret() };
+        let pos = match whence {
             0 => off,
-            1 => f.pos.wrapping_add(off),
+            1 => f.at().wrapping_add(off),
             _ => return Errno::EINVAL.ret(),
         };
-        f.pos as i64
+        f.set(pos);
+        pos as i64
+    }
+
+    /// After dup, dup2, dup3 or fcntl F_DUPFD(_CLOEXEC) made `new` from
+    /// `old`: a duplicate of one of warpd's descriptors is one too (a
+    /// signalfd with the same mask, mem with the same position, an fd
+    /// listing), close-on-exec as the call says.
+    pub(super) fn duplicated(&mut self, old: i32, new: i32, cloexec: bool) {
+        if let Some(s) = self.signalfds.get(&old).copied() {
+            self.signalfds.insert(new, signalfd::SignalFd { cloexec, ..s });
+        }
+        if let Some(m) = self.memfiles.get(&old).cloned() {
+            self.memfiles.insert(new, m);
+        }
+        if self.fd_dirs.contains(&old) {
+            self.fd_dirs.insert(new);
+        }
     }
 
     /// After getdents64 or getdents on a `/proc/self/fd` or `fdinfo`

@@ -8,8 +8,8 @@
 //! epoll the eventfd is made readable while a signal of the mask is
 //! pending (for any thread: Linux looks at the polling thread's), and
 //! empty again when none is, at the syscall boundaries and switches where
-//! warpd looks outside (`sync_signalfds`, recorded calls). Not yet: a
-//! duplicate of the descriptor (dup, fork) is a plain eventfd.
+//! warpd looks outside (`sync_signalfds`, recorded calls). A duplicate
+//! (dup, dup2, dup3, F_DUPFD) is a signalfd too; across fork, not yet.
 
 use super::*;
 
@@ -17,6 +17,9 @@ const SFD_CLOEXEC: u64 = 0o2000000;
 const SFD_NONBLOCK: u64 = 0o4000;
 const O_NONBLOCK: i64 = 0o4000;
 const SIGNALFD_SIGINFO: u64 = 128;
+
+/// POLLIN, in a pollfd's events.
+const POLLIN: u16 = 1;
 
 /// A signalfd: the signals its reads take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,14 +145,30 @@ impl Process {
                 out: !readable,
                 written_by_ret: false,
             };
-            // write(fd, &1, 8) adds one; read(fd, buf, 8) takes the count.
+            // write(fd, &1, 8) adds one; read(fd, buf, 8) takes the count,
+            // if there is one (a duplicate, sharing the eventfd, may have
+            // taken it: the read must not wait).
             let nr = if readable { 1 } else { 0 };
-            self.internal(link, nr, [fd as u64, 0, 8, 0, 0, 0], vec![out])?;
+            if readable || self.eventfd_counts(fd, link)? {
+                self.internal(link, nr, [fd as u64, 0, 8, 0, 0, 0], vec![out])?;
+            }
             if let Some(s) = self.signalfds.get_mut(&fd) {
                 s.readable = readable;
             }
         }
         Ok(())
+    }
+
+    /// Whether signalfd `fd`'s eventfd holds a count (poll, no wait).
+    fn eventfd_counts(&mut self, fd: i32, link: &mut dyn Outside) -> Result<bool, ProcessError> {
+        let mut p = Vec::with_capacity(8);
+        p.extend_from_slice(&fd.to_le_bytes());
+        // struct pollfd: fd, events, revents (returned).
+        p.extend_from_slice(&POLLIN.to_le_bytes());
+        p.extend_from_slice(&0u16.to_le_bytes());
+        let pollfd =
+            Buffer { arg: 0, data: Some(buffer::Data::Bytes(p)), inout: true, out: false, written_by_ret: false };
+        Ok(self.internal(link, 7, [0, 1, 0, 0, 0, 0], vec![pollfd])? == 1)
     }
 
     /// The program closed `fd` (or execve closed it): no signalfd any more.
