@@ -445,36 +445,6 @@ pub fn to_original_stream(call: &Syscall) -> bool {
     warp_syscalls::lookup(call.nr as u64).is_some_and(|d| d.sends_bytes) && stream_of(call, 1) != 0
 }
 
-/// Entries of a process's /proc directory that describe what the broker
-/// and the program share, which the program may open however it gets there
-/// (warpd answers the absolute paths of the rest itself).
-const PROC_SHARED: &[&str] = &[
-    "cwd",
-    "root",
-    "mounts",
-    "mountinfo",
-    "mountstats",
-    "cgroup",
-    "ns",
-    "net",
-    "uid_map",
-    "gid_map",
-    "setgroups",
-    "projid_map",
-    "loginuid",
-    "sessionid",
-    "attr",
-    "limits",
-    "personality",
-    "oom_score",
-    "oom_score_adj",
-    "oom_adj",
-    "cpuset",
-    "autogroup",
-    "fd",
-    "fdinfo",
-];
-
 /// Whether descriptor `fd`, just opened, is a file of the broker's own
 /// /proc directory (its pid's or one of its threads') that would describe
 /// the broker rather than the program: its memory, maps, stacks, tasks.
@@ -500,7 +470,7 @@ fn describes_the_broker(fd: i32) -> bool {
         let base = crate::RESERVED_BASE.load(std::sync::atomic::Ordering::Relaxed) as u64;
         return sub.parse::<u64>().is_ok_and(|d| d >= base);
     }
-    !PROC_SHARED.contains(&first)
+    !warp_syscalls::PROC_SHARED.contains(&first)
 }
 
 /// What execve does to descriptors: closes the program's close-on-exec

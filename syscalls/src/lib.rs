@@ -16,3 +16,34 @@ pub use x86_64::*;
 pub fn name(nr: u64) -> Option<&'static str> {
     names_x86_64::name(nr)
 }
+
+/// Entries of a process's `/proc` directory that are the same for the
+/// broker and the program (namespaces, mounts, identity files of the
+/// session), or about the files they share: warpd passes their paths
+/// through, and the broker lets the program open them however the path
+/// got there; the rest of the broker's `/proc` directory describes the
+/// broker, not the program.
+pub const PROC_SHARED: &[&str] = &[
+    "cwd",
+    "root",
+    "mounts",
+    "mountinfo",
+    "mountstats",
+    "cgroup",
+    "ns",
+    "net",
+    "uid_map",
+    "gid_map",
+    "setgroups",
+    "projid_map",
+    "loginuid",
+    "sessionid",
+    "attr",
+    "limits",
+    "personality",
+    "oom_score",
+    "oom_score_adj",
+    "oom_adj",
+    "cpuset",
+    "autogroup",
+];

@@ -182,13 +182,7 @@ static volatile int timed_out;
 static void *timed_waiter(void *arg)
 {
 	(void)arg;
-	struct timespec until;
-	CHECK(clock_gettime(CLOCK_REALTIME, &until) == 0);
-	until.tv_nsec += 30 * 1000 * 1000;
-	if (until.tv_nsec >= 1000000000) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000;
-	}
+	struct timespec until = ms_from_now(CLOCK_REALTIME, 30);
 	CHECK(pthread_mutex_lock(&m) == 0);
 	int r = pthread_cond_timedwait(&never, &m, &until);
 	CHECK(pthread_mutex_unlock(&m) == 0);

@@ -54,13 +54,7 @@ int main(void)
 	r = syscall(SYS_futex_waitv, w, 1, 1, NULL, 0);
 	printf("bad flags: %s\n", r < 0 ? errname(errno) : "waited");
 	w[0].val = 0;
-	struct timespec until;
-	CHECK(clock_gettime(CLOCK_MONOTONIC, &until) == 0);
-	until.tv_nsec += 20 * 1000 * 1000;
-	if (until.tv_nsec >= 1000000000) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000;
-	}
+	struct timespec until = ms_from_now(CLOCK_MONOTONIC, 20);
 	errno = 0;
 	r = syscall(SYS_futex_waitv, w, 1, 0, &until, CLOCK_MONOTONIC);
 	printf("timeout: %s\n", r < 0 ? errname(errno) : "woken");

@@ -42,13 +42,7 @@ static void *contender(void *arg)
 {
 	(void)arg;
 	try_result = pthread_mutex_trylock(&lock);
-	struct timespec until;
-	CHECK(clock_gettime(CLOCK_REALTIME, &until) == 0);
-	until.tv_nsec += 20 * 1000 * 1000;
-	if (until.tv_nsec >= 1000000000) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000;
-	}
+	struct timespec until = ms_from_now(CLOCK_REALTIME, 20);
 	timed_result = pthread_mutex_timedlock(&lock, &until);
 	return NULL;
 }

@@ -6,15 +6,6 @@
 #include <sys/random.h>
 #include "warptest.h"
 
-static const char *res(ssize_t r)
-{
-	static char buf[32];
-	if (r < 0)
-		return errname(errno);
-	snprintf(buf, sizeof buf, "%zd", r);
-	return buf;
-}
-
 int main(int argc, char **argv)
 {
 	CHECK(argc > 1);
@@ -24,15 +15,15 @@ int main(int argc, char **argv)
 	CHECK(munmap(buf + page, page) == 0);
 	int fd = open(argv[1], O_RDONLY);
 	CHECK(fd >= 0);
-	printf("read a 3-byte file, length 1 GiB: %s\n", res(read(fd, buf, 1 << 30)));
+	printf("read a 3-byte file, length 1 GiB: %s\n", result_text(read(fd, buf, 1 << 30)));
 	int z = open("/dev/zero", O_RDONLY);
 	CHECK(z >= 0);
-	printf("read /dev/zero, two pages asked, one mapped: %s\n", res(read(z, buf, 2 * page)) );
-	printf("getrandom, two pages asked: %s\n", res(getrandom(buf, 2 * page, 0)));
+	printf("read /dev/zero, two pages asked, one mapped: %s\n", result_text(read(z, buf, 2 * page)));
+	printf("getrandom, two pages asked: %s\n", result_text(getrandom(buf, 2 * page, 0)));
 	int p[2];
 	CHECK(pipe(p) == 0);
-	printf("write to a pipe, two pages asked: %s\n", res(write(p[1], buf, 2 * page)));
+	printf("write to a pipe, two pages asked: %s\n", result_text(write(p[1], buf, 2 * page)));
 	errno = 0;
-	printf("read into unmapped memory: %s\n", res(read(z, buf + page, 16)));
+	printf("read into unmapped memory: %s\n", result_text(read(z, buf + page, 16)));
 	return 0;
 }

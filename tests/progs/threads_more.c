@@ -57,13 +57,7 @@ static volatile int timed_out;
 static void *timed_waiter(void *arg)
 {
 	(void)arg;
-	struct timespec until;
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_nsec += 30 * 1000 * 1000;
-	if (until.tv_nsec >= 1000000000) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000;
-	}
+	struct timespec until = ms_from_now(CLOCK_MONOTONIC, 30);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -106,13 +100,7 @@ int main(void)
 	CHECK(sem_wait(&done) == 0);
 	puts("semaphore: posted by the detached thread");
 
-	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_nsec += 50 * 1000 * 1000;
-	if (until.tv_nsec >= 1000000000) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000;
-	}
+	struct timespec until = ms_from_now(CLOCK_REALTIME, 50);
 	CHECK(pthread_mutex_lock(&lock) == 0);
 	r = pthread_cond_timedwait(&never, &lock, &until);
 	CHECK(pthread_mutex_unlock(&lock) == 0);

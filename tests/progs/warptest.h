@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* FNV-1a, 64 bit: a checksum that needs no library. */
@@ -68,6 +69,27 @@ static inline const char *errname(int e)
 			exit(1);                                             \
 		}                                                            \
 	} while (0)
+
+/* A call's result as printed: the count, or the errno's name. */
+static inline const char *result_text(long r)
+{
+	static char buf[32];
+	if (r < 0)
+		return errname(errno);
+	snprintf(buf, sizeof buf, "%ld", r);
+	return buf;
+}
+
+/* The time `ms` milliseconds from now on `clock` (a deadline). */
+static inline struct timespec ms_from_now(clockid_t clock, long ms)
+{
+	struct timespec t;
+	CHECK(clock_gettime(clock, &t) == 0);
+	t.tv_nsec += ms * 1000 * 1000;
+	t.tv_sec += t.tv_nsec / 1000000000;
+	t.tv_nsec %= 1000000000;
+	return t;
+}
 
 /* write() all of buf, retrying short writes. */
 static inline void write_all(int fd, const void *buf, size_t len)

@@ -533,11 +533,7 @@ impl Process {
         if self.signal_deliverable() {
             return Ok(Action::Return(Errno::EINTR.ret()));
         }
-        self.waits_begun += 1;
-        let order = self.waits_begun;
-        let t = self.thread_mut();
-        t.wait = Some(Wait::Suspend);
-        t.wait_order = order;
+        self.begin_wait(Wait::Suspend);
         Ok(Action::Wait)
     }
 
@@ -586,11 +582,7 @@ impl Process {
                 None => return ret(Err(Errno::EINVAL)),
             },
         };
-        self.waits_begun += 1;
-        let order = self.waits_begun;
-        let t = self.thread_mut();
-        t.wait = Some(Wait::Signal { set, info, deadline, signalfd: false });
-        t.wait_order = order;
+        self.begin_wait(Wait::Signal { set, info, deadline, signalfd: false });
         Ok(Action::Wait)
     }
 
@@ -1385,11 +1377,7 @@ impl Process {
             }
             let mut reply = self.request(link, request::Kind::Syscall(call.clone()))?;
             if reply.pending && call.deferred_thread == self.current {
-                self.waits_begun += 1;
-                let order = self.waits_begun;
-                let t = self.thread_mut();
-                t.wait = Some(Wait::Broker { seq: call.deferred_seq, buffers: call.buffers, cancelled: false });
-                t.wait_order = order;
+                self.begin_wait(Wait::Broker { seq: call.deferred_seq, buffers: call.buffers, cancelled: false });
                 reply.ret = PENDING;
                 return Ok(reply);
             }
@@ -2021,10 +2009,8 @@ impl Process {
                     return ret(Err(Errno::EINVAL));
                 }
                 if op == FUTEX_CMP_REQUEUE {
-                    match self.mm.read_u32(addr) {
-                        Err(e) => return ret(Err(e)),
-                        Ok(v) if v != a[5] as u32 => return ret(Err(Errno::EAGAIN)),
-                        Ok(_) => {}
+                    if let Err(e) = self.futex_holds(addr, a[5] as u32) {
+                        return ret(Err(e));
                     }
                 }
                 let woken = self.futex_wake(addr, u32::MAX, wake.into());
@@ -2038,10 +2024,8 @@ impl Process {
                     // FUTEX_CLOCK_REALTIME means nothing to a relative wait: ENOSYS, as Linux.
                     return ret(Err(if bitset == 0 { Errno::EINVAL } else { Errno::ENOSYS }));
                 }
-                match self.mm.read_u32(addr) {
-                    Err(e) => return ret(Err(e)),
-                    Ok(v) if v != val => return ret(Err(Errno::EAGAIN)),
-                    Ok(_) => {}
+                if let Err(e) = self.futex_holds(addr, val) {
+                    return ret(Err(e));
                 }
                 // A signal it may take is already pending: the wait ends
                 // before it begins (restarted after a handler with SA_RESTART).
@@ -2065,11 +2049,7 @@ impl Process {
                         }
                     }
                 };
-                self.waits_begun += 1;
-                let order = self.waits_begun;
-                let t = self.thread_mut();
-                t.wait = Some(Wait::Futex { addr, bitset, deadline });
-                t.wait_order = order;
+                self.begin_wait(Wait::Futex { addr, bitset, deadline });
                 Ok(Action::Wait)
             }
             FUTEX_LOCK_PI | FUTEX_LOCK_PI2 | FUTEX_TRYLOCK_PI => {
@@ -2129,11 +2109,7 @@ impl Process {
         if let Err(e) = self.mm.write_user(addr, &(v | FUTEX_WAITERS).to_le_bytes()) {
             return ret(Err(e));
         }
-        self.waits_begun += 1;
-        let order = self.waits_begun;
-        let t = self.thread_mut();
-        t.wait = Some(Wait::PiLock { addr, deadline });
-        t.wait_order = order;
+        self.begin_wait(Wait::PiLock { addr, deadline });
         Ok(Action::Wait)
     }
 
@@ -2171,6 +2147,15 @@ impl Process {
             self.wake(tid, 0);
         }
         Ok(())
+    }
+
+    /// Whether the futex word at `addr` still holds `val`: EAGAIN if not,
+    /// EFAULT if it cannot be read (what a wait checks before it begins).
+    fn futex_holds(&self, addr: u64, val: u32) -> Result<(), Errno> {
+        match self.mm.read_u32(addr)? {
+            v if v != val => Err(Errno::EAGAIN),
+            _ => Ok(()),
+        }
     }
 
     /// Wakes up to `n` threads waiting on `addr` for any of `bitset`, in
@@ -2241,20 +2226,14 @@ impl Process {
             vals.push(val as u32);
         }
         for (&addr, &val) in addrs.iter().zip(&vals) {
-            match self.mm.read_u32(addr) {
-                Err(e) => return ret(Err(e)),
-                Ok(v) if v != val => return ret(Err(Errno::EAGAIN)),
-                Ok(_) => {}
+            if let Err(e) = self.futex_holds(addr, val) {
+                return ret(Err(e));
             }
         }
         if self.signal_deliverable() {
             return ret(Err(Errno::EINTR));
         }
-        self.waits_begun += 1;
-        let order = self.waits_begun;
-        let t = self.thread_mut();
-        t.wait = Some(Wait::FutexV { addrs, deadline });
-        t.wait_order = order;
+        self.begin_wait(Wait::FutexV { addrs, deadline });
         Ok(Action::Wait)
     }
 
@@ -2467,6 +2446,16 @@ impl Process {
             self.raise_to(c.thread, abi::SIGPIPE);
         }
         Ok(())
+    }
+
+    /// The current thread starts to wait (its call stays in progress); wakers
+    /// take waiters in the order their waits began.
+    fn begin_wait(&mut self, wait: Wait) {
+        self.waits_begun += 1;
+        let order = self.waits_begun;
+        let t = self.thread_mut();
+        t.wait = Some(wait);
+        t.wait_order = order;
     }
 
     /// Ends `tid`'s wait: its syscall returns `ret` when it next runs.

@@ -52,34 +52,6 @@ pub enum ProcPath {
     Hidden,
 }
 
-/// Entries of a process's `/proc` directory that are the same for the
-/// broker and the program (namespaces, mounts, identity files of the
-/// session), or about the files they share.
-const SHARED: &[&str] = &[
-    "cwd",
-    "root",
-    "mounts",
-    "mountinfo",
-    "mountstats",
-    "cgroup",
-    "ns",
-    "net",
-    "uid_map",
-    "gid_map",
-    "setgroups",
-    "projid_map",
-    "loginuid",
-    "sessionid",
-    "attr",
-    "limits",
-    "personality",
-    "oom_score",
-    "oom_score_adj",
-    "oom_adj",
-    "cpuset",
-    "autogroup",
-];
-
 /// Classifies `path` if it is in the program's own `/proc` directory:
 /// `/proc/self`, `/proc/thread-self`, `/proc/<pid>`, `/proc/<tid>` of one
 /// of its threads, and `task/<tid>` below them. The directory itself and
@@ -130,7 +102,7 @@ pub fn classify(path: &[u8], pid: u32, tids: &[u32]) -> Option<ProcPath> {
                 s => Some(s.parse::<u32>().unwrap_or(u32::MAX)),
             },
         },
-        f if SHARED.contains(&f) => ProcPath::Shared,
+        f if warp_syscalls::PROC_SHARED.contains(&f) => ProcPath::Shared,
         _ => ProcPath::Hidden,
     })
 }

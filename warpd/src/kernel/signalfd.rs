@@ -115,11 +115,7 @@ impl Process {
         if self.signal_deliverable() {
             return Ok(Action::Return(Errno::EINTR.ret()));
         }
-        self.waits_begun += 1;
-        let order = self.waits_begun;
-        let t = self.thread_mut();
-        t.wait = Some(Wait::Signal { set: sfd.mask, info: buf, deadline: None, signalfd: true });
-        t.wait_order = order;
+        self.begin_wait(Wait::Signal { set: sfd.mask, info: buf, deadline: None, signalfd: true });
         Ok(Action::Wait)
     }
 
