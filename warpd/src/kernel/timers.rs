@@ -198,27 +198,45 @@ impl Process {
         Ok(())
     }
 
-    /// Starts the deferred read of timer `id`'s timerfd; an expiry already
-    /// due is read at once.
+    /// Starts the deferred read of timer `id`'s timerfd. An expiry already
+    /// due is read at once; a periodic timer then reads again (the next
+    /// read waits, the count being taken), so that it is never left without
+    /// a read in progress (it stopped firing when a completion came late).
     fn timer_read(&mut self, id: i32, link: &mut dyn Outside) -> Result<(), ProcessError> {
-        let Some(fd) = self.timers.get(&id).map(|t| t.fd) else { return Ok(()) };
-        self.deferred_begun += 1;
-        let seq = self.deferred_begun;
-        let out =
-            Buffer { arg: 1, data: Some(buffer::Data::OutLen(8)), inout: false, out: true, written_by_ret: false };
-        let reply = self.broker(link, 0, [fd as u64, 0, 8, 0, 0, 0], vec![out], Caller::Timer(seq))?;
-        if reply.pending {
-            if let Some(t) = self.timers.get_mut(&id) {
-                t.reading = Some(seq);
+        // Each read at once takes the count; a bound all the same.
+        for _ in 0..16 {
+            let Some(fd) = self.timers.get(&id).map(|t| t.fd) else { return Ok(()) };
+            self.deferred_begun += 1;
+            let seq = self.deferred_begun;
+            let out =
+                Buffer { arg: 1, data: Some(buffer::Data::OutLen(8)), inout: false, out: true, written_by_ret: false };
+            let reply = self.broker(link, 0, [fd as u64, 0, 8, 0, 0, 0], vec![out], Caller::Timer(seq))?;
+            if reply.pending {
+                if let Some(t) = self.timers.get_mut(&id) {
+                    t.reading = Some(seq);
+                }
+                return Ok(());
             }
-            return Ok(());
-        }
-        let count =
-            reply.outputs.first().and_then(|b| b.get(..8)).map(|b| u64::from_le_bytes(b.try_into().expect("8")));
-        if let (8, Some(n)) = (reply.ret, count) {
-            self.expired(id, n);
+            if !self.timer_read_done(id, reply.ret, &reply.outputs) {
+                return Ok(());
+            }
         }
         Ok(())
+    }
+
+    /// A read of timer `id`'s timerfd returned `ret` with `outputs`: its
+    /// expiries signal (a one-shot timer is disarmed). Whether the timer
+    /// is still armed and should read again.
+    fn timer_read_done(&mut self, id: i32, ret: i64, outputs: &[Vec<u8>]) -> bool {
+        let count = outputs.first().and_then(|b| b.get(..8)).map(|b| u64::from_le_bytes(b.try_into().expect("8")));
+        let (8, Some(n)) = (ret, count) else { return false };
+        if let Some(t) = self.timers.get_mut(&id) {
+            if !t.periodic {
+                t.armed = false;
+            }
+        }
+        self.expired(id, n);
+        self.timers.get(&id).is_some_and(|t| t.armed)
     }
 
     /// A timer read completed (`c.thread` is TIMER_THREAD): the expiries
@@ -226,13 +244,7 @@ impl Process {
     pub(super) fn timer_completed(&mut self, c: &Completed, link: &mut dyn Outside) -> Result<(), ProcessError> {
         let Some((&id, t)) = self.timers.iter_mut().find(|(_, t)| t.reading == Some(c.seq)) else { return Ok(()) };
         t.reading = None;
-        let count = c.outputs.first().and_then(|b| b.get(..8)).map(|b| u64::from_le_bytes(b.try_into().expect("8")));
-        if let (8, Some(n)) = (c.ret, count) {
-            if !t.periodic {
-                t.armed = false;
-            }
-            self.expired(id, n);
-        }
+        self.timer_read_done(id, c.ret, &c.outputs);
         if self.timers.get(&id).is_some_and(|t| t.armed && t.reading.is_none()) {
             self.timer_read(id, link)?;
         }
