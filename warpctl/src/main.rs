@@ -23,6 +23,7 @@ pub fn say_line(before: &str, text: &str) {
 
 mod admin;
 mod connect;
+mod debug;
 mod json;
 mod record;
 mod replay;
@@ -98,6 +99,15 @@ enum Command {
     /// status: 0 when the replay reproduced the recording, 1 when it
     /// diverged (a report follows on stderr), 2 for an unknown session or a
     /// trace that cannot be replayed.
+    ///
+    /// With `--gdb`, gdb debugs the replay (as `rr replay` does): it starts
+    /// stopped at the program's first instruction, with breakpoints,
+    /// stepping and the program's threads; GDB_ARGS after `--` go to gdb
+    /// (`-batch -x cmds.gdb`, `-ex ...`), and warpctl exits with gdb's
+    /// status. `--gdbserver ADDR` serves the GDB remote protocol for one
+    /// debugger (gdb's `target remote ADDR`, lldb's `gdb-remote ADDR`, an
+    /// IDE) on a loopback HOST:PORT (`:PORT` for 127.0.0.1; port 0 picks
+    /// one, printed) or a unix socket path.
     Replay {
         /// The session (default: `latest`, your newest).
         #[arg(value_name = "ID|latest", default_value = "latest")]
@@ -105,6 +115,15 @@ enum Command {
         /// Do not re-emit the program's output.
         #[arg(short, long)]
         quiet: bool,
+        /// Start gdb on the replay.
+        #[arg(long, conflicts_with = "gdbserver")]
+        gdb: bool,
+        /// Serve the GDB remote protocol on ADDR for a debugger to connect.
+        #[arg(long, value_name = "ADDR")]
+        gdbserver: Option<String>,
+        /// Arguments for gdb (with --gdb).
+        #[arg(value_name = "GDB_ARGS", last = true, requires = "gdb")]
+        gdb_args: Vec<OsString>,
     },
     /// List your sessions, oldest first (root: everyone's).
     Ls {
@@ -221,7 +240,15 @@ fn main() -> ExitCode {
                     record::RecordArgs { verbose, id_file, slice_ms: slice_ms.unwrap_or(0), chaos, seed, command };
                 record::run(args).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
             }
-            Command::Replay { id, quiet } => replay::run(id, quiet).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
+            Command::Replay { id, quiet, gdb: true, gdb_args, .. } => {
+                debug::gdb(id, quiet, gdb_args).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
+            }
+            Command::Replay { id, quiet, gdbserver: Some(addr), .. } => {
+                debug::serve(id, quiet, addr).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
+            }
+            Command::Replay { id, quiet, .. } => {
+                replay::run(id, quiet).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
+            }
             Command::Ls { json } => view::ls(json).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
             Command::Show { id, json } => view::show(id, json).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
             Command::Events { id, json, follow } => {
@@ -286,10 +313,10 @@ mod tests {
     #[test]
     fn replay_defaults_to_latest() {
         let cli = Cli::try_parse_from(["warpctl", "replay"]).unwrap();
-        let Command::Replay { id, quiet } = cli.command else { panic!() };
+        let Command::Replay { id, quiet, .. } = cli.command else { panic!() };
         assert_eq!((id.as_str(), quiet), ("latest", false));
         let cli = Cli::try_parse_from(["warpctl", "replay", "abc", "--quiet"]).unwrap();
-        let Command::Replay { id, quiet } = cli.command else { panic!() };
+        let Command::Replay { id, quiet, .. } = cli.command else { panic!() };
         assert_eq!((id.as_str(), quiet), ("abc", true));
         assert!(Cli::try_parse_from(["warpctl", "show"]).is_err());
         assert!(Cli::try_parse_from(["warpctl", "events", "x", "--follow", "--json"]).is_ok());

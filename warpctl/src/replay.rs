@@ -41,14 +41,14 @@ impl ReplayError {
 
 /// Where the program's output goes; remembers whether stderr is in the
 /// middle of a line, so warpctl's own lines start on a fresh one.
-struct Output {
-    stderr_mid_line: bool,
+pub(crate) struct Output {
+    pub(crate) stderr_mid_line: bool,
     /// Set once stdout's reader has gone: keep replaying, stop writing.
-    stdout_closed: bool,
+    pub(crate) stdout_closed: bool,
 }
 
 impl Output {
-    fn stdout(&mut self, bytes: &[u8]) {
+    pub(crate) fn stdout(&mut self, bytes: &[u8]) {
         if self.stdout_closed {
             return;
         }
@@ -58,7 +58,7 @@ impl Output {
         }
     }
 
-    fn stderr(&mut self, bytes: &[u8]) {
+    pub(crate) fn stderr(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
@@ -69,7 +69,7 @@ impl Output {
 
     /// Ends the program's unfinished stderr line, so that warpctl's next
     /// line starts on its own.
-    fn fresh_line(&mut self) {
+    pub(crate) fn fresh_line(&mut self) {
         if self.stderr_mid_line {
             let _ = io::stderr().lock().write_all(b"\n");
             self.stderr_mid_line = false;
@@ -77,7 +77,7 @@ impl Output {
     }
 
     /// Lines of warpctl's own, prefixed, on a fresh line.
-    fn say(&mut self, text: &str) {
+    pub(crate) fn say(&mut self, text: &str) {
         self.fresh_line();
         let mut err = io::stderr().lock();
         for line in text.lines() {
@@ -113,6 +113,7 @@ pub async fn run(id: String, quiet: bool) -> Result<u8, ReplayError> {
             Some(replay_update::Update::Stdout(bytes)) => out.stdout(&bytes),
             Some(replay_update::Update::Stderr(bytes)) => out.stderr(&bytes),
             Some(replay_update::Update::Note(note)) => out.say(&note),
+            Some(replay_update::Update::Gdb(_)) => {}
             Some(replay_update::Update::End(end)) => {
                 return match end.outcome {
                     Some(replay_end::Outcome::Reproduced(_)) => Ok(0),
@@ -128,7 +129,7 @@ pub async fn run(id: String, quiet: bool) -> Result<u8, ReplayError> {
                         out.fresh_line();
                         Err(ReplayError::Failed { id, message })
                     }
-                    None => Err(ReplayError::NoOutcome),
+                    Some(replay_end::Outcome::LeftAt(_)) | None => Err(ReplayError::NoOutcome),
                 };
             }
             None => {}

@@ -29,6 +29,9 @@ pub enum ViewError {
     /// The daemon failed (exit status 125).
     #[error("warpd: {0}")]
     Rpc(String),
+    /// warpctl itself failed (a socket, a process to start: exit status 125).
+    #[error("{0}")]
+    Local(String),
     /// Writing the output failed (other than a closed pipe).
     #[error("cannot write the output: {0}")]
     Output(io::Error),

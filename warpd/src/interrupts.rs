@@ -515,6 +515,15 @@ impl Probe {
         self.point.regs.rip
     }
 
+    /// The bytes the probe has replaced now: (site, length), if planted.
+    pub fn patched(&self) -> Option<(u64, u64)> {
+        let len = match self.mode {
+            Mode::Learning | Mode::Breakpoint => 1,
+            Mode::Jump { len, .. } => len as u64,
+        };
+        self.planted.then_some((self.site(), len))
+    }
+
     /// Where the program is, for reports: inside the stub it is at the site.
     pub fn program_rip(&self, rip: u64) -> u64 {
         match self.mode {

@@ -15,6 +15,7 @@
 
 pub mod arch;
 pub mod builder;
+pub mod gdb;
 pub mod hv;
 pub mod interrupts;
 pub mod kernel;

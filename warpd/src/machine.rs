@@ -63,6 +63,13 @@ pub enum Stop {
     Switched { tid: u32 },
     /// The program ended.
     Ended(Ending),
+    /// A debugger's breakpoint ([`Guest::add_breakpoint`]) at `rip`: the
+    /// thread stands at that instruction, not yet executed.
+    Breakpoint { rip: u64 },
+    /// With [`Guest::stop_at_faults`]: the program's instruction at `rip`
+    /// raised a CPU exception that sends it `signal`; the next `step`
+    /// handles it (the program's handler, or its end).
+    Faulting { signal: i32, rip: u64 },
 }
 
 /// Stops a running guest from another thread: the next `step` returns
@@ -131,6 +138,18 @@ pub struct Guest {
     boundary_at: Instant,
     /// Replay: when the search for the current probe's point began.
     probe_since: Instant,
+    /// A debugger's breakpoints, and the program's bytes under them while
+    /// they are planted (only while the vCPU runs: everything else sees
+    /// the program's own code).
+    breakpoints: std::collections::BTreeMap<u64, Option<u8>>,
+    /// The breakpoints the last run had planted.
+    lifted: Vec<u64>,
+    /// The breakpoint the next run leaves out (the thread stands on it).
+    skip_breakpoint: Option<u64>,
+    /// Report CPU exceptions before handling them (a debugger's stop).
+    fault_stops: bool,
+    /// The exception reported that the next `step` handles.
+    held_fault: Option<GuestFault>,
 }
 
 impl Guest {
@@ -153,6 +172,11 @@ impl Guest {
             deferred: 0,
             boundary_at: Instant::now(),
             probe_since: Instant::now(),
+            breakpoints: Default::default(),
+            skip_breakpoint: None,
+            lifted: Vec::new(),
+            fault_stops: false,
+            held_fault: None,
         }
     }
 
@@ -255,6 +279,9 @@ impl Guest {
         if self.cancelled() {
             return Ok(Stop::Paused);
         }
+        if let Some(f) = self.held_fault.take() {
+            return self.handle_fault(outside, &f);
+        }
         // Replay: the next recorded event is a point inside computation.
         if self.probe.is_none() {
             if let Some(point) = outside.next_interrupt()? {
@@ -277,7 +304,9 @@ impl Guest {
             t.cpu_deadline(if self.process.format >= 4 { self.process.itimer_deadline() } else { None });
             t.enter(self.process.sched.others_ready());
         }
+        self.plant_breakpoints();
         let exit = self.vcpu.run();
+        self.lift_breakpoints();
         if let Some(t) = &self.timer {
             t.leave();
         }
@@ -287,6 +316,15 @@ impl Guest {
             }
         }
         self.dispatch(outside, exit)
+    }
+
+    fn handle_fault(&mut self, outside: &mut dyn Outside, f: &GuestFault) -> Result<Stop, SessionError> {
+        let handled = self.fault(f, outside)?;
+        self.flush_notes();
+        match handled {
+            Some(action) => self.end(outside, action, f.rip),
+            None => Ok(Stop::Fault),
+        }
     }
 
     /// Handles one exit of the vCPU.
@@ -346,15 +384,19 @@ impl Guest {
                 }
                 Ok(Stop::Syscall { number: req.number })
             }
-            VmExit::Fault(f) if self.probe.as_ref().is_some_and(|p| p.is_hit(&f)) => self.probe_hit(outside),
-            VmExit::Fault(f) => {
-                let handled = self.fault(&f, outside)?;
-                self.flush_notes();
-                match handled {
-                    Some(action) => self.end(outside, action, f.rip),
-                    None => Ok(Stop::Fault),
-                }
+            VmExit::Fault(f) if self.is_breakpoint(&f) => {
+                let mut regs = self.vcpu.regs()?;
+                regs.rip = f.rip - 1;
+                self.vcpu.set_regs(&regs)?;
+                Ok(Stop::Breakpoint { rip: regs.rip })
             }
+            VmExit::Fault(f) if self.probe.as_ref().is_some_and(|p| p.is_hit(&f)) => self.probe_hit(outside),
+            VmExit::Fault(f) if self.fault_stops && f.user => {
+                let signal = self.fault_signal(&f);
+                self.held_fault = Some(f);
+                Ok(Stop::Faulting { signal, rip: f.rip })
+            }
+            VmExit::Fault(f) => self.handle_fault(outside, &f),
             VmExit::SingleStep { rip } => Ok(Stop::SingleStep { rip }),
             VmExit::Interrupted => {
                 if outside.is_dead() {
@@ -563,6 +605,8 @@ impl Guest {
             p.plant(&self.process.mm).map_err(probe_lost)?;
         }
         match exit {
+            // A debugger's step was this one too.
+            VmExit::SingleStep { rip } if self.single_step => Ok(Some(Stop::SingleStep { rip: *rip })),
             VmExit::SingleStep { .. } => Ok(Some(Stop::Interrupted)),
             other => {
                 self.clear_own_trap_flag(other)?;
@@ -741,23 +785,18 @@ impl Guest {
                 format!("exception {} in warpd's guest kernel code at {:#x}", f.vector, f.rip),
             ));
         }
-        let process = &mut self.process;
-        // `int n` faults as Linux has it whatever the backend reported.
         let mut f = *f;
-        if matches!(f.kind, FaultKind::InvalidOpcode | FaultKind::Protection) {
-            match software_interrupt(&process.mm.peek_code(f.rip, 2)) {
-                Some(3) => f.kind = FaultKind::Breakpoint,
-                Some(0x80) => {
-                    process.notes.push(format!(
-                        "the program used int $0x80 (the 32-bit syscall ABI) at {:#x}, which Warpspeed does not support; it gets SIGSEGV as on a kernel without IA-32 emulation",
-                        f.rip
-                    ));
-                    f.kind = FaultKind::Protection;
-                }
-                Some(_) => f.kind = FaultKind::Protection,
-                None => {}
-            }
+        let kind = self.fault_kind(&f);
+        let process = &mut self.process;
+        if matches!(f.kind, FaultKind::InvalidOpcode | FaultKind::Protection)
+            && software_interrupt(&process.mm.peek_code(f.rip, 2)) == Some(0x80)
+        {
+            process.notes.push(format!(
+                "the program used int $0x80 (the 32-bit syscall ABI) at {:#x}, which Warpspeed does not support; it gets SIGSEGV as on a kernel without IA-32 emulation",
+                f.rip
+            ));
         }
+        f.kind = kind;
         // Port I/O: the fault is at the instruction, wherever the backend saw it.
         let mut at = None;
         if let FaultKind::PortIo { rip_is_after: true } = f.kind {
@@ -809,6 +848,27 @@ impl Guest {
     }
 }
 
+impl Guest {
+    /// The kind of a user fault as Linux has it: `int n` faults whatever
+    /// the backend reported (`int3` a breakpoint, the others a protection
+    /// fault: there is no IA-32 emulation).
+    fn fault_kind(&self, f: &GuestFault) -> FaultKind {
+        if !matches!(f.kind, FaultKind::InvalidOpcode | FaultKind::Protection) {
+            return f.kind;
+        }
+        match software_interrupt(&self.process.mm.peek_code(f.rip, 2)) {
+            Some(3) => FaultKind::Breakpoint,
+            Some(_) => FaultKind::Protection,
+            None => f.kind,
+        }
+    }
+
+    /// The signal a user fault sends the program.
+    fn fault_signal(&self, f: &GuestFault) -> i32 {
+        signals::for_fault(self.fault_kind(f)).map(|(sig, _)| sig).unwrap_or(crate::kernel::abi::SIGSEGV)
+    }
+}
+
 /// When a time on host clock `clock` comes, as an instant (now if past).
 fn host_instant(clock: u64, secs: i64, nanos: i64) -> Option<Instant> {
     let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -823,6 +883,9 @@ fn host_instant(clock: u64, secs: i64, nanos: i64) -> Option<Instant> {
 fn probe_lost(e: Errno) -> SessionError {
     SessionError::Failed(Failure::Daemon, format!("the replay's breakpoint could not be written ({e:?})"))
 }
+
+#[path = "machine_debug.rs"]
+mod debug;
 
 #[cfg(test)]
 #[path = "machine_tests.rs"]

@@ -167,3 +167,53 @@ fn port_io_by_the_program_is_a_fault_at_the_instruction() {
     assert_eq!(vcpu.run(), VmExit::SingleStep { rip: CODE + 7 });
     assert_eq!(vcpu.regs().unwrap().rax, 0x1235);
 }
+
+/// A kick that lands while the vCPU is stopped (a debugger's packet, a
+/// signal) makes the next run return at once: the step after it still
+/// starts from where the last one stopped.
+#[test]
+fn a_kick_between_steps_does_not_lose_the_stop() {
+    let Some(hv) = hypervisor() else { return };
+    let mut guest = tiny_guest(hv.as_ref());
+    let mut out = FakeOutside::default();
+    let cancel = Cancel::new();
+    guest.cancel_with(cancel.clone());
+    guest.set_single_step(true).unwrap();
+    assert_eq!(guest.step(&mut out).unwrap(), Stop::SingleStep { rip: CODE + 3 });
+    cancel.cancel();
+    cancel.resume();
+    let mut stops = Vec::new();
+    loop {
+        match guest.step(&mut out).unwrap() {
+            Stop::Interrupted | Stop::Paused => continue,
+            s => {
+                stops.push(s);
+                break;
+            }
+        }
+    }
+    assert_eq!(stops, [Stop::SingleStep { rip: CODE + 6 }]);
+    assert_eq!(guest.regs().unwrap().rax, 39);
+}
+
+/// A debugger's breakpoint stops the thread at the instruction, unexecuted;
+/// memory reads show the program's byte there; going on steps over it.
+#[test]
+fn a_breakpoint_stops_before_its_instruction_and_is_never_seen() {
+    let Some(hv) = hypervisor() else { return };
+    let mut guest = tiny_guest(hv.as_ref());
+    let mut out = FakeOutside::default();
+    assert!(guest.add_breakpoint(CODE + 3));
+    assert!(!guest.add_breakpoint(CODE + 3), "already set");
+    assert_eq!(guest.step(&mut out).unwrap(), Stop::Breakpoint { rip: CODE + 3 });
+    let regs = guest.regs().unwrap();
+    assert_eq!((regs.rip, regs.rax), (CODE + 3, 38));
+    let mut code = [0u8; 3];
+    assert_eq!(guest.read_memory(CODE + 3, &mut code), 3);
+    assert_eq!(code, [0x48, 0xff, 0xc0], "the program's bytes, not int3");
+    // Off the breakpoint: the second `inc`, then the syscall.
+    guest.skip_breakpoint_once(Some(CODE + 3));
+    assert_eq!(guest.step(&mut out).unwrap(), Stop::Syscall { number: 39 });
+    assert!(guest.remove_breakpoint(CODE + 3));
+    assert!(!guest.remove_breakpoint(CODE + 3));
+}

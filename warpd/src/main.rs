@@ -76,7 +76,8 @@ enum DaemonError {
 fn main() -> ExitCode {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("WARP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // gdbstub logs every packet it does not know at info.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,gdbstub=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)

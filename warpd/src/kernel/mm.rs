@@ -463,6 +463,29 @@ impl Mm {
         runs
     }
 
+    /// Reads from `va` on, whatever the protection of each readable page
+    /// (a debugger's read, `/proc/self/mem`'s): how many bytes, up to the
+    /// first page that is not mapped.
+    pub fn read_forced(&self, va: u64, buf: &mut [u8]) -> usize {
+        let mut done = 0usize;
+        for (off, n) in self.forced_ranges(va, buf.len() as u64) {
+            self.guest.read(off, &mut buf[done..done + n as usize]);
+            done += n as usize;
+        }
+        done
+    }
+
+    /// Writes from `va` on into pages the program can read, read-only code
+    /// too (a debugger's write): how many bytes.
+    pub fn write_forced(&self, va: u64, data: &[u8]) -> usize {
+        let mut done = 0usize;
+        for (off, n) in self.forced_ranges(va, data.len() as u64) {
+            self.guest.write(off, &data[done..done + n as usize]);
+            done += n as usize;
+        }
+        done
+    }
+
     /// How many bytes from `va` on (at most `len`) the program may read (or,
     /// with `write`, write) before the first page it may not.
     pub fn accessible(&self, va: u64, len: u64, write: bool) -> u64 {

@@ -2758,6 +2758,16 @@ impl Process {
 
     /// Whether a thread exists with this tid.
     /// How many threads the process has.
+    /// Every thread's id, in order.
+    pub fn thread_ids(&self) -> Vec<u32> {
+        self.threads.keys().copied().collect()
+    }
+
+    /// A thread's saved context (one off the vCPU).
+    pub fn saved_context(&mut self, tid: u32) -> Option<&mut ThreadContext> {
+        self.threads.get_mut(&tid)?.saved.as_mut()
+    }
+
     pub fn thread_count(&self) -> usize {
         self.threads.len()
     }

@@ -11,7 +11,7 @@ use tonic::Status;
 use warp_proto::warp::{replay_end, replay_update, Divergence, ReplayEnd, ReplayUpdate, Reproduced};
 
 use super::Shared;
-use crate::machine::Cancel;
+use crate::gdb::GdbLink;
 use crate::trace::replay::{self, ReplayOutcome, ReplayOutput};
 
 /// Largest output chunk in one message.
@@ -25,18 +25,19 @@ fn update(u: replay_update::Update) -> ReplayUpdate {
 
 /// Replays session `id` and forwards everything to `tx`. Blocking: run it
 /// on a blocking thread. `quiet` drops the program's output here rather
-/// than sending it.
-pub fn run(shared: Arc<Shared>, id: String, quiet: bool, tx: Sender) {
+/// than sending it. With `gdb` a debugger drives the replay; its `cancel`
+/// is the replay's.
+pub fn run(shared: Arc<Shared>, id: String, quiet: bool, tx: Sender, gdb: Option<GdbLink>) {
     let _busy = shared.busy();
     let (out_tx, out_rx) = mpsc::channel::<ReplayOutput>();
-    let cancel = Cancel::new();
+    let cancel = gdb.as_ref().map(|g| Arc::clone(&g.cancel)).unwrap_or_default();
     let worker = {
         let shared = Arc::clone(&shared);
         let id = id.clone();
         let cancel = Arc::clone(&cancel);
         thread::Builder::new()
             .name(format!("replay-{id}"))
-            .spawn(move || replay::replay(&shared.store, &id, &shared.options.config, &out_tx, Some(&cancel)))
+            .spawn(move || replay::replay(&shared.store, &id, &shared.options.config, &out_tx, Some(&cancel), gdb))
     };
     let worker = match worker {
         Ok(worker) => worker,
@@ -96,6 +97,7 @@ fn log(id: &str, outcome: &ReplayOutcome) {
         ReplayOutcome::Diverged(d) => tracing::info!(id, event = d.event, "replay diverged"),
         ReplayOutcome::Unreadable(m) => tracing::info!(id, reason = %m, "replay: unreadable trace"),
         ReplayOutcome::Failed(m) => tracing::warn!(id, reason = %m, "replay failed"),
+        ReplayOutcome::Left { event } => tracing::info!(id, event, "the debugger left the replay"),
     }
 }
 
@@ -112,6 +114,7 @@ pub fn updates(output: ReplayOutput, quiet: bool) -> Vec<ReplayUpdate> {
         ReplayOutput::Stdout(bytes) => chunks(bytes, replay_update::Update::Stdout),
         ReplayOutput::Stderr(bytes) => chunks(bytes, replay_update::Update::Stderr),
         ReplayOutput::Note(note) => vec![update(replay_update::Update::Note(note))],
+        ReplayOutput::Gdb(bytes) => vec![update(replay_update::Update::Gdb(bytes))],
     }
 }
 
@@ -129,6 +132,7 @@ pub fn outcome_message(outcome: ReplayOutcome) -> replay_end::Outcome {
         }),
         ReplayOutcome::Unreadable(m) => replay_end::Outcome::Unreadable(m),
         ReplayOutcome::Failed(m) => replay_end::Outcome::Failed(m),
+        ReplayOutcome::Left { event } => replay_end::Outcome::LeftAt(event),
     }
 }
 

@@ -9,15 +9,18 @@ use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 use warp_proto::warp::warp_server::Warp;
 use warp_proto::warp::{
-    session_update, CreateSessionReply, CreateSessionRequest, DoctorReply, DoctorRequest, EventBatch, ExportChunk,
-    ExportRequest, Failure, GetSessionReply, GetSessionRequest, HelloReply, HelloRequest, ImportChunk, ImportReply,
-    ListSessionsReply, ListSessionsRequest, RemoveSessionReply, RemoveSessionRequest, ReplayRequest, ReplayUpdate,
-    SessionUpdate, ShutdownReply, ShutdownRequest, StreamEventsRequest, WaitSessionRequest,
+    debug_input, session_update, CreateSessionReply, CreateSessionRequest, DebugInput, DoctorReply, DoctorRequest,
+    EventBatch, ExportChunk, ExportRequest, Failure, GetSessionReply, GetSessionRequest, HelloReply, HelloRequest,
+    ImportChunk, ImportReply, ListSessionsReply, ListSessionsRequest, RemoveSessionReply, RemoveSessionRequest,
+    ReplayRequest, ReplayUpdate, SessionUpdate, ShutdownReply, ShutdownRequest, StreamEventsRequest,
+    WaitSessionRequest,
 };
 
 use super::lookup::{self, blocking};
 use super::sessions::{self as live, Session};
 use super::{events, replay, Shared, StopReason, BROKER_ATTACH_TIMEOUT};
+use crate::gdb::GdbLink;
+use crate::machine::Cancel;
 use crate::session::{self, SessionSpec};
 
 /// Upper bound on argv + environment, in bytes (Linux allows 2 MiB with
@@ -358,7 +361,51 @@ impl Warp for WarpService {
         tracing::info!(id = %meta.id, uid, "replay");
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || replay::run(shared, meta.id, req.quiet, tx));
+        tokio::task::spawn_blocking(move || replay::run(shared, meta.id, req.quiet, tx, None));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type DebugStream = ReplayStream;
+
+    async fn debug(
+        &self,
+        request: Request<tonic::Streaming<DebugInput>>,
+    ) -> Result<Response<Self::DebugStream>, Status> {
+        let _busy = self.shared.busy();
+        let uid = caller_uid(&request)?;
+        let mut input = request.into_inner();
+        let Some(DebugInput { input: Some(debug_input::Input::Start(req)) }) = input.message().await? else {
+            return Err(Status::invalid_argument("a debug stream starts with the session to replay"));
+        };
+        let meta = self.resolve(req.id, uid).await?;
+        if self.shared.sessions.get(&meta.id).is_some() {
+            return Err(Status::failed_precondition(format!(
+                "session {} is still recording; debug it once it has ended",
+                meta.id
+            )));
+        }
+        tracing::info!(id = %meta.id, uid, "debug");
+        let cancel = Cancel::new();
+        let (bytes_tx, bytes_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        // The debugger's bytes, each chunk a pause of the vCPU so that the
+        // replay reads it (Ctrl-C, a packet while the program runs). The
+        // sender goes when the stream ends: the replay sees the debugger gone.
+        let kick = Arc::clone(&cancel);
+        tokio::spawn(async move {
+            while let Ok(Some(m)) = input.message().await {
+                let Some(debug_input::Input::Gdb(bytes)) = m.input else { continue };
+                if bytes_tx.send(bytes).is_err() {
+                    break;
+                }
+                kick.cancel();
+            }
+            drop(bytes_tx);
+            kick.cancel();
+        });
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let shared = Arc::clone(&self.shared);
+        let link = GdbLink { input: bytes_rx, cancel };
+        tokio::task::spawn_blocking(move || replay::run(shared, meta.id, req.quiet, tx, Some(link)));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

@@ -18,6 +18,7 @@ use super::digest;
 use super::store::Store;
 use super::FORMAT_VERSION;
 use crate::builder::{self, GuestSpec};
+use crate::gdb::{Debugged, GdbLink};
 use crate::hv::memory::MemFd;
 use crate::hv::{GuestFault, SyscallRequest};
 use crate::interrupts::regs_from_words;
@@ -33,6 +34,8 @@ pub enum ReplayOutput {
     Stderr(Vec<u8>),
     /// A line for the user (warnings such as a CPUID difference).
     Note(String),
+    /// Bytes of the GDB remote protocol for the debugger (a debugged replay).
+    Gdb(Vec<u8>),
 }
 
 /// Where replay and recording parted.
@@ -58,6 +61,9 @@ pub enum ReplayOutcome {
     Unreadable(String),
     /// warpd itself failed (KVM...).
     Failed(String),
+    /// A debugged replay: the debugger left before the program's end, with
+    /// `event` the next event of the trace.
+    Left { event: u64 },
 }
 
 /// `name(arg, ...)` for messages.
@@ -163,6 +169,16 @@ impl Replayer<'_> {
             None => Ok(Vec::new()),
             Some(d) => self.store.load(&self.id, d).map_err(|e| OutsideError::Trace(e.to_string())),
         }
+    }
+
+    /// The sequence number of the next event to replay.
+    pub fn position(&self) -> u64 {
+        self.events.get(self.pos).map(|e| e.0).unwrap_or_else(|| self.events.last().map(|e| e.0 + 1).unwrap_or(0))
+    }
+
+    /// How many events the recording has.
+    pub fn events(&self) -> usize {
+        self.events.len()
     }
 
     /// Whether every recorded event was replayed.
@@ -471,13 +487,15 @@ fn cpuid_notes(meta: &SessionMeta) -> Vec<String> {
 }
 
 /// Replays session `id`. Blocking: run it on a thread of its own. `cancel`
-/// stops it (its outcome is then `Failed`).
+/// stops it (its outcome is then `Failed`). With `gdb`, the replay stops at
+/// the program's first instruction and a debugger drives it (`crate::gdb`).
 pub fn replay(
     store: &Store,
     id: &str,
     config: &Config,
     out: &Sender<ReplayOutput>,
     cancel: Option<&Arc<Cancel>>,
+    gdb: Option<GdbLink>,
 ) -> ReplayOutcome {
     let meta = match store.session(id) {
         Ok(m) => m,
@@ -543,17 +561,25 @@ pub fn replay(
         if let Some(c) = cancel {
             guest.cancel_with(c.clone());
         }
+        if let Some(link) = gdb {
+            let auxv = guest.process.proc_info.auxv.clone();
+            return match crate::gdb::serve(&mut guest, &mut rp, link, out, &read.images.exe_path, &auxv)? {
+                Debugged::Ended(e) => Ok(Ok(e)),
+                Debugged::Left { event } => Ok(Err(Some(event))),
+            };
+        }
         loop {
             match guest.step(&mut rp)? {
-                Stop::Ended(e) => return Ok(Some(e)),
-                Stop::Paused => return Ok(None),
+                Stop::Ended(e) => return Ok(Ok(e)),
+                Stop::Paused => return Ok(Err(None)),
                 _ => {}
             }
         }
     })();
     match result {
-        Ok(None) => ReplayOutcome::Failed("the replay was stopped".into()),
-        Ok(Some(ending)) => {
+        Ok(Err(None)) => ReplayOutcome::Failed("the replay was stopped".into()),
+        Ok(Err(Some(event))) => ReplayOutcome::Left { event },
+        Ok(Ok(ending)) => {
             if !rp.finished() {
                 let seq = rp.events.get(rp.pos).map(|e| e.0).unwrap_or(0);
                 return ReplayOutcome::Unreadable(format!(

@@ -385,8 +385,23 @@ impl Vcpu for KvmVcpu {
         }
         self.regs_dirty = false;
         self.exits += 1;
+        // A kick that came while the vCPU was stopped at a syscall or an
+        // exception makes this run return at once, without entering the
+        // guest: it is still stopped there (the frame, the trap flag's
+        // place, the syscall's return), not anywhere.
+        let before = self.stopped;
+        let at = match before {
+            Stopped::Anywhere => None,
+            _ => self.raw_regs().ok().map(|r| r.rip),
+        };
         self.stopped = Stopped::Anywhere;
         let exit = raw(self.vcpu.run());
+        if matches!(exit, Raw::Interrupted) && at.is_some() {
+            let now = self.vcpu.get_regs().ok().map(|r| r.rip);
+            if now == at {
+                self.stopped = before;
+            }
+        }
         self.decode(exit)
     }
 

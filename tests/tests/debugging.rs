@@ -1,0 +1,325 @@
+//! Debugging a replay: scripted `gdb -batch` sessions through `warpctl
+//! replay --gdb`, asserting on what gdb prints (breakpoints, locals and
+//! globals, backtraces, finish, conditional breakpoints, stepping, a fault
+//! stopped at its instruction, threads, a dynamically linked program's
+//! libc frames, a change by the user reported as such), and the GDB remote
+//! protocol spoken directly to `--gdbserver` (Ctrl-C while the program
+//! computes, refusal of a non-loopback address).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use warp_tests::{default_timeout, run, Flavour, Input, Outcome, Spec, Status, WarpHome};
+
+/// gdb, or why these tests cannot run (CI installs it).
+fn gdb_present() -> bool {
+    match Command::new("gdb").arg("--version").output() {
+        Ok(o) if o.status.success() => true,
+        _ => {
+            assert!(std::env::var_os("CI").is_none(), "CI must install gdb (.ci/run)");
+            eprintln!("skipped: gdb is not installed (apt-get install gdb)");
+            false
+        }
+    }
+}
+
+/// Records `spec` (which must exit with `code`) and returns its session id.
+fn record(home: &WarpHome, spec: &Spec, code: i32) -> String {
+    let recorded = home.record(spec, &[]);
+    assert_eq!(recorded.outcome.status, Status::Exited(code), "{}", recorded.warpctl_text());
+    recorded.session_id().expect("a session id")
+}
+
+/// `warpctl replay ID --gdb -- -batch -nx -ex CMD...`.
+fn gdb(home: &WarpHome, id: &str, commands: &[&str]) -> Outcome {
+    let mut cmd = home.warpctl();
+    cmd.args(["replay", id, "--gdb", "--", "-batch", "-nx"]);
+    for c in commands {
+        cmd.arg("-ex").arg(c);
+    }
+    run(cmd, &format!("`warpctl replay {id} --gdb`"), &Input::Null, None, default_timeout())
+}
+
+/// Everything gdb and warpctl printed, for assertions and failure messages.
+fn text(o: &Outcome) -> String {
+    format!("{}{}", o.stdout_str(), o.stderr_str())
+}
+
+fn assert_has(all: &str, needle: &str) {
+    assert!(all.contains(needle), "expected {needle:?} in gdb's session:\n{all}");
+}
+
+#[test]
+fn break_print_backtrace_finish_and_run_to_the_end() {
+    if !gdb_present() {
+        return;
+    }
+    let home = WarpHome::new("gdb_basic");
+    for flavour in [Flavour::Static, Flavour::Dynamic] {
+        let id = record(&home, &Spec::prog("debugme", flavour), 6);
+        let o = gdb(
+            &home,
+            &id,
+            &[
+                "break square",
+                "continue",
+                "bt",
+                "print x",
+                "print counter",
+                "finish",
+                "next",
+                "next",
+                "print counter",
+                "continue",
+                "print x",
+                "delete",
+                "continue",
+            ],
+        );
+        let all = text(&o);
+        assert_eq!(o.status, Status::Exited(0), "{all}");
+        // Stopped at the first instruction, symbols loaded from the file.
+        assert_has(&all, "Reading symbols from");
+        assert_has(&all, "Breakpoint 1, square (x=0) at");
+        assert_has(&all, "in fill (n=6) at");
+        assert_has(&all, "in main (argc=1,");
+        assert_has(&all, "$1 = 0");
+        assert_has(&all, "$2 = 0");
+        assert_has(&all, "Value returned is $3 = 0");
+        // The second `next` ran `counter += 1`.
+        assert_has(&all, "$4 = 1");
+        assert_has(&all, "Breakpoint 1, square (x=1) at");
+        assert_has(&all, "$5 = 1");
+        // The program's output, then its end as recorded.
+        assert_has(&all, "sum of squares below 6: 55");
+        assert_has(&all, "exited with code 06]");
+        assert!(!all.contains("warpctl: replay diverged"), "{all}");
+    }
+}
+
+#[test]
+fn a_conditional_breakpoint_stops_only_when_true() {
+    if !gdb_present() {
+        return;
+    }
+    let home = WarpHome::new("gdb_cond");
+    let id = record(&home, &Spec::prog("debugme", Flavour::Static), 6);
+    let o = gdb(
+        &home,
+        &id,
+        &["break square if x == 4", "continue", "print x", "print counter", "print squares[3]", "continue"],
+    );
+    let all = text(&o);
+    assert_has(&all, "square (x=4) at");
+    assert_has(&all, "$1 = 4");
+    assert_has(&all, "$2 = 4");
+    assert_has(&all, "$3 = 9");
+    assert!(!all.contains("square (x=3)"), "{all}");
+    assert_has(&all, "exited with code 06]");
+}
+
+#[test]
+fn stepi_moves_one_instruction_and_registers_follow() {
+    if !gdb_present() {
+        return;
+    }
+    let home = WarpHome::new("gdb_stepi");
+    let id = record(&home, &Spec::prog("debugme", Flavour::Static), 6);
+    // _start begins `xor %ebp,%ebp` (2 bytes) then `mov %rdx,%r9` (3).
+    let o = gdb(
+        &home,
+        &id,
+        &["info symbol $pc", "stepi", "info symbol $pc", "stepi", "info symbol $pc", "print $rbp", "kill"],
+    );
+    let all = text(&o);
+    assert_has(&all, "_start in section .text");
+    assert_has(&all, "_start + 2 in section .text");
+    assert_has(&all, "_start + 5 in section .text");
+    assert_has(&all, "$1 = (void *) 0x0");
+}
+
+#[test]
+fn a_fault_stops_at_the_faulting_instruction_before_its_signal() {
+    if !gdb_present() {
+        return;
+    }
+    let home = WarpHome::new("gdb_segv");
+    let spec = Spec::prog("debugme", Flavour::Static).arg("crash");
+    let recorded = home.record(&spec, &[]);
+    assert_eq!(recorded.outcome.status, Status::Exited(128 + 11), "{}", recorded.warpctl_text());
+    let id = recorded.session_id().unwrap();
+    let o = gdb(&home, &id, &["continue", "bt 2", "x/i $pc", "print nowhere", "continue"]);
+    let all = text(&o);
+    assert_has(&all, "Program received signal SIGSEGV, Segmentation fault.");
+    assert_has(&all, "crash () at");
+    assert_has(&all, "in main (argc=2,");
+    assert_has(&all, "=> 0x");
+    assert_has(&all, "$1 = (volatile int *) 0x0");
+    assert_has(&all, "Program terminated with signal SIGSEGV, Segmentation fault.");
+    assert!(!all.contains("warpctl: replay diverged"), "{all}");
+}
+
+#[test]
+fn every_thread_is_listed_with_its_own_backtrace() {
+    if !gdb_present() {
+        return;
+    }
+    let home = WarpHome::new("gdb_threads");
+    let id = record(&home, &Spec::prog("threads", Flavour::Static), 0);
+    // The fourth worker to start: by then the others exist too.
+    let o = gdb(
+        &home,
+        &id,
+        &["break worker if (long)arg == 3", "continue", "info threads", "thread apply all bt 3", "delete", "continue"],
+    );
+    let all = text(&o);
+    // Main and four workers.
+    let listed = all.lines().filter(|l| l.contains("Thread 1.")).filter(|l| !l.contains("apply")).count();
+    assert!(listed >= 5, "five threads in `info threads` and the backtraces:\n{all}");
+    assert_has(&all, "worker (arg=0x3) at");
+    assert_has(&all, "in main () at");
+    assert_has(&all, "counter 8000 (expected 8000)");
+    assert_has(&all, "exited normally]");
+}
+
+#[test]
+fn a_dynamic_programs_backtrace_goes_through_libc() {
+    if !gdb_present() {
+        return;
+    }
+    let home = WarpHome::new("gdb_dynamic");
+    let id = record(&home, &Spec::prog("debugme", Flavour::Dynamic), 6);
+    let o = gdb(&home, &id, &["break write", "continue", "bt", "info sharedlibrary", "continue"]);
+    let all = text(&o);
+    assert_has(&all, "write (fd=1,");
+    assert_has(&all, "in main (argc=1,");
+    assert_has(&all, "libc.so.6");
+    assert_has(&all, "exited with code 06]");
+}
+
+#[test]
+fn a_change_by_the_user_is_reported_and_so_is_the_divergence_it_causes() {
+    if !gdb_present() {
+        return;
+    }
+    let home = WarpHome::new("gdb_change");
+    let id = record(&home, &Spec::prog("debugme", Flavour::Static), 6);
+    let o = gdb(&home, &id, &["break write", "continue", "set var counter = 40", "continue"]);
+    let all = text(&o);
+    assert_has(&all, "warpctl: the debugger changed the program's memory");
+    // exit_group(40) is not the recorded exit_group(6).
+    assert_has(&all, "not a fault of the recording");
+    assert_has(&all, "warpctl: replay diverged at event");
+}
+
+// ---------------------------------------------------------------------------
+// The remote protocol spoken directly to --gdbserver
+
+/// `$data#checksum`.
+fn packet(data: &str) -> Vec<u8> {
+    let sum = data.bytes().fold(0u8, |a, b| a.wrapping_add(b));
+    format!("${data}#{sum:02x}").into_bytes()
+}
+
+/// Reads one packet's data (acknowledging it), skipping acks.
+fn read_packet(s: &mut TcpStream) -> String {
+    let mut data = Vec::new();
+    let mut byte = [0u8];
+    loop {
+        s.read_exact(&mut byte).expect("a reply from the gdb server");
+        if byte[0] == b'$' {
+            break;
+        }
+    }
+    loop {
+        s.read_exact(&mut byte).unwrap();
+        if byte[0] == b'#' {
+            let mut sum = [0u8; 2];
+            s.read_exact(&mut sum).unwrap();
+            s.write_all(b"+").unwrap();
+            return String::from_utf8_lossy(&data).into_owned();
+        }
+        data.push(byte[0]);
+    }
+}
+
+/// Expands the protocol's run-length encoding (`X*n`: X repeated n-29 more times).
+fn unrle(data: &str) -> String {
+    let b = data.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'*' && i + 1 < b.len() {
+            let last = *out.last().expect("a run repeats something");
+            out.extend(std::iter::repeat_n(last, (b[i + 1] - 29) as usize));
+            i += 2;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+fn ask(s: &mut TcpStream, data: &str) -> String {
+    s.write_all(&packet(data)).unwrap();
+    read_packet(s)
+}
+
+#[test]
+fn gdbserver_is_interrupted_by_ctrl_c_while_the_program_computes() {
+    let home = WarpHome::new("gdbserver");
+    let id = record(&home, &Spec::prog("compute", Flavour::Static).arg("3000"), 0);
+    let mut server = home.warpctl();
+    server.args(["replay", &id, "--gdbserver", "127.0.0.1:0"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = server.spawn().unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the listening line: {line:?}"))
+        .to_string();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(default_timeout())).unwrap();
+    assert!(ask(&mut s, "qSupported:swbreak+").contains("PacketSize="));
+    assert!(ask(&mut s, "?").starts_with('T'), "stopped at the first instruction");
+    // The program computes for seconds with no syscall; \x03 stops it.
+    s.write_all(&packet("vCont;c")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Instant::now();
+    s.write_all(&[3]).unwrap();
+    let stop = read_packet(&mut s);
+    assert!(stop.starts_with("T02"), "SIGINT stop reply, got {stop:?}");
+    assert!(sent.elapsed() < Duration::from_secs(5), "stopped promptly");
+    let regs = unrle(&ask(&mut s, "g"));
+    assert!(regs.len() > 16 * 16, "registers: {regs}");
+    // Memory at rip reads (the program's own code, not a breakpoint).
+    let rip = u64::from_str_radix(
+        &regs.as_bytes()[16 * 16..17 * 16].chunks(2).rev().map(|c| std::str::from_utf8(c).unwrap()).collect::<String>(),
+        16,
+    )
+    .unwrap();
+    assert!(!ask(&mut s, &format!("m{rip:x},4")).starts_with('E'));
+    s.write_all(&packet("k")).unwrap();
+    drop(s);
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    err.read_to_string(&mut rest).unwrap();
+    assert_eq!(status.code(), Some(0), "{line}{rest}");
+}
+
+#[test]
+fn gdbserver_refuses_an_address_other_hosts_can_reach() {
+    let home = WarpHome::new("gdbserver_any");
+    let id = record(&home, &Spec::prog("hello", Flavour::Static), 0);
+    let mut cmd = home.warpctl();
+    cmd.args(["replay", &id, "--gdbserver", "0.0.0.0:1234"]);
+    let o = run(cmd, "`warpctl replay --gdbserver 0.0.0.0:1234`", &Input::Null, None, default_timeout());
+    assert_eq!(o.status, Status::Exited(2), "{}", o.stderr_str());
+    assert!(o.stderr_str().contains("warpctl: 0.0.0.0 is not a loopback address"), "{}", o.stderr_str());
+}

@@ -1,0 +1,335 @@
+//! `warpctl replay [ID|latest] --gdb [-- GDB_ARGS...]` and
+//! `warpctl replay [ID|latest] --gdbserver ADDR`.
+//!
+//! warpd runs the replay and its GDB remote protocol target; warpctl, as
+//! the user, owns the socket the debugger talks to and carries the bytes
+//! both ways over the `Debug` stream. With `--gdb` the socket is a unix
+//! socket in a directory only the user can enter, and warpctl starts gdb on
+//! it; with `--gdbserver` it is the address given: loopback TCP or a unix
+//! socket path, never another host (whoever reaches the port reads the
+//! program's memory).
+//!
+//! The program's output is re-emitted as by `warpctl replay`, between
+//! gdb's own lines.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::wrappers::ReceiverStream;
+use warp_proto::trace::{SessionMeta, Status};
+use warp_proto::warp::{debug_input, replay_end, replay_update, DebugInput, GetSessionRequest, ReplayRequest};
+
+use crate::connect::{self, Daemon};
+use crate::replay::{divergence_report, Output, ReplayError};
+use crate::view::{rpc, ViewError};
+
+/// Where the debugger connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// Parses `--gdbserver ADDR`: `HOST:PORT` on a loopback host (`:PORT` is
+/// 127.0.0.1), or a unix socket path (`unix:PATH`, or any path with a `/`).
+pub fn parse_listen(addr: &str) -> Result<Listen, String> {
+    if let Some(path) = addr.strip_prefix("unix:") {
+        return Ok(Listen::Unix(PathBuf::from(path)));
+    }
+    if addr.contains('/') {
+        return Ok(Listen::Unix(PathBuf::from(addr)));
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(format!("{addr:?} is neither HOST:PORT nor a unix socket path"));
+    };
+    let port: u16 = port.parse().map_err(|_| format!("{port:?} in {addr:?} is not a port number"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = match host {
+        "" | "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
+        h => h.parse().map_err(|_| format!("{h:?} is not an IP address (give 127.0.0.1, ::1 or localhost)"))?,
+    };
+    if !ip.is_loopback() {
+        return Err(format!(
+            "{ip} is not a loopback address: the gdb server listens only on this machine (127.0.0.1, ::1) or on a unix socket, because whoever can connect reads the program's memory"
+        ));
+    }
+    Ok(Listen::Tcp(SocketAddr::new(ip, port)))
+}
+
+/// A listening socket of either kind.
+enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+trait Socket: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Socket for T {}
+
+impl Listener {
+    async fn bind(at: &Listen) -> Result<Listener, String> {
+        match at {
+            Listen::Tcp(a) => {
+                TcpListener::bind(a).await.map(Listener::Tcp).map_err(|e| format!("cannot listen on {a}: {e}"))
+            }
+            Listen::Unix(p) => {
+                if p.exists() {
+                    return Err(format!("{} already exists; give a path that does not", p.display()));
+                }
+                UnixListener::bind(p)
+                    .map(|l| Listener::Unix(l, p.clone()))
+                    .map_err(|e| format!("cannot listen on {}: {e}", p.display()))
+            }
+        }
+    }
+
+    /// What to tell gdb (`target remote WHAT`).
+    fn name(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            Listener::Unix(_, p) => p.display().to_string(),
+        }
+    }
+
+    async fn accept(&self) -> std::io::Result<Box<dyn Socket>> {
+        Ok(match self {
+            Listener::Tcp(l) => {
+                let (s, _) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Box::new(s)
+            }
+            Listener::Unix(l, _) => Box::new(l.accept().await?.0),
+        })
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, p) = self {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// A directory only the user can enter, removed when dropped.
+struct PrivateDir(PathBuf);
+
+impl PrivateDir {
+    fn new() -> std::io::Result<PrivateDir> {
+        let base = std::env::var_os("XDG_RUNTIME_DIR")
+            .filter(|d| !d.is_empty() && Path::new(d).is_dir())
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let template = base.join("warpctl-gdb-XXXXXX");
+        let dir = nix::unistd::mkdtemp(&template).map_err(std::io::Error::from)?;
+        Ok(PrivateDir(dir))
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// How the debugged replay ended, as warpd said.
+enum Ended {
+    Reproduced,
+    Diverged,
+    Left,
+}
+
+/// The session to debug, checked before anything is started.
+async fn session(daemon: &mut Daemon, id: &str) -> Result<SessionMeta, ReplayError> {
+    let reply = daemon.client.get_session(GetSessionRequest { id: id.to_string() }).await.map_err(rpc)?.into_inner();
+    let meta = reply.meta.ok_or_else(|| ViewError::Rpc("the daemon sent no session".into()))?;
+    if meta.status != Status::Complete as i32 {
+        return Err(ReplayError::Unreadable {
+            id: meta.id.clone(),
+            message: "only complete recordings can be replayed".into(),
+        });
+    }
+    Ok(meta)
+}
+
+/// Warns when the executable gdb will read from this machine is not the
+/// one the recording ran (symbols would not match the code).
+fn check_local_executable(meta: &SessionMeta, out: &mut Output) {
+    if meta.exe_hash.is_empty() || meta.program.is_empty() {
+        return;
+    }
+    let path = Path::new(&meta.cwd).join(&meta.program);
+    match std::fs::read(&path) {
+        Ok(bytes) if blake3::hash(&bytes).as_bytes().as_slice() == meta.exe_hash.as_slice() => {}
+        Ok(_) => out.say(&format!(
+            "{} on this machine differs from the executable the recording ran: gdb's symbols may not match the code",
+            path.display()
+        )),
+        Err(e) => out.say(&format!(
+            "cannot read {} on this machine ({e}): gdb will have no symbols for the program",
+            path.display()
+        )),
+    }
+}
+
+/// Carries the debugger's bytes to warpd and back until the replay ends.
+async fn bridge(
+    daemon: &mut Daemon,
+    id: &str,
+    quiet: bool,
+    sock: Box<dyn Socket>,
+    out: &mut Output,
+) -> Result<Ended, ReplayError> {
+    let (mut rd, mut wr) = tokio::io::split(sock);
+    let (tx, rx) = tokio::sync::mpsc::channel::<DebugInput>(64);
+    let start = DebugInput { input: Some(debug_input::Input::Start(ReplayRequest { id: id.to_string(), quiet })) };
+    let _ = tx.send(start).await;
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let m = DebugInput { input: Some(debug_input::Input::Gdb(buf[..n].to_vec())) };
+                    if tx.send(m).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    let mut stream = daemon.client.debug(ReceiverStream::new(rx)).await.map_err(rpc)?.into_inner();
+    let mut debugger = true;
+    let ended = loop {
+        let Some(update) = stream.message().await.map_err(rpc)? else { break Err(ReplayError::NoOutcome) };
+        match update.update {
+            // A debugger that has gone reads nothing more; the replay ends
+            // once warpd sees its input end.
+            Some(replay_update::Update::Gdb(bytes)) if debugger => {
+                debugger = wr.write_all(&bytes).await.is_ok() && wr.flush().await.is_ok();
+            }
+            Some(replay_update::Update::Gdb(_)) => {}
+            Some(replay_update::Update::Stdout(bytes)) => out.stdout(&bytes),
+            Some(replay_update::Update::Stderr(bytes)) => out.stderr(&bytes),
+            Some(replay_update::Update::Note(note)) => out.say(&note),
+            Some(replay_update::Update::End(end)) => {
+                break match end.outcome {
+                    Some(replay_end::Outcome::Reproduced(_)) => Ok(Ended::Reproduced),
+                    Some(replay_end::Outcome::LeftAt(_)) => Ok(Ended::Left),
+                    Some(replay_end::Outcome::Diverged(d)) => {
+                        out.say(&divergence_report(&d));
+                        Ok(Ended::Diverged)
+                    }
+                    Some(replay_end::Outcome::Unreadable(message)) => {
+                        Err(ReplayError::Unreadable { id: id.to_string(), message })
+                    }
+                    Some(replay_end::Outcome::Failed(message)) => {
+                        Err(ReplayError::Failed { id: id.to_string(), message })
+                    }
+                    None => Err(ReplayError::NoOutcome),
+                };
+            }
+            None => {}
+        }
+    };
+    reader.abort();
+    let _ = wr.shutdown().await;
+    out.fresh_line();
+    ended
+}
+
+/// `--gdbserver ADDR`: serves one debugger connection. Exit status 0 when
+/// the program ran to the end it had or the debugger left, 1 when the
+/// replay diverged.
+pub async fn serve(id: String, quiet: bool, addr: String) -> Result<u8, ReplayError> {
+    let at = parse_listen(&addr).map_err(ViewError::Refused)?;
+    let mut daemon = connect::connect_or_start(false).await.map_err(ViewError::from)?;
+    let meta = session(&mut daemon, &id).await?;
+    let mut out = Output { stderr_mid_line: false, stdout_closed: false };
+    check_local_executable(&meta, &mut out);
+    let listener = Listener::bind(&at).await.map_err(ViewError::Refused)?;
+    out.say(&format!(
+        "session {}: gdb server listening on {} (gdb: target remote {}; lldb: gdb-remote {})",
+        meta.id,
+        listener.name(),
+        listener.name(),
+        listener.name()
+    ));
+    let sock = listener.accept().await.map_err(|e| ViewError::Local(format!("accepting the debugger: {e}")))?;
+    drop(listener);
+    match bridge(&mut daemon, &meta.id, quiet, sock, &mut out).await? {
+        Ended::Diverged => Ok(1),
+        Ended::Reproduced | Ended::Left => Ok(0),
+    }
+}
+
+/// `--gdb`: starts gdb on the replay and exits with gdb's status.
+pub async fn gdb(id: String, quiet: bool, gdb_args: Vec<OsString>) -> Result<u8, ReplayError> {
+    let mut daemon = connect::connect_or_start(false).await.map_err(ViewError::from)?;
+    let meta = session(&mut daemon, &id).await?;
+    let mut out = Output { stderr_mid_line: false, stdout_closed: false };
+    check_local_executable(&meta, &mut out);
+    let dir =
+        PrivateDir::new().map_err(|e| ViewError::Local(format!("cannot make a directory for gdb's socket: {e}")))?;
+    let listener = Listener::bind(&Listen::Unix(dir.0.join("gdb.sock"))).await.map_err(ViewError::Local)?;
+    let gdb = std::env::var_os("WARP_GDB").unwrap_or_else(|| "gdb".into());
+    let mut cmd = tokio::process::Command::new(&gdb);
+    cmd.arg("-q").arg("-ex").arg(format!("target remote {}", listener.name())).args(&gdb_args);
+    let mut child = cmd.spawn().map_err(|e| {
+        ViewError::Local(format!("cannot start {} ({e}); install gdb or set WARP_GDB", Path::new(&gdb).display()))
+    })?;
+    // Ctrl-C is gdb's (it interrupts the program); warpctl stays.
+    let mut interrupts = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
+    let ignore_interrupts = async {
+        match interrupts.as_mut() {
+            Some(s) => while s.recv().await.is_some() {},
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(ignore_interrupts);
+    let sock = tokio::select! {
+        s = listener.accept() => Some(s.map_err(|e| ViewError::Local(format!("accepting gdb: {e}")))?),
+        _ = child.wait() => None,
+    };
+    drop(listener);
+    if let Some(sock) = sock {
+        let bridged = tokio::select! {
+            r = bridge(&mut daemon, &meta.id, quiet, sock, &mut out) => r,
+            _ = &mut ignore_interrupts => unreachable!("the interrupt stream does not end"),
+        };
+        if let Err(e) = bridged {
+            out.say(&e.to_string());
+        }
+    }
+    let status = tokio::select! {
+        s = child.wait() => s,
+        _ = &mut ignore_interrupts => unreachable!("the interrupt stream does not end"),
+    };
+    let status = status.map_err(|e| ViewError::Local(format!("waiting for gdb: {e}")))?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(match (status.code(), status.signal()) {
+        (Some(c), _) => c as u8,
+        (None, Some(s)) => 128 + s as u8,
+        _ => 125,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen(":1234"), Ok(Listen::Tcp("127.0.0.1:1234".parse().unwrap())));
+        assert_eq!(parse_listen("localhost:0"), Ok(Listen::Tcp("127.0.0.1:0".parse().unwrap())));
+        assert_eq!(parse_listen("[::1]:9"), Ok(Listen::Tcp("[::1]:9".parse().unwrap())));
+        assert_eq!(parse_listen("/tmp/g.sock"), Ok(Listen::Unix("/tmp/g.sock".into())));
+        assert_eq!(parse_listen("unix:g.sock"), Ok(Listen::Unix("g.sock".into())));
+        assert!(parse_listen("0.0.0.0:1234").unwrap_err().contains("not a loopback address"));
+        assert!(parse_listen("10.1.2.3:1").unwrap_err().contains("not a loopback address"));
+        assert!(parse_listen("127.0.0.1:99999").unwrap_err().contains("not a port number"));
+        assert!(parse_listen("nonsense").is_err());
+    }
+}
