@@ -272,18 +272,7 @@ fn ask(s: &mut TcpStream, data: &str) -> String {
 fn gdbserver_is_interrupted_by_ctrl_c_while_the_program_computes() {
     let home = WarpHome::new("gdbserver");
     let id = record(&home, &Spec::prog("compute", Flavour::Static).arg("3000"), 0);
-    let mut server = home.warpctl();
-    server.args(["replay", &id, "--gdbserver", "127.0.0.1:0"]).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = server.spawn().unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    let addr = line
-        .split("listening on ")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or_else(|| panic!("the listening line: {line:?}"))
-        .to_string();
+    let (mut child, mut err, addr) = start_gdbserver(&home, &id);
     let mut s = TcpStream::connect(&addr).unwrap();
     s.set_read_timeout(Some(default_timeout())).unwrap();
     assert!(ask(&mut s, "qSupported:swbreak+").contains("PacketSize="));
@@ -310,7 +299,7 @@ fn gdbserver_is_interrupted_by_ctrl_c_while_the_program_computes() {
     let status = child.wait().unwrap();
     let mut rest = String::new();
     err.read_to_string(&mut rest).unwrap();
-    assert_eq!(status.code(), Some(0), "{line}{rest}");
+    assert_eq!(status.code(), Some(0), "{rest}");
 }
 
 #[test]
@@ -322,4 +311,58 @@ fn gdbserver_refuses_an_address_other_hosts_can_reach() {
     let o = run(cmd, "`warpctl replay --gdbserver 0.0.0.0:1234`", &Input::Null, None, default_timeout());
     assert_eq!(o.status, Status::Exited(2), "{}", o.stderr_str());
     assert!(o.stderr_str().contains("warpctl: 0.0.0.0 is not a loopback address"), "{}", o.stderr_str());
+}
+
+/// Starts `warpctl replay ID --gdbserver 127.0.0.1:0`: the child and the
+/// address it listens on (from its first line).
+fn start_gdbserver(home: &WarpHome, id: &str) -> (std::process::Child, BufReader<std::process::ChildStderr>, String) {
+    let mut server = home.warpctl();
+    server.args(["replay", id, "--gdbserver", "127.0.0.1:0"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = server.spawn().unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let addr = line
+        .split("listening on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the listening line: {line:?}"))
+        .to_string();
+    (child, err, addr)
+}
+
+#[test]
+fn lldb_breaks_prints_and_backtraces_forward() {
+    if !Command::new("lldb").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        assert!(std::env::var_os("CI").is_none(), "CI must install lldb (.ci/run)");
+        eprintln!("skipped: lldb is not installed (apt-get install lldb)");
+        return;
+    }
+    let home = WarpHome::new("lldb");
+    let spec = Spec::prog("debugme", Flavour::Static);
+    let id = record(&home, &spec, 6);
+    let (mut child, _err, addr) = start_gdbserver(&home, &id);
+    // Breakpoints first: lldb resumes a process it finds at its entry.
+    let mut lldb = Command::new("lldb");
+    lldb.arg("-b").arg(&spec.program);
+    for c in [
+        "breakpoint set -n square",
+        &format!("gdb-remote {addr}"),
+        "frame variable x",
+        "bt",
+        "continue",
+        "frame variable x",
+        "process kill",
+    ] {
+        lldb.arg("-o").arg(c);
+    }
+    let o = run(lldb, "lldb", &Input::Null, None, default_timeout());
+    let all = text(&o);
+    assert_has(&all, "stop reason = breakpoint 1.1");
+    assert_has(&all, "(int) x = 0");
+    assert_has(&all, "`fill(n=6) at debugme.c");
+    assert_has(&all, "`main(argc=1, argv=");
+    assert_has(&all, "(int) x = 1");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{all}");
 }
