@@ -121,6 +121,73 @@ fn a_conditional_breakpoint_stops_only_when_true() {
 }
 
 #[test]
+fn watchpoints_catch_writes_and_reads_of_globals_and_locals() {
+    if !gdb_present() {
+        return;
+    }
+    let home = WarpHome::new("gdb_watch");
+    let id = record(&home, &Spec::prog("debugme", Flavour::Static), 6);
+    let o = gdb(
+        &home,
+        &id,
+        &[
+            "watch counter",
+            "continue",
+            "continue",
+            "delete",
+            // A local, until its function returns.
+            "break square if x == 4",
+            "continue",
+            "watch result",
+            "continue",
+            "continue",
+            "delete",
+            // Read in main's sum after fill wrote it.
+            "rwatch squares[2]",
+            "continue",
+            "print i",
+            "delete",
+            "continue",
+        ],
+    );
+    let all = text(&o);
+    assert_has(
+        &all,
+        "Hardware watchpoint 1: counter
+
+Old value = 0
+New value = 1
+",
+    );
+    assert_has(
+        &all,
+        "Old value = 1
+New value = 2
+",
+    );
+    assert_has(
+        &all,
+        "Hardware watchpoint 3: result
+
+Old value = 9
+New value = 16
+",
+    );
+    assert_has(&all, "Watchpoint 3 deleted because the program has left the block");
+    assert_has(
+        &all,
+        "Hardware read watchpoint 4: squares[2]
+
+Value = 4
+",
+    );
+    assert_has(&all, "in main (argc=1,");
+    assert_has(&all, "$1 = 2");
+    assert_has(&all, "exited with code 06]");
+    assert!(!all.contains("warpctl: replay diverged"), "{all}");
+}
+
+#[test]
 fn stepi_moves_one_instruction_and_registers_follow() {
     if !gdb_present() {
         return;

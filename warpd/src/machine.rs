@@ -70,6 +70,9 @@ pub enum Stop {
     /// raised a CPU exception that sends it `signal`; the next `step`
     /// handles it (the program's handler, or its end).
     Faulting { signal: i32, rip: u64 },
+    /// A debugger's watchpoint on `addr` ([`Guest::add_watch`]) caught an
+    /// access, just made.
+    Watch { kind: WatchKind, addr: u64 },
 }
 
 /// Stops a running guest from another thread: the next `step` returns
@@ -146,6 +149,9 @@ pub struct Guest {
     lifted: Vec<u64>,
     /// The breakpoint the next run leaves out (the thread stands on it).
     skip_breakpoint: Option<u64>,
+    /// A debugger's watchpoints, and the pages the last run guarded for them.
+    watches: Vec<debug::Watch>,
+    guarded: Vec<u64>,
     /// Report CPU exceptions before handling them (a debugger's stop).
     fault_stops: bool,
     /// The exception reported that the next `step` handles.
@@ -175,6 +181,8 @@ impl Guest {
             breakpoints: Default::default(),
             skip_breakpoint: None,
             lifted: Vec::new(),
+            watches: Vec::new(),
+            guarded: Vec::new(),
             fault_stops: false,
             held_fault: None,
         }
@@ -384,6 +392,7 @@ impl Guest {
                 }
                 Ok(Stop::Syscall { number: req.number })
             }
+            VmExit::Fault(f) if self.is_guard_fault(&f) => self.step_guarded(outside, &f),
             VmExit::Fault(f) if self.is_breakpoint(&f) => {
                 let mut regs = self.vcpu.regs()?;
                 regs.rip = f.rip - 1;
@@ -886,6 +895,7 @@ fn probe_lost(e: Errno) -> SessionError {
 
 #[path = "machine_debug.rs"]
 mod debug;
+pub use debug::WatchKind;
 
 #[cfg(test)]
 #[path = "machine_tests.rs"]

@@ -4,8 +4,80 @@
 //! (interrupt points, digests, signal frames, `/proc/self/mem`) and the
 //! debugger's see the program's bytes.
 
-use super::{Guest, SessionError};
-use crate::hv::{FaultKind, GuestFault, ThreadContext};
+use super::{Guest, SessionError, Stop};
+use crate::arch::x86_64::PAGE_SIZE;
+use crate::hv::{FaultKind, GuestFault, ThreadContext, VmExit};
+use crate::kernel::outside::Outside;
+
+/// What a watchpoint catches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchKind {
+    Write,
+    Read,
+    Access,
+}
+
+/// A debugger's watchpoint: `len` bytes at `addr`, and their value when
+/// last looked at.
+#[derive(Clone, Debug)]
+pub struct Watch {
+    pub addr: u64,
+    pub len: u64,
+    pub kind: WatchKind,
+    value: Vec<u8>,
+}
+
+/// The memory an instruction at `rip` accesses with these registers:
+/// (address, size, reads, writes), from its decoding.
+fn accesses(code: &[u8], rip: u64, c: &ThreadContext) -> Vec<(u64, u64, bool, bool)> {
+    use iced_x86::{Decoder, DecoderOptions, InstructionInfoFactory, OpAccess, Register};
+    let insn = Decoder::with_ip(64, code, rip, DecoderOptions::NONE).decode();
+    let mut factory = InstructionInfoFactory::new();
+    let info = factory.info(&insn);
+    let r = &c.regs;
+    let value = |reg: Register, _: usize, _: usize| -> Option<u64> {
+        let full = match reg.full_register() {
+            Register::RAX => r.rax,
+            Register::RBX => r.rbx,
+            Register::RCX => r.rcx,
+            Register::RDX => r.rdx,
+            Register::RSI => r.rsi,
+            Register::RDI => r.rdi,
+            Register::RSP => r.rsp,
+            Register::RBP => r.rbp,
+            Register::R8 => r.r8,
+            Register::R9 => r.r9,
+            Register::R10 => r.r10,
+            Register::R11 => r.r11,
+            Register::R12 => r.r12,
+            Register::R13 => r.r13,
+            Register::R14 => r.r14,
+            Register::R15 => r.r15,
+            Register::RIP => insn.next_ip(),
+            Register::FS => c.fs_base,
+            Register::GS => c.gs_base,
+            Register::ES | Register::CS | Register::SS | Register::DS => 0,
+            _ => return None,
+        };
+        Some(match reg.size() {
+            4 if !reg.is_segment_register() => full & 0xffff_ffff,
+            _ => full,
+        })
+    };
+    info.used_memory()
+        .iter()
+        .filter_map(|m| {
+            let addr = m.virtual_address(0, value)?;
+            let (reads, writes) = match m.access() {
+                OpAccess::Read | OpAccess::CondRead => (true, false),
+                OpAccess::Write | OpAccess::CondWrite => (false, true),
+                OpAccess::ReadWrite | OpAccess::ReadCondWrite => (true, true),
+                _ => return None,
+            };
+            Some((addr, m.memory_size().size().max(1) as u64, reads, writes))
+        })
+        .collect()
+}
 
 /// x86's one-byte breakpoint instruction.
 const INT3: u8 = 0xcc;
@@ -50,6 +122,118 @@ impl Guest {
         self.fault_stops = on;
     }
 
+    /// Stops when the program writes (reads, or either) `len` bytes at
+    /// `addr` ([`Stop::Watch`], after the access). Without debug registers
+    /// the pages are guarded while the vCPU runs and the faulting access is
+    /// stepped. False when already set.
+    pub fn add_watch(&mut self, addr: u64, len: u64, kind: WatchKind) -> bool {
+        if len == 0 || self.watches.iter().any(|w| w.addr == addr && w.len == len && w.kind == kind) {
+            return false;
+        }
+        let value = self.watched_value(addr, len);
+        self.watches.push(Watch { addr, len, kind, value });
+        true
+    }
+
+    pub fn remove_watch(&mut self, addr: u64, len: u64, kind: WatchKind) -> bool {
+        let before = self.watches.len();
+        self.watches.retain(|w| !(w.addr == addr && w.len == len && w.kind == kind));
+        self.watches.len() != before
+    }
+
+    fn watched_value(&self, addr: u64, len: u64) -> Vec<u8> {
+        let mut v = vec![0u8; len.min(4096) as usize];
+        let n = self.process.mm.read_forced(addr, &mut v);
+        v.truncate(n);
+        v
+    }
+
+    /// A write watch whose bytes changed since last looked at (a syscall
+    /// wrote them, or an access the guard did not see), its value updated.
+    pub fn watch_changed(&mut self) -> Option<(WatchKind, u64)> {
+        for i in 0..self.watches.len() {
+            let w = &self.watches[i];
+            if w.kind == WatchKind::Read {
+                continue;
+            }
+            let now = self.watched_value(w.addr, w.len);
+            if now != self.watches[i].value {
+                self.watches[i].value = now;
+                return Some((WatchKind::Write, self.watches[i].addr));
+            }
+        }
+        None
+    }
+
+    /// The page fault is a guard's (the page was guarded for this run).
+    pub(super) fn is_guard_fault(&self, f: &GuestFault) -> bool {
+        matches!(f.kind, FaultKind::Page { .. }) && f.user && self.guarded.contains(&(f.address & !(PAGE_SIZE - 1)))
+    }
+
+    /// The program touched a guarded page: the access is stepped with the
+    /// pages as they are, then the watches it hit (by value for writes, by
+    /// address for reads) stop the program; else it goes on.
+    pub(super) fn step_guarded(&mut self, outside: &mut dyn Outside, f: &GuestFault) -> Result<Stop, SessionError> {
+        let write = matches!(f.kind, FaultKind::Page { write: true, .. });
+        let context = self.vcpu.context()?;
+        let mut touched = accesses(&self.process.mm.peek_code(f.rip, 15), f.rip, &context);
+        if touched.is_empty() {
+            // Not decoded (or an access it does not list): the fault's.
+            touched.push((f.address, 1, !write, write));
+        }
+        self.vcpu.set_single_step(true)?;
+        let exit = self.vcpu.run();
+        self.vcpu.set_single_step(self.single_step)?;
+        let rip = match exit {
+            VmExit::SingleStep { rip } => rip,
+            other => {
+                // The access faults for real, or something else came first.
+                self.clear_own_trap_flag(&other)?;
+                return self.dispatch(outside, other);
+            }
+        };
+        if let Some((kind, addr)) = self.watch_changed() {
+            return Ok(Stop::Watch { kind, addr });
+        }
+        for w in &self.watches {
+            let hit = touched.iter().find(|&&(a, n, reads, writes)| {
+                a < w.addr + w.len
+                    && a.saturating_add(n) > w.addr
+                    && match w.kind {
+                        WatchKind::Read => reads,
+                        WatchKind::Write => writes,
+                        WatchKind::Access => true,
+                    }
+            });
+            if let Some(&(_, _, _, writes)) = hit {
+                let kind = if w.kind == WatchKind::Access && writes { WatchKind::Write } else { w.kind };
+                return Ok(Stop::Watch { kind, addr: w.addr });
+            }
+        }
+        if self.single_step {
+            return Ok(Stop::SingleStep { rip });
+        }
+        Ok(Stop::Interrupted)
+    }
+
+    /// Guards the pages of every watch for the coming run.
+    fn plant_guards(&mut self) {
+        self.guarded.clear();
+        let mut pages: std::collections::BTreeMap<u64, bool> = Default::default();
+        for w in &self.watches {
+            let mut page = w.addr & !(PAGE_SIZE - 1);
+            while page < w.addr.saturating_add(w.len) {
+                *pages.entry(page).or_default() |= w.kind != WatchKind::Write;
+                page += PAGE_SIZE;
+            }
+        }
+        for (page, reads) in pages {
+            if self.process.mm.guard(page, reads).unwrap_or(false) {
+                self.guarded.push(page);
+            }
+        }
+    }
+
     pub(super) fn is_breakpoint(&self, f: &GuestFault) -> bool {
         f.kind == FaultKind::Breakpoint && f.user && f.rip.checked_sub(1).is_some_and(|a| self.lifted.contains(&a))
     }
@@ -58,6 +242,9 @@ impl Guest {
     /// inside the bytes the replay's probe has replaced: no instruction
     /// starts there while its jump is in place).
     pub(super) fn plant_breakpoints(&mut self) {
+        if !self.watches.is_empty() {
+            self.plant_guards();
+        }
         if self.breakpoints.is_empty() {
             return;
         }
@@ -78,6 +265,9 @@ impl Guest {
     /// Puts the program's bytes back. A byte the program itself changed
     /// while it ran (no longer our `int3`) is the program's now.
     pub(super) fn lift_breakpoints(&mut self) {
+        if !self.guarded.is_empty() {
+            self.process.mm.unguard_all();
+        }
         self.lifted.clear();
         let mm = &self.process.mm;
         for (&addr, saved) in self.breakpoints.iter_mut() {

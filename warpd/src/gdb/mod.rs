@@ -35,14 +35,16 @@ use gdbstub::target::ext::base::multithread::{
     MultiThreadSchedulerLockingOps, MultiThreadSingleStep, MultiThreadSingleStepOps,
 };
 use gdbstub::target::ext::base::BaseOps;
-use gdbstub::target::ext::breakpoints::{Breakpoints, BreakpointsOps, SwBreakpoint, SwBreakpointOps};
+use gdbstub::target::ext::breakpoints::{
+    self, Breakpoints, BreakpointsOps, HwWatchpoint, HwWatchpointOps, SwBreakpoint, SwBreakpointOps,
+};
 use gdbstub::target::ext::exec_file::{ExecFile, ExecFileOps};
 use gdbstub::target::ext::monitor_cmd::{outputln, ConsoleOutput, MonitorCmd, MonitorCmdOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
 
 use crate::kernel::abi;
 use crate::kernel::outside::Ending;
-use crate::machine::{Cancel, Guest, Stop};
+use crate::machine::{Cancel, Guest, Stop, WatchKind};
 use crate::session::SessionError;
 use crate::trace::replay::{ReplayOutput, Replayer};
 use arch::{X86Regs, X86_64Linux};
@@ -202,14 +204,21 @@ impl Debuggee<'_, '_, '_> {
                 self.end_step_over();
                 Some(MultiThreadStopReason::SignalWithThread { tid: now, signal: Signal(signal as u8) })
             }
-            Ok(Stop::SingleStep { .. }) if self.stepping_over => {
+            Ok(Stop::Watch { kind, addr }) => {
                 self.end_step_over();
-                None
+                Some(MultiThreadStopReason::Watch { tid: now, kind: gdb_watch(kind), addr })
             }
             Ok(Stop::SingleStep { .. }) if self.step.is_some() => {
                 Some(MultiThreadStopReason::SignalWithThread { tid: now, signal: Signal(abi::SIGTRAP as u8) })
             }
-            Ok(_) => None,
+            Ok(stop) => {
+                if matches!(stop, Stop::SingleStep { .. }) {
+                    self.end_step_over();
+                }
+                // A syscall (or a completion) wrote watched bytes.
+                let (kind, addr) = self.guest.watch_changed()?;
+                Some(MultiThreadStopReason::Watch { tid: now, kind: gdb_watch(kind), addr })
+            }
         }
     }
 
@@ -369,6 +378,42 @@ impl MultiThreadSingleStep for Debuggee<'_, '_, '_> {
 impl Breakpoints for Debuggee<'_, '_, '_> {
     fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
         Some(self)
+    }
+
+    // "Hardware" to gdb: page guards and a step of each access to a
+    // watched page (debug registers where a backend has them, later).
+    fn support_hw_watchpoint(&mut self) -> Option<HwWatchpointOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+fn our_watch(kind: breakpoints::WatchKind) -> WatchKind {
+    match kind {
+        breakpoints::WatchKind::Write => WatchKind::Write,
+        breakpoints::WatchKind::Read => WatchKind::Read,
+        breakpoints::WatchKind::ReadWrite => WatchKind::Access,
+    }
+}
+
+fn gdb_watch(kind: WatchKind) -> breakpoints::WatchKind {
+    match kind {
+        WatchKind::Write => breakpoints::WatchKind::Write,
+        WatchKind::Read => breakpoints::WatchKind::Read,
+        WatchKind::Access => breakpoints::WatchKind::ReadWrite,
+    }
+}
+
+impl HwWatchpoint for Debuggee<'_, '_, '_> {
+    fn add_hw_watchpoint(&mut self, addr: u64, len: u64, kind: breakpoints::WatchKind) -> TargetResult<bool, Self> {
+        if len == 0 || len > 4096 || addr.checked_add(len).is_none() {
+            return Ok(false);
+        }
+        self.guest.add_watch(addr, len, our_watch(kind));
+        Ok(true)
+    }
+
+    fn remove_hw_watchpoint(&mut self, addr: u64, len: u64, kind: breakpoints::WatchKind) -> TargetResult<bool, Self> {
+        Ok(self.guest.remove_watch(addr, len, our_watch(kind)))
     }
 }
 

@@ -76,6 +76,9 @@ fn push_run(runs: &mut Vec<(u64, u64)>, off: u64, len: u64) {
 pub struct Mm {
     pub kernel: MemFd,
     pub guest: MemFd,
+    /// Pages a debugger's watchpoints guard while the vCPU runs, with the
+    /// entries they had ([`Mm::guard`]).
+    guards: BTreeMap<u64, u64>,
     pt: PageTables,
     frames: FrameAllocator,
     vmas: BTreeMap<u64, Vma>,
@@ -88,7 +91,7 @@ impl Mm {
         let mut kernel = kernel;
         let pt = PageTables::new(kernel.as_mut_slice(), x86::GPA_PML4, x86::GPA_PT_POOL, x86::KERNEL_SLOT_SIZE);
         let frames = FrameAllocator::new(guest.size() / PAGE_SIZE);
-        Mm { kernel, guest, pt, frames, vmas: BTreeMap::new(), brk_start: 0, brk: 0 }
+        Mm { kernel, guest, guards: BTreeMap::new(), pt, frames, vmas: BTreeMap::new(), brk_start: 0, brk: 0 }
     }
 
     pub fn cr3(&self) -> u64 {
@@ -484,6 +487,37 @@ impl Mm {
             done += n as usize;
         }
         done
+    }
+
+    /// Makes the program's writes to the page at `va` (with `reads`, any
+    /// access) fault until [`Mm::unguard_all`]: a debugger's watchpoint,
+    /// set only while the vCPU runs, so that warpd's own accesses see the
+    /// real entries. False when the page has no present entry, or when
+    /// the access faults already.
+    pub fn guard(&mut self, va: u64, reads: bool) -> Result<bool, Errno> {
+        let page = page_down(va);
+        let old = self.guards.get(&page).copied().unwrap_or_else(|| self.entry(page));
+        let Some(frame) = leaf::frame(old).filter(|_| leaf::present(old) && leaf::user_access(old, false)) else {
+            return Ok(false);
+        };
+        let now = self.entry(page);
+        let new = leaf::guarded(old, reads);
+        if new == now {
+            return Ok(new != old);
+        }
+        self.set_entry(page, new)?;
+        self.guards.entry(page).or_insert(old);
+        if leaf::present(now) {
+            self.guest.forget_mappings(frame - USER_GPA_BASE, PAGE_SIZE).map_err(|_| Errno::ENOMEM)?;
+        }
+        Ok(true)
+    }
+
+    /// Puts back every entry [`Mm::guard`] changed.
+    pub fn unguard_all(&mut self) {
+        for (page, old) in std::mem::take(&mut self.guards) {
+            let _ = self.set_entry(page, old);
+        }
     }
 
     /// How many bytes from `va` on (at most `len`) the program may read (or,

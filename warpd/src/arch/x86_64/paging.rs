@@ -51,6 +51,15 @@ pub mod leaf {
         gpa | PTE_PRESENT | PTE_USER | if write { PTE_WRITE | PTE_NX } else { 0 }
     }
 
+    /// A debugger's watch over a present user entry: writes fault (and, with
+    /// `reads`, every access: the entry is kept, not present).
+    pub fn guarded(e: u64, reads: bool) -> u64 {
+        match (reads, frame(e)) {
+            (true, Some(f)) => kept(f),
+            _ => e & !PTE_WRITE,
+        }
+    }
+
     /// The frame behind an entry, present or kept.
     pub fn frame(e: u64) -> Option<u64> {
         (e & (PTE_PRESENT | PTE_KEEP) != 0).then_some(e & PTE_ADDR_MASK)
