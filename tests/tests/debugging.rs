@@ -433,3 +433,180 @@ fn lldb_breaks_prints_and_backtraces_forward() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{all}");
 }
+
+// ---------------------------------------------------------------------------
+// Reverse execution
+
+#[test]
+fn reverse_continue_returns_to_earlier_hits_and_to_the_start() {
+    if !gdb_present() {
+        return;
+    }
+    let home = WarpHome::new("gdb_rc");
+    let id = record(&home, &Spec::prog("debugme", Flavour::Static), 6);
+    let o = gdb(
+        &home,
+        &id,
+        &[
+            "break square",
+            "continue",
+            "continue",
+            "continue",
+            "print x",
+            "reverse-continue",
+            "print x",
+            "print counter",
+            "reverse-continue",
+            "print x",
+            "reverse-continue",
+            "info symbol $pc",
+            "continue",
+            "print x",
+            "delete",
+            "continue",
+        ],
+    );
+    let all = text(&o);
+    let hits: Vec<&str> = all.lines().filter(|l| l.starts_with("Breakpoint 1, square (x=")).collect();
+    assert_eq!(
+        hits.iter().map(|l| &l[24..25]).collect::<Vec<_>>(),
+        ["0", "1", "2", "1", "0", "0"],
+        "forward three hits, back two, forward one:\n{all}"
+    );
+    for value in ["$1 = 2", "$2 = 1", "$3 = 1", "$4 = 0"] {
+        assert_has(&all, value);
+    }
+    assert_has(&all, "No more reverse-execution history.");
+    assert_has(&all, "_start in section .text");
+    assert_has(&all, "$5 = 0");
+    // The program's output once, though parts of it ran three times.
+    assert_eq!(all.matches("sum of squares below 6: 55").count(), 1, "{all}");
+    assert_has(&all, "exited with code 06]");
+}
+
+/// `info registers` lines of the named registers, in order.
+fn registers(all: &str, names: &[&str]) -> Vec<Vec<String>> {
+    let mut sets = Vec::new();
+    let mut current = Vec::new();
+    for line in all.lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        if names.contains(&name) {
+            current.push(line.to_string());
+            if current.len() == names.len() {
+                sets.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    sets
+}
+
+#[test]
+fn reverse_stepi_then_stepi_comes_back_to_the_same_registers() {
+    if !gdb_present() {
+        return;
+    }
+    let home = WarpHome::new("gdb_rsi");
+    let id = record(&home, &Spec::prog("debugme", Flavour::Static), 6);
+    let regs = "info registers rip rsp rax rdi eflags";
+    let o = gdb(
+        &home,
+        &id,
+        &[
+            "break square if x == 2",
+            "continue",
+            "delete",
+            "stepi 9",
+            regs,
+            "reverse-stepi 6",
+            regs,
+            "stepi 6",
+            regs,
+            // Back across the call into square, and forward again.
+            "reverse-stepi 12",
+            "bt 1",
+            "stepi 12",
+            regs,
+        ],
+    );
+    let all = text(&o);
+    let sets = registers(&all, &["rip", "rsp", "rax", "rdi", "eflags"]);
+    assert_eq!(sets.len(), 4, "{all}");
+    assert_eq!(sets[0], sets[2], "reverse-stepi 6 then stepi 6:\n{all}");
+    assert_eq!(sets[0], sets[3], "reverse-stepi 12 then stepi 12:\n{all}");
+    assert_ne!(sets[0][0], sets[1][0], "reverse-stepi moved the pc:\n{all}");
+    // Twelve back from fill, after square returned: inside square.
+    assert_has(&all, "#0  square (");
+    assert!(!all.contains("cannot go on"), "{all}");
+}
+
+#[test]
+fn a_watchpoint_is_hit_backwards_before_the_write() {
+    if !gdb_present() {
+        return;
+    }
+    let home = WarpHome::new("gdb_rwatch");
+    let id = record(&home, &Spec::prog("debugme", Flavour::Static), 6);
+    let o = gdb(
+        &home,
+        &id,
+        &[
+            "break main",
+            "continue",
+            "next",
+            "next",
+            "watch counter",
+            "reverse-continue",
+            "reverse-continue",
+            "print counter",
+            "continue",
+            "print counter",
+        ],
+    );
+    let all = text(&o);
+    // Backwards the value goes from new to old: 6 before the last write was 5.
+    assert_has(&all, "Old value = 6\nNew value = 5\n");
+    assert_has(&all, "Old value = 5\nNew value = 4\n");
+    assert_has(&all, "$1 = 4");
+    // Forward again, the same write.
+    assert_has(&all, "Old value = 4\nNew value = 5\n");
+    assert_has(&all, "$2 = 5");
+    assert_has(&all, "counter += 1;");
+}
+
+#[test]
+fn reverse_finish_next_and_step_go_back_through_calls() {
+    if !gdb_present() {
+        return;
+    }
+    let home = WarpHome::new("gdb_rnext");
+    let id = record(&home, &Spec::prog("debugme", Flavour::Static), 6);
+    let o = gdb(
+        &home,
+        &id,
+        &[
+            "break square if x == 4",
+            "continue",
+            "reverse-finish",
+            "print i",
+            // To the start of line 21, the loop's increment, the previous
+            // round's `counter += 1`.
+            "reverse-next",
+            "reverse-next",
+            "reverse-next",
+            "print i",
+            "reverse-step",
+            "bt 2",
+            "delete",
+            "continue",
+        ],
+    );
+    let all = text(&o);
+    assert_has(&all, "in fill (n=6) at");
+    assert_has(&all, "$1 = 4");
+    assert_has(&all, "$2 = 3");
+    assert_has(&all, "22\t        counter += 1;");
+    // Back into the previous round's call, at its end.
+    assert_has(&all, "#0  square (x=3) at");
+    assert_has(&all, "#1  0x");
+    assert_has(&all, "exited with code 06]");
+}

@@ -191,7 +191,7 @@ pub fn regs_from_words(w: &[u64]) -> Option<Regs> {
 
 /// The pages the guest wrote since the last reset, accumulated across the
 /// backend's log (which empties on each read).
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Written {
     pages: BTreeSet<u64>,
 }
@@ -201,6 +201,13 @@ impl Written {
     pub fn reset(&mut self, vm: &mut dyn Vm, mm: &Mm) -> Result<(), HvError> {
         vm.written_pages(mm.high_water())?;
         self.pages.clear();
+        Ok(())
+    }
+
+    /// Takes in what the dirty log holds now (before a checkpoint: its
+    /// copy of this base is then complete).
+    pub fn gather(&mut self, vm: &mut dyn Vm, mm: &Mm) -> Result<(), HvError> {
+        self.pages.extend(vm.written_pages(mm.high_water())?);
         Ok(())
     }
 
@@ -459,6 +466,7 @@ fn tick(shared: &TimerShared, kicker: &Kicker, cpu_clock: libc::clockid_t) {
 /// hit the host compares. The first pass always stops (a breakpoint): the
 /// registers that differ from the point's then tell the stub which one to
 /// look at first, without touching the flags.
+#[derive(Clone)]
 pub struct Probe {
     pub point: InterruptPoint,
     mode: Mode,

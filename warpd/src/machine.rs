@@ -152,6 +152,8 @@ pub struct Guest {
     /// A debugger's watchpoints, and the pages the last run guarded for them.
     watches: Vec<debug::Watch>,
     guarded: Vec<u64>,
+    /// Watchpoints stop before the access ([`Guest::watch_before`]).
+    watch_first: bool,
     /// Report CPU exceptions before handling them (a debugger's stop).
     fault_stops: bool,
     /// The exception reported that the next `step` handles.
@@ -183,6 +185,7 @@ impl Guest {
             lifted: Vec::new(),
             watches: Vec::new(),
             guarded: Vec::new(),
+            watch_first: false,
             fault_stops: false,
             held_fault: None,
         }
@@ -342,6 +345,11 @@ impl Guest {
                 self.boundary_at = Instant::now();
                 req.thread = self.process.thread().tid;
                 let mut regs = self.vcpu.regs()?;
+                if self.single_step {
+                    // `syscall` saved the flags in r11 with our trap flag:
+                    // the program's r11 is what it would be unstepped.
+                    regs.r11 &= !RFLAGS_TF;
+                }
                 outside.syscall_entry(&req)?;
                 let action = self.process.syscall(&req, &regs, self.vcpu.cpu(), outside)?;
                 self.flush_notes();
@@ -893,6 +901,9 @@ fn probe_lost(e: Errno) -> SessionError {
     SessionError::Failed(Failure::Daemon, format!("the replay's breakpoint could not be written ({e:?})"))
 }
 
+#[path = "machine_checkpoint.rs"]
+mod checkpoint;
+pub use checkpoint::Checkpoint;
 #[path = "machine_debug.rs"]
 mod debug;
 pub use debug::WatchKind;

@@ -111,6 +111,30 @@ impl Guest {
         self.boundary_at = std::time::Instant::now();
     }
 
+    /// With `on`, a watchpoint stops before the access that hits it (going
+    /// backwards, the moment before the write is the one gdb wants).
+    pub fn watch_before(&mut self, on: bool) {
+        self.watch_first = on;
+    }
+
+    /// Takes every breakpoint and watchpoint out (a search that steps
+    /// needs none); `put_traps_back` returns them.
+    pub fn take_traps(&mut self) -> (Vec<u64>, Vec<Watch>) {
+        let b = std::mem::take(&mut self.breakpoints).into_keys().collect();
+        (b, std::mem::take(&mut self.watches))
+    }
+
+    pub fn put_traps_back(&mut self, traps: (Vec<u64>, Vec<Watch>)) {
+        for b in traps.0 {
+            self.breakpoints.insert(b, None);
+        }
+        let mut watches = traps.1;
+        for w in watches.iter_mut() {
+            w.value = self.watched_value(w.addr, w.len);
+        }
+        self.watches = watches;
+    }
+
     pub fn has_breakpoint(&self, addr: u64) -> bool {
         self.breakpoints.contains_key(&addr)
     }
@@ -180,6 +204,22 @@ impl Guest {
         if touched.is_empty() {
             // Not decoded (or an access it does not list): the fault's.
             touched.push((f.address, 1, !write, write));
+        }
+        if self.watch_first {
+            let hit = self.watches.iter().find(|w| {
+                touched.iter().any(|&(a, n, reads, writes)| {
+                    a < w.addr + w.len
+                        && a.saturating_add(n) > w.addr
+                        && match w.kind {
+                            WatchKind::Read => reads,
+                            WatchKind::Write => writes,
+                            WatchKind::Access => true,
+                        }
+                })
+            });
+            if let Some(w) = hit {
+                return Ok(Stop::Watch { kind: w.kind, addr: w.addr });
+            }
         }
         self.vcpu.set_single_step(true)?;
         let exit = self.vcpu.run();

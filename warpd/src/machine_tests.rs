@@ -217,3 +217,58 @@ fn a_breakpoint_stops_before_its_instruction_and_is_never_seen() {
     assert!(guest.remove_breakpoint(CODE + 3));
     assert!(!guest.remove_breakpoint(CODE + 3));
 }
+
+/// A checkpoint taken between steps brings back registers and memory in a
+/// fresh VM, and the guest goes on from there as it did the first time.
+#[test]
+fn a_checkpoint_restores_registers_and_memory_in_a_fresh_vm() {
+    let Some(hv) = hypervisor() else { return };
+    let mut guest = tiny_guest(hv.as_ref());
+    let mut out = FakeOutside::default();
+    guest.set_single_step(true).unwrap();
+    assert_eq!(guest.step(&mut out).unwrap(), Stop::SingleStep { rip: CODE + 3 });
+    guest.write_memory(STACK - 8, b"before!!");
+    let c = guest.checkpoint().unwrap();
+    assert!(c.bytes() >= 4096, "some memory is kept ({} bytes)", c.bytes());
+    assert_eq!(guest.step(&mut out).unwrap(), Stop::SingleStep { rip: CODE + 6 });
+    assert_eq!(guest.step(&mut out).unwrap(), Stop::SingleStep { rip: CODE + 8 });
+    assert_eq!(guest.regs().unwrap().rax, 4242);
+    guest.write_memory(STACK - 8, b"after!!!");
+    guest.restore(hv.as_ref(), &c).unwrap();
+    let regs = guest.regs().unwrap();
+    assert_eq!((regs.rip, regs.rax), (CODE + 3, 38));
+    let mut b = [0u8; 8];
+    guest.read_memory(STACK - 8, &mut b);
+    assert_eq!(&b, b"before!!");
+    guest.set_single_step(true).unwrap();
+    assert_eq!(guest.step(&mut out).unwrap(), Stop::SingleStep { rip: CODE + 6 });
+    assert_eq!(guest.step(&mut out).unwrap(), Stop::SingleStep { rip: CODE + 8 });
+    assert_eq!(guest.regs().unwrap().rax, 4242, "getpid answered again");
+}
+
+/// The same after stepping over a syscall (the vCPU stopped at the syscall
+/// exit, its registers the program's): the step after a kick is one
+/// instruction of the program's.
+#[test]
+fn a_kick_after_stepping_over_a_syscall_does_not_lose_the_stop() {
+    let Some(hv) = hypervisor() else { return };
+    let mut guest = tiny_guest(hv.as_ref());
+    let mut out = FakeOutside::default();
+    let cancel = Cancel::new();
+    guest.cancel_with(cancel.clone());
+    guest.set_single_step(true).unwrap();
+    assert_eq!(guest.step(&mut out).unwrap(), Stop::SingleStep { rip: CODE + 3 });
+    assert_eq!(guest.step(&mut out).unwrap(), Stop::SingleStep { rip: CODE + 6 });
+    assert_eq!(guest.step(&mut out).unwrap(), Stop::SingleStep { rip: CODE + 8 });
+    cancel.cancel();
+    cancel.resume();
+    let mut stops = Vec::new();
+    while stops.is_empty() {
+        match guest.step(&mut out).unwrap() {
+            Stop::Interrupted | Stop::Paused => {}
+            s => stops.push(s),
+        }
+    }
+    assert_eq!(stops, [Stop::SingleStep { rip: CODE + 8 }], "jmp . stays");
+    assert_eq!(guest.regs().unwrap().rax, 4242);
+}

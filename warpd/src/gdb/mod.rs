@@ -18,8 +18,9 @@
 //! caused by that change.
 
 mod arch;
+mod timeline;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::marker::PhantomData;
 use std::num::NonZeroUsize;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
@@ -34,6 +35,9 @@ use gdbstub::target::ext::base::multithread::{
     MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSchedulerLocking,
     MultiThreadSchedulerLockingOps, MultiThreadSingleStep, MultiThreadSingleStepOps,
 };
+use gdbstub::target::ext::base::reverse_exec::{
+    ReplayLogPosition, ReverseCont, ReverseContOps, ReverseStep, ReverseStepOps,
+};
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::breakpoints::{
     self, Breakpoints, BreakpointsOps, HwWatchpoint, HwWatchpointOps, SwBreakpoint, SwBreakpointOps,
@@ -42,12 +46,21 @@ use gdbstub::target::ext::exec_file::{ExecFile, ExecFileOps};
 use gdbstub::target::ext::monitor_cmd::{outputln, ConsoleOutput, MonitorCmd, MonitorCmdOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
 
+use crate::hv::Hypervisor;
 use crate::kernel::abi;
 use crate::kernel::outside::Ending;
 use crate::machine::{Cancel, Guest, Stop, WatchKind};
 use crate::session::SessionError;
 use crate::trace::replay::{ReplayOutput, Replayer};
 use arch::{X86Regs, X86_64Linux};
+use timeline::{Reversed, Seen, Timeline};
+
+/// What gdb asked to run backwards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reverse {
+    Continue,
+    Step,
+}
 
 /// The debugger's side of a replay: its bytes, and the pause that each
 /// chunk of them sets (the vCPU stops so they are read).
@@ -124,6 +137,15 @@ impl ConnectionExt for Conn<'_> {
 /// The replay as gdb sees it.
 struct Debuggee<'g, 'r, 'a> {
     guest: &'g mut Guest,
+    /// For the fresh VMs that checkpoints are restored into.
+    hv: &'g dyn Hypervisor,
+    timeline: Timeline,
+    /// gdb's breakpoints (the guest also has the searches' own).
+    user_breaks: BTreeSet<u64>,
+    /// A search stopped on a breakpoint: its next step leaves it.
+    on_breakpoint: bool,
+    /// A reverse operation gdb asked for, done on the next wait.
+    reverse: Option<Reverse>,
     replayer: &'r mut Replayer<'a>,
     cancel: Arc<Cancel>,
     /// The thread gdb asked to step, if any (else every thread continues).
@@ -152,7 +174,7 @@ fn target_error(e: SessionError) -> TargetError<String> {
 
 impl Debuggee<'_, '_, '_> {
     fn note(&mut self, text: String) {
-        crate::kernel::outside::Outside::note(self.replayer, text);
+        self.replayer.say(text);
     }
 
     fn ending_reason(e: Ending) -> MultiThreadStopReason<u64> {
@@ -162,8 +184,64 @@ impl Debuggee<'_, '_, '_> {
         }
     }
 
-    /// Runs the guest to its next exit: the stop to report, if gdb wants one.
+    /// The replay cannot go on: said, kept, and reported to gdb as the end.
+    fn failure(&mut self, e: SessionError) -> Option<MultiThreadStopReason<u64>> {
+        let cause = if self.changed {
+            " (after the debugger changed the program's memory or registers: not a fault of the recording)"
+        } else {
+            ""
+        };
+        self.note(format!("the replay cannot go on: {e}{cause}"));
+        self.failed = Some(e);
+        Some(MultiThreadStopReason::Terminated(Signal(abi::SIGKILL as u8)))
+    }
+
+    /// Runs backwards as gdb asked: the stop to report.
+    fn run_reverse(&mut self, how: Reverse) -> Option<MultiThreadStopReason<u64>> {
+        let result = match how {
+            Reverse::Continue => self.reverse_continue(),
+            Reverse::Step => self.reverse_stepi(),
+        };
+        let now = tid(self.guest.current_thread());
+        match result {
+            Err(e) => self.failure(e),
+            Ok(Reversed::Start) => {
+                Some(MultiThreadStopReason::ReplayLog { tid: Some(now), pos: ReplayLogPosition::Begin })
+            }
+            Ok(Reversed::At(seen)) => Some(match seen {
+                Seen::Watch(kind, addr) => MultiThreadStopReason::Watch { tid: now, kind: gdb_watch(kind), addr },
+                Seen::Break(_) => MultiThreadStopReason::SwBreak(now),
+                _ => MultiThreadStopReason::SignalWithThread { tid: now, signal: Signal(abi::SIGTRAP as u8) },
+            }),
+        }
+    }
+
+    /// One wait of gdb's: backwards as asked, else forward.
     fn run_once(&mut self) -> Option<MultiThreadStopReason<u64>> {
+        if let Some(how) = self.reverse.take() {
+            if self.failed.is_none() {
+                return self.run_reverse(how);
+            }
+        }
+        let reason = self.run_forward()?;
+        // A stop gdb sees is where a step back starts from.
+        if matches!(
+            reason,
+            MultiThreadStopReason::SwBreak(_)
+                | MultiThreadStopReason::SignalWithThread { .. }
+                | MultiThreadStopReason::Watch { .. }
+        ) && self.failed.is_none()
+        {
+            if let Err(e) = self.remember_stop() {
+                return self.failure(e);
+            }
+        }
+        Some(reason)
+    }
+
+    /// Runs the guest forward to its next exit: the stop to report, if gdb
+    /// wants one.
+    fn run_forward(&mut self) -> Option<MultiThreadStopReason<u64>> {
         if let Some(e) = self.ended {
             return Some(Self::ending_reason(e));
         }
@@ -182,16 +260,7 @@ impl Debuggee<'_, '_, '_> {
         }
         let now = tid(self.guest.current_thread());
         match self.guest.step(self.replayer) {
-            Err(e) => {
-                let cause = if self.changed {
-                    " (after the debugger changed the program's memory or registers: not a fault of the recording)"
-                } else {
-                    ""
-                };
-                self.note(format!("the replay cannot go on: {e}{cause}"));
-                self.failed = Some(e);
-                Some(MultiThreadStopReason::Terminated(Signal(abi::SIGKILL as u8)))
-            }
+            Err(e) => self.failure(e),
             Ok(Stop::Ended(e)) => {
                 self.ended = Some(e);
                 Some(Self::ending_reason(e))
@@ -214,6 +283,11 @@ impl Debuggee<'_, '_, '_> {
             Ok(stop) => {
                 if matches!(stop, Stop::SingleStep { .. }) {
                     self.end_step_over();
+                }
+                if matches!(stop, Stop::Syscall { .. }) {
+                    if let Err(e) = self.checkpoint_here() {
+                        return self.failure(e);
+                    }
                 }
                 // A syscall (or a completion) wrote watched bytes.
                 let (kind, addr) = self.guest.watch_changed()?;
@@ -355,6 +429,29 @@ impl MultiThreadResume for Debuggee<'_, '_, '_> {
     fn support_scheduler_locking(&mut self) -> Option<MultiThreadSchedulerLockingOps<'_, Self>> {
         Some(self)
     }
+
+    fn support_reverse_cont(&mut self) -> Option<ReverseContOps<'_, Tid, Self>> {
+        Some(self)
+    }
+
+    fn support_reverse_step(&mut self) -> Option<ReverseStepOps<'_, Tid, Self>> {
+        Some(self)
+    }
+}
+
+impl ReverseCont<Tid> for Debuggee<'_, '_, '_> {
+    fn reverse_cont(&mut self) -> Result<(), Self::Error> {
+        self.reverse = Some(Reverse::Continue);
+        Ok(())
+    }
+}
+
+impl ReverseStep<Tid> for Debuggee<'_, '_, '_> {
+    // The thread on the vCPU steps back (the schedule is the recording's).
+    fn reverse_step(&mut self, _tid: Tid) -> Result<(), Self::Error> {
+        self.reverse = Some(Reverse::Step);
+        Ok(())
+    }
 }
 
 impl MultiThreadSchedulerLocking for Debuggee<'_, '_, '_> {
@@ -424,10 +521,12 @@ impl SwBreakpoint for Debuggee<'_, '_, '_> {
             return Ok(false);
         }
         self.guest.add_breakpoint(addr);
+        self.user_breaks.insert(addr);
         Ok(true)
     }
 
     fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        self.user_breaks.remove(&addr);
         Ok(self.guest.remove_breakpoint(addr))
     }
 }
@@ -470,8 +569,16 @@ impl MonitorCmd for Debuggee<'_, '_, '_> {
                     self.guest.current_thread()
                 );
             }
+            "checkpoints" => {
+                let (n, bytes) = self.timeline.size();
+                outputln!(out, "{n} checkpoints, {} KiB of memory", bytes >> 10);
+            }
             "" | "help" => {
-                outputln!(out, "monitor when    the next event of the trace (of how many) and the thread on the vCPU");
+                outputln!(
+                    out,
+                    "monitor when         the next event of the trace (of how many) and the thread on the vCPU"
+                );
+                outputln!(out, "monitor checkpoints  how many checkpoints reverse execution has, and their memory");
             }
             other => outputln!(out, "unknown monitor command {other:?}; `monitor help` lists them"),
         }
@@ -512,8 +619,10 @@ impl<'g, 'r, 'a: 'r, 'o> BlockingEventLoop for Loop<'g, 'r, 'a, 'o> {
 }
 
 /// Serves gdb on `link` until it leaves or the program ends (and gdb has
-/// been told). The guest stands at the program's first instruction.
+/// been told). The guest stands at the program's first instruction;
+/// checkpoints are restored into fresh VMs from `hv`.
 pub fn serve(
+    hv: &dyn Hypervisor,
     guest: &mut Guest,
     replayer: &mut Replayer<'_>,
     link: GdbLink,
@@ -526,6 +635,11 @@ pub fn serve(
     let conn = Conn { input: link.input, buf: VecDeque::new(), out, pending: Vec::new() };
     let mut target = Debuggee {
         guest,
+        hv,
+        timeline: Timeline::new(),
+        user_breaks: BTreeSet::new(),
+        on_breakpoint: false,
+        reverse: None,
         replayer,
         cancel: link.cancel,
         step: None,
@@ -537,6 +651,7 @@ pub fn serve(
         exe: exe_path.as_bytes().to_vec(),
         auxv: auxv.iter().flat_map(|&(k, v)| k.to_le_bytes().into_iter().chain(v.to_le_bytes())).collect(),
     };
+    target.checkpoint_start()?;
     let result = GdbStub::new(conn).run_blocking::<Loop<'_, '_, '_, '_>>(&mut target);
     if let Some(e) = target.failed.take() {
         return Err(e);

@@ -32,7 +32,15 @@ fn map_shared(fd: &OwnedFd, size: u64) -> Result<NonNull<u8>, HvError> {
 }
 
 /// A memfd of fixed size, mapped shared into this process.
+/// Guest memory: a sealed memfd and warpd's mapping of it. Clones are
+/// handles to the same memory (a checkpoint's copy of the emulated kernel
+/// names it; it is given the restored VM's before use).
+#[derive(Clone)]
 pub struct MemFd {
+    map: std::sync::Arc<Mapping>,
+}
+
+struct Mapping {
     fd: OwnedFd,
     ptr: NonNull<u8>,
     size: u64,
@@ -40,9 +48,9 @@ pub struct MemFd {
 
 // SAFETY: the mapping is plain shared memory with no thread affinity; all
 // access goes through bounds-checked copies.
-unsafe impl Send for MemFd {}
+unsafe impl Send for Mapping {}
 // SAFETY: as above; concurrent readers only copy bytes out.
-unsafe impl Sync for MemFd {}
+unsafe impl Sync for Mapping {}
 
 impl MemFd {
     /// Creates a sparse memfd of `size` bytes, seals its size, and maps it.
@@ -65,32 +73,32 @@ impl MemFd {
             return Err(HvError::call("sealing guest memory", std::io::Error::last_os_error()));
         }
         let ptr = map_shared(&fd, size)?;
-        Ok(MemFd { fd, ptr, size })
+        Ok(MemFd { map: std::sync::Arc::new(Mapping { fd, ptr, size }) })
     }
 
     /// A second mapping of the same memory, with a descriptor of its own:
     /// a backend keeps one to read what the guest left for it (exception
     /// frames) without borrowing the session's.
     pub fn map_again(&self) -> Result<Self, HvError> {
-        let fd = self.fd.try_clone().map_err(|e| HvError::call("duplicating guest memory", e))?;
-        let ptr = map_shared(&fd, self.size)?;
-        Ok(MemFd { fd, ptr, size: self.size })
+        let fd = self.map.fd.try_clone().map_err(|e| HvError::call("duplicating guest memory", e))?;
+        let ptr = map_shared(&fd, self.map.size)?;
+        Ok(MemFd { map: std::sync::Arc::new(Mapping { fd, ptr, size: self.map.size }) })
     }
 
     pub fn size(&self) -> u64 {
-        self.size
+        self.map.size
     }
 
     pub fn host_addr(&self) -> u64 {
-        self.ptr.as_ptr() as u64
+        self.map.ptr.as_ptr() as u64
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+        self.map.fd.as_fd()
     }
 
     fn check(&self, offset: u64, len: usize) -> bool {
-        offset.checked_add(len as u64).is_some_and(|end| end <= self.size)
+        offset.checked_add(len as u64).is_some_and(|end| end <= self.map.size)
     }
 
     /// Copies bytes out. Panics on an out-of-range offset: callers translate
@@ -98,13 +106,15 @@ impl MemFd {
     pub fn read(&self, offset: u64, buf: &mut [u8]) {
         assert!(self.check(offset, buf.len()), "memory read out of range: {offset:#x}+{}", buf.len());
         // SAFETY: in range (checked); the mapping lives as long as self.
-        unsafe { std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset as usize), buf.as_mut_ptr(), buf.len()) }
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.map.ptr.as_ptr().add(offset as usize), buf.as_mut_ptr(), buf.len())
+        }
     }
 
     pub fn write(&self, offset: u64, buf: &[u8]) {
         assert!(self.check(offset, buf.len()), "memory write out of range: {offset:#x}+{}", buf.len());
         // SAFETY: in range (checked); the mapping lives as long as self.
-        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), self.ptr.as_ptr().add(offset as usize), buf.len()) }
+        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), self.map.ptr.as_ptr().add(offset as usize), buf.len()) }
     }
 
     pub fn read_u64(&self, offset: u64) -> u64 {
@@ -119,7 +129,7 @@ impl MemFd {
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: the mapping is `size` bytes long and lives as long as self;
         // &mut self keeps other borrows of it away in this process.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.size as usize) }
+        unsafe { std::slice::from_raw_parts_mut(self.map.ptr.as_ptr(), self.map.size as usize) }
     }
 
     /// Gives pages back to the host: they read as zero afterwards, and KVM
@@ -129,7 +139,7 @@ impl MemFd {
         // SAFETY: fallocate on our own descriptor within its size.
         let r = unsafe {
             libc::fallocate(
-                self.fd.as_raw_fd(),
+                self.map.fd.as_raw_fd(),
                 libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
                 offset as libc::off_t,
                 len as libc::off_t,
@@ -146,13 +156,40 @@ impl MemFd {
     /// then forgets its own mappings of those pages, so the guest re-walks
     /// its page tables on the next access: this is how an edited leaf entry
     /// becomes visible under shadow paging.
+    /// The ranges that hold data (not holes): (offset, length), in order.
+    pub fn data_extents(&self) -> std::io::Result<Vec<(u64, u64)>> {
+        let fd = self.map.fd.as_raw_fd();
+        let mut out = Vec::new();
+        let mut at = 0i64;
+        let size = self.map.size as i64;
+        while at < size {
+            // SAFETY: lseek on our own descriptor.
+            let data = unsafe { libc::lseek(fd, at, libc::SEEK_DATA) };
+            if data < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::ENXIO) {
+                    break;
+                }
+                return Err(e);
+            }
+            // SAFETY: as above.
+            let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+            if hole < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            out.push((data as u64, (hole - data) as u64));
+            at = hole;
+        }
+        Ok(out)
+    }
+
     pub fn forget_mappings(&self, offset: u64, len: u64) -> std::io::Result<()> {
         assert!(self.check(offset, len as usize));
         // SAFETY: the range lies inside our shared file mapping; DONTNEED on
         // a shared mapping discards only page-table entries, not data.
         let r = unsafe {
             libc::madvise(
-                self.ptr.as_ptr().add(offset as usize) as *mut libc::c_void,
+                self.map.ptr.as_ptr().add(offset as usize) as *mut libc::c_void,
                 len as usize,
                 libc::MADV_DONTNEED,
             )
@@ -164,7 +201,7 @@ impl MemFd {
     }
 }
 
-impl Drop for MemFd {
+impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly the mapping made in create().
         unsafe { libc::munmap(self.ptr.as_ptr() as *mut libc::c_void, self.size as usize) };

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct FrameAllocator {
     /// start frame -> number of free frames from there.
     free: BTreeMap<u64, u64>,

@@ -73,6 +73,7 @@ fn push_run(runs: &mut Vec<(u64, u64)>, off: u64, len: u64) {
     runs.push((off, len));
 }
 
+#[derive(Clone)]
 pub struct Mm {
     pub kernel: MemFd,
     pub guest: MemFd,

@@ -84,6 +84,7 @@ pub enum ProcessError {
 /// A guest process: its address space, signal dispositions, identity and
 /// threads. Per-thread state (mask, thread-directed signals, alternate
 /// stack, the syscall in progress) lives in [`Thread`].
+#[derive(Clone)]
 pub struct Process {
     pub mm: Mm,
     /// Dispositions and process-directed pending signals.

@@ -18,7 +18,7 @@ use std::collections::VecDeque;
 /// Syscalls a thread makes before another runnable thread gets the vCPU.
 pub const SLICE: u32 = 64;
 
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Scheduler {
     /// Runnable threads waiting for the vCPU, first come first served.
     queue: VecDeque<u32>,

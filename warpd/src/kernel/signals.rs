@@ -71,7 +71,7 @@ pub enum Delivery {
 
 /// What a process holds of signals: the dispositions its threads share and
 /// the signals sent to the process as a whole.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Signals {
     pub actions: [SigAction; NSIG],
     /// Process-directed pending signals (kill, the terminal, the broker).

@@ -140,6 +140,17 @@ pub struct Replayer<'a> {
     rip: u64,
     /// The thread whose events come now (for divergence reports).
     thread: u32,
+    /// Events before this were replayed once already (a debugger went
+    /// back): their output and notes are not sent again.
+    seen: usize,
+}
+
+/// Where a replayer stands, to go back to ([`Replayer::rewind`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplayerMark {
+    pub pos: usize,
+    rip: u64,
+    thread: u32,
 }
 
 impl Replayer<'_> {
@@ -169,6 +180,29 @@ impl Replayer<'_> {
             None => Ok(Vec::new()),
             Some(d) => self.store.load(&self.id, d).map_err(|e| OutsideError::Trace(e.to_string())),
         }
+    }
+
+    /// Where it stands now.
+    pub fn mark(&self) -> ReplayerMark {
+        ReplayerMark { pos: self.pos, rip: self.rip, thread: self.thread }
+    }
+
+    /// Goes back to `m` (a checkpoint's): what comes again is not sent again.
+    pub fn rewind(&mut self, m: &ReplayerMark) {
+        self.seen = self.seen.max(self.pos);
+        self.pos = m.pos;
+        self.rip = m.rip;
+        self.thread = m.thread;
+    }
+
+    /// Whether the events from here on are replayed for the first time.
+    fn first_time(&self) -> bool {
+        self.pos >= self.seen
+    }
+
+    /// A line for the user, whether or not this stretch was replayed before.
+    pub fn say(&self, text: String) {
+        let _ = self.out.send(ReplayOutput::Note(text));
     }
 
     /// The sequence number of the next event to replay.
@@ -226,7 +260,8 @@ impl Outside for Replayer<'_> {
             outputs.push(self.load(&Some(o.clone()))?);
         }
         let file = self.load(&call.file)?;
-        if call.ret > 0 && (call.stream == 1 || call.stream == 2) {
+        // (`pos` is past this call's event.)
+        if call.ret > 0 && (call.stream == 1 || call.stream == 2) && self.pos > self.seen {
             // What came from a file (sendfile) is in the trace; the rest is
             // the program's memory the call read.
             let bytes = match &call.sent {
@@ -360,8 +395,10 @@ impl Outside for Replayer<'_> {
                 s.signos, s.rip
             );
             v.extend(s.signos.iter().copied());
+            if self.first_time() {
+                let _ = self.out.send(ReplayOutput::Note(note));
+            }
             self.pos += 1;
-            let _ = self.out.send(ReplayOutput::Note(note));
         }
         Ok(v)
     }
@@ -371,7 +408,9 @@ impl Outside for Replayer<'_> {
     }
 
     fn note(&mut self, text: String) {
-        let _ = self.out.send(ReplayOutput::Note(text));
+        if self.first_time() {
+            let _ = self.out.send(ReplayOutput::Note(text));
+        }
     }
 
     fn signals_waiting(&self) -> bool {
@@ -535,7 +574,7 @@ pub fn replay(
         Ok(p) => p,
         Err(e) => return ReplayOutcome::Failed(e.to_string()),
     };
-    let mut rp = Replayer { store, id: id.to_string(), events, pos: 0, out, rip: 0, thread: ident.pid };
+    let mut rp = Replayer { store, id: id.to_string(), events, pos: 0, out, rip: 0, thread: ident.pid, seen: 0 };
     let mut random = [0u8; 16];
     random.copy_from_slice(&meta.at_random);
     let result = (|| {
@@ -563,7 +602,7 @@ pub fn replay(
         }
         if let Some(link) = gdb {
             let auxv = guest.process.proc_info.auxv.clone();
-            return match crate::gdb::serve(&mut guest, &mut rp, link, out, &read.images.exe_path, &auxv)? {
+            return match crate::gdb::serve(hv.as_ref(), &mut guest, &mut rp, link, out, &read.images.exe_path, &auxv)? {
                 Debugged::Ended(e) => Ok(Ok(e)),
                 Debugged::Left { event } => Ok(Err(Some(event))),
             };

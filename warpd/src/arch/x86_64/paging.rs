@@ -130,7 +130,7 @@ impl TableMemory for [u8] {
 
 /// The page-table tree rooted at one PML4, with a bump allocator for new
 /// table pages.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct PageTables {
     pml4: u64,
     next_free: u64,

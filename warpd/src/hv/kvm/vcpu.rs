@@ -374,7 +374,13 @@ impl Vcpu for KvmVcpu {
                 return VmExit::Failed(e.to_string());
             }
         }
-        if self.stepping {
+        // A kick can stop the vCPU inside warpd's exception stubs or the
+        // trampoline (ring 0, or code that is not the program's): the trap
+        // flag is not armed there, the stub runs on to its exit, which
+        // says what it was delivering (the step it was reporting, say).
+        let in_stubs =
+            self.stepping && self.stopped == Stopped::Anywhere && self.raw_regs().is_ok_and(|r| r.rip >= x86::USER_TOP);
+        if self.stepping && !in_stubs {
             if let Err(e) = self.arm_trap_flag() {
                 return VmExit::Failed(e.to_string());
             }

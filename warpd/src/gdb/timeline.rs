@@ -1,0 +1,472 @@
+//! Reverse execution: checkpoints taken along a debugged replay, and
+//! searches forward from them.
+//!
+//! ```text
+//!  forward:  a checkpoint at a syscall boundary now and then (the first at
+//!            the program's first instruction); the oldest are thinned when
+//!            they hold more than the budget (WARP_CHECKPOINT_MB, 256)
+//!  now:      where the program stands: the events behind it, the thread,
+//!            its registers, a digest of memory and context
+//!  bc:       from the last checkpoint before now, run forward with gdb's
+//!            breakpoints and watchpoints (and one at now's rip) to now,
+//!            noting each hit; the last one is the answer: from the same
+//!            checkpoint, run to it again (a watchpoint stops before its
+//!            access). No hit: the checkpoint before, up to that one's
+//!            position; none at all: the start (replaylog begin).
+//!  bs:       from the last checkpoint before now, step to now counting
+//!            instructions (K); from it again, step K-1.
+//! ```
+//!
+//! The replay is deterministic, so the same checkpoint and the same traps
+//! meet the same stops in the same order, and counting them is enough to
+//! find one again.
+
+use std::time::{Duration, Instant};
+
+use crate::arch::Regs;
+use crate::machine::{Checkpoint, Stop, WatchKind};
+use crate::session::SessionError;
+use crate::trace::replay::ReplayerMark;
+
+use super::Debuggee;
+
+/// Checkpoints the timeline keeps, oldest first.
+pub struct Timeline {
+    marks: Vec<Mark>,
+    bytes: u64,
+    budget: u64,
+    last: Instant,
+    /// The stops gdb saw since the last jump back, in order: a step back
+    /// from one of them is a few instructions from the one before.
+    trail: Vec<Mark>,
+    trail_bytes: u64,
+}
+
+/// The most stops the trail keeps.
+const TRAIL: usize = 64;
+
+/// How many instructions a step back steps from a trail stop before it
+/// gives up on it (it was far back: the checkpoints are used instead).
+const TRAIL_STEPS: u64 = 20_000;
+
+struct Mark {
+    at: ReplayerMark,
+    checkpoint: Checkpoint,
+}
+
+/// How far apart checkpoints are taken, in replay time.
+const SPACING: Duration = Duration::from_millis(20);
+
+impl Timeline {
+    pub fn new() -> Timeline {
+        let mb = std::env::var("WARP_CHECKPOINT_MB").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(256);
+        Timeline {
+            marks: Vec::new(),
+            bytes: 0,
+            budget: mb.max(1) << 20,
+            last: Instant::now(),
+            trail: Vec::new(),
+            trail_bytes: 0,
+        }
+    }
+
+    /// How many checkpoints it holds, and their bytes.
+    pub fn size(&self) -> (usize, u64) {
+        (self.marks.len() + self.trail.len(), self.bytes + self.trail_bytes)
+    }
+
+    fn push_trail(&mut self, at: ReplayerMark, checkpoint: Checkpoint) {
+        self.trail_bytes += checkpoint.bytes();
+        self.trail.push(Mark { at, checkpoint });
+        while self.trail.len() > TRAIL || (self.trail_bytes > self.budget / 2 && self.trail.len() > 1) {
+            let m = self.trail.remove(0);
+            self.trail_bytes -= m.checkpoint.bytes();
+        }
+    }
+
+    fn truncate_trail(&mut self, len: usize) {
+        while self.trail.len() > len {
+            if let Some(m) = self.trail.pop() {
+                self.trail_bytes -= m.checkpoint.bytes();
+            }
+        }
+    }
+
+    /// Keeps `c`, taken at `at`, unless one is there already.
+    fn add(&mut self, at: ReplayerMark, checkpoint: Checkpoint) {
+        if self.marks.iter().any(|m| m.at.pos == at.pos) {
+            return;
+        }
+        self.bytes += checkpoint.bytes();
+        let i = self.marks.partition_point(|m| m.at.pos < at.pos);
+        self.marks.insert(i, Mark { at, checkpoint });
+        self.last = Instant::now();
+        // Thin the older half (never the first: the start) until under budget.
+        while self.bytes > self.budget && self.marks.len() > 2 {
+            let older = self.marks.len() / 2;
+            let victim = (1..older.max(2)).step_by(2).next().unwrap_or(1);
+            let m = self.marks.remove(victim);
+            self.bytes -= m.checkpoint.bytes();
+        }
+    }
+
+    /// Whether a checkpoint is due at a boundary at `pos`.
+    fn due(&self, pos: usize) -> bool {
+        self.last.elapsed() >= SPACING && self.marks.last().is_none_or(|m| m.at.pos < pos)
+    }
+
+    /// The last checkpoint at or before `pos`.
+    fn before(&self, pos: usize) -> usize {
+        self.marks.partition_point(|m| m.at.pos <= pos).saturating_sub(1)
+    }
+}
+
+/// Where the program stands, to be recognised on a search forward.
+pub struct Now {
+    pos: usize,
+    thread: u32,
+    regs: Regs,
+    digest: [u8; 32],
+    ended: bool,
+}
+
+/// Registers as two passes over the same moment have them: the resume
+/// flag is in the flags a fault saves, not in a trap's.
+fn comparable(mut r: Regs) -> Regs {
+    r.rflags &= !RFLAGS_RF;
+    r
+}
+
+const RFLAGS_RF: u64 = 1 << 16;
+
+/// Where a search forward stops.
+enum Until<'n> {
+    Now(&'n Now),
+    /// Now, within this many stops (else the search gives up).
+    NowWithin(&'n Now, u64),
+    /// A checkpoint's position (the next checkpoint's, searching backwards).
+    Pos(usize),
+    /// The n-th stop (counted from 1).
+    Nth(u64),
+}
+
+/// A stop a search meets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// A breakpoint, gdb's own (`true`) or the search's mark on now's rip.
+    Break(bool),
+    Watch(WatchKind, u64),
+    Fault,
+    Step,
+    /// Now, found again.
+    Now,
+    /// The position asked for.
+    Reached,
+    End,
+}
+
+/// How a reverse operation ended.
+pub enum Reversed {
+    At(Seen),
+    /// Back at the start of the recording.
+    Start,
+}
+
+impl Debuggee<'_, '_, '_> {
+    /// Forward: a checkpoint at this syscall boundary, now and then.
+    pub(super) fn checkpoint_here(&mut self) -> Result<(), SessionError> {
+        let at = self.replayer.mark();
+        if self.timeline.due(at.pos) {
+            let c = self.guest.checkpoint()?;
+            self.timeline.add(at, c);
+        }
+        Ok(())
+    }
+
+    /// A stop gdb is told of goes on the trail.
+    pub(super) fn remember_stop(&mut self) -> Result<(), SessionError> {
+        let at = self.replayer.mark();
+        let c = self.guest.checkpoint()?;
+        self.timeline.push_trail(at, c);
+        Ok(())
+    }
+
+    /// The first checkpoint: the program's first instruction.
+    pub(super) fn checkpoint_start(&mut self) -> Result<(), SessionError> {
+        let at = self.replayer.mark();
+        let c = self.guest.checkpoint()?;
+        self.timeline.add(at, c);
+        Ok(())
+    }
+
+    fn now(&mut self) -> Result<Now, SessionError> {
+        Ok(Now {
+            pos: self.replayer.mark().pos,
+            thread: self.guest.current_thread(),
+            regs: self.guest.regs()?,
+            digest: self.guest.state_digest()?,
+            ended: self.ended.is_some(),
+        })
+    }
+
+    fn is_now(&mut self, now: &Now) -> Result<bool, SessionError> {
+        if now.ended || self.replayer.mark().pos != now.pos || self.guest.current_thread() != now.thread {
+            return Ok(false);
+        }
+        if comparable(self.guest.regs()?) != comparable(now.regs) {
+            return Ok(false);
+        }
+        Ok(self.guest.state_digest()? == now.digest)
+    }
+
+    fn go_to_trail(&mut self, j: usize) -> Result<(), SessionError> {
+        let m = &self.timeline.trail[j];
+        self.guest.restore(self.hv, &m.checkpoint)?;
+        self.replayer.rewind(&m.at);
+        self.ended = None;
+        self.on_breakpoint = false;
+        Ok(())
+    }
+
+    fn go_to(&mut self, i: usize) -> Result<(), SessionError> {
+        let m = &self.timeline.marks[i];
+        self.guest.restore(self.hv, &m.checkpoint)?;
+        self.replayer.rewind(&m.at);
+        self.ended = None;
+        self.on_breakpoint = false;
+        Ok(())
+    }
+
+    /// Runs forward (every instruction a stop with `single`) until `until`,
+    /// calling `visit` with each stop and its number (from 1). The stop it
+    /// ended at and how many it met.
+    fn search(
+        &mut self,
+        until: Until<'_>,
+        single: bool,
+        visit: &mut dyn FnMut(u64, Seen),
+    ) -> Result<(Seen, u64), SessionError> {
+        let mut n = 0u64;
+        self.guest.set_single_step(single)?;
+        let result = loop {
+            let stop = if std::mem::take(&mut self.on_breakpoint) {
+                // Off the breakpoint the thread stands on: one instruction.
+                let rip = self.guest.regs()?.rip;
+                self.guest.skip_breakpoint_once(Some(rip));
+                self.guest.set_single_step(true)?;
+                let s = self.guest.step(self.replayer);
+                self.guest.set_single_step(single)?;
+                match s? {
+                    Stop::SingleStep { .. } if !single => Stop::Interrupted,
+                    other => other,
+                }
+            } else {
+                self.guest.step(self.replayer)?
+            };
+            let seen = match stop {
+                Stop::Ended(e) => {
+                    self.ended = Some(e);
+                    Seen::End
+                }
+                Stop::Breakpoint { rip } => {
+                    self.on_breakpoint = true;
+                    Seen::Break(self.user_breaks.contains(&rip))
+                }
+                Stop::Watch { kind, addr } => Seen::Watch(kind, addr),
+                Stop::Faulting { .. } => Seen::Fault,
+                Stop::SingleStep { .. } if single => Seen::Step,
+                Stop::Paused => {
+                    // The debugger's bytes wait until the search is done.
+                    self.cancel.resume();
+                    continue;
+                }
+                _ => match self.guest.watch_changed() {
+                    Some((kind, addr)) => Seen::Watch(kind, addr),
+                    None => {
+                        if let Until::Pos(p) = until {
+                            if self.replayer.mark().pos >= p {
+                                break (Seen::Reached, n);
+                            }
+                        }
+                        continue;
+                    }
+                },
+            };
+            if let Until::Now(now) | Until::NowWithin(now, _) = until {
+                if seen != Seen::End && self.is_now(now)? {
+                    break (Seen::Now, n);
+                }
+                if self.replayer.mark().pos > now.pos && !now.ended {
+                    return Err(SessionError::Failed(
+                        warp_proto::warp::Failure::Daemon,
+                        "going back, the replay did not come to where it was again".into(),
+                    ));
+                }
+            }
+            if seen == Seen::End {
+                break (Seen::End, n);
+            }
+            n += 1;
+            visit(n, seen);
+            match until {
+                Until::Nth(k) if n >= k => break (seen, n),
+                Until::NowWithin(_, k) if n >= k => break (seen, n),
+                Until::Pos(p) if self.replayer.mark().pos >= p => break (Seen::Reached, n),
+                _ => {}
+            }
+        };
+        self.guest.set_single_step(false)?;
+        Ok(result)
+    }
+
+    /// reverse-continue: back to the last breakpoint or watchpoint hit
+    /// before now, or to the start.
+    pub(super) fn reverse_continue(&mut self) -> Result<Reversed, SessionError> {
+        let now = self.now()?;
+        let mark = !self.guest.has_breakpoint(now.regs.rip) && !now.ended;
+        if mark {
+            self.guest.add_breakpoint(now.regs.rip);
+        }
+        let found = self.back_to_hit(&now);
+        if mark {
+            self.guest.remove_breakpoint(now.regs.rip);
+        }
+        // Where it landed is the trail's new start.
+        self.timeline.truncate_trail(0);
+        if found.is_ok() {
+            self.remember_stop()?;
+        }
+        found
+    }
+
+    fn back_to_hit(&mut self, now: &Now) -> Result<Reversed, SessionError> {
+        let mut i = self.timeline.before(now.pos);
+        let mut end: Option<usize> = None;
+        loop {
+            self.go_to(i)?;
+            if end.is_none() && self.is_now(now)? {
+                if i == 0 {
+                    return Ok(Reversed::Start);
+                }
+                end = Some(self.timeline.marks[i].at.pos);
+                i -= 1;
+                continue;
+            }
+            let mut last = None;
+            let mut note = |n: u64, seen: Seen| {
+                if matches!(seen, Seen::Break(true) | Seen::Watch(..)) {
+                    last = Some((n, seen));
+                }
+            };
+            match end {
+                None => self.search(Until::Now(now), false, &mut note)?,
+                Some(p) => self.search(Until::Pos(p), false, &mut note)?,
+            };
+            if let Some((n, seen)) = last {
+                self.go_to(i)?;
+                if n > 1 {
+                    self.search(Until::Nth(n - 1), false, &mut |_, _| {})?;
+                }
+                // A watchpoint is met before its access, going backwards.
+                self.guest.watch_before(matches!(seen, Seen::Watch(..)));
+                let got = self.search(Until::Nth(1), false, &mut |_, _| {});
+                self.guest.watch_before(false);
+                let (at, _) = got?;
+                return Ok(Reversed::At(at));
+            }
+            if i == 0 {
+                self.go_to(0)?;
+                return Ok(Reversed::Start);
+            }
+            end = Some(self.timeline.marks[i].at.pos);
+            i -= 1;
+        }
+    }
+
+    /// reverse-stepi: one instruction back, or the start.
+    pub(super) fn reverse_stepi(&mut self) -> Result<Reversed, SessionError> {
+        let now = self.now()?;
+        let traps = self.guest.take_traps();
+        let result = self.step_back(&now);
+        self.guest.put_traps_back(traps);
+        result
+    }
+
+    fn step_back(&mut self, now: &Now) -> Result<Reversed, SessionError> {
+        // From the stops gdb saw last, newest first: usually a few steps.
+        while let Some(j) = self.timeline.trail.len().checked_sub(1) {
+            self.go_to_trail(j)?;
+            if self.is_now(now)? {
+                self.timeline.truncate_trail(j);
+                continue;
+            }
+            match self.search(Until::NowWithin(now, TRAIL_STEPS), true, &mut |_, _| {}) {
+                Ok((Seen::Now, k)) => {
+                    // k instructions from that stop come before now.
+                    self.go_to_trail(j)?;
+                    if k > 0 {
+                        self.search(Until::Nth(k), true, &mut |_, _| {})?;
+                    }
+                    self.timeline.truncate_trail(j + 1);
+                    self.remember_stop()?;
+                    return Ok(Reversed::At(Seen::Step));
+                }
+                // Too far, or not before now after all.
+                _ => break,
+            }
+        }
+        self.timeline.truncate_trail(0);
+        let found = self.step_back_from_checkpoints(now)?;
+        if !matches!(found, Reversed::Start) {
+            self.remember_stop()?;
+        }
+        Ok(found)
+    }
+
+    /// A step back from the checkpoints: the last earlier visit of now's
+    /// instruction is found with a breakpoint (fast), then the stretch from
+    /// it to now is stepped.
+    fn step_back_from_checkpoints(&mut self, now: &Now) -> Result<Reversed, SessionError> {
+        let mut i = self.timeline.before(now.pos);
+        loop {
+            self.go_to(i)?;
+            if self.is_now(now)? {
+                // Now is this checkpoint: the instruction before is before it.
+                if i == 0 {
+                    return Ok(Reversed::Start);
+                }
+                i -= 1;
+                continue;
+            }
+            let rip = now.regs.rip;
+            self.guest.add_breakpoint(rip);
+            let mut anchor = 0u64;
+            let found = self.search(Until::Now(now), false, &mut |n, seen| {
+                if seen == Seen::Break(false) {
+                    anchor = n;
+                }
+            });
+            self.guest.remove_breakpoint(rip);
+            found?;
+            // To the anchor (the last visit before now, or the checkpoint),
+            // then k instructions to the one before now.
+            let to_anchor = |d: &mut Self| -> Result<(), SessionError> {
+                d.go_to(i)?;
+                if anchor > 0 {
+                    d.guest.add_breakpoint(rip);
+                    let r = d.search(Until::Nth(anchor), false, &mut |_, _| {});
+                    d.guest.remove_breakpoint(rip);
+                    r?;
+                }
+                Ok(())
+            };
+            to_anchor(self)?;
+            let (_, k) = self.search(Until::Now(now), true, &mut |_, _| {})?;
+            to_anchor(self)?;
+            if k > 0 {
+                self.search(Until::Nth(k), true, &mut |_, _| {})?;
+            }
+            return Ok(Reversed::At(Seen::Step));
+        }
+    }
+}
