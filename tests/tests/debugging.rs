@@ -610,3 +610,79 @@ fn reverse_finish_next_and_step_go_back_through_calls() {
     assert_has(&all, "#1  0x");
     assert_has(&all, "exited with code 06]");
 }
+
+#[test]
+fn reverse_execution_follows_the_recorded_schedule_of_threads() {
+    if !gdb_present() {
+        return;
+    }
+    let home = WarpHome::new("gdb_rthreads");
+    let id = record(&home, &Spec::prog("threads", Flavour::Static), 0);
+    let o = gdb(
+        &home,
+        &id,
+        &[
+            "break worker",
+            "continue",
+            "continue",
+            "continue",
+            "print (long)arg",
+            "reverse-continue",
+            "print (long)arg",
+            "reverse-stepi",
+            "stepi",
+            "print (long)arg",
+            "delete",
+            "continue",
+        ],
+    );
+    let all = text(&o);
+    assert_has(&all, "$1 = 2");
+    assert_has(&all, "$2 = 1");
+    assert_has(&all, "$3 = 1");
+    assert_has(&all, "counter 8000 (expected 8000)");
+    assert_eq!(all.matches("EXIT-SUCCESS").count(), 1, "{all}");
+    assert_has(&all, "exited normally]");
+    assert!(!all.contains("cannot go on"), "{all}");
+}
+
+#[test]
+fn reverse_execution_in_a_dynamically_linked_program() {
+    if !gdb_present() {
+        return;
+    }
+    let home = WarpHome::new("gdb_rdyn");
+    let id = record(&home, &Spec::prog("debugme", Flavour::Dynamic), 6);
+    let o = gdb(
+        &home,
+        &id,
+        &[
+            "break square",
+            "continue",
+            "continue",
+            "continue",
+            "reverse-continue",
+            "print x",
+            "reverse-stepi",
+            "reverse-stepi",
+            "stepi",
+            "stepi",
+            "print x",
+            "delete",
+            "break write",
+            "continue",
+            "break square",
+            "reverse-continue",
+            "print x",
+            "delete",
+            "continue",
+        ],
+    );
+    let all = text(&o);
+    assert_has(&all, "$1 = 1");
+    assert_has(&all, "$2 = 1");
+    // From write back to the last square: x = 5.
+    assert_has(&all, "$3 = 5");
+    assert_eq!(all.matches("sum of squares below 6: 55").count(), 1, "{all}");
+    assert_has(&all, "exited with code 06]");
+}

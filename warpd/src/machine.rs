@@ -380,12 +380,9 @@ impl Guest {
                     Ok(resume) => resume,
                     Err(stop) => return Ok(stop),
                 };
-                // Stepping over `syscall` ends where the program resumes.
-                if self.single_step {
-                    return Ok(Stop::SingleStep { rip: resume.rip });
-                }
                 // At the end of a slice, or when the thread yields, waits that
-                // have timed out end and another thread may get the vCPU.
+                // have timed out end and another thread may get the vCPU
+                // (stepped or not: the schedule is the same).
                 let tick = self.process.sched.tick();
                 let slice_over = outside.slice_over(req.thread, self.slice_due())?;
                 if tick || slice_over || matches!(action, Action::Yield(_)) {
@@ -397,6 +394,10 @@ impl Guest {
                         self.process.switch_out(context);
                         return self.switch(outside);
                     }
+                }
+                // Stepping over `syscall` ends where the program resumes.
+                if self.single_step {
+                    return Ok(Stop::SingleStep { rip: resume.rip });
                 }
                 Ok(Stop::Syscall { number: req.number })
             }

@@ -198,10 +198,12 @@ impl Debuggee<'_, '_, '_> {
 
     /// Runs backwards as gdb asked: the stop to report.
     fn run_reverse(&mut self, how: Reverse) -> Option<MultiThreadStopReason<u64>> {
+        let started = std::time::Instant::now();
         let result = match how {
             Reverse::Continue => self.reverse_continue(),
             Reverse::Step => self.reverse_stepi(),
         };
+        tracing::debug!(?how, ms = started.elapsed().as_millis() as u64, "reverse");
         let now = tid(self.guest.current_thread());
         match result {
             Err(e) => self.failure(e),

@@ -54,8 +54,10 @@ struct Mark {
     checkpoint: Checkpoint,
 }
 
-/// How far apart checkpoints are taken, in replay time.
-const SPACING: Duration = Duration::from_millis(20);
+/// How far apart checkpoints are taken: events (syscalls, switches,
+/// points) and replay time, both.
+const SPACING_EVENTS: usize = 4;
+const SPACING: Duration = Duration::from_millis(2);
 
 impl Timeline {
     pub fn new() -> Timeline {
@@ -110,9 +112,14 @@ impl Timeline {
         }
     }
 
-    /// Whether a checkpoint is due at a boundary at `pos`.
+    /// Whether a checkpoint is due at a boundary at `pos` (forward, or on
+    /// a search through a stretch with few).
     fn due(&self, pos: usize) -> bool {
-        self.last.elapsed() >= SPACING && self.marks.last().is_none_or(|m| m.at.pos < pos)
+        let prev = self.marks.get(self.before(pos)).map(|m| m.at.pos);
+        let next = self.marks.get(self.marks.partition_point(|m| m.at.pos <= pos)).map(|m| m.at.pos);
+        self.last.elapsed() >= SPACING
+            && prev.is_none_or(|p| pos >= p + SPACING_EVENTS)
+            && next.is_none_or(|n| n >= pos + SPACING_EVENTS)
     }
 
     /// The last checkpoint at or before `pos`.
@@ -128,6 +135,16 @@ pub struct Now {
     regs: Regs,
     digest: [u8; 32],
     ended: bool,
+}
+
+/// The most registers that may differ for a moment to be taken for now.
+const NEAR: u32 = 4;
+
+fn not_again() -> SessionError {
+    SessionError::Failed(
+        warp_proto::warp::Failure::Daemon,
+        "going back, the replay did not come to where it was again".into(),
+    )
 }
 
 /// Registers as two passes over the same moment have them: the resume
@@ -160,6 +177,9 @@ pub enum Seen {
     Step,
     /// Now, found again.
     Now,
+    /// Now, found again by its place and most of its registers (those the
+    /// TSC gave differ from one run to the next; see `closeness`).
+    Near,
     /// The position asked for.
     Reached,
     End,
@@ -219,6 +239,43 @@ impl Debuggee<'_, '_, '_> {
         Ok(self.guest.state_digest()? == now.digest)
     }
 
+    /// How far this moment is from now: None when it is at another place
+    /// (events, thread, instruction, stack), else how many registers differ
+    /// (and 1 more when the stack differs): 0 is now.
+    fn closeness(&mut self, now: &Now) -> Result<Option<u32>, SessionError> {
+        if now.ended || self.replayer.mark().pos != now.pos || self.guest.current_thread() != now.thread {
+            return Ok(None);
+        }
+        let r = comparable(self.guest.regs()?);
+        let w = comparable(now.regs);
+        if r.rip != w.rip || r.rsp != w.rsp {
+            return Ok(None);
+        }
+        let pairs = [
+            (r.rax, w.rax),
+            (r.rbx, w.rbx),
+            (r.rcx, w.rcx),
+            (r.rdx, w.rdx),
+            (r.rsi, w.rsi),
+            (r.rdi, w.rdi),
+            (r.rbp, w.rbp),
+            (r.r8, w.r8),
+            (r.r9, w.r9),
+            (r.r10, w.r10),
+            (r.r11, w.r11),
+            (r.r12, w.r12),
+            (r.r13, w.r13),
+            (r.r14, w.r14),
+            (r.r15, w.r15),
+            (r.rflags, w.rflags),
+        ];
+        let mut d = pairs.iter().filter(|(a, b)| a != b).count() as u32;
+        if self.guest.state_digest()? != now.digest {
+            d += 1;
+        }
+        Ok(Some(d))
+    }
+
     fn go_to_trail(&mut self, j: usize) -> Result<(), SessionError> {
         let m = &self.timeline.trail[j];
         self.guest.restore(self.hv, &m.checkpoint)?;
@@ -247,6 +304,13 @@ impl Debuggee<'_, '_, '_> {
         visit: &mut dyn FnMut(u64, Seen),
     ) -> Result<(Seen, u64), SessionError> {
         let mut n = 0u64;
+        // The closest moment to now so far (stops before it, distance).
+        let mut near: Option<(u64, u32)> = None;
+        let now_of = match until {
+            Until::Now(now) | Until::NowWithin(now, _) => Some(now),
+            _ => None,
+        };
+        let past = |d: &Self| now_of.is_some_and(|now| !now.ended && d.replayer.mark().pos > now.pos);
         self.guest.set_single_step(single)?;
         let result = loop {
             let stop = if std::mem::take(&mut self.on_breakpoint) {
@@ -280,27 +344,41 @@ impl Debuggee<'_, '_, '_> {
                     self.cancel.resume();
                     continue;
                 }
-                _ => match self.guest.watch_changed() {
+                other => match self.guest.watch_changed() {
                     Some((kind, addr)) => Seen::Watch(kind, addr),
                     None => {
+                        // Checkpoints where the timeline has few.
+                        if matches!(other, Stop::Syscall { .. }) {
+                            self.checkpoint_here()?;
+                        }
                         if let Until::Pos(p) = until {
                             if self.replayer.mark().pos >= p {
                                 break (Seen::Reached, n);
+                            }
+                        }
+                        if past(self) {
+                            match near {
+                                Some((k, _)) => break (Seen::Near, k),
+                                None => return Err(not_again()),
                             }
                         }
                         continue;
                     }
                 },
             };
-            if let Until::Now(now) | Until::NowWithin(now, _) = until {
-                if seen != Seen::End && self.is_now(now)? {
-                    break (Seen::Now, n);
+            if let Some(now) = now_of {
+                if seen != Seen::End {
+                    match self.closeness(now)? {
+                        Some(0) => break (Seen::Now, n),
+                        Some(d) if d <= NEAR && near.is_none_or(|(_, b)| d < b) => near = Some((n, d)),
+                        _ => {}
+                    }
                 }
-                if self.replayer.mark().pos > now.pos && !now.ended {
-                    return Err(SessionError::Failed(
-                        warp_proto::warp::Failure::Daemon,
-                        "going back, the replay did not come to where it was again".into(),
-                    ));
+                if past(self) || (seen == Seen::End && !now.ended) {
+                    match near {
+                        Some((k, _)) => break (Seen::Near, k),
+                        None => return Err(not_again()),
+                    }
                 }
             }
             if seen == Seen::End {
@@ -352,16 +430,18 @@ impl Debuggee<'_, '_, '_> {
                 i -= 1;
                 continue;
             }
-            let mut last = None;
+            let mut hits = Vec::new();
             let mut note = |n: u64, seen: Seen| {
                 if matches!(seen, Seen::Break(true) | Seen::Watch(..)) {
-                    last = Some((n, seen));
+                    hits.push((n, seen));
                 }
             };
-            match end {
+            let (_, before) = match end {
                 None => self.search(Until::Now(now), false, &mut note)?,
                 Some(p) => self.search(Until::Pos(p), false, &mut note)?,
             };
+            // (A search that found now by closeness went on past it.)
+            let last = hits.into_iter().filter(|&(n, _)| n <= before).last();
             if let Some((n, seen)) = last {
                 self.go_to(i)?;
                 if n > 1 {
@@ -386,13 +466,15 @@ impl Debuggee<'_, '_, '_> {
     /// reverse-stepi: one instruction back, or the start.
     pub(super) fn reverse_stepi(&mut self) -> Result<Reversed, SessionError> {
         let now = self.now()?;
+        // Read while the program stands at now.
+        let anchors = self.anchors(&now);
         let traps = self.guest.take_traps();
-        let result = self.step_back(&now);
+        let result = self.step_back(&now, &anchors);
         self.guest.put_traps_back(traps);
         result
     }
 
-    fn step_back(&mut self, now: &Now) -> Result<Reversed, SessionError> {
+    fn step_back(&mut self, now: &Now, anchors: &[u64]) -> Result<Reversed, SessionError> {
         // From the stops gdb saw last, newest first: usually a few steps.
         while let Some(j) = self.timeline.trail.len().checked_sub(1) {
             self.go_to_trail(j)?;
@@ -416,17 +498,50 @@ impl Debuggee<'_, '_, '_> {
             }
         }
         self.timeline.truncate_trail(0);
-        let found = self.step_back_from_checkpoints(now)?;
+        let found = self.step_back_from_checkpoints(now, anchors)?;
         if !matches!(found, Reversed::Start) {
             self.remember_stop()?;
         }
         Ok(found)
     }
 
-    /// A step back from the checkpoints: the last earlier visit of now's
-    /// instruction is found with a breakpoint (fast), then the stretch from
-    /// it to now is stepped.
-    fn step_back_from_checkpoints(&mut self, now: &Now) -> Result<Reversed, SessionError> {
+    /// Instructions that ran shortly before now, to step from: now's own
+    /// (the last time round a loop) and the calls whose return addresses
+    /// are on the stack above (the call into this function, its caller's).
+    /// Read at now.
+    fn anchors(&mut self, now: &Now) -> Vec<u64> {
+        use iced_x86::{Decoder, DecoderOptions, FlowControl};
+        let mut out = vec![now.regs.rip];
+        let mut words = vec![0u8; 8 * 256];
+        let n = self.guest.read_memory(now.regs.rsp, &mut words);
+        for w in words[..n - n % 8].chunks(8) {
+            let ret = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+            let mut code = [0u8; 8];
+            if ret < 8 || self.guest.read_memory(ret - 8, &mut code) != 8 {
+                continue;
+            }
+            // A call of 2 to 7 bytes that ends at the return address.
+            for len in 2..=7usize {
+                let at = ret - len as u64;
+                let insn = Decoder::with_ip(64, &code[8 - len..], at, DecoderOptions::NONE).decode();
+                if insn.len() == len && matches!(insn.flow_control(), FlowControl::Call | FlowControl::IndirectCall) {
+                    if !out.contains(&at) {
+                        out.push(at);
+                    }
+                    break;
+                }
+            }
+            if out.len() >= 9 {
+                break;
+            }
+        }
+        out
+    }
+
+    /// A step back from the checkpoints: the last visit before now of an
+    /// instruction that ran shortly before it (see `anchors`) is found with
+    /// breakpoints (fast), then the stretch from it to now is stepped.
+    fn step_back_from_checkpoints(&mut self, now: &Now, anchors: &[u64]) -> Result<Reversed, SessionError> {
         let mut i = self.timeline.before(now.pos);
         loop {
             self.go_to(i)?;
@@ -438,30 +553,39 @@ impl Debuggee<'_, '_, '_> {
                 i -= 1;
                 continue;
             }
-            let rip = now.regs.rip;
-            self.guest.add_breakpoint(rip);
-            let mut anchor = 0u64;
+            for &a in anchors {
+                self.guest.add_breakpoint(a);
+            }
+            let mut visits = Vec::new();
             let found = self.search(Until::Now(now), false, &mut |n, seen| {
                 if seen == Seen::Break(false) {
-                    anchor = n;
+                    visits.push(n);
                 }
             });
-            self.guest.remove_breakpoint(rip);
-            found?;
-            // To the anchor (the last visit before now, or the checkpoint),
-            // then k instructions to the one before now.
+            for &a in anchors {
+                self.guest.remove_breakpoint(a);
+            }
+            let (_, before) = found?;
+            // The last visit of any of them before now, or the checkpoint.
+            let anchor = visits.into_iter().filter(|&n| n <= before).last().unwrap_or(0);
+            // To the anchor, then k instructions to the one before now.
             let to_anchor = |d: &mut Self| -> Result<(), SessionError> {
                 d.go_to(i)?;
                 if anchor > 0 {
-                    d.guest.add_breakpoint(rip);
+                    for &a in anchors {
+                        d.guest.add_breakpoint(a);
+                    }
                     let r = d.search(Until::Nth(anchor), false, &mut |_, _| {});
-                    d.guest.remove_breakpoint(rip);
+                    for &a in anchors {
+                        d.guest.remove_breakpoint(a);
+                    }
                     r?;
                 }
                 Ok(())
             };
             to_anchor(self)?;
             let (_, k) = self.search(Until::Now(now), true, &mut |_, _| {})?;
+            tracing::debug!(mark = i, anchors = ?anchors, anchor, before, k, "step back");
             to_anchor(self)?;
             if k > 0 {
                 self.search(Until::Nth(k), true, &mut |_, _| {})?;
