@@ -441,7 +441,7 @@ impl Debuggee<'_, '_, '_> {
                 Some(p) => self.search(Until::Pos(p), false, &mut note)?,
             };
             // (A search that found now by closeness went on past it.)
-            let last = hits.into_iter().filter(|&(n, _)| n <= before).last();
+            let last = hits.into_iter().rfind(|&(n, _)| n <= before);
             if let Some((n, seen)) = last {
                 self.go_to(i)?;
                 if n > 1 {
@@ -567,7 +567,7 @@ impl Debuggee<'_, '_, '_> {
             }
             let (_, before) = found?;
             // The last visit of any of them before now, or the checkpoint.
-            let anchor = visits.into_iter().filter(|&n| n <= before).last().unwrap_or(0);
+            let anchor = visits.into_iter().rfind(|&n| n <= before).unwrap_or(0);
             // To the anchor, then k instructions to the one before now.
             let to_anchor = |d: &mut Self| -> Result<(), SessionError> {
                 d.go_to(i)?;
