@@ -686,3 +686,41 @@ fn reverse_execution_in_a_dynamically_linked_program() {
     assert_eq!(all.matches("sum of squares below 6: 55").count(), 1, "{all}");
     assert_has(&all, "exited with code 06]");
 }
+
+#[test]
+fn monitor_commands_say_where_the_replay_is_and_jump_in_the_trace() {
+    if !gdb_present() {
+        return;
+    }
+    let home = WarpHome::new("gdb_monitor");
+    let id = record(&home, &Spec::prog("debugme", Flavour::Static), 6);
+    let o = gdb(
+        &home,
+        &id,
+        &[
+            "break fill",
+            "continue",
+            "monitor when",
+            "monitor events 2",
+            "monitor goto 3",
+            "maintenance flush register-cache",
+            "monitor when",
+            "monitor goto 100000",
+            "monitor checkpoints",
+            "continue",
+            "monitor when",
+        ],
+    );
+    let all = text(&o);
+    // Before fill, the program has made its start-up syscalls; the next
+    // event is the write of its line, marked.
+    assert!(all.lines().any(|l| l.starts_with("event ") && l.contains(" of ")), "{all}");
+    assert!(all.lines().any(|l| l.starts_with("=>") && l.contains("write(1, ")), "{all}");
+    assert_has(&all, "at event 3, thread");
+    assert_has(&all, "is past the recording's last");
+    assert!(all.lines().any(|l| l.ends_with("KiB of memory")), "{all}");
+    // From event 3, forward to fill again.
+    assert_has(&all, "Breakpoint 1, fill (n=6)");
+    assert_eq!(all.matches("Breakpoint 1, fill (n=6)").count(), 2, "{all}");
+    assert_eq!(all.matches("sum of squares below 6: 55").count(), 0, "stopped before the write:\n{all}");
+}

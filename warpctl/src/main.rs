@@ -102,7 +102,8 @@ enum Command {
     ///
     /// With `--gdb`, gdb debugs the replay (as `rr replay` does): it starts
     /// stopped at the program's first instruction, with breakpoints,
-    /// stepping and the program's threads; GDB_ARGS after `--` go to gdb
+    /// watchpoints, stepping, the program's threads and reverse execution
+    /// (reverse-continue, reverse-step...); GDB_ARGS after `--` go to gdb
     /// (`-batch -x cmds.gdb`, `-ex ...`), and warpctl exits with gdb's
     /// status. `--gdbserver ADDR` serves the GDB remote protocol for one
     /// debugger (gdb's `target remote ADDR`, lldb's `gdb-remote ADDR`, an

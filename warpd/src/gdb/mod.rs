@@ -225,20 +225,7 @@ impl Debuggee<'_, '_, '_> {
                 return self.run_reverse(how);
             }
         }
-        let reason = self.run_forward()?;
-        // A stop gdb sees is where a step back starts from.
-        if matches!(
-            reason,
-            MultiThreadStopReason::SwBreak(_)
-                | MultiThreadStopReason::SignalWithThread { .. }
-                | MultiThreadStopReason::Watch { .. }
-        ) && self.failed.is_none()
-        {
-            if let Err(e) = self.remember_stop() {
-                return self.failure(e);
-            }
-        }
-        Some(reason)
+        self.run_forward()
     }
 
     /// Runs the guest forward to its next exit: the stop to report, if gdb
@@ -302,6 +289,34 @@ impl Debuggee<'_, '_, '_> {
         if std::mem::take(&mut self.stepping_over) {
             let _ = self.guest.set_single_step(false);
         }
+    }
+
+    /// The printer's lines for the events around the next one, the line
+    /// that holds it marked `=>`.
+    fn events_near(&self, around: usize) -> Vec<String> {
+        let here = self.replayer.mark().pos;
+        // From a few events earlier, so that a syscall's entry is in.
+        let from = here.saturating_sub(around * 4);
+        let events = self.replayer.events_in(from..here + around * 4 + 1);
+        let mut printer = crate::trace::print::Printer::new(self.replayer.identity_thread());
+        let mut lines = Vec::new();
+        for (seq, ev) in events {
+            lines.extend(printer.push(*seq, ev));
+        }
+        lines.extend(printer.finish());
+        let next = self.replayer.position();
+        let at = lines.iter().position(|l| l.last >= next).unwrap_or(lines.len());
+        let lo = at.saturating_sub(around);
+        let hi = (at + around + 1).min(lines.len());
+        let mut out: Vec<String> = lines[lo..hi]
+            .iter()
+            .enumerate()
+            .map(|(i, l)| format!("{} {:>6} {}", if lo + i == at { "=>" } else { "  " }, l.first, l.text))
+            .collect();
+        if at == lines.len() {
+            out.push(format!("=> {next:>6} (the end of the recording)"));
+        }
+        out
     }
 
     fn changed_by_user(&mut self, what: &str) {
@@ -407,6 +422,14 @@ impl MultiThreadBase for Debuggee<'_, '_, '_> {
 
 impl MultiThreadResume for Debuggee<'_, '_, '_> {
     fn resume(&mut self) -> Result<(), Self::Error> {
+        // Where gdb steps from is where a step back starts from (stepi,
+        // step, next are steps); a continue keeps none (a conditional
+        // breakpoint's hits would each cost a copy of memory).
+        if self.step.is_some() && self.failed.is_none() && self.ended.is_none() {
+            if let Err(e) = self.remember_stop() {
+                self.failure(e);
+            }
+        }
         self.guest.set_single_step(self.step.is_some()).map_err(|e| e.to_string())?;
         self.guest.resumed_by_debugger();
         self.fresh = true;
@@ -575,11 +598,37 @@ impl MonitorCmd for Debuggee<'_, '_, '_> {
                 let (n, bytes) = self.timeline.size();
                 outputln!(out, "{n} checkpoints, {} KiB of memory", bytes >> 10);
             }
+            c if c == "events" || c.starts_with("events ") => {
+                let around = c["events".len()..].trim().parse::<usize>().unwrap_or(5).min(200);
+                for line in self.events_near(around) {
+                    outputln!(out, "{line}");
+                }
+            }
+            c if c.starts_with("goto ") => match c["goto ".len()..].trim().parse::<u64>() {
+                Ok(seq) if self.replayer.index_of(seq) >= self.replayer.events() => {
+                    outputln!(out, "event {seq} is past the recording's last ({} events)", self.replayer.events());
+                }
+                Ok(seq) => match self.go_to_event(seq) {
+                    Ok(()) => outputln!(
+                        out,
+                        "at event {}, thread {}: `maintenance flush register-cache` makes gdb read the registers again",
+                        self.replayer.position(),
+                        self.guest.current_thread()
+                    ),
+                    Err(e) => {
+                        let _ = self.failure(e);
+                        outputln!(out, "the replay cannot go on");
+                    }
+                },
+                Err(_) => outputln!(out, "goto takes an event number (`monitor when`, `monitor events`)"),
+            },
             "" | "help" => {
                 outputln!(
                     out,
                     "monitor when         the next event of the trace (of how many) and the thread on the vCPU"
                 );
+                outputln!(out, "monitor events [N]   the N recorded events before and after here (default 5), as `warpctl events` prints them");
+                outputln!(out, "monitor goto EVENT   to the syscall boundary at or after event EVENT, forward or back");
                 outputln!(out, "monitor checkpoints  how many checkpoints reverse execution has, and their memory");
             }
             other => outputln!(out, "unknown monitor command {other:?}; `monitor help` lists them"),

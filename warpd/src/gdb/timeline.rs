@@ -40,6 +40,9 @@ pub struct Timeline {
     /// from one of them is a few instructions from the one before.
     trail: Vec<Mark>,
     trail_bytes: u64,
+    /// During a reverse operation nothing is thinned: its searches find
+    /// checkpoints again by position.
+    frozen: bool,
 }
 
 /// The most stops the trail keeps.
@@ -69,7 +72,32 @@ impl Timeline {
             last: Instant::now(),
             trail: Vec::new(),
             trail_bytes: 0,
+            frozen: false,
         }
+    }
+
+    /// Thins checkpoints until under budget: each time the one whose
+    /// neighbours are closest (never the first, the start, nor the last).
+    fn thin(&mut self) {
+        while self.bytes > self.budget && self.marks.len() > 2 {
+            let victim = (1..self.marks.len() - 1)
+                .min_by_key(|&j| self.marks[j + 1].at.pos - self.marks[j - 1].at.pos)
+                .unwrap_or(1);
+            let m = self.marks.remove(victim);
+            self.bytes -= m.checkpoint.bytes();
+        }
+    }
+
+    fn freeze(&mut self, on: bool) {
+        self.frozen = on;
+        if !on {
+            self.thin();
+        }
+    }
+
+    /// The index of the checkpoint at `pos` (else the last before it).
+    fn at(&self, pos: usize) -> usize {
+        self.marks.iter().position(|m| m.at.pos == pos).unwrap_or_else(|| self.before(pos))
     }
 
     /// How many checkpoints it holds, and their bytes.
@@ -103,12 +131,8 @@ impl Timeline {
         let i = self.marks.partition_point(|m| m.at.pos < at.pos);
         self.marks.insert(i, Mark { at, checkpoint });
         self.last = Instant::now();
-        // Thin the older half (never the first: the start) until under budget.
-        while self.bytes > self.budget && self.marks.len() > 2 {
-            let older = self.marks.len() / 2;
-            let victim = (1..older.max(2)).step_by(2).next().unwrap_or(1);
-            let m = self.marks.remove(victim);
-            self.bytes -= m.checkpoint.bytes();
+        if !self.frozen {
+            self.thin();
         }
     }
 
@@ -203,7 +227,7 @@ impl Debuggee<'_, '_, '_> {
         Ok(())
     }
 
-    /// A stop gdb is told of goes on the trail.
+    /// Where gdb steps from goes on the trail.
     pub(super) fn remember_stop(&mut self) -> Result<(), SessionError> {
         let at = self.replayer.mark();
         let c = self.guest.checkpoint()?;
@@ -283,6 +307,11 @@ impl Debuggee<'_, '_, '_> {
         self.ended = None;
         self.on_breakpoint = false;
         Ok(())
+    }
+
+    /// To the checkpoint at `pos` (a mark's position).
+    fn go_to_pos(&mut self, pos: usize) -> Result<(), SessionError> {
+        self.go_to(self.timeline.at(pos))
     }
 
     fn go_to(&mut self, i: usize) -> Result<(), SessionError> {
@@ -397,6 +426,25 @@ impl Debuggee<'_, '_, '_> {
         Ok(result)
     }
 
+    /// `monitor goto`: to the first syscall boundary at or after event
+    /// `seq`, from the last checkpoint before it (forward or back), with no
+    /// breakpoints in the way.
+    pub(super) fn go_to_event(&mut self, seq: u64) -> Result<(), SessionError> {
+        let target = self.replayer.index_of(seq);
+        let traps = self.guest.take_traps();
+        let result = (|| {
+            let i = self.timeline.before(target);
+            self.go_to(i)?;
+            if self.replayer.mark().pos < target {
+                self.search(Until::Pos(target), false, &mut |_, _| {})?;
+            }
+            Ok(())
+        })();
+        self.guest.put_traps_back(traps);
+        self.timeline.truncate_trail(0);
+        result
+    }
+
     /// reverse-continue: back to the last breakpoint or watchpoint hit
     /// before now, or to the start.
     pub(super) fn reverse_continue(&mut self) -> Result<Reversed, SessionError> {
@@ -409,25 +457,37 @@ impl Debuggee<'_, '_, '_> {
         if mark {
             self.guest.remove_breakpoint(now.regs.rip);
         }
-        // Where it landed is the trail's new start.
+        // What the trail held is after where it landed.
         self.timeline.truncate_trail(0);
-        if found.is_ok() {
-            self.remember_stop()?;
-        }
         found
     }
 
+    /// The checkpoint `width` before the one at `pos` (its position), or
+    /// None at the start.
+    fn earlier(&self, pos: usize, width: usize) -> Option<usize> {
+        let i = self.timeline.at(pos);
+        (i > 0).then(|| self.timeline.marks[i.saturating_sub(width)].at.pos)
+    }
+
     fn back_to_hit(&mut self, now: &Now) -> Result<Reversed, SessionError> {
-        let mut i = self.timeline.before(now.pos);
+        self.timeline.freeze(true);
+        let found = self.back_to_hit_frozen(now);
+        self.timeline.freeze(false);
+        found
+    }
+
+    /// Searches back from now over spans of checkpoints that double each
+    /// time (so a hit far back costs a few restores, not one per checkpoint).
+    fn back_to_hit_frozen(&mut self, now: &Now) -> Result<Reversed, SessionError> {
+        let mut lo = self.timeline.marks[self.timeline.before(now.pos)].at.pos;
         let mut end: Option<usize> = None;
+        let mut width = 1;
         loop {
-            self.go_to(i)?;
+            self.go_to_pos(lo)?;
             if end.is_none() && self.is_now(now)? {
-                if i == 0 {
-                    return Ok(Reversed::Start);
-                }
-                end = Some(self.timeline.marks[i].at.pos);
-                i -= 1;
+                let Some(earlier) = self.earlier(lo, 1) else { return Ok(Reversed::Start) };
+                end = Some(lo);
+                lo = earlier;
                 continue;
             }
             let mut hits = Vec::new();
@@ -443,7 +503,7 @@ impl Debuggee<'_, '_, '_> {
             // (A search that found now by closeness went on past it.)
             let last = hits.into_iter().rfind(|&(n, _)| n <= before);
             if let Some((n, seen)) = last {
-                self.go_to(i)?;
+                self.go_to_pos(lo)?;
                 if n > 1 {
                     self.search(Until::Nth(n - 1), false, &mut |_, _| {})?;
                 }
@@ -454,12 +514,13 @@ impl Debuggee<'_, '_, '_> {
                 let (at, _) = got?;
                 return Ok(Reversed::At(at));
             }
-            if i == 0 {
+            let Some(earlier) = self.earlier(lo, width) else {
                 self.go_to(0)?;
                 return Ok(Reversed::Start);
-            }
-            end = Some(self.timeline.marks[i].at.pos);
-            i -= 1;
+            };
+            end = Some(lo);
+            lo = earlier;
+            width *= 2;
         }
     }
 
@@ -490,7 +551,6 @@ impl Debuggee<'_, '_, '_> {
                         self.search(Until::Nth(k), true, &mut |_, _| {})?;
                     }
                     self.timeline.truncate_trail(j + 1);
-                    self.remember_stop()?;
                     return Ok(Reversed::At(Seen::Step));
                 }
                 // Too far, or not before now after all.
@@ -498,11 +558,7 @@ impl Debuggee<'_, '_, '_> {
             }
         }
         self.timeline.truncate_trail(0);
-        let found = self.step_back_from_checkpoints(now, anchors)?;
-        if !matches!(found, Reversed::Start) {
-            self.remember_stop()?;
-        }
-        Ok(found)
+        self.step_back_from_checkpoints(now, anchors)
     }
 
     /// Instructions that ran shortly before now, to step from: now's own
@@ -542,15 +598,20 @@ impl Debuggee<'_, '_, '_> {
     /// instruction that ran shortly before it (see `anchors`) is found with
     /// breakpoints (fast), then the stretch from it to now is stepped.
     fn step_back_from_checkpoints(&mut self, now: &Now, anchors: &[u64]) -> Result<Reversed, SessionError> {
-        let mut i = self.timeline.before(now.pos);
+        self.timeline.freeze(true);
+        let found = self.step_back_frozen(now, anchors);
+        self.timeline.freeze(false);
+        found
+    }
+
+    fn step_back_frozen(&mut self, now: &Now, anchors: &[u64]) -> Result<Reversed, SessionError> {
+        let mut at = self.timeline.marks[self.timeline.before(now.pos)].at.pos;
         loop {
-            self.go_to(i)?;
+            self.go_to_pos(at)?;
             if self.is_now(now)? {
                 // Now is this checkpoint: the instruction before is before it.
-                if i == 0 {
-                    return Ok(Reversed::Start);
-                }
-                i -= 1;
+                let Some(earlier) = self.earlier(at, 1) else { return Ok(Reversed::Start) };
+                at = earlier;
                 continue;
             }
             for &a in anchors {
@@ -570,7 +631,7 @@ impl Debuggee<'_, '_, '_> {
             let anchor = visits.into_iter().rfind(|&n| n <= before).unwrap_or(0);
             // To the anchor, then k instructions to the one before now.
             let to_anchor = |d: &mut Self| -> Result<(), SessionError> {
-                d.go_to(i)?;
+                d.go_to_pos(at)?;
                 if anchor > 0 {
                     for &a in anchors {
                         d.guest.add_breakpoint(a);
@@ -585,7 +646,7 @@ impl Debuggee<'_, '_, '_> {
             };
             to_anchor(self)?;
             let (_, k) = self.search(Until::Now(now), true, &mut |_, _| {})?;
-            tracing::debug!(mark = i, anchors = ?anchors, anchor, before, k, "step back");
+            tracing::debug!(from = at, anchors = ?anchors, anchor, before, k, "step back");
             to_anchor(self)?;
             if k > 0 {
                 self.search(Until::Nth(k), true, &mut |_, _| {})?;

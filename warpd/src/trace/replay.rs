@@ -215,6 +215,22 @@ impl Replayer<'_> {
         self.events.len()
     }
 
+    /// The events with indexes in `range` (sequence number, event).
+    pub fn events_in(&self, range: std::ops::Range<usize>) -> &[(u64, Event)] {
+        let end = range.end.min(self.events.len());
+        &self.events[range.start.min(end)..end]
+    }
+
+    /// The index of the first event with sequence number `seq` or after.
+    pub fn index_of(&self, seq: u64) -> usize {
+        self.events.partition_point(|e| e.0 < seq)
+    }
+
+    /// The thread id the event printer puts on lines with none of their own.
+    pub fn identity_thread(&self) -> u32 {
+        self.events.first().map(|_| self.thread).unwrap_or(0)
+    }
+
     /// Whether every recorded event was replayed.
     pub fn finished(&self) -> bool {
         self.pos == self.events.len()
