@@ -120,6 +120,25 @@ impl Env {
     }
 }
 
+/// Where warpctl keeps files it made for the user (recorded executables a
+/// debugger reads): `$WARP_HOME/cache`, else `$XDG_CACHE_HOME/warpspeed`,
+/// else `~/.cache/warpspeed`, else under the temporary directory.
+pub fn cache_dir() -> PathBuf {
+    let env = Env::from_process();
+    let absolute = |v: &Option<OsString>| v.as_ref().map(PathBuf::from).filter(|p| p.is_absolute());
+    if let Some(home) = &env.warp_home {
+        let home = PathBuf::from(home);
+        let home = if home.is_relative() { env.cwd.clone().unwrap_or_default().join(home) } else { home };
+        return home.join("cache");
+    }
+    let xdg = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty());
+    match (absolute(&xdg), absolute(&env.home)) {
+        (Some(dir), _) => dir.join("warpspeed"),
+        (None, Some(home)) => home.join(".cache/warpspeed"),
+        (None, None) => std::env::temp_dir().join(format!("warpspeed-cache-{}", env.uid)),
+    }
+}
+
 /// Every place a daemon uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Paths {

@@ -724,3 +724,34 @@ fn monitor_commands_say_where_the_replay_is_and_jump_in_the_trace() {
     assert_eq!(all.matches("Breakpoint 1, fill (n=6)").count(), 2, "{all}");
     assert_eq!(all.matches("sum of squares below 6: 55").count(), 0, "stopped before the write:\n{all}");
 }
+
+/// A trace debugged where its executable is not (another machine, a
+/// rebuilt program): gdb reads the recorded image, so its symbols match.
+#[test]
+fn gdb_reads_the_recorded_executable_when_the_local_one_is_gone_or_differs() {
+    if !gdb_present() {
+        return;
+    }
+    let home = WarpHome::new("gdb_image");
+    let dir = home.scratch("image");
+    let exe = dir.join("victim");
+    std::fs::copy(warp_tests::prog("debugme", Flavour::Static), &exe).unwrap();
+    let id = record(&home, &Spec::new(&exe), 6);
+    let script = ["break square", "continue", "bt 2", "info symbol $pc", "kill"];
+    std::fs::remove_file(&exe).unwrap();
+    let gone = text(&gdb(&home, &id, &script));
+    // Another program at the same path.
+    std::fs::copy(warp_tests::prog("hello", Flavour::Static), &exe).unwrap();
+    let other = text(&gdb(&home, &id, &script));
+    for (all, why) in [(&gone, "is not"), (&other, "differs from")] {
+        assert_has(all, &format!("on this machine {why} the executable the recording ran: gdb reads the recorded one"));
+        assert_has(all, "Breakpoint 1, square (x=0) at");
+        assert_has(all, "in fill (n=6) at");
+        assert_has(all, "square + 7 in section .text");
+    }
+    // The same file: nothing said.
+    std::fs::copy(warp_tests::prog("debugme", Flavour::Static), &exe).unwrap();
+    let same = text(&gdb(&home, &id, &script));
+    assert!(!same.contains("the executable the recording ran"), "{same}");
+    assert_has(&same, "Breakpoint 1, square (x=0) at");
+}

@@ -154,24 +154,68 @@ async fn session(daemon: &mut Daemon, id: &str) -> Result<SessionMeta, ReplayErr
     Ok(meta)
 }
 
-/// Warns when the executable gdb will read from this machine is not the
-/// one the recording ran (symbols would not match the code).
-fn check_local_executable(meta: &SessionMeta, out: &mut Output) {
-    if meta.exe_hash.is_empty() || meta.program.is_empty() {
-        return;
+/// The executable the recording ran, as a debugger should load it: None
+/// when the file at its recorded path on this machine is that one; else a
+/// copy of the recorded image in the cache (said, with why).
+async fn recorded_image(daemon: &mut Daemon, meta: &SessionMeta, out: &mut Output, gdb: bool) -> Option<PathBuf> {
+    let request = GetSessionRequest { id: meta.id.clone() };
+    let fetched: Result<(String, Vec<u8>), String> = async {
+        let mut stream =
+            daemon.client.recorded_executable(request).await.map_err(|s| s.message().to_string())?.into_inner();
+        let (mut path, mut bytes) = (String::new(), Vec::new());
+        while let Some(chunk) = stream.message().await.map_err(|s| s.message().to_string())? {
+            if path.is_empty() {
+                path = chunk.path;
+            }
+            bytes.extend_from_slice(&chunk.data);
+        }
+        Ok((path, bytes))
     }
-    let path = Path::new(&meta.cwd).join(&meta.program);
-    match std::fs::read(&path) {
-        Ok(bytes) if blake3::hash(&bytes).as_bytes().as_slice() == meta.exe_hash.as_slice() => {}
-        Ok(_) => out.say(&format!(
-            "{} on this machine differs from the executable the recording ran: gdb's symbols may not match the code",
-            path.display()
-        )),
-        Err(e) => out.say(&format!(
-            "cannot read {} on this machine ({e}): gdb will have no symbols for the program",
-            path.display()
-        )),
+    .await;
+    let (path, image) = match fetched {
+        Ok(f) => f,
+        Err(e) => {
+            out.say(&format!(
+                "cannot have the recorded executable from warpd ({e}): gdb reads the file on this machine"
+            ));
+            return None;
+        }
+    };
+    let local = Path::new(&meta.cwd).join(&path);
+    let why = match std::fs::read(&local) {
+        Ok(bytes) if bytes == image => return None,
+        Ok(_) => "differs from",
+        Err(_) => "is not",
+    };
+    let hash = blake3::hash(&image).to_hex();
+    let name = local.file_name().map(|n| n.to_os_string()).unwrap_or_else(|| "executable".into());
+    let cache = warp_common::paths::cache_dir().join("images").join(&hash.as_str()[..32]);
+    let copy = cache.join(name);
+    if !copy.exists() {
+        let written = std::fs::create_dir_all(&cache).and_then(|()| {
+            let tmp = cache.join(".partial");
+            std::fs::write(&tmp, &image)?;
+            std::fs::rename(&tmp, &copy)
+        });
+        if let Err(e) = written {
+            out.say(&format!(
+                "{} on this machine {why} the executable the recording ran, and the recorded one cannot be kept in {} ({e}): gdb's symbols may not match the code",
+                local.display(),
+                cache.display()
+            ));
+            return None;
+        }
     }
+    let what = if gdb {
+        format!("gdb reads the recorded one, kept at {}", copy.display())
+    } else {
+        format!(
+            "load the recorded one, kept at {0}, in the debugger (gdb: file {0}; lldb: target create {0})",
+            copy.display()
+        )
+    };
+    out.say(&format!("{} on this machine {why} the executable the recording ran: {what}", local.display()));
+    Some(copy)
 }
 
 /// Carries the debugger's bytes to warpd and back until the replay ends.
@@ -248,7 +292,7 @@ pub async fn serve(id: String, quiet: bool, addr: String) -> Result<u8, ReplayEr
     let mut daemon = connect::connect_or_start(false).await.map_err(ViewError::from)?;
     let meta = session(&mut daemon, &id).await?;
     let mut out = Output { stderr_mid_line: false, stdout_closed: false };
-    check_local_executable(&meta, &mut out);
+    recorded_image(&mut daemon, &meta, &mut out, false).await;
     let listener = Listener::bind(&at).await.map_err(ViewError::Refused)?;
     out.say(&format!(
         "session {}: gdb server listening on {} (gdb: target remote {}; lldb: gdb-remote {})",
@@ -270,13 +314,18 @@ pub async fn gdb(id: String, quiet: bool, gdb_args: Vec<OsString>) -> Result<u8,
     let mut daemon = connect::connect_or_start(false).await.map_err(ViewError::from)?;
     let meta = session(&mut daemon, &id).await?;
     let mut out = Output { stderr_mid_line: false, stdout_closed: false };
-    check_local_executable(&meta, &mut out);
+    let image = recorded_image(&mut daemon, &meta, &mut out, true).await;
     let dir =
         PrivateDir::new().map_err(|e| ViewError::Local(format!("cannot make a directory for gdb's socket: {e}")))?;
     let listener = Listener::bind(&Listen::Unix(dir.0.join("gdb.sock"))).await.map_err(ViewError::Local)?;
     let gdb = std::env::var_os("WARP_GDB").unwrap_or_else(|| "gdb".into());
     let mut cmd = tokio::process::Command::new(&gdb);
-    cmd.arg("-q").arg("-ex").arg(format!("target remote {}", listener.name())).args(&gdb_args);
+    cmd.arg("-q");
+    if let Some(copy) = &image {
+        // The recorded image, not the one the target names by path.
+        cmd.arg("-ex").arg("set exec-file-mismatch off").arg("-ex").arg(format!("file {}", copy.display()));
+    }
+    cmd.arg("-ex").arg(format!("target remote {}", listener.name())).args(&gdb_args);
     let mut child = cmd.spawn().map_err(|e| {
         ViewError::Local(format!("cannot start {} ({e}); install gdb or set WARP_GDB", Path::new(&gdb).display()))
     })?;

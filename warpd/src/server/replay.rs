@@ -14,6 +14,11 @@ use super::Shared;
 use crate::gdb::GdbLink;
 use crate::trace::replay::{self, ReplayOutcome, ReplayOutput};
 
+/// The executable session `id` ran, from its trace (`RecordedExecutable`).
+pub fn image(shared: &Shared, id: &str) -> Result<(String, Vec<u8>), String> {
+    crate::trace::replay::recorded_executable(&shared.store, id)
+}
+
 /// Largest output chunk in one message.
 pub const CHUNK: usize = 1 << 20;
 

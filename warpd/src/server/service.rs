@@ -11,9 +11,9 @@ use warp_proto::warp::warp_server::Warp;
 use warp_proto::warp::{
     debug_input, session_update, CreateSessionReply, CreateSessionRequest, DebugInput, DoctorReply, DoctorRequest,
     EventBatch, ExportChunk, ExportRequest, Failure, GetSessionReply, GetSessionRequest, HelloReply, HelloRequest,
-    ImportChunk, ImportReply, ListSessionsReply, ListSessionsRequest, RemoveSessionReply, RemoveSessionRequest,
-    ReplayRequest, ReplayUpdate, SessionUpdate, ShutdownReply, ShutdownRequest, StreamEventsRequest,
-    WaitSessionRequest,
+    ImageChunk, ImportChunk, ImportReply, ListSessionsReply, ListSessionsRequest, RemoveSessionReply,
+    RemoveSessionRequest, ReplayRequest, ReplayUpdate, SessionUpdate, ShutdownReply, ShutdownRequest,
+    StreamEventsRequest, WaitSessionRequest,
 };
 
 use super::lookup::{self, blocking};
@@ -99,6 +99,7 @@ type UpdateStream = Pin<Box<dyn Stream<Item = Result<SessionUpdate, Status>> + S
 type EventStream = Pin<Box<dyn Stream<Item = Result<EventBatch, Status>> + Send>>;
 type ReplayStream = Pin<Box<dyn Stream<Item = Result<ReplayUpdate, Status>> + Send>>;
 type ExportStream = Pin<Box<dyn Stream<Item = Result<ExportChunk, Status>> + Send>>;
+type ImageStream = Pin<Box<dyn Stream<Item = Result<ImageChunk, Status>> + Send>>;
 
 /// Export chunks: under tonic's 4 MiB message limit.
 const EXPORT_CHUNK: usize = 1 << 20;
@@ -363,6 +364,29 @@ impl Warp for WarpService {
         let shared = Arc::clone(&self.shared);
         tokio::task::spawn_blocking(move || replay::run(shared, meta.id, req.quiet, tx, None));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type RecordedExecutableStream = ImageStream;
+
+    async fn recorded_executable(
+        &self,
+        request: Request<GetSessionRequest>,
+    ) -> Result<Response<Self::RecordedExecutableStream>, Status> {
+        let _busy = self.shared.busy();
+        let uid = caller_uid(&request)?;
+        let meta = self.resolve(request.into_inner().id, uid).await?;
+        let shared = Arc::clone(&self.shared);
+        let (path, bytes) =
+            blocking(move || replay::image(&shared, &meta.id).map_err(Status::failed_precondition)).await?;
+        let mut chunks: Vec<Result<ImageChunk, Status>> = bytes
+            .chunks(super::replay::CHUNK)
+            .map(|c| Ok(ImageChunk { path: String::new(), data: c.to_vec() }))
+            .collect();
+        match chunks.first_mut() {
+            Some(Ok(first)) => first.path = path,
+            _ => chunks.push(Ok(ImageChunk { path, data: Vec::new() })),
+        }
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
     }
 
     type DebugStream = ReplayStream;

@@ -541,6 +541,24 @@ fn cpuid_notes(meta: &SessionMeta) -> Vec<String> {
     notes
 }
 
+/// The executable session `id` ran (for a script, its interpreter), as its
+/// recording read it: its path and bytes, from the trace alone.
+pub fn recorded_executable(store: &Store, id: &str) -> Result<(String, Vec<u8>), String> {
+    let meta = store.session(id).map_err(|e| e.to_string())?;
+    let events = store.events(id, 0).map_err(|e| e.to_string())?;
+    let (discard, _) = std::sync::mpsc::channel();
+    let ident = session::identity_of(&meta);
+    let mut rp =
+        Replayer { store, id: id.to_string(), events, pos: 0, out: &discard, rip: 0, thread: ident.pid, seen: 0 };
+    let memory = |name: &str, size: u64| MemFd::create(name, size).map_err(|e| e.to_string());
+    let mm = crate::kernel::mm::Mm::new(
+        memory("warp-kernel", crate::arch::x86_64::KERNEL_SLOT_SIZE)?,
+        memory("warp-guest", builder::GUEST_MEMORY)?,
+    );
+    let read = builder::read_program(&meta.program, &mut rp, &mm).map_err(|e| e.to_string())?;
+    Ok((read.images.exe_path, read.images.exe))
+}
+
 /// Replays session `id`. Blocking: run it on a thread of its own. `cancel`
 /// stops it (its outcome is then `Failed`). With `gdb`, the replay stops at
 /// the program's first instruction and a debugger drives it (`crate::gdb`).
