@@ -294,6 +294,7 @@ pub static TABLE: &[Desc] = &[
     d(138, "fstatfs", Proxied, &[Fd, Out(Fixed(STATFS))]),
     d(140, "getpriority", Proxied, &[Int, Int]),
     d(141, "setpriority", Proxied, &[Int, Int, Int]),
+    d(157, "prctl", Emulated, &[Int, Int, Int, Int, Int]),
     d(158, "arch_prctl", Emulated, &[Int, Int]),
     d(160, "setrlimit", Emulated, &[Int, In(Fixed(16))]),
     d(162, "sync", Proxied, &[]),

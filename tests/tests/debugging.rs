@@ -755,3 +755,20 @@ fn gdb_reads_the_recorded_executable_when_the_local_one_is_gone_or_differs() {
     assert!(!same.contains("the executable the recording ran"), "{same}");
     assert_has(&same, "Breakpoint 1, square (x=0) at");
 }
+
+#[test]
+fn info_threads_shows_thread_names() {
+    if !gdb_present() {
+        return;
+    }
+    let home = WarpHome::new("gdb_names");
+    let id = record(&home, &Spec::prog("thread_names", Flavour::Static), 0);
+    let o = gdb(&home, &id, &["break names_ready", "continue", "info threads", "delete", "continue"]);
+    let all = text(&o);
+    let listed: Vec<&str> = all.lines().filter(|l| l.contains("Thread 1.") && !l.starts_with('[')).collect();
+    assert_eq!(listed.len(), 3, "{all}");
+    assert!(listed.iter().any(|l| l.contains("a-name-longer-t")), "{all}");
+    assert!(listed.iter().any(|l| l.contains("worker-0")), "{all}");
+    assert!(listed.iter().any(|l| l.contains("worker-1")), "{all}");
+    assert_has(&all, "exited normally]");
+}

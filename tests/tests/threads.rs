@@ -317,3 +317,19 @@ fn futex_waitv_on_two_futexes() {
         );
     }
 }
+
+/// prctl(PR_SET_NAME/PR_GET_NAME) and pthread_setname_np: names kept per
+/// thread, truncated as Linux keeps them, inherited by new threads.
+#[test]
+fn thread_names_are_kept_per_thread() {
+    let home = WarpHome::new("thread_names");
+    for flavour in FLAVOURS {
+        let native = home.check(&Spec::prog("thread_names", flavour));
+        assert_eq!(native.status, Status::Exited(0));
+        assert_eq!(
+            native.stdout_str(),
+            "main: a-name-longer-t\nbad pointer: EFAULT\nworker 0 inherited: a-name-longer-t\n\
+             worker 1 inherited: a-name-longer-t\nmain again: a-name-longer-t\nEXIT-SUCCESS\n"
+        );
+    }
+}

@@ -44,6 +44,7 @@ use gdbstub::target::ext::breakpoints::{
 };
 use gdbstub::target::ext::exec_file::{ExecFile, ExecFileOps};
 use gdbstub::target::ext::monitor_cmd::{outputln, ConsoleOutput, MonitorCmd, MonitorCmdOps};
+use gdbstub::target::ext::thread_extra_info::{ThreadExtraInfo, ThreadExtraInfoOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
 
 use crate::hv::Hypervisor;
@@ -417,6 +418,18 @@ impl MultiThreadBase for Debuggee<'_, '_, '_> {
 
     fn support_resume(&mut self) -> Option<MultiThreadResumeOps<'_, Self>> {
         Some(self)
+    }
+
+    fn support_thread_extra_info(&mut self) -> Option<ThreadExtraInfoOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl ThreadExtraInfo for Debuggee<'_, '_, '_> {
+    // The thread's name (prctl PR_SET_NAME, as `info threads` shows it).
+    fn thread_extra_info(&self, t: Tid, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        let name = self.guest.process.thread_name(t.get() as u32).unwrap_or_default();
+        Ok(window(&name, 0, buf.len(), buf))
     }
 }
 

@@ -138,6 +138,8 @@ pub struct Process {
     /// directories, by number.
     memfiles: BTreeMap<i32, MemFile>,
     fd_dirs: std::collections::BTreeSet<i32>,
+    /// prctl options met that are not emulated (each noted once).
+    prctl_noted: std::collections::BTreeSet<u64>,
 }
 
 /// The futex word of a PI or robust lock: the owner's tid and two flags.
@@ -266,6 +268,7 @@ impl Process {
             itimers: [None; 2],
             memfiles: BTreeMap::new(),
             fd_dirs: Default::default(),
+            prctl_noted: Default::default(),
         }
     }
 
@@ -1495,6 +1498,7 @@ impl Process {
                 self.kill_thread(a[1] as i32, a[2] as i32)
             }
             131 => self.sigaltstack(a),
+            157 => self.prctl(a),
             158 => self.arch_prctl(a[0], a[1], cpu)?,
             218 => {
                 self.thread_mut().clear_tid = a[0];
@@ -1630,8 +1634,9 @@ impl Process {
             }
         }
 
-        // The point of no return: the old image goes.
+        // The point of no return: the old image goes (and the name it gave).
         self.mm.reset();
+        self.thread_mut().name = None;
         let loaded = match crate::loader::program::load(&images, &argv, &envp, &self.ident, random, &mut self.mm) {
             Ok(l) => l,
             Err(e) => {
@@ -1942,6 +1947,50 @@ impl Process {
             self.raise_to_info(tid as u32, sig, self.own_info(sig, SI_TKILL));
         }
         Ok(0)
+    }
+
+    /// A thread's name as Linux keeps it (its comm: at most 15 bytes).
+    pub fn thread_name(&self, tid: u32) -> Option<Vec<u8>> {
+        let t = self.threads.get(&tid)?;
+        Some(t.name.clone().unwrap_or_else(|| procfs::comm_of(&self.proc_info.exe).into_bytes()))
+    }
+
+    /// prctl: the thread's name (PR_SET_NAME, PR_GET_NAME); the other
+    /// options are not emulated yet (ENOSYS, noted).
+    fn prctl(&mut self, a: &[u64; 6]) -> SysResult {
+        const PR_SET_NAME: u64 = 15;
+        const PR_GET_NAME: u64 = 16;
+        match a[0] {
+            PR_SET_NAME => {
+                // Linux copies at most 15 bytes, up to a NUL.
+                let mut b = vec![0u8; self.mm.accessible(a[1], 16, false).min(16) as usize];
+                if b.is_empty() {
+                    return Err(Errno::EFAULT);
+                }
+                self.mm.read_user(a[1], &mut b)?;
+                let end = b.iter().position(|&c| c == 0).unwrap_or(b.len()).min(15);
+                if end == b.len() && b.len() < 15 {
+                    // The string runs into a page the program cannot read.
+                    return Err(Errno::EFAULT);
+                }
+                b.truncate(end);
+                self.thread_mut().name = Some(b);
+                Ok(0)
+            }
+            PR_GET_NAME => {
+                let tid = self.thread().tid;
+                let mut name = self.thread_name(tid).unwrap_or_default();
+                name.resize(16, 0);
+                self.mm.write_user(a[1], &name)?;
+                Ok(0)
+            }
+            option => {
+                if self.prctl_noted.insert(option) {
+                    self.note(format!("prctl option {option} is not supported yet: ENOSYS"));
+                }
+                Err(Errno::ENOSYS)
+            }
+        }
     }
 
     fn arch_prctl(&mut self, code: u64, addr: u64, cpu: &mut dyn CpuState) -> Result<SysResult, ProcessError> {
@@ -2562,6 +2611,8 @@ impl Process {
             fpu: cpu.xsave()?,
         };
         let mut t = Thread::new(tid);
+        // The name is the creator's, as Linux copies comm.
+        t.name = self.thread().name.clone();
         // The mask is inherited; a thread starts without the alternate stack.
         t.signals.blocked = self.thread().signals.blocked;
         t.saved = Some(context);

@@ -124,6 +124,11 @@ fn nul_joined(v: &[String]) -> Vec<u8> {
     out
 }
 
+/// The name Linux gives a process running `exe` (its comm).
+pub fn comm_of(exe: &str) -> String {
+    comm(exe)
+}
+
 fn comm(exe: &str) -> String {
     let base = exe.rsplit('/').next().unwrap_or(exe);
     base.chars().take(15).collect()

@@ -85,6 +85,9 @@ pub struct Thread {
     /// rt_sigsuspend: the mask to restore, which the first handler's
     /// frame saves (or which comes back at once if none runs).
     pub suspended_mask: Option<u64>,
+    /// Its name (prctl PR_SET_NAME: at most 15 bytes), when it was given
+    /// one; else the executable's.
+    pub name: Option<Vec<u8>>,
 }
 
 impl Thread {
@@ -100,6 +103,7 @@ impl Thread {
             clear_tid: 0,
             robust_list: 0,
             suspended_mask: None,
+            name: None,
         }
     }
 
