@@ -5,6 +5,7 @@
 //! debugger's see the program's bytes.
 
 use super::{Guest, SessionError, Stop};
+use crate::arch::x86_64::probe::value_of;
 use crate::arch::x86_64::PAGE_SIZE;
 use crate::hv::{FaultKind, GuestFault, ThreadContext, VmExit};
 use crate::kernel::outside::Outside;
@@ -27,6 +28,22 @@ pub struct Watch {
     value: Vec<u8>,
 }
 
+impl Watch {
+    /// Whether one of `accesses` (address, size, reads, writes) is one this
+    /// watch catches: whether that access writes.
+    fn hit_by(&self, accesses: &[(u64, u64, bool, bool)]) -> Option<bool> {
+        accesses.iter().find_map(|&(a, n, reads, writes)| {
+            let overlaps = a < self.addr + self.len && a.saturating_add(n) > self.addr;
+            let kind = match self.kind {
+                WatchKind::Read => reads,
+                WatchKind::Write => writes,
+                WatchKind::Access => true,
+            };
+            (overlaps && kind).then_some(writes)
+        })
+    }
+}
+
 /// The memory an instruction at `rip` accesses with these registers:
 /// (address, size, reads, writes), from its decoding.
 fn accesses(code: &[u8], rip: u64, c: &ThreadContext) -> Vec<(u64, u64, bool, bool)> {
@@ -34,30 +51,12 @@ fn accesses(code: &[u8], rip: u64, c: &ThreadContext) -> Vec<(u64, u64, bool, bo
     let insn = Decoder::with_ip(64, code, rip, DecoderOptions::NONE).decode();
     let mut factory = InstructionInfoFactory::new();
     let info = factory.info(&insn);
-    let r = &c.regs;
     let value = |reg: Register, _: usize, _: usize| -> Option<u64> {
         let full = match reg.full_register() {
-            Register::RAX => r.rax,
-            Register::RBX => r.rbx,
-            Register::RCX => r.rcx,
-            Register::RDX => r.rdx,
-            Register::RSI => r.rsi,
-            Register::RDI => r.rdi,
-            Register::RSP => r.rsp,
-            Register::RBP => r.rbp,
-            Register::R8 => r.r8,
-            Register::R9 => r.r9,
-            Register::R10 => r.r10,
-            Register::R11 => r.r11,
-            Register::R12 => r.r12,
-            Register::R13 => r.r13,
-            Register::R14 => r.r14,
-            Register::R15 => r.r15,
             Register::RIP => insn.next_ip(),
             Register::FS => c.fs_base,
             Register::GS => c.gs_base,
-            Register::ES | Register::CS | Register::SS | Register::DS => 0,
-            _ => return None,
+            full => value_of(full, &c.regs)?,
         };
         Some(match reg.size() {
             4 if !reg.is_segment_register() => full & 0xffff_ffff,
@@ -206,18 +205,7 @@ impl Guest {
             touched.push((f.address, 1, !write, write));
         }
         if self.watch_first {
-            let hit = self.watches.iter().find(|w| {
-                touched.iter().any(|&(a, n, reads, writes)| {
-                    a < w.addr + w.len
-                        && a.saturating_add(n) > w.addr
-                        && match w.kind {
-                            WatchKind::Read => reads,
-                            WatchKind::Write => writes,
-                            WatchKind::Access => true,
-                        }
-                })
-            });
-            if let Some(w) = hit {
+            if let Some(w) = self.watches.iter().find(|w| w.hit_by(&touched).is_some()) {
                 return Ok(Stop::Watch { kind: w.kind, addr: w.addr });
             }
         }
@@ -236,16 +224,7 @@ impl Guest {
             return Ok(Stop::Watch { kind, addr });
         }
         for w in &self.watches {
-            let hit = touched.iter().find(|&&(a, n, reads, writes)| {
-                a < w.addr + w.len
-                    && a.saturating_add(n) > w.addr
-                    && match w.kind {
-                        WatchKind::Read => reads,
-                        WatchKind::Write => writes,
-                        WatchKind::Access => true,
-                    }
-            });
-            if let Some(&(_, _, _, writes)) = hit {
+            if let Some(writes) = w.hit_by(&touched) {
                 let kind = if w.kind == WatchKind::Access && writes { WatchKind::Write } else { w.kind };
                 return Ok(Stop::Watch { kind, addr: w.addr });
             }

@@ -77,7 +77,7 @@ pub const MAX_WATCH: usize = 8;
 const WATCH_WINDOW: usize = 32;
 
 /// A register's value in `r`, for address computation (64-bit ones only).
-fn value_of(reg: Register, r: &Regs) -> Option<u64> {
+pub(crate) fn value_of(reg: Register, r: &Regs) -> Option<u64> {
     Some(match reg {
         Register::RAX => r.rax,
         Register::RBX => r.rbx,
