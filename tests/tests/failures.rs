@@ -6,7 +6,7 @@
 use std::fs;
 use std::time::{Duration, Instant};
 
-use warp_tests::{live_processes_in_group, Input, Spec, Status, WarpHome, FLAVOURS};
+use warp_tests::{live_processes_in_group, Flavour, Input, Spec, Status, WarpHome, FLAVOURS};
 
 /// Pids of processes whose command line starts with a program named `name`
 /// and whose environment has `WARP_HOME=home`.
@@ -199,4 +199,34 @@ fn warpd_runs_with_its_hard_descriptor_limit() {
     let line = limits.lines().find(|l| l.starts_with("Max open files")).expect("a descriptor limit");
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(fields[3], fields[4], "soft = hard: {line}");
+}
+
+/// A program a signal kills: warpctl says which and where, symbolised
+/// from the recorded executable (function and line with -g, a library and
+/// offset inside libc), under record and again under replay; `show` says
+/// it too.
+#[test]
+fn a_crash_is_explained_with_its_function_and_line() {
+    let home = WarpHome::new("crash_line");
+    for flavour in FLAVOURS {
+        let spec = Spec::prog("debugme", flavour).arg("crash");
+        let recorded = home.record(&spec, &[]);
+        assert_eq!(recorded.outcome.status, Status::Exited(139), "{}", recorded.warpctl_text());
+        let want = "warpctl: program killed by SIGSEGV (address 0x0) at crash (debugme.c:29)";
+        assert_eq!(warp_tests::crash_lines(&recorded.warpctl_lines), [want], "{:?}", flavour);
+        let id = recorded.session_id().unwrap();
+        let replayed = home.replay(&id, &[]);
+        assert_eq!(replayed.outcome.status, Status::Exited(0));
+        assert_eq!(warp_tests::crash_lines(&replayed.warpctl_lines), [want], "replay, {:?}", flavour);
+        let show = home.warpctl().args(["show", &id]).output().unwrap();
+        let show = String::from_utf8_lossy(&show.stdout);
+        assert!(show.contains("killed by SIGSEGV (address 0x0) at crash (debugme.c:29)"), "{show}");
+    }
+    // A signal sent, not a fault: where the program was when it came.
+    let recorded = home.record(&Spec::prog("abort", Flavour::Dynamic), &[]);
+    let lines = warp_tests::crash_lines(&recorded.warpctl_lines);
+    assert!(
+        lines.len() == 1 && lines[0].starts_with("warpctl: program killed by SIGABRT at libc.so.6+0x"),
+        "{lines:?}"
+    );
 }

@@ -111,7 +111,13 @@ fn interrupt(tag: &str, name: &str, args: &[&str], stdin: Input) {
         assert_eq!(outcome.stdout, native.stdout, "stdout");
         assert_eq!(recorded.program_stderr, native.stderr, "program's stderr");
         recorded.session_id().unwrap();
-        assert_eq!(recorded.warpctl_lines.len(), 1, "warpctl's lines: {:?}", recorded.warpctl_lines);
+        // The session line, and that SIGINT killed it.
+        assert_eq!(recorded.warpctl_lines.len(), 2, "warpctl's lines: {:?}", recorded.warpctl_lines);
+        assert!(
+            recorded.warpctl_lines[1].starts_with("warpctl: program killed by SIGINT"),
+            "{:?}",
+            recorded.warpctl_lines
+        );
     }
 }
 

@@ -283,6 +283,10 @@ pub async fn run(args: RecordArgs) -> Result<u8, RecordError> {
             if let Some(message) = message {
                 say!("{message}");
             }
+            // A signal killed the program: which, and where.
+            if end.signal != 0 && !end.crash.is_empty() {
+                say!("{}", end.crash);
+            }
             Ok(code)
         }
         Outcome::WarpdDied => Err(RecordError::WarpdDied),
@@ -321,7 +325,7 @@ mod tests {
     use super::*;
 
     fn end(failure: Failure, exit_code: i32, signal: i32, message: &str) -> SessionEnd {
-        SessionEnd { failure: failure as i32, exit_code, signal, message: message.into() }
+        SessionEnd { failure: failure as i32, exit_code, signal, message: message.into(), crash: String::new() }
     }
 
     #[test]

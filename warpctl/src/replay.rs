@@ -116,7 +116,13 @@ pub async fn run(id: String, quiet: bool) -> Result<u8, ReplayError> {
             Some(replay_update::Update::Gdb(_)) => {}
             Some(replay_update::Update::End(end)) => {
                 return match end.outcome {
-                    Some(replay_end::Outcome::Reproduced(_)) => Ok(0),
+                    Some(replay_end::Outcome::Reproduced(r)) => {
+                        // As the recording said it: which signal, and where.
+                        if r.signal != 0 && !r.crash.is_empty() {
+                            out.say(&r.crash);
+                        }
+                        Ok(0)
+                    }
                     Some(replay_end::Outcome::Diverged(d)) => {
                         out.say(&divergence_report(&d));
                         Ok(1)

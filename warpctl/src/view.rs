@@ -173,11 +173,12 @@ pub fn ended(s: &SessionInfo) -> String {
 fn ending_json(e: Option<&Ending>) -> String {
     match e {
         None => "null".into(),
-        Some(e) => json::Object::new()
-            .num("exit_code", e.exit_code)
-            .num("signal", e.signal)
-            .str("failure", &e.failure)
-            .finish(),
+        Some(e) => {
+            let o =
+                json::Object::new().num("exit_code", e.exit_code).num("signal", e.signal).str("failure", &e.failure);
+            // Where a signal killed the program, when it did.
+            if e.crash.is_empty() { o } else { o.str("crash", &e.crash) }.finish()
+        }
     }
 }
 
@@ -272,6 +273,10 @@ fn ending_text(meta: &SessionMeta) -> String {
     let e = meta.ending.clone().unwrap_or_default();
     match Status::try_from(meta.status) {
         Ok(Status::Recording) => "still recording".into(),
+        // "program killed by SIGSEGV (address 0x0) at main (bug.c:37)"
+        Ok(Status::Complete) if e.signal != 0 && !e.crash.is_empty() => {
+            e.crash.strip_prefix("program ").unwrap_or(&e.crash).to_string()
+        }
         Ok(Status::Complete) if e.signal != 0 => format!("killed by signal {}", e.signal),
         Ok(Status::Complete) => format!("exited with {}", e.exit_code),
         _ if e.failure.is_empty() => "interrupted".into(),
@@ -480,7 +485,7 @@ mod tests {
     }
 
     fn exit(code: i32, signal: i32) -> Option<Ending> {
-        Some(Ending { exit_code: code, signal, failure: String::new() })
+        Some(Ending { exit_code: code, signal, ..Default::default() })
     }
 
     #[test]

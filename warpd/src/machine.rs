@@ -158,6 +158,11 @@ pub struct Guest {
     fault_stops: bool,
     /// The exception reported that the next `step` handles.
     held_fault: Option<GuestFault>,
+    /// The last CPU exception of the program: where, the address for a
+    /// memory fault, the signal it sent.
+    last_fault: Option<(u64, Option<u64>, i32)>,
+    /// Where the program was when it ended.
+    end_rip: u64,
 }
 
 impl Guest {
@@ -188,6 +193,8 @@ impl Guest {
             watch_first: false,
             fault_stops: false,
             held_fault: None,
+            last_fault: None,
+            end_rip: 0,
         }
     }
 
@@ -226,6 +233,20 @@ impl Guest {
     /// Sends the kernel's notes for the user (unknown syscalls, limits met) here.
     pub fn notes_to(&mut self, notes: Sender<String>) {
         self.notes = Some(notes);
+    }
+
+    /// The line for a program a signal killed (`program killed by SIGSEGV
+    /// (address 0x0) at main (bug.c:37)`), where it was when a CPU
+    /// exception sent that signal. `exe` is the executable image as read.
+    pub fn crash_line(&self, signal: i32, exe_path: &str, exe: &[u8]) -> String {
+        // A CPU exception's signal: where it was raised; else (a signal
+        // sent) where the program was when it came.
+        let fault = match self.last_fault.filter(|f| f.2 == signal) {
+            Some((rip, address, _)) => Some((rip, address)),
+            None => (self.end_rip != 0).then_some((self.end_rip, None)),
+        };
+        let program = crate::trace::symbols::Program { exe_path, exe, auxv: &self.process.proc_info.auxv };
+        crate::trace::symbols::crash_line(signal, fault, &program, &self.process.mm)
     }
 
     /// VM exits so far.
@@ -723,6 +744,7 @@ impl Guest {
     /// Records the end and says how the program ended.
     fn end(&mut self, outside: &mut dyn Outside, action: Action, rip: u64) -> Result<Stop, SessionError> {
         self.flush_notes();
+        self.end_rip = rip;
         let ending = match action {
             Action::Exit(c) => Ending::Exited(c),
             Action::Killed(s) => Ending::Killed(s),
@@ -835,6 +857,8 @@ impl Guest {
             ));
         };
         outside.fault(f, sig)?;
+        let address = matches!(f.kind, FaultKind::Page { .. }).then_some(f.address);
+        self.last_fault = Some((f.rip, address, sig));
         let detail = if matches!(f.kind, FaultKind::Page { .. }) {
             format!(" at address {:#x}", f.address)
         } else {

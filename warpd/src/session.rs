@@ -93,7 +93,7 @@ impl From<LinkError> for SessionError {
 }
 
 fn end(failure: Failure, exit_code: i32, signal: i32, message: String) -> SessionEnd {
-    SessionEnd { failure: failure as i32, exit_code, signal, message }
+    SessionEnd { failure: failure as i32, exit_code, signal, message, crash: String::new() }
 }
 
 fn now_ms() -> u64 {
@@ -145,6 +145,7 @@ pub fn run(
         exit_code: end.exit_code,
         signal: end.signal,
         failure: if failed { end.message.clone() } else { String::new() },
+        crash: end.crash.clone(),
     });
     if let Err(e) = store.update_session(&meta).and_then(|_| store.flush()) {
         tracing::error!(id = %spec.id, "cannot store the end of the session: {e}");
@@ -275,6 +276,8 @@ fn run_inner(
     let ident = identity_of(meta);
     let link = broker.start(parts.mm.guest.fd(), builder::GUEST_MEMORY, parts.vcpu.kicker())?;
     let mut rec = Recorder::new(link, store.clone(), &spec.id);
+    let mut crash_text = String::new();
+    let crash = &mut crash_text;
     let outcome = (|| {
         let read = builder::read_program(&spec.program, &mut rec, &parts.mm)?;
         meta.exe_hash = blake3::hash(&read.images.exe).as_bytes().to_vec();
@@ -306,6 +309,9 @@ fn run_inner(
         meta.vcpu_cpu = pin.cpu().map_or(0, |c| c + 1);
         let r = guest.run(&mut rec);
         drop(pin);
+        if let Ok(Ending::Killed(sig)) = r {
+            *crash = guest.crash_line(sig, &read.images.exe_path, &read.images.exe);
+        }
         counters.syscalls = guest.process.syscalls;
         counters.exits = guest.exits();
         counters.stderr_mid_line = guest.process.stderr_mid_line;
@@ -319,7 +325,7 @@ fn run_inner(
     rec.link.finish();
     outcome.map(|ending| match ending {
         Ending::Exited(code) => end(Failure::None, code, 0, String::new()),
-        Ending::Killed(sig) => end(Failure::None, 0, sig, String::new()),
+        Ending::Killed(sig) => SessionEnd { crash: crash_text, ..end(Failure::None, 0, sig, String::new()) },
     })
 }
 

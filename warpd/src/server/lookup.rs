@@ -93,7 +93,13 @@ pub fn info(meta: &SessionMeta) -> SessionInfo {
     let ending = meta.ending.clone();
     let end = (meta.status == TraceStatus::Complete as i32).then(|| {
         let e = ending.clone().unwrap_or_default();
-        SessionEnd { failure: Failure::None as i32, exit_code: e.exit_code, signal: e.signal, message: String::new() }
+        SessionEnd {
+            failure: Failure::None as i32,
+            exit_code: e.exit_code,
+            signal: e.signal,
+            message: String::new(),
+            crash: e.crash,
+        }
     });
     SessionInfo {
         id: meta.id.clone(),
@@ -122,7 +128,7 @@ mod tests {
         let meta = SessionMeta {
             id: "abc".into(),
             status: TraceStatus::Complete as i32,
-            ending: Some(Ending { exit_code: 3, signal: 0, failure: String::new() }),
+            ending: Some(Ending { exit_code: 3, ..Default::default() }),
             events: 9,
             trace_bytes: 1000,
             program: "/bin/x".into(),

@@ -125,8 +125,8 @@ pub fn updates(output: ReplayOutput, quiet: bool) -> Vec<ReplayUpdate> {
 
 pub fn outcome_message(outcome: ReplayOutcome) -> replay_end::Outcome {
     match outcome {
-        ReplayOutcome::Reproduced { exit_code, signal } => {
-            replay_end::Outcome::Reproduced(Reproduced { exit_code, signal })
+        ReplayOutcome::Reproduced { exit_code, signal, crash } => {
+            replay_end::Outcome::Reproduced(Reproduced { exit_code, signal, crash })
         }
         ReplayOutcome::Diverged(d) => replay_end::Outcome::Diverged(Divergence {
             event: d.event,

@@ -197,7 +197,7 @@ impl Session {
 
 /// A `SessionEnd` for a failure.
 pub fn failure_end(failure: Failure, message: &str) -> SessionEnd {
-    SessionEnd { failure: failure as i32, exit_code: 0, signal: 0, message: message.into() }
+    SessionEnd { failure: failure as i32, exit_code: 0, signal: 0, message: message.into(), crash: String::new() }
 }
 
 /// How a session ended, as the store keeps it: the failure's message (or
@@ -209,7 +209,7 @@ pub fn ending(end: &SessionEnd) -> Ending {
         Ok(f) => f.as_str_name().trim_start_matches("FAILURE_").to_ascii_lowercase().replace('_', " "),
         Err(_) => format!("failure {}", end.failure),
     };
-    Ending { exit_code: end.exit_code, signal: end.signal, failure }
+    Ending { exit_code: end.exit_code, signal: end.signal, failure, crash: end.crash.clone() }
 }
 
 /// The end `WaitSession` reports for a session known only from the store.
@@ -221,6 +221,7 @@ pub fn end_from_meta(meta: &SessionMeta) -> SessionEnd {
             exit_code: ending.exit_code,
             signal: ending.signal,
             message: String::new(),
+            crash: ending.crash,
         }
     } else {
         let message = if ending.failure.is_empty() { "the recording was interrupted".into() } else { ending.failure };

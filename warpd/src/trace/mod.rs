@@ -13,6 +13,7 @@ pub mod print;
 pub mod record;
 pub mod replay;
 pub mod store;
+pub mod symbols;
 
 /// The version of events and session metadata this warpd writes and reads.
 /// 2: syscall entries and exits keep the whole number register (64 bits);

@@ -52,7 +52,8 @@ pub struct Divergence {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplayOutcome {
     /// The replay reproduced the recording, ending as it did.
-    Reproduced { exit_code: i32, signal: i32 },
+    /// `crash`: with a signal, the line that says where it killed the program.
+    Reproduced { exit_code: i32, signal: i32, crash: String },
     /// The replay diverged (exit status 1).
     Diverged(Divergence),
     /// The trace cannot be replayed: unknown id, corrupt or truncated
@@ -611,6 +612,7 @@ pub fn replay(
     let mut rp = Replayer { store, id: id.to_string(), events, pos: 0, out, rip: 0, thread: ident.pid, seen: 0 };
     let mut random = [0u8; 16];
     random.copy_from_slice(&meta.at_random);
+    let mut crash = String::new();
     let result = (|| {
         let read = builder::read_program(&meta.program, &mut rp, &parts.mm)?;
         if !meta.exe_hash.is_empty() && blake3::hash(&read.images.exe).as_bytes().as_slice() != meta.exe_hash.as_slice()
@@ -634,20 +636,25 @@ pub fn replay(
         if let Some(c) = cancel {
             guest.cancel_with(c.clone());
         }
-        if let Some(link) = gdb {
+        let ended = if let Some(link) = gdb {
             let auxv = guest.process.proc_info.auxv.clone();
-            return match crate::gdb::serve(hv.as_ref(), &mut guest, &mut rp, link, out, &read.images.exe_path, &auxv)? {
-                Debugged::Ended(e) => Ok(Ok(e)),
-                Debugged::Left { event } => Ok(Err(Some(event))),
-            };
-        }
-        loop {
-            match guest.step(&mut rp)? {
-                Stop::Ended(e) => return Ok(Ok(e)),
-                Stop::Paused => return Ok(Err(None)),
-                _ => {}
+            match crate::gdb::serve(hv.as_ref(), &mut guest, &mut rp, link, out, &read.images.exe_path, &auxv)? {
+                Debugged::Ended(e) => Ok(e),
+                Debugged::Left { event } => Err(Some(event)),
             }
+        } else {
+            loop {
+                match guest.step(&mut rp)? {
+                    Stop::Ended(e) => break Ok(e),
+                    Stop::Paused => break Err(None),
+                    _ => {}
+                }
+            }
+        };
+        if let Ok(Ending::Killed(sig)) = ended {
+            crash = guest.crash_line(sig, &read.images.exe_path, &read.images.exe);
         }
+        Ok(ended)
     })();
     match result {
         Ok(Err(None)) => ReplayOutcome::Failed("the replay was stopped".into()),
@@ -660,8 +667,8 @@ pub fn replay(
                 ));
             }
             match ending {
-                Ending::Exited(c) => ReplayOutcome::Reproduced { exit_code: c, signal: 0 },
-                Ending::Killed(s) => ReplayOutcome::Reproduced { exit_code: 0, signal: s },
+                Ending::Exited(c) => ReplayOutcome::Reproduced { exit_code: c, signal: 0, crash },
+                Ending::Killed(s) => ReplayOutcome::Reproduced { exit_code: 0, signal: s, crash },
             }
         }
         Err(SessionError::Outside(OutsideError::Diverged(d))) => ReplayOutcome::Diverged(Divergence {

@@ -1001,7 +1001,7 @@ mod tests {
         ended.status = Status::Complete as i32;
         ended.end_ms = 30;
         ended.events = 3;
-        ended.ending = Some(Ending { exit_code: 3, signal: 0, failure: String::new() });
+        ended.ending = Some(Ending { exit_code: 3, ..Default::default() });
         store.update_session(&ended).unwrap();
         assert!(matches!(store.update_session(&meta("zzzz", 1)), Err(StoreError::NotFound(_))));
 
