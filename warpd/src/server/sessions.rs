@@ -392,7 +392,13 @@ mod tests {
 
     fn result(code: i32) -> RunResult {
         RunResult {
-            end: SessionEnd { failure: Failure::None as i32, exit_code: code, signal: 0, message: String::new() },
+            end: SessionEnd {
+                failure: Failure::None as i32,
+                exit_code: code,
+                signal: 0,
+                message: String::new(),
+                crash: String::new(),
+            },
             syscalls: 3,
             vm_exits: 4,
         }
