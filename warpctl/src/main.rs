@@ -22,6 +22,7 @@ pub fn say_line(before: &str, text: &str) {
 }
 
 mod admin;
+mod cli;
 mod connect;
 mod debug;
 mod json;
@@ -31,172 +32,35 @@ mod resolve;
 mod transfer;
 mod view;
 
-use std::ffi::OsString;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser};
 
-const ENV_HELP: &str = "\
-Environment:
-  WARP_HOME       keep the daemon's socket, store and log in this directory
-                  (and skip the system daemon): isolated daemons for tests
-  WARP_DAEMON     the warpd binary to start (default: warpd beside warpctl)
-  WARP_BROKER     the warp-broker binary (default: warp-broker beside warpctl)
-  WARP_IDLE_SECS  passed to a daemon warpctl starts: idle seconds before it
-                  exits (default 300; 0: never)
+use cli::{Cli, Command, DaemonAction};
 
-warpctl talks to the system daemon (/run/warpspeed/warpd.sock) when it runs
-and WARP_HOME is unset; otherwise to a private daemon that it starts on
-demand. Exit status: the program's own (128+N for signal N); 125 when
-warpctl or warpd failed, 126 when the program cannot be run, 127 when it is
-not found.";
+/// The man pages rendered at build time (`build.rs`).
+const MAN_PAGE: &str = include_str!(concat!(env!("OUT_DIR"), "/warpctl.1"));
+const COMMAND_PAGES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/man_pages.rs"));
 
-/// Record programs and replay them exactly.
-#[derive(Parser, Debug)]
-#[command(name = "warpctl", version, after_help = ENV_HELP)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Run PROGRAM and record it.
-    ///
-    /// PROGRAM is found on $PATH as a shell would; it gets warpctl's
-    /// standard input and output, environment, working directory and
-    /// inherited descriptors. warpctl prints `warpctl: session ID` on
-    /// stderr before the program starts and exits with the program's status.
-    #[command(after_help = "Example:\n  warpctl record -- ls -l /tmp")]
-    Record {
-        /// Print notes while the program runs (unknown syscalls, limits met).
-        #[arg(short, long)]
-        verbose: bool,
-        /// Also write the session id (and a newline) to FILE.
-        #[arg(long, value_name = "FILE")]
-        id_file: Option<PathBuf>,
-        /// How long a thread may compute while others are ready before the
-        /// scheduler gives the vCPU to another (default 10).
-        #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(1..=10_000))]
-        slice_ms: Option<u32>,
-        /// Chaos mode: the scheduler picks a random ready thread and random
-        /// slice lengths, so that rare interleavings show up in a few
-        /// recordings; the seed is stored in the trace and every recording
-        /// replays exactly (`warpctl show` prints the seed).
-        #[arg(long)]
-        chaos: bool,
-        /// The chaos-mode seed (default: a random one).
-        #[arg(long, value_name = "N", requires = "chaos")]
-        seed: Option<u64>,
-        /// The program and its arguments (argv[0] is passed as given).
-        #[arg(value_name = "PROGRAM [ARGS]", required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-        command: Vec<OsString>,
-    },
-    /// Replay a session from its trace and check it reproduces the recording.
-    ///
-    /// Re-emits what the program wrote to its stdout and stderr. Exit
-    /// status: 0 when the replay reproduced the recording, 1 when it
-    /// diverged (a report follows on stderr), 2 for an unknown session or a
-    /// trace that cannot be replayed.
-    ///
-    /// With `--gdb`, gdb debugs the replay (as `rr replay` does): it starts
-    /// stopped at the program's first instruction, with breakpoints,
-    /// watchpoints, stepping, the program's threads and reverse execution
-    /// (reverse-continue, reverse-step...); GDB_ARGS after `--` go to gdb
-    /// (`-batch -x cmds.gdb`, `-ex ...`), and warpctl exits with gdb's
-    /// status. `--gdbserver ADDR` serves the GDB remote protocol for one
-    /// debugger (gdb's `target remote ADDR`, lldb's `gdb-remote ADDR`, an
-    /// IDE) on a loopback HOST:PORT (`:PORT` for 127.0.0.1; port 0 picks
-    /// one, printed) or a unix socket path.
-    Replay {
-        /// The session (default: `latest`, your newest).
-        #[arg(value_name = "ID|latest", default_value = "latest")]
-        id: String,
-        /// Do not re-emit the program's output.
-        #[arg(short, long)]
-        quiet: bool,
-        /// Start gdb on the replay.
-        #[arg(long, conflicts_with = "gdbserver")]
-        gdb: bool,
-        /// Serve the GDB remote protocol on ADDR for a debugger to connect.
-        #[arg(long, value_name = "ADDR")]
-        gdbserver: Option<String>,
-        /// Arguments for gdb (with --gdb).
-        #[arg(value_name = "GDB_ARGS", last = true, requires = "gdb")]
-        gdb_args: Vec<OsString>,
-    },
-    /// List your sessions, oldest first (root: everyone's).
-    Ls {
-        /// One JSON object per session, one per line.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show everything recorded about a session.
-    Show {
-        #[arg(value_name = "ID|latest")]
-        id: String,
-        /// One JSON object.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Print a session's events, one line per syscall (strace-like).
-    Events {
-        #[arg(value_name = "ID|latest")]
-        id: String,
-        /// One JSON object per line.
-        #[arg(long)]
-        json: bool,
-        /// Keep printing events as they are recorded, until the recording ends.
-        #[arg(short, long)]
-        follow: bool,
-    },
-    /// Write a session as one self-contained trace file (checksummed,
-    /// compressed), to replay on another machine with `warpctl import`.
-    Export {
-        #[arg(value_name = "ID|latest")]
-        id: String,
-        /// The file to write.
-        #[arg(short, long, value_name = "FILE")]
-        output: PathBuf,
-    },
-    /// Store a trace file as a new session of yours; prints its id.
-    ///
-    /// A damaged, truncated or foreign file is refused (exit status 2) and
-    /// nothing is stored.
-    Import {
-        #[arg(value_name = "FILE")]
-        file: PathBuf,
-    },
-    /// Remove a session and its trace (prints nothing when it worked).
-    Rm {
-        #[arg(value_name = "ID|latest")]
-        id: String,
-    },
-    /// Show what the hypervisor can and cannot do on this machine.
-    Doctor {
-        /// One JSON object.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Control the private daemon that serves this user (or this WARP_HOME).
-    Daemon {
-        #[command(subcommand)]
-        action: DaemonAction,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum DaemonAction {
-    /// Stop it once its running sessions end; exit 0 also when none runs.
-    Stop {
-        /// Say which daemon is being stopped.
-        #[arg(short, long)]
-        verbose: bool,
-    },
-    /// Print which daemons answer (the system one too, without WARP_HOME);
-    /// exit 1 when none runs.
-    Status,
+/// `warpctl man [COMMAND]`: the page on stdout.
+fn man(command: Option<&str>) -> u8 {
+    use std::io::Write;
+    let page = match command {
+        None => MAN_PAGE,
+        Some(c) => match COMMAND_PAGES.iter().find(|(name, _)| *name == c) {
+            Some((_, page)) => page,
+            None => {
+                let names: Vec<&str> = COMMAND_PAGES.iter().map(|(n, _)| *n).collect();
+                say!("no command {c:?}; the commands are {}", names.join(", "));
+                return 2;
+            }
+        },
+    };
+    let mut out = std::io::stdout().lock();
+    match out.write_all(page.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => fail(format_args!("cannot write the page: {e}"), 125),
+        _ => 0,
+    }
 }
 
 /// Prints warpctl's message for `error` and gives its exit status.
@@ -261,6 +125,12 @@ fn main() -> ExitCode {
             }
             Command::Import { file } => transfer::import(file).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
             Command::Doctor { json } => admin::doctor(json).await.unwrap_or_else(|e| fail(e, 125)),
+            Command::Completions { shell } => {
+                let mut out = std::io::stdout().lock();
+                clap_complete::generate(shell, &mut Cli::command(), "warpctl", &mut out);
+                0
+            }
+            Command::Man { command } => man(command.as_deref()),
             Command::Daemon { action: DaemonAction::Stop { verbose } } => {
                 admin::daemon_stop(verbose).await.unwrap_or_else(|e| fail(e, 125))
             }
@@ -277,7 +147,35 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
+
+    fn commands() -> Vec<String> {
+        Cli::command().get_subcommands().map(|c| c.get_name().to_string()).collect()
+    }
+
+    #[test]
+    fn completions_name_every_command_in_each_shell() {
+        for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "warpctl", &mut script);
+            let script = String::from_utf8(script).unwrap();
+            for c in commands() {
+                assert!(script.contains(&c), "{shell:?} completions lack {c}");
+            }
+            assert!(script.contains("gdbserver"), "{shell:?}: options too");
+        }
+    }
+
+    #[test]
+    fn the_man_pages_name_every_command_and_their_options() {
+        assert!(MAN_PAGE.starts_with(".ie") || MAN_PAGE.contains(".TH warpctl"), "roff: {}", &MAN_PAGE[..80]);
+        for c in commands() {
+            assert!(MAN_PAGE.contains(&c), "warpctl.1 lacks {c}");
+            let page = COMMAND_PAGES.iter().find(|(n, _)| *n == c).unwrap_or_else(|| panic!("no page for {c}")).1;
+            assert!(page.contains(&format!("warpctl\\-{c}")) || page.contains(&format!("warpctl-{c}")), "{c}: {page}");
+        }
+        let replay = COMMAND_PAGES.iter().find(|(n, _)| *n == "replay").unwrap().1;
+        assert!(replay.contains("gdbserver") && replay.contains("GDB_ARGS"), "{replay}");
+    }
 
     #[test]
     fn cli_is_well_formed() {

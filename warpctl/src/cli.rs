@@ -1,0 +1,191 @@
+//! warpctl's command line, as clap sees it: the commands, their options
+//! and their help. Its own file so that the build script renders the man
+//! page from the same definition (`build.rs`).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub const ENV_HELP: &str = "\
+Environment:
+  WARP_HOME       keep the daemon's socket, store and log in this directory
+                  (and skip the system daemon): isolated daemons for tests
+  WARP_DAEMON     the warpd binary to start (default: warpd beside warpctl)
+  WARP_BROKER     the warp-broker binary (default: warp-broker beside warpctl)
+  WARP_IDLE_SECS  passed to a daemon warpctl starts: idle seconds before it
+                  exits (default 300; 0: never)
+
+warpctl talks to the system daemon (/run/warpspeed/warpd.sock) when it runs
+and WARP_HOME is unset; otherwise to a private daemon that it starts on
+demand. Exit status: the program's own (128+N for signal N); 125 when
+warpctl or warpd failed, 126 when the program cannot be run, 127 when it is
+not found.";
+
+/// Record programs and replay them exactly.
+#[derive(Parser, Debug)]
+#[command(name = "warpctl", version, after_help = ENV_HELP)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run PROGRAM and record it.
+    ///
+    /// PROGRAM is found on $PATH as a shell would; it gets warpctl's
+    /// standard input and output, environment, working directory and
+    /// inherited descriptors. warpctl prints `warpctl: session ID` on
+    /// stderr before the program starts and exits with the program's status.
+    #[command(after_help = "Example:\n  warpctl record -- ls -l /tmp")]
+    Record {
+        /// Print notes while the program runs (unknown syscalls, limits met).
+        #[arg(short, long)]
+        verbose: bool,
+        /// Also write the session id (and a newline) to FILE.
+        #[arg(long, value_name = "FILE")]
+        id_file: Option<PathBuf>,
+        /// How long a thread may compute while others are ready before the
+        /// scheduler gives the vCPU to another (default 10).
+        #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        slice_ms: Option<u32>,
+        /// Chaos mode: the scheduler picks a random ready thread and random
+        /// slice lengths, so that rare interleavings show up in a few
+        /// recordings; the seed is stored in the trace and every recording
+        /// replays exactly (`warpctl show` prints the seed).
+        #[arg(long)]
+        chaos: bool,
+        /// The chaos-mode seed (default: a random one).
+        #[arg(long, value_name = "N", requires = "chaos")]
+        seed: Option<u64>,
+        /// The program and its arguments (argv[0] is passed as given).
+        #[arg(value_name = "PROGRAM [ARGS]", required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<OsString>,
+    },
+    /// Replay a session from its trace and check it reproduces the recording.
+    ///
+    /// Re-emits what the program wrote to its stdout and stderr. Exit
+    /// status: 0 when the replay reproduced the recording, 1 when it
+    /// diverged (a report follows on stderr), 2 for an unknown session or a
+    /// trace that cannot be replayed.
+    ///
+    /// With `--gdb`, gdb debugs the replay (as `rr replay` does): it starts
+    /// stopped at the program's first instruction, with breakpoints,
+    /// watchpoints, stepping, the program's threads and reverse execution
+    /// (reverse-continue, reverse-step...); GDB_ARGS after `--` go to gdb
+    /// (`-batch -x cmds.gdb`, `-ex ...`), and warpctl exits with gdb's
+    /// status. `--gdbserver ADDR` serves the GDB remote protocol for one
+    /// debugger (gdb's `target remote ADDR`, lldb's `gdb-remote ADDR`, an
+    /// IDE) on a loopback HOST:PORT (`:PORT` for 127.0.0.1; port 0 picks
+    /// one, printed) or a unix socket path.
+    Replay {
+        /// The session (default: `latest`, your newest).
+        #[arg(value_name = "ID|latest", default_value = "latest")]
+        id: String,
+        /// Do not re-emit the program's output.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Start gdb on the replay.
+        #[arg(long, conflicts_with = "gdbserver")]
+        gdb: bool,
+        /// Serve the GDB remote protocol on ADDR for a debugger to connect.
+        #[arg(long, value_name = "ADDR")]
+        gdbserver: Option<String>,
+        /// Arguments for gdb (with --gdb).
+        #[arg(value_name = "GDB_ARGS", last = true, requires = "gdb")]
+        gdb_args: Vec<OsString>,
+    },
+    /// List your sessions, oldest first (root: everyone's).
+    Ls {
+        /// One JSON object per session, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show everything recorded about a session.
+    Show {
+        #[arg(value_name = "ID|latest")]
+        id: String,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a session's events, one line per syscall (strace-like).
+    Events {
+        #[arg(value_name = "ID|latest")]
+        id: String,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+        /// Keep printing events as they are recorded, until the recording ends.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Write a session as one self-contained trace file (checksummed,
+    /// compressed), to replay on another machine with `warpctl import`.
+    Export {
+        #[arg(value_name = "ID|latest")]
+        id: String,
+        /// The file to write.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Store a trace file as a new session of yours; prints its id.
+    ///
+    /// A damaged, truncated or foreign file is refused (exit status 2) and
+    /// nothing is stored.
+    Import {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Remove a session and its trace (prints nothing when it worked).
+    Rm {
+        #[arg(value_name = "ID|latest")]
+        id: String,
+    },
+    /// Show what the hypervisor can and cannot do on this machine.
+    Doctor {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a completion script for a shell.
+    ///
+    /// bash: `warpctl completions bash >
+    /// ~/.local/share/bash-completion/completions/warpctl`; zsh: `warpctl
+    /// completions zsh > ~/.zfunc/_warpctl` (with ~/.zfunc in $fpath); fish:
+    /// `warpctl completions fish > ~/.config/fish/completions/warpctl.fish`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), made from this help when warpctl was built.
+    ///
+    /// Install it: `warpctl man > ~/.local/share/man/man1/warpctl.1` (root:
+    /// /usr/local/share/man/man1/warpctl.1), then `man warpctl`. With a
+    /// command, that command's page (`warpctl man replay`).
+    Man {
+        /// A command of warpctl's (record, replay, ...).
+        #[arg(value_name = "COMMAND")]
+        command: Option<String>,
+    },
+    /// Control the private daemon that serves this user (or this WARP_HOME).
+    Daemon {
+        #[command(subcommand)]
+        action: DaemonAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DaemonAction {
+    /// Stop it once its running sessions end; exit 0 also when none runs.
+    Stop {
+        /// Say which daemon is being stopped.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Print which daemons answer (the system one too, without WARP_HOME);
+    /// exit 1 when none runs.
+    Status,
+}
