@@ -230,3 +230,18 @@ fn a_crash_is_explained_with_its_function_and_line() {
         "{lines:?}"
     );
 }
+
+/// What Warpspeed does not do yet is said once, plainly, even without -v:
+/// a shell pipeline needs fork.
+#[test]
+fn a_limit_met_is_said_once_without_verbose() {
+    let home = WarpHome::new("limits");
+    let spec = Spec::new("/bin/sh").args(["-c", "echo hi | tr a-z A-Z; echo again | cat"]);
+    let recorded = home.record(&spec, &[]);
+    let limits: Vec<&String> = recorded.warpctl_lines.iter().filter(|l| l.contains("does not support yet")).collect();
+    assert_eq!(limits.len(), 1, "{}", recorded.warpctl_text());
+    assert!(limits[0].contains("tried to start a new process"), "{}", limits[0]);
+    // A program that meets none says nothing but its session line.
+    let quiet = home.record(&Spec::prog("hello", Flavour::Static), &[]);
+    assert_eq!(quiet.warpctl_lines.len(), 1, "{}", quiet.warpctl_text());
+}

@@ -242,7 +242,9 @@ pub async fn run(args: RecordArgs) -> Result<u8, RecordError> {
                 Ok(Some(update)) => match update.update {
                     // A leading newline: the program left its stderr mid-line,
                     // and warpctl's own line must start on a fresh one.
-                    Some(session_update::Update::Note(note)) if args.verbose => match note.strip_prefix('\n') {
+                    // (warpd sends notes only with -v, but the lines about
+                    // limits met, which are said once each in any case.)
+                    Some(session_update::Update::Note(note)) => match note.strip_prefix('\n') {
                         Some(rest) => crate::say_line("\n", rest),
                         None => say!("{note}"),
                     },

@@ -831,10 +831,13 @@ impl Guest {
         if matches!(f.kind, FaultKind::InvalidOpcode | FaultKind::Protection)
             && software_interrupt(&process.mm.peek_code(f.rip, 2)) == Some(0x80)
         {
-            process.notes.push(format!(
-                "the program used int $0x80 (the 32-bit syscall ABI) at {:#x}, which Warpspeed does not support; it gets SIGSEGV as on a kernel without IA-32 emulation",
-                f.rip
-            ));
+            process.limit(
+                "int 0x80",
+                format!(
+                    "the program used int $0x80 (the 32-bit syscall ABI) at {:#x}, which Warpspeed does not support: it gets SIGSEGV as on a kernel without IA-32 emulation",
+                    f.rip
+                ),
+            );
         }
         f.kind = kind;
         // Port I/O: the fault is at the instruction, wherever the backend saw it.

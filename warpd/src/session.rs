@@ -309,6 +309,12 @@ fn run_inner(
         meta.vcpu_cpu = pin.cpu().map_or(0, |c| c + 1);
         let r = guest.run(&mut rec);
         drop(pin);
+        // The limits met, once each, after the program's own output (sent
+        // as they happened, they would land inside its lines).
+        for limit in std::mem::take(&mut guest.process.limits) {
+            let nl = if std::mem::take(&mut guest.process.stderr_mid_line) { "\n" } else { "" };
+            let _ = notes.send(format!("{nl}{limit}"));
+        }
         if let Ok(Ending::Killed(sig)) = r {
             *crash = guest.crash_line(sig, &read.images.exe_path, &read.images.exe);
         }

@@ -140,6 +140,10 @@ pub struct Process {
     fd_dirs: std::collections::BTreeSet<i32>,
     /// prctl options met that are not emulated (each noted once).
     prctl_noted: std::collections::BTreeSet<u64>,
+    /// Lines for the user about what Warpspeed does not do yet, said at
+    /// the end even without -v, each once a session (the keys said so far).
+    pub limits: Vec<String>,
+    limits_said: std::collections::BTreeSet<String>,
 }
 
 /// The futex word of a PI or robust lock: the owner's tid and two flags.
@@ -269,6 +273,8 @@ impl Process {
             memfiles: BTreeMap::new(),
             fd_dirs: Default::default(),
             prctl_noted: Default::default(),
+            limits: Vec::new(),
+            limits_said: Default::default(),
         }
     }
 
@@ -290,6 +296,27 @@ impl Process {
     /// Whether a signal the current thread does not block is pending.
     fn signal_deliverable(&self) -> bool {
         self.signals.deliverable(&self.thread().signals)
+    }
+
+    /// Says once a session, even without -v, that the program met
+    /// something Warpspeed does not do yet (`key` tells repeats apart).
+    pub fn limit(&mut self, key: &str, text: String) {
+        if self.limits_said.insert(key.to_string()) {
+            self.limits.push(text);
+        }
+    }
+
+    /// An unsupported syscall's limit line, unless the call is one that C
+    /// libraries probe for and do without (rseq: glibc registers with it
+    /// when the kernel has it).
+    fn unsupported(&mut self, nr: u64, name: &str) {
+        const QUIET: [u64; 1] = [334];
+        if !QUIET.contains(&nr) {
+            self.limit(
+                &format!("syscall {nr}"),
+                format!("the program called {name}, which Warpspeed does not support yet: it got ENOSYS"),
+            );
+        }
     }
 
     fn note(&mut self, s: String) {
@@ -377,12 +404,14 @@ impl Process {
                 *self.unknown.entry(nr).or_default() += 1;
                 let name = super::names::name(nr).map(str::to_string).unwrap_or_else(|| format!("syscall {nr}"));
                 self.note(format!("unknown syscall {name} ({nr}) returned ENOSYS"));
+                self.unsupported(nr, &name);
                 Errno::ENOSYS.ret()
             }
             Some(desc) => match desc.class {
                 Class::Unsupported(why) => {
                     *self.unknown.entry(nr).or_default() += 1;
                     self.note(format!("{} ({nr}) returned ENOSYS: {why}", desc.name));
+                    self.unsupported(nr, desc.name);
                     Errno::ENOSYS.ret()
                 }
                 Class::Emulated => match self.emulate(nr, &a, regs, cpu, link)? {
@@ -1724,6 +1753,10 @@ impl Process {
             }
             if kind != MAP_PRIVATE && prot & PROT_WRITE as u64 != 0 {
                 self.note("a writable MAP_SHARED file mapping was refused (ENODEV): not supported yet".into());
+                self.limit(
+                    "shared mapping",
+                    "the program mapped a file shared and writable, which Warpspeed does not support yet: mmap gave it ENODEV".into(),
+                );
                 return Ok(Err(Errno::ENODEV));
             }
         }
@@ -2581,6 +2614,10 @@ impl Process {
             *self.unknown.entry(nr).or_default() += 1;
             let name = if nr == 56 { "clone" } else { "clone3" };
             self.note(format!("{name} ({nr}) of a new process returned ENOSYS: new processes are not supported yet"));
+            self.limit(
+                "new process",
+                format!("the program tried to start a new process ({name}: fork, vfork, posix_spawn), which Warpspeed does not support yet: it got ENOSYS"),
+            );
             return ret(Errno::ENOSYS);
         }
         if flags & CLONE_SIGHAND == 0 {

@@ -112,11 +112,9 @@ impl Session {
         Progress { notes, end }
     }
 
-    /// Records a note for the user (kept only when the session is verbose).
+    /// Records a note for the user. The session sends notes only when it
+    /// is verbose, and the lines about limits met in any case.
     pub fn push_note(&self, note: String) {
-        if !self.spec.verbose {
-            return;
-        }
         {
             let mut state = self.state();
             if state.notes.len() < MAX_NOTES {
@@ -497,11 +495,12 @@ mod tests {
     }
 
     #[test]
-    fn quiet_sessions_keep_no_notes() {
+    fn quiet_sessions_keep_the_notes_they_are_sent() {
+        // (The runner sends a quiet session only the lines about limits.)
         let sessions = Sessions::default();
         let (s, _) = sessions.create(spec(1000, false), |_| false).unwrap();
-        s.push_note("one".into());
-        assert!(s.progress(0).notes.is_empty());
+        s.push_note("a limit".into());
+        assert_eq!(s.progress(0).notes, vec!["a limit"]);
     }
 
     #[test]

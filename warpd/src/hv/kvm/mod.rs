@@ -91,7 +91,7 @@ impl Hypervisor for KvmHypervisor {
     /// The kernel region at GPA 0 and the guest region at `USER_GPA_BASE`.
     fn create_vm(&self, kernel: &MemFd, guest: &MemFd) -> Result<Box<dyn Vm>, HvError> {
         vcpu::install_kick_handler();
-        let vm = self.kvm.create_vm().map_err(|e| HvError::call("creating the VM", e))?;
+        let vm = again(|| self.kvm.create_vm()).map_err(|e| HvError::call("creating the VM", e))?;
         // The guest region goes in slices of GUEST_SLOT bytes, so that
         // reading which pages were written looks only at the slices in use.
         let mut regions = vec![(0u32, 0u64, kernel.host_addr(), kernel.size(), 0)];
@@ -113,7 +113,8 @@ impl Hypervisor for KvmHypervisor {
             };
             // SAFETY: the region maps memory owned by `kernel` or `guest`,
             // which the session keeps alive for as long as the VM exists.
-            unsafe { vm.set_user_memory_region(region) }.map_err(|e| HvError::call("adding guest memory", e))?;
+            again(|| unsafe { vm.set_user_memory_region(region) })
+                .map_err(|e| HvError::call("adding guest memory", e))?;
         }
         // The vCPU reads the exception frames the ring-0 stubs leave in the
         // kernel region through a mapping of its own.
@@ -132,6 +133,18 @@ impl Hypervisor for KvmHypervisor {
     }
 }
 
+/// Runs a KVM call again when a signal interrupted it (EINTR): the kick
+/// that stops a running vCPU can reach this thread while it builds a VM
+/// (a debugger's restore of a checkpoint).
+fn again<T>(mut call: impl FnMut() -> Result<T, kvm_ioctls::Error>) -> Result<T, kvm_ioctls::Error> {
+    loop {
+        match call() {
+            Err(e) if e.errno() == libc::EINTR => continue,
+            other => return other,
+        }
+    }
+}
+
 /// Bytes of the guest region per memory slot.
 const GUEST_SLOT: u64 = 256 << 20;
 
@@ -147,9 +160,9 @@ struct KvmVm {
 impl Vm for KvmVm {
     fn create_vcpu(&mut self) -> Result<Box<dyn Vcpu>, HvError> {
         let frames = self.frames.take().ok_or(HvError::Unsupported("one vCPU per VM"))?;
-        let vcpu = self.vm.create_vcpu(0).map_err(|e| HvError::call("creating the vCPU", e))?;
+        let vcpu = again(|| self.vm.create_vcpu(0)).map_err(|e| HvError::call("creating the vCPU", e))?;
         // The guest sees the host's CPUID (on PVM this call has no effect).
-        vcpu.set_cpuid2(&self.cpuid).map_err(|e| HvError::call("setting CPUID", e))?;
+        again(|| vcpu.set_cpuid2(&self.cpuid)).map_err(|e| HvError::call("setting CPUID", e))?;
         Ok(Box::new(KvmVcpu::new(vcpu, self.caps.clone(), frames)))
     }
 
