@@ -219,3 +219,33 @@ fn errors_come_in_linuxs_order() {
         }
     }
 }
+
+/// A wrong command line: 125 for record and replay (their 1 and 2 are the
+/// program's, or "diverged" and "unreadable"), 2 for the others; an unknown
+/// option before `--` is refused, not run as the program; a program whose
+/// name starts with `-` comes after `--`.
+#[test]
+fn usage_errors_have_exit_statuses_that_compose() {
+    let home = WarpHome::new("usage");
+    let run = |args: &[&str]| {
+        let out = home.warpctl().args(args).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned(), out.stdout.is_empty())
+    };
+    for (args, code) in [
+        (&["record", "--bogus", "--", "true"][..], 125),
+        (&["record"][..], 125),
+        (&["replay", "--bogus"][..], 125),
+        (&["replay", "x", "--gdb", "--gdbserver", ":1"][..], 125),
+        (&["ls", "--bogus"][..], 2),
+        (&["show"][..], 2),
+    ] {
+        let (status, err, quiet) = run(args);
+        assert_eq!(status, Some(code), "{args:?}: {err}");
+        assert!(quiet, "{args:?}: nothing on stdout");
+        assert!(err.lines().all(|l| l.starts_with("warpctl: ")), "{args:?}: {err}");
+        assert!(err.contains("Usage:") || err.contains("usage"), "{args:?}: a usage line: {err}");
+    }
+    let (status, err, _) = run(&["record", "--", "-no-such-program"]);
+    assert_eq!(status, Some(127), "after --, a name starting with - is the program: {err}");
+    assert!(err.contains("-no-such-program"), "{err}");
+}

@@ -15,12 +15,22 @@ Environment:
   WARP_BROKER     the warp-broker binary (default: warp-broker beside warpctl)
   WARP_IDLE_SECS  passed to a daemon warpctl starts: idle seconds before it
                   exits (default 300; 0: never)
+  WARP_GDB        the gdb `replay --gdb` starts (default: gdb on $PATH)
+  WARP_CHECKPOINT_MB  memory reverse execution may keep (default 256)
 
 warpctl talks to the system daemon (/run/warpspeed/warpd.sock) when it runs
 and WARP_HOME is unset; otherwise to a private daemon that it starts on
-demand. Exit status: the program's own (128+N for signal N); 125 when
-warpctl or warpd failed, 126 when the program cannot be run, 127 when it is
-not found.";
+demand.
+
+Exit status:
+  record   the program's own (128+N for signal N); 125 when warpctl or
+           warpd failed or the command line is wrong; 126 when the program
+           cannot be run; 127 when it is not found
+  replay   0 reproduced; 1 diverged; 2 unknown session or a trace that
+           cannot be replayed; 125 when warpctl or warpd failed or the
+           command line is wrong (with --gdb: gdb's own status)
+  others   0 done; 2 refused (unknown session, a wrong command line,
+           an unreadable file); 125 when warpctl or warpd failed";
 
 /// Record programs and replay them exactly.
 #[derive(Parser, Debug)]
@@ -60,7 +70,9 @@ pub enum Command {
         #[arg(long, value_name = "N", requires = "chaos")]
         seed: Option<u64>,
         /// The program and its arguments (argv[0] is passed as given).
-        #[arg(value_name = "PROGRAM [ARGS]", required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        // A program whose name starts with `-` comes after `--`; before it,
+        // such a word is one of warpctl's options (or refused).
+        #[arg(value_name = "PROGRAM [ARGS]", required = true, trailing_var_arg = true)]
         command: Vec<OsString>,
     },
     /// Replay a session from its trace and check it reproduces the recording.

@@ -84,8 +84,18 @@ fn parse() -> Result<Cli, ExitCode> {
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
                 say!("{line}");
             }
-            Err(ExitCode::from(2))
+            Err(ExitCode::from(usage_status(std::env::args().skip(1))))
         }
+    }
+}
+
+/// The exit status of a wrong command line: 125 for record and replay,
+/// whose 1 and 2 are the program's or mean "diverged" and "unreadable"; 2
+/// for the others.
+fn usage_status(args: impl Iterator<Item = String>) -> u8 {
+    match args.into_iter().find(|a| !a.starts_with('-')).as_deref() {
+        Some("record" | "replay") => 125,
+        _ => 2,
     }
 }
 
