@@ -74,12 +74,13 @@ fn signal_handlers_run_where_the_recording_ran_them() {
     }
 }
 
-/// The slice is a setting: out-of-range values are refused by warpctl.
+/// The slice is a setting: out-of-range values are refused by warpctl
+/// (a wrong command line of record: 125).
 #[test]
 fn the_time_slice_is_checked() {
     let home = WarpHome::new("preempt_slice");
     let out = home.warpctl().args(["record", "--slice-ms", "0", "--", "true"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(125));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--slice-ms"), "{err}");
 }

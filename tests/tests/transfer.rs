@@ -5,7 +5,7 @@
 
 use std::fs;
 
-use warp_tests::{Spec, Status, WarpHome, FLAVOURS};
+use warp_tests::{Flavour, Spec, Status, WarpHome, FLAVOURS};
 
 fn warpctl_ok(home: &WarpHome, args: &[&str]) -> String {
     let out = home.warpctl().args(args).output().unwrap();
@@ -31,7 +31,8 @@ fn an_exported_session_replays_on_another_daemon() {
         let recorded = here.record(&spec, &[]);
         assert_eq!(recorded.outcome.status, Status::Exited(0));
         let id = recorded.session_id().unwrap();
-        warpctl_ok(&here, &["export", &id, "-o", file.to_str().unwrap()]);
+        // (The same file each time round: --force replaces it.)
+        warpctl_ok(&here, &["export", &id, "-o", file.to_str().unwrap(), "--force"]);
         // The recording machine's copy goes: the file is all there is.
         warpctl_ok(&here, &["rm", &id]);
         let new_id = warpctl_ok(&there, &["import", file.to_str().unwrap()]).trim().to_string();
@@ -115,4 +116,35 @@ fn a_file_that_decompresses_past_the_limit_is_refused() {
     let new_id = warpctl_ok(&here, &["import", file.to_str().unwrap()]).trim().to_string();
     let replayed = here.replay(&new_id, &[]);
     assert_eq!(replayed.outcome.status, Status::Exited(0), "{}", replayed.warpctl_text());
+}
+
+/// `export` does not replace a file unless told to (`--force`), and `-o -`
+/// writes the same bytes to standard output; `rm` takes several sessions
+/// and goes on past one it cannot remove.
+#[test]
+fn export_keeps_files_and_writes_to_stdout_and_rm_takes_several() {
+    let here = WarpHome::new("export_force");
+    let dir = here.scratch("files");
+    let ids: Vec<String> = (0..3)
+        .map(|_| {
+            let r = here.record(&Spec::prog("hello", Flavour::Static), &[]);
+            r.session_id().unwrap()
+        })
+        .collect();
+    let file = dir.join("one.trace");
+    warpctl_ok(&here, &["export", &ids[0], "-o", file.to_str().unwrap()]);
+    let first = fs::read(&file).unwrap();
+    let err = warpctl_refused(&here, &["export", &ids[1], "-o", file.to_str().unwrap()]);
+    assert!(err.contains("exists; --force replaces it"), "{err}");
+    assert_eq!(fs::read(&file).unwrap(), first, "the file is left as it was");
+    warpctl_ok(&here, &["export", &ids[1], "-o", file.to_str().unwrap(), "--force"]);
+    let out = here.warpctl().args(["export", &ids[1], "-o", "-"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout, fs::read(&file).unwrap(), "-o - writes the same file to stdout");
+    assert!(!dir.join("-").exists(), "no file named -");
+    // Two removed, one unknown said: exit 2.
+    let out = here.warpctl().args(["rm", &ids[0], "nosuchid", &ids[2]]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let ls = warpctl_ok(&here, &["ls"]);
+    assert!(!ls.contains(&ids[0]) && !ls.contains(&ids[2]) && ls.contains(&ids[1]), "{ls}");
 }

@@ -138,9 +138,13 @@ pub enum Command {
     Export {
         #[arg(value_name = "ID|latest")]
         id: String,
-        /// The file to write.
+        /// The file to write (`-`: standard output); an existing file is
+        /// refused unless --force.
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
+        /// Replace FILE if it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// Store a trace file as a new session of yours; prints its id.
     ///
@@ -150,10 +154,13 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
-    /// Remove a session and its trace (prints nothing when it worked).
+    /// Remove sessions and their traces (prints nothing when it worked).
+    ///
+    /// Each one named is removed; one that cannot be (unknown, still
+    /// recording) is said and the others still go: exit status 2 then.
     Rm {
-        #[arg(value_name = "ID|latest")]
-        id: String,
+        #[arg(value_name = "ID|latest", required = true, num_args = 1..)]
+        ids: Vec<String>,
     },
     /// Show what the hypervisor can and cannot do on this machine.
     Doctor {

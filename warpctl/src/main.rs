@@ -129,9 +129,9 @@ fn main() -> ExitCode {
             Command::Events { id, json, follow } => {
                 view::events(id, json, follow).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
             }
-            Command::Rm { id } => view::rm(id).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
-            Command::Export { id, output } => {
-                transfer::export(id, output).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
+            Command::Rm { ids } => view::rm(ids).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
+            Command::Export { id, output, force } => {
+                transfer::export(id, output, force).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
             }
             Command::Import { file } => transfer::import(file).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
             Command::Doctor { json } => admin::doctor(json).await.unwrap_or_else(|e| fail(e, 125)),

@@ -14,9 +14,21 @@ const CHUNK: usize = 1 << 20;
 
 /// Writes the session to FILE (through a temporary file beside it, renamed
 /// once complete, so a failed export leaves no partial file behind).
-pub async fn export(id: String, file: PathBuf) -> Result<u8, ViewError> {
+pub async fn export(id: String, file: PathBuf, force: bool) -> Result<u8, ViewError> {
+    let to_stdout = file.as_os_str() == "-";
+    if !to_stdout && !force && std::fs::symlink_metadata(&file).is_ok() {
+        return Err(ViewError::Refused(format!("{} exists; --force replaces it", file.display())));
+    }
     let mut daemon = connect::connect_or_start(false).await?;
     let mut stream = daemon.client.export(ExportRequest { id }).await.map_err(rpc)?.into_inner();
+    if to_stdout {
+        let mut out = std::io::stdout().lock();
+        while let Some(chunk) = stream.message().await.map_err(rpc)? {
+            out.write_all(&chunk.data).map_err(ViewError::Output)?;
+        }
+        out.flush().map_err(ViewError::Output)?;
+        return Ok(0);
+    }
     let tmp = temp_beside(&file);
     let mut out = std::fs::File::create(&tmp).map_err(|e| ViewError::Output(with_path(e, &tmp)))?;
     let result: Result<(), ViewError> = async {

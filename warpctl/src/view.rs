@@ -455,10 +455,21 @@ pub fn line_json(line: &EventLine) -> String {
 // rm
 
 /// `warpctl rm ID`: prints nothing when it worked.
-pub async fn rm(id: String) -> Result<u8, ViewError> {
+/// `warpctl rm ID...`: each one, the others still when one is refused.
+pub async fn rm(ids: Vec<String>) -> Result<u8, ViewError> {
     let mut daemon = connect::connect_or_start(false).await?;
-    daemon.client.remove_session(RemoveSessionRequest { id }).await.map_err(rpc)?;
-    Ok(0)
+    let mut code = 0;
+    for id in ids {
+        match daemon.client.remove_session(RemoveSessionRequest { id: id.clone() }).await.map_err(rpc) {
+            Ok(_) => {}
+            Err(ViewError::Refused(why)) => {
+                say!("{why}");
+                code = 2;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(code)
 }
 
 #[cfg(test)]
