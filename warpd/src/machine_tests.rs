@@ -168,6 +168,16 @@ fn port_io_by_the_program_is_a_fault_at_the_instruction() {
     assert_eq!(vcpu.regs().unwrap().rax, 0x1235);
 }
 
+/// The next stop that is not a pause or an interruption (a kick's).
+fn next_stop(guest: &mut Guest, out: &mut FakeOutside) -> Stop {
+    loop {
+        match guest.step(out).unwrap() {
+            Stop::Interrupted | Stop::Paused => {}
+            s => return s,
+        }
+    }
+}
+
 /// A kick that lands while the vCPU is stopped (a debugger's packet, a
 /// signal) makes the next run return at once: the step after it still
 /// starts from where the last one stopped.
@@ -182,17 +192,7 @@ fn a_kick_between_steps_does_not_lose_the_stop() {
     assert_eq!(guest.step(&mut out).unwrap(), Stop::SingleStep { rip: CODE + 3 });
     cancel.cancel();
     cancel.resume();
-    let mut stops = Vec::new();
-    loop {
-        match guest.step(&mut out).unwrap() {
-            Stop::Interrupted | Stop::Paused => continue,
-            s => {
-                stops.push(s);
-                break;
-            }
-        }
-    }
-    assert_eq!(stops, [Stop::SingleStep { rip: CODE + 6 }]);
+    assert_eq!(next_stop(&mut guest, &mut out), Stop::SingleStep { rip: CODE + 6 });
     assert_eq!(guest.regs().unwrap().rax, 39);
 }
 
@@ -262,13 +262,6 @@ fn a_kick_after_stepping_over_a_syscall_does_not_lose_the_stop() {
     assert_eq!(guest.step(&mut out).unwrap(), Stop::SingleStep { rip: CODE + 8 });
     cancel.cancel();
     cancel.resume();
-    let mut stops = Vec::new();
-    while stops.is_empty() {
-        match guest.step(&mut out).unwrap() {
-            Stop::Interrupted | Stop::Paused => {}
-            s => stops.push(s),
-        }
-    }
-    assert_eq!(stops, [Stop::SingleStep { rip: CODE + 8 }], "jmp . stays");
+    assert_eq!(next_stop(&mut guest, &mut out), Stop::SingleStep { rip: CODE + 8 }, "jmp . stays");
     assert_eq!(guest.regs().unwrap().rax, 4242);
 }

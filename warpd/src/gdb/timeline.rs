@@ -301,12 +301,7 @@ impl Debuggee<'_, '_, '_> {
     }
 
     fn go_to_trail(&mut self, j: usize) -> Result<(), SessionError> {
-        let m = &self.timeline.trail[j];
-        self.guest.restore(self.hv, &m.checkpoint)?;
-        self.replayer.rewind(&m.at);
-        self.ended = None;
-        self.on_breakpoint = false;
-        Ok(())
+        self.restore(true, j)
     }
 
     /// To the checkpoint at `pos` (a mark's position).
@@ -315,7 +310,12 @@ impl Debuggee<'_, '_, '_> {
     }
 
     fn go_to(&mut self, i: usize) -> Result<(), SessionError> {
-        let m = &self.timeline.marks[i];
+        self.restore(false, i)
+    }
+
+    /// Back (or on) to checkpoint `i` of the trail or of the marks.
+    fn restore(&mut self, trail: bool, i: usize) -> Result<(), SessionError> {
+        let m = if trail { &self.timeline.trail[i] } else { &self.timeline.marks[i] };
         self.guest.restore(self.hv, &m.checkpoint)?;
         self.replayer.rewind(&m.at);
         self.ended = None;
