@@ -158,6 +158,14 @@ async fn session(daemon: &mut Daemon, id: &str) -> Result<SessionMeta, ReplayErr
 /// when the file at its recorded path on this machine is that one; else a
 /// copy of the recorded image in the cache (said, with why).
 async fn recorded_image(daemon: &mut Daemon, meta: &SessionMeta, out: &mut Output, gdb: bool) -> Option<PathBuf> {
+    // The session knows its executable's hash: when the file at its path
+    // here has it, there is nothing to fetch.
+    let program = Path::new(&meta.cwd).join(&meta.program);
+    if !meta.exe_hash.is_empty()
+        && std::fs::read(&program).is_ok_and(|b| blake3::hash(&b).as_bytes().as_slice() == meta.exe_hash.as_slice())
+    {
+        return None;
+    }
     let request = GetSessionRequest { id: meta.id.clone() };
     let fetched: Result<(String, Vec<u8>), String> = async {
         let mut stream =

@@ -299,7 +299,7 @@ impl Debuggee<'_, '_, '_> {
         // From a few events earlier, so that a syscall's entry is in.
         let from = here.saturating_sub(around * 4);
         let events = self.replayer.events_in(from..here + around * 4 + 1);
-        let mut printer = crate::trace::print::Printer::new(self.replayer.identity_thread());
+        let mut printer = crate::trace::print::Printer::new(self.guest.process.ident.pid);
         let mut lines = Vec::new();
         for (seq, ev) in events {
             lines.extend(printer.push(*seq, ev));

@@ -227,11 +227,6 @@ impl Replayer<'_> {
         self.events.partition_point(|e| e.0 < seq)
     }
 
-    /// The thread id the event printer puts on lines with none of their own.
-    pub fn identity_thread(&self) -> u32 {
-        self.events.first().map(|_| self.thread).unwrap_or(0)
-    }
-
     /// Whether every recorded event was replayed.
     pub fn finished(&self) -> bool {
         self.pos == self.events.len()

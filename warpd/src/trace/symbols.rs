@@ -62,14 +62,11 @@ pub fn symbolise(image: &[u8], addr: u64) -> Option<String> {
 /// Where `rip` is: the executable's function and line, else the mapped
 /// file and the offset from its first mapping.
 pub fn locate(rip: u64, program: &Program<'_>, mm: &Mm) -> Option<String> {
-    let (start, vma) = mm.vmas().take_while(|(&s, _)| s <= rip).last()?;
-    if rip >= vma.end {
-        return None;
-    }
+    let vma = mm.vma_at(rip)?;
     let VmaKind::Image(path) = &vma.kind else {
         return Some(format!("{rip:#x}"));
     };
-    let base = mm.vmas().filter(|(_, v)| v.kind == vma.kind).map(|(&s, _)| s).min().unwrap_or(*start);
+    let base = mm.vmas().filter(|(_, v)| v.kind == vma.kind).map(|(&s, _)| s).min().unwrap_or(rip);
     if path == program.exe_path {
         // The load bias: where the entry point is against where the image says.
         let entry = program.auxv.iter().find(|&&(k, _)| k == AT_ENTRY).map(|&(_, v)| v);
