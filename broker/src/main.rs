@@ -13,6 +13,7 @@
 //! signal dispositions) as a second line of defence.
 
 mod perform;
+mod ring;
 mod serve;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -138,7 +139,7 @@ pub(crate) fn wake_main() {
     }
 }
 
-fn os_err(what: &'static str) -> BrokerError {
+pub(crate) fn os_err(what: &'static str) -> BrokerError {
     BrokerError::Os(what, std::io::Error::last_os_error())
 }
 
@@ -285,13 +286,18 @@ fn run() -> Result<(), BrokerError> {
     };
     send(&stream, &BrokerMessage { kind: Some(broker_message::Kind::Hello(Hello { token, info: Some(info) })) })?;
 
-    let (memfd, to_warpd) = receive_fds(&stream)?;
+    let (memfd, to_warpd, ring_fds) = receive_fds(&stream)?;
     let to_warpd = reserve(std::os::fd::IntoRawFd::into_raw_fd(to_warpd), base)?;
     let welcome =
         Welcome::decode(read_message(&stream)?.as_slice()).map_err(|e| BrokerError::Protocol(e.to_string()))?;
-    let memory = perform::GuestMemory::map(memfd, welcome.guest_memory_size)?;
+    let memory = std::sync::Arc::new(perform::GuestMemory::map(memfd, welcome.guest_memory_size)?);
+    if let (Some((tables, log)), size) = (ring_fds, welcome.ring_tables_size) {
+        if size > 0 {
+            ring::start(memory.clone(), tables, size, log)?;
+        }
+    }
 
-    serve::serve(&stream, sig_read, to_warpd, std::sync::Arc::new(memory))
+    serve::serve(&stream, sig_read, to_warpd, memory)
 }
 
 pub(crate) fn send(stream: &UnixStream, msg: &BrokerMessage) -> Result<(), BrokerError> {
@@ -315,12 +321,14 @@ pub(crate) fn read_message(stream: &UnixStream) -> Result<Vec<u8>, BrokerError> 
 }
 
 /// The guest memory and the broker's end of the signal channel, sent
-/// beside one byte.
-fn receive_fds(stream: &UnixStream) -> Result<(OwnedFd, OwnedFd), BrokerError> {
+/// beside one byte; with the exitless path, the page tables and the ring log.
+type Received = (OwnedFd, OwnedFd, Option<(OwnedFd, OwnedFd)>);
+
+fn receive_fds(stream: &UnixStream) -> Result<Received, BrokerError> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut byte = [0u8; 1];
     let mut iov = [std::io::IoSliceMut::new(&mut byte)];
-    let mut space = nix::cmsg_space!([RawFd; 2]);
+    let mut space = nix::cmsg_space!([RawFd; 4]);
     loop {
         match recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
             Ok(msg) => {
@@ -336,7 +344,7 @@ fn receive_fds(stream: &UnixStream) -> Result<(OwnedFd, OwnedFd), BrokerError> {
                 }
                 let mut it = got.into_iter();
                 return match (it.next(), it.next()) {
-                    (Some(mem), Some(sig)) => Ok((mem, sig)),
+                    (Some(mem), Some(sig)) => Ok((mem, sig, it.next().zip(it.next()))),
                     _ => Err(BrokerError::Protocol("the guest memory and signal descriptors did not arrive".into())),
                 };
             }

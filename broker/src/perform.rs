@@ -44,7 +44,11 @@ impl GuestMemory {
         GuestMemory { base: bytes.as_mut_ptr(), size: bytes.len() as u64 }
     }
 
-    fn ptr(&self, off: u64, len: u64) -> Option<*mut u8> {
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub(crate) fn ptr(&self, off: u64, len: u64) -> Option<*mut u8> {
         let end = off.checked_add(len)?;
         if end > self.size {
             return None;
@@ -501,7 +505,12 @@ pub fn stream_of(call: &Syscall, ret: i64) -> u32 {
         return 0;
     }
     let Some(&fd) = call.args.first() else { return 0 };
-    let fd = fd as i32;
+    stream_of_fd(fd as i32)
+}
+
+/// 1 or 2 when descriptor `fd` is the open file that was the original
+/// stdout or stderr, else 0.
+pub fn stream_of_fd(fd: i32) -> u32 {
     let Some(&(out, err)) = STREAMS.get() else { return 0 };
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() };

@@ -173,6 +173,8 @@ pub fn serve(
         let req = Request::decode(crate::read_message(stream)?.as_slice())
             .map_err(|e| BrokerError::Protocol(e.to_string()))?;
         let mut reply = Reply { id: req.id, ..Default::default() };
+        // The call may change the program's descriptors.
+        crate::ring::FD_EPOCH.fetch_add(1, Ordering::Release);
         match req.kind {
             // A signal is waiting (here, unreported, or in warpd) and the
             // call would wait: EINTR instead, the signal announced if new.

@@ -8,6 +8,7 @@
 //! guests of (the host's).
 
 pub mod names_x86_64;
+pub mod ring;
 pub mod x86_64;
 
 pub use x86_64::*;

@@ -87,6 +87,27 @@ fn broker_killed_mid_run_is_125_and_incomplete() {
     home.assert_replays(&spec, &earlier);
 }
 
+/// The broker dies while its ring poller serves a program that does
+/// nothing but ring calls: the program ends with 125, the session is
+/// incomplete, the earlier one intact.
+#[test]
+fn broker_killed_while_its_ring_serves_is_125_and_incomplete() {
+    let home = WarpHome::new("kill_ring_broker");
+    let (spec, earlier) = earlier_session(&home);
+    let mut r = home.spawn_record(&Spec::prog("ring_calls", FLAVOURS[0]).arg("loop"), &[]);
+    r.wait_for_stdout("ready\n");
+    std::thread::sleep(Duration::from_millis(100));
+    kill(broker_pid(r.pgid()), libc::SIGKILL);
+    let out = warp_tests::Recorded::new(r.finish());
+    assert_eq!(out.outcome.status, Status::Exited(125), "{}", out.warpctl_text());
+    assert!(out.warpctl_text().contains("broker"), "the message names the broker:\n{}", out.warpctl_text());
+    let id = out.session_id().unwrap();
+    let listing = ls(&home);
+    let line = listing.lines().find(|l| l.contains(&id)).unwrap_or_else(|| panic!("{id} not in ls:\n{listing}"));
+    assert!(line.contains("incomplete"), "{line}");
+    home.assert_replays(&spec, &earlier);
+}
+
 #[test]
 fn warpd_killed_mid_run_is_125_and_the_store_survives() {
     let home = WarpHome::new("kill_warpd");

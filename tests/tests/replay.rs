@@ -57,7 +57,8 @@ fn record_echo(home: &WarpHome, contents: &[u8]) -> (Spec, String) {
     let file = home.scratch("echo").join("input");
     fs::write(&file, contents).unwrap();
     let spec = Spec::prog("echo_file", FLAVOURS[0]).arg(&file);
-    let recorded = home.record(&spec, &[]);
+    // The exit path's events (the exitless ring's are tampered with in exitless.rs).
+    let recorded = home.record(&spec, &["--no-exitless"]);
     assert_eq!(recorded.outcome.status, Status::Exited(0), "{}", recorded.warpctl_text());
     let mut want = contents.to_vec();
     want.extend_from_slice(b"EXIT-SUCCESS\n");
@@ -92,6 +93,84 @@ fn a_changed_read_diverges_at_the_write() {
     eprintln!("divergence report:\n{report}");
     assert!(report.contains("diverged"), "{report}");
     assert!(report.contains("write"), "the divergence is at the write: {report}");
+}
+
+/// The events a stored value holds: one, or a chunk of the exitless
+/// ring's (a 0xff byte, then length-delimited events).
+fn decode_value(v: &[u8]) -> Vec<Event> {
+    match v.split_first() {
+        Some((0xff, mut rest)) => {
+            let mut out = Vec::new();
+            while !rest.is_empty() {
+                out.push(Event::decode_length_delimited(&mut rest).unwrap());
+            }
+            out
+        }
+        _ => vec![Event::decode(v).unwrap()],
+    }
+}
+
+fn encode_value(events: &[Event]) -> Vec<u8> {
+    if let [one] = events {
+        return one.encode_to_vec();
+    }
+    let mut v = vec![0xff];
+    for e in events {
+        e.encode_length_delimited(&mut v).unwrap();
+    }
+    v
+}
+
+/// The same tampering with a read the exitless ring served (a RingCall,
+/// perhaps inside a chunk of them): the replay diverges at the write.
+#[test]
+fn a_changed_ring_read_diverges_at_the_write() {
+    let home = WarpHome::new("tamper_ring");
+    let file = home.scratch("echo").join("input");
+    fs::write(&file, b"the bytes the ring's read returned\n").unwrap();
+    let spec = Spec::prog("echo_file", FLAVOURS[0]).arg(&file);
+    let recorded = home.record(&spec, &[]);
+    assert_eq!(recorded.outcome.status, Status::Exited(0), "{}", recorded.warpctl_text());
+    home.assert_replays(&spec, &recorded);
+    let id = recorded.session_id().unwrap();
+    stop_daemon(&home);
+    let tampered = {
+        let db = open_store(&home);
+        let tree = db.open_tree("events").unwrap();
+        let mut prefix = id.as_bytes().to_vec();
+        prefix.push(0);
+        let mut done = false;
+        for kv in tree.scan_prefix(&prefix) {
+            let (key, value) = kv.unwrap();
+            let mut events = decode_value(&value);
+            for e in &mut events {
+                if let Some(event::Kind::Ring(r)) = &mut e.kind {
+                    if let Some(data::Where::Inline(bytes)) = r.output.as_mut().and_then(|d| d.r#where.as_mut()) {
+                        if r.nr == 0 && bytes.starts_with(b"the bytes") {
+                            bytes[0] ^= 0x20;
+                            done = true;
+                        }
+                    }
+                }
+            }
+            if done {
+                tree.insert(key, encode_value(&events)).unwrap();
+                break;
+            }
+        }
+        db.flush().unwrap();
+        done
+    };
+    if !tampered {
+        // One CPU: warpd turned the ring off, and the exit path's read is
+        // tampered with above.
+        eprintln!("skipped: no ring read in the recording (the host gives the ring no second CPU)");
+        return;
+    }
+    let replayed = home.replay(&id, &[]);
+    assert_eq!(replayed.outcome.status, Status::Exited(1), "{}", replayed.warpctl_text());
+    let report = replayed.warpctl_text();
+    assert!(report.contains("diverged") && report.contains("write"), "the divergence is at the write: {report}");
 }
 
 #[test]

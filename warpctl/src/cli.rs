@@ -69,6 +69,11 @@ pub enum Command {
         /// The chaos-mode seed (default: a random one).
         #[arg(long, value_name = "N", requires = "chaos")]
         seed: Option<u64>,
+        /// Every syscall leaves the VM (the exit path), none takes the
+        /// exitless ring (also with WARP_EXITLESS=0): for comparing, or
+        /// where the second core its poller spins on is not free.
+        #[arg(long)]
+        no_exitless: bool,
         /// The program and its arguments (argv[0] is passed as given).
         // A program whose name starts with `-` comes after `--`; before it,
         // such a word is one of warpctl's options (or refused).

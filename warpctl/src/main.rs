@@ -64,6 +64,11 @@ fn man(command: Option<&str>) -> u8 {
 }
 
 /// Prints warpctl's message for `error` and gives its exit status.
+/// WARP_EXITLESS=0 (or off, no) turns the exitless ring off for record and replay.
+fn exitless_from_env() -> bool {
+    !matches!(std::env::var("WARP_EXITLESS").as_deref(), Ok("0" | "off" | "no"))
+}
+
 fn fail(error: impl std::fmt::Display, code: u8) -> u8 {
     say!("{error}");
     code
@@ -110,9 +115,10 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(async {
         match cli.command {
-            Command::Record { verbose, id_file, slice_ms, chaos, seed, command } => {
-                let args =
-                    record::RecordArgs { verbose, id_file, slice_ms: slice_ms.unwrap_or(0), chaos, seed, command };
+            Command::Record { verbose, id_file, slice_ms, chaos, seed, no_exitless, command } => {
+                let exitless = !no_exitless && exitless_from_env();
+                let slice_ms = slice_ms.unwrap_or(0);
+                let args = record::RecordArgs { verbose, id_file, slice_ms, chaos, seed, exitless, command };
                 record::run(args).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
             }
             Command::Replay { id, quiet, gdb: true, gdb_args, .. } => {
@@ -195,10 +201,12 @@ mod tests {
     #[test]
     fn record_takes_everything_after_the_program() {
         let cli = Cli::try_parse_from(["warpctl", "record", "-v", "--", "ls", "-v", "--id-file", "x"]).unwrap();
-        let Command::Record { verbose, id_file, command, slice_ms, chaos, seed } = cli.command else { panic!() };
+        let Command::Record { verbose, id_file, command, slice_ms, chaos, seed, no_exitless } = cli.command else {
+            panic!()
+        };
         assert!(verbose);
         assert!(id_file.is_none());
-        assert!(slice_ms.is_none() && !chaos && seed.is_none());
+        assert!(slice_ms.is_none() && !chaos && seed.is_none() && !no_exitless);
         assert_eq!(command, ["ls", "-v", "--id-file", "x"]);
 
         let cli = Cli::try_parse_from(["warpctl", "record", "--id-file", "f", "prog", "-x"]).unwrap();

@@ -45,6 +45,8 @@ pub struct RecordArgs {
     /// Chaos mode, with this seed or a random one.
     pub chaos: bool,
     pub seed: Option<u64>,
+    /// Calls may take the exitless ring.
+    pub exitless: bool,
     pub id_file: Option<PathBuf>,
     pub command: Vec<OsString>,
 }
@@ -145,6 +147,7 @@ fn request(args: &RecordArgs, program: &Path) -> Result<CreateSessionRequest, Re
         chaos: args.chaos,
         chaos_seed_set: args.seed.is_some(),
         chaos_seed: args.seed.unwrap_or(0),
+        no_exitless: !args.exitless,
     })
 }
 

@@ -106,9 +106,10 @@ pub fn build(spec: &GuestSpec, read: &Read, parts: Parts) -> Result<Guest, Sessi
     let images = &read.images;
     let Parts { mut mm, vm, mut vcpu, caps } = parts;
     let internal = |what: &str| SessionError::Failed(Failure::Daemon, format!("building the guest: {what}"));
-    for (va, gpa, user) in arch::x86_64::install_kernel(&mut mm.kernel) {
-        mm.map_kernel_page(va, gpa, user).map_err(|_| internal("kernel mapping"))?;
+    for (va, gpa) in arch::x86_64::install_kernel(&mut mm.kernel) {
+        mm.map_kernel_page(va, gpa).map_err(|_| internal("kernel mapping"))?;
     }
+    arch::x86_64::install_ring(&mut mm).map_err(|_| internal("ring page"))?;
     let loaded =
         program::load(images, &spec.argv, &spec.env, &spec.ident, spec.random, &mut mm).map_err(|e| match e {
             ExecError::Outside(o) => SessionError::Outside(o),

@@ -95,7 +95,15 @@ impl BrokerLink {
     /// Replies are read by the session thread itself (one thread hop less
     /// per syscall); signals travel on the channel so that they arrive while
     /// the program computes, and its end of file says the broker died.
-    pub fn start(self, memfd: BorrowedFd<'_>, size: u64, kicker: Kicker) -> Result<Link, LinkError> {
+    /// With `ring` (the exitless path: the page tables, read-only, their
+    /// size, and the ring log), the broker starts its poller.
+    pub fn start(
+        self,
+        memfd: BorrowedFd<'_>,
+        size: u64,
+        kicker: Kicker,
+        ring: Option<(BorrowedFd<'_>, u64, BorrowedFd<'_>)>,
+    ) -> Result<Link, LinkError> {
         // A socket pair rather than a pipe: the watcher blocks on it while
         // the session thread can still drain it without blocking.
         let (sig_read, sig_write) = nix::sys::socket::socketpair(
@@ -105,7 +113,10 @@ impl BrokerLink {
             nix::sys::socket::SockFlag::SOCK_CLOEXEC,
         )
         .map_err(|e| LinkError::Io(e.into()))?;
-        let fds = [memfd.as_raw_fd(), sig_write.as_raw_fd()];
+        let mut fds = vec![memfd.as_raw_fd(), sig_write.as_raw_fd()];
+        if let Some((tables, _, log)) = ring {
+            fds.extend([tables.as_raw_fd(), log.as_raw_fd()]);
+        }
         let iov = [std::io::IoSlice::new(b"W")];
         let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
         nix::sys::socket::sendmsg::<()>(
@@ -119,7 +130,8 @@ impl BrokerLink {
         // The broker now holds the only other end: its exit closes the channel.
         drop(sig_write);
         let mut w = &self.stream;
-        write_frame(&mut w, &Welcome { guest_memory_size: size })?;
+        let ring_tables_size = ring.map_or(0, |r| r.1);
+        write_frame(&mut w, &Welcome { guest_memory_size: size, ring_tables_size })?;
 
         let signals = Arc::new(Mutex::new(SignalQueue::default()));
         let dead = Arc::new(AtomicBool::new(false));
@@ -458,7 +470,7 @@ mod tests {
     #[test]
     fn frames_round_trip_and_reject_garbage() {
         let mut buf = Vec::new();
-        write_frame(&mut buf, &Welcome { guest_memory_size: 42 }).unwrap();
+        write_frame(&mut buf, &Welcome { guest_memory_size: 42, ring_tables_size: 0 }).unwrap();
         let f = read_frame(&mut buf.as_slice(), 100).unwrap().unwrap();
         assert_eq!(Welcome::decode(f.as_slice()).unwrap().guest_memory_size, 42);
         assert!(read_frame(&mut &[][..], 100).unwrap().is_none());

@@ -163,6 +163,9 @@ pub struct Guest {
     last_fault: Option<(u64, Option<u64>, i32)>,
     /// Where the program was when it ended.
     end_rip: u64,
+    /// The program's calls may take the exitless ring when nothing of the
+    /// exit loop's needs them (`Outside::ring_arm`).
+    exitless: bool,
 }
 
 impl Guest {
@@ -195,7 +198,28 @@ impl Guest {
             held_fault: None,
             last_fault: None,
             end_rip: 0,
+            exitless: false,
         }
+    }
+
+    /// Lets the program's calls take the exitless ring (the `Outside` has one).
+    pub fn exitless(&mut self, on: bool) {
+        self.exitless = on;
+    }
+
+    /// What the ring may serve in the next run: nothing while a debugger
+    /// stops the program at instructions, watches memory or its faults
+    /// (every call is then the exit loop's), else what the process allows.
+    fn ring_allow(&self) -> Option<crate::kernel::outside::RingAllow> {
+        let debugging = self.single_step
+            || self.fault_stops
+            || !self.breakpoints.is_empty()
+            || !self.watches.is_empty()
+            || self.probe_step;
+        if !self.exitless || debugging {
+            return None;
+        }
+        self.process.ring_allow()
     }
 
     /// Replay: a recorded point the program does not reach within
@@ -337,8 +361,11 @@ impl Guest {
             t.enter(self.process.sched.others_ready());
         }
         self.plant_breakpoints();
+        outside.ring_arm(self.ring_allow().as_ref());
         let exit = self.vcpu.run();
         self.lift_breakpoints();
+        // The calls the ring served come before whatever this exit is.
+        self.process.syscalls += outside.ring_collect(self.process.thread().tid)?;
         if let Some(t) = &self.timer {
             t.leave();
         }
@@ -362,6 +389,7 @@ impl Guest {
     /// Handles one exit of the vCPU.
     fn dispatch(&mut self, outside: &mut dyn Outside, exit: VmExit) -> Result<Stop, SessionError> {
         match exit {
+            VmExit::Syscall(req) if req.finish => self.ring_finish(outside, req),
             VmExit::Syscall(mut req) => {
                 self.boundary_at = Instant::now();
                 req.thread = self.process.thread().tid;
@@ -533,6 +561,23 @@ impl Guest {
                 let rip = self.vcpu.regs().map(|r| r.rip).unwrap_or(0);
                 Err(SessionError::Failed(Failure::Daemon, format!("the VM stopped: {why} (rip {rip:#x})")))
             }
+        }
+    }
+
+    /// A call the exitless path performed and left to warpd (recorded, or
+    /// answered, with the ring's other calls): its result goes back, with
+    /// what it raises (SIGPIPE) and what is due at a syscall boundary.
+    fn ring_finish(&mut self, outside: &mut dyn Outside, mut req: SyscallRequest) -> Result<Stop, SessionError> {
+        self.boundary_at = Instant::now();
+        req.thread = self.process.thread().tid;
+        let ret = self.process.ring_result();
+        let mut regs = self.vcpu.regs()?;
+        regs.finish_syscall(ret);
+        self.process.ring_finished(req.number, ret);
+        let due = self.due(outside, &regs, None, ret)?;
+        match self.resume(outside, due, regs, req.rip)? {
+            Ok(_) => Ok(Stop::Syscall { number: req.number }),
+            Err(stop) => Ok(stop),
         }
     }
 

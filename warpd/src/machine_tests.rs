@@ -32,9 +32,10 @@ fn hypervisor() -> Option<Box<dyn crate::hv::Hypervisor>> {
 
 fn tiny_guest(hv: &dyn crate::hv::Hypervisor) -> Guest {
     let builder::Parts { mut mm, vm, mut vcpu, caps } = builder::parts(hv).unwrap();
-    for (va, gpa, user) in x86::install_kernel(&mut mm.kernel) {
-        mm.map_kernel_page(va, gpa, user).unwrap();
+    for (va, gpa) in x86::install_kernel(&mut mm.kernel) {
+        mm.map_kernel_page(va, gpa).unwrap();
     }
+    x86::install_ring(&mut mm).unwrap();
     mm.map_anonymous(CODE, 4096, PROT_READ | PROT_EXEC, VmaKind::Anonymous).unwrap();
     mm.poke(CODE, &PROGRAM).unwrap();
     mm.map_anonymous(STACK - 4096, 4096, PROT_READ | PROT_WRITE, VmaKind::Stack).unwrap();
@@ -133,9 +134,10 @@ fn a_thread_context_round_trips_through_the_vcpu() {
 fn port_io_by_the_program_is_a_fault_at_the_instruction() {
     let Some(hv) = hypervisor() else { return };
     let builder::Parts { mut mm, vm, mut vcpu, caps } = builder::parts(hv.as_ref()).unwrap();
-    for (va, gpa, user) in x86::install_kernel(&mut mm.kernel) {
-        mm.map_kernel_page(va, gpa, user).unwrap();
+    for (va, gpa) in x86::install_kernel(&mut mm.kernel) {
+        mm.map_kernel_page(va, gpa).unwrap();
     }
+    x86::install_ring(&mut mm).unwrap();
     mm.map_anonymous(CODE, 4096, PROT_READ | PROT_EXEC, VmaKind::Anonymous).unwrap();
     // in $0x10,%al ; out %al,$0x10 ; inc rax ; jmp .
     mm.poke(CODE, &[0xe4, 0x10, 0xe6, 0x10, 0x48, 0xff, 0xc0, 0xeb, 0xfe]).unwrap();

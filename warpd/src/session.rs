@@ -20,6 +20,7 @@ use crate::kernel::outside::{Ending, OutsideError};
 use crate::kernel::process::{Identity, Process, ProcessError};
 use crate::link::{BrokerLink, LinkError};
 use crate::trace::record::Recorder;
+use crate::trace::ring::RecordRing;
 use crate::trace::store::Store;
 use crate::trace::FORMAT_VERSION;
 
@@ -39,6 +40,8 @@ pub struct SessionSpec {
     pub slice: std::time::Duration,
     /// Chaos mode's seed.
     pub chaos: Option<u64>,
+    /// Calls may take the exitless ring (where the host has a core for its poller).
+    pub exitless: bool,
 }
 
 /// Daemon-wide settings a session needs.
@@ -274,8 +277,24 @@ fn run_inner(
         Control { name: "syscalls".into(), controlled: true },
     ];
     let ident = identity_of(meta);
-    let link = broker.start(parts.mm.guest.fd(), builder::GUEST_MEMORY, parts.vcpu.kicker())?;
+    let ring = match spec.exitless && crate::trace::ring::host_allows() {
+        true => match RecordRing::new(&parts.mm.kernel, &parts.mm.guest) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!("no exitless ring for this recording: {e}");
+                None
+            }
+        },
+        false => None,
+    };
+    let tables_size = parts.mm.kernel.size();
+    let ring_fds = ring.as_ref().map(|r| {
+        let (tables, log) = r.fds();
+        (tables, tables_size, log)
+    });
+    let link = broker.start(parts.mm.guest.fd(), builder::GUEST_MEMORY, parts.vcpu.kicker(), ring_fds)?;
     let mut rec = Recorder::new(link, store.clone(), &spec.id);
+    rec.ring = ring;
     let mut crash_text = String::new();
     let crash = &mut crash_text;
     let outcome = (|| {
@@ -301,12 +320,16 @@ fn run_inner(
         meta.chaos_seed = spec.chaos.unwrap_or(0);
         let mut guest = builder::build(&gspec, &read, parts)?;
         guest.preempt_every(spec.slice, spec.chaos)?;
+        guest.exitless(rec.ring.is_some());
         if spec.verbose {
             guest.notes_to(notes.clone());
         }
         // Last, so that the helper threads started above keep every CPU.
         let pin = CpuPin::new(None);
         meta.vcpu_cpu = pin.cpu().map_or(0, |c| c + 1);
+        if let Some(r) = &rec.ring {
+            r.vcpu_cpu(pin.cpu());
+        }
         let r = guest.run(&mut rec);
         drop(pin);
         // The limits met, once each, after the program's own output (sent

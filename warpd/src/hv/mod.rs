@@ -34,6 +34,10 @@ pub struct SyscallRequest {
     pub args: [u64; 6],
     /// The address of the syscall instruction.
     pub rip: u64,
+    /// The exitless path performed the call and left it for the exit loop
+    /// to end (its result is in the ring slot): the backend saw the
+    /// trampoline's finishing `out`.
+    pub finish: bool,
 }
 
 /// What kind of CPU exception the guest took, independent of the

@@ -91,7 +91,8 @@ impl Mm {
     pub fn new(kernel: MemFd, guest: MemFd) -> Self {
         let mut kernel = kernel;
         let pt = PageTables::new(kernel.as_mut_slice(), x86::GPA_PML4, x86::GPA_PT_POOL, x86::KERNEL_SLOT_SIZE);
-        let frames = FrameAllocator::new(guest.size() / PAGE_SIZE);
+        // The last page is the ring page's.
+        let frames = FrameAllocator::new(guest.size() / PAGE_SIZE - 1);
         Mm { kernel, guest, guards: BTreeMap::new(), pt, frames, vmas: BTreeMap::new(), brk_start: 0, brk: 0 }
     }
 
@@ -102,8 +103,16 @@ impl Mm {
     /// Maps a kernel-slot page into the guest's virtual space (ring-0 tables
     /// writable by ring 0 only; the trampoline readable and executable by
     /// the program). Used once while building the VM.
-    pub fn map_kernel_page(&mut self, va: u64, gpa: u64, user: bool) -> Result<(), Errno> {
-        self.set_entry(va, leaf::kernel(gpa, user))?;
+    pub fn map_kernel_page(&mut self, va: u64, gpa: u64) -> Result<(), Errno> {
+        self.set_entry(va, leaf::kernel(gpa))?;
+        Ok(())
+    }
+
+    /// Maps the ring page (the trampoline and the exitless path's slot,
+    /// guest memory's last page, which no frame of the program's is) at `va`:
+    /// the program runs it and writes its slot.
+    pub fn map_ring_page(&mut self, va: u64, gpa: u64) -> Result<(), Errno> {
+        self.set_entry(va, leaf::user(gpa, true, true))?;
         Ok(())
     }
 

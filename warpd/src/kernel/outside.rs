@@ -57,7 +57,29 @@ pub struct Completed {
     pub outputs: Vec<Vec<u8>>,
 }
 
+/// What the exit loop lets the exitless path serve until the next exit:
+/// the page tables to find buffers with, and the descriptors warpd
+/// answers for itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RingAllow {
+    pub root: u64,
+    pub excluded: Vec<i32>,
+}
+
 pub trait Outside {
+    /// Before the vCPU runs: what the exitless path may serve until the
+    /// next exit (None: nothing, every call takes the exit path).
+    fn ring_arm(&mut self, allow: Option<&RingAllow>) {
+        let _ = allow;
+    }
+    /// After the vCPU ran: the calls the exitless path served meanwhile,
+    /// by thread `thread`, recorded (replay: answered from the trace and
+    /// consumed); how many.
+    fn ring_collect(&mut self, thread: u32) -> Result<u64, OutsideError> {
+        let _ = thread;
+        Ok(0)
+    }
+
     /// One broker request and its answer. `memory` is the guest memory the
     /// request's ranges point into.
     fn call(&mut self, kind: request::Kind, memory: &MemFd) -> Result<Reply, OutsideError>;

@@ -13,7 +13,7 @@ use warp_proto::broker::{buffer, request, Buffer, Ranges, Reply, Syscall};
 use super::abi;
 use super::errno::{Errno, SysResult};
 use super::mm::{self, Mm, VmaKind, PROT_EXEC, PROT_READ, PROT_WRITE};
-use super::outside::{Arrival, Completed, Outside, OutsideError};
+use super::outside::{Arrival, Completed, Outside, OutsideError, RingAllow};
 use super::procfs::{self, ProcInfo, ProcPath, SelfFile};
 use super::sched::Scheduler;
 use super::signals::{self, Delivery, SigAction, Signals, Target, ThreadSignals};
@@ -2859,6 +2859,38 @@ impl Process {
 
     pub fn thread_count(&self) -> usize {
         self.threads.len()
+    }
+
+    /// What the exitless path may serve now: for a process of one thread
+    /// (with several, every call is where the scheduler may pick), not in
+    /// chaos mode, whose writes no RLIMIT_FSIZE of its own limits, recorded
+    /// in a format that has the ring. The descriptors warpd answers for
+    /// itself (signalfds, `/proc/self/mem`, fd directory listings) and
+    /// stderr (whose last byte warpd follows for its notes) stay on the
+    /// exit path.
+    pub fn ring_allow(&self) -> Option<RingAllow> {
+        const RLIMIT_FSIZE: u64 = 1;
+        let limited = self.rlimits.get(&RLIMIT_FSIZE).is_some_and(|l| l.0 != u64::MAX);
+        if self.format < 5 || self.threads.len() != 1 || self.sched.is_chaos() || limited {
+            return None;
+        }
+        let mut excluded = vec![2];
+        excluded.extend(self.signalfds.keys().chain(self.memfiles.keys()).chain(self.fd_dirs.iter()));
+        Some(RingAllow { root: self.mm.cr3(), excluded })
+    }
+
+    /// The exitless path performed a call and left its end to warpd: a
+    /// write that found no reader raises SIGPIPE here, as on the exit path.
+    pub fn ring_finished(&mut self, nr: u64, ret: i64) {
+        if ret == Errno::EPIPE.ret() && table::lookup(nr).is_some_and(|d| d.epipe_sigpipe) {
+            self.raise_thread(abi::SIGPIPE);
+        }
+    }
+
+    /// The result the exitless path left in the ring slot.
+    pub fn ring_result(&self) -> i64 {
+        let off = warp_syscalls::ring::page_offset(self.mm.guest.size()) + warp_syscalls::ring::RET;
+        self.mm.guest.read_u64(off) as i64
     }
 
     pub fn has_thread(&self, tid: u32) -> bool {

@@ -17,7 +17,7 @@ fn process() -> Process {
 }
 
 fn request(number: u64, args: [u64; 6]) -> SyscallRequest {
-    SyscallRequest { thread: 4242, number, args, rip: 0x40_1000 }
+    SyscallRequest { thread: 4242, number, args, rip: 0x40_1000, finish: false }
 }
 
 /// Runs one syscall as the exit loop does, then delivers what is due where

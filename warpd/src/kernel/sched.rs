@@ -57,6 +57,11 @@ impl Rng {
 }
 
 impl Scheduler {
+    /// Whether picks are drawn at random (every syscall may be a pick).
+    pub fn is_chaos(&self) -> bool {
+        self.chaos.is_some()
+    }
+
     /// A chaos-mode scheduler drawing from `seed`.
     pub fn chaos(seed: u64) -> Self {
         let mut rng = Rng::new(seed);

@@ -31,8 +31,9 @@ fn update(u: replay_update::Update) -> ReplayUpdate {
 /// Replays session `id` and forwards everything to `tx`. Blocking: run it
 /// on a blocking thread. `quiet` drops the program's output here rather
 /// than sending it. With `gdb` a debugger drives the replay; its `cancel`
-/// is the replay's.
-pub fn run(shared: Arc<Shared>, id: String, quiet: bool, tx: Sender, gdb: Option<GdbLink>) {
+/// is the replay's. With `exitless`, calls recorded on the exitless ring
+/// are answered through it again.
+pub fn run(shared: Arc<Shared>, id: String, quiet: bool, exitless: bool, tx: Sender, gdb: Option<GdbLink>) {
     let _busy = shared.busy();
     let (out_tx, out_rx) = mpsc::channel::<ReplayOutput>();
     let cancel = gdb.as_ref().map(|g| Arc::clone(&g.cancel)).unwrap_or_default();
@@ -42,7 +43,10 @@ pub fn run(shared: Arc<Shared>, id: String, quiet: bool, tx: Sender, gdb: Option
         let cancel = Arc::clone(&cancel);
         thread::Builder::new()
             .name(format!("replay-{id}"))
-            .spawn(move || replay::replay(&shared.store, &id, &shared.options.config, &out_tx, Some(&cancel), gdb))
+            .spawn(move || {
+                let config = &shared.options.config;
+                replay::replay(&shared.store, &id, config, exitless, &out_tx, Some(&cancel), gdb)
+            })
     };
     let worker = match worker {
         Ok(worker) => worker,

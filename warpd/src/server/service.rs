@@ -211,6 +211,7 @@ impl Warp for WarpService {
                 us => std::time::Duration::from_micros(us.into()),
             },
             chaos: req.chaos.then(|| if req.chaos_seed_set { req.chaos_seed } else { fresh_seed() }),
+            exitless: !req.no_exitless,
         };
         // The id must be new to the store too (a sled look-up: off the runtime).
         let shared = Arc::clone(&self.shared);
@@ -362,7 +363,8 @@ impl Warp for WarpService {
         tracing::info!(id = %meta.id, uid, "replay");
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let shared = Arc::clone(&self.shared);
-        tokio::task::spawn_blocking(move || replay::run(shared, meta.id, req.quiet, tx, None));
+        let exitless = !req.no_exitless;
+        tokio::task::spawn_blocking(move || replay::run(shared, meta.id, req.quiet, exitless, tx, None));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -429,7 +431,7 @@ impl Warp for WarpService {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let shared = Arc::clone(&self.shared);
         let link = GdbLink { input: bytes_rx, cancel };
-        tokio::task::spawn_blocking(move || replay::run(shared, meta.id, req.quiet, tx, Some(link)));
+        tokio::task::spawn_blocking(move || replay::run(shared, meta.id, req.quiet, false, tx, Some(link)));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -535,6 +537,7 @@ mod tests {
             chaos: false,
             chaos_seed_set: false,
             chaos_seed: 0,
+            no_exitless: false,
         }
     }
 

@@ -385,6 +385,7 @@ mod tests {
             verbose,
             slice: crate::interrupts::DEFAULT_SLICE,
             chaos: None,
+            exitless: false,
         }
     }
 

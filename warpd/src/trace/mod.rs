@@ -12,6 +12,7 @@ pub mod export;
 pub mod print;
 pub mod record;
 pub mod replay;
+pub mod ring;
 pub mod store;
 pub mod symbols;
 
@@ -20,6 +21,7 @@ pub mod symbols;
 /// 3: interrupts while the program computes (preemptions, signals) are
 /// exact points (`Interrupt`), time slices end at recorded boundaries
 /// (`SliceEnd`); 4: a thread's call that would wait is deferred while
-/// other threads run (`BrokerCall.pending`, then `Completion`). Older
-/// traces read unchanged.
-pub const FORMAT_VERSION: u32 = 4;
+/// other threads run (`BrokerCall.pending`, then `Completion`); 5: calls
+/// the exitless path served are one `RingCall` each. Older traces read
+/// unchanged.
+pub const FORMAT_VERSION: u32 = 5;

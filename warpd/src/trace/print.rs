@@ -143,6 +143,14 @@ impl Printer {
                 out.extend(self.finish());
                 out.push(self.line(seq, seq, Kind::Interrupt, interrupt_text(i)));
             }
+            // A call the exitless path served: one line, as any call's.
+            Some(event::Kind::Ring(r)) => {
+                out.extend(self.finish());
+                let entry = SyscallEntry { nr: r.nr, args: r.args.clone(), rip: 0, thread: r.thread };
+                let call = BrokerCall { nr: r.nr as u32, ret: r.ret, args: r.args.clone(), ..Default::default() };
+                let exit = SyscallExit { nr: r.nr, ret: r.ret };
+                out.push(self.syscall_line(seq, seq, Some(&entry), &[&call], Some(&exit)));
+            }
             // The switch that follows shows it; a completion shows as the
             // waiting call's `resumed` line when its thread runs again.
             Some(event::Kind::SliceEnd(_)) | Some(event::Kind::Completion(_)) => {}

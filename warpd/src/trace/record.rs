@@ -4,22 +4,26 @@ use std::sync::Arc;
 
 use warp_proto::broker::{request, Reply};
 use warp_proto::trace::{
-    event, BrokerCall, Completion, Event, Fault, Interrupt, MemoryWrite, ProgramEnd, Schedule, Signals, SliceEnd,
-    SyscallEntry, SyscallExit,
+    event, BrokerCall, Completion, Event, Fault, Interrupt, MemoryWrite, ProgramEnd, RingCall, Schedule, Signals,
+    SliceEnd, SyscallEntry, SyscallExit,
 };
+use warp_syscalls::ring;
 
 use super::digest;
 use super::store::{EventWriter, Store};
 use crate::hv::memory::MemFd;
 use crate::hv::{GuestFault, SyscallRequest};
 use crate::interrupts::{regs_to_words, thread_cpu_ns};
-use crate::kernel::outside::{Arrival, Completed, Ending, InterruptPoint, Outside, OutsideError};
+use super::ring::RecordRing;
+use crate::kernel::outside::{Arrival, Completed, Ending, InterruptPoint, Outside, OutsideError, RingAllow};
 use crate::link::Link;
 
 pub struct Recorder {
     pub link: Link,
     writer: EventWriter,
     _store: Arc<Store>,
+    /// The exitless path, when this recording has it.
+    pub ring: Option<RecordRing>,
 }
 
 fn trace_err(e: super::store::StoreError) -> OutsideError {
@@ -29,7 +33,7 @@ fn trace_err(e: super::store::StoreError) -> OutsideError {
 impl Recorder {
     pub fn new(link: Link, store: Arc<Store>, id: &str) -> Self {
         let writer = store.writer(id);
-        Recorder { link, writer, _store: store }
+        Recorder { link, writer, _store: store, ring: None }
     }
 
     fn append(&mut self, kind: event::Kind) -> Result<(), OutsideError> {
@@ -46,6 +50,35 @@ impl Recorder {
 }
 
 impl Outside for Recorder {
+    fn ring_arm(&mut self, allow: Option<&RingAllow>) {
+        if let Some(r) = &self.ring {
+            r.arm(allow);
+        }
+    }
+
+    fn ring_collect(&mut self, thread: u32) -> Result<u64, OutsideError> {
+        let Some(r) = &self.ring else { return Ok(0) };
+        let served = r.take().map_err(|e| OutsideError::Trace(format!("the broker's ring log: {e}")))?;
+        let mut events = Vec::with_capacity(served.len());
+        for s in &served {
+            let output = if s.output.is_empty() { None } else { Some(self.writer.data(&s.output).map_err(trace_err)?) };
+            let write = matches!(ring::buffer(s.nr, &s.args), Some((_, _, false)));
+            events.push(event::Kind::Ring(RingCall {
+                nr: s.nr,
+                args: s.args[..ring::arity(s.nr)].to_vec(),
+                ret: s.ret,
+                input: if write { s.input.to_vec() } else { Vec::new() },
+                output,
+                stream: s.stream,
+                thread,
+            }));
+        }
+        // One store write for them all.
+        let events: Vec<Event> = events.into_iter().map(|k| Event { kind: Some(k) }).collect();
+        self.writer.append_all(&events).map_err(trace_err)?;
+        Ok(served.len() as u64)
+    }
+
     fn call(&mut self, kind: request::Kind, memory: &MemFd) -> Result<Reply, OutsideError> {
         let request_digest = digest::request_digest(&kind, memory).to_vec();
         let reply = match &kind {

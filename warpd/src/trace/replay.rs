@@ -12,9 +12,11 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
 use warp_proto::broker::{request, Reply};
-use warp_proto::trace::{event, Event, SessionMeta, Status};
+use warp_proto::trace::{event, Event, RingCall, SessionMeta, Status};
+use warp_syscalls::ring as ringabi;
 
 use super::digest;
+use super::ring::{Planned, ReplayRing};
 use super::store::Store;
 use super::FORMAT_VERSION;
 use crate::builder::{self, GuestSpec};
@@ -22,7 +24,7 @@ use crate::gdb::{Debugged, GdbLink};
 use crate::hv::memory::MemFd;
 use crate::hv::{GuestFault, SyscallRequest};
 use crate::interrupts::regs_from_words;
-use crate::kernel::outside::{Arrival, Completed, Ending, InterruptPoint, Outside, OutsideError};
+use crate::kernel::outside::{Arrival, Completed, Ending, InterruptPoint, Outside, OutsideError, RingAllow};
 use crate::machine::{Cancel, Stop};
 use crate::session::{self, Config, SessionError};
 
@@ -100,6 +102,7 @@ fn describe_event(e: &Event) -> String {
         ),
         Some(event::Kind::SliceEnd(s)) => format!("[{}] the end of its time slice", s.thread),
         Some(event::Kind::Completion(c)) => format!("[{}] its waiting call completing with {}", c.thread, c.ret),
+        Some(event::Kind::Ring(r)) => format!("{} returning {}", describe(r.nr, &r.args), r.ret),
         None => "an empty event".into(),
     }
 }
@@ -144,6 +147,11 @@ pub struct Replayer<'a> {
     /// Events before this were replayed once already (a debugger went
     /// back): their output and notes are not sent again.
     seen: usize,
+    /// The exitless path's poller, when this replay has it.
+    pub ring: Option<ReplayRing>,
+    /// A call recorded on the ring that the exit path meets (the ring was
+    /// off, or declined it): its RingCall stands for the broker call.
+    ring_call: Option<RingCall>,
 }
 
 /// Where a replayer stands, to go back to ([`Replayer::rewind`]).
@@ -154,7 +162,12 @@ pub struct ReplayerMark {
     thread: u32,
 }
 
-impl Replayer<'_> {
+impl<'a> Replayer<'a> {
+    fn new(store: &'a Store, id: &str, events: Vec<(u64, Event)>, out: &'a Sender<ReplayOutput>, thread: u32) -> Self {
+        let id = id.to_string();
+        Replayer { store, id, events, pos: 0, out, rip: 0, thread, seen: 0, ring: None, ring_call: None }
+    }
+
     fn diverged(&self, expected: String, actual: String) -> OutsideError {
         let event = self.events.get(self.pos).map(|e| e.0).unwrap_or(self.events.len() as u64);
         OutsideError::Diverged(crate::kernel::outside::Divergence { event, expected, actual, rip: self.rip })
@@ -233,8 +246,86 @@ impl Replayer<'_> {
     }
 }
 
+/// The RingCalls from event index `from` on, up to the next other event
+/// (at most a batch's worth), for the replay poller.
+fn plan(r: &Replayer<'_>, from: usize) -> Vec<Planned> {
+    const MAX_CALLS: usize = 256;
+    const MAX_BYTES: usize = 8 << 20;
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for (i, (_, e)) in r.events.iter().enumerate().skip(from).take(MAX_CALLS) {
+        let Some(event::Kind::Ring(c)) = &e.kind else { break };
+        // A damaged blob: the exit path meets the call and says so.
+        let Ok(output) = r.load(&c.output) else { break };
+        bytes += output.len();
+        if bytes > MAX_BYTES && !out.is_empty() {
+            break;
+        }
+        let mut args = [0u64; 6];
+        for (a, v) in args.iter_mut().zip(&c.args) {
+            *a = *v;
+        }
+        out.push(Planned {
+            nr: c.nr,
+            args,
+            ret: c.ret,
+            input: c.input.clone(),
+            output,
+            stream: c.stream,
+            emit: i >= r.seen,
+        });
+    }
+    out
+}
+
+impl Replayer<'_> {
+    /// The exit path met a call recorded on the ring: what it read must be
+    /// what it read then; what it got goes into its buffers.
+    fn ring_call_answer(&mut self, rc: &RingCall, kind: &request::Kind, memory: &MemFd) -> Result<Reply, OutsideError> {
+        let actual = || match kind {
+            request::Kind::Syscall(c) => format!("broker call {}", describe(c.nr as u64, &c.args)),
+            _ => "reading the executable".into(),
+        };
+        let recorded = || describe_event(&Event { kind: Some(event::Kind::Ring(rc.clone())) });
+        let request::Kind::Syscall(c) = kind else { return Err(self.diverged(recorded(), actual())) };
+        if c.nr as u64 != rc.nr {
+            return Err(self.diverged(recorded(), actual()));
+        }
+        if !rc.input.is_empty() && blake3::hash(&digest::read_bytes(kind, memory)).as_bytes()[..] != rc.input[..] {
+            return Err(self.diverged(recorded(), format!("{} with other data in the buffers it reads", actual())));
+        }
+        let output = self.load(&rc.output)?;
+        if !digest::fill_written(kind, &output, memory) {
+            return Err(self.diverged(recorded(), format!("{} with a smaller buffer", actual())));
+        }
+        if rc.ret > 0 && matches!(rc.stream, 1 | 2) && self.pos >= self.seen {
+            let bytes = digest::sent_bytes(kind, rc.ret as u64, memory);
+            let _ = self.out.send(if rc.stream == 1 { ReplayOutput::Stdout(bytes) } else { ReplayOutput::Stderr(bytes) });
+        }
+        Ok(Reply { id: 0, ret: rc.ret, stream: rc.stream, ..Default::default() })
+    }
+}
+
 impl Outside for Replayer<'_> {
+    fn ring_arm(&mut self, allow: Option<&RingAllow>) {
+        let Some(ring) = &self.ring else { return };
+        ring.arm(allow, self.pos, |from| plan(self, from));
+    }
+
+    fn ring_collect(&mut self, _thread: u32) -> Result<u64, OutsideError> {
+        let Some(ring) = &self.ring else { return Ok(0) };
+        let (n, emitted) = ring.collect();
+        self.pos += n;
+        for (stream, bytes) in emitted {
+            let _ = self.out.send(if stream == 1 { ReplayOutput::Stdout(bytes) } else { ReplayOutput::Stderr(bytes) });
+        }
+        Ok(n as u64)
+    }
+
     fn call(&mut self, kind: request::Kind, memory: &MemFd) -> Result<Reply, OutsideError> {
+        if let Some(rc) = self.ring_call.clone() {
+            return self.ring_call_answer(&rc, &kind, memory);
+        }
         let actual = || match &kind {
             request::Kind::Syscall(c) => format!("broker call {}", describe(c.nr as u64, &c.args)),
             _ => "reading the executable".into(),
@@ -433,6 +524,15 @@ impl Outside for Replayer<'_> {
         let (nr, args, rip) = (req.number, req.args, req.rip);
         self.rip = rip;
         self.thread = req.thread;
+        // A call recorded on the ring, met on the exit path: its RingCall
+        // answers the broker call and ends with the exit.
+        if let Some(event::Kind::Ring(r)) = self.peek().and_then(|e| e.kind.as_ref()) {
+            let n = ringabi::arity(r.nr);
+            if r.nr == nr && args.get(..n) == r.args.get(..n) {
+                self.ring_call = Some(r.clone());
+                return Ok(());
+            }
+        }
         // As many arguments as the call takes: what else the registers hold
         // is no input of the call. Traces from before threads name no thread.
         let arity = crate::kernel::table::lookup(crate::kernel::table::number(nr)).map_or(6, |d| d.args.len());
@@ -454,6 +554,14 @@ impl Outside for Replayer<'_> {
     }
 
     fn syscall_exit(&mut self, nr: u64, ret: i64, _rip: u64) -> Result<(), OutsideError> {
+        if let Some(rc) = self.ring_call.take() {
+            if rc.nr == nr && rc.ret == ret {
+                self.pos += 1;
+                return Ok(());
+            }
+            let recorded = describe_event(&Event { kind: Some(event::Kind::Ring(rc)) });
+            return Err(self.diverged(recorded, format!("{} returning {ret}", describe(nr, &[]))));
+        }
         self.expect(
             |k| matches!(k, event::Kind::Exit(x) if x.nr == nr && x.ret == ret),
             || format!("{} returning {ret}", describe(nr, &[])),
@@ -544,8 +652,7 @@ pub fn recorded_executable(store: &Store, id: &str) -> Result<(String, Vec<u8>),
     let events = store.events(id, 0).map_err(|e| e.to_string())?;
     let (discard, _) = std::sync::mpsc::channel();
     let ident = session::identity_of(&meta);
-    let mut rp =
-        Replayer { store, id: id.to_string(), events, pos: 0, out: &discard, rip: 0, thread: ident.pid, seen: 0 };
+    let mut rp = Replayer::new(store, id, events, &discard, ident.pid);
     let memory = |name: &str, size: u64| MemFd::create(name, size).map_err(|e| e.to_string());
     let mm = crate::kernel::mm::Mm::new(
         memory("warp-kernel", crate::arch::x86_64::KERNEL_SLOT_SIZE)?,
@@ -562,6 +669,7 @@ pub fn replay(
     store: &Store,
     id: &str,
     config: &Config,
+    exitless: bool,
     out: &Sender<ReplayOutput>,
     cancel: Option<&Arc<Cancel>>,
     gdb: Option<GdbLink>,
@@ -596,6 +704,7 @@ pub fn replay(
     }
     let ident = session::identity_of(&meta);
     let _pin = session::CpuPin::new(meta.vcpu_cpu.checked_sub(1));
+    let pin_cpu = _pin.cpu();
     let hv = match crate::hv::open(&config.kvm_device) {
         Ok(h) => h,
         Err(e) => return ReplayOutcome::Failed(e.to_string()),
@@ -604,7 +713,7 @@ pub fn replay(
         Ok(p) => p,
         Err(e) => return ReplayOutcome::Failed(e.to_string()),
     };
-    let mut rp = Replayer { store, id: id.to_string(), events, pos: 0, out, rip: 0, thread: ident.pid, seen: 0 };
+    let mut rp = Replayer::new(store, id, events, out, ident.pid);
     let mut random = [0u8; 16];
     random.copy_from_slice(&meta.at_random);
     let mut crash = String::new();
@@ -626,7 +735,15 @@ pub fn replay(
             chaos: meta.chaos.then_some(meta.chaos_seed),
             format: meta.format_version,
         };
+        // The poller starts before the vCPU's thread is pinned (it keeps every CPU).
+        if exitless && gdb.is_none() && crate::trace::ring::host_allows() {
+            match ReplayRing::start(&parts.mm.kernel, &parts.mm.guest, pin_cpu) {
+                Ok(r) => rp.ring = Some(r),
+                Err(e) => tracing::warn!("no exitless ring for this replay: {e}"),
+            }
+        }
         let mut guest = builder::build(&spec, &read, parts)?;
+        guest.exitless(rp.ring.is_some());
         guest.watch_points()?;
         if let Some(c) = cancel {
             guest.cancel_with(c.clone());

@@ -195,7 +195,14 @@ impl Store {
 
         let mut ids = Vec::with_capacity(interrupted.len());
         for (id, mut meta) in interrupted {
-            let events = self.trees.events.scan_prefix(event_prefix(&id)).keys().filter(|k| k.is_ok()).count();
+            let events: usize = self
+                .trees
+                .events
+                .scan_prefix(event_prefix(&id))
+                .values()
+                .filter_map(|v| v.ok())
+                .map(|v| events_in(&v))
+                .sum();
             meta.status = Status::Incomplete as i32;
             meta.end_ms = now_ms();
             meta.events = events as u64;
@@ -352,8 +359,23 @@ impl Store {
     /// The iterator ends after the first error.
     pub fn iter_events(&self, id: &str, from: u64) -> Result<EventIter> {
         self.session(id)?;
-        let inner = self.trees.events.range(event_key(id, from)..events_end(id));
-        Ok(EventIter { session: id.to_owned(), inner, key_len: id.len() + 9, expected: from, done: false })
+        // Event `from` may be inside a chunk stored under an earlier number.
+        let start = match self.trees.events.range(event_prefix(id)..=event_key(id, from)).next_back() {
+            Some(Ok((key, value))) if value.first() == Some(&CHUNK) => key.to_vec(),
+            Some(Err(e)) => return Err(db_err("cannot read events")(e)),
+            _ => event_key(id, from),
+        };
+        let first = start.get(id.len() + 1..).and_then(|b| b.try_into().ok()).map_or(from, u64::from_be_bytes);
+        let inner = self.trees.events.range(start..events_end(id));
+        Ok(EventIter {
+            session: id.to_owned(),
+            inner,
+            key_len: id.len() + 9,
+            expected: first,
+            from,
+            queued: std::collections::VecDeque::new(),
+            done: false,
+        })
     }
 
     /// Blocks until the session has an event at or after `from`, or its
@@ -540,6 +562,10 @@ pub struct EventIter {
     /// The sequence number the next event must have: events are numbered
     /// from 0 without gaps, so a jump means events are missing.
     expected: u64,
+    /// Events before this (in the first chunk) are skipped.
+    from: u64,
+    /// The rest of a chunk's events.
+    queued: std::collections::VecDeque<(u64, Event)>,
     done: bool,
 }
 
@@ -566,10 +592,45 @@ impl EventIter {
                 format!("it is missing (the next stored event is {seq})"),
             ));
         }
+        if value.first() == Some(&CHUNK) {
+            let mut rest = &value[1..];
+            let mut n = seq;
+            while !rest.is_empty() {
+                let e = Event::decode_length_delimited(&mut rest)
+                    .map_err(|e| self.corrupt(format!("event {n} (in the chunk from {seq})"), e.to_string()))?;
+                self.queued.push_back((n, e));
+                n += 1;
+            }
+            self.expected = n;
+            return self.queued.pop_front().ok_or_else(|| self.corrupt(format!("event {seq}"), "an empty chunk".into()));
+        }
         let event = Event::decode(value).map_err(|e| self.corrupt(format!("event {seq}"), e.to_string()))?;
         self.expected = seq.wrapping_add(1);
         Ok((seq, event))
     }
+}
+
+/// A stored value that holds several events (length-delimited), the
+/// first numbered by its key: no Event encoding starts with this byte
+/// (it would be field 31 with wire type 7).
+const CHUNK: u8 = 0xff;
+
+/// How many events a stored value holds.
+fn events_in(value: &[u8]) -> usize {
+    if value.first() != Some(&CHUNK) {
+        return 1;
+    }
+    let mut rest = &value[1..];
+    let mut n = 0;
+    while let Ok(len) = prost::encoding::decode_varint(&mut rest) {
+        let Some(r) = rest.get(len as usize..) else { break };
+        rest = r;
+        n += 1;
+        if rest.is_empty() {
+            break;
+        }
+    }
+    n
 }
 
 impl Iterator for EventIter {
@@ -579,12 +640,20 @@ impl Iterator for EventIter {
         if self.done {
             return None;
         }
-        let result = match self.inner.next()? {
-            Ok((key, value)) => self.decode(&key, &value),
-            Err(e) => Err(db_err("cannot read events")(e)),
-        };
-        self.done = result.is_err();
-        Some(result)
+        loop {
+            let result = match self.queued.pop_front() {
+                Some(e) => Ok(e),
+                None => match self.inner.next()? {
+                    Ok((key, value)) => self.decode(&key, &value),
+                    Err(e) => Err(db_err("cannot read events")(e)),
+                },
+            };
+            if matches!(&result, Ok((seq, _)) if *seq < self.from) {
+                continue;
+            }
+            self.done = result.is_err();
+            return Some(result);
+        }
     }
 }
 
@@ -628,6 +697,39 @@ impl EventWriter {
         self.unflushed += 1;
         self.flush_if_due()?;
         Ok(seq)
+    }
+
+    /// Appends `events` as one stored value (a chunk): one store write for
+    /// many small events (the exitless path's calls).
+    pub fn append_all(&mut self, events: &[Event]) -> Result<()> {
+        match events {
+            [] => return Ok(()),
+            [one] => return self.append(one).map(|_| ()),
+            _ => {}
+        }
+        let seq = self.next_seq()?;
+        let mut value = vec![CHUNK];
+        for e in events {
+            e.encode_length_delimited(&mut value).expect("a Vec grows");
+        }
+        let swapped = self
+            .trees
+            .events
+            .compare_and_swap(event_key(&self.id, seq), None::<&[u8]>, Some(value.as_slice()))
+            .map_err(db_err("cannot store events"))?;
+        if swapped.is_err() {
+            return Err(StoreError::Db(format!(
+                "session {}: event {seq} already exists (is another writer appending to this session?)",
+                self.id
+            )));
+        }
+        let n = events.len() as u64;
+        self.next = Some(seq + n);
+        self.appended += n;
+        self.bytes += value.len() as u64;
+        self.logical += value.len() as u64;
+        self.unflushed += n;
+        self.flush_if_due()
     }
 
     /// Bytes as `Data`: inline when short, else a blob (stored once,

@@ -9,12 +9,13 @@
 //!    0x0010_0000  ring-0 text: IDT stubs, 16 bytes a vector
 //!    0x0020_0000  GDT    0x0020_1000 IDT    0x0020_2000 TSS (+ I/O bitmap)
 //!    0x0021_0000  top of the ring-0 stack (RSP0); exception frames below it
-//!    0x0030_0000  the syscall trampoline page (mapped at TRAMPOLINE_VA, user)
 //!    0x0030_1000  replay's probe stub: code, then data and stack (user pages,
 //!                 mapped near a recorded interrupt point while replay looks for it)
 //!    0x0100_0000 .. KERNEL_SLOT_SIZE   page-table pool
 //!  slot 1  "guest" memfd, shared with the broker: every page the program can touch
 //!    USER_GPA_BASE ..
+//!    last page    the ring page: the syscall trampoline and the exitless
+//!                 path's request slot (mapped at TRAMPOLINE_VA, user, `ring`)
 //! ```
 //!
 //! Ring-0 structures are mapped supervisor-only at `KBASE + gpa`.
@@ -24,6 +25,7 @@ pub mod descriptors;
 pub mod paging;
 pub mod probe;
 pub mod regs;
+pub mod ring;
 pub mod signal;
 
 pub use cpu::InitialCpu;
@@ -39,7 +41,6 @@ pub const GPA_GDT: u64 = 0x20_0000;
 pub const GPA_IDT: u64 = 0x20_1000;
 pub const GPA_TSS: u64 = 0x20_2000;
 pub const GPA_KSTACK_TOP: u64 = 0x21_0000;
-pub const GPA_TRAMPOLINE: u64 = 0x30_0000;
 /// The probe stub's code page; its data page follows.
 pub const GPA_PROBE: u64 = 0x30_1000;
 pub const GPA_PT_POOL: u64 = 0x100_0000;
@@ -78,29 +79,24 @@ pub const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
 
 /// `syscall` loads CS from STAR[47:32] (kernel) and returns with STAR[63:48].
 pub const STAR_VALUE: u64 = (0x23 << 48) | ((SEL_KCODE as u64) << 32);
-/// Flags cleared on `syscall`: TF, IF, DF, AC and IOPL/NT bits, as Linux.
-pub const SFMASK_VALUE: u64 = 0x4_7700;
+/// Flags cleared on `syscall`: TF, DF, AC, IOPL and NT as Linux, but not
+/// IF: the trampoline runs at CPL3, where `popfq` could not set it again.
+pub const SFMASK_VALUE: u64 = 0x4_7500;
 
-/// Bytes of the trampoline page: `out %al, $PORT_SYSCALL`. The host resumes
-/// the program at rcx with rflags from r11, so nothing follows but traps.
-pub fn trampoline_page() -> Vec<u8> {
-    let mut page = vec![0xcc; PAGE_SIZE as usize]; // int3 everywhere else
-    page[0] = 0xe6; // out imm8, al
-    page[1] = PORT_SYSCALL as u8;
-    page
+/// Writes warpd's guest-side kernel (descriptor tables, exception stubs)
+/// into the kernel region, and returns the pages to map into every
+/// address space: (virtual address, kernel-region offset), ring 0 only.
+pub fn install_kernel(kernel: &mut crate::hv::memory::MemFd) -> Vec<(u64, u64)> {
+    descriptors::write_tables(kernel.as_mut_slice());
+    (0..KERNEL_MAPPED).step_by(PAGE_SIZE as usize).map(|gpa| (KBASE + gpa, gpa)).collect()
 }
 
-/// Writes warpd's guest-side kernel (descriptor tables, exception stubs,
-/// the syscall trampoline) into the kernel region, and returns the pages
-/// to map into every address space: (virtual address, kernel-region
-/// offset, user-accessible). Only the trampoline is a user page.
-pub fn install_kernel(kernel: &mut crate::hv::memory::MemFd) -> Vec<(u64, u64, bool)> {
-    descriptors::write_tables(kernel.as_mut_slice());
-    kernel.write(GPA_TRAMPOLINE, &trampoline_page());
-    let mut pages: Vec<(u64, u64, bool)> =
-        (0..KERNEL_MAPPED).step_by(PAGE_SIZE as usize).map(|gpa| (KBASE + gpa, gpa, false)).collect();
-    pages.push((TRAMPOLINE_VA, GPA_TRAMPOLINE, true));
-    pages
+/// Writes the ring page (the trampoline) into guest memory's last page
+/// and maps it at TRAMPOLINE_VA: the program's syscalls start there.
+pub fn install_ring(mm: &mut crate::kernel::mm::Mm) -> Result<(), crate::kernel::errno::Errno> {
+    let off = warp_syscalls::ring::page_offset(mm.guest.size());
+    mm.guest.write(off, &ring::page());
+    mm.map_ring_page(TRAMPOLINE_VA, USER_GPA_BASE + off)
 }
 
 /// What an exception frame on the ring-0 stack holds (pushed by the IDT
@@ -167,12 +163,5 @@ mod tests {
         assert_eq!(port_io_start(0x1001, [0x90, 0x90, 0xee]), 0x1000); // out %al, %dx
         assert_eq!(port_io_start(0x1002, [0x90, 0x66, 0xed]), 0x1000); // in %dx, %ax
         assert_eq!(port_io_start(0x1002, [0x90, 0xe4, 0x10]), 0x1000); // in $0x10, %al
-    }
-
-    #[test]
-    fn trampoline_starts_with_out() {
-        let p = trampoline_page();
-        assert_eq!(&p[..2], &[0xe6, 0x10]);
-        assert_eq!(p.len(), 4096);
     }
 }

@@ -39,10 +39,9 @@ pub mod leaf {
         gpa | PTE_KEEP
     }
 
-    /// A page of warpd's guest-side kernel: ring-0 data, or the user page
-    /// the syscall trampoline is on (readable and executable by the program).
-    pub fn kernel(gpa: u64, user_page: bool) -> u64 {
-        gpa | PTE_PRESENT | if user_page { PTE_USER } else { PTE_WRITE }
+    /// A page of warpd's guest-side kernel: ring-0 text and data.
+    pub fn kernel(gpa: u64) -> u64 {
+        gpa | PTE_PRESENT | PTE_WRITE
     }
 
     /// A page of replay's probe stub: the program's code jumps into it, so
@@ -92,8 +91,7 @@ pub mod leaf {
             assert!(!present(none) && !user_access(none, false));
             assert_eq!(frame(none), Some(0x1_0000_7000));
             assert_eq!(frame(0), None);
-            assert!(!user_access(kernel(0x3000, false), false));
-            assert!(user_access(kernel(0x30_0000, true), false) && !user_access(kernel(0x30_0000, true), true));
+            assert!(!user_access(kernel(0x3000), false));
         }
     }
 }

@@ -180,19 +180,19 @@ pub struct Stub {
 }
 
 /// A small assembler for the stub's fixed instruction forms.
-struct Asm {
-    base: u64,
-    code: Vec<u8>,
+pub(super) struct Asm {
+    pub base: u64,
+    pub code: Vec<u8>,
 }
 
 impl Asm {
-    fn here(&self) -> u64 {
+    pub fn here(&self) -> u64 {
         self.base + self.code.len() as u64
     }
 
     /// `bytes`, then a rel32 to `target` counted from the instruction's end
     /// (`tail` more bytes after the rel32).
-    fn rel32(&mut self, bytes: &[u8], target: u64, tail: &[u8]) -> Option<()> {
+    pub fn rel32(&mut self, bytes: &[u8], target: u64, tail: &[u8]) -> Option<()> {
         self.code.extend_from_slice(bytes);
         let end = self.here() + 4 + tail.len() as u64;
         let rel = i32::try_from(target.wrapping_sub(end) as i64).ok()?;
@@ -202,7 +202,7 @@ impl Asm {
     }
 
     /// `op r64, [rip + target]` with `reg` the x86 register number.
-    fn rip_op(&mut self, opcode: u8, reg: u8, target: u64) -> Option<()> {
+    pub fn rip_op(&mut self, opcode: u8, reg: u8, target: u64) -> Option<()> {
         let rex = 0x48 | if reg >= 8 { 0x04 } else { 0 };
         self.rel32(&[rex, opcode, ((reg & 7) << 3) | 0b101], target, &[])
     }

@@ -11,6 +11,7 @@ use crate::arch::x86_64::cpu::{decode_fault, read_exception_frame, set_exception
 use crate::arch::x86_64::descriptors::{user_segments, CR4_OSXSAVE};
 use crate::arch::x86_64::{self as x86, InitialCpu, Regs};
 use crate::hv::memory::MemFd;
+use warp_syscalls::ring::{EXIT_SITE, FINISH_SITE};
 use crate::hv::{Capabilities, CpuState, FaultKind, GuestFault, HvError, Kick, Kicker, SyscallRequest, Vcpu, VmExit};
 
 /// The signal used to interrupt KVM_RUN from another thread.
@@ -109,6 +110,12 @@ impl Drop for KvmVcpu {
             *k.target.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
     }
+}
+
+/// Whether an `out` exit at `rip` is the ring page's `out` at `site` (PVM
+/// reports the address after it, VMX/SVM the `out` itself).
+fn at_out(rip: u64, site: u64) -> bool {
+    rip == x86::TRAMPOLINE_VA + site + 2 || rip == x86::TRAMPOLINE_VA + site
 }
 
 fn err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> HvError {
@@ -252,10 +259,11 @@ impl KvmVcpu {
                 match self.raw_regs() {
                     // Only the trampoline's `out` is a syscall (PVM reports
                     // the address after it, VMX/SVM the `out` itself).
-                    Ok(r) if r.rip == x86::TRAMPOLINE_VA + 2 || r.rip == x86::TRAMPOLINE_VA => {
+                    Ok(r) if [EXIT_SITE, FINISH_SITE].iter().any(|&s| at_out(r.rip, s)) => {
                         let (number, args) = r.syscall_args();
                         // rcx holds the address after the 2-byte `syscall`.
-                        VmExit::Syscall(SyscallRequest { thread: 0, number, args, rip: r.rcx.wrapping_sub(2) })
+                        let rip = r.rcx.wrapping_sub(2);
+                        VmExit::Syscall(SyscallRequest { thread: 0, number, args, rip, finish: at_out(r.rip, FINISH_SITE) })
                     }
                     // PVM reports an `out` with rip past it, VMX/SVM at it.
                     Ok(r) => self.stray_io(r, !self.caps.untested_paths),
@@ -338,7 +346,7 @@ impl Vcpu for KvmVcpu {
 
         let entries = [
             (x86::MSR_STAR, x86::STAR_VALUE),
-            (x86::MSR_LSTAR, x86::TRAMPOLINE_VA),
+            (x86::MSR_LSTAR, x86::TRAMPOLINE_VA + warp_syscalls::ring::ENTRY),
             (x86::MSR_CSTAR, x86::TRAMPOLINE_VA),
             (x86::MSR_SFMASK, x86::SFMASK_VALUE),
             (x86::MSR_KERNEL_GS_BASE, 0),

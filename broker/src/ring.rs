@@ -1,0 +1,271 @@
+//! The broker's side of the exitless syscall path (recording): a thread
+//! that polls the ring page the program's trampoline posts to, performs
+//! the calls that need no decision of warpd's (reads and writes that do
+//! not wait, lseek) in guest memory, and appends each to the log warpd
+//! records from. Anything else is declined and takes the exit path.
+//!
+//! What the page says is the program's: the request is copied out once,
+//! its buffer is found by walking the page tables (a read-only view of
+//! warpd's kernel memory) with the CPU's checks, and only calls of
+//! `ring::CALLS` on the program's own descriptors are performed.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use warp_syscalls::ring::{self, Log, Request, Served, Slot};
+
+use crate::perform::GuestMemory;
+use crate::BrokerError;
+
+/// Bumped by the request loop for every request warpd sends: descriptors
+/// may have changed (opened, closed, duplicated), so what the ring knows
+/// about them is forgotten.
+pub static FD_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// How long the poller spins for the next request before it sleeps.
+const SPIN_WINDOW: Duration = Duration::from_micros(300);
+
+/// Linux's PIPE_BUF: a write of at most this much to a pipe is whole or
+/// not at all, so one that does not wait is the write the program asked for.
+const PIPE_BUF: u64 = 4096;
+
+/// A read-only mapping of warpd's kernel memory (the page tables).
+struct Tables {
+    base: *const u8,
+    size: u64,
+}
+
+// SAFETY: a read-only shared mapping that lives as long as the process.
+unsafe impl Send for Tables {}
+
+impl Tables {
+    fn map(fd: &OwnedFd, size: u64) -> Result<Tables, BrokerError> {
+        // SAFETY: a read-only shared mapping of the descriptor warpd sent; checked.
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), size as usize, libc::PROT_READ, libc::MAP_SHARED, fd.as_raw_fd(), 0)
+        };
+        if p == libc::MAP_FAILED {
+            return Err(crate::os_err("mapping the page tables"));
+        }
+        Ok(Tables { base: p as *const u8, size })
+    }
+
+    fn word(&self, gpa: u64) -> Option<u64> {
+        if gpa % 8 != 0 || gpa.checked_add(8)? > self.size {
+            return None;
+        }
+        // SAFETY: inside the mapping (checked), aligned.
+        Some(unsafe { std::ptr::read_volatile(self.base.add(gpa as usize) as *const u64) })
+    }
+}
+
+/// What a descriptor is, for whether a call on it may wait.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A regular file or a memory device (null, zero, full, random,
+    /// urandom): calls complete without waiting on anyone.
+    Prompt,
+    /// Anything else: only a call that need not wait (RWF_NOWAIT) is taken.
+    Other,
+}
+
+#[derive(Default)]
+struct Fds {
+    epoch: u64,
+    known: std::collections::HashMap<i32, (Kind, u32)>,
+}
+
+impl Fds {
+    /// The descriptor's kind and the stream (1, 2) it is, None when it is not open.
+    fn get(&mut self, fd: i32) -> Option<(Kind, u32)> {
+        let epoch = FD_EPOCH.load(Ordering::Acquire);
+        if epoch != self.epoch {
+            self.known.clear();
+            self.epoch = epoch;
+        }
+        if let Some(k) = self.known.get(&fd) {
+            return Some(*k);
+        }
+        // SAFETY: fstat into a local struct.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::fstat(fd, &mut st) } != 0 {
+            return None;
+        }
+        let dev = |major: u32, minor: u32| libc::makedev(major, minor) == st.st_rdev;
+        let kind = match st.st_mode & libc::S_IFMT {
+            libc::S_IFREG => Kind::Prompt,
+            libc::S_IFCHR if dev(1, 3) || dev(1, 5) || dev(1, 7) || dev(1, 8) || dev(1, 9) => Kind::Prompt,
+            _ => Kind::Other,
+        };
+        let stream = crate::perform::stream_of_fd(fd);
+        self.known.insert(fd, (kind, stream));
+        Some((kind, stream))
+    }
+}
+
+struct Ring {
+    guest: Arc<GuestMemory>,
+    tables: Tables,
+    log: Log,
+    slot: Slot,
+    _log_map: *mut u8,
+}
+
+// SAFETY: the mappings are shared memory used only through atomics and
+// bounds-checked copies.
+unsafe impl Send for Ring {}
+
+/// Maps the log and the page tables and starts the poller.
+pub fn start(guest: Arc<GuestMemory>, tables: OwnedFd, tables_size: u64, log: OwnedFd) -> Result<(), BrokerError> {
+    let tables = Tables::map(&tables, tables_size)?;
+    // SAFETY: a shared mapping of the log warpd sent; checked.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            ring::LOG_SIZE as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            log.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(crate::os_err("mapping the ring log"));
+    }
+    let page = guest.ptr(ring::page_offset(guest.size()), ring::PAGE).ok_or(BrokerError::Protocol(
+        "guest memory too small for the ring page".into(),
+    ))?;
+    // SAFETY: the log mapping and the ring page live as long as the process.
+    let r = unsafe { Ring { guest, tables, log: Log::new(p as *mut u8), slot: Slot::new(page), _log_map: p as *mut u8 } };
+    std::thread::Builder::new()
+        .name("ring".into())
+        .spawn(move || r.run())
+        .map_err(|e| BrokerError::Os("starting the ring poller", e))?;
+    Ok(())
+}
+
+impl Ring {
+    fn run(self) {
+        let mut fds = Fds::default();
+        let mut kept_off = None;
+        loop {
+            // The process's end ends the thread.
+            self.slot.wait_posted(SPIN_WINDOW, &|| false, &|| false);
+            let cpu = self.log.vcpu_cpu();
+            if cpu != kept_off {
+                if let Some(c) = cpu {
+                    ring::keep_off_cpu(c);
+                }
+                kept_off = cpu;
+            }
+            let Some(req) = self.slot.claim() else { continue };
+            let (state, ret) = self.serve(&req, &mut fds).unwrap_or((ring::DECLINED, 0));
+            self.slot.answer(state, ret);
+        }
+    }
+
+    /// Performs one claimed request: (DONE or FINISH, result), or None to
+    /// decline it (the exit path then has it, with the same registers).
+    fn serve(&self, req: &Request, fds: &mut Fds) -> Option<(u32, i64)> {
+        let root = self.log.allowed()?;
+        if !ring::CALLS.contains(&req.nr) || req.args[0] > i32::MAX as u64 {
+            return None;
+        }
+        let fd = req.args[0] as i32;
+        if fd >= crate::RESERVED_BASE.load(Ordering::Relaxed) || self.log.excluded(fd) {
+            return None;
+        }
+        let (kind, stream) = fds.get(fd)?;
+        if req.nr == 8 {
+            // SAFETY: lseek on one of the program's descriptors.
+            let r = unsafe { libc::lseek(fd, req.args[1] as i64, req.args[2] as i32) };
+            let ret = if r < 0 { -(errno() as i64) } else { r };
+            return self.log_it(req, ret, 0, [0; 32], &[], false);
+        }
+        let (addr, len, out) = ring::buffer(req.nr, &req.args)?;
+        if len > ring::MAX_DATA || (!out && kind == Kind::Other && len > PIPE_BUF) {
+            return None;
+        }
+        let offset = match req.nr {
+            17 | 18 => i64::try_from(req.args[3]).ok()?,
+            _ => -1,
+        };
+        let table = |gpa: u64| self.tables.word(gpa);
+        let ranges = ring::user_ranges(table, root, self.guest.size(), addr, len, out)?;
+        if !self.log.has_room(if out { len } else { 0 }) {
+            return None;
+        }
+        let mut iov = Vec::with_capacity(ranges.len());
+        for &(off, n) in &ranges {
+            iov.push(libc::iovec { iov_base: self.guest.ptr(off, n)? as *mut libc::c_void, iov_len: n as usize });
+        }
+        let mut input = [0u8; 32];
+        if !out {
+            let mut h = blake3::Hasher::new();
+            for v in &iov {
+                // SAFETY: the iovec points into guest memory (checked ranges).
+                h.update(unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) });
+            }
+            input = *h.finalize().as_bytes();
+        }
+        let flags = if kind == Kind::Other { libc::RWF_NOWAIT } else { 0 };
+        let ret = loop {
+            // SAFETY: vectored I/O on the program's descriptor into guest
+            // memory the page tables give the program (checked above).
+            let r = unsafe {
+                if out {
+                    libc::preadv2(fd, iov.as_ptr(), iov.len() as i32, offset, flags)
+                } else {
+                    libc::pwritev2(fd, iov.as_ptr(), iov.len() as i32, offset, flags)
+                }
+            };
+            if r >= 0 {
+                break r as i64;
+            }
+            match errno() {
+                libc::EINTR => continue,
+                // It would wait (or cannot say): the exit path waits as Linux does.
+                libc::EAGAIN | libc::EOPNOTSUPP if kind == Kind::Other => return None,
+                e => break -(e as i64),
+            }
+        };
+        let stream = if !out && ret > 0 { stream } else { 0 };
+        self.log_it(req, ret, stream, input, &iov, out)
+    }
+
+    /// Appends the served call to the log; a write that found no reader
+    /// (EPIPE) is finished by warpd, which sends the program its SIGPIPE.
+    fn log_it(
+        &self,
+        req: &Request,
+        ret: i64,
+        stream: u32,
+        input: [u8; 32],
+        iov: &[libc::iovec],
+        out: bool,
+    ) -> Option<(u32, i64)> {
+        let out_len = if out && ret > 0 { ret as u64 } else { 0 };
+        let served = Served { nr: req.nr, args: req.args, ret, stream, input, output: Vec::new() };
+        self.log.append(&served, out_len, |dst| {
+            let mut at = 0usize;
+            for v in iov {
+                if at == dst.len() {
+                    break;
+                }
+                let n = v.iov_len.min(dst.len() - at);
+                // SAFETY: the iovec points into guest memory (checked).
+                dst[at..at + n].copy_from_slice(unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, n) });
+                at += n;
+            }
+        });
+        let state = if ret == -(libc::EPIPE as i64) && matches!(req.nr, 1 | 18) { ring::FINISH } else { ring::DONE };
+        Some((state, ret))
+    }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
