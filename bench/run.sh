@@ -11,7 +11,9 @@
 # its connection to the daemon are, in every recorded run.
 #
 # Prints a table: best native, `strace -f` (the ptrace baseline, when
-# strace is installed), recorded and replayed wall time, the ratios to
+# strace is installed), recorded wall time with the exitless ring and
+# without it (`--no-exitless`: every syscall a VM exit), replayed wall time
+# (with the ring), the ratios to
 # native, and, when `warpctl record -v` prints a line such as
 # `warpctl: N syscalls, M vm exits`, those counts and exits per syscall
 # (from one extra -v run, not timed); otherwise "n/a".
@@ -88,6 +90,8 @@ repeat20() {
 }
 
 record() { "$warpctl" record -- "$@"; }
+# Every syscall through a VM exit: the figures before the exitless ring.
+record_exits() { "$warpctl" record --no-exitless -- "$@"; }
 
 # counts CMD... : "syscalls vm_exits id events trace_bytes" from one
 # `warpctl record -v --id-file` run ("n/a" for what is not known).
@@ -118,7 +122,7 @@ bench() { # NAME CMD...
     local name=$1
     shift
     echo "running $name"
-    local native traced recorded replayed c sys exits id events bytes logical
+    local native traced recorded recorded_exits replayed c sys exits id events bytes logical
     native=$(time_best "$@")
     traced="n/a"
     if command -v strace >/dev/null 2>&1; then
@@ -126,9 +130,11 @@ bench() { # NAME CMD...
     fi
     if [ "$1" = repeat20 ]; then
         recorded=$(time_best repeat20 record "${@:2}")
+        recorded_exits=$(time_best repeat20 record_exits "${@:2}")
         c=$(counts "${@:2}")
     else
         recorded=$(time_best record "$@")
+        recorded_exits=$(time_best record_exits "$@")
         c=$(counts "$@")
     fi
     read -r sys exits id events bytes logical <<<"$c"
@@ -136,7 +142,7 @@ bench() { # NAME CMD...
     if [ "$id" != n/a ]; then
         if [ "$1" = repeat20 ]; then replayed=$(time_best repeat20 replay "$id"); else replayed=$(time_best replay "$id"); fi
     fi
-    rows+=("$(awk -v n="$name" -v nat="$native" -v st="$traced" -v rec="$recorded" -v rep="$replayed" -v sys="$sys" -v ex="$exits" \
+    rows+=("$(awk -v n="$name" -v nat="$native" -v st="$traced" -v rec="$recorded" -v rex="$recorded_exits" -v rep="$replayed" -v sys="$sys" -v ex="$exits" \
         -v ev="$events" -v tb="$bytes" -v lb="$logical" -v twenty="$([ "$1" = repeat20 ] && echo 20 || echo 1)" '
         function num(x) { return x ~ /^[0-9.]+$/ }
         function ratio(a, b) { return (num(a) && num(b) && b > 0) ? sprintf("%.1fx", a / b) : "n/a" }
@@ -144,7 +150,7 @@ bench() { # NAME CMD...
             per = (num(sys) && num(ex) && sys > 0) ? sprintf("%.2f", ex / sys) : "n/a"
             evs = (num(ev) && num(rec) && rec > 0) ? sprintf("%.0f", ev / (rec / twenty / 1000)) : "n/a"
             bps = (num(lb) && num(sys) && sys > 0) ? sprintf("%.0f", lb / sys) : "n/a"
-            printf "%-26s %10s %10s %10s %10s %8s %8s %8s %9s %9s %9s %10s %11s %8s", n, nat, st, rec, rep, ratio(st, nat), ratio(rec, nat), ratio(rep, nat), sys, per, evs, tb, lb, bps
+            printf "%-26s %10s %10s %10s %10s %10s %8s %8s %8s %8s %9s %9s %9s %10s %11s %8s", n, nat, st, rec, rex, rep, ratio(st, nat), ratio(rec, nat), ratio(rex, nat), ratio(rep, nat), sys, per, evs, tb, lb, bps
         }')")
 }
 
@@ -200,10 +206,11 @@ preempt_row "threads: ping-pong x1e4" "$work/pingpong" 10000
 
 echo
 echo "best of $REPEAT runs, wall time in ms; the daemon was already running"
-echo "(syscalls, exits/syscall, events/s and trace bytes: one recording; hello's for a single start)"
+echo "(record: with the exitless ring; exits: record --no-exitless, every syscall a VM exit)"
+echo "(syscalls, exits/syscall, events/s and trace bytes: one recording with the ring; hello's for a single start)"
 echo "(added B: what the last recording added to the store, sharing blobs with earlier ones;"
 echo " unshared B: what it takes alone; B/sys: unshared bytes per syscall)"
-printf '%-26s %10s %10s %10s %10s %8s %8s %8s %9s %9s %9s %10s %11s %8s\n' workload native strace record replay st/nat rec/nat rep/nat syscalls exits/sys events/s "added B" "unshared B" "B/sys"
+printf '%-26s %10s %10s %10s %10s %10s %8s %8s %8s %8s %9s %9s %9s %10s %11s %8s\n' workload native strace record exits replay st/nat rec/nat exi/nat rep/nat syscalls exits/sys events/s "added B" "unshared B" "B/sys"
 for row in "${rows[@]}"; do echo "$row"; done
 echo
 echo "preemption (one recording and its replay, default 10 ms slice; ms; per point: replay ms per recorded point; /slice: that over the slice)"

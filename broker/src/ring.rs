@@ -140,10 +140,26 @@ pub fn start(guest: Arc<GuestMemory>, tables: OwnedFd, tables_size: u64, log: Ow
     ))?;
     // SAFETY: the log mapping and the ring page live as long as the process.
     let r = unsafe { Ring { guest, tables, log: Log::new(p as *mut u8), slot: Slot::new(page), _log_map: p as *mut u8 } };
-    std::thread::Builder::new()
-        .name("ring".into())
-        .spawn(move || r.run())
-        .map_err(|e| BrokerError::Os("starting the ring poller", e))?;
+    // Signals for the program go to the threads that pass them on (and
+    // that a signal must interrupt), never to the poller: it starts with
+    // every signal blocked (a thread inherits the mask).
+    // SAFETY: sigset operations on locals; the old mask is restored below.
+    let old = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        old
+    };
+    // A poller that failed would leave the program spinning on a claimed
+    // request: the broker ends instead (warpd then ends the session, 125).
+    let spawned = std::thread::Builder::new().name("ring".into()).spawn(move || {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.run()));
+        std::process::abort();
+    });
+    // SAFETY: restoring the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    spawned.map_err(|e| BrokerError::Os("starting the ring poller", e))?;
     Ok(())
 }
 
@@ -151,9 +167,9 @@ impl Ring {
     fn run(self) {
         let mut fds = Fds::default();
         let mut kept_off = None;
-        loop {
-            // The process's end ends the thread.
-            self.slot.wait_posted(SPIN_WINDOW, &|| false, &|| false);
+        // Sharing the vCPU's CPU, the poller would get it only when the
+        // guest's spin has given up.
+        let mut keep_off = || {
             let cpu = self.log.vcpu_cpu();
             if cpu != kept_off {
                 if let Some(c) = cpu {
@@ -161,6 +177,10 @@ impl Ring {
                 }
                 kept_off = cpu;
             }
+        };
+        loop {
+            // The process's end ends the thread.
+            self.slot.wait_posted(SPIN_WINDOW, &|| false, &|| false, &mut keep_off);
             let Some(req) = self.slot.claim() else { continue };
             let (state, ret) = self.serve(&req, &mut fds).unwrap_or((ring::DECLINED, 0));
             self.slot.answer(state, ret);

@@ -186,7 +186,15 @@ impl Slot {
     /// after the last one (`awake()` lengthens that to `LONG_WINDOW`),
     /// then sleeps (the guest takes the exit path meanwhile) until
     /// [`Slot::wake`], or a second passes, or `quit`.
-    pub fn wait_posted(&self, window: std::time::Duration, quit: &dyn Fn() -> bool, awake: &dyn Fn() -> bool) {
+    /// `tick` runs every few hundred polls (the broker's poller moves off
+    /// the vCPU's CPU there as soon as warpd says which it is).
+    pub fn wait_posted(
+        &self,
+        window: std::time::Duration,
+        quit: &dyn Fn() -> bool,
+        awake: &dyn Fn() -> bool,
+        tick: &mut dyn FnMut(),
+    ) {
         let mut since = std::time::Instant::now();
         let mut polls = 0u32;
         loop {
@@ -195,6 +203,9 @@ impl Slot {
             }
             std::hint::spin_loop();
             polls = polls.wrapping_add(1);
+            if polls % 256 == 0 {
+                tick();
+            }
             if polls % 256 == 0 && since.elapsed() > window && (!awake() || since.elapsed() > LONG_WINDOW) {
                 if quit() {
                     return;
@@ -210,9 +221,12 @@ impl Slot {
         }
     }
 
-    /// Wakes a sleeping poller (warpd, before the program runs on).
+    /// Wakes a sleeping poller (warpd, before the program runs on). The
+    /// word changes first, so a poller between saying it sleeps and
+    /// sleeping does not sleep (its wait finds the word changed), and the
+    /// program posts again at once.
     pub fn wake(&self) {
-        if self.poller().load(Ordering::SeqCst) == ASLEEP {
+        if self.poller().swap(AWAKE, Ordering::SeqCst) == ASLEEP {
             futex_wake(self.poller());
         }
     }

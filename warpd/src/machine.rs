@@ -391,6 +391,9 @@ impl Guest {
         match exit {
             VmExit::Syscall(req) if req.finish => self.ring_finish(outside, req),
             VmExit::Syscall(mut req) => {
+                if let Some(stop) = self.exitless_recorded(outside, &req)? {
+                    return Ok(stop);
+                }
                 self.boundary_at = Instant::now();
                 req.thread = self.process.thread().tid;
                 let mut regs = self.vcpu.regs()?;
@@ -562,6 +565,29 @@ impl Guest {
                 Err(SessionError::Failed(Failure::Daemon, format!("the VM stopped: {why} (rip {rip:#x})")))
             }
         }
+    }
+
+    /// Replay: a call the ring served while recording, met on the exit path:
+    /// answered as the ring did, with nothing of the exit path's (no
+    /// signal delivered, no scheduling decision), as then; a write that
+    /// found no reader ends as the ring's did (`ring_finish`).
+    fn exitless_recorded(&mut self, outside: &mut dyn Outside, req: &SyscallRequest) -> Result<Option<Stop>, SessionError> {
+        let Some(ret) = outside.ring_replayed(req, &self.process.mm)? else { return Ok(None) };
+        self.boundary_at = Instant::now();
+        self.process.syscalls += 1;
+        let mut regs = self.vcpu.regs()?;
+        if self.single_step {
+            regs.r11 &= !RFLAGS_TF;
+        }
+        regs.finish_syscall(ret);
+        let done = Stop::Syscall { number: req.number };
+        if ret == Errno::EPIPE.ret() && matches!(req.number, 1 | 18) {
+            self.process.ring_finished(req.number, ret);
+            let due = self.due(outside, &regs, None, ret)?;
+            return Ok(Some(self.resume(outside, due, regs, req.rip)?.err().unwrap_or(done)));
+        }
+        self.vcpu.set_regs(&regs)?;
+        Ok(Some(done))
     }
 
     /// A call the exitless path performed and left to warpd (recorded, or

@@ -441,6 +441,18 @@ pub fn doctor(config: &Config) -> DoctorReply {
             ),
             cap("dirty page log", c.dirty_log, "checkpoints can track written pages"),
             cap("immediate exit", c.prompt_interrupt, "signals interrupt a running program promptly"),
+            {
+                let on = crate::trace::ring::host_allows();
+                cap(
+                    "exitless syscalls",
+                    on,
+                    if on {
+                        "a one-thread program's reads, writes and seeks that need not wait skip the VM exit: a poller on a second CPU serves them (--no-exitless, WARP_EXITLESS=0 turn it off)"
+                    } else {
+                        "off: warpd may use one CPU only, and the ring's poller needs a second; every syscall leaves the VM"
+                    },
+                )
+            },
         ],
     }
 }

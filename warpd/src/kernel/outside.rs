@@ -79,6 +79,16 @@ pub trait Outside {
         let _ = thread;
         Ok(0)
     }
+    /// Replay: the call the program makes on the exit path was served by
+    /// the ring while recording (the ring is off now, or did not claim it
+    /// in time): answered as the ring answers it (what it read checked,
+    /// what it got written through `mm`), nothing else of the exit path's
+    /// done, as nothing was then. Its result; None when the next event is
+    /// not that call's (recording: always).
+    fn ring_replayed(&mut self, req: &SyscallRequest, mm: &crate::kernel::mm::Mm) -> Result<Option<i64>, OutsideError> {
+        let _ = (req, mm);
+        Ok(None)
+    }
 
     /// One broker request and its answer. `memory` is the guest memory the
     /// request's ranges point into.

@@ -105,39 +105,3 @@ pub fn inline_args(kind: &request::Kind) -> Vec<warp_proto::trace::InlineArg> {
         })
         .collect()
 }
-
-/// The bytes of the buffers a call reads, in order: what a call recorded
-/// on the exitless ring hashed as its input.
-pub fn read_bytes(kind: &request::Kind, memory: &MemFd) -> Vec<u8> {
-    let mut out = Vec::new();
-    let request::Kind::Syscall(call) = kind else { return out };
-    for b in call.buffers.iter().filter(|b| !b.out) {
-        match &b.data {
-            Some(buffer::Data::Bytes(v)) => out.extend_from_slice(v),
-            Some(buffer::Data::Memory(_)) => {
-                for (off, len) in ranges(b).unwrap_or_default() {
-                    let start = out.len();
-                    out.resize(start + len as usize, 0);
-                    memory.read(off, &mut out[start..]);
-                }
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-/// Writes `bytes` into the memory buffers the call writes, in order, as
-/// far as they reach; false when they do not hold them all.
-pub fn fill_written(kind: &request::Kind, bytes: &[u8], memory: &MemFd) -> bool {
-    let request::Kind::Syscall(call) = kind else { return bytes.is_empty() };
-    let mut at = 0usize;
-    for b in call.buffers.iter().filter(|b| b.out) {
-        for (off, len) in ranges(b).unwrap_or_default() {
-            let n = (len as usize).min(bytes.len() - at);
-            memory.write(off, &bytes[at..at + n]);
-            at += n;
-        }
-    }
-    at == bytes.len()
-}

@@ -12,7 +12,7 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
 use warp_proto::broker::{request, Reply};
-use warp_proto::trace::{event, Event, RingCall, SessionMeta, Status};
+use warp_proto::trace::{event, Event, SessionMeta, Status};
 use warp_syscalls::ring as ringabi;
 
 use super::digest;
@@ -23,6 +23,7 @@ use crate::builder::{self, GuestSpec};
 use crate::gdb::{Debugged, GdbLink};
 use crate::hv::memory::MemFd;
 use crate::hv::{GuestFault, SyscallRequest};
+use crate::kernel::mm::Mm;
 use crate::interrupts::regs_from_words;
 use crate::kernel::outside::{Arrival, Completed, Ending, InterruptPoint, Outside, OutsideError, RingAllow};
 use crate::machine::{Cancel, Stop};
@@ -149,9 +150,6 @@ pub struct Replayer<'a> {
     seen: usize,
     /// The exitless path's poller, when this replay has it.
     pub ring: Option<ReplayRing>,
-    /// A call recorded on the ring that the exit path meets (the ring was
-    /// off, or declined it): its RingCall stands for the broker call.
-    ring_call: Option<RingCall>,
 }
 
 /// Where a replayer stands, to go back to ([`Replayer::rewind`]).
@@ -165,7 +163,7 @@ pub struct ReplayerMark {
 impl<'a> Replayer<'a> {
     fn new(store: &'a Store, id: &str, events: Vec<(u64, Event)>, out: &'a Sender<ReplayOutput>, thread: u32) -> Self {
         let id = id.to_string();
-        Replayer { store, id, events, pos: 0, out, rip: 0, thread, seen: 0, ring: None, ring_call: None }
+        Replayer { store, id, events, pos: 0, out, rip: 0, thread, seen: 0, ring: None }
     }
 
     fn diverged(&self, expected: String, actual: String) -> OutsideError {
@@ -278,33 +276,6 @@ fn plan(r: &Replayer<'_>, from: usize) -> Vec<Planned> {
     out
 }
 
-impl Replayer<'_> {
-    /// The exit path met a call recorded on the ring: what it read must be
-    /// what it read then; what it got goes into its buffers.
-    fn ring_call_answer(&mut self, rc: &RingCall, kind: &request::Kind, memory: &MemFd) -> Result<Reply, OutsideError> {
-        let actual = || match kind {
-            request::Kind::Syscall(c) => format!("broker call {}", describe(c.nr as u64, &c.args)),
-            _ => "reading the executable".into(),
-        };
-        let recorded = || describe_event(&Event { kind: Some(event::Kind::Ring(rc.clone())) });
-        let request::Kind::Syscall(c) = kind else { return Err(self.diverged(recorded(), actual())) };
-        if c.nr as u64 != rc.nr {
-            return Err(self.diverged(recorded(), actual()));
-        }
-        if !rc.input.is_empty() && blake3::hash(&digest::read_bytes(kind, memory)).as_bytes()[..] != rc.input[..] {
-            return Err(self.diverged(recorded(), format!("{} with other data in the buffers it reads", actual())));
-        }
-        let output = self.load(&rc.output)?;
-        if !digest::fill_written(kind, &output, memory) {
-            return Err(self.diverged(recorded(), format!("{} with a smaller buffer", actual())));
-        }
-        if rc.ret > 0 && matches!(rc.stream, 1 | 2) && self.pos >= self.seen {
-            let bytes = digest::sent_bytes(kind, rc.ret as u64, memory);
-            let _ = self.out.send(if rc.stream == 1 { ReplayOutput::Stdout(bytes) } else { ReplayOutput::Stderr(bytes) });
-        }
-        Ok(Reply { id: 0, ret: rc.ret, stream: rc.stream, ..Default::default() })
-    }
-}
 
 impl Outside for Replayer<'_> {
     fn ring_arm(&mut self, allow: Option<&RingAllow>) {
@@ -322,10 +293,53 @@ impl Outside for Replayer<'_> {
         Ok(n as u64)
     }
 
-    fn call(&mut self, kind: request::Kind, memory: &MemFd) -> Result<Reply, OutsideError> {
-        if let Some(rc) = self.ring_call.clone() {
-            return self.ring_call_answer(&rc, &kind, memory);
+    fn ring_replayed(&mut self, req: &SyscallRequest, mm: &Mm) -> Result<Option<i64>, OutsideError> {
+        let Some(event::Kind::Ring(rc)) = self.peek().and_then(|e| e.kind.clone()) else { return Ok(None) };
+        let n = ringabi::arity(rc.nr);
+        if rc.nr != req.number || req.args.get(..n) != rc.args.get(..n) {
+            return Ok(None);
         }
+        self.rip = req.rip;
+        self.thread = req.thread;
+        let recorded = || describe_event(&Event { kind: Some(event::Kind::Ring(rc.clone())) });
+        let actual = || format!("[{}] {}", req.thread, describe(req.number, &req.args));
+        if let Some((addr, len, out)) = ringabi::buffer(rc.nr, &req.args) {
+            let Ok(ranges) = mm.user_ranges(addr, len, out) else {
+                return Err(self.diverged(recorded(), format!("{} with a buffer it cannot reach", actual())));
+            };
+            if out {
+                let output = self.load(&rc.output)?;
+                let mut at = 0usize;
+                for (off, n) in ranges {
+                    let take = (n as usize).min(output.len() - at);
+                    mm.guest.write(off, &output[at..at + take]);
+                    at += take;
+                }
+                if at != output.len() {
+                    return Err(self.diverged(recorded(), format!("{} with a smaller buffer", actual())));
+                }
+            } else {
+                let mut bytes = Vec::new();
+                for (off, n) in ranges {
+                    let start = bytes.len();
+                    bytes.resize(start + n as usize, 0);
+                    mm.guest.read(off, &mut bytes[start..]);
+                }
+                if blake3::hash(&bytes).as_bytes()[..] != rc.input[..] {
+                    return Err(self.diverged(recorded(), format!("{} with other data in the buffer it reads", actual())));
+                }
+                if rc.ret > 0 && matches!(rc.stream, 1 | 2) && self.first_time() {
+                    bytes.truncate(rc.ret as usize);
+                    let _ =
+                        self.out.send(if rc.stream == 1 { ReplayOutput::Stdout(bytes) } else { ReplayOutput::Stderr(bytes) });
+                }
+            }
+        }
+        self.pos += 1;
+        Ok(Some(rc.ret))
+    }
+
+    fn call(&mut self, kind: request::Kind, memory: &MemFd) -> Result<Reply, OutsideError> {
         let actual = || match &kind {
             request::Kind::Syscall(c) => format!("broker call {}", describe(c.nr as u64, &c.args)),
             _ => "reading the executable".into(),
@@ -524,15 +538,6 @@ impl Outside for Replayer<'_> {
         let (nr, args, rip) = (req.number, req.args, req.rip);
         self.rip = rip;
         self.thread = req.thread;
-        // A call recorded on the ring, met on the exit path: its RingCall
-        // answers the broker call and ends with the exit.
-        if let Some(event::Kind::Ring(r)) = self.peek().and_then(|e| e.kind.as_ref()) {
-            let n = ringabi::arity(r.nr);
-            if r.nr == nr && args.get(..n) == r.args.get(..n) {
-                self.ring_call = Some(r.clone());
-                return Ok(());
-            }
-        }
         // As many arguments as the call takes: what else the registers hold
         // is no input of the call. Traces from before threads name no thread.
         let arity = crate::kernel::table::lookup(crate::kernel::table::number(nr)).map_or(6, |d| d.args.len());
@@ -554,14 +559,6 @@ impl Outside for Replayer<'_> {
     }
 
     fn syscall_exit(&mut self, nr: u64, ret: i64, _rip: u64) -> Result<(), OutsideError> {
-        if let Some(rc) = self.ring_call.take() {
-            if rc.nr == nr && rc.ret == ret {
-                self.pos += 1;
-                return Ok(());
-            }
-            let recorded = describe_event(&Event { kind: Some(event::Kind::Ring(rc)) });
-            return Err(self.diverged(recorded, format!("{} returning {ret}", describe(nr, &[]))));
-        }
         self.expect(
             |k| matches!(k, event::Kind::Exit(x) if x.nr == nr && x.ret == ret),
             || format!("{} returning {ret}", describe(nr, &[])),

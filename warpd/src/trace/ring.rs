@@ -196,7 +196,7 @@ impl ReplayRing {
             }
             while !sh.quit.load(Ordering::Acquire) {
                 let quit = || sh.quit.load(Ordering::Acquire);
-                sh.slot.wait_posted(SPIN_WINDOW, &quit, &|| sh.pending.load(Ordering::Acquire));
+                sh.slot.wait_posted(SPIN_WINDOW, &quit, &|| sh.pending.load(Ordering::Acquire), &mut || {});
                 let Some(req) = sh.slot.claim() else { continue };
                 let (state, ret) = answer(&sh, &req).unwrap_or((ring::DECLINED, 0));
                 sh.slot.answer(state, ret);

@@ -93,9 +93,15 @@ pub fn install_kernel(kernel: &mut crate::hv::memory::MemFd) -> Vec<(u64, u64)> 
 
 /// Writes the ring page (the trampoline) into guest memory's last page
 /// and maps it at TRAMPOLINE_VA: the program's syscalls start there.
+///
+/// The slot is left as it is: a poller started before (the broker's, or
+/// replay's) may already have said it sleeps there.
 pub fn install_ring(mm: &mut crate::kernel::mm::Mm) -> Result<(), crate::kernel::errno::Errno> {
+    use warp_syscalls::ring::{BITMAP, STATE};
     let off = warp_syscalls::ring::page_offset(mm.guest.size());
-    mm.guest.write(off, &ring::page());
+    let page = ring::page();
+    mm.guest.write(off, &page[..STATE as usize]);
+    mm.guest.write(off + BITMAP, &page[BITMAP as usize..BITMAP as usize + 64]);
     mm.map_ring_page(TRAMPOLINE_VA, USER_GPA_BASE + off)
 }
 
