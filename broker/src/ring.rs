@@ -53,7 +53,7 @@ impl Tables {
     }
 
     fn word(&self, gpa: u64) -> Option<u64> {
-        if gpa % 8 != 0 || gpa.checked_add(8)? > self.size {
+        if !gpa.is_multiple_of(8) || gpa.checked_add(8)? > self.size {
             return None;
         }
         // SAFETY: inside the mapping (checked), aligned.
@@ -135,11 +135,12 @@ pub fn start(guest: Arc<GuestMemory>, tables: OwnedFd, tables_size: u64, log: Ow
     if p == libc::MAP_FAILED {
         return Err(crate::os_err("mapping the ring log"));
     }
-    let page = guest.ptr(ring::page_offset(guest.size()), ring::PAGE).ok_or(BrokerError::Protocol(
-        "guest memory too small for the ring page".into(),
-    ))?;
+    let page = guest
+        .ptr(ring::page_offset(guest.size()), ring::PAGE)
+        .ok_or(BrokerError::Protocol("guest memory too small for the ring page".into()))?;
     // SAFETY: the log mapping and the ring page live as long as the process.
-    let r = unsafe { Ring { guest, tables, log: Log::new(p as *mut u8), slot: Slot::new(page), _log_map: p as *mut u8 } };
+    let r =
+        unsafe { Ring { guest, tables, log: Log::new(p as *mut u8), slot: Slot::new(page), _log_map: p as *mut u8 } };
     // Signals for the program go to the threads that pass them on (and
     // that a signal must interrupt), never to the poller: it starts with
     // every signal blocked (a thread inherits the mask).

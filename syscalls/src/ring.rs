@@ -203,10 +203,10 @@ impl Slot {
             }
             std::hint::spin_loop();
             polls = polls.wrapping_add(1);
-            if polls % 256 == 0 {
+            if polls.is_multiple_of(256) {
                 tick();
             }
-            if polls % 256 == 0 && since.elapsed() > window && (!awake() || since.elapsed() > LONG_WINDOW) {
+            if polls.is_multiple_of(256) && since.elapsed() > window && (!awake() || since.elapsed() > LONG_WINDOW) {
                 if quit() {
                     return;
                 }
@@ -259,7 +259,8 @@ pub fn keep_off_cpu(cpu: u32) {
     unsafe {
         let size = std::mem::size_of::<libc::cpu_set_t>();
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(libc::getpid(), size, &mut set) != 0 || (cpu as usize) >= libc::CPU_SETSIZE as usize {
+        if libc::sched_getaffinity(libc::getpid(), size, &mut set) != 0 || (cpu as usize) >= libc::CPU_SETSIZE as usize
+        {
             return;
         }
         libc::CPU_CLR(cpu as usize, &mut set);
@@ -445,7 +446,7 @@ impl Log {
                 continue;
             }
             let size = size as u64;
-            if size < ENTRY_HEAD || size > room || size > head - tail || size % 8 != 0 {
+            if size < ENTRY_HEAD || size > room || size > head - tail || !size.is_multiple_of(8) {
                 return Err(format!("a ring log entry of {size} bytes at {tail} is malformed"));
             }
             // SAFETY: within the data ring (size <= room).
@@ -595,7 +596,7 @@ mod tests {
         let s = Served { nr: 0, args: [0; 6], ret: 0, stream: 0, input: [0; 32], output: Vec::new() };
         log.append(&s, 16, |_| {});
         mem[(PAGE / 8) as usize] = 3; // size smaller than an entry's head
-        // SAFETY: as above.
+                                      // SAFETY: as above.
         let log = unsafe { Log::new(mem.as_mut_ptr() as *mut u8) };
         assert!(log.take().is_err());
     }
@@ -608,8 +609,8 @@ mod tests {
         t.insert(0x1000 + ((va >> 39) & 511) * 8, 0x2000 | 7);
         t.insert(0x2000 + ((va >> 30) & 511) * 8, 0x3000 | 7);
         t.insert(0x3000 + ((va >> 21) & 511) * 8, 0x4000 | 7);
-        t.insert(0x4000 + ((va >> 12) & 511) * 8, USER_GPA_BASE + 0x5000 | 5); // read-only
-        t.insert(0x4000 + (((va >> 12) + 1) & 511) * 8, USER_GPA_BASE + 0x6000 | 7);
+        t.insert(0x4000 + ((va >> 12) & 511) * 8, (USER_GPA_BASE + 0x5000) | 5); // read-only
+        t.insert(0x4000 + (((va >> 12) + 1) & 511) * 8, (USER_GPA_BASE + 0x6000) | 7);
         let table = |gpa: u64| Some(t.get(&gpa).copied().unwrap_or(0));
         let size = 1 << 30;
         assert_eq!(user_ranges(table, 0x1000, size, va + 10, 100, false), Some(vec![(0x500a, 100)]));

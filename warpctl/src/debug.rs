@@ -236,7 +236,9 @@ async fn bridge(
 ) -> Result<Ended, ReplayError> {
     let (mut rd, mut wr) = tokio::io::split(sock);
     let (tx, rx) = tokio::sync::mpsc::channel::<DebugInput>(64);
-    let start = DebugInput { input: Some(debug_input::Input::Start(ReplayRequest { id: id.to_string(), quiet, no_exitless: true })) };
+    let start = DebugInput {
+        input: Some(debug_input::Input::Start(ReplayRequest { id: id.to_string(), quiet, no_exitless: true })),
+    };
     let _ = tx.send(start).await;
     let reader = tokio::spawn(async move {
         let mut buf = vec![0u8; 16 * 1024];

@@ -571,7 +571,11 @@ impl Guest {
     /// answered as the ring did, with nothing of the exit path's (no
     /// signal delivered, no scheduling decision), as then; a write that
     /// found no reader ends as the ring's did (`ring_finish`).
-    fn exitless_recorded(&mut self, outside: &mut dyn Outside, req: &SyscallRequest) -> Result<Option<Stop>, SessionError> {
+    fn exitless_recorded(
+        &mut self,
+        outside: &mut dyn Outside,
+        req: &SyscallRequest,
+    ) -> Result<Option<Stop>, SessionError> {
         let Some(ret) = outside.ring_replayed(req, &self.process.mm)? else { return Ok(None) };
         self.boundary_at = Instant::now();
         self.process.syscalls += 1;

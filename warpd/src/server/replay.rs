@@ -41,12 +41,10 @@ pub fn run(shared: Arc<Shared>, id: String, quiet: bool, exitless: bool, tx: Sen
         let shared = Arc::clone(&shared);
         let id = id.clone();
         let cancel = Arc::clone(&cancel);
-        thread::Builder::new()
-            .name(format!("replay-{id}"))
-            .spawn(move || {
-                let config = &shared.options.config;
-                replay::replay(&shared.store, &id, config, exitless, &out_tx, Some(&cancel), gdb)
-            })
+        thread::Builder::new().name(format!("replay-{id}")).spawn(move || {
+            let config = &shared.options.config;
+            replay::replay(&shared.store, &id, config, exitless, &out_tx, Some(&cancel), gdb)
+        })
     };
     let worker = match worker {
         Ok(worker) => worker,

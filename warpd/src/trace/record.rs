@@ -10,11 +10,11 @@ use warp_proto::trace::{
 use warp_syscalls::ring;
 
 use super::digest;
+use super::ring::RecordRing;
 use super::store::{EventWriter, Store};
 use crate::hv::memory::MemFd;
 use crate::hv::{GuestFault, SyscallRequest};
 use crate::interrupts::{regs_to_words, thread_cpu_ns};
-use super::ring::RecordRing;
 use crate::kernel::outside::{Arrival, Completed, Ending, InterruptPoint, Outside, OutsideError, RingAllow};
 use crate::link::Link;
 

@@ -23,8 +23,8 @@ use crate::builder::{self, GuestSpec};
 use crate::gdb::{Debugged, GdbLink};
 use crate::hv::memory::MemFd;
 use crate::hv::{GuestFault, SyscallRequest};
-use crate::kernel::mm::Mm;
 use crate::interrupts::regs_from_words;
+use crate::kernel::mm::Mm;
 use crate::kernel::outside::{Arrival, Completed, Ending, InterruptPoint, Outside, OutsideError, RingAllow};
 use crate::machine::{Cancel, Stop};
 use crate::session::{self, Config, SessionError};
@@ -276,7 +276,6 @@ fn plan(r: &Replayer<'_>, from: usize) -> Vec<Planned> {
     out
 }
 
-
 impl Outside for Replayer<'_> {
     fn ring_arm(&mut self, allow: Option<&RingAllow>) {
         let Some(ring) = &self.ring else { return };
@@ -326,12 +325,17 @@ impl Outside for Replayer<'_> {
                     mm.guest.read(off, &mut bytes[start..]);
                 }
                 if blake3::hash(&bytes).as_bytes()[..] != rc.input[..] {
-                    return Err(self.diverged(recorded(), format!("{} with other data in the buffer it reads", actual())));
+                    return Err(
+                        self.diverged(recorded(), format!("{} with other data in the buffer it reads", actual()))
+                    );
                 }
                 if rc.ret > 0 && matches!(rc.stream, 1 | 2) && self.first_time() {
                     bytes.truncate(rc.ret as usize);
-                    let _ =
-                        self.out.send(if rc.stream == 1 { ReplayOutput::Stdout(bytes) } else { ReplayOutput::Stderr(bytes) });
+                    let _ = self.out.send(if rc.stream == 1 {
+                        ReplayOutput::Stdout(bytes)
+                    } else {
+                        ReplayOutput::Stderr(bytes)
+                    });
                 }
             }
         }

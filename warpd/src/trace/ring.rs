@@ -24,7 +24,6 @@ use warp_syscalls::ring::{self, Log, Request, Served, Slot};
 use crate::hv::memory::MemFd;
 use crate::kernel::outside::RingAllow;
 
-
 /// How long a poller spins for the next request before it sleeps.
 const SPIN_WINDOW: Duration = Duration::from_micros(300);
 
@@ -260,7 +259,7 @@ impl Drop for ReplayRing {
 }
 
 fn table_word(kernel: &MemFd, gpa: u64) -> Option<u64> {
-    (gpa % 8 == 0 && gpa.checked_add(8)? <= kernel.size()).then(|| kernel.read_u64(gpa))
+    (gpa.is_multiple_of(8) && gpa.checked_add(8)? <= kernel.size()).then(|| kernel.read_u64(gpa))
 }
 
 /// The recorded answer to a request, when it is the next planned call's.

@@ -602,7 +602,10 @@ impl EventIter {
                 n += 1;
             }
             self.expected = n;
-            return self.queued.pop_front().ok_or_else(|| self.corrupt(format!("event {seq}"), "an empty chunk".into()));
+            return self
+                .queued
+                .pop_front()
+                .ok_or_else(|| self.corrupt(format!("event {seq}"), "an empty chunk".into()));
         }
         let event = Event::decode(value).map_err(|e| self.corrupt(format!("event {seq}"), e.to_string()))?;
         self.expected = seq.wrapping_add(1);

@@ -82,7 +82,7 @@ fn entry_code() -> Vec<u8> {
             a.rel32(&[0x0f, 0x85], claimed, &[])?; // jne claimed
             a.code.extend_from_slice(&[0xf3, 0x90, 0xff, 0xc9]); // pause; dec ecx
             a.rel32(&[0x0f, 0x85], wait_claim, &[])?; // jnz wait_claim
-            // Not claimed in time: cancel, unless the poller claims it first.
+                                                      // Not claimed in time: cancel, unless the poller claims it first.
             a.code.push(0xb8); // mov eax, POSTED
             a.code.extend_from_slice(&r::POSTED.to_le_bytes());
             a.code.push(0xb9); // mov ecx, CANCELLED

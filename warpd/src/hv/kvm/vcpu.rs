@@ -11,8 +11,8 @@ use crate::arch::x86_64::cpu::{decode_fault, read_exception_frame, set_exception
 use crate::arch::x86_64::descriptors::{user_segments, CR4_OSXSAVE};
 use crate::arch::x86_64::{self as x86, InitialCpu, Regs};
 use crate::hv::memory::MemFd;
-use warp_syscalls::ring::{EXIT_SITE, FINISH_SITE};
 use crate::hv::{Capabilities, CpuState, FaultKind, GuestFault, HvError, Kick, Kicker, SyscallRequest, Vcpu, VmExit};
+use warp_syscalls::ring::{EXIT_SITE, FINISH_SITE};
 
 /// The signal used to interrupt KVM_RUN from another thread.
 fn kick_signal() -> i32 {
@@ -263,7 +263,13 @@ impl KvmVcpu {
                         let (number, args) = r.syscall_args();
                         // rcx holds the address after the 2-byte `syscall`.
                         let rip = r.rcx.wrapping_sub(2);
-                        VmExit::Syscall(SyscallRequest { thread: 0, number, args, rip, finish: at_out(r.rip, FINISH_SITE) })
+                        VmExit::Syscall(SyscallRequest {
+                            thread: 0,
+                            number,
+                            args,
+                            rip,
+                            finish: at_out(r.rip, FINISH_SITE),
+                        })
                     }
                     // PVM reports an `out` with rip past it, VMX/SVM at it.
                     Ok(r) => self.stray_io(r, !self.caps.untested_paths),
