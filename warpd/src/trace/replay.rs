@@ -252,7 +252,16 @@ fn plan(r: &Replayer<'_>, from: usize) -> Vec<Planned> {
     let mut out = Vec::new();
     let mut bytes = 0;
     for (i, (_, e)) in r.events.iter().enumerate().skip(from).take(MAX_CALLS) {
-        let Some(event::Kind::Ring(c)) = &e.kind else { break };
+        let Some(event::Kind::Ring(c)) = &e.kind else {
+            // A point comes after the last of these calls: replay plants its
+            // probe when it has control, so that call takes the exit path
+            // (as the ring answered it) and the program runs on from there
+            // with the probe in place.
+            if matches!(e.kind, Some(event::Kind::Interrupt(_))) {
+                out.pop();
+            }
+            break;
+        };
         // A damaged blob: the exit path meets the call and says so.
         let Ok(output) = r.load(&c.output) else { break };
         bytes += output.len();
