@@ -50,10 +50,7 @@ static const long calls[] = {
 static uint64_t state = 0x9e3779b97f4a7c15ull;
 static uint64_t next(void)
 {
-	state ^= state << 13;
-	state ^= state >> 7;
-	state ^= state << 17;
-	return state;
+	return xorshift64(&state);
 }
 
 static void expect(const char *what, long r, int want)

@@ -16,10 +16,7 @@
 static uint64_t seed = 0x9e3779b97f4a7c15ull;
 static uint64_t next(void)
 {
-	seed ^= seed << 13;
-	seed ^= seed >> 7;
-	seed ^= seed << 17;
-	return seed;
+	return xorshift64(&seed);
 }
 
 static void post(uint64_t nr, uint64_t a0, uint64_t a1, uint64_t a2)

@@ -12,6 +12,15 @@
 #include <time.h>
 #include <unistd.h>
 
+/* xorshift64: a seeded sequence of garbage, the same on every run. */
+static inline uint64_t xorshift64(uint64_t *state)
+{
+	*state ^= *state << 13;
+	*state ^= *state >> 7;
+	*state ^= *state << 17;
+	return *state;
+}
+
 /* FNV-1a, 64 bit: a checksum that needs no library. */
 #define FNV_INIT UINT64_C(0xcbf29ce484222325)
 static inline uint64_t fnv1a(uint64_t h, const void *buf, size_t len)

@@ -75,12 +75,7 @@ fn broker_killed_mid_run_is_125_and_incomplete() {
         r.wait_for_stdout("ready\n");
         kill(broker_pid(r.pgid()), libc::SIGKILL);
         let out = warp_tests::Recorded::new(r.finish());
-        assert_eq!(out.outcome.status, Status::Exited(125), "{}", out.warpctl_text());
-        assert!(out.warpctl_text().contains("broker"), "the message names the broker:\n{}", out.warpctl_text());
-        let id = out.session_id().unwrap();
-        let listing = ls(&home);
-        let line = listing.lines().find(|l| l.contains(&id)).unwrap_or_else(|| panic!("{id} not in ls:\n{listing}"));
-        assert!(line.contains("incomplete"), "{line}");
+        let id = assert_broker_loss(&home, &out);
         let replayed = home.replay(&id, &[]);
         assert_eq!(replayed.outcome.status, Status::Exited(2), "an incomplete session does not replay");
     }
@@ -99,13 +94,20 @@ fn broker_killed_while_its_ring_serves_is_125_and_incomplete() {
     std::thread::sleep(Duration::from_millis(100));
     kill(broker_pid(r.pgid()), libc::SIGKILL);
     let out = warp_tests::Recorded::new(r.finish());
+    assert_broker_loss(&home, &out);
+    home.assert_replays(&spec, &earlier);
+}
+
+/// A recording whose broker was killed: 125, a message naming the broker,
+/// the session listed incomplete; its id.
+fn assert_broker_loss(home: &WarpHome, out: &warp_tests::Recorded) -> String {
     assert_eq!(out.outcome.status, Status::Exited(125), "{}", out.warpctl_text());
     assert!(out.warpctl_text().contains("broker"), "the message names the broker:\n{}", out.warpctl_text());
     let id = out.session_id().unwrap();
-    let listing = ls(&home);
+    let listing = ls(home);
     let line = listing.lines().find(|l| l.contains(&id)).unwrap_or_else(|| panic!("{id} not in ls:\n{listing}"));
     assert!(line.contains("incomplete"), "{line}");
-    home.assert_replays(&spec, &earlier);
+    id
 }
 
 #[test]

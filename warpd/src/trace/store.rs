@@ -681,11 +681,17 @@ impl EventWriter {
     /// Appends an event; returns its sequence number.
     pub fn append(&mut self, event: &Event) -> Result<u64> {
         let seq = self.next_seq()?;
-        let value = event.encode_to_vec();
+        self.store_new(seq, &event.encode_to_vec(), 1)?;
+        Ok(seq)
+    }
+
+    /// Stores `value` (holding `events` events) as the one at `seq`, which
+    /// must not exist yet.
+    fn store_new(&mut self, seq: u64, value: &[u8], events: u64) -> Result<()> {
         let swapped = self
             .trees
             .events
-            .compare_and_swap(event_key(&self.id, seq), None::<&[u8]>, Some(value.as_slice()))
+            .compare_and_swap(event_key(&self.id, seq), None::<&[u8]>, Some(value))
             .map_err(db_err("cannot store an event"))?;
         if swapped.is_err() {
             return Err(StoreError::Db(format!(
@@ -693,13 +699,12 @@ impl EventWriter {
                 self.id
             )));
         }
-        self.next = Some(seq + 1);
-        self.appended += 1;
+        self.next = Some(seq + events);
+        self.appended += events;
         self.bytes += value.len() as u64;
         self.logical += value.len() as u64;
-        self.unflushed += 1;
-        self.flush_if_due()?;
-        Ok(seq)
+        self.unflushed += events;
+        self.flush_if_due()
     }
 
     /// Appends `events` as one stored value (a chunk): one store write for
@@ -715,24 +720,7 @@ impl EventWriter {
         for e in events {
             e.encode_length_delimited(&mut value).expect("a Vec grows");
         }
-        let swapped = self
-            .trees
-            .events
-            .compare_and_swap(event_key(&self.id, seq), None::<&[u8]>, Some(value.as_slice()))
-            .map_err(db_err("cannot store events"))?;
-        if swapped.is_err() {
-            return Err(StoreError::Db(format!(
-                "session {}: event {seq} already exists (is another writer appending to this session?)",
-                self.id
-            )));
-        }
-        let n = events.len() as u64;
-        self.next = Some(seq + n);
-        self.appended += n;
-        self.bytes += value.len() as u64;
-        self.logical += value.len() as u64;
-        self.unflushed += n;
-        self.flush_if_due()
+        self.store_new(seq, &value, events.len() as u64)
     }
 
     /// Bytes as `Data`: inline when short, else a blob (stored once,
@@ -1183,6 +1171,28 @@ mod tests {
         ] {
             assert!(tree.is_empty(), "{:?} not empty", std::str::from_utf8(&tree.name()));
         }
+    }
+
+    #[test]
+    fn chunks_of_events_read_as_events_from_anywhere() {
+        let dir = TempDir::new("chunks");
+        let store = Store::open(&dir.0).unwrap();
+        store.create_session(&meta("chnk", 1)).unwrap();
+        let mut w = store.writer("chnk");
+        w.append(&entry(0)).unwrap();
+        w.append_all(&[entry(1), entry(2), entry(3)]).unwrap();
+        w.append(&entry(4)).unwrap();
+        w.append_all(&[entry(5), entry(6)]).unwrap();
+        assert_eq!(w.finish().unwrap().0, 7);
+        for from in 0..8u64 {
+            let events = store.events("chnk", from).unwrap();
+            let want: Vec<(u64, Event)> = (from..7).map(|n| (n, entry(n))).collect();
+            assert_eq!(events, want, "from {from}");
+        }
+        drop(store);
+        // Recovery counts the events a chunk holds.
+        let store = Store::open(&dir.0).unwrap();
+        assert_eq!(store.session("chnk").unwrap().events, 7);
     }
 
     #[test]
