@@ -203,13 +203,17 @@ impl Slot {
             }
             std::hint::spin_loop();
             polls = polls.wrapping_add(1);
-            if polls.is_multiple_of(256) {
-                tick();
+            if !polls.is_multiple_of(256) {
+                continue;
             }
-            if polls.is_multiple_of(256) && since.elapsed() > window && (!awake() || since.elapsed() > LONG_WINDOW) {
-                if quit() {
-                    return;
-                }
+            // Whoever else wants this CPU (the broker's own thread doing an
+            // exit-path call, warpd's) gets it: a spin must not slow them.
+            std::thread::yield_now();
+            tick();
+            if quit() {
+                return;
+            }
+            if since.elapsed() > window && (!awake() || since.elapsed() > LONG_WINDOW) {
                 let word = self.poller();
                 word.store(ASLEEP, Ordering::SeqCst);
                 if self.state() != POSTED {

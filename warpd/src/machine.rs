@@ -166,6 +166,8 @@ pub struct Guest {
     /// The program's calls may take the exitless ring when nothing of the
     /// exit loop's needs them (`Outside::ring_arm`).
     exitless: bool,
+    /// The last exit was a call of the ring's (its poller is then woken).
+    ring_call_exited: bool,
 }
 
 impl Guest {
@@ -199,6 +201,7 @@ impl Guest {
             last_fault: None,
             end_rip: 0,
             exitless: false,
+            ring_call_exited: false,
         }
     }
 
@@ -219,7 +222,9 @@ impl Guest {
         if !self.exitless || debugging {
             return None;
         }
-        self.process.ring_allow()
+        let mut allow = self.process.ring_allow()?;
+        allow.wake = self.ring_call_exited;
+        Some(allow)
     }
 
     /// Replay: a recorded point the program does not reach within
@@ -366,6 +371,7 @@ impl Guest {
         self.lift_breakpoints();
         // The calls the ring served come before whatever this exit is.
         self.process.syscalls += outside.ring_collect(self.process.thread().tid)?;
+        self.ring_call_exited = matches!(&exit, VmExit::Syscall(r) if warp_syscalls::ring::CALLS.contains(&r.number));
         if let Some(t) = &self.timer {
             t.leave();
         }

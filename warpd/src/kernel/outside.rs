@@ -64,6 +64,10 @@ pub struct Completed {
 pub struct RingAllow {
     pub root: u64,
     pub excluded: Vec<i32>,
+    /// Wake a sleeping poller: the exit was a call the ring could have
+    /// served (more are likely to follow). Woken at every exit, a poller
+    /// would spin beside the exit path's own work for nothing.
+    pub wake: bool,
 }
 
 pub trait Outside {

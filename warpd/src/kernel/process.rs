@@ -2876,7 +2876,7 @@ impl Process {
         }
         let mut excluded = vec![2];
         excluded.extend(self.signalfds.keys().chain(self.memfiles.keys()).chain(self.fd_dirs.iter()));
-        Some(RingAllow { root: self.mm.cr3(), excluded })
+        Some(RingAllow { root: self.mm.cr3(), excluded, wake: false })
     }
 
     /// The exitless path performed a call and left its end to warpd: a

@@ -25,7 +25,7 @@ use crate::hv::memory::MemFd;
 use crate::kernel::outside::RingAllow;
 
 /// How long a poller spins for the next request before it sleeps.
-const SPIN_WINDOW: Duration = Duration::from_micros(300);
+const SPIN_WINDOW: Duration = Duration::from_micros(100);
 
 /// Whether this host can give a poller a core of its own: the vCPU takes
 /// one, the poller spins on another (with one CPU it would take the
@@ -98,7 +98,9 @@ impl RecordRing {
             Some(a) => {
                 self.log.allow(true, a.root, &a.excluded);
                 self.slot.enable(true);
-                self.slot.wake();
+                if a.wake {
+                    self.slot.wake();
+                }
             }
             None => {
                 self.log.allow(false, 0, &[]);
@@ -230,6 +232,7 @@ impl ReplayRing {
         drop(b);
         self.shared.pending.store(on, Ordering::Release);
         self.shared.slot.enable(on);
+        // The trace says the next call is the ring's: the poller waits for it.
         if on {
             self.shared.slot.wake();
         }
