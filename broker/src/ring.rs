@@ -282,7 +282,7 @@ impl Ring {
                 at += n;
             }
         });
-        let state = if ret == -(libc::EPIPE as i64) && matches!(req.nr, 1 | 18) { ring::FINISH } else { ring::DONE };
+        let state = if ring::finishes(req.nr, ret) { ring::FINISH } else { ring::DONE };
         Some((state, ret))
     }
 }

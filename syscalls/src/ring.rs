@@ -90,6 +90,12 @@ pub fn arity(nr: u64) -> usize {
     }
 }
 
+/// Whether a served call is left to warpd to end (FINISH): a write that
+/// found no reader, whose SIGPIPE warpd raises.
+pub fn finishes(nr: u64, ret: i64) -> bool {
+    ret == -(libc::EPIPE as i64) && matches!(nr, 1 | 18)
+}
+
 /// The ring page's offset in guest memory of `size` bytes: its last page.
 pub fn page_offset(guest_size: u64) -> u64 {
     guest_size - PAGE
@@ -237,13 +243,6 @@ impl Slot {
 
     pub fn enable(&self, on: bool) {
         self.w32(ENABLED).store(on as u32, Ordering::Release);
-    }
-
-    /// Writes the trampoline's bitmap (warpd, once).
-    pub fn set_bitmap(&self) {
-        for (i, w) in bitmap().iter().enumerate() {
-            self.w64(BITMAP + 8 * i as u64).store(*w, Ordering::Relaxed);
-        }
     }
 }
 

@@ -589,15 +589,12 @@ impl Guest {
         if self.single_step {
             regs.r11 &= !RFLAGS_TF;
         }
-        regs.finish_syscall(ret);
-        let done = Stop::Syscall { number: req.number };
-        if ret == Errno::EPIPE.ret() && matches!(req.number, 1 | 18) {
-            self.process.ring_finished(req.number, ret);
-            let due = self.due(outside, &regs, None, ret)?;
-            return Ok(Some(self.resume(outside, due, regs, req.rip)?.err().unwrap_or(done)));
+        if warp_syscalls::ring::finishes(req.number, ret) {
+            return Ok(Some(self.end_ring_call(outside, req, regs, ret)?));
         }
+        regs.finish_syscall(ret);
         self.vcpu.set_regs(&regs)?;
-        Ok(Some(done))
+        Ok(Some(Stop::Syscall { number: req.number }))
     }
 
     /// A call the exitless path performed and left to warpd (recorded, or
@@ -607,14 +604,23 @@ impl Guest {
         self.boundary_at = Instant::now();
         req.thread = self.process.thread().tid;
         let ret = self.process.ring_result();
-        let mut regs = self.vcpu.regs()?;
+        let regs = self.vcpu.regs()?;
+        self.end_ring_call(outside, &req, regs, ret)
+    }
+
+    /// The end of a ring call left to warpd (`regs` as at its `out`): its
+    /// result back, the SIGPIPE it raises, what is due at the boundary.
+    fn end_ring_call(
+        &mut self,
+        outside: &mut dyn Outside,
+        req: &SyscallRequest,
+        mut regs: Regs,
+        ret: i64,
+    ) -> Result<Stop, SessionError> {
         regs.finish_syscall(ret);
-        self.process.ring_finished(req.number, ret);
+        self.process.sigpipe_if_broken(req.number, ret);
         let due = self.due(outside, &regs, None, ret)?;
-        match self.resume(outside, due, regs, req.rip)? {
-            Ok(_) => Ok(Stop::Syscall { number: req.number }),
-            Err(stop) => Ok(stop),
-        }
+        Ok(self.resume(outside, due, regs, req.rip)?.err().unwrap_or(Stop::Syscall { number: req.number }))
     }
 
     /// What happens at an interrupt point, recorded or found again: the

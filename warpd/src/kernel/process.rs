@@ -443,10 +443,7 @@ impl Process {
         if ret > 0 && a[0] == 2 && matches!(nr, 1 | 20) {
             self.track_stderr(nr, &a, ret as u64);
         }
-        // Writing to a pipe nobody reads raises SIGPIPE, as Linux does.
-        if ret == Errno::EPIPE.ret() && table::lookup(nr).is_some_and(|d| d.epipe_sigpipe) {
-            self.raise_thread(abi::SIGPIPE);
-        }
+        self.sigpipe_if_broken(nr, ret);
         Ok(Action::Return(ret))
     }
 
@@ -2879,9 +2876,9 @@ impl Process {
         Some(RingAllow { root: self.mm.cr3(), excluded, wake: false })
     }
 
-    /// The exitless path performed a call and left its end to warpd: a
-    /// write that found no reader raises SIGPIPE here, as on the exit path.
-    pub fn ring_finished(&mut self, nr: u64, ret: i64) {
+    /// Writing to a pipe nobody reads raises SIGPIPE, as Linux does: after
+    /// a proxied call, and after one the exitless path left to warpd.
+    pub fn sigpipe_if_broken(&mut self, nr: u64, ret: i64) {
         if ret == Errno::EPIPE.ret() && table::lookup(nr).is_some_and(|d| d.epipe_sigpipe) {
             self.raise_thread(abi::SIGPIPE);
         }

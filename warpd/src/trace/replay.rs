@@ -16,7 +16,7 @@ use warp_proto::trace::{event, Event, SessionMeta, Status};
 use warp_syscalls::ring as ringabi;
 
 use super::digest;
-use super::ring::{Planned, ReplayRing};
+use super::ring::{apply_recorded, Planned, ReplayRing, Unlike};
 use super::store::Store;
 use super::FORMAT_VERSION;
 use crate::builder::{self, GuestSpec};
@@ -39,6 +39,17 @@ pub enum ReplayOutput {
     Note(String),
     /// Bytes of the GDB remote protocol for the debugger (a debugged replay).
     Gdb(Vec<u8>),
+}
+
+impl ReplayOutput {
+    /// What a write sent to stream 1 (stdout) or 2 (stderr).
+    fn of_stream(stream: u32, bytes: Vec<u8>) -> Self {
+        if stream == 1 {
+            ReplayOutput::Stdout(bytes)
+        } else {
+            ReplayOutput::Stderr(bytes)
+        }
+    }
 }
 
 /// Where replay and recording parted.
@@ -296,7 +307,7 @@ impl Outside for Replayer<'_> {
         let (n, emitted) = ring.collect();
         self.pos += n;
         for (stream, bytes) in emitted {
-            let _ = self.out.send(if stream == 1 { ReplayOutput::Stdout(bytes) } else { ReplayOutput::Stderr(bytes) });
+            let _ = self.out.send(ReplayOutput::of_stream(stream, bytes));
         }
         Ok(n as u64)
     }
@@ -315,36 +326,20 @@ impl Outside for Replayer<'_> {
             let Ok(ranges) = mm.user_ranges(addr, len, out) else {
                 return Err(self.diverged(recorded(), format!("{} with a buffer it cannot reach", actual())));
             };
-            if out {
-                let output = self.load(&rc.output)?;
-                let mut at = 0usize;
-                for (off, n) in ranges {
-                    let take = (n as usize).min(output.len() - at);
-                    mm.guest.write(off, &output[at..at + take]);
-                    at += take;
+            let output = if out { self.load(&rc.output)? } else { Vec::new() };
+            match apply_recorded(&mm.guest, &ranges, out, &output, &rc.input, rc.ret) {
+                Ok(sent) => {
+                    if !sent.is_empty() && matches!(rc.stream, 1 | 2) && self.first_time() {
+                        let _ = self.out.send(ReplayOutput::of_stream(rc.stream, sent));
+                    }
                 }
-                if at != output.len() {
+                Err(Unlike::Smaller) => {
                     return Err(self.diverged(recorded(), format!("{} with a smaller buffer", actual())));
                 }
-            } else {
-                let mut bytes = Vec::new();
-                for (off, n) in ranges {
-                    let start = bytes.len();
-                    bytes.resize(start + n as usize, 0);
-                    mm.guest.read(off, &mut bytes[start..]);
-                }
-                if blake3::hash(&bytes).as_bytes()[..] != rc.input[..] {
+                Err(Unlike::OtherData) => {
                     return Err(
                         self.diverged(recorded(), format!("{} with other data in the buffer it reads", actual()))
                     );
-                }
-                if rc.ret > 0 && matches!(rc.stream, 1 | 2) && self.first_time() {
-                    bytes.truncate(rc.ret as usize);
-                    let _ = self.out.send(if rc.stream == 1 {
-                        ReplayOutput::Stdout(bytes)
-                    } else {
-                        ReplayOutput::Stderr(bytes)
-                    });
                 }
             }
         }
@@ -398,8 +393,7 @@ impl Outside for Replayer<'_> {
                 Some(_) => self.load(&call.sent)?,
                 None => digest::sent_bytes(&kind, call.ret as u64, memory),
             };
-            let _ =
-                self.out.send(if call.stream == 1 { ReplayOutput::Stdout(bytes) } else { ReplayOutput::Stderr(bytes) });
+            let _ = self.out.send(ReplayOutput::of_stream(call.stream, bytes));
         }
         Ok(Reply {
             id: 0,

@@ -78,7 +78,6 @@ impl RecordRing {
         // SAFETY: a fresh descriptor of ours.
         let tables = unsafe { OwnedFd::from_raw_fd(fd) };
         let slot = slot_of(guest);
-        slot.set_bitmap();
         Ok(RecordRing { log_mem, log, slot, tables, _guest: guest.clone() })
     }
 
@@ -176,7 +175,6 @@ impl ReplayRing {
     /// `vcpu_cpu`: the host CPU the vCPU's thread is pinned to (the poller keeps off it).
     pub fn start(kernel: &MemFd, guest: &MemFd, vcpu_cpu: Option<u32>) -> std::io::Result<ReplayRing> {
         let slot = slot_of(guest);
-        slot.set_bitmap();
         let shared = Arc::new(Shared {
             slot,
             kernel: kernel.clone(),
@@ -261,6 +259,52 @@ impl Drop for ReplayRing {
     }
 }
 
+/// Why a recorded ring call does not fit what the program does now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unlike {
+    /// The read's buffer is smaller than what the recording's read got.
+    Smaller,
+    /// The write's buffer holds other bytes than the recording's did.
+    OtherData,
+}
+
+/// A recorded ring call's effect on its buffer, the guest-memory runs
+/// `ranges`: a read's `output` written there, or a write's bytes read and
+/// checked against `input` (their blake3). The bytes a write sent (at
+/// most `ret`), for re-emitting; empty for a read.
+pub fn apply_recorded(
+    guest: &MemFd,
+    ranges: &[(u64, u64)],
+    out: bool,
+    output: &[u8],
+    input: &[u8],
+    ret: i64,
+) -> Result<Vec<u8>, Unlike> {
+    if out {
+        if ranges.iter().map(|r| r.1).sum::<u64>() < output.len() as u64 {
+            return Err(Unlike::Smaller);
+        }
+        let mut at = 0usize;
+        for &(off, n) in ranges {
+            let take = (n as usize).min(output.len() - at);
+            guest.write(off, &output[at..at + take]);
+            at += take;
+        }
+        return Ok(Vec::new());
+    }
+    let mut bytes = Vec::new();
+    for &(off, n) in ranges {
+        let start = bytes.len();
+        bytes.resize(start + n as usize, 0);
+        guest.read(off, &mut bytes[start..]);
+    }
+    if blake3::hash(&bytes).as_bytes()[..] != input[..] {
+        return Err(Unlike::OtherData);
+    }
+    bytes.truncate(ret.max(0) as usize);
+    Ok(bytes)
+}
+
 fn table_word(kernel: &MemFd, gpa: u64) -> Option<u64> {
     (gpa.is_multiple_of(8) && gpa.checked_add(8)? <= kernel.size()).then(|| kernel.read_u64(gpa))
 }
@@ -278,35 +322,11 @@ fn answer(sh: &Shared, req: &Request) -> Option<(u32, i64)> {
     }
     if let Some((addr, len, out)) = ring::buffer(req.nr, &req.args) {
         let ranges = ring::user_ranges(|g| table_word(&sh.kernel, g), b.root, sh.guest.size(), addr, len, out)?;
-        if out {
-            if p.output.len() as u64 > len {
-                return None;
-            }
-            let mut at = 0usize;
-            for (off, n) in ranges {
-                let take = (n as usize).min(p.output.len() - at);
-                sh.guest.write(off, &p.output[at..at + take]);
-                at += take;
-            }
-        } else {
-            let mut h = blake3::Hasher::new();
-            let mut bytes = Vec::new();
-            for (off, n) in ranges {
-                let start = bytes.len();
-                bytes.resize(start + n as usize, 0);
-                sh.guest.read(off, &mut bytes[start..]);
-            }
-            h.update(&bytes);
-            if h.finalize().as_bytes()[..] != p.input[..] {
-                return None;
-            }
-            if p.emit && p.ret > 0 && matches!(p.stream, 1 | 2) {
-                bytes.truncate(p.ret as usize);
-                b.emitted.push((p.stream, bytes));
-            }
+        let sent = apply_recorded(&sh.guest, &ranges, out, &p.output, &p.input, p.ret).ok()?;
+        if p.emit && !sent.is_empty() && matches!(p.stream, 1 | 2) {
+            b.emitted.push((p.stream, sent));
         }
     }
     b.served += 1;
-    let finish = p.ret == -(libc::EPIPE as i64) && matches!(p.nr, 1 | 18);
-    Some((if finish { ring::FINISH } else { ring::DONE }, p.ret))
+    Some((if ring::finishes(p.nr, p.ret) { ring::FINISH } else { ring::DONE }, p.ret))
 }
