@@ -25,7 +25,7 @@ use crate::BrokerError;
 pub static FD_EPOCH: AtomicU64 = AtomicU64::new(0);
 
 /// How long the poller spins for the next request before it sleeps.
-const SPIN_WINDOW: Duration = Duration::from_micros(100);
+const SPIN_WINDOW: Duration = Duration::from_micros(300);
 
 /// Linux's PIPE_BUF: a write of at most this much to a pipe is whole or
 /// not at all, so one that does not wait is the write the program asked for.

@@ -25,7 +25,7 @@ use crate::hv::memory::MemFd;
 use crate::kernel::outside::RingAllow;
 
 /// How long a poller spins for the next request before it sleeps.
-const SPIN_WINDOW: Duration = Duration::from_micros(100);
+const SPIN_WINDOW: Duration = Duration::from_micros(300);
 
 /// Whether this host can give a poller a core of its own: the vCPU takes
 /// one, the poller spins on another (with one CPU it would take the
