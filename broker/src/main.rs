@@ -15,6 +15,7 @@
 mod perform;
 mod ring;
 mod serve;
+mod tree;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -43,7 +44,7 @@ enum BrokerError {
 }
 
 /// Signals forwarded to the program. Written by the handler, read by the loop.
-static SIGNAL_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+pub(crate) static SIGNAL_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 /// Set by the handler, cleared when the pipe is drained: a call about to
 /// start while a signal is waiting returns EINTR instead of blocking on
 /// (pause, read) past the signal meant to end it.
@@ -54,7 +55,7 @@ pub static SIGNAL_SEEN: std::sync::atomic::AtomicBool = std::sync::atomic::Atomi
 /// their defaults, SIGPROF, SIGVTALRM, SIGIO, SIGXCPU and SIGXFSZ would end
 /// the broker and with it the recording. ITIMER_PROF and ITIMER_VIRTUAL
 /// count the broker's CPU time, not the program's (which runs in the VM).
-const FORWARDED: [i32; 16] = [
+const FORWARDED: [i32; 17] = [
     libc::SIGINT,
     libc::SIGTERM,
     libc::SIGHUP,
@@ -71,12 +72,14 @@ const FORWARDED: [i32; 16] = [
     libc::SIGPWR,
     libc::SIGXCPU,
     libc::SIGXFSZ,
+    // A forked process's broker ending: the program's child exited.
+    libc::SIGCHLD,
 ];
 
 /// A timer that keeps interrupting the broker while a forwarded signal
 /// waits to be reported: a signal that lands between the last check and the
 /// start of a blocking call must not leave that call blocked forever.
-static NUDGE_TIMER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+pub(crate) static NUDGE_TIMER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 const NUDGE_NS: i64 = 10_000_000;
 
 fn nudge_signal() -> i32 {
@@ -155,7 +158,7 @@ pub(crate) fn dup_reserved(fd: RawFd, base: RawFd) -> Result<RawFd, BrokerError>
 }
 
 /// Moves `fd` into the reserved range (at or above `base`), close-on-exec.
-fn reserve(fd: RawFd, base: RawFd) -> Result<RawFd, BrokerError> {
+pub(crate) fn reserve(fd: RawFd, base: RawFd) -> Result<RawFd, BrokerError> {
     let new = dup_reserved(fd, base)?;
     // SAFETY: closing our own original descriptor.
     unsafe { libc::close(fd) };
@@ -198,7 +201,7 @@ fn main() {
 }
 
 fn run() -> Result<(), BrokerError> {
-    let (socket_path, token) = parse_args()?;
+    let (socket_path, mut token) = parse_args()?;
     // SAFETY: plain getters and prctl with integer arguments.
     let parent = unsafe { libc::getppid() };
     // SAFETY: as above.
@@ -223,27 +226,16 @@ fn run() -> Result<(), BrokerError> {
     let base = (soft - RESERVED_FDS) as RawFd;
     RESERVED_BASE.store(base, std::sync::atomic::Ordering::Relaxed);
 
-    let stream = UnixStream::connect(&socket_path).map_err(|e| BrokerError::Connect(socket_path.clone(), e))?;
-    let sock_fd = reserve(std::os::fd::IntoRawFd::into_raw_fd(stream), base)?;
-    // SAFETY: sock_fd is a socket descriptor we own (moved above).
-    let stream = unsafe { UnixStream::from_raw_fd(sock_fd) };
-
-    let mut pipe = [0; 2];
-    // SAFETY: pipe2 into a valid array.
-    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-        return Err(os_err("pipe2"));
-    }
     // Duplicates of the original stdout and stderr, so that a write through
     // any descriptor for the same open file counts as output (for replay).
+    // A forked broker keeps its parent's.
     let keep = |fd: RawFd| -> Option<RawFd> {
         // SAFETY: fcntl on a descriptor that may or may not be open; checked.
         let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, base) };
         (d >= 0).then_some(d)
     };
     let _ = perform::STREAMS.set((keep(1), keep(2)));
-    let sig_read = reserve(pipe[0], base)?;
-    let sig_write = reserve(pipe[1], base)?;
-    SIGNAL_PIPE.store(sig_write, std::sync::atomic::Ordering::SeqCst);
+    tree::init(base)?;
     // SAFETY: installing handlers (no SA_RESTART, so a blocked call returns
     // EINTR and the signal reaches the program at this syscall) and ignoring
     // SIGPIPE (the program gets EPIPE and warpd raises its SIGPIPE).
@@ -261,13 +253,59 @@ fn run() -> Result<(), BrokerError> {
         libc::sigemptyset(&mut sa.sa_mask);
         libc::sigaction(nudge_signal(), &sa, std::ptr::null_mut());
         serve::install_kick_handler();
+    }
+    loop {
+        let attached = attach(&socket_path, std::mem::take(&mut token), base, &lim)?;
+        match serve::serve(&attached.stream, attached.sig_read, attached.to_warpd, attached.memory)? {
+            serve::Served::Finished(f) if f.mirror => tree::exit_as(f.exit_code, f.signal),
+            serve::Served::Finished(_) => return Ok(()),
+            serve::Served::Forked(child_token) => {
+                // This is the child of the program's fork: everything of the
+                // parent's connection goes (closed by number, not dropped).
+                std::mem::forget(attached.stream);
+                tree::forget_parent(base, soft);
+                token = child_token;
+            }
+        }
+    }
+}
+
+/// A broker attached to its session: the socket, its signal pipe's read
+/// end, its end of warpd's signal channel, guest memory.
+struct Attached {
+    stream: UnixStream,
+    sig_read: RawFd,
+    to_warpd: RawFd,
+    memory: std::sync::Arc<perform::GuestMemory>,
+}
+
+/// Connects to warpd, presents the token, and takes the guest memory (and
+/// with the exitless path the ring) it is given. A forked broker does
+/// this again with the token of its child session.
+fn attach(socket_path: &str, token: String, base: RawFd, lim: &libc::rlimit) -> Result<Attached, BrokerError> {
+    let stream = UnixStream::connect(socket_path).map_err(|e| BrokerError::Connect(socket_path.to_string(), e))?;
+    let sock_fd = reserve(std::os::fd::IntoRawFd::into_raw_fd(stream), base)?;
+    // SAFETY: sock_fd is a socket descriptor we own (moved above).
+    let stream = unsafe { UnixStream::from_raw_fd(sock_fd) };
+
+    let mut pipe = [0; 2];
+    // SAFETY: pipe2 into a valid array.
+    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+        return Err(os_err("pipe2"));
+    }
+    let sig_read = reserve(pipe[0], base)?;
+    let sig_write = reserve(pipe[1], base)?;
+    SIGNAL_PIPE.store(sig_write, std::sync::atomic::Ordering::SeqCst);
+    SIGNAL_SEEN.store(false, std::sync::atomic::Ordering::SeqCst);
+    // A timer is not inherited across fork: each broker makes its own.
+    // SAFETY: timer_create into a local; the id is kept for the process's life.
+    unsafe {
         let mut ev: libc::sigevent = std::mem::zeroed();
         ev.sigev_notify = libc::SIGEV_SIGNAL;
         ev.sigev_signo = nudge_signal();
         let mut timer: libc::timer_t = std::ptr::null_mut();
-        if libc::timer_create(libc::CLOCK_MONOTONIC, &mut ev, &mut timer) == 0 {
-            NUDGE_TIMER.store(timer as usize, std::sync::atomic::Ordering::SeqCst);
-        }
+        let t = if libc::timer_create(libc::CLOCK_MONOTONIC, &mut ev, &mut timer) == 0 { timer as usize } else { 0 };
+        NUDGE_TIMER.store(t, std::sync::atomic::Ordering::SeqCst);
     }
 
     // SAFETY: plain getters.
@@ -296,8 +334,7 @@ fn run() -> Result<(), BrokerError> {
             ring::start(memory.clone(), tables, size, log)?;
         }
     }
-
-    serve::serve(&stream, sig_read, to_warpd, memory)
+    Ok(Attached { stream, sig_read, to_warpd, memory })
 }
 
 pub(crate) fn send(stream: &UnixStream, msg: &BrokerMessage) -> Result<(), BrokerError> {

@@ -35,6 +35,7 @@ impl GuestMemory {
         if p == libc::MAP_FAILED {
             return Err(os_err("mapping guest memory"));
         }
+        crate::tree::note_mapping(p, size as usize);
         Ok(GuestMemory { base: p as *mut u8, size })
     }
 

@@ -49,6 +49,7 @@ impl Tables {
         if p == libc::MAP_FAILED {
             return Err(crate::os_err("mapping the page tables"));
         }
+        crate::tree::note_mapping(p, size as usize);
         Ok(Tables { base: p as *const u8, size })
     }
 
@@ -135,6 +136,7 @@ pub fn start(guest: Arc<GuestMemory>, tables: OwnedFd, tables_size: u64, log: Ow
     if p == libc::MAP_FAILED {
         return Err(crate::os_err("mapping the ring log"));
     }
+    crate::tree::note_mapping(p, ring::LOG_SIZE as usize);
     let page = guest
         .ptr(ring::page_offset(guest.size()), ring::PAGE)
         .ok_or(BrokerError::Protocol("guest memory too small for the ring page".into()))?;

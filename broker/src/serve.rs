@@ -99,13 +99,21 @@ impl Worker {
     }
 }
 
-/// Serves requests until warpd says Finish.
+/// How serving ended.
+pub enum Served {
+    /// warpd said Finish (how to exit).
+    Finished(warp_proto::broker::Finish),
+    /// This is the child of a Fork: it attaches again with this token.
+    Forked(String),
+}
+
+/// Serves requests until warpd says Finish, or a fork's child returns.
 pub fn serve(
     stream: &UnixStream,
     sig_read: RawFd,
     to_warpd: RawFd,
     memory: Arc<perform::GuestMemory>,
-) -> Result<(), BrokerError> {
+) -> Result<Served, BrokerError> {
     let writer = Arc::new(Mutex::new(writer_of(stream)?));
     // Signals passed to warpd on the channel since the last request: warpd
     // may already have sent its next one, and if that may block it must
@@ -236,7 +244,11 @@ pub fn serve(
             }
             Some(request::Kind::Syscall(call)) => {
                 unreported = false;
+                // A write that may reach the terminal takes its place in
+                // the tree's output order while it runs.
+                let ordered = perform::to_original_stream(&call).then(crate::tree::Ordered::lock).flatten();
                 let done = perform::perform(&call, &memory);
+                reply.order = ordered.map_or(0, |o| o.number());
                 reply.ret = done.ret;
                 reply.outputs = done.outputs;
                 reply.stream = perform::stream_of(&call, done.ret);
@@ -249,7 +261,27 @@ pub fn serve(
             Some(request::Kind::CloseOnExec(_)) => reply.ret = perform::close_on_exec(),
             // warpd answers this itself; the broker has no CPU time of the program's.
             Some(request::Kind::CpuTime(_)) => reply.ret = -(libc::ENOSYS as i64),
-            Some(request::Kind::Finish(_)) => return Ok(()),
+            Some(request::Kind::Finish(f)) => return Ok(Served::Finished(f)),
+            Some(request::Kind::Fork(f)) => {
+                // SAFETY: fork; the child runs only this thread, which
+                // forgets the parent's connection and attaches anew.
+                let pid = unsafe { libc::fork() };
+                if pid == 0 {
+                    crate::SIGNAL_PIPE.store(-1, Ordering::SeqCst);
+                    crate::NUDGE_TIMER.store(0, Ordering::SeqCst);
+                    // Their threads do not exist here: nothing of them is
+                    // joined, kicked or dropped.
+                    std::mem::forget(workers);
+                    std::mem::forget(writer);
+                    std::mem::forget(memory);
+                    return Ok(Served::Forked(f.token));
+                }
+                reply.ret = if pid < 0 {
+                    -(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EAGAIN) as i64)
+                } else {
+                    pid as i64
+                };
+            }
             None => return Err(BrokerError::Protocol("empty request".into())),
         }
         put_signals(&mut reply, drain_signals(sig_read));
@@ -475,7 +507,7 @@ mod tests {
         let second = read(&s);
         assert_eq!((second.id, second.ret), (1, 0), "poll timed out");
         write(&s, &Request { id: 0, kind: Some(request::Kind::Finish(Default::default())) });
-        t.join().unwrap().unwrap();
+        assert!(matches!(t.join().unwrap().unwrap(), Served::Finished(_)));
     }
 
     /// read(fd, guest[0x100..0x110]) marked deferrable for thread 7.
@@ -552,7 +584,7 @@ mod tests {
         write(&s, &idle);
         assert_eq!(read(&s).ret, -(libc::EINTR as i64));
         write(&s, &Request { id: 0, kind: Some(request::Kind::Finish(Default::default())) });
-        t.join().unwrap().unwrap();
+        assert!(matches!(t.join().unwrap().unwrap(), Served::Finished(_)));
         // SAFETY: closing our own descriptors.
         unsafe {
             libc::close(p[0]);
@@ -584,6 +616,6 @@ mod tests {
         assert_eq!(unsafe { libc::read(channel, got.as_mut_ptr() as *mut libc::c_void, 33) }, 33);
         assert_eq!(got, rec);
         write(&s, &Request { id: 0, kind: Some(request::Kind::Finish(Default::default())) });
-        t.join().unwrap().unwrap();
+        assert!(matches!(t.join().unwrap().unwrap(), Served::Finished(_)));
     }
 }

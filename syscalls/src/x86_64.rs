@@ -169,7 +169,6 @@ const fn fd(nr: u64, name: &'static str, class: Class, args: &'static [Arg]) -> 
 const STAT: u64 = 144;
 const STATFS: u64 = 120;
 const TIMESPEC: u64 = 16;
-const NOT_YET_PROCESSES: &str = "new processes are not supported yet";
 
 /// Every syscall warpd knows, in number order.
 pub static TABLE: &[Desc] = &[
@@ -227,8 +226,8 @@ pub static TABLE: &[Desc] = &[
     d(54, "setsockopt", Proxied, &[Fd, Int, Int, In(Of(4)), Int]),
     d(55, "getsockopt", Proxied, &[Fd, Int, Int, Out(At(4)), InOut(Fixed(4))]),
     d(56, "clone", Emulated, &[Int, Int, Int, Int, Int]),
-    d(57, "fork", Unsupported(NOT_YET_PROCESSES), &[]),
-    d(58, "vfork", Unsupported(NOT_YET_PROCESSES), &[]),
+    d(57, "fork", Emulated, &[]),
+    d(58, "vfork", Emulated, &[]),
     d(59, "execve", Emulated, &[Path, Int, Int]),
     d(60, "exit", Emulated, &[Int]),
     d(61, "wait4", Blocking, &[Int, Out(Fixed(4)), Int, Out(Fixed(STAT))]).restart().waits(),
@@ -328,6 +327,8 @@ pub static TABLE: &[Desc] = &[
     d(233, "epoll_ctl", Proxied, &[Fd, Int, Fd, In(Fixed(12))]),
     d(234, "tgkill", Emulated, &[Int, Int, Int]).warpd(),
     d(235, "utimes", Proxied, &[Path, In(Fixed(32))]),
+    // siginfo_t (128 bytes), then struct rusage.
+    d(247, "waitid", Blocking, &[Int, Int, Out(Fixed(128)), Int, Out(Fixed(STAT))]).restart().waits(),
     fd(257, "openat", Proxied, &[DirFd, Path, Int, Int]).restart(),
     d(258, "mkdirat", Proxied, &[DirFd, Path, Int]),
     d(259, "mknodat", Proxied, &[DirFd, Path, Int, Int]),

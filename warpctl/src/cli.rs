@@ -119,6 +119,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List a recording's processes: the first one, then those it forked
+    /// (and they forked), with pid, parent pid, the session that holds each
+    /// one's events (`warpctl events SESSION`), how it ended and the
+    /// command it ran last.
+    Ps {
+        #[arg(value_name = "ID|latest")]
+        id: String,
+        /// One JSON object per process, one per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show everything recorded about a session.
     Show {
         #[arg(value_name = "ID|latest")]

@@ -131,6 +131,7 @@ fn main() -> ExitCode {
                 replay::run(id, quiet).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
             }
             Command::Ls { json } => view::ls(json).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
+            Command::Ps { id, json } => view::ps(id, json).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
             Command::Show { id, json } => view::show(id, json).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
             Command::Events { id, json, follow } => {
                 view::events(id, json, follow).await.unwrap_or_else(|e| fail(&e, e.exit_code()))

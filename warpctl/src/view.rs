@@ -85,7 +85,7 @@ fn now_ms() -> u64 {
 /// `warpctl ls [--json]`.
 pub async fn ls(json: bool) -> Result<u8, ViewError> {
     let mut daemon = connect::connect_or_start(false).await?;
-    let reply = daemon.client.list_sessions(ListSessionsRequest {}).await.map_err(rpc)?.into_inner();
+    let reply = daemon.client.list_sessions(ListSessionsRequest::default()).await.map_err(rpc)?.into_inner();
     let now = now_ms();
     let mut text = String::new();
     if json {
@@ -105,6 +105,41 @@ pub async fn ls(json: bool) -> Result<u8, ViewError> {
     Ok(0)
 }
 
+/// `warpctl ps ID [--json]`: the processes of a recording.
+pub async fn ps(id: String, json: bool) -> Result<u8, ViewError> {
+    let mut daemon = connect::connect_or_start(false).await?;
+    let reply = daemon.client.list_sessions(ListSessionsRequest { tree: id }).await.map_err(rpc)?.into_inner();
+    let now = now_ms();
+    let mut text = String::new();
+    if json {
+        for s in &reply.sessions {
+            text.push_str(&session_json(s, now));
+            text.push('\n');
+        }
+    } else {
+        text.push_str(&format!(
+            "{:>8}  {:>8}  {:<12}  {:<10}  {:<11}  {:>7}  COMMAND\n",
+            "PID", "PPID", "SESSION", "STATUS", "ENDED", "EVENTS"
+        ));
+        for s in &reply.sessions {
+            text.push_str(&format!(
+                "{:>8}  {:>8}  {:<12}  {:<10}  {:<11}  {:>7}  {}\n",
+                s.pid,
+                s.ppid,
+                s.id,
+                s.status,
+                ended(s),
+                s.events,
+                shell_words(&s.argv)
+            ));
+        }
+    }
+    let mut out = io::stdout().lock();
+    emit(&mut out, &text)?;
+    flush(&mut out)?;
+    Ok(0)
+}
+
 fn ls_header() -> String {
     format!(
         "{:<8}  {:<10}  {:<19}  {:>9}  {:<11}  {:>7}  {:>8}  COMMAND\n",
@@ -114,7 +149,7 @@ fn ls_header() -> String {
 
 fn ls_line(s: &SessionInfo, now: u64) -> String {
     format!(
-        "{:<8}  {:<10}  {:<19}  {:>9}  {:<11}  {:>7}  {:>8}  {}\n",
+        "{:<8}  {:<10}  {:<19}  {:>9}  {:<11}  {:>7}  {:>8}  {}{}\n",
         s.id,
         s.status,
         local_time(s.start_ms),
@@ -122,7 +157,8 @@ fn ls_line(s: &SessionInfo, now: u64) -> String {
         ended(s),
         s.events,
         bytes(s.trace_bytes),
-        shell_words(&s.argv)
+        shell_words(&s.argv),
+        if s.processes > 1 { format!("  ({} processes)", s.processes) } else { String::new() }
     )
 }
 
@@ -198,6 +234,10 @@ pub fn session_json(s: &SessionInfo, now: u64) -> String {
         .num("trace_bytes", s.trace_bytes)
         .num("syscalls", s.syscalls)
         .num("vm_exits", s.vm_exits)
+        .num("pid", s.pid)
+        .num("ppid", s.ppid)
+        .str("parent", &s.parent)
+        .num("processes", s.processes)
         .finish()
 }
 

@@ -55,6 +55,43 @@ pub fn write_frame(w: &mut impl Write, msg: &impl Message) -> std::io::Result<()
     w.write_all(&buf)
 }
 
+/// The brokers of forked processes not attached yet, by the token their
+/// fork gave them, with the uid they must run as: the broker socket hands
+/// each to the recording thread of the process that forked.
+type Waiting = std::collections::BTreeMap<String, (u32, std::sync::mpsc::SyncSender<BrokerLink>)>;
+static CHILDREN: Mutex<Waiting> = Mutex::new(std::collections::BTreeMap::new());
+
+/// A forked broker with this token (a fresh secret), running as `uid`,
+/// will come to the receiver; [`forget_child`] when it will not.
+pub fn expect_child(uid: u32) -> std::io::Result<(String, std::sync::mpsc::Receiver<BrokerLink>)> {
+    let token = crate::server::secrets::new_token()?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).insert(token.clone(), (uid, tx));
+    Ok((token, rx))
+}
+
+pub fn forget_child(token: &str) {
+    CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).remove(token);
+}
+
+/// Hands a connection that said Hello with `token` to the process waiting
+/// for its forked broker: Err gives the link back when no fork expects it
+/// (or the peer runs as another user). Tokens are compared in constant time.
+pub fn child_arrived(token: &str, peer_uid: u32, link: BrokerLink) -> Result<(), BrokerLink> {
+    let mut waiting = CHILDREN.lock().unwrap_or_else(|e| e.into_inner());
+    let hit =
+        waiting.keys().find(|t| crate::server::secrets::constant_time_eq(t.as_bytes(), token.as_bytes())).cloned();
+    match hit {
+        Some(t) if waiting[&t].0 == peer_uid => {
+            let (_, tx) = waiting.remove(&t).expect("found");
+            tx.try_send(link).map_err(|e| match e {
+                std::sync::mpsc::TrySendError::Full(l) | std::sync::mpsc::TrySendError::Disconnected(l) => l,
+            })
+        }
+        _ => Err(link),
+    }
+}
+
 /// An attached broker, before the session starts using it.
 pub struct BrokerLink {
     stream: UnixStream,
@@ -414,6 +451,19 @@ impl Link {
     pub fn finish(&mut self) {
         let mut w = &self.stream;
         let _ = write_frame(&mut w, &Request { id: 0, kind: Some(request::Kind::Finish(Default::default())) });
+    }
+
+    /// Tells a forked process's broker to exit as its program ended (its
+    /// parent's wait4 sees that status): killed by `signal`, or `code`.
+    pub fn finish_as(&mut self, code: i32, signal: i32) {
+        let mut w = &self.stream;
+        let finish = warp_proto::broker::Finish { mirror: true, exit_code: code, signal };
+        let _ = write_frame(&mut w, &Request { id: 0, kind: Some(request::Kind::Finish(finish)) });
+    }
+
+    /// The uid of the broker (SO_PEERCRED).
+    pub fn peer_uid(&self) -> std::io::Result<u32> {
+        peer_uid(&self.stream)
     }
 }
 

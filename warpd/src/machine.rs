@@ -168,6 +168,10 @@ pub struct Guest {
     exitless: bool,
     /// The last exit was a call of the ring's (its poller is then woken).
     ring_call_exited: bool,
+    /// The child the last step's fork made, for the driver to run.
+    forked: Option<fork::Forked>,
+    /// A vfork's child: the gate its parent waits on.
+    vfork_parent: Option<Arc<fork::VforkGate>>,
 }
 
 impl Guest {
@@ -202,6 +206,8 @@ impl Guest {
             end_rip: 0,
             exitless: false,
             ring_call_exited: false,
+            forked: None,
+            vfork_parent: None,
         }
     }
 
@@ -276,6 +282,12 @@ impl Guest {
         };
         let program = crate::trace::symbols::Program { exe_path, exe, auxv: &self.process.proc_info.auxv };
         crate::trace::symbols::crash_line(signal, fault, &program, &self.process.mm)
+    }
+
+    /// What stops the vCPU from another thread (call it on the thread
+    /// that steps the guest: kicks are aimed at it).
+    pub fn kicker(&mut self) -> Kicker {
+        self.vcpu.kicker()
     }
 
     /// VM exits so far.
@@ -414,7 +426,15 @@ impl Guest {
                 // Where the program resumes, unless a signal that was due
                 // sends it into a handler first.
                 let (resume, ret) = match action {
-                    Action::Exec(new) => (new, 0),
+                    Action::Exec(new) => {
+                        self.release_vfork_parent();
+                        (new, 0)
+                    }
+                    Action::Fork(spec) => {
+                        self.fork_child(&spec, &regs)?;
+                        regs.finish_syscall(spec.pid as i64);
+                        (regs, spec.pid as i64)
+                    }
                     Action::Jump { regs: new, ret } => (new, ret),
                     Action::Return(r) | Action::Yield(r) => {
                         regs.finish_syscall(r);
@@ -832,6 +852,7 @@ impl Guest {
     fn end(&mut self, outside: &mut dyn Outside, action: Action, rip: u64) -> Result<Stop, SessionError> {
         self.flush_notes();
         self.end_rip = rip;
+        self.release_vfork_parent();
         let ending = match action {
             Action::Exit(c) => Ending::Exited(c),
             Action::Killed(s) => Ending::Killed(s),
@@ -840,6 +861,7 @@ impl Guest {
             | Action::Jump { .. }
             | Action::Wait
             | Action::ThreadExit
+            | Action::Fork(_)
             | Action::Yield(_) => {
                 return Err(SessionError::Failed(Failure::Daemon, "the program ended mid-syscall".into()))
             }
@@ -1021,7 +1043,10 @@ mod checkpoint;
 pub use checkpoint::Checkpoint;
 #[path = "machine_debug.rs"]
 mod debug;
+#[path = "machine_fork.rs"]
+mod fork;
 pub use debug::WatchKind;
+pub use fork::{start_forked, Forked};
 
 #[cfg(test)]
 #[path = "machine_tests.rs"]

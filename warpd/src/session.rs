@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use warp_proto::trace::{
     Control, CpuidLeaf, Ending as TraceEnding, Identity as TraceIdentity, SessionMeta, Status, UnknownSyscall,
@@ -19,6 +19,7 @@ use crate::hv::{self, HvError};
 use crate::kernel::outside::{Ending, OutsideError};
 use crate::kernel::process::{Identity, Process, ProcessError};
 use crate::link::{BrokerLink, LinkError};
+use crate::machine::{Forked, Guest, Stop};
 use crate::trace::record::Recorder;
 use crate::trace::ring::RecordRing;
 use crate::trace::store::Store;
@@ -129,6 +130,23 @@ pub fn run(
         Ok(()) => run_inner(&spec, link, config, &notes, &mut counters, &store, &mut meta),
         Err(e) => Err(SessionError::Failed(Failure::Daemon, format!("cannot store the session: {e}"))),
     };
+    let end = conclude(&store, &mut meta, result, &counters, broker_pid);
+    if spec.verbose {
+        let nl = if counters.stderr_mid_line { "\n" } else { "" };
+        let _ = notes.send(format!("{nl}{} syscalls, {} vm exits", counters.syscalls, counters.exits));
+    }
+    RunResult { end, syscalls: counters.syscalls, vm_exits: counters.exits }
+}
+
+/// How a process's recording ended, stored in its metadata (status,
+/// ending, counts): the store keeps it before anyone learns of the end.
+fn conclude(
+    store: &Store,
+    meta: &mut SessionMeta,
+    result: Result<SessionEnd, SessionError>,
+    counters: &Counters,
+    broker_pid: u32,
+) -> SessionEnd {
     let end = match result {
         Ok(e) => e,
         Err(SessionError::Failed(f, m)) => end(f, 0, 0, m),
@@ -150,14 +168,10 @@ pub fn run(
         failure: if failed { end.message.clone() } else { String::new() },
         crash: end.crash.clone(),
     });
-    if let Err(e) = store.update_session(&meta).and_then(|_| store.flush()) {
-        tracing::error!(id = %spec.id, "cannot store the end of the session: {e}");
+    if let Err(e) = store.update_session(meta).and_then(|_| store.flush()) {
+        tracing::error!(id = %meta.id, "cannot store the end of the session: {e}");
     }
-    if spec.verbose {
-        let nl = if counters.stderr_mid_line { "\n" } else { "" };
-        let _ = notes.send(format!("{nl}{} syscalls, {} vm exits", counters.syscalls, counters.exits));
-    }
-    RunResult { end, syscalls: counters.syscalls, vm_exits: counters.exits }
+    end
 }
 
 fn initial_meta(spec: &SessionSpec, info: &warp_proto::broker::BrokerInfo) -> SessionMeta {
@@ -295,6 +309,15 @@ fn run_inner(
     let link = broker.start(parts.mm.guest.fd(), builder::GUEST_MEMORY, parts.vcpu.kicker(), ring_fds)?;
     let mut rec = Recorder::new(link, store.clone(), &spec.id);
     rec.ring = ring;
+    let tree = Arc::new(Tree {
+        spec: spec.clone(),
+        config: config.clone(),
+        notes: notes.clone(),
+        store: store.clone(),
+        template: meta.clone(),
+        threads: Mutex::new(Vec::new()),
+        limits_said: Mutex::new(Default::default()),
+    });
     let mut crash_text = String::new();
     let crash = &mut crash_text;
     let outcome = (|| {
@@ -330,14 +353,9 @@ fn run_inner(
         if let Some(r) = &rec.ring {
             r.vcpu_cpu(pin.cpu());
         }
-        let r = guest.run(&mut rec);
+        let r = drive(&tree, &mut guest, &mut rec, &spec.id);
         drop(pin);
-        // The limits met, once each, after the program's own output (sent
-        // as they happened, they would land inside its lines).
-        for limit in std::mem::take(&mut guest.process.limits) {
-            let nl = if std::mem::take(&mut guest.process.stderr_mid_line) { "\n" } else { "" };
-            let _ = notes.send(format!("{nl}{limit}"));
-        }
+        tree.say_limits(&mut guest.process);
         if let Ok(Ending::Killed(sig)) = r {
             *crash = guest.crash_line(sig, &read.images.exe_path, &read.images.exe);
         }
@@ -352,9 +370,184 @@ fn run_inner(
     meta.trace_bytes = bytes;
     meta.logical_bytes = logical;
     rec.link.finish();
+    // The recording ends with its last process.
+    tree.join_all();
     outcome.map(|ending| match ending {
         Ending::Exited(code) => end(Failure::None, code, 0, String::new()),
         Ending::Killed(sig) => SessionEnd { crash: crash_text, ..end(Failure::None, 0, sig, String::new()) },
+    })
+}
+
+/// What every process of a recorded tree shares: the session's settings,
+/// where its notes go, the store, the first process's metadata (which a
+/// forked process's starts from), the threads recording the others.
+pub(crate) struct Tree {
+    spec: SessionSpec,
+    config: Config,
+    notes: Sender<String>,
+    store: Arc<Store>,
+    template: SessionMeta,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// The limits told the user (once a recording, whichever process met them).
+    limits_said: Mutex<std::collections::BTreeSet<String>>,
+}
+
+impl Tree {
+    /// The limits the process met, once each for the tree, after the
+    /// program's own output (sent as they happened, they would land inside
+    /// its lines).
+    fn say_limits(&self, process: &mut Process) {
+        for limit in std::mem::take(&mut process.limits) {
+            if !self.limits_said.lock().unwrap_or_else(|e| e.into_inner()).insert(limit.clone()) {
+                continue;
+            }
+            let nl = if std::mem::take(&mut process.stderr_mid_line) { "\n" } else { "" };
+            let _ = self.notes.send(format!("{nl}{limit}"));
+        }
+    }
+
+    /// Waits for every forked process's recording (those they fork too).
+    fn join_all(&self) {
+        loop {
+            let next = self.threads.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            match next {
+                Some(h) => {
+                    let _ = h.join();
+                }
+                None => return,
+            }
+        }
+    }
+}
+
+/// Steps a recorded process to its end; each fork it makes starts the
+/// child's recording on a thread of its own (a vfork's parent waits until
+/// the child executes a program or ends).
+fn drive(tree: &Arc<Tree>, guest: &mut Guest, rec: &mut Recorder, id: &str) -> Result<Ending, SessionError> {
+    let mut forks = 0u32;
+    loop {
+        let stop = guest.step(rec)?;
+        if let Some(child) = guest.take_forked() {
+            forks += 1;
+            let link = rec
+                .take_child()
+                .ok_or_else(|| SessionError::Failed(Failure::Daemon, "a fork came without its broker".into()))?;
+            let gate = child.vfork.clone();
+            spawn_child(tree, format!("{id}.{forks}"), id, forks, child, link)?;
+            if let Some(g) = gate {
+                g.wait();
+            }
+        }
+        match stop {
+            Stop::Ended(e) => return Ok(e),
+            Stop::Paused => return Err(SessionError::Failed(Failure::Daemon, "the program was stopped".into())),
+            _ => {}
+        }
+    }
+}
+
+fn spawn_child(
+    tree: &Arc<Tree>,
+    id: String,
+    parent: &str,
+    index: u32,
+    forked: Forked,
+    link: BrokerLink,
+) -> Result<(), SessionError> {
+    let (t, parent) = (tree.clone(), parent.to_string());
+    let gate = forked.vfork.clone();
+    let h = std::thread::Builder::new()
+        .name(format!("session-{id}"))
+        .spawn(move || {
+            record_child(&t, &id, &parent, index, forked, link);
+            // A child that failed before it could run must not hold its parent.
+            if let Some(g) = gate {
+                g.open();
+            }
+        })
+        .map_err(|e| {
+            SessionError::Failed(Failure::Daemon, format!("cannot start a thread for a forked process: {e}"))
+        })?;
+    tree.threads.lock().unwrap_or_else(|e| e.into_inner()).push(h);
+    Ok(())
+}
+
+/// Records a forked process to its end, as a session of its own.
+fn record_child(tree: &Arc<Tree>, id: &str, parent: &str, index: u32, forked: Forked, link: BrokerLink) {
+    let info = link.info().clone();
+    let mut meta = tree.template.clone();
+    meta.id = id.to_string();
+    meta.parent = parent.to_string();
+    meta.root = tree.spec.id.clone();
+    meta.fork_index = index;
+    meta.argv = forked.process.proc_info.argv.clone();
+    meta.program = forked.process.proc_info.exe.clone();
+    meta.start_ms = now_ms();
+    meta.status = Status::Recording as i32;
+    meta.identity = Some(TraceIdentity {
+        pid: info.pid,
+        ppid: info.ppid,
+        uid: info.uid,
+        gid: info.gid,
+        euid: info.euid,
+        egid: info.egid,
+        reserved_fd_base: info.reserved_fd_base,
+    });
+    let mut counters = Counters::default();
+    let result = match tree.store.create_session(&meta) {
+        Ok(()) => record_forked(tree, id, forked, link, &mut counters, &mut meta),
+        Err(e) => Err(SessionError::Failed(Failure::Daemon, format!("cannot store a forked process's session: {e}"))),
+    };
+    let end = conclude(&tree.store, &mut meta, result, &counters, info.pid);
+    if end.failure != Failure::None as i32 {
+        tracing::warn!(id, "a forked process's recording failed: {}", end.message);
+    }
+}
+
+fn record_forked(
+    tree: &Arc<Tree>,
+    id: &str,
+    forked: Forked,
+    link: BrokerLink,
+    counters: &mut Counters,
+    meta: &mut SessionMeta,
+) -> Result<SessionEnd, SessionError> {
+    let hv = hv::open(&tree.config.kvm_device)?;
+    let mut guest = crate::machine::start_forked(hv.as_ref(), forked)?;
+    let kicker = guest.kicker();
+    let link = link.start(guest.process.mm.guest.fd(), builder::GUEST_MEMORY, kicker, None)?;
+    let mut rec = Recorder::new(link, tree.store.clone(), id);
+    let outcome = (|| {
+        guest.preempt_every(tree.spec.slice, tree.spec.chaos)?;
+        if tree.spec.verbose {
+            guest.notes_to(tree.notes.clone());
+        }
+        let pin = CpuPin::new(None);
+        meta.vcpu_cpu = pin.cpu().map_or(0, |c| c + 1);
+        let r = drive(tree, &mut guest, &mut rec, id);
+        drop(pin);
+        tree.say_limits(&mut guest.process);
+        counters.syscalls = guest.process.syscalls;
+        counters.exits = guest.exits();
+        record_unknown(&guest.process, meta);
+        // What it ran last (after an execve), for `warpctl ps`.
+        meta.argv = guest.process.proc_info.argv.clone();
+        meta.program = guest.process.proc_info.exe.clone();
+        r
+    })();
+    let (events, bytes, logical) = rec.counts();
+    meta.events = events;
+    meta.trace_bytes = bytes;
+    meta.logical_bytes = logical;
+    // Its broker exits as the program did: the parent's wait4 sees that.
+    match &outcome {
+        Ok(Ending::Exited(code)) => rec.link.finish_as(*code, 0),
+        Ok(Ending::Killed(sig)) => rec.link.finish_as(0, *sig),
+        Err(_) => rec.link.finish_as(125, 0),
+    }
+    outcome.map(|ending| match ending {
+        Ending::Exited(code) => end(Failure::None, code, 0, String::new()),
+        Ending::Killed(sig) => end(Failure::None, 0, sig, String::new()),
     })
 }
 

@@ -151,6 +151,37 @@ impl MemFd {
         Ok(())
     }
 
+    /// Copies `src`'s data (its extents, all-zero pages left as holes) into
+    /// this memory, which must be fresh (all holes) and as large; the bytes
+    /// copied. A fork's child memory: a copy, not yet copy-on-write.
+    pub fn copy_from(&self, src: &MemFd) -> std::io::Result<u64> {
+        assert_eq!(self.size(), src.size(), "copying memory of another size");
+        const CHUNK: usize = 1 << 20;
+        let mut copied = 0;
+        for (off, len) in src.data_extents()? {
+            let mut at = off;
+            while at < off + len {
+                let n = ((off + len - at) as usize).min(CHUNK);
+                // SAFETY: both ranges lie inside mappings of the same size
+                // (data extents are within the file); the two are distinct.
+                let (from, to) = unsafe {
+                    (
+                        std::slice::from_raw_parts(src.map.ptr.as_ptr().add(at as usize), n),
+                        std::slice::from_raw_parts_mut(self.map.ptr.as_ptr().add(at as usize), n),
+                    )
+                };
+                for (i, page) in from.chunks(4096).enumerate() {
+                    if page.iter().any(|&b| b != 0) {
+                        to[i * 4096..i * 4096 + page.len()].copy_from_slice(page);
+                        copied += page.len() as u64;
+                    }
+                }
+                at += n as u64;
+            }
+        }
+        Ok(copied)
+    }
+
     /// Drops this process's page-table entries for a range without touching
     /// the data (shared file pages stay in the memfd). KVM's MMU notifier
     /// then forgets its own mappings of those pages, so the guest re-walks

@@ -67,6 +67,10 @@ pub enum Action {
     /// The call returned this value and the thread offers the vCPU to
     /// another (sched_yield).
     Yield(i64),
+    /// A new process (fork, vfork, clone without CLONE_THREAD): the broker
+    /// forked; the parent's call returns the child's pid, and the exit
+    /// loop makes the child (`Process::forked`, a copy of its memory).
+    Fork(ForkSpec),
 }
 
 /// Why the dispatcher could not go on (not the program's fault).
@@ -183,6 +187,9 @@ fn memory(ranges: Vec<(u64, u64)>, arg: usize, out: bool, inout: bool, by_ret: b
     }
 }
 
+#[path = "fork.rs"]
+mod fork;
+pub use fork::ForkSpec;
 #[path = "procmem.rs"]
 mod procmem;
 use procmem::MemFile;
@@ -1499,8 +1506,10 @@ impl Process {
             15 => return self.rt_sigreturn(regs, cpu),
             231 => return Ok(Action::Exit((a[0] & 0xff) as i32)),
             60 => return self.exit_thread((a[0] & 0xff) as i32),
-            56 => return self.clone_thread(a, regs, cpu, 56),
-            435 => return self.clone3_thread(a, regs, cpu),
+            56 => return self.clone_thread(a, regs, cpu, 56, link),
+            57 => return self.fork_process(abi::SIGCHLD as u64, [0; 4], 57, link),
+            58 => return self.fork_process(0x4100 | abi::SIGCHLD as u64, [0; 4], 58, link),
+            435 => return self.clone3_thread(a, regs, cpu, link),
             59 => return self.execve(a, cpu, link),
             9 => self.mmap(a, link)?,
             10 => self.mprotect(a[0], a[1], a[2]),
@@ -2552,7 +2561,13 @@ impl Process {
     /// processes are not supported yet.
     /// clone3 (x86_64: the `struct clone_args` at a[0], its size in a[1]),
     /// for threads as clone; its extra fields must be unused.
-    fn clone3_thread(&mut self, a: &[u64; 6], regs: &Regs, cpu: &mut dyn CpuState) -> Result<Action, ProcessError> {
+    fn clone3_thread(
+        &mut self,
+        a: &[u64; 6],
+        regs: &Regs,
+        cpu: &mut dyn CpuState,
+        link: &mut dyn Outside,
+    ) -> Result<Action, ProcessError> {
         const VER0: u64 = 64; // CLONE_ARGS_SIZE_VER0
         const KNOWN: u64 = 88; // up to and with `cgroup`
         let ret = |e: Errno| Ok(Action::Return(e.ret()));
@@ -2578,6 +2593,9 @@ impl Process {
         if flags & CLONE_THREAD != 0 && exit_signal != 0 {
             return ret(Errno::EINVAL);
         }
+        if flags & 0xff != 0 {
+            return ret(Errno::EINVAL); // the exit signal has its own field
+        }
         if (stack == 0) != (stack_size == 0) || exit_signal > 64 {
             return ret(Errno::EINVAL);
         }
@@ -2587,7 +2605,10 @@ impl Process {
         }
         // The new thread's stack pointer is the top of the area given.
         let top = stack.wrapping_add(stack_size);
-        self.clone_thread(&[flags, top, parent_tid, child_tid, tls, 0], regs, cpu, 435)
+        if flags & CLONE_THREAD == 0 {
+            return self.fork_process(flags | exit_signal, [top, parent_tid, child_tid, tls], 435, link);
+        }
+        self.clone_thread(&[flags, top, parent_tid, child_tid, tls, 0], regs, cpu, 435, link)
     }
 
     fn clone_thread(
@@ -2596,6 +2617,7 @@ impl Process {
         regs: &Regs,
         cpu: &mut dyn CpuState,
         nr: u64,
+        link: &mut dyn Outside,
     ) -> Result<Action, ProcessError> {
         const CLONE_VM: u64 = 0x100;
         const CLONE_SIGHAND: u64 = 0x800;
@@ -2607,14 +2629,15 @@ impl Process {
         const CLONE_CHILD_SETTID: u64 = 0x100_0000;
         let (flags, stack, ptid, ctid, tls) = (a[0], a[1], a[2], a[3], a[4]);
         let ret = |e: Errno| Ok(Action::Return(e.ret()));
-        if flags & CLONE_THREAD == 0 || flags & CLONE_VM == 0 || flags & CLONE_VFORK != 0 {
+        if flags & CLONE_THREAD == 0 {
+            return self.fork_process(flags, [stack, ptid, ctid, tls], nr, link);
+        }
+        if flags & CLONE_VM == 0 {
+            return ret(Errno::EINVAL); // CLONE_THREAD requires CLONE_SIGHAND, which requires CLONE_VM
+        }
+        if flags & CLONE_VFORK != 0 {
             *self.unknown.entry(nr).or_default() += 1;
-            let name = if nr == 56 { "clone" } else { "clone3" };
-            self.note(format!("{name} ({nr}) of a new process returned ENOSYS: new processes are not supported yet"));
-            self.limit(
-                "new process",
-                format!("the program tried to start a new process ({name}: fork, vfork, posix_spawn), which Warpspeed does not support yet: it got ENOSYS"),
-            );
+            self.note(format!("clone ({nr}) of a thread with CLONE_VFORK returned ENOSYS: not supported yet"));
             return ret(Errno::ENOSYS);
         }
         if flags & CLONE_SIGHAND == 0 {

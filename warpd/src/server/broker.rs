@@ -73,6 +73,14 @@ fn attach(shared: Arc<Shared>, stream: UnixStream, peer_uid: u32, peer_pid: Opti
     if let Ok(control) = control {
         let _ = control.set_read_timeout(None);
     }
+    // A forked process's broker: the recording of its parent takes it.
+    let link = match crate::link::child_arrived(&hello.token, peer_uid, link) {
+        Ok(()) => {
+            tracing::info!(?peer_pid, "a forked process's broker attached");
+            return;
+        }
+        Err(link) => link,
+    };
     let session = match shared.sessions.claim(&hello.token, peer_uid) {
         Ok(session) => session,
         Err(e) => {

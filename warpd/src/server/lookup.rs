@@ -37,9 +37,53 @@ fn visible(meta: &SessionMeta, uid: u32) -> bool {
     uid == 0 || meta.owner_uid == uid
 }
 
-/// Every session `uid` may see (root: all), oldest first: the store's,
-/// plus live sessions the recorder has not stored yet.
+/// Every recording `uid` may see (root: all), oldest first: the store's,
+/// plus live sessions the recorder has not stored yet. A recording is its
+/// first process's session; its forked processes' are left out.
 pub fn list(shared: &Shared, uid: u32) -> Result<Vec<SessionMeta>, Status> {
+    let mut all = every(shared, uid)?;
+    all.retain(|m| m.root.is_empty());
+    Ok(all)
+}
+
+/// How many processes each recording has (recording id -> count), for
+/// those with more than one.
+pub fn process_counts(shared: &Shared, uid: u32) -> Result<std::collections::BTreeMap<String, u32>, Status> {
+    let mut counts = std::collections::BTreeMap::new();
+    for m in every(shared, uid)?.into_iter().filter(|m| !m.root.is_empty()) {
+        *counts.entry(m.root).or_insert(1) += 1;
+    }
+    Ok(counts)
+}
+
+/// Recording `id`'s processes: its first process, then the ones it forked
+/// (and they forked), in the order they started.
+pub fn tree(shared: &Shared, id: &str, uid: u32) -> Result<Vec<SessionMeta>, Status> {
+    let first = resolve(shared, id, uid)?;
+    if !first.root.is_empty() {
+        return Err(part_of(&first));
+    }
+    let mut all = every(shared, uid)?;
+    all.retain(|m| m.root == first.id);
+    let mut out = vec![first];
+    out.extend(all);
+    Ok(out)
+}
+
+/// The refusal for a forked process's session where a recording's is meant.
+pub fn part_of(meta: &SessionMeta) -> Status {
+    Status::failed_precondition(format!(
+        "session {} is a forked process (pid {}) of recording {}: use {} (`warpctl ps {}` lists its processes)",
+        meta.id,
+        meta.identity.map_or(0, |i| i.pid),
+        meta.root,
+        meta.root,
+        meta.root
+    ))
+}
+
+/// Every session `uid` may see, forked processes' too.
+fn every(shared: &Shared, uid: u32) -> Result<Vec<SessionMeta>, Status> {
     let mut all = shared.store.sessions().map_err(status)?;
     for live in shared.sessions.list(None) {
         if !all.iter().any(|m| m.id == live.id()) {
@@ -115,6 +159,10 @@ pub fn info(meta: &SessionMeta) -> SessionInfo {
         events: meta.events,
         trace_bytes: meta.trace_bytes,
         ending,
+        parent: meta.parent.clone(),
+        pid: meta.identity.map_or(0, |i| i.pid),
+        ppid: meta.identity.map_or(0, |i| i.ppid),
+        processes: 1,
     }
 }
 

@@ -66,6 +66,15 @@ pub fn validate(req: &CreateSessionRequest) -> Result<(), String> {
 }
 
 /// A seed for chaos mode when the caller named none.
+/// Whole recordings only: a forked process's session is part of one.
+fn recording(meta: &warp_proto::trace::SessionMeta) -> Result<(), Status> {
+    if meta.root.is_empty() {
+        Ok(())
+    } else {
+        Err(lookup::part_of(meta))
+    }
+}
+
 fn fresh_seed() -> u64 {
     let mut b = [0u8; 8];
     // SAFETY: getrandom into a local buffer of its length.
@@ -291,8 +300,19 @@ impl Warp for WarpService {
         let _busy = self.shared.busy();
         let uid = caller_uid(&request)?;
         let shared = Arc::clone(&self.shared);
-        let metas = blocking(move || lookup::list(&shared, uid)).await?;
-        let sessions = metas.iter().map(lookup::info).collect();
+        let tree = request.into_inner().tree;
+        let sessions = blocking(move || {
+            if !tree.is_empty() {
+                return Ok(lookup::tree(&shared, &tree, uid)?.iter().map(lookup::info).collect());
+            }
+            let counts = lookup::process_counts(&shared, uid)?;
+            let mut infos: Vec<_> = lookup::list(&shared, uid)?.iter().map(lookup::info).collect();
+            for i in &mut infos {
+                i.processes = counts.get(&i.id).copied().unwrap_or(1);
+            }
+            Ok(infos)
+        })
+        .await?;
         Ok(Response::new(ListSessionsReply { sessions }))
     }
 
@@ -334,6 +354,7 @@ impl Warp for WarpService {
         let _busy = self.shared.busy();
         let uid = caller_uid(&request)?;
         let meta = self.resolve(request.into_inner().id, uid).await?;
+        recording(&meta)?;
         if self.shared.sessions.get(&meta.id).is_some() {
             return Err(Status::failed_precondition(format!(
                 "session {} is still recording; remove it once it has ended",
@@ -342,7 +363,16 @@ impl Warp for WarpService {
         }
         let shared = Arc::clone(&self.shared);
         let id = meta.id.clone();
-        blocking(move || shared.store.remove(&id).and_then(|()| shared.store.flush()).map_err(lookup::status)).await?;
+        blocking(move || {
+            // Its forked processes first: a failure leaves the recording
+            // listed, to be removed again.
+            let tree = lookup::tree(&shared, &id, uid)?;
+            for m in tree.iter().skip(1).rev() {
+                shared.store.remove(&m.id).map_err(lookup::status)?;
+            }
+            shared.store.remove(&id).and_then(|()| shared.store.flush()).map_err(lookup::status)
+        })
+        .await?;
         tracing::info!(id = %meta.id, uid, "session removed");
         Ok(Response::new(RemoveSessionReply {}))
     }
@@ -354,6 +384,7 @@ impl Warp for WarpService {
         let uid = caller_uid(&request)?;
         let req = request.into_inner();
         let meta = self.resolve(req.id, uid).await?;
+        recording(&meta)?;
         if self.shared.sessions.get(&meta.id).is_some() {
             return Err(Status::failed_precondition(format!(
                 "session {} is still recording; replay it once it has ended",
@@ -404,6 +435,7 @@ impl Warp for WarpService {
             return Err(Status::invalid_argument("a debug stream starts with the session to replay"));
         };
         let meta = self.resolve(req.id, uid).await?;
+        recording(&meta)?;
         if self.shared.sessions.get(&meta.id).is_some() {
             return Err(Status::failed_precondition(format!(
                 "session {} is still recording; debug it once it has ended",
@@ -441,6 +473,7 @@ impl Warp for WarpService {
         let _busy = self.shared.busy();
         let uid = caller_uid(&request)?;
         let meta = self.resolve(request.into_inner().id, uid).await?;
+        recording(&meta)?;
         tracing::info!(id = %meta.id, uid, "export");
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let shared = Arc::clone(&self.shared);

@@ -6,7 +6,9 @@
 //! ```
 //!
 //! The records (length-delimited protobuf, `trace.proto`) are the session's
-//! metadata, its events in order, then every blob they use. The hash covers
+//! metadata, its events in order, then every blob they use; a process
+//! tree (format 6) has the same again for each forked process after the
+//! first one's, parents before their children. The hash covers
 //! the uncompressed records, so truncation, bit flips and a missing tail are
 //! all refused before anything reaches the store.
 
@@ -53,13 +55,27 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
-/// Writes session `id` as a trace file to `out`.
+/// Writes recording `id` (with every process of its tree) as a trace file to `out`.
 pub fn export(store: &Store, id: &str, out: impl Write) -> Result<(), ExportError> {
     let meta = store.session(id)?;
-    if meta.status != Status::Complete as i32 {
+    if !meta.root.is_empty() {
         return Err(ExportError::Invalid(format!(
-            "session {id} is not complete; only complete recordings are exported"
+            "session {id} is a forked process of recording {}; export {} (with all its processes)",
+            meta.root, meta.root
         )));
+    }
+    let mut tree = vec![meta];
+    let mut forked: Vec<SessionMeta> = store.sessions()?.into_iter().filter(|m| m.root == id).collect();
+    // Parents before their children: a child's id extends its parent's.
+    forked.sort_by(|a, b| (a.id.matches('.').count(), &a.id).cmp(&(b.id.matches('.').count(), &b.id)));
+    tree.extend(forked);
+    for m in &tree {
+        if m.status != Status::Complete as i32 {
+            return Err(ExportError::Invalid(format!(
+                "session {} is not complete; only complete recordings are exported",
+                m.id
+            )));
+        }
     }
     let mut out = out;
     out.write_all(MAGIC).map_err(ExportError::Write)?;
@@ -70,16 +86,19 @@ pub fn export(store: &Store, id: &str, out: impl Write) -> Result<(), ExportErro
         let rec = ExportRecord { kind: Some(kind) };
         w.write_all(&rec.encode_length_delimited_to_vec()).map_err(ExportError::Write)
     };
-    put(&mut w, export_record::Kind::Meta(meta))?;
-    for (_, event) in store.events(id, 0)? {
-        put(&mut w, export_record::Kind::Event(event))?;
-    }
-    for hash in store.session_blob_hashes(id)? {
-        let data = store.load(
-            id,
-            &warp_proto::trace::Data { r#where: Some(warp_proto::trace::data::Where::Blob(hash.clone())), len: 0 },
-        )?;
-        put(&mut w, export_record::Kind::Blob(ExportBlob { hash, data }))?;
+    for meta in tree {
+        let id = meta.id.clone();
+        put(&mut w, export_record::Kind::Meta(meta))?;
+        for (_, event) in store.events(&id, 0)? {
+            put(&mut w, export_record::Kind::Event(event))?;
+        }
+        for hash in store.session_blob_hashes(&id)? {
+            let data = store.load(
+                &id,
+                &warp_proto::trace::Data { r#where: Some(warp_proto::trace::data::Where::Blob(hash.clone())), len: 0 },
+            )?;
+            put(&mut w, export_record::Kind::Blob(ExportBlob { hash, data }))?;
+        }
     }
     let digest = w.hash.finalize();
     let mut out = w.inner.finish().map_err(ExportError::Write)?;
@@ -181,18 +200,52 @@ pub fn import_from<R: Read + Seek>(
     if meta.status != Status::Complete as i32 {
         return Err(ExportError::Invalid("the session in it is not complete".into()));
     }
-    meta.id = new_id.to_string();
+    if !meta.root.is_empty() {
+        return Err(ExportError::Invalid("its first session is a forked process, not a recording".into()));
+    }
+    let old_id = std::mem::replace(&mut meta.id, new_id.to_string());
     meta.owner_uid = owner_uid;
     let mut recording = meta.clone();
     recording.status = Status::Recording as i32;
     store.create_session(&recording)?;
+    let mut created = vec![new_id.to_string()];
     let mut writer = store.writer(new_id);
+    let first = meta.clone();
+    // The sessions of a tree's forked processes take the new id in place
+    // of the old one (`old.1.2` -> `new.1.2`).
+    let renamed = |id: &str| -> Result<String, ExportError> {
+        match id.strip_prefix(old_id.as_str()).filter(|rest| rest.starts_with('.')) {
+            Some(rest) => Ok(format!("{new_id}{rest}")),
+            None => Err(ExportError::Invalid(format!("session {id} in it is not a process of recording {old_id}"))),
+        }
+    };
     let stored = (|| {
         let mut n = 1u64;
         while let Some(rec) = record(&mut reader, n)? {
             match rec.kind {
                 Some(export_record::Kind::Event(e)) => {
                     writer.append(&e)?;
+                }
+                Some(export_record::Kind::Meta(mut next)) => {
+                    // The session before is whole: the next process's begins.
+                    finish(store, &mut writer, &mut meta)?;
+                    if next.root != old_id || next.status != Status::Complete as i32 {
+                        return Err(ExportError::Invalid(format!("record {n}: a session out of place")));
+                    }
+                    next.id = renamed(&next.id)?;
+                    next.parent = renamed(&next.parent).or_else(|_| {
+                        (next.parent == old_id).then(|| new_id.to_string()).ok_or_else(|| {
+                            ExportError::Invalid(format!("record {n}: a process whose parent is not in the recording"))
+                        })
+                    })?;
+                    next.root = new_id.to_string();
+                    next.owner_uid = owner_uid;
+                    let mut recording = next.clone();
+                    recording.status = Status::Recording as i32;
+                    store.create_session(&recording)?;
+                    created.push(next.id.clone());
+                    writer = store.writer(&next.id);
+                    meta = next;
                 }
                 Some(export_record::Kind::Blob(b)) => {
                     if blake3::hash(&b.data).as_bytes().as_slice() != b.hash.as_slice() {
@@ -207,20 +260,28 @@ pub fn import_from<R: Read + Seek>(
         if reader.hash.finalize().as_bytes() != &trailer {
             return Err(ExportError::Invalid("its checksum does not match its contents (damaged or truncated)".into()));
         }
-        writer.flush()?;
-        let (events, bytes) = writer.counts();
-        meta.events = events;
-        meta.trace_bytes = bytes;
-        meta.logical_bytes = writer.logical_bytes();
-        store.update_session(&meta)?;
-        Ok(())
+        finish(store, &mut writer, &mut meta)
     })();
     if let Err(e) = stored {
-        let _ = store.remove(new_id);
+        for id in created.iter().rev() {
+            let _ = store.remove(id);
+        }
         return Err(e);
     }
     store.flush()?;
-    Ok(meta)
+    // The first process's, as complete (its counts were stored by `finish`).
+    Ok(store.session(new_id).unwrap_or(first))
+}
+
+/// Stores an imported session's end: its events flushed, its counts, complete.
+fn finish(store: &Store, writer: &mut super::store::EventWriter, meta: &mut SessionMeta) -> Result<(), ExportError> {
+    writer.flush()?;
+    let (events, bytes) = writer.counts();
+    meta.events = events;
+    meta.trace_bytes = bytes;
+    meta.logical_bytes = writer.logical_bytes();
+    store.update_session(meta)?;
+    Ok(())
 }
 
 fn hex(b: &[u8]) -> String {

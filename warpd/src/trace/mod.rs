@@ -9,6 +9,7 @@
 
 pub mod digest;
 pub mod export;
+pub mod merge;
 pub mod print;
 pub mod record;
 pub mod replay;
@@ -22,6 +23,9 @@ pub mod symbols;
 /// exact points (`Interrupt`), time slices end at recorded boundaries
 /// (`SliceEnd`); 4: a thread's call that would wait is deferred while
 /// other threads run (`BrokerCall.pending`, then `Completion`); 5: calls
-/// the exitless path served are one `RingCall` each. Older traces read
-/// unchanged.
-pub const FORMAT_VERSION: u32 = 5;
+/// the exitless path served are one `RingCall` each; 6: process trees
+/// (a fork is a `BrokerCall` of number 57; each forked process is a
+/// session of its own, `SessionMeta.parent`/`root`; writes to the
+/// original streams carry their place in the tree's order). Older traces
+/// read unchanged.
+pub const FORMAT_VERSION: u32 = 6;

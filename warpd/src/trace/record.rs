@@ -24,7 +24,12 @@ pub struct Recorder {
     _store: Arc<Store>,
     /// The exitless path, when this recording has it.
     pub ring: Option<RecordRing>,
+    /// The broker of the process the last Fork made, attached.
+    child: Option<crate::link::BrokerLink>,
 }
+
+/// How long a forked broker may take to attach.
+const CHILD_ATTACH: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn trace_err(e: super::store::StoreError) -> OutsideError {
     OutsideError::Trace(e.to_string())
@@ -33,7 +38,41 @@ fn trace_err(e: super::store::StoreError) -> OutsideError {
 impl Recorder {
     pub fn new(link: Link, store: Arc<Store>, id: &str) -> Self {
         let writer = store.writer(id);
-        Recorder { link, writer, _store: store, ring: None }
+        Recorder { link, writer, _store: store, ring: None, child: None }
+    }
+
+    /// The forked process's broker, after a Fork answered with its pid.
+    pub fn take_child(&mut self) -> Option<crate::link::BrokerLink> {
+        self.child.take()
+    }
+
+    /// Asks the broker to fork; the child's broker attaches with a token
+    /// of its own (which the trace does not keep: replay forks no broker).
+    fn fork(&mut self) -> Result<Reply, OutsideError> {
+        let uid = self.link.peer_uid().map_err(|e| OutsideError::Link(e.into()))?;
+        let (token, attached) = crate::link::expect_child(uid).map_err(|e| OutsideError::Link(e.into()))?;
+        let reply = self.link.call(request::Kind::Fork(warp_proto::broker::Fork { token: token.clone() }));
+        let reply = match reply {
+            Ok(r) if r.ret > 0 => r,
+            other => {
+                crate::link::forget_child(&token);
+                return Ok(other?);
+            }
+        };
+        match attached.recv_timeout(CHILD_ATTACH) {
+            Ok(link) => {
+                self.child = Some(link);
+                Ok(reply)
+            }
+            Err(_) => {
+                crate::link::forget_child(&token);
+                Err(OutsideError::Link(crate::link::LinkError::Protocol(format!(
+                    "the broker of forked process {} did not attach within {} s",
+                    reply.ret,
+                    CHILD_ATTACH.as_secs()
+                ))))
+            }
+        }
     }
 
     fn append(&mut self, kind: event::Kind) -> Result<(), OutsideError> {
@@ -86,6 +125,7 @@ impl Outside for Recorder {
             request::Kind::CpuTime(_) => {
                 Reply { outputs: vec![thread_cpu_ns().to_le_bytes().to_vec()], ..Default::default() }
             }
+            request::Kind::Fork(_) => self.fork()?,
             _ => self.link.call(kind.clone())?,
         };
         let mut writes = Vec::new();
@@ -100,6 +140,7 @@ impl Outside for Recorder {
         }
         let (nr, args) = match &kind {
             request::Kind::Syscall(c) => (c.nr, c.args.clone()),
+            request::Kind::Fork(_) => (57, Vec::new()),
             _ => (0, Vec::new()),
         };
         let file = if matches!(kind, request::Kind::ReadFile(_)) && reply.ret >= 0 {
@@ -120,6 +161,7 @@ impl Outside for Recorder {
             inline_args: digest::inline_args(&kind),
             signals_pending: reply.signals_pending,
             pending: reply.pending,
+            order: reply.order,
             signal_infos: reply.signal_infos.clone(),
             sent: if reply.sent.is_empty() { None } else { Some(self.writer.data(&reply.sent).map_err(trace_err)?) },
         };

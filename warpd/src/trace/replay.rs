@@ -16,6 +16,7 @@ use warp_proto::trace::{event, Event, SessionMeta, Status};
 use warp_syscalls::ring as ringabi;
 
 use super::digest;
+use super::merge::Merger;
 use super::ring::{apply_recorded, Planned, ReplayRing, Unlike};
 use super::store::Store;
 use super::FORMAT_VERSION;
@@ -161,6 +162,11 @@ pub struct Replayer<'a> {
     seen: usize,
     /// The exitless path's poller, when this replay has it.
     pub ring: Option<ReplayRing>,
+    /// A process tree's replay: output goes through the merger, as this
+    /// process (`proc`), in the tree's recorded order.
+    merge: Option<(Arc<Merger>, usize)>,
+    /// Forks replayed so far (the n-th child's session is `{id}.{n}`).
+    forks: u32,
 }
 
 /// Where a replayer stands, to go back to ([`Replayer::rewind`]).
@@ -174,7 +180,26 @@ pub struct ReplayerMark {
 impl<'a> Replayer<'a> {
     fn new(store: &'a Store, id: &str, events: Vec<(u64, Event)>, out: &'a Sender<ReplayOutput>, thread: u32) -> Self {
         let id = id.to_string();
-        Replayer { store, id, events, pos: 0, out, rip: 0, thread, seen: 0, ring: None }
+        Replayer { store, id, events, pos: 0, out, rip: 0, thread, seen: 0, ring: None, merge: None, forks: 0 }
+    }
+
+    /// Sends what a write sent to stream 1 or 2 (`order`: its place in the
+    /// tree's order, 0 for none; no bytes: a numbered call that sent nothing).
+    fn emit(&self, order: u64, stream: u32, bytes: Option<Vec<u8>>) {
+        let output = bytes.map(|b| ReplayOutput::of_stream(stream, b));
+        match &self.merge {
+            Some((m, proc)) => m.put(*proc, order, output),
+            None => {
+                if let Some(o) = output {
+                    let _ = self.out.send(o);
+                }
+            }
+        }
+    }
+
+    /// The session of the child the last replayed fork made.
+    pub fn child_id(&self) -> String {
+        format!("{}.{}", self.id, self.forks)
     }
 
     fn diverged(&self, expected: String, actual: String) -> OutsideError {
@@ -307,7 +332,7 @@ impl Outside for Replayer<'_> {
         let (n, emitted) = ring.collect();
         self.pos += n;
         for (stream, bytes) in emitted {
-            let _ = self.out.send(ReplayOutput::of_stream(stream, bytes));
+            self.emit(0, stream, Some(bytes));
         }
         Ok(n as u64)
     }
@@ -330,7 +355,7 @@ impl Outside for Replayer<'_> {
             match apply_recorded(&mm.guest, &ranges, out, &output, &rc.input, rc.ret) {
                 Ok(sent) => {
                     if !sent.is_empty() && matches!(rc.stream, 1 | 2) && self.first_time() {
-                        let _ = self.out.send(ReplayOutput::of_stream(rc.stream, sent));
+                        self.emit(0, rc.stream, Some(sent));
                     }
                 }
                 Err(Unlike::Smaller) => {
@@ -350,6 +375,7 @@ impl Outside for Replayer<'_> {
     fn call(&mut self, kind: request::Kind, memory: &MemFd) -> Result<Reply, OutsideError> {
         let actual = || match &kind {
             request::Kind::Syscall(c) => format!("broker call {}", describe(c.nr as u64, &c.args)),
+            request::Kind::Fork(_) => format!("broker call {}", describe(57, &[])),
             _ => "reading the executable".into(),
         };
         let before = self.pos;
@@ -393,7 +419,12 @@ impl Outside for Replayer<'_> {
                 Some(_) => self.load(&call.sent)?,
                 None => digest::sent_bytes(&kind, call.ret as u64, memory),
             };
-            let _ = self.out.send(ReplayOutput::of_stream(call.stream, bytes));
+            self.emit(call.order, call.stream, Some(bytes));
+        } else if call.order != 0 && self.pos > self.seen {
+            self.emit(call.order, 0, None);
+        }
+        if matches!(kind, request::Kind::Fork(_)) && call.ret > 0 {
+            self.forks += 1;
         }
         Ok(Reply {
             id: 0,
@@ -666,112 +697,35 @@ pub fn recorded_executable(store: &Store, id: &str) -> Result<(String, Vec<u8>),
     Ok((read.images.exe_path, read.images.exe))
 }
 
-/// Replays session `id`. Blocking: run it on a thread of its own. `cancel`
-/// stops it (its outcome is then `Failed`). With `gdb`, the replay stops at
-/// the program's first instruction and a debugger drives it (`crate::gdb`).
-pub fn replay(
-    store: &Store,
-    id: &str,
-    config: &Config,
-    exitless: bool,
-    out: &Sender<ReplayOutput>,
-    cancel: Option<&Arc<Cancel>>,
-    gdb: Option<GdbLink>,
-) -> ReplayOutcome {
-    let meta = match store.session(id) {
-        Ok(m) => m,
-        Err(e) => return ReplayOutcome::Unreadable(e.to_string()),
-    };
+/// A session's metadata and events, if it can be replayed.
+fn replayable(store: &Store, id: &str) -> Result<(SessionMeta, Vec<(u64, Event)>), ReplayOutcome> {
+    let meta = store.session(id).map_err(|e| ReplayOutcome::Unreadable(e.to_string()))?;
     if meta.format_version > FORMAT_VERSION {
-        return ReplayOutcome::Unreadable(format!(
+        return Err(ReplayOutcome::Unreadable(format!(
             "session {id} was written in trace format {}; this warpd reads up to {FORMAT_VERSION}",
             meta.format_version
-        ));
+        )));
     }
     if meta.status != Status::Complete as i32 {
         let why = meta.ending.as_ref().map(|e| e.failure.clone()).unwrap_or_default();
         let state = if meta.status == Status::Recording as i32 { "still recording" } else { "incomplete" };
-        return ReplayOutcome::Unreadable(format!(
+        return Err(ReplayOutcome::Unreadable(format!(
             "session {id} is {state}{}; only complete recordings can be replayed",
             if why.is_empty() { String::new() } else { format!(" ({why})") }
-        ));
+        )));
     }
-    let events = match store.events(id, 0) {
-        Ok(e) => e,
-        Err(e) => return ReplayOutcome::Unreadable(e.to_string()),
-    };
-    if meta.at_random.len() != 16 {
-        return ReplayOutcome::Unreadable(format!("session {id}: its metadata lacks the 16 AT_RANDOM bytes"));
-    }
-    for n in cpuid_notes(&meta) {
-        let _ = out.send(ReplayOutput::Note(n));
-    }
-    let ident = session::identity_of(&meta);
-    let _pin = session::CpuPin::new(meta.vcpu_cpu.checked_sub(1));
-    let pin_cpu = _pin.cpu();
-    let hv = match crate::hv::open(&config.kvm_device) {
-        Ok(h) => h,
-        Err(e) => return ReplayOutcome::Failed(e.to_string()),
-    };
-    let parts = match builder::parts(hv.as_ref()) {
-        Ok(p) => p,
-        Err(e) => return ReplayOutcome::Failed(e.to_string()),
-    };
-    let mut rp = Replayer::new(store, id, events, out, ident.pid);
-    let mut random = [0u8; 16];
-    random.copy_from_slice(&meta.at_random);
-    let mut crash = String::new();
-    let result = (|| {
-        let read = builder::read_program(&meta.program, &mut rp, &parts.mm)?;
-        if !meta.exe_hash.is_empty() && blake3::hash(&read.images.exe).as_bytes().as_slice() != meta.exe_hash.as_slice()
-        {
-            return Err(SessionError::Outside(OutsideError::Trace(format!(
-                "session {id}: the recorded executable does not match its hash"
-            ))));
-        }
-        let spec = GuestSpec {
-            program: meta.program.clone(),
-            argv: meta.argv.clone(),
-            env: meta.env.clone(),
-            cwd: meta.cwd.clone(),
-            ident: ident.clone(),
-            random,
-            chaos: meta.chaos.then_some(meta.chaos_seed),
-            format: meta.format_version,
-        };
-        // The poller starts before the vCPU's thread is pinned (it keeps every CPU).
-        if exitless && gdb.is_none() && crate::trace::ring::host_allows() {
-            match ReplayRing::start(&parts.mm.kernel, &parts.mm.guest, pin_cpu) {
-                Ok(r) => rp.ring = Some(r),
-                Err(e) => tracing::warn!("no exitless ring for this replay: {e}"),
-            }
-        }
-        let mut guest = builder::build(&spec, &read, parts)?;
-        guest.exitless(rp.ring.is_some());
-        guest.watch_points()?;
-        if let Some(c) = cancel {
-            guest.cancel_with(c.clone());
-        }
-        let ended = if let Some(link) = gdb {
-            let auxv = guest.process.proc_info.auxv.clone();
-            match crate::gdb::serve(hv.as_ref(), &mut guest, &mut rp, link, out, &read.images.exe_path, &auxv)? {
-                Debugged::Ended(e) => Ok(e),
-                Debugged::Left { event } => Err(Some(event)),
-            }
-        } else {
-            loop {
-                match guest.step(&mut rp)? {
-                    Stop::Ended(e) => break Ok(e),
-                    Stop::Paused => break Err(None),
-                    _ => {}
-                }
-            }
-        };
-        if let Ok(Ending::Killed(sig)) = ended {
-            crash = guest.crash_line(sig, &read.images.exe_path, &read.images.exe);
-        }
-        Ok(ended)
-    })();
+    let events = store.events(id, 0).map_err(|e| ReplayOutcome::Unreadable(e.to_string()))?;
+    Ok((meta, events))
+}
+
+/// What a replay's run came to: `ended` is the program's end (Err(None):
+/// stopped; Err(Some(event)): a debugger left there).
+fn outcome_of(
+    result: Result<Result<Ending, Option<u64>>, SessionError>,
+    rp: &Replayer<'_>,
+    id: &str,
+    crash: String,
+) -> ReplayOutcome {
     match result {
         Ok(Err(None)) => ReplayOutcome::Failed("the replay was stopped".into()),
         Ok(Err(Some(event))) => ReplayOutcome::Left { event },
@@ -796,5 +750,198 @@ pub fn replay(
         }),
         Err(SessionError::Outside(OutsideError::Trace(m))) => ReplayOutcome::Unreadable(m),
         Err(e) => ReplayOutcome::Failed(e.to_string()),
+    }
+}
+
+/// What the replays of a process tree share: each forked process replays
+/// on a scoped thread of its own, its output through the merger.
+struct TreeReplay<'e> {
+    store: &'e Store,
+    config: &'e Config,
+    out: &'e Sender<ReplayOutput>,
+    merger: Arc<Merger>,
+    /// Processes numbered so far (0 is the first).
+    procs: std::sync::atomic::AtomicUsize,
+    /// Forked processes that did not reproduce their recording: session, pid, why.
+    failures: std::sync::Mutex<Vec<(String, u32, ReplayOutcome)>>,
+}
+
+impl<'e> TreeReplay<'e> {
+    /// Replays the child `forked` (session `id`) on a thread of the scope.
+    fn spawn<'s>(&'e self, s: &'s std::thread::Scope<'s, 'e>, id: String, forked: crate::machine::Forked) {
+        let proc = self.procs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let pid = forked.pid;
+        s.spawn(move || {
+            let outcome = self.replay_forked(s, &id, proc, forked);
+            if !matches!(outcome, ReplayOutcome::Reproduced { .. }) {
+                self.failures.lock().unwrap_or_else(|e| e.into_inner()).push((id, pid, outcome));
+            }
+        });
+    }
+
+    fn replay_forked<'s>(
+        &'e self,
+        s: &'s std::thread::Scope<'s, 'e>,
+        id: &str,
+        proc: usize,
+        forked: crate::machine::Forked,
+    ) -> ReplayOutcome {
+        let (meta, events) = match replayable(self.store, id) {
+            Ok(r) => r,
+            Err(o) => return o,
+        };
+        let _pin = session::CpuPin::new(meta.vcpu_cpu.checked_sub(1));
+        let hv = match crate::hv::open(&self.config.kvm_device) {
+            Ok(h) => h,
+            Err(e) => return ReplayOutcome::Failed(e.to_string()),
+        };
+        let mut rp = Replayer::new(self.store, id, events, self.out, forked.pid);
+        rp.merge = Some((self.merger.clone(), proc));
+        let result = (|| {
+            let mut guest = crate::machine::start_forked(hv.as_ref(), forked)?;
+            guest.watch_points()?;
+            Ok(self.drive(s, &mut guest, &mut rp)?.map_err(|()| None))
+        })();
+        outcome_of(result, &rp, id, String::new())
+    }
+
+    /// Steps a replayed process to its end, replaying each child it forks.
+    fn drive<'s>(
+        &'e self,
+        s: &'s std::thread::Scope<'s, 'e>,
+        guest: &mut crate::machine::Guest,
+        rp: &mut Replayer<'e>,
+    ) -> Result<Result<Ending, ()>, SessionError> {
+        loop {
+            let stop = guest.step(rp)?;
+            if let Some(child) = guest.take_forked() {
+                self.spawn(s, rp.child_id(), child);
+            }
+            match stop {
+                Stop::Ended(e) => return Ok(Ok(e)),
+                Stop::Paused => return Ok(Err(())),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Replays session `id`. Blocking: run it on a thread of its own. `cancel`
+/// stops it (its outcome is then `Failed`). With `gdb`, the replay stops at
+/// the program's first instruction and a debugger drives it (`crate::gdb`).
+/// A process tree replays whole, each process in a VM of its own, its
+/// output in the order it was recorded; the outcome is the first process's
+/// unless a forked one did not reproduce its recording.
+pub fn replay(
+    store: &Store,
+    id: &str,
+    config: &Config,
+    exitless: bool,
+    out: &Sender<ReplayOutput>,
+    cancel: Option<&Arc<Cancel>>,
+    gdb: Option<GdbLink>,
+) -> ReplayOutcome {
+    let (meta, events) = match replayable(store, id) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    if meta.at_random.len() != 16 {
+        return ReplayOutcome::Unreadable(format!("session {id}: its metadata lacks the 16 AT_RANDOM bytes"));
+    }
+    for n in cpuid_notes(&meta) {
+        let _ = out.send(ReplayOutput::Note(n));
+    }
+    let ident = session::identity_of(&meta);
+    let _pin = session::CpuPin::new(meta.vcpu_cpu.checked_sub(1));
+    let pin_cpu = _pin.cpu();
+    let hv = match crate::hv::open(&config.kvm_device) {
+        Ok(h) => h,
+        Err(e) => return ReplayOutcome::Failed(e.to_string()),
+    };
+    let parts = match builder::parts(hv.as_ref()) {
+        Ok(p) => p,
+        Err(e) => return ReplayOutcome::Failed(e.to_string()),
+    };
+    let tree = TreeReplay {
+        store,
+        config,
+        out,
+        merger: Arc::new(Merger::new(out.clone())),
+        procs: Default::default(),
+        failures: Default::default(),
+    };
+    let mut rp = Replayer::new(store, id, events, out, ident.pid);
+    if gdb.is_none() {
+        rp.merge = Some((tree.merger.clone(), 0));
+    }
+    let mut random = [0u8; 16];
+    random.copy_from_slice(&meta.at_random);
+    let mut crash = String::new();
+    let result = std::thread::scope(|s| {
+        let tree = &tree;
+        let rp = &mut rp;
+        let crash = &mut crash;
+        (|| {
+            let read = builder::read_program(&meta.program, rp, &parts.mm)?;
+            if !meta.exe_hash.is_empty()
+                && blake3::hash(&read.images.exe).as_bytes().as_slice() != meta.exe_hash.as_slice()
+            {
+                return Err(SessionError::Outside(OutsideError::Trace(format!(
+                    "session {id}: the recorded executable does not match its hash"
+                ))));
+            }
+            let spec = GuestSpec {
+                program: meta.program.clone(),
+                argv: meta.argv.clone(),
+                env: meta.env.clone(),
+                cwd: meta.cwd.clone(),
+                ident: ident.clone(),
+                random,
+                chaos: meta.chaos.then_some(meta.chaos_seed),
+                format: meta.format_version,
+            };
+            // The poller starts before the vCPU's thread is pinned (it keeps every CPU).
+            if exitless && gdb.is_none() && crate::trace::ring::host_allows() {
+                match ReplayRing::start(&parts.mm.kernel, &parts.mm.guest, pin_cpu) {
+                    Ok(r) => rp.ring = Some(r),
+                    Err(e) => tracing::warn!("no exitless ring for this replay: {e}"),
+                }
+            }
+            let mut guest = builder::build(&spec, &read, parts)?;
+            guest.exitless(rp.ring.is_some());
+            guest.watch_points()?;
+            if let Some(c) = cancel {
+                guest.cancel_with(c.clone());
+            }
+            let ended = if let Some(link) = gdb {
+                let auxv = guest.process.proc_info.auxv.clone();
+                match crate::gdb::serve(hv.as_ref(), &mut guest, rp, link, out, &read.images.exe_path, &auxv)? {
+                    Debugged::Ended(e) => Ok(e),
+                    Debugged::Left { event } => Err(Some(event)),
+                }
+            } else {
+                tree.drive(s, &mut guest, rp)?.map_err(|()| None)
+            };
+            if let Ok(Ending::Killed(sig)) = ended {
+                *crash = guest.crash_line(sig, &read.images.exe_path, &read.images.exe);
+            }
+            Ok(ended)
+        })()
+    });
+    tree.merger.flush();
+    let outcome = outcome_of(result, &rp, id, crash);
+    let failed = tree.failures.into_inner().unwrap_or_else(|e| e.into_inner()).into_iter().next();
+    match (outcome, failed) {
+        (ReplayOutcome::Reproduced { .. }, Some((child, pid, why))) => {
+            let _ = out.send(ReplayOutput::Note(format!(
+                "process {pid} of the recording (session {child}) did not replay as recorded"
+            )));
+            match why {
+                ReplayOutcome::Unreadable(m) => ReplayOutcome::Unreadable(format!("process {pid}: {m}")),
+                ReplayOutcome::Failed(m) => ReplayOutcome::Failed(format!("process {pid}: {m}")),
+                other => other,
+            }
+        }
+        (outcome, _) => outcome,
     }
 }
