@@ -168,6 +168,22 @@ bench "sha256sum 256 MiB" sha256sum "$work/input.bin"
 bench "threads: ping-pong x1e4" "$work/pingpong" 10000
 bench "threads: pipe ping-pong x1e4" "$work/pipe_pingpong" 10000
 bench "threads: 4 x compute" "$work/threads_compute" 400000000
+# Process trees: 200 short processes, a fork of 1 GiB touched (with the
+# touching itself, natively too), make -j2 of a small C project (gcc, cc1,
+# as and ld are each a process).
+bench "sh: 200 x /bin/true" /bin/sh -c 'i=0; while [ $i -lt 200 ]; do /bin/true; i=$((i+1)); done'
+bench "fork, 1 GiB touched" "$work/fork_touched" 1024
+mkdir -p "$work/proj"
+for i in 1 2 3 4; do
+    printf 'int f%d(int x) { return x * %d + 1; }\n' "$i" "$i" > "$work/proj/f$i.c"
+done
+printf 'int f1(int), f2(int), f3(int), f4(int);\nint main(void) { return (f1(1) + f2(2) + f3(3) + f4(4)) & 0; }\n' > "$work/proj/main.c"
+printf 'OBJS = main.o f1.o f2.o f3.o f4.o\nprog: $(OBJS)\n\t$(CC) -o $@ $(OBJS)\n%%.o: %%.c\n\t$(CC) -O1 -c -o $@ $<\n' > "$work/proj/Makefile"
+if command -v make >/dev/null 2>&1; then
+    bench "make -j2, 5 C files" make -s -B -j2 -C "$work/proj" CC="$CC"
+else
+    echo "bench: make not installed; skipping make -j2" >&2
+fi
 
 # Preemption: threads that compute without syscalls are stopped by the
 # slice timer; replay has to find each recorded point again (an in-guest

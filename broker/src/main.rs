@@ -23,8 +23,11 @@ use std::os::unix::net::UnixStream;
 use prost::Message;
 use warp_proto::broker::{broker_message, BrokerInfo, BrokerMessage, Hello, Welcome};
 
-/// How many descriptors at the top of the fd limit the broker keeps.
-pub const RESERVED_FDS: u64 = 8;
+/// How many descriptors at the top of the fd limit the broker keeps: its
+/// own (the socket and its second handle, the signal pipe, warpd's signal
+/// channel, the original stdout and stderr, the process tree's order page)
+/// and the timerfds behind the program's POSIX timers, which warpd puts here.
+pub const RESERVED_FDS: u64 = 32;
 /// The first descriptor of the reserved range (set once at start).
 pub static RESERVED_BASE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 

@@ -468,7 +468,7 @@ mod tests {
     }
 
     /// A broker serving one end of a socket pair, with its signal pipes.
-    fn broker() -> (UnixStream, [RawFd; 2], std::thread::JoinHandle<Result<(), BrokerError>>) {
+    fn broker() -> (UnixStream, [RawFd; 2], std::thread::JoinHandle<Result<Served, BrokerError>>) {
         install_kick_handler();
         let (ours, theirs) = UnixStream::pair().unwrap();
         let mut sig = [0; 2];

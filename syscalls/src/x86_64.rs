@@ -475,8 +475,8 @@ mod tests {
             with(|d| d.restartable),
             [
                 "read", "write", "open", "ioctl", "pread64", "pwrite64", "readv", "writev", "connect", "accept",
-                "sendto", "recvfrom", "sendmsg", "recvmsg", "wait4", "fcntl", "flock", "futex", "openat", "accept4",
-                "preadv", "pwritev"
+                "sendto", "recvfrom", "sendmsg", "recvmsg", "wait4", "fcntl", "flock", "futex", "waitid", "openat",
+                "accept4", "preadv", "pwritev"
             ]
         );
         let senders = ["write", "pwrite64", "writev", "sendfile", "sendto", "sendmsg", "pwritev", "sendmmsg"];
@@ -494,6 +494,7 @@ mod tests {
                 "flock",
                 "clock_nanosleep",
                 "epoll_wait",
+                "waitid",
                 "pselect6",
                 "ppoll",
                 "epoll_pwait"

@@ -10,9 +10,9 @@
 //! different every run: there the recording matches native in form (a
 //! pattern) and the replay equals the recording byte for byte.
 //!
-//! warpctl does not support fork (new processes), so there are no shell
-//! pipelines: every program runs on its own, on files the test makes in its
-//! home. Programs with threads are in `threads.rs`.
+//! Every program runs on its own, on files the test makes in its home;
+//! shells, pipelines and programs that start others are in
+//! `processes.rs`, programs with threads in `threads.rs`.
 //!
 //! A test skips (printing why) only when its program is not installed.
 

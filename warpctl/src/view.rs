@@ -532,6 +532,7 @@ mod tests {
             events: 40,
             trace_bytes: 5000,
             ending,
+            ..Default::default()
         }
     }
 
@@ -581,7 +582,7 @@ mod tests {
         let j = session_json(&info("complete", exit(0, 0)), 0);
         assert_eq!(
             j,
-            r#"{"id":"abcd2345","status":"complete","program":"/bin/echo","argv":["echo","hi there"],"owner_uid":1000,"start_ms":1700000000000,"end_ms":1700000001500,"duration_ms":1500,"ending":{"exit_code":0,"signal":0,"failure":""},"events":40,"trace_bytes":5000,"syscalls":12,"vm_exits":30}"#
+            r#"{"id":"abcd2345","status":"complete","program":"/bin/echo","argv":["echo","hi there"],"owner_uid":1000,"start_ms":1700000000000,"end_ms":1700000001500,"duration_ms":1500,"ending":{"exit_code":0,"signal":0,"failure":""},"events":40,"trace_bytes":5000,"syscalls":12,"vm_exits":30,"pid":0,"ppid":0,"parent":"","processes":0}"#
         );
         assert!(session_json(&info("recording", None), 0).contains(r#""ending":null"#));
     }

@@ -80,6 +80,11 @@ impl Outside for FakeOutside {
                 }
                 Ok(reply)
             }
+            // A fork: the reply for number 57 (fork), if the test gave one.
+            request::Kind::Fork(_) => {
+                self.asked.push((57, false));
+                Ok(self.replies.get(&57).cloned().unwrap_or(Reply { ret: -11, ..Default::default() }))
+            }
             _ => Ok(Reply { ret: -2, ..Default::default() }),
         }
     }

@@ -355,10 +355,26 @@ fn clone3_makes_threads_as_clone_does_and_checks_its_arguments() {
     p.mm.write_user(at + 88, &[1]).unwrap();
     assert_eq!(syscall(&mut p, &mut out, 435, [at, 96, 0, 0, 0, 0]), Action::Return(Errno::E2BIG.ret()));
     p.mm.write_user(at + 88, &[0]).unwrap();
-    // A thread with an exit signal is EINVAL; a fork-like clone3 ENOSYS.
+    // A thread with an exit signal is EINVAL.
     p.mm.write_user(at, &args(CLONE_THREAD_FLAGS, 17, page + 0x400, 0x400)).unwrap();
     assert_eq!(syscall(&mut p, &mut out, 435, [at, 88, 0, 0, 0, 0]), Action::Return(Errno::EINVAL.ret()));
+    // A fork-like clone3 asks the broker to fork: its error comes back,
+    // its pid makes the child; sharing descriptors with it is ENOSYS.
     p.mm.write_user(at, &args(0, 17, 0, 0)).unwrap();
+    assert_eq!(syscall(&mut p, &mut out, 435, [at, 88, 0, 0, 0, 0]), Action::Return(Errno::EAGAIN.ret()));
+    out.replies.insert(57, Reply { ret: 4300, ..Default::default() });
+    match syscall(&mut p, &mut out, 435, [at, 88, 0, 0, 0, 0]) {
+        Action::Fork(spec) => assert_eq!((spec.pid, spec.flags, spec.stack), (4300, 17, 0)),
+        other => panic!("{other:?}"),
+    }
+    out.replies.insert(57, Reply { ret: 1, ..Default::default() });
+    assert_eq!(
+        syscall(&mut p, &mut out, 435, [at, 88, 0, 0, 0, 0]),
+        Action::Return(Errno::EAGAIN.ret()),
+        "pid 1 from a broker is refused"
+    );
+    const CLONE_FILES: u64 = 0x400;
+    p.mm.write_user(at, &args(CLONE_FILES, 17, 0, 0)).unwrap();
     assert_eq!(syscall(&mut p, &mut out, 435, [at, 88, 0, 0, 0, 0]), Action::Return(Errno::ENOSYS.ret()));
     // The thread starts at the top of its stack area.
     p.mm.write_user(at, &args(CLONE_THREAD_FLAGS, 0, page + 0x400, 0x400)).unwrap();

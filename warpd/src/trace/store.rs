@@ -1031,6 +1031,7 @@ mod tests {
                 pending: true,
                 sent: None,
                 signal_infos: vec![vec![1; 32]],
+                order: 7,
             })),
         }
     }
