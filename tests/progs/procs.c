@@ -5,7 +5,9 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include "warptest.h"
 
@@ -116,6 +118,36 @@ int main(int argc, char **argv)
 	st = status_of(k);
 	check(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM, "it died of SIGTERM");
 
+	/* SIGKILL from the parent, to a child waiting in a call and to one
+	 * computing. */
+	int hold[2];
+	if (pipe(hold) != 0)
+		return 5;
+	struct timespec ms50 = {0, 50000000};
+	k = fork();
+	if (k == 0) {
+		close(hold[1]);
+		char c;
+		read(hold[0], &c, 1);
+		_exit(0);
+	}
+	close(hold[0]);
+	nanosleep(&ms50, NULL);
+	check(kill(k, SIGKILL) == 0, "SIGKILL to a waiting child");
+	st = status_of(k);
+	close(hold[1]);
+	check(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "it died of SIGKILL");
+	k = fork();
+	if (k == 0) {
+		volatile unsigned long spin = 0;
+		for (;;)
+			spin++;
+	}
+	nanosleep(&ms50, NULL);
+	kill(k, SIGKILL);
+	st = status_of(k);
+	check(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "a computing child killed by SIGKILL");
+
 	/* A zombie stays until it is reaped: waitid WNOWAIT sees it, twice. */
 	k = fork();
 	if (k == 0)
@@ -160,6 +192,42 @@ int main(int argc, char **argv)
 	st = r == 0 ? status_of(s) : -1;
 	check(WIFEXITED(st) && WEXITSTATUS(st) == 9, "posix_spawn");
 	check(getpid() == me, "getpid unchanged");
+
+	/* A subreaper adopts its orphaned grandchild, which wait() then sees. */
+	int on = -1;
+	check(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0 && prctl(PR_GET_CHILD_SUBREAPER, &on) == 0 && on == 1,
+	      "PR_SET_CHILD_SUBREAPER");
+	int told[2];
+	if (pipe(told) != 0)
+		return 6;
+	k = fork();
+	if (k == 0) {
+		if (fork() == 0) {
+			char c;
+			close(told[1]);
+			read(told[0], &c, 1); /* until its parent has exited */
+			_exit(getppid() == me ? 3 : 4);
+		}
+		_exit(0);
+	}
+	close(told[0]);
+	st = status_of(k);
+	close(told[1]);
+	int gst = -1;
+	pid_t g = wait(&gst);
+	check(WIFEXITED(st) && g > 0 && g != k && WIFEXITED(gst) && WEXITSTATUS(gst) == 3, "the orphan reaped by the subreaper");
+
+	/* A pidfd: a signal through it, and waitid on it. */
+	k = fork();
+	if (k == 0) {
+		pause();
+		_exit(0);
+	}
+	int pfd = (int)syscall(SYS_pidfd_open, k, 0);
+	check(pfd >= 0 && syscall(SYS_pidfd_send_signal, pfd, SIGTERM, NULL, 0) == 0, "pidfd_send_signal");
+	memset(&si, 0, sizeof si);
+	check(waitid(P_PIDFD, pfd, &si, WEXITED) == 0 && si.si_pid == k && si.si_code == CLD_KILLED && si.si_status == SIGTERM,
+	      "waitid on the pidfd");
 	puts(failures ? "EXIT-FAILURE" : "EXIT-SUCCESS");
 	return failures != 0;
 }

@@ -57,12 +57,13 @@ fn forking_children_exec_and_wait_as_natively_and_replay() {
     let rec = home.record(&Spec::prog("procs", Flavour::Static), &[]);
     let id = rec.session_id().unwrap();
     let procs = ps(&home, &id);
-    // The first process, its 20 pipe writers, 3 killed by signals, the
-    // zombie, then fork+exec, vfork+exec and posix_spawn.
-    assert_eq!(procs.len(), 28, "{procs:?}");
+    // The first process, its 20 pipe writers, 5 killed by signals, the
+    // zombie, then fork+exec, vfork+exec and posix_spawn, a child and its
+    // orphan, a pidfd's target.
+    assert_eq!(procs.len(), 33, "{procs:?}");
     let root_pid = num(&procs[0], "pid");
     assert_eq!(text(&procs[0], "id"), id);
-    for (i, p) in procs.iter().enumerate().skip(1) {
+    for (i, p) in procs.iter().enumerate().skip(1).take(29) {
         assert_eq!(num(p, "ppid"), root_pid, "every child's parent is the first process: {p:?}");
         assert_eq!(text(p, "parent"), id);
         assert_eq!(text(p, "id"), format!("{id}.{i}"));
@@ -74,11 +75,13 @@ fn forking_children_exec_and_wait_as_natively_and_replay() {
     assert_eq!(ending(&procs[21]), (0, 9), "SIGKILL");
     assert_eq!(ending(&procs[22]), (0, 11), "SIGSEGV");
     assert_eq!(ending(&procs[23]), (0, 15), "SIGTERM");
-    assert_eq!(ending(&procs[24]), (42, 0), "the zombie");
-    assert_eq!(ending(&procs[25]), (5, 0), "fork and exec");
-    assert_eq!(ending(&procs[26]), (6, 0), "vfork and exec");
-    assert_eq!(ending(&procs[27]), (9, 0), "posix_spawn");
-    let exec = procs[25].get("argv").and_then(json::Value::as_array).unwrap();
+    assert_eq!(ending(&procs[24]), (0, 9), "SIGKILL, waiting");
+    assert_eq!(ending(&procs[25]), (0, 9), "SIGKILL, computing");
+    assert_eq!(ending(&procs[26]), (42, 0), "the zombie");
+    assert_eq!(ending(&procs[27]), (5, 0), "fork and exec");
+    assert_eq!(ending(&procs[28]), (6, 0), "vfork and exec");
+    assert_eq!(ending(&procs[29]), (9, 0), "posix_spawn");
+    let exec = procs[27].get("argv").and_then(json::Value::as_array).unwrap();
     assert_eq!(
         exec.iter().filter_map(json::Value::as_str).skip(1).collect::<Vec<_>>(),
         ["child", "5"],
@@ -89,7 +92,10 @@ fn forking_children_exec_and_wait_as_natively_and_replay() {
     let rows: Vec<json::Value> = String::from_utf8_lossy(&ls.stdout).lines().map(|l| json::parse(l).unwrap()).collect();
     assert!(rows.iter().all(|r| !text(r, "id").contains('.')), "no forked process listed on its own: {rows:?}");
     let row = rows.iter().find(|r| text(r, "id") == id).expect("the recording is listed");
-    assert_eq!(num(row, "processes"), 28);
+    assert_eq!(num(row, "processes"), 33);
+    let orphan = procs.iter().find(|p| text(p, "id") == format!("{id}.30.1")).expect("the grandchild");
+    assert_eq!(text(orphan, "parent"), format!("{id}.30"), "its session names the process that forked it");
+    assert_eq!(ending(orphan), (3, 0));
 }
 
 #[test]

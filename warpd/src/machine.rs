@@ -340,6 +340,18 @@ impl Guest {
 
     /// Runs the guest until the next exit and handles it.
     pub fn step(&mut self, outside: &mut dyn Outside) -> Result<Stop, SessionError> {
+        match self.step_once(outside) {
+            // A forked process killed from outside (its broker gone), in
+            // whatever call it was making: recorded, and replayed, as its end.
+            Err(SessionError::Outside(OutsideError::Killed)) => {
+                let rip = self.vcpu.regs().map(|r| r.rip).unwrap_or(0);
+                self.end(outside, Action::Killed(crate::kernel::abi::SIGKILL), rip)
+            }
+            other => other,
+        }
+    }
+
+    fn step_once(&mut self, outside: &mut dyn Outside) -> Result<Stop, SessionError> {
         if !self.started {
             self.started = true;
             self.written.reset(self.vm.as_mut(), &self.process.mm)?;
@@ -495,7 +507,8 @@ impl Guest {
             VmExit::Fault(f) => self.handle_fault(outside, &f),
             VmExit::SingleStep { rip } => Ok(Stop::SingleStep { rip }),
             VmExit::Interrupted => {
-                if outside.is_dead() {
+                // A forked process's broker gone: SIGKILL arrives here (`interrupted`).
+                if outside.is_dead() && !outside.loss_is_sigkill() {
                     return Err(SessionError::Outside(OutsideError::Link(LinkError::Gone)));
                 }
                 let now = self.vcpu.regs()?;

@@ -468,7 +468,16 @@ fn spawn_child(
         .map_err(|e| {
             SessionError::Failed(Failure::Daemon, format!("cannot start a thread for a forked process: {e}"))
         })?;
-    tree.threads.lock().unwrap_or_else(|e| e.into_inner()).push(h);
+    let mut threads = tree.threads.lock().unwrap_or_else(|e| e.into_inner());
+    // Those that ended are joined now (a long shell loop must not keep
+    // every finished thread's stack until the recording ends).
+    let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut *threads).into_iter().partition(|t| t.is_finished());
+    *threads = running;
+    threads.push(h);
+    drop(threads);
+    for t in done {
+        let _ = t.join();
+    }
     Ok(())
 }
 
@@ -515,8 +524,28 @@ fn record_forked(
     let hv = hv::open(&tree.config.kvm_device)?;
     let mut guest = crate::machine::start_forked(hv.as_ref(), forked)?;
     let kicker = guest.kicker();
-    let link = link.start(guest.process.mm.guest.fd(), builder::GUEST_MEMORY, kicker, None)?;
+    let link = match link.start(guest.process.mm.guest.fd(), builder::GUEST_MEMORY, kicker, None) {
+        Ok(l) => l,
+        // Killed before it ran an instruction (a SIGKILL right after the
+        // fork): its whole recording is that end.
+        Err(LinkError::Io(e)) if matches!(e.raw_os_error(), Some(libc::EPIPE | libc::ECONNRESET)) => {
+            let end_event = warp_proto::trace::Event {
+                kind: Some(warp_proto::trace::event::Kind::End(warp_proto::trace::ProgramEnd {
+                    exit_code: 0,
+                    signal: crate::kernel::abi::SIGKILL,
+                })),
+            };
+            let mut w = tree.store.writer(id);
+            w.append(&end_event).map_err(|e| SessionError::Failed(Failure::Daemon, e.to_string()))?;
+            let (events, bytes) = w.finish().map_err(|e| SessionError::Failed(Failure::Daemon, e.to_string()))?;
+            meta.events = events;
+            meta.trace_bytes = bytes;
+            return Ok(end(Failure::None, 0, crate::kernel::abi::SIGKILL, String::new()));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut rec = Recorder::new(link, tree.store.clone(), id);
+    rec.sigkill_on_loss = true;
     let outcome = (|| {
         guest.preempt_every(tree.spec.slice, tree.spec.chaos)?;
         if tree.spec.verbose {

@@ -34,6 +34,12 @@ pub enum OutsideError {
     /// Replay: the program did something the recording did not.
     #[error("replay diverged at event {}: expected {}, got {}", .0.event, .0.expected, .0.actual)]
     Diverged(Divergence),
+    /// A forked process was killed by SIGKILL from outside: its broker (the
+    /// process its parent and the host know) went away; replay: the
+    /// recording ends there with that death. The exit loop ends the
+    /// program with SIGKILL.
+    #[error("the process was killed: its broker is gone")]
+    Killed,
 }
 
 /// How the program ended, as recorded.
@@ -119,6 +125,12 @@ pub trait Outside {
     fn slice_over(&mut self, thread: u32, due: bool) -> Result<bool, OutsideError>;
     /// Whether the broker is gone (recording only).
     fn is_dead(&self) -> bool;
+    /// Recording a forked process: its broker's end is the program's death
+    /// by SIGKILL (a `kill -9` of the pid the program's parent knows), not
+    /// a failure of the recording.
+    fn loss_is_sigkill(&self) -> bool {
+        false
+    }
     /// A line for the user about this run (replay: a note beside the output).
     fn note(&mut self, text: String);
     /// Whether signals from outside wait to be taken (recording only).

@@ -1523,6 +1523,9 @@ impl Process {
             28 => self.madvise(a[0], a[1], a[2]),
             39 => Ok(self.ident.pid as u64),
             186 => Ok(self.current as u64),
+            // The broker's parent is the program's: it changes when that one
+            // ends and the host re-parents the broker (from format 6, asked).
+            110 if self.format >= 6 => result_of(self.call(link, 110, [0; 6], Vec::new())?),
             110 => Ok(self.ident.ppid as u64),
             62 => self.kill(a[0] as i32, a[1] as i32, link)?,
             200 => self.kill_thread(a[0] as i32, a[1] as i32),
@@ -1533,7 +1536,7 @@ impl Process {
                 self.kill_thread(a[1] as i32, a[2] as i32)
             }
             131 => self.sigaltstack(a),
-            157 => self.prctl(a),
+            157 => self.prctl(a, link)?,
             158 => self.arch_prctl(a[0], a[1], cpu)?,
             218 => {
                 self.thread_mut().clear_tid = a[0];
@@ -1996,7 +1999,32 @@ impl Process {
 
     /// prctl: the thread's name (PR_SET_NAME, PR_GET_NAME); the other
     /// options are not emulated yet (ENOSYS, noted).
-    fn prctl(&mut self, a: &[u64; 6]) -> SysResult {
+    fn prctl(&mut self, a: &[u64; 6], link: &mut dyn Outside) -> Result<SysResult, ProcessError> {
+        const PR_SET_PDEATHSIG: u64 = 1;
+        const PR_GET_PDEATHSIG: u64 = 2;
+        const PR_SET_CHILD_SUBREAPER: u64 = 36;
+        const PR_GET_CHILD_SUBREAPER: u64 = 37;
+        Ok(match a[0] {
+            // The broker is the process the host's tree knows: its parent's
+            // death signals it (a signal it forwards), and orphans below a
+            // subreaper broker become its children, which wait4 sees.
+            PR_SET_PDEATHSIG | PR_SET_CHILD_SUBREAPER => {
+                result_of(self.call(link, 157, [a[0], a[1], 0, 0, 0, 0], Vec::new())?)
+            }
+            PR_GET_PDEATHSIG | PR_GET_CHILD_SUBREAPER => {
+                let (ret, out) = self.call_with_output(link, 157, [a[0], 0, 0, 0, 0, 0], 1, 4)?;
+                match result_of(ret) {
+                    Ok(_) if out.len() == 4 => self.mm.write_user(a[1], &out).map(|()| 0),
+                    Ok(_) => Err(Errno::EFAULT),
+                    Err(e) => Err(e),
+                }
+            }
+            _ => self.prctl_local(a),
+        })
+    }
+
+    /// The prctl options warpd answers itself.
+    fn prctl_local(&mut self, a: &[u64; 6]) -> SysResult {
         const PR_SET_NAME: u64 = 15;
         const PR_GET_NAME: u64 = 16;
         match a[0] {

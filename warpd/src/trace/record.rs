@@ -26,6 +26,8 @@ pub struct Recorder {
     pub ring: Option<RecordRing>,
     /// The broker of the process the last Fork made, attached.
     child: Option<crate::link::BrokerLink>,
+    /// A forked process's recorder: the broker's end is its SIGKILL.
+    pub sigkill_on_loss: bool,
 }
 
 /// How long a forked broker may take to attach.
@@ -36,9 +38,18 @@ fn trace_err(e: super::store::StoreError) -> OutsideError {
 }
 
 impl Recorder {
+    /// A failure of the broker link, as the program sees it: for a forked
+    /// process the broker's end is its death by SIGKILL.
+    fn lost(&self, e: OutsideError) -> OutsideError {
+        match e {
+            OutsideError::Link(crate::link::LinkError::Gone) if self.sigkill_on_loss => OutsideError::Killed,
+            e => e,
+        }
+    }
+
     pub fn new(link: Link, store: Arc<Store>, id: &str) -> Self {
         let writer = store.writer(id);
-        Recorder { link, writer, _store: store, ring: None, child: None }
+        Recorder { link, writer, _store: store, ring: None, child: None, sigkill_on_loss: false }
     }
 
     /// The forked process's broker, after a Fork answered with its pid.
@@ -125,8 +136,8 @@ impl Outside for Recorder {
             request::Kind::CpuTime(_) => {
                 Reply { outputs: vec![thread_cpu_ns().to_le_bytes().to_vec()], ..Default::default() }
             }
-            request::Kind::Fork(_) => self.fork()?,
-            _ => self.link.call(kind.clone())?,
+            request::Kind::Fork(_) => self.fork().map_err(|e| self.lost(e))?,
+            _ => self.link.call(kind.clone()).map_err(|e| self.lost(e.into()))?,
         };
         let mut writes = Vec::new();
         // A deferred call wrote nothing yet: its completion carries that.
@@ -171,7 +182,7 @@ impl Outside for Recorder {
 
     fn take_completions(&mut self) -> Result<Vec<Completed>, OutsideError> {
         let mut out = Vec::new();
-        for r in self.link.take_completions()? {
+        for r in self.link.take_completions().map_err(|e| self.lost(e.into()))? {
             let mut detached = Vec::with_capacity(r.detached.len());
             for d in &r.detached {
                 detached.push(self.writer.data(d).map_err(trace_err)?);
@@ -214,7 +225,12 @@ impl Outside for Recorder {
     }
 
     fn interrupted(&mut self) -> Result<Vec<Arrival>, OutsideError> {
-        Ok(self.link.take_signals())
+        let mut s = self.link.take_signals();
+        // A forked process whose broker is gone was killed right here.
+        if self.sigkill_on_loss && self.link.is_dead() {
+            s.push(Arrival { signo: crate::kernel::abi::SIGKILL, info: Vec::new() });
+        }
+        Ok(s)
     }
 
     fn pending_async(&mut self) -> Result<Vec<i32>, OutsideError> {
@@ -251,12 +267,16 @@ impl Outside for Recorder {
         self.link.is_dead()
     }
 
+    fn loss_is_sigkill(&self) -> bool {
+        self.sigkill_on_loss
+    }
+
     fn note(&mut self, text: String) {
         tracing::info!("{text}");
     }
 
     fn signals_waiting(&self) -> bool {
-        self.link.signals_waiting()
+        self.link.signals_waiting() || (self.sigkill_on_loss && self.link.is_dead())
     }
 
     fn syscall_entry(&mut self, req: &SyscallRequest) -> Result<(), OutsideError> {

@@ -379,6 +379,11 @@ impl Outside for Replayer<'_> {
             _ => "reading the executable".into(),
         };
         let before = self.pos;
+        // The process was killed (SIGKILL) during this call: its broker went.
+        if matches!(self.peek(), Some(Event { kind: Some(event::Kind::End(p)) }) if p.signal == crate::kernel::abi::SIGKILL)
+        {
+            return Err(OutsideError::Killed);
+        }
         let e = self.next(actual)?;
         let Some(event::Kind::Call(call)) = e.kind else {
             self.pos = before;
@@ -795,6 +800,12 @@ impl<'e> TreeReplay<'e> {
             Ok(h) => h,
             Err(e) => return ReplayOutcome::Failed(e.to_string()),
         };
+        // Killed before it ran (a SIGKILL right after the fork): that end is all.
+        if let [(_, Event { kind: Some(event::Kind::End(p)) })] = events.as_slice() {
+            if p.signal == crate::kernel::abi::SIGKILL {
+                return ReplayOutcome::Reproduced { exit_code: 0, signal: p.signal, crash: String::new() };
+            }
+        }
         let mut rp = Replayer::new(self.store, id, events, self.out, forked.pid);
         rp.merge = Some((self.merger.clone(), proc));
         let result = (|| {
