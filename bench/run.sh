@@ -22,7 +22,8 @@
 # "failed (status N)" and the script goes on.
 #
 # Environment: REPEAT (runs per measurement, default 3), CARGO_TARGET_DIR
-# (where the binaries are, default ./target), CC (default gcc).
+# (where the binaries are, default ./target), CC (default gcc), ONLY (an
+# extended regular expression: only the workloads whose names match run).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -118,9 +119,11 @@ if ! "$warpctl" record -- "$work/hello" >/dev/null 2>"$work/warmup"; then
 fi
 
 declare -a rows
+wanted() { [ -z "${ONLY:-}" ] || [[ $1 =~ $ONLY ]]; }
 bench() { # NAME CMD...
     local name=$1
     shift
+    wanted "$name" || return 0
     echo "running $name"
     local native traced recorded recorded_exits replayed c sys exits id events bytes logical
     native=$(time_best "$@")
@@ -193,6 +196,7 @@ fi
 preempt_row() { # NAME CMD...
     local name=$1
     shift
+    wanted "$name" || return 0
     echo "running $name (preemption)"
     rm -f "$work/id"
     local t0 t1 rec rep points switches

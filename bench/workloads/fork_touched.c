@@ -16,7 +16,7 @@ int main(int argc, char **argv)
 		p[i] = (char)(i >> 12 | 1);
 	pid_t k = fork();
 	if (k == 0)
-		_exit(p[4096] == 3 ? 0 : 1);
+		_exit(p[4096] == 1 ? 0 : 1);
 	int st;
 	if (k < 0 || waitpid(k, &st, 0) != k)
 		return 3;
