@@ -212,6 +212,11 @@ impl Ring {
         if len > ring::MAX_DATA || (!out && kind == Kind::Other && len > PIPE_BUF) {
             return None;
         }
+        // Once the program has forked, writes to the terminal take the exit
+        // path, where the tree's output order numbers them.
+        if !out && stream != 0 && crate::tree::forked() {
+            return None;
+        }
         let offset = match req.nr {
             17 | 18 => i64::try_from(req.args[3]).ok()?,
             _ => -1,

@@ -263,6 +263,7 @@ pub fn serve(
             Some(request::Kind::CpuTime(_)) => reply.ret = -(libc::ENOSYS as i64),
             Some(request::Kind::Finish(f)) => return Ok(Served::Finished(f)),
             Some(request::Kind::Fork(f)) => {
+                crate::tree::mark_forked();
                 // SAFETY: fork; the child runs only this thread, which
                 // forgets the parent's connection and attaches anew.
                 let pid = unsafe { libc::fork() };

@@ -59,6 +59,27 @@ pub(crate) fn init(base: RawFd) -> Result<(), BrokerError> {
     Ok(())
 }
 
+/// The order page's flag word (after the counter): the tree has forked.
+const FORKED: usize = 8;
+
+/// Notes that the program forked (before the broker does): from now on
+/// every broker of the tree leaves writes to the original streams to the
+/// exit path, which numbers them.
+pub(crate) fn mark_forked() {
+    let page = ORDER_PAGE.load(Ordering::SeqCst);
+    if page != 0 {
+        // SAFETY: the page is mapped for the process's life; an aligned word.
+        unsafe { (*((page + FORKED) as *const std::sync::atomic::AtomicU64)).store(1, Ordering::SeqCst) };
+    }
+}
+
+/// Whether any process of the tree has forked.
+pub(crate) fn forked() -> bool {
+    let page = ORDER_PAGE.load(Ordering::SeqCst);
+    // SAFETY: as in `mark_forked`.
+    page != 0 && unsafe { (*((page + FORKED) as *const std::sync::atomic::AtomicU64)).load(Ordering::SeqCst) } != 0
+}
+
 /// The order lock, held while a write that may reach the original streams
 /// runs; [`Ordered::number`] takes its place in the tree's order.
 pub(crate) struct Ordered {

@@ -83,3 +83,30 @@ fn a_program_scribbling_over_the_ring_gets_linux_answers_and_replays() {
     let after = home.record(&hello, &[]);
     assert_eq!(after.outcome.status, Status::Exited(0), "{}", after.warpctl_text());
 }
+
+/// A forked process gets a ring of its own: a shell's child running the
+/// same calls leaves the VM far less often than once a call, prints what
+/// it prints natively, and the tree replays with the ring and without.
+#[test]
+fn a_forked_process_takes_the_ring_too() {
+    let home = WarpHome::new("exitless_fork");
+    let file = home.scratch("ring").join("forked");
+    let prog = warp_tests::prog("ring_calls", warp_tests::Flavour::Static);
+    let spec = Spec::new("/bin/sh").args(["-c", &format!("{} {} | cat", prog.display(), file.display())]);
+    let native = warp_tests::run_native(&spec);
+    assert_eq!(native.status, Status::Exited(0), "{}", native.stderr_str());
+    let rec = home.record(&spec, &[]);
+    home.assert_same(&spec, &native, &rec);
+    home.assert_replays(&spec, &rec);
+    replay_without_ring(&home, &rec);
+    let child = format!("{}.1", rec.session_id().unwrap());
+    let m = show(&home, &child);
+    if two_cpus() {
+        assert!(
+            num(&m, "vm_exits") * 4 < num(&m, "syscalls"),
+            "the forked process's calls mostly stay in the VM: {m:?}"
+        );
+    } else {
+        eprintln!("not checking the exit count: one CPU, so warpd turns the ring off");
+    }
+}

@@ -88,10 +88,6 @@ impl Guest {
         }
         let vfork = spec.vfork().then(|| Arc::new(VforkGate::default()));
         self.forked = Some(Forked { pid: spec.pid, process, context, vfork, copied: k + g });
-        // The tree's processes print in the order the brokers number their
-        // writes; the ring's are not numbered, so from the first fork on
-        // every call takes the exit path.
-        self.exitless = false;
         Ok(())
     }
 

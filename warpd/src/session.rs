@@ -524,7 +524,18 @@ fn record_forked(
     let hv = hv::open(&tree.config.kvm_device)?;
     let mut guest = crate::machine::start_forked(hv.as_ref(), forked)?;
     let kicker = guest.kicker();
-    let link = match link.start(guest.process.mm.guest.fd(), builder::GUEST_MEMORY, kicker, None) {
+    let ring = match tree.spec.exitless && crate::trace::ring::host_allows() {
+        true => RecordRing::new(&guest.process.mm.kernel, &guest.process.mm.guest)
+            .map_err(|e| tracing::warn!("no exitless ring for a forked process: {e}"))
+            .ok(),
+        false => None,
+    };
+    let tables_size = guest.process.mm.kernel.size();
+    let ring_fds = ring.as_ref().map(|r| {
+        let (tables, log) = r.fds();
+        (tables, tables_size, log)
+    });
+    let link = match link.start(guest.process.mm.guest.fd(), builder::GUEST_MEMORY, kicker, ring_fds) {
         Ok(l) => l,
         // Killed before it ran an instruction (a SIGKILL right after the
         // fork): its whole recording is that end.
@@ -546,13 +557,18 @@ fn record_forked(
     };
     let mut rec = Recorder::new(link, tree.store.clone(), id);
     rec.sigkill_on_loss = true;
+    rec.ring = ring;
     let outcome = (|| {
         guest.preempt_every(tree.spec.slice, tree.spec.chaos)?;
+        guest.exitless(rec.ring.is_some());
         if tree.spec.verbose {
             guest.notes_to(tree.notes.clone());
         }
         let pin = CpuPin::new(None);
         meta.vcpu_cpu = pin.cpu().map_or(0, |c| c + 1);
+        if let Some(r) = &rec.ring {
+            r.vcpu_cpu(pin.cpu());
+        }
         let r = drive(tree, &mut guest, &mut rec, id);
         drop(pin);
         tree.say_limits(&mut guest.process);

@@ -765,6 +765,8 @@ struct TreeReplay<'e> {
     config: &'e Config,
     out: &'e Sender<ReplayOutput>,
     merger: Arc<Merger>,
+    /// Forked processes replay with the exitless ring too.
+    exitless: bool,
     /// Processes numbered so far (0 is the first).
     procs: std::sync::atomic::AtomicUsize,
     /// Forked processes that did not reproduce their recording: session, pid, why.
@@ -795,6 +797,15 @@ impl<'e> TreeReplay<'e> {
             Ok(r) => r,
             Err(o) => return o,
         };
+        // The poller starts before the vCPU's thread is pinned (it keeps every CPU).
+        let ring = match self.exitless && crate::trace::ring::host_allows() {
+            true => {
+                ReplayRing::start(&forked.process.mm.kernel, &forked.process.mm.guest, meta.vcpu_cpu.checked_sub(1))
+                    .map_err(|e| tracing::warn!("no exitless ring for a forked process's replay: {e}"))
+                    .ok()
+            }
+            false => None,
+        };
         let _pin = session::CpuPin::new(meta.vcpu_cpu.checked_sub(1));
         let hv = match crate::hv::open(&self.config.kvm_device) {
             Ok(h) => h,
@@ -808,8 +819,10 @@ impl<'e> TreeReplay<'e> {
         }
         let mut rp = Replayer::new(self.store, id, events, self.out, forked.pid);
         rp.merge = Some((self.merger.clone(), proc));
+        rp.ring = ring;
         let result = (|| {
             let mut guest = crate::machine::start_forked(hv.as_ref(), forked)?;
+            guest.exitless(rp.ring.is_some());
             guest.watch_points()?;
             Ok(self.drive(s, &mut guest, &mut rp)?.map_err(|()| None))
         })();
@@ -878,6 +891,7 @@ pub fn replay(
         config,
         out,
         merger: Arc::new(Merger::new(out.clone())),
+        exitless,
         procs: Default::default(),
         failures: Default::default(),
     };
