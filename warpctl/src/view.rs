@@ -86,17 +86,27 @@ fn now_ms() -> u64 {
 pub async fn ls(json: bool) -> Result<u8, ViewError> {
     let mut daemon = connect::connect_or_start(false).await?;
     let reply = daemon.client.list_sessions(ListSessionsRequest::default()).await.map_err(rpc)?.into_inner();
+    print_listing(&reply.sessions, json, &ls_header(), ls_line)
+}
+
+/// Sessions one JSON object a line, or a table under `header`.
+fn print_listing(
+    sessions: &[SessionInfo],
+    json: bool,
+    header: &str,
+    line: fn(&SessionInfo, u64) -> String,
+) -> Result<u8, ViewError> {
     let now = now_ms();
     let mut text = String::new();
     if json {
-        for s in &reply.sessions {
+        for s in sessions {
             text.push_str(&session_json(s, now));
             text.push('\n');
         }
     } else {
-        text.push_str(&ls_header());
-        for s in &reply.sessions {
-            text.push_str(&ls_line(s, now));
+        text.push_str(header);
+        for s in sessions {
+            text.push_str(&line(s, now));
         }
     }
     let mut out = io::stdout().lock();
@@ -109,35 +119,24 @@ pub async fn ls(json: bool) -> Result<u8, ViewError> {
 pub async fn ps(id: String, json: bool) -> Result<u8, ViewError> {
     let mut daemon = connect::connect_or_start(false).await?;
     let reply = daemon.client.list_sessions(ListSessionsRequest { tree: id }).await.map_err(rpc)?.into_inner();
-    let now = now_ms();
-    let mut text = String::new();
-    if json {
-        for s in &reply.sessions {
-            text.push_str(&session_json(s, now));
-            text.push('\n');
-        }
-    } else {
-        text.push_str(&format!(
-            "{:>8}  {:>8}  {:<12}  {:<10}  {:<11}  {:>7}  COMMAND\n",
-            "PID", "PPID", "SESSION", "STATUS", "ENDED", "EVENTS"
-        ));
-        for s in &reply.sessions {
-            text.push_str(&format!(
-                "{:>8}  {:>8}  {:<12}  {:<10}  {:<11}  {:>7}  {}\n",
-                s.pid,
-                s.ppid,
-                s.id,
-                s.status,
-                ended(s),
-                s.events,
-                shell_words(&s.argv)
-            ));
-        }
-    }
-    let mut out = io::stdout().lock();
-    emit(&mut out, &text)?;
-    flush(&mut out)?;
-    Ok(0)
+    let header = format!(
+        "{:>8}  {:>8}  {:<12}  {:<10}  {:<11}  {:>7}  COMMAND\n",
+        "PID", "PPID", "SESSION", "STATUS", "ENDED", "EVENTS"
+    );
+    print_listing(&reply.sessions, json, &header, ps_line)
+}
+
+fn ps_line(s: &SessionInfo, _now: u64) -> String {
+    format!(
+        "{:>8}  {:>8}  {:<12}  {:<10}  {:<11}  {:>7}  {}\n",
+        s.pid,
+        s.ppid,
+        s.id,
+        s.status,
+        ended(s),
+        s.events,
+        shell_words(&s.argv)
+    )
 }
 
 fn ls_header() -> String {

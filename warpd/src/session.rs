@@ -186,16 +186,21 @@ fn initial_meta(spec: &SessionSpec, info: &warp_proto::broker::BrokerInfo) -> Se
         status: Status::Recording as i32,
         program: spec.program.clone(),
         cpuid: host_cpuid(),
-        identity: Some(TraceIdentity {
-            pid: info.pid,
-            ppid: info.ppid,
-            uid: info.uid,
-            gid: info.gid,
-            euid: info.euid,
-            egid: info.egid,
-            reserved_fd_base: info.reserved_fd_base,
-        }),
+        identity: Some(trace_identity(info)),
         ..Default::default()
+    }
+}
+
+/// The broker's identity (the program's) as the trace keeps it.
+fn trace_identity(info: &warp_proto::broker::BrokerInfo) -> TraceIdentity {
+    TraceIdentity {
+        pid: info.pid,
+        ppid: info.ppid,
+        uid: info.uid,
+        gid: info.gid,
+        euid: info.euid,
+        egid: info.egid,
+        reserved_fd_base: info.reserved_fd_base,
     }
 }
 
@@ -493,15 +498,7 @@ fn record_child(tree: &Arc<Tree>, id: &str, parent: &str, index: u32, forked: Fo
     meta.program = forked.process.proc_info.exe.clone();
     meta.start_ms = now_ms();
     meta.status = Status::Recording as i32;
-    meta.identity = Some(TraceIdentity {
-        pid: info.pid,
-        ppid: info.ppid,
-        uid: info.uid,
-        gid: info.gid,
-        euid: info.euid,
-        egid: info.egid,
-        reserved_fd_base: info.reserved_fd_base,
-    });
+    meta.identity = Some(trace_identity(&info));
     let mut counters = Counters::default();
     let result = match tree.store.create_session(&meta) {
         Ok(()) => record_forked(tree, id, forked, link, &mut counters, &mut meta),
