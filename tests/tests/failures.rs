@@ -134,6 +134,29 @@ fn warpd_killed_mid_run_is_125_and_the_store_survives() {
     home.assert_replays(&spec, &earlier);
 }
 
+/// The same with a process tree: every process's broker goes with warpd,
+/// and each process's session is incomplete, none lost or corrupt.
+#[test]
+fn warpd_killed_while_a_tree_records_marks_every_process_incomplete() {
+    let home = WarpHome::new("kill_warpd_tree");
+    let prog = warp_tests::prog("sleep_forever", Flavour::Static);
+    let spec = Spec::new("/bin/sh").args(["-c", &format!("{} read | cat", prog.display())]).stdin(Input::Held);
+    let mut r = home.spawn_record(&spec, &[]);
+    r.wait_for_stdout("ready\n");
+    let daemons = pids_of("warpd", &home);
+    assert_eq!(daemons.len(), 1, "one daemon for this home: {daemons:?}");
+    kill(daemons[0], libc::SIGKILL);
+    // finish() also checks that no broker of the tree is left running.
+    let out = warp_tests::Recorded::new(r.finish());
+    assert_eq!(out.outcome.status, Status::Exited(125), "{}", out.warpctl_text());
+    let id = out.session_id().unwrap();
+    let ps = home.warpctl().args(["ps", &id]).output().unwrap();
+    let text = String::from_utf8_lossy(&ps.stdout).into_owned();
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows.len(), 3, "the shell and both sides of its pipe:\n{text}");
+    assert!(rows.iter().all(|l| l.contains("incomplete")), "{text}");
+}
+
 #[test]
 fn warpctl_killed_mid_run_takes_the_broker_and_marks_the_session_incomplete() {
     let home = WarpHome::new("kill_warpctl");
