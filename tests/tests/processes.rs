@@ -98,6 +98,23 @@ fn forking_children_exec_and_wait_as_natively_and_replay() {
     assert_eq!(ending(orphan), (3, 0));
 }
 
+/// A recording may have so many processes alive at once
+/// (`WARP_MAX_PROCESSES`, 128 by default): a fork beyond gets EAGAIN, as
+/// RLIMIT_NPROC would give, warpctl says so once, and the replay agrees.
+#[test]
+fn forks_beyond_the_process_limit_get_eagain() {
+    let home = WarpHome::new("fork_cap").with_env("WARP_MAX_PROCESSES", "4");
+    let spec = Spec::prog("fork_many", Flavour::Static);
+    let native = warp_tests::run_native(&spec);
+    assert_eq!(native.stdout_str(), "forked 10, no failure; reaped 10\n");
+    let rec = home.record(&spec, &[]);
+    assert_eq!(rec.outcome.status, Status::Exited(0), "{}", rec.warpctl_text());
+    assert_eq!(rec.outcome.stdout_str(), "forked 3, EAGAIN; reaped 3\n", "the first process and 3 children");
+    let said: Vec<&String> = rec.warpctl_lines.iter().filter(|l| l.contains("processes alive at once")).collect();
+    assert_eq!(said.len(), 1, "{}", rec.warpctl_text());
+    home.assert_replays(&spec, &rec);
+}
+
 #[test]
 fn shell_pipelines_and_statuses_as_natively() {
     let home = WarpHome::new("shells");

@@ -20,7 +20,7 @@ use crate::kernel::outside::{Ending, OutsideError};
 use crate::kernel::process::{Identity, Process, ProcessError};
 use crate::link::{BrokerLink, LinkError};
 use crate::machine::{Forked, Guest, Stop};
-use crate::trace::record::Recorder;
+use crate::trace::record::{Live, Recorder};
 use crate::trace::ring::RecordRing;
 use crate::trace::store::Store;
 use crate::trace::FORMAT_VERSION;
@@ -51,13 +51,21 @@ pub struct Config {
     /// Normally `/dev/kvm`; `WARP_KVM_DEVICE` overrides it (tests use that to
     /// check the message given when the device is missing).
     pub kvm_device: PathBuf,
+    /// The most processes a recording may have alive at once
+    /// (`WARP_MAX_PROCESSES`, else [`MAX_PROCESSES`]).
+    pub max_processes: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
         let kvm_device =
             std::env::var_os("WARP_KVM_DEVICE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/dev/kvm"));
-        Config { kvm_device }
+        let max_processes = std::env::var("WARP_MAX_PROCESSES")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n >= 1)
+            .unwrap_or(MAX_PROCESSES);
+        Config { kvm_device, max_processes }
     }
 }
 
@@ -314,7 +322,14 @@ fn run_inner(
     let link = broker.start(parts.mm.guest.fd(), builder::GUEST_MEMORY, parts.vcpu.kicker(), ring_fds)?;
     let mut rec = Recorder::new(link, store.clone(), &spec.id);
     rec.ring = ring;
+    let live = Arc::new(Live {
+        count: std::sync::atomic::AtomicUsize::new(1),
+        max: config.max_processes,
+        capped: Default::default(),
+    });
+    rec.live = Some(live.clone());
     let tree = Arc::new(Tree {
+        live,
         spec: spec.clone(),
         config: config.clone(),
         notes: notes.clone(),
@@ -377,16 +392,28 @@ fn run_inner(
     rec.link.finish();
     // The recording ends with its last process.
     tree.join_all();
+    if tree.live.capped.load(std::sync::atomic::Ordering::SeqCst) {
+        let _ = notes.send(format!(
+            "the program had {} processes alive at once, the most a recording may have: a fork beyond them got EAGAIN",
+            config.max_processes
+        ));
+    }
     outcome.map(|ending| match ending {
         Ending::Exited(code) => end(Failure::None, code, 0, String::new()),
         Ending::Killed(sig) => SessionEnd { crash: crash_text, ..end(Failure::None, 0, sig, String::new()) },
     })
 }
 
+/// The most processes a recording may have alive at once: each holds a
+/// VM (KVM's maps for its memory slot alone are ~16 MiB), a thread and a
+/// broker in warpd's care.
+pub const MAX_PROCESSES: usize = 128;
+
 /// What every process of a recorded tree shares: the session's settings,
 /// where its notes go, the store, the first process's metadata (which a
 /// forked process's starts from), the threads recording the others.
 pub(crate) struct Tree {
+    live: Arc<Live>,
     spec: SessionSpec,
     config: Config,
     notes: Sender<String>,
@@ -465,6 +492,7 @@ fn spawn_child(
         .name(format!("session-{id}"))
         .spawn(move || {
             record_child(&t, &id, &parent, index, forked, link);
+            t.live.count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             // A child that failed before it could run must not hold its parent.
             if let Some(g) = gate {
                 g.open();
@@ -555,6 +583,7 @@ fn record_forked(
     let mut rec = Recorder::new(link, tree.store.clone(), id);
     rec.sigkill_on_loss = true;
     rec.ring = ring;
+    rec.live = Some(tree.live.clone());
     let outcome = (|| {
         guest.preempt_every(tree.spec.slice, tree.spec.chaos)?;
         guest.exitless(rec.ring.is_some());

@@ -28,6 +28,17 @@ pub struct Recorder {
     child: Option<crate::link::BrokerLink>,
     /// A forked process's recorder: the broker's end is its SIGKILL.
     pub sigkill_on_loss: bool,
+    /// The recording's processes alive now, and how many it may have.
+    pub live: Option<Arc<Live>>,
+}
+
+/// How many processes of a recording are alive (each a VM, a thread and
+/// a broker): a fork beyond `max` gets EAGAIN, as RLIMIT_NPROC would give.
+pub struct Live {
+    pub count: std::sync::atomic::AtomicUsize,
+    pub max: usize,
+    /// A fork was refused for it (said once at the end).
+    pub capped: std::sync::atomic::AtomicBool,
 }
 
 /// How long a forked broker may take to attach.
@@ -49,7 +60,7 @@ impl Recorder {
 
     pub fn new(link: Link, store: Arc<Store>, id: &str) -> Self {
         let writer = store.writer(id);
-        Recorder { link, writer, _store: store, ring: None, child: None, sigkill_on_loss: false }
+        Recorder { link, writer, _store: store, ring: None, child: None, sigkill_on_loss: false, live: None }
     }
 
     /// The forked process's broker, after a Fork answered with its pid.
@@ -60,6 +71,13 @@ impl Recorder {
     /// Asks the broker to fork; the child's broker attaches with a token
     /// of its own (which the trace does not keep: replay forks no broker).
     fn fork(&mut self) -> Result<Reply, OutsideError> {
+        use std::sync::atomic::Ordering;
+        if let Some(l) = &self.live {
+            if l.count.load(Ordering::SeqCst) >= l.max {
+                l.capped.store(true, Ordering::SeqCst);
+                return Ok(Reply { ret: -(libc::EAGAIN as i64), ..Default::default() });
+            }
+        }
         let uid = self.link.peer_uid().map_err(|e| OutsideError::Link(e.into()))?;
         let (token, attached) = crate::link::expect_child(uid).map_err(|e| OutsideError::Link(e.into()))?;
         let reply = self.link.call(request::Kind::Fork(warp_proto::broker::Fork { token: token.clone() }));
@@ -73,6 +91,9 @@ impl Recorder {
         match attached.recv_timeout(CHILD_ATTACH) {
             Ok(link) => {
                 self.child = Some(link);
+                if let Some(l) = &self.live {
+                    l.count.fetch_add(1, Ordering::SeqCst);
+                }
                 Ok(reply)
             }
             Err(_) => {
