@@ -22,6 +22,12 @@
 //! at once while such calls wait (warpd decides which thread takes them and
 //! asks, with Cancel, for the call of one it interrupts to end). warpd's
 //! idle wait also ends when a deferred call completes.
+//!
+//! Fork: the main thread forks the broker (`tree.rs` says what the child
+//! forgets of its parent); the parent answers the child's pid, the child
+//! returns `Served::Forked` and attaches to warpd again. A write that may
+//! reach the original stdout or stderr is numbered in the tree's output
+//! order (`tree::Ordered`) while it runs.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
