@@ -87,7 +87,8 @@ pub(crate) struct Ordered {
 }
 
 fn lock(fd: RawFd, kind: i32) -> bool {
-    let mut fl: libc::flock = unsafe_zeroed();
+    // SAFETY: flock is plain data; all-zero is a valid value.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
     fl.l_type = kind as i16;
     fl.l_whence = libc::SEEK_SET as i16;
     loop {
@@ -100,11 +101,6 @@ fn lock(fd: RawFd, kind: i32) -> bool {
             return false;
         }
     }
-}
-
-fn unsafe_zeroed() -> libc::flock {
-    // SAFETY: flock is plain data; all-zero is a valid value.
-    unsafe { std::mem::zeroed() }
 }
 
 impl Ordered {

@@ -47,6 +47,13 @@ fn kill(pid: i32, sig: i32) {
     assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill {pid}: {}", std::io::Error::last_os_error());
 }
 
+/// SIGKILLs this home's one daemon.
+fn kill_warpd(home: &WarpHome) {
+    let daemons = pids_of("warpd", home);
+    assert_eq!(daemons.len(), 1, "one daemon for this home: {daemons:?}");
+    kill(daemons[0], libc::SIGKILL);
+}
+
 fn blocked_program(flavour: warp_tests::Flavour) -> Spec {
     Spec::prog("sleep_forever", flavour).arg("read").stdin(Input::Held)
 }
@@ -117,9 +124,7 @@ fn warpd_killed_mid_run_is_125_and_the_store_survives() {
     for flavour in FLAVOURS {
         let mut r = home.spawn_record(&blocked_program(flavour), &[]);
         r.wait_for_stdout("ready\n");
-        let daemons = pids_of("warpd", &home);
-        assert_eq!(daemons.len(), 1, "one daemon for this home: {daemons:?}");
-        kill(daemons[0], libc::SIGKILL);
+        kill_warpd(&home);
         // finish() also checks that the broker went away with the daemon.
         let out = warp_tests::Recorded::new(r.finish());
         assert_eq!(out.outcome.status, Status::Exited(125), "{}", out.warpctl_text());
@@ -143,9 +148,7 @@ fn warpd_killed_while_a_tree_records_marks_every_process_incomplete() {
     let spec = Spec::new("/bin/sh").args(["-c", &format!("{} read | cat", prog.display())]).stdin(Input::Held);
     let mut r = home.spawn_record(&spec, &[]);
     r.wait_for_stdout("ready\n");
-    let daemons = pids_of("warpd", &home);
-    assert_eq!(daemons.len(), 1, "one daemon for this home: {daemons:?}");
-    kill(daemons[0], libc::SIGKILL);
+    kill_warpd(&home);
     // finish() also checks that no broker of the tree is left running.
     let out = warp_tests::Recorded::new(r.finish());
     assert_eq!(out.outcome.status, Status::Exited(125), "{}", out.warpctl_text());

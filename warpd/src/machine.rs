@@ -307,19 +307,6 @@ impl Guest {
         Ok(self.vcpu.set_single_step(on)?)
     }
 
-    /// Runs the guest to its end.
-    pub fn run(&mut self, outside: &mut dyn Outside) -> Result<Ending, SessionError> {
-        loop {
-            match self.step(outside)? {
-                Stop::Ended(e) => return Ok(e),
-                Stop::Paused => {
-                    return Err(SessionError::Failed(Failure::Daemon, "the program was stopped".into()));
-                }
-                _ => {}
-            }
-        }
-    }
-
     fn cancelled(&self) -> bool {
         self.cancel.as_ref().is_some_and(|c| c.is_cancelled())
     }

@@ -51,23 +51,21 @@ pub struct Forked {
     pub context: ThreadContext,
     /// A vfork: the gate its parent waits on.
     pub vfork: Option<Arc<VforkGate>>,
-    /// Bytes of memory copied for it.
-    pub copied: u64,
 }
 
 impl Guest {
     /// Makes the child of the fork `spec` from this guest as it stands in
     /// the fork call (`regs`: the parent's registers at the call).
     pub(super) fn fork_child(&mut self, spec: &ForkSpec, regs: &crate::arch::Regs) -> Result<(), SessionError> {
-        let copy = |m: &MemFd, name: &str| -> Result<(MemFd, u64), SessionError> {
+        let copy = |m: &MemFd, name: &str| -> Result<MemFd, SessionError> {
             let fresh = MemFd::create(name, m.size())?;
-            let n = fresh.copy_from(m).map_err(|e| {
+            fresh.copy_from(m).map_err(|e| {
                 SessionError::Failed(warp_proto::warp::Failure::Daemon, format!("copying memory for a fork: {e}"))
             })?;
-            Ok((fresh, n))
+            Ok(fresh)
         };
-        let (kernel, k) = copy(&self.process.mm.kernel, "warp-kernel")?;
-        let (guest, g) = copy(&self.process.mm.guest, "warp-guest")?;
+        let kernel = copy(&self.process.mm.kernel, "warp-kernel")?;
+        let guest = copy(&self.process.mm.guest, "warp-guest")?;
         // The child has no ring poller (yet): its trampoline takes the exit path.
         let ring = warp_syscalls::ring::page_offset(guest.size());
         guest.write(ring + warp_syscalls::ring::ENABLED, &0u32.to_le_bytes());
@@ -87,7 +85,7 @@ impl Guest {
             context.fs_base = fs;
         }
         let vfork = spec.vfork().then(|| Arc::new(VforkGate::default()));
-        self.forked = Some(Forked { pid: spec.pid, process, context, vfork, copied: k + g });
+        self.forked = Some(Forked { pid: spec.pid, process, context, vfork });
         Ok(())
     }
 

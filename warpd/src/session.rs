@@ -1,9 +1,9 @@
 //! One recording: from an attached broker to the program's end.
 //!
 //! [`run`] stores the session, starts the broker link and the recorder,
-//! has `builder` assemble the guest, drives it to its end
-//! (`machine::Guest::run`), and stores how it ended. `doctor` describes the
-//! backend.
+//! has `builder` assemble the guest, steps it to its end (`drive`: each
+//! fork's child is recorded on a thread of its own, as a session of its
+//! own), and stores how it ended. `doctor` describes the backend.
 
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;
@@ -304,22 +304,13 @@ fn run_inner(
         Control { name: "syscalls".into(), controlled: true },
     ];
     let ident = identity_of(meta);
-    let ring = match spec.exitless && crate::trace::ring::host_allows() {
-        true => match RecordRing::new(&parts.mm.kernel, &parts.mm.guest) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                tracing::warn!("no exitless ring for this recording: {e}");
-                None
-            }
-        },
-        false => None,
-    };
-    let tables_size = parts.mm.kernel.size();
-    let ring_fds = ring.as_ref().map(|r| {
-        let (tables, log) = r.fds();
-        (tables, tables_size, log)
-    });
-    let link = broker.start(parts.mm.guest.fd(), builder::GUEST_MEMORY, parts.vcpu.kicker(), ring_fds)?;
+    let ring = record_ring(spec.exitless, &parts.mm);
+    let link = broker.start(
+        parts.mm.guest.fd(),
+        builder::GUEST_MEMORY,
+        parts.vcpu.kicker(),
+        ring.as_ref().map(RecordRing::for_broker),
+    )?;
     let mut rec = Recorder::new(link, store.clone(), &spec.id);
     rec.ring = ring;
     let live = Arc::new(Live {
@@ -379,16 +370,10 @@ fn run_inner(
         if let Ok(Ending::Killed(sig)) = r {
             *crash = guest.crash_line(sig, &read.images.exe_path, &read.images.exe);
         }
-        counters.syscalls = guest.process.syscalls;
-        counters.exits = guest.exits();
-        counters.stderr_mid_line = guest.process.stderr_mid_line;
-        record_unknown(&guest.process, meta);
+        tally(&guest, counters, meta);
         r
     })();
-    let (events, bytes, logical) = rec.counts();
-    meta.events = events;
-    meta.trace_bytes = bytes;
-    meta.logical_bytes = logical;
+    store_counts(&rec, meta);
     rec.link.finish();
     // The recording ends with its last process.
     tree.join_all();
@@ -398,10 +383,7 @@ fn run_inner(
             config.max_processes
         ));
     }
-    outcome.map(|ending| match ending {
-        Ending::Exited(code) => end(Failure::None, code, 0, String::new()),
-        Ending::Killed(sig) => SessionEnd { crash: crash_text, ..end(Failure::None, 0, sig, String::new()) },
-    })
+    outcome.map(|ending| ended(ending, crash_text))
 }
 
 /// The most processes a recording may have alive at once: each holds a
@@ -516,7 +498,7 @@ fn spawn_child(
 
 /// Records a forked process to its end, as a session of its own.
 fn record_child(tree: &Arc<Tree>, id: &str, parent: &str, index: u32, forked: Forked, link: BrokerLink) {
-    let info = link.info().clone();
+    let info = *link.info();
     let mut meta = tree.template.clone();
     meta.id = id.to_string();
     meta.parent = parent.to_string();
@@ -549,17 +531,8 @@ fn record_forked(
     let hv = hv::open(&tree.config.kvm_device)?;
     let mut guest = crate::machine::start_forked(hv.as_ref(), forked)?;
     let kicker = guest.kicker();
-    let ring = match tree.spec.exitless && crate::trace::ring::host_allows() {
-        true => RecordRing::new(&guest.process.mm.kernel, &guest.process.mm.guest)
-            .map_err(|e| tracing::warn!("no exitless ring for a forked process: {e}"))
-            .ok(),
-        false => None,
-    };
-    let tables_size = guest.process.mm.kernel.size();
-    let ring_fds = ring.as_ref().map(|r| {
-        let (tables, log) = r.fds();
-        (tables, tables_size, log)
-    });
+    let ring = record_ring(tree.spec.exitless, &guest.process.mm);
+    let ring_fds = ring.as_ref().map(RecordRing::for_broker);
     let link = match link.start(guest.process.mm.guest.fd(), builder::GUEST_MEMORY, kicker, ring_fds) {
         Ok(l) => l,
         // Killed before it ran an instruction (a SIGKILL right after the
@@ -598,28 +571,55 @@ fn record_forked(
         let r = drive(tree, &mut guest, &mut rec, id);
         drop(pin);
         tree.say_limits(&mut guest.process);
-        counters.syscalls = guest.process.syscalls;
-        counters.exits = guest.exits();
-        record_unknown(&guest.process, meta);
+        tally(&guest, counters, meta);
         // What it ran last (after an execve), for `warpctl ps`.
         meta.argv = guest.process.proc_info.argv.clone();
         meta.program = guest.process.proc_info.exe.clone();
         r
     })();
-    let (events, bytes, logical) = rec.counts();
-    meta.events = events;
-    meta.trace_bytes = bytes;
-    meta.logical_bytes = logical;
+    store_counts(&rec, meta);
     // Its broker exits as the program did: the parent's wait4 sees that.
     match &outcome {
         Ok(Ending::Exited(code)) => rec.link.finish_as(*code, 0),
         Ok(Ending::Killed(sig)) => rec.link.finish_as(0, *sig),
         Err(_) => rec.link.finish_as(125, 0),
     }
-    outcome.map(|ending| match ending {
+    outcome.map(|ending| ended(ending, String::new()))
+}
+
+/// The exitless ring for a process's recording, when asked for and the
+/// host has a CPU for its poller (a failure to make one is logged: the
+/// process records without it).
+fn record_ring(exitless: bool, mm: &crate::kernel::mm::Mm) -> Option<RecordRing> {
+    if !exitless || !crate::trace::ring::host_allows() {
+        return None;
+    }
+    RecordRing::new(&mm.kernel, &mm.guest).map_err(|e| tracing::warn!("no exitless ring for this recording: {e}")).ok()
+}
+
+/// A program's end as the session's end (`crash`: the line for a signal).
+fn ended(ending: Ending, crash: String) -> SessionEnd {
+    match ending {
         Ending::Exited(code) => end(Failure::None, code, 0, String::new()),
-        Ending::Killed(sig) => end(Failure::None, 0, sig, String::new()),
-    })
+        Ending::Killed(sig) => SessionEnd { crash, ..end(Failure::None, 0, sig, String::new()) },
+    }
+}
+
+/// What the process counted, into the counters and its metadata.
+fn tally(guest: &Guest, counters: &mut Counters, meta: &mut SessionMeta) {
+    counters.syscalls = guest.process.syscalls;
+    counters.exits = guest.exits();
+    counters.stderr_mid_line = guest.process.stderr_mid_line;
+    record_unknown(&guest.process, meta);
+}
+
+/// What the recorder wrote, into the metadata (also when the program never
+/// started: the reading of its executable is recorded).
+fn store_counts(rec: &Recorder, meta: &mut SessionMeta) {
+    let (events, bytes, logical) = rec.counts();
+    meta.events = events;
+    meta.trace_bytes = bytes;
+    meta.logical_bytes = logical;
 }
 
 fn record_unknown(process: &Process, meta: &mut SessionMeta) {

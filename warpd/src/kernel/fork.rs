@@ -98,8 +98,9 @@ impl Process {
         // Memory shared with the parent is supported the way posix_spawn
         // and vfork use it: the parent waits (CLONE_VFORK) while the child
         // runs on a copy, until it executes a program or ends.
-        if flags & !SUPPORTED != 0 || (flags & CLONE_VM != 0 && flags & CLONE_VFORK == 0) {
-            let unsupported = flags & !SUPPORTED | (flags & CLONE_VM) * u64::from(flags & CLONE_VFORK == 0);
+        let shares_memory = flags & CLONE_VM != 0 && flags & CLONE_VFORK == 0;
+        if flags & !SUPPORTED != 0 || shares_memory {
+            let unsupported = (flags & !SUPPORTED) | if shares_memory { CLONE_VM } else { 0 };
             *self.unknown.entry(nr).or_default() += 1;
             self.note(format!(
                 "{name} ({nr}) of a new process with flags {unsupported:#x} returned ENOSYS: sharing descriptors, the working directory or memory (without CLONE_VFORK) with the parent, namespaces, pidfds and CLONE_PARENT are not supported yet"

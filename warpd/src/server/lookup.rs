@@ -46,14 +46,16 @@ pub fn list(shared: &Shared, uid: u32) -> Result<Vec<SessionMeta>, Status> {
     Ok(all)
 }
 
-/// How many processes each recording has (recording id -> count), for
-/// those with more than one.
-pub fn process_counts(shared: &Shared, uid: u32) -> Result<std::collections::BTreeMap<String, u32>, Status> {
-    let mut counts = std::collections::BTreeMap::new();
-    for m in every(shared, uid)?.into_iter().filter(|m| !m.root.is_empty()) {
-        *counts.entry(m.root).or_insert(1) += 1;
+/// Every recording `uid` may see, as `list`, with how many processes it
+/// has (one reading of the store).
+pub fn recordings(shared: &Shared, uid: u32) -> Result<Vec<(SessionMeta, u32)>, Status> {
+    let all = every(shared, uid)?;
+    let mut counts = std::collections::BTreeMap::<&str, u32>::new();
+    for m in all.iter().filter(|m| !m.root.is_empty()) {
+        *counts.entry(m.root.as_str()).or_insert(1) += 1;
     }
-    Ok(counts)
+    let with = |m: &SessionMeta| counts.get(m.id.as_str()).copied().unwrap_or(1);
+    Ok(all.iter().filter(|m| m.root.is_empty()).map(|m| (m.clone(), with(m))).collect())
 }
 
 /// Recording `id`'s processes: its first process, then the ones it forked

@@ -65,7 +65,6 @@ pub fn validate(req: &CreateSessionRequest) -> Result<(), String> {
     Ok(())
 }
 
-/// A seed for chaos mode when the caller named none.
 /// Whole recordings only: a forked process's session is part of one.
 fn recording(meta: &warp_proto::trace::SessionMeta) -> Result<(), Status> {
     if meta.root.is_empty() {
@@ -75,6 +74,7 @@ fn recording(meta: &warp_proto::trace::SessionMeta) -> Result<(), Status> {
     }
 }
 
+/// A seed for chaos mode when the caller named none.
 fn fresh_seed() -> u64 {
     let mut b = [0u8; 8];
     // SAFETY: getrandom into a local buffer of its length.
@@ -305,12 +305,10 @@ impl Warp for WarpService {
             if !tree.is_empty() {
                 return Ok(lookup::tree(&shared, &tree, uid)?.iter().map(lookup::info).collect());
             }
-            let counts = lookup::process_counts(&shared, uid)?;
-            let mut infos: Vec<_> = lookup::list(&shared, uid)?.iter().map(lookup::info).collect();
-            for i in &mut infos {
-                i.processes = counts.get(&i.id).copied().unwrap_or(1);
-            }
-            Ok(infos)
+            Ok(lookup::recordings(&shared, uid)?
+                .into_iter()
+                .map(|(meta, processes)| warp_proto::warp::SessionInfo { processes, ..lookup::info(&meta) })
+                .collect())
         })
         .await?;
         Ok(Response::new(ListSessionsReply { sessions }))

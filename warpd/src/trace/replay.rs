@@ -797,6 +797,12 @@ impl<'e> TreeReplay<'e> {
             Ok(r) => r,
             Err(o) => return o,
         };
+        // Killed before it ran (a SIGKILL right after the fork): that end is all.
+        if let [(_, Event { kind: Some(event::Kind::End(p)) })] = events.as_slice() {
+            if p.signal == crate::kernel::abi::SIGKILL {
+                return ReplayOutcome::Reproduced { exit_code: 0, signal: p.signal, crash: String::new() };
+            }
+        }
         // The poller starts before the vCPU's thread is pinned (it keeps every CPU).
         let ring = match self.exitless && crate::trace::ring::host_allows() {
             true => {
@@ -811,12 +817,6 @@ impl<'e> TreeReplay<'e> {
             Ok(h) => h,
             Err(e) => return ReplayOutcome::Failed(e.to_string()),
         };
-        // Killed before it ran (a SIGKILL right after the fork): that end is all.
-        if let [(_, Event { kind: Some(event::Kind::End(p)) })] = events.as_slice() {
-            if p.signal == crate::kernel::abi::SIGKILL {
-                return ReplayOutcome::Reproduced { exit_code: 0, signal: p.signal, crash: String::new() };
-            }
-        }
         let mut rp = Replayer::new(self.store, id, events, self.out, forked.pid);
         rp.merge = Some((self.merger.clone(), proc));
         rp.ring = ring;

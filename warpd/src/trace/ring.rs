@@ -59,6 +59,7 @@ pub struct RecordRing {
     log: Log,
     slot: Slot,
     tables: OwnedFd,
+    tables_size: u64,
     _guest: MemFd,
 }
 
@@ -78,12 +79,13 @@ impl RecordRing {
         // SAFETY: a fresh descriptor of ours.
         let tables = unsafe { OwnedFd::from_raw_fd(fd) };
         let slot = slot_of(guest);
-        Ok(RecordRing { log_mem, log, slot, tables, _guest: guest.clone() })
+        Ok(RecordRing { log_mem, log, slot, tables, tables_size: kernel.size(), _guest: guest.clone() })
     }
 
-    /// The descriptors for the broker: the page tables (read-only) and the log.
-    pub fn fds(&self) -> (BorrowedFd<'_>, BorrowedFd<'_>) {
-        (self.tables.as_fd(), self.log_mem.fd())
+    /// What the broker gets (`BrokerLink::start`): the page tables
+    /// (read-only), their size, and the log.
+    pub fn for_broker(&self) -> (BorrowedFd<'_>, u64, BorrowedFd<'_>) {
+        (self.tables.as_fd(), self.tables_size, self.log_mem.fd())
     }
 
     /// The host CPU the vCPU's thread is pinned to: the broker's poller
