@@ -6,7 +6,7 @@
 //! programs saw; a tree is removed, exported and imported whole.
 
 use std::path::Path;
-use std::process::Output;
+use std::process::{Command, Output};
 
 use warp_tests::json;
 use warp_tests::{Flavour, Spec, Status, WarpHome, FLAVOURS};
@@ -96,6 +96,48 @@ fn forking_children_exec_and_wait_as_natively_and_replay() {
     let orphan = procs.iter().find(|p| text(p, "id") == format!("{id}.30.1")).expect("the grandchild");
     assert_eq!(text(orphan, "parent"), format!("{id}.30"), "its session names the process that forked it");
     assert_eq!(ending(orphan), (3, 0));
+}
+
+/// `replay --pid N` replays one process of the tree (the ones it descends
+/// from silently, up to its fork): its output and its status; `--gdb`
+/// debugs it from its return from fork to its own exit.
+#[test]
+fn one_process_of_a_tree_is_replayed_and_debugged_by_its_pid() {
+    let home = WarpHome::new("procs_pid");
+    let rec = home.record(&Spec::prog("procs", Flavour::Static), &[]);
+    assert_eq!(rec.outcome.status, Status::Exited(0), "{}", rec.warpctl_text());
+    let id = rec.session_id().unwrap();
+    let procs = ps(&home, &id);
+    assert_eq!(procs.len(), 33, "{procs:?}");
+    let pid = |i: usize| num(&procs[i], "pid").to_string();
+    // The child that executed `procs child 5`: only its line, its status.
+    let exec = home.replay(&id, &["--pid", &pid(27)]);
+    assert_eq!(exec.outcome.status, Status::Exited(0), "{}", exec.warpctl_text());
+    assert_eq!(exec.outcome.stdout_str(), "exec'd child says 5\n", "{}", exec.warpctl_text());
+    // The first process's pid is the whole recording.
+    let whole = home.replay(&id, &["--pid", &pid(0)]);
+    assert_eq!(whole.outcome.stdout_str(), rec.outcome.stdout_str());
+    // A pid the recording never had.
+    let none = home.replay(&id, &["--pid", "1"]);
+    assert_eq!(none.outcome.status, Status::Exited(2), "{}", none.warpctl_text());
+    assert!(none.warpctl_text().contains("has no process 1"), "{}", none.warpctl_text());
+    if Command::new("gdb").arg("--version").output().map_or(true, |o| !o.status.success()) {
+        assert!(std::env::var_os("CI").is_none(), "CI must install gdb (.ci/run)");
+        eprintln!("skipped the --gdb part: gdb is not installed (apt-get install gdb)");
+        return;
+    }
+    // Pipe writer 3: stopped where it returns from fork, in main; it
+    // calls _exit(3).
+    let mut cmd = home.warpctl();
+    cmd.args(["replay", &id, "--pid", &pid(4), "--gdb", "--", "-batch", "-nx"]);
+    for c in ["bt", "break _exit", "continue", "print $rdi", "continue"] {
+        cmd.arg("-ex").arg(c);
+    }
+    let gdb = warp_tests::run(cmd, "replay --pid --gdb", &warp_tests::Input::Null, None, warp_tests::default_timeout());
+    let all = format!("{}{}", gdb.stdout_str(), gdb.stderr_str());
+    assert!(all.contains(" main ("), "stopped in main's fork: {all}");
+    assert!(all.contains("$1 = 3"), "{all}");
+    assert!(all.contains("exited with code 03"), "{all}");
 }
 
 /// A recording may have so many processes alive at once

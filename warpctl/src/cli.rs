@@ -96,6 +96,14 @@ pub enum Command {
     /// debugger (gdb's `target remote ADDR`, lldb's `gdb-remote ADDR`, an
     /// IDE) on a loopback HOST:PORT (`:PORT` for 127.0.0.1; port 0 picks
     /// one, printed) or a unix socket path.
+    ///
+    /// A recording of several processes replays whole, every process in a
+    /// VM of its own, their output in the order it was recorded. `--pid N`
+    /// replays process N instead (`warpctl ps` lists them): the processes
+    /// it descends from replay silently up to the fork that made it, the
+    /// others not at all; the output, the outcome and, with `--gdb` or
+    /// `--gdbserver`, the debugger are that process's (gdb starts where it
+    /// returns from its fork).
     Replay {
         /// The session (default: `latest`, your newest).
         #[arg(value_name = "ID|latest", default_value = "latest")]
@@ -103,6 +111,9 @@ pub enum Command {
         /// Do not re-emit the program's output.
         #[arg(short, long)]
         quiet: bool,
+        /// Replay (or debug) the recording's process with this pid.
+        #[arg(long, value_name = "PID")]
+        pid: Option<u32>,
         /// Start gdb on the replay.
         #[arg(long, conflicts_with = "gdbserver")]
         gdb: bool,

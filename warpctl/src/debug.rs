@@ -20,7 +20,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::ReceiverStream;
 use warp_proto::trace::{SessionMeta, Status};
-use warp_proto::warp::{debug_input, replay_end, replay_update, DebugInput, GetSessionRequest, ReplayRequest};
+use warp_proto::warp::{
+    debug_input, replay_end, replay_update, DebugInput, GetSessionRequest, ListSessionsRequest, ReplayRequest,
+};
 
 use crate::connect::{self, Daemon};
 use crate::replay::{divergence_report, Output, ReplayError};
@@ -141,8 +143,9 @@ enum Ended {
     Left,
 }
 
-/// The session to debug, checked before anything is started.
-async fn session(daemon: &mut Daemon, id: &str) -> Result<SessionMeta, ReplayError> {
+/// The session to debug, checked before anything is started (with its
+/// process `pid`, unless 0).
+async fn session(daemon: &mut Daemon, id: &str, pid: u32) -> Result<SessionMeta, ReplayError> {
     let reply = daemon.client.get_session(GetSessionRequest { id: id.to_string() }).await.map_err(rpc)?.into_inner();
     let meta = reply.meta.ok_or_else(|| ViewError::Rpc("the daemon sent no session".into()))?;
     if meta.status != Status::Complete as i32 {
@@ -150,6 +153,16 @@ async fn session(daemon: &mut Daemon, id: &str) -> Result<SessionMeta, ReplayErr
             id: meta.id.clone(),
             message: "only complete recordings can be replayed".into(),
         });
+    }
+    if pid != 0 {
+        let tree = ListSessionsRequest { tree: meta.id.clone() };
+        let reply = daemon.client.list_sessions(tree).await.map_err(rpc)?.into_inner();
+        let message = match reply.sessions.iter().find(|s| s.pid == pid) {
+            None => format!("it has no process {pid} (`warpctl ps {}` lists its processes)", meta.id),
+            Some(s) if s.status != "complete" => format!("its process {pid} (session {}) is {}", s.id, s.status),
+            Some(_) => return Ok(meta),
+        };
+        return Err(ReplayError::Unreadable { id: meta.id.clone(), message });
     }
     Ok(meta)
 }
@@ -230,6 +243,7 @@ async fn recorded_image(daemon: &mut Daemon, meta: &SessionMeta, out: &mut Outpu
 async fn bridge(
     daemon: &mut Daemon,
     id: &str,
+    pid: u32,
     quiet: bool,
     sock: Box<dyn Socket>,
     out: &mut Output,
@@ -237,7 +251,7 @@ async fn bridge(
     let (mut rd, mut wr) = tokio::io::split(sock);
     let (tx, rx) = tokio::sync::mpsc::channel::<DebugInput>(64);
     let start = DebugInput {
-        input: Some(debug_input::Input::Start(ReplayRequest { id: id.to_string(), quiet, no_exitless: true })),
+        input: Some(debug_input::Input::Start(ReplayRequest { id: id.to_string(), quiet, no_exitless: true, pid })),
     };
     let _ = tx.send(start).await;
     let reader = tokio::spawn(async move {
@@ -297,10 +311,10 @@ async fn bridge(
 /// `--gdbserver ADDR`: serves one debugger connection. Exit status 0 when
 /// the program ran to the end it had or the debugger left, 1 when the
 /// replay diverged.
-pub async fn serve(id: String, quiet: bool, addr: String) -> Result<u8, ReplayError> {
+pub async fn serve(id: String, pid: u32, quiet: bool, addr: String) -> Result<u8, ReplayError> {
     let at = parse_listen(&addr).map_err(ViewError::Refused)?;
     let mut daemon = connect::connect_or_start(false).await.map_err(ViewError::from)?;
-    let meta = session(&mut daemon, &id).await?;
+    let meta = session(&mut daemon, &id, pid).await?;
     let mut out = Output { stderr_mid_line: false, stdout_closed: false };
     recorded_image(&mut daemon, &meta, &mut out, false).await;
     let listener = Listener::bind(&at).await.map_err(ViewError::Refused)?;
@@ -313,16 +327,16 @@ pub async fn serve(id: String, quiet: bool, addr: String) -> Result<u8, ReplayEr
     ));
     let sock = listener.accept().await.map_err(|e| ViewError::Local(format!("accepting the debugger: {e}")))?;
     drop(listener);
-    match bridge(&mut daemon, &meta.id, quiet, sock, &mut out).await? {
+    match bridge(&mut daemon, &meta.id, pid, quiet, sock, &mut out).await? {
         Ended::Diverged => Ok(1),
         Ended::Reproduced | Ended::Left => Ok(0),
     }
 }
 
 /// `--gdb`: starts gdb on the replay and exits with gdb's status.
-pub async fn gdb(id: String, quiet: bool, gdb_args: Vec<OsString>) -> Result<u8, ReplayError> {
+pub async fn gdb(id: String, pid: u32, quiet: bool, gdb_args: Vec<OsString>) -> Result<u8, ReplayError> {
     let mut daemon = connect::connect_or_start(false).await.map_err(ViewError::from)?;
-    let meta = session(&mut daemon, &id).await?;
+    let meta = session(&mut daemon, &id, pid).await?;
     let mut out = Output { stderr_mid_line: false, stdout_closed: false };
     let image = recorded_image(&mut daemon, &meta, &mut out, true).await;
     let dir =
@@ -355,7 +369,7 @@ pub async fn gdb(id: String, quiet: bool, gdb_args: Vec<OsString>) -> Result<u8,
     drop(listener);
     if let Some(sock) = sock {
         let bridged = tokio::select! {
-            r = bridge(&mut daemon, &meta.id, quiet, sock, &mut out) => r,
+            r = bridge(&mut daemon, &meta.id, pid, quiet, sock, &mut out) => r,
             _ = &mut ignore_interrupts => unreachable!("the interrupt stream does not end"),
         };
         if let Err(e) = bridged {

@@ -121,14 +121,16 @@ fn main() -> ExitCode {
                 let args = record::RecordArgs { verbose, id_file, slice_ms, chaos, seed, exitless, command };
                 record::run(args).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
             }
-            Command::Replay { id, quiet, gdb: true, gdb_args, .. } => {
-                debug::gdb(id, quiet, gdb_args).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
+            Command::Replay { id, quiet, pid, gdb: true, gdb_args, .. } => {
+                let pid = pid.unwrap_or(0);
+                debug::gdb(id, pid, quiet, gdb_args).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
             }
-            Command::Replay { id, quiet, gdbserver: Some(addr), .. } => {
-                debug::serve(id, quiet, addr).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
+            Command::Replay { id, quiet, pid, gdbserver: Some(addr), .. } => {
+                let pid = pid.unwrap_or(0);
+                debug::serve(id, pid, quiet, addr).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
             }
-            Command::Replay { id, quiet, .. } => {
-                replay::run(id, quiet).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
+            Command::Replay { id, quiet, pid, .. } => {
+                replay::run(id, pid.unwrap_or(0), quiet).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
             }
             Command::Ls { json } => view::ls(json).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
             Command::Ps { id, json } => view::ps(id, json).await.unwrap_or_else(|e| fail(&e, e.exit_code())),

@@ -103,9 +103,9 @@ pub fn divergence_report(d: &Divergence) -> String {
 }
 
 /// `warpctl replay`.
-pub async fn run(id: String, quiet: bool) -> Result<u8, ReplayError> {
+pub async fn run(id: String, pid: u32, quiet: bool) -> Result<u8, ReplayError> {
     let mut daemon = connect::connect_or_start(false).await.map_err(ViewError::from)?;
-    let request = ReplayRequest { id: id.clone(), quiet, no_exitless: !crate::exitless_from_env() };
+    let request = ReplayRequest { id: id.clone(), quiet, no_exitless: !crate::exitless_from_env(), pid };
     let mut stream = daemon.client.replay(request).await.map_err(rpc)?.into_inner();
     let mut out = Output { stderr_mid_line: false, stdout_closed: false };
     while let Some(update) = stream.message().await.map_err(rpc)? {

@@ -72,6 +72,23 @@ pub fn tree(shared: &Shared, id: &str, uid: u32) -> Result<Vec<SessionMeta>, Sta
     Ok(out)
 }
 
+/// The session of recording `root`'s process `pid` (`--pid`): None for its
+/// first process (or pid 0). A pid that two processes of the recording had
+/// in turn names the first of them.
+pub fn process(shared: &Shared, root: &SessionMeta, pid: u32, uid: u32) -> Result<Option<String>, Status> {
+    if pid == 0 || root.identity.is_some_and(|i| i.pid == pid) {
+        return Ok(None);
+    }
+    let all = tree(shared, &root.id, uid)?;
+    match all.iter().find(|m| m.identity.is_some_and(|i| i.pid == pid)) {
+        Some(m) => Ok(Some(m.id.clone())),
+        None => Err(Status::not_found(format!(
+            "recording {} has no process {pid} (`warpctl ps {}` lists its processes)",
+            root.id, root.id
+        ))),
+    }
+}
+
 /// The refusal for a forked process's session where a recording's is meant.
 pub fn part_of(meta: &SessionMeta) -> Status {
     Status::failed_precondition(format!(

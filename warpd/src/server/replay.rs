@@ -33,7 +33,16 @@ fn update(u: replay_update::Update) -> ReplayUpdate {
 /// than sending it. With `gdb` a debugger drives the replay; its `cancel`
 /// is the replay's. With `exitless`, calls recorded on the exitless ring
 /// are answered through it again.
-pub fn run(shared: Arc<Shared>, id: String, quiet: bool, exitless: bool, tx: Sender, gdb: Option<GdbLink>) {
+/// With `process` (a forked process's session), that process is replayed.
+pub fn run(
+    shared: Arc<Shared>,
+    id: String,
+    process: Option<String>,
+    quiet: bool,
+    exitless: bool,
+    tx: Sender,
+    gdb: Option<GdbLink>,
+) {
     let _busy = shared.busy();
     let (out_tx, out_rx) = mpsc::channel::<ReplayOutput>();
     let cancel = gdb.as_ref().map(|g| Arc::clone(&g.cancel)).unwrap_or_default();
@@ -43,7 +52,7 @@ pub fn run(shared: Arc<Shared>, id: String, quiet: bool, exitless: bool, tx: Sen
         let cancel = Arc::clone(&cancel);
         thread::Builder::new().name(format!("replay-{id}")).spawn(move || {
             let config = &shared.options.config;
-            replay::replay(&shared.store, &id, config, exitless, &out_tx, Some(&cancel), gdb)
+            replay::replay(&shared.store, &id, config, exitless, &out_tx, Some(&cancel), gdb, process.as_deref())
         })
     };
     let worker = match worker {

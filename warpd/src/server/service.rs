@@ -102,6 +102,18 @@ impl WarpService {
         let shared = Arc::clone(&self.shared);
         blocking(move || lookup::resolve(&shared, &id, uid)).await
     }
+
+    /// The session of recording `meta`'s process `pid` (None: its first).
+    async fn process_of(
+        &self,
+        meta: &warp_proto::trace::SessionMeta,
+        pid: u32,
+        uid: u32,
+    ) -> Result<Option<String>, Status> {
+        let shared = Arc::clone(&self.shared);
+        let meta = meta.clone();
+        blocking(move || lookup::process(&shared, &meta, pid, uid)).await
+    }
 }
 
 type UpdateStream = Pin<Box<dyn Stream<Item = Result<SessionUpdate, Status>> + Send>>;
@@ -389,11 +401,12 @@ impl Warp for WarpService {
                 meta.id
             )));
         }
-        tracing::info!(id = %meta.id, uid, "replay");
+        let process = self.process_of(&meta, req.pid, uid).await?;
+        tracing::info!(id = %meta.id, uid, process = ?process, "replay");
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let shared = Arc::clone(&self.shared);
         let exitless = !req.no_exitless;
-        tokio::task::spawn_blocking(move || replay::run(shared, meta.id, req.quiet, exitless, tx, None));
+        tokio::task::spawn_blocking(move || replay::run(shared, meta.id, process, req.quiet, exitless, tx, None));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -440,7 +453,8 @@ impl Warp for WarpService {
                 meta.id
             )));
         }
-        tracing::info!(id = %meta.id, uid, "debug");
+        let process = self.process_of(&meta, req.pid, uid).await?;
+        tracing::info!(id = %meta.id, uid, process = ?process, "debug");
         let cancel = Cancel::new();
         let (bytes_tx, bytes_rx) = std::sync::mpsc::channel::<Vec<u8>>();
         // The debugger's bytes, each chunk a pause of the vCPU so that the
@@ -461,7 +475,7 @@ impl Warp for WarpService {
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let shared = Arc::clone(&self.shared);
         let link = GdbLink { input: bytes_rx, cancel };
-        tokio::task::spawn_blocking(move || replay::run(shared, meta.id, req.quiet, false, tx, Some(link)));
+        tokio::task::spawn_blocking(move || replay::run(shared, meta.id, process, req.quiet, false, tx, Some(link)));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

@@ -167,6 +167,9 @@ pub struct Replayer<'a> {
     merge: Option<(Arc<Merger>, usize)>,
     /// Forks replayed so far (the n-th child's session is `{id}.{n}`).
     forks: u32,
+    /// Replayed only on the way to another process (`--pid`): its output is
+    /// not sent.
+    silent: bool,
 }
 
 /// Where a replayer stands, to go back to ([`Replayer::rewind`]).
@@ -180,12 +183,28 @@ pub struct ReplayerMark {
 impl<'a> Replayer<'a> {
     fn new(store: &'a Store, id: &str, events: Vec<(u64, Event)>, out: &'a Sender<ReplayOutput>, thread: u32) -> Self {
         let id = id.to_string();
-        Replayer { store, id, events, pos: 0, out, rip: 0, thread, seen: 0, ring: None, merge: None, forks: 0 }
+        Replayer {
+            store,
+            id,
+            events,
+            pos: 0,
+            out,
+            rip: 0,
+            thread,
+            seen: 0,
+            ring: None,
+            merge: None,
+            forks: 0,
+            silent: false,
+        }
     }
 
     /// Sends what a write sent to stream 1 or 2 (`order`: its place in the
     /// tree's order, 0 for none; no bytes: a numbered call that sent nothing).
     fn emit(&self, order: u64, stream: u32, bytes: Option<Vec<u8>>) {
+        if self.silent {
+            return;
+        }
         let output = bytes.map(|b| ReplayOutput::of_stream(stream, b));
         match &self.merge {
             Some((m, proc)) => m.put(*proc, order, output),
@@ -771,15 +790,70 @@ struct TreeReplay<'e> {
     procs: std::sync::atomic::AtomicUsize,
     /// Forked processes that did not reproduce their recording: session, pid, why.
     failures: std::sync::Mutex<Vec<(String, u32, ReplayOutcome)>>,
+    /// One process selected (`--pid`): only it and the processes it
+    /// descends from replay, and only its output is sent.
+    selected: Option<Selected>,
+}
+
+/// The process a replay is of, when it is not the first one.
+struct Selected {
+    /// Its session.
+    id: String,
+    /// The sessions of the processes it descends from, the first excepted.
+    ancestors: std::collections::HashSet<String>,
+    /// The debugger, for this process.
+    gdb: std::sync::Mutex<Option<GdbLink>>,
+    /// How its replay went, once it has.
+    outcome: std::sync::Mutex<Option<ReplayOutcome>>,
+}
+
+impl Selected {
+    /// Whether no debugger is meant for it.
+    fn gdb_less(&self) -> bool {
+        self.gdb.lock().unwrap_or_else(|e| e.into_inner()).is_none()
+    }
+
+    /// Session `id` of recording `root`'s tree, with the chain of parents
+    /// that leads to it from the store.
+    fn new(store: &Store, root: &str, id: &str, gdb: Option<GdbLink>) -> Result<Selected, ReplayOutcome> {
+        let mut ancestors = std::collections::HashSet::new();
+        let mut at = store.session(id).map_err(|e| ReplayOutcome::Unreadable(e.to_string()))?;
+        if at.root != root {
+            return Err(ReplayOutcome::Unreadable(format!("session {id} is not a process of recording {root}")));
+        }
+        while at.parent != root {
+            if at.parent.is_empty() || !ancestors.insert(at.parent.clone()) {
+                return Err(ReplayOutcome::Unreadable(format!(
+                    "session {id}: its chain of parent processes does not lead to recording {root}"
+                )));
+            }
+            at = store.session(&at.parent).map_err(|e| ReplayOutcome::Unreadable(e.to_string()))?;
+        }
+        Ok(Selected {
+            id: id.to_string(),
+            ancestors,
+            gdb: std::sync::Mutex::new(gdb),
+            outcome: Default::default(),
+        })
+    }
 }
 
 impl<'e> TreeReplay<'e> {
     /// Replays the child `forked` (session `id`) on a thread of the scope.
     fn spawn<'s>(&'e self, s: &'s std::thread::Scope<'s, 'e>, id: String, forked: crate::machine::Forked) {
+        if let Some(sel) = &self.selected {
+            if sel.id != id && !sel.ancestors.contains(&id) {
+                return;
+            }
+        }
         let proc = self.procs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let pid = forked.pid;
         s.spawn(move || {
             let outcome = self.replay_forked(s, &id, proc, forked);
+            if let Some(sel) = self.selected.as_ref().filter(|sel| sel.id == id) {
+                *sel.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+                return;
+            }
             if !matches!(outcome, ReplayOutcome::Reproduced { .. }) {
                 self.failures.lock().unwrap_or_else(|e| e.into_inner()).push((id, pid, outcome));
             }
@@ -818,12 +892,27 @@ impl<'e> TreeReplay<'e> {
             Err(e) => return ReplayOutcome::Failed(e.to_string()),
         };
         let mut rp = Replayer::new(self.store, id, events, self.out, forked.pid);
-        rp.merge = Some((self.merger.clone(), proc));
-        rp.ring = ring;
+        let selected = self.selected.as_ref().filter(|sel| sel.id == id);
+        match &self.selected {
+            None => rp.merge = Some((self.merger.clone(), proc)),
+            Some(_) => rp.silent = selected.is_none(),
+        }
+        let gdb = selected.and_then(|sel| sel.gdb.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if gdb.is_none() {
+            rp.ring = ring;
+        }
         let result = (|| {
             let mut guest = crate::machine::start_forked(hv.as_ref(), forked)?;
             guest.exitless(rp.ring.is_some());
             guest.watch_points()?;
+            if let Some(link) = gdb {
+                let exe = guest.process.proc_info.exe.clone();
+                let auxv = guest.process.proc_info.auxv.clone();
+                return match crate::gdb::serve(hv.as_ref(), &mut guest, &mut rp, link, self.out, &exe, &auxv)? {
+                    Debugged::Ended(e) => Ok(Ok(e)),
+                    Debugged::Left { event } => Ok(Err(Some(event))),
+                };
+            }
             Ok(self.drive(s, &mut guest, &mut rp)?.map_err(|()| None))
         })();
         outcome_of(result, &rp, id, String::new())
@@ -855,7 +944,11 @@ impl<'e> TreeReplay<'e> {
 /// the program's first instruction and a debugger drives it (`crate::gdb`).
 /// A process tree replays whole, each process in a VM of its own, its
 /// output in the order it was recorded; the outcome is the first process's
-/// unless a forked one did not reproduce its recording.
+/// unless a forked one did not reproduce its recording. With `process` (a
+/// forked process's session) that process is the replay's: the processes
+/// it descends from replay silently up to it, the others not at all, and
+/// the debugger (`gdb`), its output and the outcome are its.
+#[allow(clippy::too_many_arguments)]
 pub fn replay(
     store: &Store,
     id: &str,
@@ -864,11 +957,21 @@ pub fn replay(
     out: &Sender<ReplayOutput>,
     cancel: Option<&Arc<Cancel>>,
     gdb: Option<GdbLink>,
+    process: Option<&str>,
 ) -> ReplayOutcome {
     let (meta, events) = match replayable(store, id) {
         Ok(r) => r,
         Err(o) => return o,
     };
+    let (selected, gdb) = match process {
+        Some(p) => match Selected::new(store, id, p, gdb) {
+            Ok(s) => (Some(s), None),
+            Err(o) => return o,
+        },
+        None => (None, gdb),
+    };
+    // The debugger's bytes pause whichever process it debugs: not this one.
+    let cancel = cancel.filter(|_| selected.as_ref().is_none_or(|s| s.gdb_less()));
     if meta.at_random.len() != 16 {
         return ReplayOutcome::Unreadable(format!("session {id}: its metadata lacks the 16 AT_RANDOM bytes"));
     }
@@ -894,9 +997,12 @@ pub fn replay(
         exitless,
         procs: Default::default(),
         failures: Default::default(),
+        selected,
     };
     let mut rp = Replayer::new(store, id, events, out, ident.pid);
-    if gdb.is_none() {
+    if tree.selected.is_some() {
+        rp.silent = true;
+    } else if gdb.is_none() {
         rp.merge = Some((tree.merger.clone(), 0));
     }
     let mut random = [0u8; 16];
@@ -956,6 +1062,26 @@ pub fn replay(
     tree.merger.flush();
     let outcome = outcome_of(result, &rp, id, crash);
     let failed = tree.failures.into_inner().unwrap_or_else(|e| e.into_inner()).into_iter().next();
+    if let Some(sel) = tree.selected {
+        // The selected process's outcome; or why its replay never began.
+        if let Some(o) = sel.outcome.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return o;
+        }
+        return match (outcome, failed) {
+            (ReplayOutcome::Reproduced { .. }, Some((child, pid, why))) => {
+                let _ = out.send(ReplayOutput::Note(format!(
+                    "process {pid} (session {child}), on the way to session {}, did not replay as recorded",
+                    sel.id
+                )));
+                why
+            }
+            (ReplayOutcome::Reproduced { .. }, None) => ReplayOutcome::Unreadable(format!(
+                "the replay of recording {id} did not reach the fork that made session {}",
+                sel.id
+            )),
+            (other, _) => other,
+        };
+    }
     match (outcome, failed) {
         (ReplayOutcome::Reproduced { .. }, Some((child, pid, why))) => {
             let _ = out.send(ReplayOutput::Note(format!(
