@@ -109,6 +109,13 @@ impl Desc {
         matches!(self.class, Class::Proxied | Class::Blocking) || self.for_warpd
     }
 
+    /// Whether what it returns is how much it wrote into a buffer measured
+    /// by an argument (`Out(Of(i))`: read, getxattr, readlink...); not
+    /// sched_getattr, which fills the size it is given and returns 0.
+    pub fn returns_count(&self) -> bool {
+        self.nr != 315
+    }
+
     /// Whether an argument is a guest iovec array.
     pub fn vectored(&self) -> bool {
         self.args.iter().any(|a| matches!(a, Arg::IovIn | Arg::IovOut))
@@ -169,6 +176,8 @@ const fn fd(nr: u64, name: &'static str, class: Class, args: &'static [Arg]) -> 
 const STAT: u64 = 144;
 const STATFS: u64 = 120;
 const TIMESPEC: u64 = 16;
+/// struct timex (adjtimex, clock_adjtime).
+const TIMEX: u64 = 208;
 
 /// Every syscall warpd knows, in number order.
 pub static TABLE: &[Desc] = &[
@@ -282,6 +291,8 @@ pub static TABLE: &[Desc] = &[
     d(120, "getresgid", Proxied, &[Out(Fixed(4)), Out(Fixed(4)), Out(Fixed(4))]),
     d(121, "getpgid", Proxied, &[Int]),
     d(124, "getsid", Proxied, &[Int]),
+    d(125, "capget", Proxied, &[InOut(Fixed(8)), Out(Fixed(24))]),
+    d(126, "capset", Proxied, &[In(Fixed(8)), In(Fixed(24))]),
     d(127, "rt_sigpending", Emulated, &[Int, Int]),
     d(128, "rt_sigtimedwait", Emulated, &[Int, Int, Int, Int]),
     d(129, "rt_sigqueueinfo", Emulated, &[Int, Int, In(Fixed(128))]).warpd(),
@@ -289,21 +300,41 @@ pub static TABLE: &[Desc] = &[
     d(131, "sigaltstack", Emulated, &[In(Fixed(24)), Out(Fixed(24))]),
     d(132, "utime", Proxied, &[Path, In(Fixed(16))]),
     d(133, "mknod", Proxied, &[Path, Int, Int]),
+    d(135, "personality", Proxied, &[Int]),
     d(137, "statfs", Proxied, &[Path, Out(Fixed(STATFS))]),
     d(138, "fstatfs", Proxied, &[Fd, Out(Fixed(STATFS))]),
     d(140, "getpriority", Proxied, &[Int, Int]),
     d(141, "setpriority", Proxied, &[Int, Int, Int]),
+    d(142, "sched_setparam", Proxied, &[Int, In(Fixed(4))]),
+    d(143, "sched_getparam", Proxied, &[Int, Out(Fixed(4))]),
+    d(144, "sched_setscheduler", Proxied, &[Int, Int, In(Fixed(4))]),
+    d(145, "sched_getscheduler", Proxied, &[Int]),
+    d(146, "sched_get_priority_max", Proxied, &[Int]),
+    d(147, "sched_get_priority_min", Proxied, &[Int]),
+    d(148, "sched_rr_get_interval", Proxied, &[Int, Out(Fixed(TIMESPEC))]),
+    d(149, "mlock", Emulated, &[Int, Int]),
+    d(150, "munlock", Emulated, &[Int, Int]),
+    d(151, "mlockall", Emulated, &[Int]),
+    d(152, "munlockall", Emulated, &[]),
     d(157, "prctl", Emulated, &[Int, Int, Int, Int, Int]).warpd(),
     d(158, "arch_prctl", Emulated, &[Int, Int]),
+    d(159, "adjtimex", Proxied, &[InOut(Fixed(TIMEX))]),
     d(160, "setrlimit", Emulated, &[Int, In(Fixed(16))]),
     d(162, "sync", Proxied, &[]),
+    d(163, "acct", Proxied, &[Path]),
     d(186, "gettid", Emulated, &[]),
+    d(188, "setxattr", Proxied, &[Path, Path, In(Of(3)), Int, Int]),
+    d(189, "lsetxattr", Proxied, &[Path, Path, In(Of(3)), Int, Int]),
+    d(190, "fsetxattr", Proxied, &[Fd, Path, In(Of(3)), Int, Int]),
     d(191, "getxattr", Proxied, &[Path, Path, Out(Of(3)), Int]),
     d(192, "lgetxattr", Proxied, &[Path, Path, Out(Of(3)), Int]),
     d(193, "fgetxattr", Proxied, &[Fd, Path, Out(Of(3)), Int]),
     d(194, "listxattr", Proxied, &[Path, Out(Of(2)), Int]),
     d(195, "llistxattr", Proxied, &[Path, Out(Of(2)), Int]),
     d(196, "flistxattr", Proxied, &[Fd, Out(Of(2)), Int]),
+    d(197, "removexattr", Proxied, &[Path, Path]),
+    d(198, "lremovexattr", Proxied, &[Path, Path]),
+    d(199, "fremovexattr", Proxied, &[Fd, Path]),
     d(200, "tkill", Emulated, &[Int, Int]),
     d(201, "time", Proxied, &[Out(Fixed(8))]),
     d(202, "futex", Emulated, &[Int, Int, Int, Int, Int, Int]).restart(),
@@ -319,6 +350,7 @@ pub static TABLE: &[Desc] = &[
     d(224, "timer_gettime", Emulated, &[Int, Out(Fixed(32))]),
     d(225, "timer_getoverrun", Emulated, &[Int]),
     d(226, "timer_delete", Emulated, &[Int]),
+    d(227, "clock_settime", Proxied, &[Int, In(Fixed(TIMESPEC))]),
     d(228, "clock_gettime", Proxied, &[Int, Out(Fixed(TIMESPEC))]),
     d(229, "clock_getres", Proxied, &[Int, Out(Fixed(TIMESPEC))]),
     d(230, "clock_nanosleep", Blocking, &[Int, Int, In(Fixed(TIMESPEC)), Out(Fixed(TIMESPEC))]).waits(),
@@ -329,6 +361,11 @@ pub static TABLE: &[Desc] = &[
     d(235, "utimes", Proxied, &[Path, In(Fixed(32))]),
     // siginfo_t (128 bytes), then struct rusage.
     d(247, "waitid", Blocking, &[Int, Int, Out(Fixed(128)), Int, Out(Fixed(STAT))]).restart().waits(),
+    d(251, "ioprio_set", Proxied, &[Int, Int, Int]),
+    d(252, "ioprio_get", Proxied, &[Int, Int]),
+    fd(253, "inotify_init", Proxied, &[]),
+    d(254, "inotify_add_watch", Proxied, &[Fd, Path, Int]),
+    d(255, "inotify_rm_watch", Proxied, &[Fd, Int]),
     fd(257, "openat", Proxied, &[DirFd, Path, Int, Int]).restart(),
     d(258, "mkdirat", Proxied, &[DirFd, Path, Int]),
     d(259, "mknodat", Proxied, &[DirFd, Path, Int, Int]),
@@ -353,6 +390,8 @@ pub static TABLE: &[Desc] = &[
     .waits(),
     d(271, "ppoll", Blocking, &[InOut(ArgTimes(1, 8)), Int, In(Fixed(TIMESPEC)), In(Fixed(8)), Int]).waits(),
     d(273, "set_robust_list", Emulated, &[Int, Int]),
+    d(277, "sync_file_range", Proxied, &[Fd, Int, Int, Int]),
+    d(278, "vmsplice", Blocking, &[Fd, IovIn, Int, Int]).sigpipe().sends(),
     d(280, "utimensat", Proxied, &[DirFd, Path, In(Fixed(32)), Int]),
     d(281, "epoll_pwait", Blocking, &[Fd, Out(ArgTimes(2, 12)), Int, Int, In(Fixed(8)), Int]).waits(),
     d(282, "signalfd", Emulated, &[Int, In(Fixed(8)), Int]),
@@ -367,17 +406,23 @@ pub static TABLE: &[Desc] = &[
     fd(291, "epoll_create1", Proxied, &[Int]),
     d(292, "dup3", Proxied, &[Fd, Fd, Int]),
     d(293, "pipe2", Proxied, &[Out(Fixed(8)), Int]).pair(0),
+    fd(294, "inotify_init1", Proxied, &[Int]),
     d(295, "preadv", Blocking, &[Fd, IovOut, Int, Int, Int]).restart(),
     d(296, "pwritev", Blocking, &[Fd, IovIn, Int, Int, Int]).restart().sigpipe().sends(),
     d(297, "rt_tgsigqueueinfo", Emulated, &[Int, Int, Int, In(Fixed(128))]).warpd(),
     d(299, "recvmmsg", Blocking, &[Fd, MmsgOut, Int, Int, InOut(Fixed(TIMESPEC))]),
     d(302, "prlimit64", Emulated, &[Int, Int, In(Fixed(16)), Out(Fixed(16))]).warpd(),
+    d(305, "clock_adjtime", Proxied, &[Int, InOut(Fixed(TIMEX))]),
     d(306, "syncfs", Proxied, &[Fd]),
     d(307, "sendmmsg", Blocking, &[Fd, MmsgIn, Int, Int]).sigpipe().sends(),
+    d(309, "getcpu", Proxied, &[Out(Fixed(4)), Out(Fixed(4)), Int]),
+    d(315, "sched_getattr", Proxied, &[Int, Out(Of(2)), Int, Int]),
     d(316, "renameat2", Proxied, &[DirFd, Path, DirFd, Path, Int]),
     d(318, "getrandom", Blocking, &[Out(Of(1)), Int, Int]),
     fd(319, "memfd_create", Proxied, &[Path, Int]),
     d(322, "execveat", Unsupported("execve is not supported yet"), &[]),
+    d(324, "membarrier", Emulated, &[Int, Int, Int]),
+    d(325, "mlock2", Emulated, &[Int, Int, Int]),
     d(
         326,
         "copy_file_range",
@@ -386,6 +431,8 @@ pub static TABLE: &[Desc] = &[
         ),
         &[],
     ),
+    d(327, "preadv2", Blocking, &[Fd, IovOut, Int, Int, Int, Int]).restart(),
+    d(328, "pwritev2", Blocking, &[Fd, IovIn, Int, Int, Int, Int]).restart().sigpipe().sends(),
     d(332, "statx", Proxied, &[DirFd, Path, Int, Int, Out(Fixed(256))]),
     d(334, "rseq", Unsupported("restartable sequences are not provided (glibc falls back)"), &[]),
     // Of the broker's pid (the program's): its signals reach the program as a kill's.
@@ -393,6 +440,7 @@ pub static TABLE: &[Desc] = &[
     fd(434, "pidfd_open", Proxied, &[Int, Int]),
     d(435, "clone3", Emulated, &[In(Of(1)), Int]),
     d(436, "close_range", Emulated, &[Int, Int, Int]).warpd(),
+    fd(437, "openat2", Proxied, &[DirFd, Path, In(Of(3)), Int]).restart(),
     d(439, "faccessat2", Proxied, &[DirFd, Path, Int, Int]),
     d(449, "futex_waitv", Emulated, &[Int, Int, Int, Int, Int]),
 ];
@@ -479,13 +527,14 @@ mod tests {
             [
                 "read", "write", "open", "ioctl", "pread64", "pwrite64", "readv", "writev", "connect", "accept",
                 "sendto", "recvfrom", "sendmsg", "recvmsg", "wait4", "fcntl", "flock", "futex", "waitid", "openat",
-                "accept4", "preadv", "pwritev"
+                "accept4", "preadv", "pwritev", "preadv2", "pwritev2", "openat2"
             ]
         );
-        let senders = ["write", "pwrite64", "writev", "sendfile", "sendto", "sendmsg", "pwritev", "sendmmsg"];
+        let senders =
+            ["write", "pwrite64", "writev", "sendfile", "sendto", "sendmsg", "vmsplice", "pwritev", "sendmmsg", "pwritev2"];
         assert_eq!(with(|d| d.epipe_sigpipe), senders);
         assert_eq!(with(|d| d.sends_bytes), senders);
-        assert_eq!(with(|d| d.vectored()), ["readv", "writev", "preadv", "pwritev"]);
+        assert_eq!(with(|d| d.vectored()), ["readv", "writev", "vmsplice", "preadv", "pwritev", "preadv2", "pwritev2"]);
         assert_eq!(
             with(|d| d.waits),
             [
@@ -524,7 +573,9 @@ mod tests {
                 "close_range"
             ]
         );
-        for nr in [9, 10, 11, 12, 13, 14, 15, 25, 28, 56, 57, 58, 59, 60, 131, 158, 231, 435] {
+        // mlock and its kin name the program's memory, which the broker's
+        // addresses are not.
+        for nr in [9, 10, 11, 12, 13, 14, 15, 25, 28, 56, 57, 58, 59, 60, 131, 149, 150, 151, 152, 158, 231, 325, 435] {
             assert!(!lookup(nr).unwrap().brokered(), "{nr}");
         }
         assert!(lookup(0).unwrap().brokered() && lookup(257).unwrap().brokered());

@@ -44,7 +44,10 @@ static const long calls[] = {
 	SYS_unlinkat, SYS_renameat, SYS_linkat, SYS_symlinkat, SYS_readlinkat,
 	SYS_faccessat, SYS_eventfd, SYS_eventfd2, SYS_pipe2, SYS_preadv,
 	SYS_pwritev, SYS_prlimit64, SYS_renameat2, SYS_getrandom, SYS_memfd_create,
-	SYS_statx, 439 /* faccessat2 */, 1000, 100000,
+	SYS_statx, 439 /* faccessat2 */, SYS_inotify_add_watch, SYS_inotify_rm_watch,
+	SYS_capget, SYS_getcpu, SYS_sched_getparam, SYS_sched_getscheduler,
+	SYS_sched_rr_get_interval, SYS_sched_getattr, SYS_preadv2, SYS_mlock,
+	SYS_munlock, SYS_mlock2, SYS_openat2, SYS_fremovexattr, 1000, 100000,
 };
 
 static uint64_t state = 0x9e3779b97f4a7c15ull;

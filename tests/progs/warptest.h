@@ -65,6 +65,11 @@ static inline const char *errname(int e)
 	case ETIMEDOUT: return "ETIMEDOUT";
 	case EDEADLK: return "EDEADLK";
 	case EFBIG: return "EFBIG";
+	case EOPNOTSUPP: return "EOPNOTSUPP";
+	case ELOOP: return "ELOOP";
+	case ENODATA: return "ENODATA";
+	case E2BIG: return "E2BIG";
+	case ESRCH: return "ESRCH";
 	default: return "E?";
 	}
 }

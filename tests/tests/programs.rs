@@ -404,6 +404,42 @@ fn file_size_limit() {
     }
 }
 
+/// Calls beyond the basics (issue 12), as Linux answers them: inotify,
+/// extended attributes, mlock and its kin, the scheduler's queries,
+/// capget, personality, getcpu, preadv2/pwritev2, openat2 (and
+/// /proc/self through it), sync_file_range, membarrier, vmsplice.
+#[test]
+fn linux_calls_beyond_the_basics() {
+    let home = WarpHome::new("fidelity");
+    let dir = home.scratch("fidelity");
+    for flavour in FLAVOURS {
+        let native = home.check(&Spec::prog("fidelity", flavour).arg(&dir));
+        assert_eq!(native.status, Status::Exited(0), "{}", native.stderr_str());
+        let out = native.stdout_str();
+        for line in [
+            "inotify: IN_CREATE watched\ninotify: IN_DELETE watched\ninotify_rm_watch: 0\ninotify_rm_watch again: EINVAL\n",
+            "mlock unaligned: 0\nmunlock: 0\nmlock2 MLOCK_ONFAULT: 0\nmlock2 bad flags: EINVAL\nmlock nothing: 0\n\
+             mlock over a hole: ENOMEM\nmunlock over a hole: ENOMEM\nmlockall 0: EINVAL\nmlockall MCL_ONFAULT alone: EINVAL\n",
+            "sched_get_priority_max FIFO: 99\n",
+            "sched_getattr: 0 size 56 policy 0\n",
+            "capget bad version: 0, version now 0x20080522\n",
+            "pwritev2 bad flags: EOPNOTSUPP\npreadv2 at 0: 12 [hello |world\n]\n",
+            "openat2 RESOLVE_NO_SYMLINKS through a link: ELOOP\nopenat2 small struct: EINVAL\n",
+            "openat2 /proc/self/status: Name:\tfidelity",
+            "membarrier private before registering: EPERM\nmembarrier register: 0\nmembarrier private: 0\n",
+            "vmsplice: 13\nread: 13 spliced bytes\n",
+        ] {
+            assert!(out.contains(line), "{line:?} in:\n{out}");
+        }
+        if out.contains("setxattr: EOPNOTSUPP") {
+            eprintln!("the xattr round trip was not exercised: {} has no user xattrs", dir.display());
+        } else {
+            assert!(out.contains("getxattr: 5 value\n") && out.contains("listxattr: 19 user.warp user.two\n"), "{out}");
+        }
+        assert!(out.ends_with(SUCCESS), "{out}");
+    }
+}
+
 /// A buffer that runs into unmapped memory gives a short count, as Linux's
 /// copy up to the first fault does (EFAULT only when nothing fits).
 #[test]

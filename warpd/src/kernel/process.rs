@@ -142,6 +142,8 @@ pub struct Process {
     /// directories, by number.
     memfiles: BTreeMap<i32, MemFile>,
     fd_dirs: std::collections::BTreeSet<i32>,
+    /// The membarrier registrations made (MEMBARRIER_CMD_REGISTER_*).
+    membarrier_registered: u64,
     /// prctl options met that are not emulated (each noted once).
     prctl_noted: std::collections::BTreeSet<u64>,
     /// Lines for the user about what Warpspeed does not do yet, said at
@@ -279,6 +281,7 @@ impl Process {
             itimers: [None; 2],
             memfiles: BTreeMap::new(),
             fd_dirs: Default::default(),
+            membarrier_registered: 0,
             prctl_noted: Default::default(),
             limits: Vec::new(),
             limits_said: Default::default(),
@@ -947,7 +950,7 @@ impl Process {
                             i,
                             write,
                             matches!(kind, Arg::InOut(_)),
-                            matches!(kind, Arg::Out(Len::Of(_))),
+                            matches!(kind, Arg::Out(Len::Of(_))) && desc.returns_count(),
                         )),
                         Err(_) => {
                             // A buffer measured by an argument (read, write,
@@ -997,7 +1000,7 @@ impl Process {
         // RLIMIT_FSIZE, which the program set for itself (never the broker):
         // a write to a regular file stops at the limit, and one that starts
         // there fails with EFBIG and SIGXFSZ, as Linux does.
-        if matches!(desc.nr, 1 | 18 | 20 | 296) {
+        if matches!(desc.nr, 1 | 18 | 20 | 296 | 328) {
             if let Err(e) = self.file_size_limit(desc.nr, &a, &mut args, &mut buffers, link)? {
                 return Ok(e.ret());
             }
@@ -1056,6 +1059,8 @@ impl Process {
         let size = i64::from_le_bytes(stat[48..56].try_into().expect("8")).max(0) as u64;
         let pos = match nr {
             18 | 296 => a[3],
+            // pwritev2 at offset -1: the file's position, as writev.
+            328 if a[3] as i64 != -1 => a[3],
             _ => {
                 let fl = self.internal(link, 72, [a[0], 3, 0, 0, 0, 0], Vec::new())?; // F_GETFL
                 if fl >= 0 && fl & O_APPEND != 0 {
@@ -1137,7 +1142,7 @@ impl Process {
         let tids: Vec<u32> = self.threads.keys().copied().collect();
         let Some(kind) = procfs::classify(&path, self.ident.pid, &tids) else { return Ok(SelfPath::Pass) };
         let readlink = matches!(nr, 89 | 267);
-        let open = matches!(nr, 2 | 257);
+        let open = matches!(nr, 2 | 257 | 437);
         let base = self.ident.reserved_fd_base as u32;
         let file = match kind {
             ProcPath::Shared => return Ok(SelfPath::Pass),
@@ -1147,7 +1152,7 @@ impl Process {
             ProcPath::Fd { n: None, .. } if open => return Ok(SelfPath::FdDir),
             ProcPath::Fd { .. } => return Ok(SelfPath::Pass),
             ProcPath::Mem if open => {
-                let flags = if nr == 2 { a[1] } else { a[2] };
+                let Some(flags) = self.open_flags(nr, a) else { return Ok(SelfPath::Pass) };
                 return Ok(SelfPath::Answered(self.open_mem(flags, link)?));
             }
             ProcPath::Mem if readlink => return Ok(SelfPath::Answered(Errno::EINVAL.ret())),
@@ -1184,7 +1189,7 @@ impl Process {
         if !open {
             return Ok(SelfPath::Pass);
         }
-        let flags = if nr == 2 { a[1] } else { a[2] };
+        let Some(flags) = self.open_flags(nr, a) else { return Ok(SelfPath::Pass) };
         if flags & 3 != 0 {
             return Ok(SelfPath::Answered(Errno::EACCES.ret()));
         }
@@ -1192,6 +1197,18 @@ impl Process {
         let threads = self.threads.len();
         let bytes = procfs::contents(file, &self.proc_info, &self.mm, self.ident.pid, self.ident.ppid, ids, threads);
         Ok(SelfPath::Answered(self.synthetic_fd(&bytes, flags & abi::O_CLOEXEC != 0, link)?))
+    }
+
+    /// The flags of open, openat or openat2 (its `struct open_how`; None
+    /// when that cannot be read: the broker's call reports it).
+    fn open_flags(&self, nr: u64, a: &[u64; 6]) -> Option<u64> {
+        const OPEN_HOW_SIZE_VER0: u64 = 24;
+        match nr {
+            2 => Some(a[1]),
+            437 if a[3] < OPEN_HOW_SIZE_VER0 => None,
+            437 => self.mm.read_u64(a[2]).ok(),
+            _ => Some(a[2]),
+        }
     }
 
     /// A read-only descriptor with `bytes` as its contents: a sealed memfd
@@ -1581,6 +1598,12 @@ impl Process {
                 self.prlimit(0, a[1], a[2], a[3], link)?
             }
             436 => self.close_range(a, link)?,
+            149 => self.mlock(a[0], a[1], 0, link)?,
+            325 => self.mlock(a[0], a[1], a[2], link)?,
+            150 => self.munlock(a[0], a[1]),
+            151 => self.mlockall(a[0], link)?,
+            152 => Ok(0),
+            324 => self.membarrier(a[0], a[1], a[2]),
             _ => return Err(ProcessError::Unhandled(nr)),
         };
         Ok(Action::Return(ret_of(r)))
@@ -1715,6 +1738,7 @@ impl Process {
             }
         }
         self.thread_mut().signals.altstack = ThreadSignals::default().altstack;
+        self.membarrier_registered = 0;
         self.proc_info =
             ProcInfo { exe: images.exe_path.clone(), argv: loaded.argv.clone(), env: envp, auxv: loaded.auxv.clone() };
         Ok(Action::Exec(loaded.regs))
@@ -1865,6 +1889,135 @@ impl Process {
         match advice {
             4 | 8 | 9 => self.mm.discard(addr, len).map(|_| 0), // DONTNEED, FREE, REMOVE
             0..=3 | 10..=23 | 100 | 101 => Ok(0),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    /// The range mlock and munlock act on: whole pages around [addr,
+    /// addr+len), None when empty (Linux returns 0 at once).
+    fn lock_range(addr: u64, len: u64) -> Result<Option<(u64, u64)>, Errno> {
+        let start = mm::page_down(addr);
+        let len = mm::page_up(len.checked_add(addr - start).ok_or(Errno::EINVAL)?).ok_or(Errno::EINVAL)?;
+        if start.checked_add(len).is_none() {
+            return Err(Errno::EINVAL);
+        }
+        Ok((len != 0).then_some((start, len)))
+    }
+
+    /// RLIMIT_MEMLOCK as the program has it, and whether it may lock
+    /// beyond it (CAP_IPC_LOCK: here, an effective uid of 0).
+    fn memlock_limit(&mut self, link: &mut dyn Outside) -> Result<Result<(u64, bool), Errno>, ProcessError> {
+        const RLIMIT_MEMLOCK: u64 = 8;
+        let limit = match self.rlimits.get(&RLIMIT_MEMLOCK) {
+            Some(&(cur, _)) => cur,
+            None => {
+                let mut out = [0u8; 16];
+                let r = self.prlimit_of_broker(RLIMIT_MEMLOCK, &mut out, link)?;
+                if r < 0 {
+                    return Ok(Err(Errno(-r as i32)));
+                }
+                u64::from_le_bytes(out[..8].try_into().expect("8"))
+            }
+        };
+        Ok(Ok((limit, self.ident.euid == 0)))
+    }
+
+    /// mlock and mlock2: every page of the program's memory is resident
+    /// already (warpd never pages it out), so locking is Linux's checks:
+    /// the flags, the lock limit (EPERM when it is 0, ENOMEM beyond it,
+    /// counted for this call's range alone), and ENOMEM for a range with
+    /// unmapped pages.
+    fn mlock(&mut self, addr: u64, len: u64, flags: u64, link: &mut dyn Outside) -> Result<SysResult, ProcessError> {
+        const MLOCK_ONFAULT: u64 = 1;
+        if flags & !MLOCK_ONFAULT != 0 {
+            return Ok(Err(Errno::EINVAL));
+        }
+        let (limit, privileged) = match self.memlock_limit(link)? {
+            Ok(l) => l,
+            Err(e) => return Ok(Err(e)),
+        };
+        if limit == 0 && !privileged {
+            return Ok(Err(Errno::EPERM));
+        }
+        let Some((start, len)) = (match Self::lock_range(addr, len) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        }) else {
+            return Ok(Ok(0));
+        };
+        if len > limit && !privileged {
+            return Ok(Err(Errno::ENOMEM));
+        }
+        Ok(if self.mm.is_mapped(start, len) { Ok(0) } else { Err(Errno::ENOMEM) })
+    }
+
+    fn munlock(&mut self, addr: u64, len: u64) -> SysResult {
+        match Self::lock_range(addr, len)? {
+            Some((start, len)) if !self.mm.is_mapped(start, len) => Err(Errno::ENOMEM),
+            _ => Ok(0),
+        }
+    }
+
+    /// mlockall: the flags as Linux checks them, then the lock limit
+    /// against all the memory mapped now (MCL_CURRENT).
+    fn mlockall(&mut self, flags: u64, link: &mut dyn Outside) -> Result<SysResult, ProcessError> {
+        const MCL_CURRENT: u64 = 1;
+        const MCL_FUTURE: u64 = 2;
+        const MCL_ONFAULT: u64 = 4;
+        if flags == 0 || flags & !(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0 || flags == MCL_ONFAULT {
+            return Ok(Err(Errno::EINVAL));
+        }
+        let (limit, privileged) = match self.memlock_limit(link)? {
+            Ok(l) => l,
+            Err(e) => return Ok(Err(e)),
+        };
+        if limit == 0 && !privileged {
+            return Ok(Err(Errno::EPERM));
+        }
+        let total: u64 = self.mm.vmas().map(|(&start, v)| v.end - start).sum();
+        if flags & MCL_CURRENT != 0 && total > limit && !privileged {
+            return Ok(Err(Errno::ENOMEM));
+        }
+        Ok(Ok(0))
+    }
+
+    /// membarrier on one vCPU: every barrier is already one (the program's
+    /// threads never run at once), so the commands Linux offers succeed,
+    /// the private expedited ones once registered, as Linux requires.
+    fn membarrier(&mut self, cmd: u64, flags: u64, _cpu_id: u64) -> SysResult {
+        const QUERY: u64 = 0;
+        const GLOBAL: u64 = 1;
+        const GLOBAL_EXPEDITED: u64 = 2;
+        const REGISTER_GLOBAL_EXPEDITED: u64 = 4;
+        const PRIVATE_EXPEDITED: u64 = 8;
+        const REGISTER_PRIVATE_EXPEDITED: u64 = 16;
+        const PRIVATE_EXPEDITED_SYNC_CORE: u64 = 32;
+        const REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: u64 = 64;
+        const GET_REGISTRATIONS: u64 = 512;
+        const SUPPORTED: u64 = GLOBAL
+            | GLOBAL_EXPEDITED
+            | REGISTER_GLOBAL_EXPEDITED
+            | PRIVATE_EXPEDITED
+            | REGISTER_PRIVATE_EXPEDITED
+            | PRIVATE_EXPEDITED_SYNC_CORE
+            | REGISTER_PRIVATE_EXPEDITED_SYNC_CORE;
+        const FLAG_CPU: u64 = 1;
+        if (cmd != PRIVATE_EXPEDITED && flags != 0) || flags & !FLAG_CPU != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let registered = &mut self.membarrier_registered;
+        match cmd {
+            QUERY => Ok(SUPPORTED),
+            GLOBAL => Ok(0),
+            GET_REGISTRATIONS => Ok(*registered),
+            REGISTER_GLOBAL_EXPEDITED | REGISTER_PRIVATE_EXPEDITED | REGISTER_PRIVATE_EXPEDITED_SYNC_CORE => {
+                *registered |= cmd;
+                Ok(0)
+            }
+            GLOBAL_EXPEDITED => Ok(0),
+            PRIVATE_EXPEDITED if *registered & REGISTER_PRIVATE_EXPEDITED != 0 => Ok(0),
+            PRIVATE_EXPEDITED_SYNC_CORE if *registered & REGISTER_PRIVATE_EXPEDITED_SYNC_CORE != 0 => Ok(0),
+            PRIVATE_EXPEDITED | PRIVATE_EXPEDITED_SYNC_CORE => Err(Errno::EPERM),
             _ => Err(Errno::EINVAL),
         }
     }
