@@ -4,12 +4,18 @@
 //! file), so that none of them keeps a list of its own.
 //!
 //! A guest architecture has its own numbers: `x86_64` is the Linux x86_64
-//! table; the root re-exports the table of the architecture warpd runs
-//! guests of (the host's).
+//! table, `aarch64` the Linux arm64 one (the asm-generic numbers, each
+//! call described once, in the x86_64 table, with arm64's layouts where
+//! they differ); the root re-exports the table of the architecture warpd
+//! runs guests of (the host's).
 
+pub mod aarch64;
+pub mod names_aarch64;
 pub mod names_x86_64;
+pub mod names_xnu;
 pub mod ring;
 pub mod x86_64;
+pub mod xnu;
 
 pub use x86_64::*;
 

@@ -76,7 +76,7 @@ pub enum Returns {
     NewFd,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct Desc {
     pub nr: u64,
     pub name: &'static str,
@@ -530,8 +530,10 @@ mod tests {
                 "accept4", "preadv", "pwritev", "preadv2", "pwritev2", "openat2"
             ]
         );
-        let senders =
-            ["write", "pwrite64", "writev", "sendfile", "sendto", "sendmsg", "vmsplice", "pwritev", "sendmmsg", "pwritev2"];
+        let senders = [
+            "write", "pwrite64", "writev", "sendfile", "sendto", "sendmsg", "vmsplice", "pwritev", "sendmmsg",
+            "pwritev2",
+        ];
         assert_eq!(with(|d| d.epipe_sigpipe), senders);
         assert_eq!(with(|d| d.sends_bytes), senders);
         assert_eq!(with(|d| d.vectored()), ["readv", "writev", "vmsplice", "preadv", "pwritev", "preadv2", "pwritev2"]);

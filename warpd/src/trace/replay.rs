@@ -829,12 +829,7 @@ impl Selected {
             }
             at = store.session(&at.parent).map_err(|e| ReplayOutcome::Unreadable(e.to_string()))?;
         }
-        Ok(Selected {
-            id: id.to_string(),
-            ancestors,
-            gdb: std::sync::Mutex::new(gdb),
-            outcome: Default::default(),
-        })
+        Ok(Selected { id: id.to_string(), ancestors, gdb: std::sync::Mutex::new(gdb), outcome: Default::default() })
     }
 }
 
