@@ -440,6 +440,33 @@ fn linux_calls_beyond_the_basics() {
     }
 }
 
+/// Memory as Linux has it (issue 12): SEGV_ACCERR for a PROT_NONE page
+/// and SEGV_MAPERR for no mapping, a 1 TiB reservation, MAP_32BIT,
+/// mprotect over a hole, SIGBUS past a mapped file's end (kept when the
+/// mapping moves), MADV_REMOVE's errors, PR_GET_AUXV.
+#[test]
+fn memory_semantics_as_linux() {
+    let home = WarpHome::new("memory");
+    let dir = home.scratch("memory");
+    for flavour in FLAVOURS {
+        let native = home.check(&Spec::prog("memory", flavour).arg(&dir));
+        assert_eq!(native.status, Status::Exited(0), "{}", native.stderr_str());
+        let out = native.stdout_str();
+        for line in [
+            "write to PROT_NONE: SIGSEGV code 2 at the address\nread of PROT_NONE: SIGSEGV code 2 at the address\n\
+             read of an unmapped page: SIGSEGV code 1 at the address\n1 TiB PROT_NONE reservation: ok\n\
+             MAP_32BIT: below 2 GiB\nmprotect over a hole: ENOMEM\n  the page before it: SIGSEGV code 2 at the address\n\
+             \x20 the page after it: no signal\nmprotect starting in the hole: ENOMEM\n  the page after it: no signal\n",
+            "a page past the file's end: SIGBUS code 2 at the address\nthe last page past it: SIGBUS code 2 at the address\n\
+             moved by mremap: yes; the file's page: hello; past the end still: SIGBUS code 2 at the address\n\
+             pread into a page past the end: EFAULT\nMADV_REMOVE on the file mapping: EACCES\n\
+             MADV_REMOVE on anonymous memory: EINVAL\nPR_GET_AUXV: its size, AT_PAGESZ found\nPR_GET_AUXV with arg4: EINVAL\n",
+        ] {
+            assert!(out.contains(line), "{line:?} in:\n{out}");
+        }
+    }
+}
+
 /// A buffer that runs into unmapped memory gives a short count, as Linux's
 /// copy up to the first fault does (EFAULT only when nothing fits).
 #[test]

@@ -949,6 +949,14 @@ impl Guest {
             );
         }
         f.kind = kind;
+        // A page of a mapping the access may not use (PROT_NONE: its entries
+        // are not present) is SEGV_ACCERR, as Linux's access error; only an
+        // address no mapping holds is SEGV_MAPERR.
+        if let FaultKind::Page { present: false, write, fetch } = f.kind {
+            if process.format >= 7 && process.mm.vma_at(f.address).is_some() {
+                f.kind = FaultKind::Page { present: true, write, fetch };
+            }
+        }
         // Port I/O: the fault is at the instruction, wherever the backend saw it.
         let mut at = None;
         if let FaultKind::PortIo { rip_is_after: true } = f.kind {
@@ -967,6 +975,13 @@ impl Guest {
                 Failure::Daemon,
                 format!("unexpected exception vector {} at {:#x}", f.vector, f.rip),
             ));
+        };
+        // A page of a file mapping past the file's end: SIGBUS, BUS_ADRERR.
+        let (sig, code) = match f.kind {
+            FaultKind::Page { .. } if process.format >= 7 && process.mm.past_eof(f.address) => {
+                (crate::kernel::abi::SIGBUS, crate::kernel::abi::BUS_ADRERR)
+            }
+            _ => (sig, code),
         };
         outside.fault(f, sig)?;
         let address = matches!(f.kind, FaultKind::Page { .. }).then_some(f.address);
@@ -1019,6 +1034,10 @@ impl Guest {
 
     /// The signal a user fault sends the program.
     fn fault_signal(&self, f: &GuestFault) -> i32 {
+        let p = &self.process;
+        if matches!(f.kind, FaultKind::Page { .. }) && p.format >= 7 && p.mm.past_eof(f.address) {
+            return crate::kernel::abi::SIGBUS;
+        }
         signals::for_fault(self.fault_kind(f)).map(|(sig, _)| sig).unwrap_or(crate::kernel::abi::SIGSEGV)
     }
 }

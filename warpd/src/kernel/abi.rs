@@ -66,6 +66,7 @@ pub const FPE_INTDIV: i32 = 1;
 pub const ILL_ILLOPN: i32 = 2;
 pub const TRAP_TRACE: i32 = 2;
 pub const BUS_ADRALN: i32 = 1;
+pub const BUS_ADRERR: i32 = 2;
 
 #[cfg(test)]
 mod tests {

@@ -83,6 +83,9 @@ pub struct Mm {
     pt: PageTables,
     frames: FrameAllocator,
     vmas: BTreeMap<u64, Vma>,
+    /// Pages of private file mappings wholly past the end of their file
+    /// (start -> end): no frame, and an access is SIGBUS, as on Linux.
+    past_eof: BTreeMap<u64, u64>,
     pub brk_start: u64,
     pub brk: u64,
 }
@@ -93,7 +96,17 @@ impl Mm {
         let pt = PageTables::new(kernel.as_mut_slice(), x86::GPA_PML4, x86::GPA_PT_POOL, x86::KERNEL_SLOT_SIZE);
         // The last page is the ring page's.
         let frames = FrameAllocator::new(guest.size() / PAGE_SIZE - 1);
-        Mm { kernel, guest, guards: BTreeMap::new(), pt, frames, vmas: BTreeMap::new(), brk_start: 0, brk: 0 }
+        Mm {
+            kernel,
+            guest,
+            guards: BTreeMap::new(),
+            pt,
+            frames,
+            vmas: BTreeMap::new(),
+            past_eof: BTreeMap::new(),
+            brk_start: 0,
+            brk: 0,
+        }
     }
 
     pub fn cr3(&self) -> u64 {
@@ -134,6 +147,13 @@ impl Mm {
         // SAFETY-free: the kernel slot is only ever accessed by this thread.
         let mem = kernel_slice(&self.kernel);
         self.pt.entry(mem, va)
+    }
+
+    /// The first page at or after `va` that can have an entry (`va` when
+    /// its last-level table exists): loops over huge, mostly empty ranges
+    /// (a 1 TiB PROT_NONE reservation) skip what has no tables.
+    fn next_entry(&self, va: u64) -> u64 {
+        self.pt.next_possible(kernel_slice(&self.kernel), va)
     }
 
     fn set_entry(&mut self, va: u64, entry: u64) -> Result<u64, Errno> {
@@ -203,6 +223,37 @@ impl Mm {
         }
     }
 
+    /// The lowest free range of `len` bytes in [lo, hi) (MAP_32BIT).
+    pub fn place_within(&self, len: u64, lo: u64, hi: u64) -> Result<u64, Errno> {
+        let mut at = lo;
+        for (&s, v) in self.vmas.range(..hi) {
+            if v.end <= at {
+                continue;
+            }
+            if s >= at + len {
+                break;
+            }
+            at = v.end;
+        }
+        match at.checked_add(len) {
+            Some(end) if end <= hi => Ok(at),
+            _ => Err(Errno::ENOMEM),
+        }
+    }
+
+    /// Where the mapped part of [start, end) that begins at `start` ends:
+    /// `start` itself when no mapping holds it, `end` when there is no hole.
+    pub fn mapped_prefix(&self, start: u64, end: u64) -> u64 {
+        let mut at = start;
+        while at < end {
+            match self.vma_at(at) {
+                Some(v) => at = v.end,
+                None => return at,
+            }
+        }
+        end
+    }
+
     /// Chooses where a new mapping goes: `addr` when fixed, the hint when it
     /// is free, else top-down.
     pub fn place(&self, addr: u64, len: u64, fixed: bool) -> Result<u64, Errno> {
@@ -246,9 +297,55 @@ impl Mm {
         Ok(())
     }
 
+    /// Makes [start, end) of a file mapping the pages past its file's end:
+    /// their frames go, and an access to them is SIGBUS ([`Mm::past_eof`]).
+    pub fn mark_past_eof(&mut self, start: u64, end: u64) -> Result<(), Errno> {
+        let mut freed = Vec::new();
+        let mut va = start;
+        while va < end {
+            let next = self.next_entry(va);
+            if next > va {
+                va = next;
+                continue;
+            }
+            if let Some(frame) = leaf::frame(self.entry(va)) {
+                self.set_entry(va, 0)?;
+                push_run(&mut freed, frame - USER_GPA_BASE, PAGE_SIZE);
+            }
+            va += PAGE_SIZE;
+        }
+        for (off, len) in freed {
+            self.frames.free(off / PAGE_SIZE, len / PAGE_SIZE);
+            self.guest.punch_hole(off, len).map_err(|_| Errno::ENOMEM)?;
+        }
+        self.past_eof.insert(start, end);
+        Ok(())
+    }
+
+    /// Whether `va` is in a page past the end of the file its mapping maps.
+    pub fn past_eof(&self, va: u64) -> bool {
+        self.past_eof.range(..=va).next_back().is_some_and(|(_, &end)| va < end)
+    }
+
+    /// Forgets the past-EOF pages in [start, end) (unmapped or moved).
+    fn clear_past_eof(&mut self, start: u64, end: u64) {
+        let hit: Vec<(u64, u64)> =
+            self.past_eof.range(..end).filter(|(_, &e)| e > start).map(|(&s, &e)| (s, e)).collect();
+        for (s, e) in hit {
+            self.past_eof.remove(&s);
+            if s < start {
+                self.past_eof.insert(s, start);
+            }
+            if e > end {
+                self.past_eof.insert(end, e);
+            }
+        }
+    }
+
     /// Removes mappings in [addr, addr+len): frames go back to the host.
     pub fn unmap(&mut self, addr: u64, len: u64) -> Result<(), Errno> {
         let end = addr + len;
+        self.clear_past_eof(addr, end);
         self.split_at(addr);
         self.split_at(end);
         let starts: Vec<u64> = self.vmas.range(addr..end).map(|(&s, _)| s).collect();
@@ -257,6 +354,11 @@ impl Mm {
             let vma = self.vmas.remove(&s).expect("listed");
             let mut va = s;
             while va < vma.end {
+                let next = self.next_entry(va);
+                if next > va {
+                    va = next;
+                    continue;
+                }
                 if let Some(frame) = leaf::frame(self.entry(va)) {
                     self.set_entry(va, 0)?;
                     push_run(&mut freed, frame - USER_GPA_BASE, PAGE_SIZE);
@@ -290,11 +392,19 @@ impl Mm {
             };
             let mut va = s;
             while va < vma_end {
+                // No access and no table: nothing to change there.
+                let next = if prot == 0 { self.next_entry(va) } else { va };
+                if next > va {
+                    va = next;
+                    continue;
+                }
                 let old = self.entry(va);
                 let frame = leaf::frame(old);
                 let new = match (prot, frame) {
                     (0, Some(f)) => leaf::kept(f),
                     (0, None) => 0,
+                    // Past the file's end: still no page.
+                    (_, None) if self.past_eof(va) => 0,
                     (_, Some(f)) => user_leaf(f, prot),
                     (_, None) => {
                         let run = self.frames.alloc(1).ok_or(Errno::ENOMEM)?;
@@ -322,6 +432,11 @@ impl Mm {
         let mut runs = Vec::new();
         let mut va = addr;
         while va < end {
+            let next = self.next_entry(va);
+            if next > va {
+                va = next;
+                continue;
+            }
             if let Some(f) = leaf::frame(self.entry(va)) {
                 push_run(&mut runs, f - USER_GPA_BASE, PAGE_SIZE);
             }
@@ -375,6 +490,15 @@ impl Mm {
             return Err(Errno::ENOMEM);
         }
         let to = self.find_free(new_len).ok_or(Errno::ENOMEM)?;
+        // Past-EOF pages move with their mapping.
+        let moved: Vec<(u64, u64)> = self
+            .past_eof
+            .range(..old_end)
+            .filter(|(_, &e)| e > old)
+            .map(|(&s, &e)| (s.max(old) - old + to, e.min(old_end) - old + to))
+            .collect();
+        self.clear_past_eof(old, old_end);
+        self.past_eof.extend(moved);
         let mut forget = Vec::new();
         for i in 0..old_len / PAGE_SIZE {
             let e = self.entry(old + i * PAGE_SIZE);

@@ -409,7 +409,8 @@ impl Process {
                 _ => {}
             }
         }
-        let ret = match table::lookup(nr) {
+        // A call this warpd answers but the recording's did not: ENOSYS, as then.
+        let ret = match table::lookup(nr).filter(|d| self.format >= d.since) {
             None => {
                 *self.unknown.entry(nr).or_default() += 1;
                 let name = super::names::name(nr).map(str::to_string).unwrap_or_else(|| format!("syscall {nr}"));
@@ -1793,7 +1794,14 @@ impl Process {
                 return Ok(Err(Errno::ENODEV));
             }
         }
-        let at = match self.mm.place(addr, len, fixed) {
+        const MAP_32BIT: u64 = 0x40;
+        let placed = if flags & MAP_32BIT != 0 && !fixed && self.format >= 7 {
+            // x86_64 Linux puts MAP_32BIT mappings in [1 GiB, 2 GiB), lowest first.
+            self.mm.place_within(len, 0x4000_0000, 0x8000_0000)
+        } else {
+            self.mm.place(addr, len, fixed)
+        };
+        let at = match placed {
             Ok(at) => at,
             Err(e) => return Ok(Err(e)),
         };
@@ -1812,6 +1820,13 @@ impl Process {
                 let _ = self.mm.unmap(at, len);
                 let e = if r == -(Errno::ESPIPE.0 as i64) { Errno::ENODEV } else { Errno(-r as i32) };
                 return Ok(Err(e));
+            }
+            // Pages wholly past the file's end have nothing behind them.
+            let data_end = at + mm::page_up(r as u64).unwrap_or(len).min(len);
+            if self.format >= 7 && data_end < at + len {
+                if let Err(e) = self.mm.mark_past_eof(data_end, at + len) {
+                    return Ok(Err(e));
+                }
             }
             if let Err(e) = self.mm.protect(at, len, prot) {
                 return Ok(Err(e));
@@ -1860,7 +1875,20 @@ impl Process {
         if addr.checked_add(len).is_none_or(|e| e > USER_TOP) {
             return Err(Errno::ENOMEM);
         }
-        self.mm.protect(addr, len, prot as u32 & 7).map(|_| 0)
+        let prot = prot as u32 & 7;
+        if self.format < 7 {
+            return self.mm.protect(addr, len, prot).map(|_| 0);
+        }
+        // Linux changes the mapped pages up to the first hole, then says
+        // ENOMEM (nothing when the range starts in one).
+        let mapped = self.mm.mapped_prefix(addr, addr + len);
+        if mapped > addr {
+            self.mm.protect(addr, mapped - addr, prot)?;
+        }
+        if mapped < addr + len {
+            return Err(Errno::ENOMEM);
+        }
+        Ok(0)
     }
 
     /// mincore: every mapped page counts as resident (guest memory is never
@@ -1885,6 +1913,17 @@ impl Process {
         let len = mm::page_up(len).ok_or(Errno::EINVAL)?;
         if addr.checked_add(len).is_none_or(|e| e > USER_TOP) {
             return Err(Errno::EINVAL);
+        }
+        const MADV_REMOVE: u64 = 9;
+        if advice == MADV_REMOVE && self.format >= 7 {
+            // Only a writable shared file mapping can have its pages
+            // removed (none exists here): EACCES for another file mapping,
+            // EINVAL for anonymous memory, as Linux.
+            return match self.mm.vma_at(addr) {
+                None => Err(Errno::ENOMEM),
+                Some(v) if matches!(v.kind, VmaKind::Image(_)) => Err(Errno::EACCES),
+                Some(_) => Err(Errno::EINVAL),
+            };
         }
         match advice {
             4 | 8 | 9 => self.mm.discard(addr, len).map(|_| 0), // DONTNEED, FREE, REMOVE
@@ -2180,7 +2219,29 @@ impl Process {
     fn prctl_local(&mut self, a: &[u64; 6]) -> SysResult {
         const PR_SET_NAME: u64 = 15;
         const PR_GET_NAME: u64 = 16;
+        const PR_GET_AUXV: u64 = 0x4155_5856;
         match a[0] {
+            PR_GET_AUXV if self.format >= 7 => {
+                // Linux keeps the auxiliary vector in a fixed array
+                // (mm->saved_auxv: 50 words on x86_64 since 6.4, zeros after
+                // AT_NULL) and gives as much of it as fits, returning its size.
+                const SAVED_AUXV: usize = 50 * 8;
+                if a[3] != 0 || a[4] != 0 {
+                    return Err(Errno::EINVAL);
+                }
+                let mut saved: Vec<u8> = self
+                    .proc_info
+                    .auxv
+                    .iter()
+                    .flat_map(|&(k, v)| k.to_le_bytes().into_iter().chain(v.to_le_bytes()))
+                    .collect();
+                saved.resize(SAVED_AUXV, 0);
+                let n = (a[2] as usize).min(SAVED_AUXV);
+                if n > 0 {
+                    self.mm.write_user(a[1], &saved[..n])?;
+                }
+                Ok(SAVED_AUXV as u64)
+            }
             PR_SET_NAME => {
                 // Linux copies at most 15 bytes, up to a NUL.
                 let mut b = vec![0u8; self.mm.accessible(a[1], 16, false).min(16) as usize];

@@ -26,6 +26,10 @@ pub mod symbols;
 /// the exitless path served are one `RingCall` each; 6: process trees
 /// (a fork is a `BrokerCall` of number 57; each forked process is a
 /// session of its own, `SessionMeta.parent`/`root`; writes to the
-/// original streams carry their place in the tree's order). Older traces
-/// read unchanged.
-pub const FORMAT_VERSION: u32 = 6;
+/// original streams carry their place in the tree's order); 7: the calls
+/// marked `since(7)` in the syscall table are answered (ENOSYS before),
+/// an access to a PROT_NONE page is SEGV_ACCERR, MAP_32BIT is honoured,
+/// mprotect over a hole changes the pages before it, PR_GET_AUXV and
+/// MADV_REMOVE answer as Linux. Older traces read unchanged and replay
+/// with what their warpd did.
+pub const FORMAT_VERSION: u32 = 7;

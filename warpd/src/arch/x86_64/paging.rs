@@ -236,6 +236,22 @@ impl PageTables {
         }
     }
 
+    /// The first address at or after `va` whose leaf entry can be set: `va`
+    /// when its last-level table exists, else the end of the range the
+    /// first missing table would cover.
+    pub fn next_possible(&self, mem: &(impl TableMemory + ?Sized), va: u64) -> u64 {
+        let mut table = self.pml4;
+        for level in (1..=3).rev() {
+            let entry = mem.read_u64(table + index(va, level) * 8);
+            if entry & PTE_PRESENT == 0 {
+                let span = 1u64 << (12 + 9 * level);
+                return (va & !(span - 1)).saturating_add(span);
+            }
+            table = entry & PTE_ADDR_MASK;
+        }
+        va
+    }
+
     /// The leaf entry for `va` (0 when nothing is mapped there).
     pub fn entry(&self, mem: &(impl TableMemory + ?Sized), va: u64) -> u64 {
         let mut table = self.pml4;
@@ -299,6 +315,23 @@ mod tests {
         assert_eq!(old & PTE_ADDR_MASK, 0x9000);
         assert_eq!(pt.entry(m, 0x1000), 0);
         assert_eq!(pt.unmap(m, 0x5555_0000), 0);
+    }
+
+    #[test]
+    fn empty_ranges_are_skipped_by_the_tables_they_lack() {
+        let (mut mem, mut pt) = setup();
+        let m = mem.as_mut_slice();
+        // No PML4 entry: the next 512 GiB boundary.
+        assert_eq!(pt.next_possible(m, 0x1234_5000), 1 << 39);
+        pt.map(m, 0x40_0000, 0x9000, PTE_USER).unwrap();
+        // Its table exists: the address itself, wherever in those 2 MiB.
+        assert_eq!(pt.next_possible(m, 0x40_0000), 0x40_0000);
+        assert_eq!(pt.next_possible(m, 0x5f_f000), 0x5f_f000);
+        // The next 2 MiB have no page table: the end of them.
+        assert_eq!(pt.next_possible(m, 0x60_1000), 0x80_0000);
+        // No page directory for the next GiB.
+        assert_eq!(pt.next_possible(m, 0x4000_1000), 0x8000_0000);
+        assert_eq!(pt.next_possible(m, u64::MAX & !0xfff), u64::MAX, "no overflow at the top");
     }
 
     #[test]
