@@ -331,7 +331,7 @@ mod tests {
         assert_eq!(pt.next_possible(m, 0x60_1000), 0x80_0000);
         // No page directory for the next GiB.
         assert_eq!(pt.next_possible(m, 0x4000_1000), 0x8000_0000);
-        assert_eq!(pt.next_possible(m, u64::MAX & !0xfff), u64::MAX, "no overflow at the top");
+        assert_eq!(pt.next_possible(m, !0xfff), u64::MAX, "no overflow at the top");
     }
 
     #[test]
