@@ -197,6 +197,9 @@ impl Ring {
         if !ring::CALLS.contains(&req.nr) || req.args[0] > i32::MAX as u64 {
             return None;
         }
+        if !ring::on_fd(req.nr) {
+            return self.clock(req, root);
+        }
         let fd = req.args[0] as i32;
         if fd >= crate::RESERVED_BASE.load(Ordering::Relaxed) || self.log.excluded(fd) {
             return None;
@@ -211,6 +214,24 @@ impl Ring {
         let (addr, len, out) = ring::buffer(req.nr, &req.args)?;
         if len > ring::MAX_DATA || (!out && kind == Kind::Other && len > PIPE_BUF) {
             return None;
+        }
+        if matches!(req.nr, 5 | 217) {
+            return self.fill_guest(req, root, addr, len, |buf| {
+                // SAFETY: fstat or getdents64 on the program's descriptor
+                // into a local buffer of `buf.len()` bytes.
+                let r = unsafe {
+                    if req.nr == 5 {
+                        libc::fstat(fd, buf.as_mut_ptr() as *mut libc::stat) as i64
+                    } else {
+                        libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) as i64
+                    }
+                };
+                if r < 0 {
+                    -(errno() as i64)
+                } else {
+                    r
+                }
+            });
         }
         // Once the program has forked, writes to the terminal take the exit
         // path, where the tree's output order numbers them.
@@ -264,6 +285,60 @@ impl Ring {
         self.log_it(req, ret, stream, input, &iov, out)
     }
 
+    /// clock_gettime of one of the clocks the ring reads.
+    fn clock(&self, req: &Request, root: u64) -> Option<(u32, i64)> {
+        if !ring::CLOCKS.contains(&req.args[0]) {
+            return None;
+        }
+        let (addr, len, _) = ring::buffer(req.nr, &req.args)?;
+        self.fill_guest(req, root, addr, len, |buf| {
+            let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+            // SAFETY: clock_gettime into a local timespec.
+            if unsafe { libc::clock_gettime(req.args[0] as libc::clockid_t, &mut ts) } != 0 {
+                return -(errno() as i64);
+            }
+            buf[..8].copy_from_slice(&ts.tv_sec.to_le_bytes());
+            buf[8..16].copy_from_slice(&ts.tv_nsec.to_le_bytes());
+            0
+        })
+    }
+
+    /// A call that fills a buffer of `len` bytes at `addr`: `call` fills a
+    /// local one and returns the result; what it wrote
+    /// ([`ring::written`]) is copied into the program's memory and logged.
+    fn fill_guest(
+        &self,
+        req: &Request,
+        root: u64,
+        addr: u64,
+        len: u64,
+        call: impl FnOnce(&mut [u8]) -> i64,
+    ) -> Option<(u32, i64)> {
+        let table = |gpa: u64| self.tables.word(gpa);
+        let ranges = ring::user_ranges(table, root, self.guest.size(), addr, len, true)?;
+        if !self.log.has_room(len) {
+            return None;
+        }
+        let mut iov = Vec::with_capacity(ranges.len());
+        for &(off, n) in &ranges {
+            iov.push(libc::iovec { iov_base: self.guest.ptr(off, n)? as *mut libc::c_void, iov_len: n as usize });
+        }
+        let mut buf = vec![0u8; len as usize];
+        let ret = call(&mut buf);
+        let n = ring::written(req.nr, ret, len) as usize;
+        let mut at = 0usize;
+        for v in &iov {
+            if at >= n {
+                break;
+            }
+            let take = v.iov_len.min(n - at);
+            // SAFETY: the iovec points into guest memory (checked ranges).
+            unsafe { std::ptr::copy_nonoverlapping(buf[at..].as_ptr(), v.iov_base as *mut u8, take) };
+            at += take;
+        }
+        self.log_it(req, ret, 0, [0; 32], &iov, true)
+    }
+
     /// Appends the served call to the log; a write that found no reader
     /// (EPIPE) is finished by warpd, which sends the program its SIGPIPE.
     fn log_it(
@@ -275,7 +350,8 @@ impl Ring {
         iov: &[libc::iovec],
         out: bool,
     ) -> Option<(u32, i64)> {
-        let out_len = if out && ret > 0 { ret as u64 } else { 0 };
+        let len: u64 = iov.iter().map(|v| v.iov_len as u64).sum();
+        let out_len = if out { ring::written(req.nr, ret, len) } else { 0 };
         let served = Served { nr: req.nr, args: req.args, ret, stream, input, output: Vec::new() };
         self.log.append(&served, out_len, |dst| {
             let mut at = 0usize;

@@ -68,24 +68,53 @@ pub const LONG_WINDOW: std::time::Duration = std::time::Duration::from_millis(50
 /// The largest buffer a ring call moves (larger ones take the exit path).
 pub const MAX_DATA: u64 = 1 << 20;
 
-/// The calls the ring serves: read, write, lseek, pread64, pwrite64.
-pub const CALLS: &[u64] = &[0, 1, 8, 17, 18];
+/// The calls the ring serves: read, write, fstat, lseek, pread64,
+/// pwrite64, getdents64, clock_gettime.
+pub const CALLS: &[u64] = &[0, 1, 5, 8, 17, 18, 217, 228];
+
+/// `struct stat` and `struct timespec`, as x86_64 Linux writes them.
+const STAT: u64 = 144;
+const TIMESPEC: u64 = 16;
+
+/// The clocks the ring reads (the others, the CPU-time ones and those of
+/// descriptors, take the exit path): REALTIME, MONOTONIC,
+/// MONOTONIC_RAW, REALTIME_COARSE, MONOTONIC_COARSE, BOOTTIME, TAI.
+pub const CLOCKS: &[u64] = &[0, 1, 4, 5, 6, 7, 11];
+
+/// Whether the call's first argument is a descriptor (all but clock_gettime).
+pub fn on_fd(nr: u64) -> bool {
+    nr != 228
+}
 
 /// The buffer of a ring call: (argument with the address, bytes, whether
 /// the call writes it). The length of a read is an upper bound: the
-/// result says how much was written.
+/// result says how much was written ([`written`]).
 pub fn buffer(nr: u64, args: &[u64; 6]) -> Option<(u64, u64, bool)> {
     match nr {
-        0 | 17 => Some((args[1], args[2], true)),
+        0 | 17 | 217 => Some((args[1], args[2], true)),
         1 | 18 => Some((args[1], args[2], false)),
+        5 => Some((args[1], STAT, true)),
+        228 => Some((args[1], TIMESPEC, true)),
         _ => None,
+    }
+}
+
+/// How many bytes of its buffer (`len`) a served call wrote, by its result:
+/// the count for reads, the whole structure for fstat and clock_gettime
+/// when they succeed.
+pub fn written(nr: u64, ret: i64, len: u64) -> u64 {
+    match nr {
+        5 | 228 if ret == 0 => len,
+        5 | 228 => 0,
+        _ => (ret.max(0) as u64).min(len),
     }
 }
 
 /// How many arguments a ring call takes (the rest are not its input).
 pub fn arity(nr: u64) -> usize {
     match nr {
-        0 | 1 | 8 => 3,
+        5 | 228 => 2,
+        0 | 1 | 8 | 217 => 3,
         _ => 4,
     }
 }
@@ -546,6 +575,22 @@ mod tests {
             let set = b[(nr / 64) as usize] & (1 << (nr % 64)) != 0;
             assert_eq!(set, CALLS.contains(&nr), "{nr}");
         }
+    }
+
+    #[test]
+    fn what_a_served_call_wrote_is_by_its_result() {
+        let args = [3, 0x1000, 64, 0, 0, 0];
+        assert_eq!(buffer(0, &args), Some((0x1000, 64, true)));
+        assert_eq!(written(0, 10, 64), 10, "a read: its count");
+        assert_eq!(written(0, -9, 64), 0);
+        assert_eq!(buffer(5, &args), Some((0x1000, 144, true)), "fstat: a whole struct stat");
+        assert_eq!(written(5, 0, 144), 144);
+        assert_eq!(written(5, -14, 144), 0);
+        assert_eq!(buffer(228, &[1, 0x2000, 0, 0, 0, 0]), Some((0x2000, 16, true)));
+        assert_eq!(written(228, 0, 16), 16);
+        assert_eq!((arity(5), arity(228), arity(217)), (2, 2, 3));
+        assert!(!on_fd(228) && on_fd(217));
+        assert!(!CLOCKS.contains(&2) && !CLOCKS.contains(&3), "CPU-time clocks take the exit path");
     }
 
     #[test]

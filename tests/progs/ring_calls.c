@@ -1,5 +1,6 @@
 /* The calls the exitless ring serves (read, write, lseek, pread64,
- * pwrite64) on a file, a pipe, /dev/zero and stdout, with the answers
+ * pwrite64, fstat, getdents64, clock_gettime) on a file, a pipe, a
+ * directory, /dev/zero and stdout, with the answers
  * Linux gives for bad descriptors, bad buffers, empty non-blocking pipes,
  * negative offsets and a pipe without a reader (EPIPE, SIGPIPE ignored
  * and caught). Prints results and checksums only: the same bytes natively
@@ -9,6 +10,7 @@
  *   ring_calls loop      prints "ready", then reads /dev/zero forever */
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include "warptest.h"
 
@@ -70,6 +72,55 @@ int main(int argc, char **argv)
 	say("write read-only fd", write(zero, "x", 1));
 	say("read into the trampoline page", syscall(SYS_read, zero, (void *)0x7ffffffff800ull, 8));
 	say("read 2 MiB", read(zero, malloc(2 << 20), 2 << 20));
+
+	/* fstat, getdents64 and clock_gettime, as syscalls (glibc's
+	 * clock_gettime would take the vDSO natively). */
+	struct stat st;
+	long same = 0, size = lseek(f, 0, SEEK_END);
+	for (int i = 0; i < 500; i++) {
+		if (syscall(SYS_fstat, f, &st) == 0 && st.st_size == size)
+			same++;
+	}
+	printf("fstat: %ld of 500 saw the file's size, regular %d\n", same, S_ISREG(st.st_mode));
+	say("fstat bad fd", syscall(SYS_fstat, 999, &st));
+	say("fstat NULL", syscall(SYS_fstat, f, (void *)0));
+	say("fstat into the trampoline page", syscall(SYS_fstat, f, (void *)0x7ffffffff800ull));
+	char dirpath[4096];
+	snprintf(dirpath, sizeof dirpath, "%s", argv[1]);
+	char *slash = strrchr(dirpath, '/');
+	if (slash)
+		*slash = 0;
+	int d = open(slash ? dirpath : ".", O_RDONLY | O_DIRECTORY);
+	long entries = 0, found = 0, n;
+	char dents[512];
+	while ((n = syscall(SYS_getdents64, d, dents, sizeof dents)) > 0) {
+		for (long at = 0; at < n;) {
+			struct { uint64_t ino; int64_t off; unsigned short reclen; unsigned char type; char name[]; } *e = (void *)(dents + at);
+			entries++;
+			found += slash && strcmp(e->name, slash + 1) == 0;
+			at += e->reclen;
+		}
+	}
+	printf("getdents64: %s, the file %s, %ld entries\n", n == 0 ? "to the end" : errname(errno), found ? "listed" : "missing", entries);
+	say("getdents64 on a file", syscall(SYS_getdents64, f, dents, sizeof dents));
+	lseek(d, 0, SEEK_SET);
+	say("getdents64 too small", syscall(SYS_getdents64, d, dents, 4));
+	close(d);
+	struct timespec t0, t1;
+	long rising = 0;
+	syscall(SYS_clock_gettime, CLOCK_MONOTONIC, &t0);
+	for (int i = 0; i < 2000; i++) {
+		syscall(SYS_clock_gettime, i % 2 ? CLOCK_MONOTONIC : CLOCK_MONOTONIC_COARSE, &t1);
+		if (i % 2 && (t1.tv_sec > t0.tv_sec || (t1.tv_sec == t0.tv_sec && t1.tv_nsec >= t0.tv_nsec)))
+			rising++;
+		if (i % 2)
+			t0 = t1;
+	}
+	printf("clock_gettime: %ld of 1000 monotonic readings did not go back\n", rising);
+	say("clock_gettime REALTIME", syscall(SYS_clock_gettime, CLOCK_REALTIME, &t1));
+	say("clock_gettime bad clock", syscall(SYS_clock_gettime, 99, &t1));
+	say("clock_gettime NULL", syscall(SYS_clock_gettime, CLOCK_MONOTONIC, (void *)0));
+	say("clock_gettime CPU time", syscall(SYS_clock_gettime, CLOCK_PROCESS_CPUTIME_ID, &t1));
 
 	int p[2];
 	if (pipe(p))

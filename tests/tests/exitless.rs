@@ -1,4 +1,5 @@
-//! The exitless syscall path: calls the ring serves give the program the
+//! The exitless syscall path: calls the ring serves (read, write, lseek,
+//! pread64, pwrite64, fstat, getdents64, clock_gettime) give the program the
 //! answers Linux gives, with the ring and without (`--no-exitless`); a
 //! recording made either way replays either way (WARP_EXITLESS=0 turns it
 //! off for replay) to the same bytes; with the ring, the calls leave the VM
@@ -54,8 +55,10 @@ fn ring_calls_match_native_with_and_without_the_ring_and_replay_either_way() {
         assert_eq!(num(&m_on, "syscalls"), num(&m_off, "syscalls"), "every call is counted: {m_on:?}");
         assert!(num(&m_off, "vm_exits") >= num(&m_off, "syscalls"), "without the ring each call exits: {m_off:?}");
         if two_cpus() {
+            // 2,500 of its ~12,500 calls are fstat and clock_gettime: were
+            // they to take the exit path, this would not hold.
             assert!(
-                num(&m_on, "vm_exits") * 4 < num(&m_on, "syscalls"),
+                num(&m_on, "vm_exits") * 6 < num(&m_on, "syscalls"),
                 "with the ring most calls do not leave the VM: {m_on:?}"
             );
         } else {
