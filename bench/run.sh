@@ -158,6 +158,8 @@ bench() { # NAME CMD...
 }
 
 bench "read /dev/zero 1B x1e5" "$work/read_zero" 100000
+bench "clock_gettime x1e5 (vDSO natively)" "$work/clock_fstat" clock 100000
+bench "fstat x1e5" "$work/clock_fstat" fstat 100000
 bench "copy 256 MiB, 64 KiB bufs" "$work/copy_file" "$work/input.bin" "$work/output.bin"
 bench "compute loop, no syscalls" "$work/compute" 400000000
 bench "hello x20 (start-up)" repeat20 "$work/hello"

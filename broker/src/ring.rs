@@ -215,12 +215,15 @@ impl Ring {
         if len > ring::MAX_DATA || (!out && kind == Kind::Other && len > PIPE_BUF) {
             return None;
         }
-        if matches!(req.nr, 5 | 217) {
+        if req.nr == 262 && !self.empty_path(req, root) {
+            return None;
+        }
+        if matches!(req.nr, 5 | 217 | 262) {
             return self.fill_guest(req, root, addr, len, |buf| {
                 // SAFETY: fstat or getdents64 on the program's descriptor
                 // into a local buffer of `buf.len()` bytes.
                 let r = unsafe {
-                    if req.nr == 5 {
+                    if req.nr != 217 {
                         libc::fstat(fd, buf.as_mut_ptr() as *mut libc::stat) as i64
                     } else {
                         libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) as i64
@@ -283,6 +286,21 @@ impl Ring {
         };
         let stream = if !out && ret > 0 { stream } else { 0 };
         self.log_it(req, ret, stream, input, &iov, out)
+    }
+
+    /// Whether a newfstatat asks about its descriptor itself: allowed flags
+    /// with AT_EMPTY_PATH, and a path whose first byte is its end.
+    fn empty_path(&self, req: &Request, root: u64) -> bool {
+        if !ring::fstatat_flags_ok(req.args[3]) {
+            return false;
+        }
+        let table = |gpa: u64| self.tables.word(gpa);
+        let Some(ranges) = ring::user_ranges(table, root, self.guest.size(), req.args[1], 1, false) else {
+            return false;
+        };
+        let Some(&(off, _)) = ranges.first() else { return false };
+        // SAFETY: one byte of guest memory the program's tables give it.
+        self.guest.ptr(off, 1).is_some_and(|p| unsafe { std::ptr::read_volatile(p) } == 0)
     }
 
     /// clock_gettime of one of the clocks the ring reads.

@@ -69,8 +69,19 @@ pub const LONG_WINDOW: std::time::Duration = std::time::Duration::from_millis(50
 pub const MAX_DATA: u64 = 1 << 20;
 
 /// The calls the ring serves: read, write, fstat, lseek, pread64,
-/// pwrite64, getdents64, clock_gettime.
-pub const CALLS: &[u64] = &[0, 1, 5, 8, 17, 18, 217, 228];
+/// pwrite64, getdents64, clock_gettime, and newfstatat of a descriptor
+/// (an empty path with AT_EMPTY_PATH: how glibc's fstat asks).
+pub const CALLS: &[u64] = &[0, 1, 5, 8, 17, 18, 217, 228, 262];
+
+pub const AT_EMPTY_PATH: u64 = 0x1000;
+const AT_SYMLINK_NOFOLLOW: u64 = 0x100;
+const AT_NO_AUTOMOUNT: u64 = 0x800;
+
+/// Whether a newfstatat's flags are ones the ring takes (the path must
+/// also be empty, which the poller reads).
+pub fn fstatat_flags_ok(flags: u64) -> bool {
+    flags & AT_EMPTY_PATH != 0 && flags & !(AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | AT_NO_AUTOMOUNT) == 0
+}
 
 /// `struct stat` and `struct timespec`, as x86_64 Linux writes them.
 const STAT: u64 = 144;
@@ -94,6 +105,7 @@ pub fn buffer(nr: u64, args: &[u64; 6]) -> Option<(u64, u64, bool)> {
         0 | 17 | 217 => Some((args[1], args[2], true)),
         1 | 18 => Some((args[1], args[2], false)),
         5 => Some((args[1], STAT, true)),
+        262 => Some((args[2], STAT, true)),
         228 => Some((args[1], TIMESPEC, true)),
         _ => None,
     }
@@ -104,8 +116,8 @@ pub fn buffer(nr: u64, args: &[u64; 6]) -> Option<(u64, u64, bool)> {
 /// when they succeed.
 pub fn written(nr: u64, ret: i64, len: u64) -> u64 {
     match nr {
-        5 | 228 if ret == 0 => len,
-        5 | 228 => 0,
+        5 | 228 | 262 if ret == 0 => len,
+        5 | 228 | 262 => 0,
         _ => (ret.max(0) as u64).min(len),
     }
 }
@@ -115,7 +127,7 @@ pub fn arity(nr: u64) -> usize {
     match nr {
         5 | 228 => 2,
         0 | 1 | 8 | 217 => 3,
-        _ => 4,
+        _ => 4, // pread64, pwrite64, newfstatat
     }
 }
 
@@ -590,6 +602,10 @@ mod tests {
         assert_eq!(written(228, 0, 16), 16);
         assert_eq!((arity(5), arity(228), arity(217)), (2, 2, 3));
         assert!(!on_fd(228) && on_fd(217));
+        assert_eq!(buffer(262, &[3, 0x500, 0x3000, AT_EMPTY_PATH, 0, 0]), Some((0x3000, 144, true)));
+        assert_eq!((written(262, 0, 144), arity(262)), (144, 4));
+        assert!(fstatat_flags_ok(AT_EMPTY_PATH) && fstatat_flags_ok(AT_EMPTY_PATH | 0x100));
+        assert!(!fstatat_flags_ok(0) && !fstatat_flags_ok(AT_EMPTY_PATH | 0x200), "AT_REMOVEDIR is not fstatat's");
         assert!(!CLOCKS.contains(&2) && !CLOCKS.contains(&3), "CPU-time clocks take the exit path");
     }
 

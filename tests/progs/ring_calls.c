@@ -11,6 +11,9 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#ifndef AT_EMPTY_PATH
+#define AT_EMPTY_PATH 0x1000
+#endif
 #include <sys/syscall.h>
 #include "warptest.h"
 
@@ -82,6 +85,18 @@ int main(int argc, char **argv)
 			same++;
 	}
 	printf("fstat: %ld of 500 saw the file's size, regular %d\n", same, S_ISREG(st.st_mode));
+	same = 0;
+	for (int i = 0; i < 500; i++) {
+		/* glibc's fstat (newfstatat with AT_EMPTY_PATH since 2.33). */
+		if (fstat(f, &st) == 0 && st.st_size == size)
+			same++;
+	}
+	printf("glibc fstat: %ld of 500 saw the file's size\n", same);
+	say("newfstatat of the path", syscall(SYS_newfstatat, AT_FDCWD, argv[1], &st, 0) == 0 && st.st_size == size);
+	say("newfstatat, a path and AT_EMPTY_PATH", syscall(SYS_newfstatat, f, "x", &st, AT_EMPTY_PATH));
+	say("newfstatat, empty, no AT_EMPTY_PATH", syscall(SYS_newfstatat, f, "", &st, 0));
+	say("newfstatat, bad flags", syscall(SYS_newfstatat, f, "", &st, AT_EMPTY_PATH | 0x200));
+	say("newfstatat, empty, bad fd", syscall(SYS_newfstatat, 999, "", &st, AT_EMPTY_PATH));
 	say("fstat bad fd", syscall(SYS_fstat, 999, &st));
 	say("fstat NULL", syscall(SYS_fstat, f, (void *)0));
 	say("fstat into the trampoline page", syscall(SYS_fstat, f, (void *)0x7ffffffff800ull));

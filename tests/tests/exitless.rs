@@ -1,5 +1,6 @@
 //! The exitless syscall path: calls the ring serves (read, write, lseek,
-//! pread64, pwrite64, fstat, getdents64, clock_gettime) give the program the
+//! pread64, pwrite64, fstat and newfstatat of a descriptor, getdents64,
+//! clock_gettime) give the program the
 //! answers Linux gives, with the ring and without (`--no-exitless`); a
 //! recording made either way replays either way (WARP_EXITLESS=0 turns it
 //! off for replay) to the same bytes; with the ring, the calls leave the VM
