@@ -182,6 +182,49 @@ fn events_print_the_open_and_the_write() {
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
 }
 
+/// `events -e trace=SET`, `-c` and `-o`, as strace's: the calls of
+/// ring_calls the program itself makes are counted exactly, with their
+/// errors; a class selects its calls; a bad expression is refused.
+#[test]
+fn events_filter_and_summarise_as_strace_does() {
+    let home = WarpHome::new("events_filter");
+    let file = home.scratch("events_filter").join("ring");
+    let id = record(&home, &Spec::prog("ring_calls", FLAVOURS[0]).arg(file.to_str().unwrap()));
+
+    // 500 fstat calls and 3 failing ones; 2001 readings of the clock,
+    // four more, two of them failing (ring_calls.c).
+    let summary = ok(&home, &["events", &id, "-e", "trace=fstat,clock_gettime", "-c"]);
+    let row = |name: &str| summary.lines().find(|l| l.ends_with(&format!(" {name}"))).map(str::split_whitespace);
+    let fstat: Vec<&str> = row("fstat").unwrap_or_else(|| panic!("{summary}")).collect();
+    assert_eq!(fstat, ["503", "3", "fstat"], "{summary}");
+    let clock: Vec<&str> = row("clock_gettime").unwrap_or_else(|| panic!("{summary}")).collect();
+    assert_eq!(clock, ["2005", "2", "clock_gettime"], "{summary}");
+    assert!(summary.lines().last().is_some_and(|l| l.split_whitespace().eq(["2508", "5", "total"])), "{summary}");
+    assert!(row("read").is_none(), "only the selected calls: {summary}");
+
+    // The lines themselves, to a file; a class; all but a set.
+    let out = home.scratch("events_filter").join("events.txt");
+    ok(&home, &["events", &id, "-e", "trace=%clock", "-o", out.to_str().unwrap()]);
+    let text = fs::read_to_string(&out).unwrap();
+    let calls: Vec<&str> = text.lines().filter(|l| l.contains(") = ")).collect();
+    assert_eq!(calls.len(), 2005, "{}", &text[..text.len().min(2000)]);
+    assert!(calls.iter().all(|l| l.contains("] clock_gettime(")), "{}", &text[..text.len().min(2000)]);
+    assert!(text.lines().last().is_some_and(|l| l.ends_with("+++ exited with 0 +++")), "other events still");
+    let json_summary = ok(&home, &["events", &id, "-e", "trace=!read,write,clock_gettime", "-c", "--json"]);
+    let names: Vec<String> =
+        json_summary.lines().map(|l| field(&parse_line(l), "syscall").as_str().unwrap().to_string()).collect();
+    assert!(
+        names.contains(&"fstat".to_string()) && !names.iter().any(|n| n == "read" || n == "clock_gettime"),
+        "{names:?}"
+    );
+
+    for bad in ["trace=nosuchcall", "trace=%bogus", "signal=SIGSEGV"] {
+        let refused = ctl(&home, &["events", &id, "-e", bad]);
+        assert_eq!(refused.status, Status::Exited(2), "-e {bad}: {}", refused.stderr_str());
+        assert!(refused.stderr_str().contains("-e"), "{}", refused.stderr_str());
+    }
+}
+
 #[test]
 fn events_follow_a_running_recording_to_its_end() {
     let home = WarpHome::new("follow");

@@ -159,6 +159,19 @@ pub enum Command {
         /// Keep printing events as they are recorded, until the recording ends.
         #[arg(short, long)]
         follow: bool,
+        /// Which syscalls to print, as strace's `-e trace=SET`: names and
+        /// classes (%file, %desc, %network, %memory, %signal, %process,
+        /// %ipc, %clock), comma-separated, `all`, or `!SET` for all but
+        /// those. Other events (signals, faults, the end) are printed still.
+        #[arg(short = 'e', value_name = "trace=SET")]
+        expr: Vec<String>,
+        /// Print a summary instead, as strace -c: each syscall's calls and
+        /// errors, most called first (their time is not recorded yet).
+        #[arg(short = 'c', long)]
+        summary: bool,
+        /// Write to FILE instead of standard output.
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Write a session as one self-contained trace file (checksummed,
     /// compressed), to replay on another machine with `warpctl import`.

@@ -135,8 +135,9 @@ fn main() -> ExitCode {
             Command::Ls { json } => view::ls(json).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
             Command::Ps { id, json } => view::ps(id, json).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
             Command::Show { id, json } => view::show(id, json).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
-            Command::Events { id, json, follow } => {
-                view::events(id, json, follow).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
+            Command::Events { id, json, follow, expr, summary, output } => {
+                let opts = view::EventsOptions { json, follow, expr, summary, output };
+                view::events(id, opts).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
             }
             Command::Rm { ids } => view::rm(ids).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
             Command::Export { id, output, force } => {

@@ -446,15 +446,144 @@ pub fn show_json(meta: &SessionMeta, now: u64) -> String {
 // events
 
 /// `warpctl events ID|latest [--json] [--follow]`.
-pub async fn events(id: String, json: bool, follow: bool) -> Result<u8, ViewError> {
+/// What `warpctl events` prints and where.
+pub struct EventsOptions {
+    pub json: bool,
+    pub follow: bool,
+    /// strace's `-e` expressions (`trace=SET` only).
+    pub expr: Vec<String>,
+    pub summary: bool,
+    pub output: Option<std::path::PathBuf>,
+}
+
+/// The syscalls `-e trace=SET` selects.
+#[derive(Debug, Default)]
+pub struct Selection {
+    names: std::collections::BTreeSet<String>,
+    classes: Vec<String>,
+    all: bool,
+    negated: bool,
+}
+
+impl Selection {
+    /// Parses the `-e` expressions (none: every call); later `trace=`
+    /// expressions add to earlier ones, as strace's do.
+    pub fn parse(exprs: &[String]) -> Result<Selection, String> {
+        let mut s = Selection { all: exprs.is_empty(), ..Default::default() };
+        for e in exprs {
+            let Some(set) = e.strip_prefix("trace=") else {
+                return Err(format!(
+                    "-e {e:?}: only trace=SET is supported (names and %classes, comma-separated; !SET for all but those)"
+                ));
+            };
+            let set = match set.strip_prefix('!') {
+                Some(rest) => {
+                    s.negated = true;
+                    rest
+                }
+                None => set,
+            };
+            for item in set.split(',').filter(|i| !i.is_empty()) {
+                if item == "all" {
+                    s.all = true;
+                } else if let Some(class) = item.strip_prefix('%') {
+                    if warp_syscalls::in_class("read", class).is_none() {
+                        return Err(format!(
+                            "-e trace: no class %{class} (there are %{})",
+                            warp_syscalls::CLASSES.join(", %")
+                        ));
+                    }
+                    s.classes.push(class.to_string());
+                } else if (0..1024).any(|nr| warp_syscalls::name(nr) == Some(item)) {
+                    s.names.insert(item.to_string());
+                } else {
+                    return Err(format!("-e trace: {item:?} is not the name of a Linux x86_64 syscall"));
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    /// Whether the call `name` is selected.
+    pub fn selects(&self, name: &str) -> bool {
+        let named = self.all
+            || self.names.contains(name)
+            || self.classes.iter().any(|c| warp_syscalls::in_class(name, c) == Some(true));
+        named != self.negated
+    }
+}
+
+/// Calls and errors per syscall, for `-c`.
+#[derive(Default)]
+struct Summary {
+    counts: std::collections::BTreeMap<String, (u64, u64)>,
+}
+
+impl Summary {
+    fn add(&mut self, line: &EventLine) {
+        let c = self.counts.entry(line.name.clone()).or_default();
+        c.0 += 1;
+        // A result Linux gives as an error: -4095..-1.
+        if line.ret.is_some_and(|r| (-4095..0).contains(&r)) {
+            c.1 += 1;
+        }
+    }
+
+    fn render(&self, json: bool) -> String {
+        let mut rows: Vec<(&String, &(u64, u64))> = self.counts.iter().collect();
+        rows.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
+        let mut out = String::new();
+        if json {
+            for (name, (calls, errors)) in rows {
+                out.push_str(
+                    &json::Object::new().str("syscall", name).num("calls", *calls).num("errors", *errors).finish(),
+                );
+                out.push('\n');
+            }
+            return out;
+        }
+        let _ = writeln!(out, "{:>9} {:>9} syscall", "calls", "errors");
+        let _ = writeln!(out, "{:->9} {:->9} ----------------", "", "");
+        let (mut calls, mut errors) = (0, 0);
+        for (name, (c, e)) in rows {
+            let shown = if *e > 0 { e.to_string() } else { String::new() };
+            let _ = writeln!(out, "{c:>9} {shown:>9} {name}");
+            calls += c;
+            errors += e;
+        }
+        let _ = writeln!(out, "{:->9} {:->9} ----------------", "", "");
+        let _ = writeln!(out, "{calls:>9} {errors:>9} total");
+        out
+    }
+}
+
+pub async fn events(id: String, opts: EventsOptions) -> Result<u8, ViewError> {
+    let selection = Selection::parse(&opts.expr).map_err(ViewError::Refused)?;
     let mut daemon = connect::connect_or_start(false).await?;
-    let request = StreamEventsRequest { id, follow, from: 0 };
+    let request = StreamEventsRequest { id, follow: opts.follow, from: 0 };
     let mut stream = daemon.client.stream_events(request).await.map_err(rpc)?.into_inner();
-    let mut out = io::BufWriter::new(io::stdout().lock());
+    let sink: Box<dyn Write> = match &opts.output {
+        Some(path) => Box::new(
+            std::fs::File::create(path)
+                .map_err(|e| ViewError::Local(format!("cannot write {}: {e}", path.display())))?,
+        ),
+        None => Box::new(io::stdout().lock()),
+    };
+    let mut out = io::BufWriter::new(sink);
+    let mut summary = Summary::default();
     while let Some(batch) = stream.message().await.map_err(rpc)? {
         let mut text = String::new();
         for line in &batch.lines {
-            if json {
+            if line.kind == "syscall" && !selection.selects(&line.name) {
+                continue;
+            }
+            if opts.summary {
+                if line.kind == "syscall" {
+                    summary.add(line);
+                }
+                continue;
+            }
+            if opts.json {
                 text.push_str(&line_json(line));
             } else {
                 text.push_str(&line.text);
@@ -464,9 +593,12 @@ pub async fn events(id: String, json: bool, follow: bool) -> Result<u8, ViewErro
         if !emit(&mut out, &text)? {
             return Ok(0); // the reader went away
         }
-        if follow {
+        if opts.follow {
             flush(&mut out)?;
         }
+    }
+    if opts.summary && !emit(&mut out, &summary.render(opts.json))? {
+        return Ok(0);
     }
     flush(&mut out)?;
     Ok(0)
@@ -515,6 +647,24 @@ pub async fn rm(ids: Vec<String>) -> Result<u8, ViewError> {
 mod tests {
     use super::*;
     use warp_proto::trace::{Control, Identity};
+
+    #[test]
+    fn trace_sets_select_as_straces_do() {
+        let sel = |e: &[&str]| Selection::parse(&e.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let all = sel(&[]).unwrap();
+        assert!(all.selects("read") && all.selects("openat"));
+        let some = sel(&["trace=read,%file"]).unwrap();
+        assert!(some.selects("read") && some.selects("openat") && some.selects("newfstatat"));
+        assert!(!some.selects("write") && !some.selects("mmap"));
+        let not = sel(&["trace=!read,write"]).unwrap();
+        assert!(!not.selects("read") && !not.selects("write") && not.selects("openat"));
+        let two = sel(&["trace=read", "trace=%memory"]).unwrap();
+        assert!(two.selects("read") && two.selects("mmap") && !two.selects("write"));
+        assert!(sel(&["trace=all"]).unwrap().selects("getpid"));
+        assert!(sel(&["trace=nosuch"]).unwrap_err().contains("nosuch"));
+        assert!(sel(&["trace=%bogus"]).unwrap_err().contains("%file"));
+        assert!(sel(&["abbrev=none"]).unwrap_err().contains("only trace="));
+    }
 
     fn info(status: &str, ending: Option<Ending>) -> SessionInfo {
         SessionInfo {
