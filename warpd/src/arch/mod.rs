@@ -8,6 +8,7 @@
 //! the names re-exported here are the current architecture's.
 
 pub mod aarch64;
+pub mod tables;
 pub mod x86_64;
 
 pub use self::x86_64::cpu::{initial_cpu, CpuidValue};

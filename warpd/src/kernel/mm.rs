@@ -300,6 +300,14 @@ impl Mm {
     /// Makes [start, end) of a file mapping the pages past its file's end:
     /// their frames go, and an access to them is SIGBUS ([`Mm::past_eof`]).
     pub fn mark_past_eof(&mut self, start: u64, end: u64) -> Result<(), Errno> {
+        self.release_frames(start, end)?;
+        self.past_eof.insert(start, end);
+        Ok(())
+    }
+
+    /// Clears the entries of [start, end) and gives their frames back to
+    /// the host (punching also drops KVM's mappings of them).
+    fn release_frames(&mut self, start: u64, end: u64) -> Result<(), Errno> {
         let mut freed = Vec::new();
         let mut va = start;
         while va < end {
@@ -318,7 +326,6 @@ impl Mm {
             self.frames.free(off / PAGE_SIZE, len / PAGE_SIZE);
             self.guest.punch_hole(off, len).map_err(|_| Errno::ENOMEM)?;
         }
-        self.past_eof.insert(start, end);
         Ok(())
     }
 
@@ -349,27 +356,9 @@ impl Mm {
         self.split_at(addr);
         self.split_at(end);
         let starts: Vec<u64> = self.vmas.range(addr..end).map(|(&s, _)| s).collect();
-        let mut freed = Vec::new();
         for s in starts {
             let vma = self.vmas.remove(&s).expect("listed");
-            let mut va = s;
-            while va < vma.end {
-                let next = self.next_entry(va);
-                if next > va {
-                    va = next;
-                    continue;
-                }
-                if let Some(frame) = leaf::frame(self.entry(va)) {
-                    self.set_entry(va, 0)?;
-                    push_run(&mut freed, frame - USER_GPA_BASE, PAGE_SIZE);
-                }
-                va += PAGE_SIZE;
-            }
-        }
-        for (off, len) in freed {
-            self.frames.free(off / PAGE_SIZE, len / PAGE_SIZE);
-            // Punching also drops KVM's mappings of these frames.
-            self.guest.punch_hole(off, len).map_err(|_| Errno::ENOMEM)?;
+            self.release_frames(s, vma.end)?;
         }
         Ok(())
     }

@@ -1943,9 +1943,10 @@ impl Process {
         Ok((len != 0).then_some((start, len)))
     }
 
-    /// RLIMIT_MEMLOCK as the program has it, and whether it may lock
-    /// beyond it (CAP_IPC_LOCK: here, an effective uid of 0).
-    fn memlock_limit(&mut self, link: &mut dyn Outside) -> Result<Result<(u64, bool), Errno>, ProcessError> {
+    /// How much the program may lock: RLIMIT_MEMLOCK as it has it, None
+    /// when it may lock beyond (CAP_IPC_LOCK: here, an effective uid of
+    /// 0), EPERM when the limit is 0 and it may not.
+    fn memlock_allowance(&mut self, link: &mut dyn Outside) -> Result<Result<Option<u64>, Errno>, ProcessError> {
         const RLIMIT_MEMLOCK: u64 = 8;
         let limit = match self.rlimits.get(&RLIMIT_MEMLOCK) {
             Some(&(cur, _)) => cur,
@@ -1958,7 +1959,11 @@ impl Process {
                 u64::from_le_bytes(out[..8].try_into().expect("8"))
             }
         };
-        Ok(Ok((limit, self.ident.euid == 0)))
+        Ok(match (limit, self.ident.euid == 0) {
+            (_, true) => Ok(None),
+            (0, false) => Err(Errno::EPERM),
+            (l, false) => Ok(Some(l)),
+        })
     }
 
     /// mlock and mlock2: every page of the program's memory is resident
@@ -1971,20 +1976,17 @@ impl Process {
         if flags & !MLOCK_ONFAULT != 0 {
             return Ok(Err(Errno::EINVAL));
         }
-        let (limit, privileged) = match self.memlock_limit(link)? {
+        let limit = match self.memlock_allowance(link)? {
             Ok(l) => l,
             Err(e) => return Ok(Err(e)),
         };
-        if limit == 0 && !privileged {
-            return Ok(Err(Errno::EPERM));
-        }
         let Some((start, len)) = (match Self::lock_range(addr, len) {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         }) else {
             return Ok(Ok(0));
         };
-        if len > limit && !privileged {
+        if limit.is_some_and(|l| len > l) {
             return Ok(Err(Errno::ENOMEM));
         }
         Ok(if self.mm.is_mapped(start, len) { Ok(0) } else { Err(Errno::ENOMEM) })
@@ -2006,15 +2008,12 @@ impl Process {
         if flags == 0 || flags & !(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0 || flags == MCL_ONFAULT {
             return Ok(Err(Errno::EINVAL));
         }
-        let (limit, privileged) = match self.memlock_limit(link)? {
+        let limit = match self.memlock_allowance(link)? {
             Ok(l) => l,
             Err(e) => return Ok(Err(e)),
         };
-        if limit == 0 && !privileged {
-            return Ok(Err(Errno::EPERM));
-        }
         let total: u64 = self.mm.vmas().map(|(&start, v)| v.end - start).sum();
-        if flags & MCL_CURRENT != 0 && total > limit && !privileged {
+        if flags & MCL_CURRENT != 0 && limit.is_some_and(|l| total > l) {
             return Ok(Err(Errno::ENOMEM));
         }
         Ok(Ok(0))

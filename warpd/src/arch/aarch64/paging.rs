@@ -2,11 +2,8 @@
 //! VMSAv8-64 translation system), built by the host: 4 KiB granule, a
 //! 48-bit virtual address space walked from TTBR0_EL1 in four levels (0 to
 //! 3, 9 bits each), 4 KiB pages only.
-//!
-//! As on x86_64 (`arch::x86_64::paging`), intermediate tables are never
-//! freed and their entries only go from invalid to valid; leaf edits are
-//! made visible by the memory manager (a TLB invalidation by the vectors or
-//! a fresh ASID on this architecture).
+//! The entries' bits; the walk is `arch::tables`, as x86_64's (a leaf edit
+//! is made visible by a TLB invalidation on this architecture).
 
 /// Bits [1:0] of a valid descriptor: a table (levels 0-2) or a page (level 3).
 pub const DESC_VALID: u64 = 1;
@@ -106,112 +103,32 @@ pub mod leaf {
     }
 }
 
-pub use crate::arch::x86_64::paging::{PagingError, TableMemory};
+pub use crate::arch::tables::{PagingError, TableMemory};
 
-/// The table tree rooted at TTBR0's level-0 table, with a bump allocator
-/// for new table pages.
-#[derive(Clone, Debug)]
-pub struct PageTables {
-    root: u64,
-    next_free: u64,
-    pool_end: u64,
+/// aarch64's stage-1 descriptors to the walk.
+#[derive(Clone, Copy, Debug)]
+pub struct Stage1;
+
+impl crate::arch::tables::Format for Stage1 {
+    fn valid(e: u64) -> bool {
+        e & DESC_VALID != 0
+    }
+    fn address(e: u64) -> u64 {
+        e & ADDR_MASK
+    }
+    fn table(t: u64) -> u64 {
+        // Table descriptors restrict nothing (APTable, XNTable 0): the leaf decides.
+        t | DESC_TABLE_OR_PAGE
+    }
+    fn needs_tables(e: u64) -> bool {
+        leaf::frame(e).is_some()
+    }
 }
 
-/// The index of `va` in a table of `level` (0 is the root, 3 the pages).
-fn index(va: u64, level: u32) -> u64 {
-    (va >> (12 + 9 * (3 - level))) & 511
-}
+/// The table tree under TTBR0_EL1's level-0 table.
+pub type PageTables = crate::arch::tables::Tables<Stage1>;
 
 impl PageTables {
-    /// A fresh tree: zeroes the root page; tables come from `[pool_start, pool_end)`.
-    pub fn new(mem: &mut (impl TableMemory + ?Sized), root: u64, pool_start: u64, pool_end: u64) -> Self {
-        mem.zero_page(root);
-        PageTables { root, next_free: pool_start, pool_end }
-    }
-
-    /// What TTBR0_EL1 holds (the ASID in bits [63:48] is 0).
-    pub fn root(&self) -> u64 {
-        self.root
-    }
-
-    fn alloc_table(&mut self, mem: &mut (impl TableMemory + ?Sized)) -> Result<u64, PagingError> {
-        if self.next_free + 4096 > self.pool_end {
-            return Err(PagingError::PoolExhausted);
-        }
-        let t = self.next_free;
-        self.next_free += 4096;
-        mem.zero_page(t);
-        Ok(t)
-    }
-
-    fn leaf_slot(
-        &mut self,
-        mem: &mut (impl TableMemory + ?Sized),
-        va: u64,
-        create: bool,
-    ) -> Result<Option<u64>, PagingError> {
-        let mut table = self.root;
-        for level in 0..3 {
-            let slot = table + index(va, level) * 8;
-            let entry = mem.read_u64(slot);
-            if entry & DESC_VALID == 0 {
-                if !create {
-                    return Ok(None);
-                }
-                let t = self.alloc_table(mem)?;
-                // Table descriptors restrict nothing (APTable, XNTable 0):
-                // the leaf decides.
-                mem.write_u64(slot, t | DESC_TABLE_OR_PAGE);
-                table = t;
-            } else {
-                table = entry & ADDR_MASK;
-            }
-        }
-        Ok(Some(table + index(va, 3) * 8))
-    }
-
-    /// Maps the page at `va` with the leaf `entry`; returns the one it replaced.
-    pub fn set_entry(
-        &mut self,
-        mem: &mut (impl TableMemory + ?Sized),
-        va: u64,
-        entry: u64,
-    ) -> Result<u64, PagingError> {
-        match self.leaf_slot(mem, va, leaf::frame(entry).is_some())? {
-            Some(slot) => {
-                let old = mem.read_u64(slot);
-                mem.write_u64(slot, entry);
-                Ok(old)
-            }
-            None => Ok(0),
-        }
-    }
-
-    /// Removes the mapping of the page at `va`; returns the old entry (0 if none).
-    pub fn unmap(&mut self, mem: &mut (impl TableMemory + ?Sized), va: u64) -> u64 {
-        match self.leaf_slot(mem, va, false) {
-            Ok(Some(slot)) => {
-                let old = mem.read_u64(slot);
-                mem.write_u64(slot, 0);
-                old
-            }
-            _ => 0,
-        }
-    }
-
-    /// The leaf entry for `va` (0 when nothing is mapped there).
-    pub fn entry(&self, mem: &(impl TableMemory + ?Sized), va: u64) -> u64 {
-        let mut table = self.root;
-        for level in 0..3 {
-            let entry = mem.read_u64(table + index(va, level) * 8);
-            if entry & DESC_VALID == 0 {
-                return 0;
-            }
-            table = entry & ADDR_MASK;
-        }
-        mem.read_u64(table + index(va, 3) * 8)
-    }
-
     /// What the hardware walk gives for `va` from EL0: the physical address
     /// and whether it may write and execute; None for a translation fault.
     /// (The same walk as the MMU's, for tests and for the debugger.)
@@ -279,14 +196,14 @@ mod tests {
         assert_eq!(pt.translate(&mem[..], 1 << 48), None, "beyond the 48-bit space");
         // A neighbour shares the three tables.
         pt.set_entry(&mut mem[..], va + 4096, leaf::user(0x40000, false, false)).unwrap();
-        assert_eq!(pt.next_free, 4 * 4096, "three tables under the root");
+        assert_eq!(pt.pool_used(4096), 3 * 4096, "three tables under the root");
         assert_eq!(pt.translate(&mem[..], va + 4096), Some((0x40000, false, false)));
         assert_eq!(pt.unmap(&mut mem[..], va) & ADDR_MASK, 0x3f000);
         assert_eq!(pt.translate(&mem[..], va), None);
         // A kept entry for an unmapped address makes no tables.
-        let before = pt.next_free;
+        let before = pt.pool_used(4096);
         pt.set_entry(&mut mem[..], 0x1000_0000_0000, 0).unwrap();
-        assert_eq!(pt.next_free, before);
+        assert_eq!(pt.pool_used(4096), before);
     }
 
     #[test]

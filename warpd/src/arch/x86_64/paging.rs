@@ -1,12 +1,5 @@
 //! 4-level x86_64 page tables, built and edited by the host in the kernel
-//! slot's memory.
-//!
-//! Intermediate tables are never freed: on a shadow-paging host (PVM) KVM
-//! keeps shadow pages keyed by guest page-table pages, and a host edit of a
-//! live entry is not seen by the guest (HOST-KVM.md). Keeping intermediate
-//! tables means their entries only ever go from not-present to present;
-//! leaf edits are made visible by the memory manager, which drops the
-//! affected frames from KVM's view (see `kernel::mm`).
+//! slot's memory: the entries' bits; the walk is `arch::tables`.
 
 pub const PTE_PRESENT: u64 = 1;
 pub const PTE_WRITE: u64 = 1 << 1;
@@ -96,102 +89,32 @@ pub mod leaf {
     }
 }
 
-/// Why a mapping could not be made.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum PagingError {
-    /// Every page of the page-table pool is in use.
-    #[error("out of page-table memory")]
-    PoolExhausted,
-}
+pub use crate::arch::tables::{PagingError, TableMemory};
 
-/// Memory holding the page tables, addressed by guest-physical address.
-pub trait TableMemory {
-    fn read_u64(&self, gpa: u64) -> u64;
-    fn write_u64(&mut self, gpa: u64, value: u64);
-    fn zero_page(&mut self, gpa: u64);
-}
+/// x86_64's entries to the walk.
+#[derive(Clone, Copy, Debug)]
+pub struct X86;
 
-impl TableMemory for [u8] {
-    fn read_u64(&self, gpa: u64) -> u64 {
-        let i = gpa as usize;
-        u64::from_le_bytes(self[i..i + 8].try_into().expect("8 bytes"))
+impl crate::arch::tables::Format for X86 {
+    fn valid(e: u64) -> bool {
+        e & PTE_PRESENT != 0
     }
-    fn write_u64(&mut self, gpa: u64, value: u64) {
-        let i = gpa as usize;
-        self[i..i + 8].copy_from_slice(&value.to_le_bytes());
+    fn address(e: u64) -> u64 {
+        e & PTE_ADDR_MASK
     }
-    fn zero_page(&mut self, gpa: u64) {
-        let i = gpa as usize;
-        self[i..i + 4096].fill(0);
+    fn table(t: u64) -> u64 {
+        // Intermediate entries allow everything; the leaf decides.
+        t | PTE_PRESENT | PTE_WRITE | PTE_USER
+    }
+    fn needs_tables(e: u64) -> bool {
+        e & PTE_PRESENT != 0
     }
 }
 
-/// The page-table tree rooted at one PML4, with a bump allocator for new
-/// table pages.
-#[derive(Clone, Debug)]
-pub struct PageTables {
-    pml4: u64,
-    next_free: u64,
-    pool_end: u64,
-}
-
-fn index(va: u64, level: u32) -> u64 {
-    (va >> (12 + 9 * level)) & 511
-}
+/// The page-table tree rooted at one PML4.
+pub type PageTables = crate::arch::tables::Tables<X86>;
 
 impl PageTables {
-    /// A fresh tree: zeroes the PML4 page; tables come from `[pool_start, pool_end)`.
-    pub fn new(mem: &mut (impl TableMemory + ?Sized), pml4: u64, pool_start: u64, pool_end: u64) -> Self {
-        mem.zero_page(pml4);
-        PageTables { pml4, next_free: pool_start, pool_end }
-    }
-
-    pub fn root(&self) -> u64 {
-        self.pml4
-    }
-
-    /// Bytes of page-table pool used so far.
-    pub fn pool_used(&self, pool_start: u64) -> u64 {
-        self.next_free - pool_start
-    }
-
-    fn alloc_table(&mut self, mem: &mut (impl TableMemory + ?Sized)) -> Result<u64, PagingError> {
-        if self.next_free + 4096 > self.pool_end {
-            return Err(PagingError::PoolExhausted);
-        }
-        let t = self.next_free;
-        self.next_free += 4096;
-        mem.zero_page(t);
-        Ok(t)
-    }
-
-    /// The address of the leaf entry for `va`, creating tables on the way
-    /// when `create` is set.
-    fn leaf_slot(
-        &mut self,
-        mem: &mut (impl TableMemory + ?Sized),
-        va: u64,
-        create: bool,
-    ) -> Result<Option<u64>, PagingError> {
-        let mut table = self.pml4;
-        for level in (1..=3).rev() {
-            let slot = table + index(va, level) * 8;
-            let entry = mem.read_u64(slot);
-            if entry & PTE_PRESENT == 0 {
-                if !create {
-                    return Ok(None);
-                }
-                let t = self.alloc_table(mem)?;
-                // Intermediate entries allow everything; the leaf decides.
-                mem.write_u64(slot, t | PTE_PRESENT | PTE_WRITE | PTE_USER);
-                table = t;
-            } else {
-                table = entry & PTE_ADDR_MASK;
-            }
-        }
-        Ok(Some(table + index(va, 0) * 8))
-    }
-
     /// Maps the page at `va` to `pa` with `flags`; returns the entry it replaced.
     pub fn map(
         &mut self,
@@ -200,69 +123,7 @@ impl PageTables {
         pa: u64,
         flags: u64,
     ) -> Result<u64, PagingError> {
-        let slot = self.leaf_slot(mem, va, true)?.expect("created");
-        let old = mem.read_u64(slot);
-        mem.write_u64(slot, (pa & PTE_ADDR_MASK) | flags | PTE_PRESENT);
-        Ok(old)
-    }
-
-    /// Removes the mapping of the page at `va`; returns the old entry (0 if none).
-    pub fn unmap(&mut self, mem: &mut (impl TableMemory + ?Sized), va: u64) -> u64 {
-        match self.leaf_slot(mem, va, false) {
-            Ok(Some(slot)) => {
-                let old = mem.read_u64(slot);
-                mem.write_u64(slot, 0);
-                old
-            }
-            _ => 0,
-        }
-    }
-
-    /// Replaces an entry as is (present or not); returns the old one.
-    pub fn set_entry(
-        &mut self,
-        mem: &mut (impl TableMemory + ?Sized),
-        va: u64,
-        entry: u64,
-    ) -> Result<u64, PagingError> {
-        let slot = self.leaf_slot(mem, va, entry & PTE_PRESENT != 0)?;
-        match slot {
-            Some(slot) => {
-                let old = mem.read_u64(slot);
-                mem.write_u64(slot, entry);
-                Ok(old)
-            }
-            None => Ok(0),
-        }
-    }
-
-    /// The first address at or after `va` whose leaf entry can be set: `va`
-    /// when its last-level table exists, else the end of the range the
-    /// first missing table would cover.
-    pub fn next_possible(&self, mem: &(impl TableMemory + ?Sized), va: u64) -> u64 {
-        let mut table = self.pml4;
-        for level in (1..=3).rev() {
-            let entry = mem.read_u64(table + index(va, level) * 8);
-            if entry & PTE_PRESENT == 0 {
-                let span = 1u64 << (12 + 9 * level);
-                return (va & !(span - 1)).saturating_add(span);
-            }
-            table = entry & PTE_ADDR_MASK;
-        }
-        va
-    }
-
-    /// The leaf entry for `va` (0 when nothing is mapped there).
-    pub fn entry(&self, mem: &(impl TableMemory + ?Sized), va: u64) -> u64 {
-        let mut table = self.pml4;
-        for level in (1..=3).rev() {
-            let entry = mem.read_u64(table + index(va, level) * 8);
-            if entry & PTE_PRESENT == 0 {
-                return 0;
-            }
-            table = entry & PTE_ADDR_MASK;
-        }
-        mem.read_u64(table + index(va, 0) * 8)
+        self.set_entry(mem, va, (pa & PTE_ADDR_MASK) | flags | PTE_PRESENT)
     }
 }
 
