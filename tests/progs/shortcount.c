@@ -1,7 +1,9 @@
 /* A buffer longer than the memory mapped behind it: Linux copies up to the
  * first unmapped page and returns that much (EFAULT only when nothing was
- * copied), for read from a file and from /dev/zero, getrandom, and write. */
+ * copied), for read from a file and from /dev/zero, getrandom, write, and
+ * readv and preadv whose later buffers are unmapped. */
 #include <fcntl.h>
+#include <sys/uio.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include "warptest.h"
@@ -25,5 +27,13 @@ int main(int argc, char **argv)
 	printf("write to a pipe, two pages asked: %s\n", result_text(write(p[1], buf, 2 * page)));
 	errno = 0;
 	printf("read into unmapped memory: %s\n", result_text(read(z, buf + page, 16)));
+	/* iovecs: 100 mapped bytes, then 50 of which the last 20 are unmapped,
+	 * then an unmapped one. */
+	struct iovec v[3] = { { buf, 100 }, { buf + page - 30, 50 }, { buf + page, 10 } };
+	printf("readv of /dev/zero, its later buffers unmapped: %s\n", result_text(readv(z, v, 3)));
+	printf("preadv of the file from 1: %s\n", result_text(preadv(fd, v + 1, 2, 1)));
+	printf("readv, the first buffer unmapped: %s\n", result_text(readv(z, v + 2, 1)));
+	struct iovec huge[2] = { { buf + page, 10 }, { buf, (size_t)-1 } };
+	printf("readv, a later length too large: %s\n", result_text(readv(z, huge, 2)));
 	return 0;
 }

@@ -481,7 +481,9 @@ fn short_counts_at_the_end_of_mapped_memory() {
             native.stdout_str(),
             "read a 3-byte file, length 1 GiB: 3\nread /dev/zero, two pages asked, one mapped: 4096\n\
              getrandom, two pages asked: 4096\nwrite to a pipe, two pages asked: 4096\n\
-             read into unmapped memory: EFAULT\n"
+             read into unmapped memory: EFAULT\nreadv of /dev/zero, its later buffers unmapped: 130\n\
+             preadv of the file from 1: 2\nreadv, the first buffer unmapped: EFAULT\n\
+             readv, a later length too large: EINVAL\n"
         );
     }
 }

@@ -1334,17 +1334,36 @@ impl Process {
     fn iov_ranges(&self, iov: u64, count: u64, write: bool) -> Result<Vec<(u64, u64)>, Errno> {
         let mut raw = vec![0u8; (count * 16) as usize];
         self.mm.read_user(iov, &mut raw)?;
+        let word = |c: &[u8], at: usize| u64::from_le_bytes(c[at..at + 8].try_into().expect("8"));
+        // Every length is checked before anything moves, as Linux's import_iovec.
+        if raw.chunks_exact(16).any(|c| word(c, 8) > isize::MAX as u64) {
+            return Err(Errno::EINVAL);
+        }
         let mut ranges = Vec::new();
         let mut total: u64 = 0;
         for c in raw.chunks_exact(16) {
-            let base = u64::from_le_bytes(c[..8].try_into().expect("8"));
-            let len = u64::from_le_bytes(c[8..].try_into().expect("8"));
-            if len > isize::MAX as u64 {
-                return Err(Errno::EINVAL);
-            }
+            let (base, len) = (word(c, 0), word(c, 8));
             total = total.saturating_add(len);
             let len = len.min(MAX_RW_COUNT.saturating_sub(total - len));
-            ranges.extend(self.mm.user_ranges(base, len, write)?);
+            match self.mm.user_ranges(base, len, write) {
+                Ok(r) => ranges.extend(r),
+                Err(e) if !write => return Err(e),
+                Err(e) => {
+                    // A read: Linux copies until the first fault, the buffers
+                    // up to it (and the part of this one before it) are the
+                    // call's; EFAULT only when nothing could move. (A pipe's
+                    // read that reaches the fault is EFAULT on Linux; writes
+                    // differ by file type too, and stay EFAULT here.)
+                    let prefix = self.mm.accessible(base, len, write);
+                    if prefix > 0 {
+                        ranges.extend(self.mm.user_ranges(base, prefix, write)?);
+                    }
+                    if ranges.is_empty() {
+                        return Err(e);
+                    }
+                    break;
+                }
+            }
         }
         Ok(ranges)
     }
