@@ -384,6 +384,86 @@ fn another_user_cannot_see_or_replay_the_sessions() {
     assert_eq!(ctl(&home, &["replay", &id, "--quiet"]).status, Status::Exited(0));
 }
 
+/// One user's idle connections are bounded (`WARP_MAX_CONNECTIONS`): past
+/// the bound their new ones are closed, other users' calls go on, and the
+/// slots come back when the connections close. Root is not limited, so the
+/// bounded user is uid 4242 on root's daemon, as above.
+#[test]
+fn a_users_idle_connections_are_bounded() {
+    if unsafe_getuid() != 0 {
+        eprintln!("a_users_idle_connections_are_bounded: skipped (needs root to run as uid {OTHER_UID})");
+        return;
+    }
+    let warpctl = warp_tests::warpctl();
+    if let Some(dir) =
+        closed_to_others(&warpctl).or_else(|| closed_to_others(&warp_tests::prog("hold_conns", FLAVOURS[0])))
+    {
+        eprintln!(
+            "a_users_idle_connections_are_bounded: skipped ({} is not reachable by uid {OTHER_UID})",
+            dir.display()
+        );
+        return;
+    }
+    let home = WarpHome::new("conn_limit").with_env("WARP_MAX_CONNECTIONS", "3");
+    record(&home, &Spec::prog("hello", FLAVOURS[0]));
+    let socket = home.path().join("warpd.sock");
+    fs::set_permissions(&socket, fs::Permissions::from_mode(0o666)).unwrap();
+    fs::set_permissions(home.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let other = || {
+        let mut cmd = home.warpctl();
+        cmd.uid(OTHER_UID).gid(OTHER_UID).env("HOME", "/nonexistent").current_dir("/");
+        cmd
+    };
+    assert_eq!(ctl_with(other(), &["daemon", "status"]).status, Status::Exited(0), "before: uid {OTHER_UID} is served");
+
+    // Three idle connections of uid 4242's: its fourth is closed.
+    /// Killed however the test ends (its output pipe would keep the harness waiting).
+    struct Holder(std::process::Child);
+    impl Drop for Holder {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut holder = Holder(
+        Command::new(warp_tests::prog("hold_conns", FLAVOURS[0]))
+            .arg(&socket)
+            .arg("3")
+            .uid(OTHER_UID)
+            .gid(OTHER_UID)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.0.stdout.take().unwrap()), &mut line).unwrap();
+    assert_eq!(line, "held 3\n");
+    let refused = ctl_with(other(), &["daemon", "status"]);
+    assert_ne!(
+        refused.status,
+        Status::Exited(0),
+        "uid {OTHER_UID}'s fourth connection is closed: {}",
+        refused.stdout_str()
+    );
+    // Root, another user, is served meanwhile.
+    assert!(ok(&home, &["ls"]).lines().count() >= 2);
+
+    // Its connections closed, its slots come back.
+    drop(holder);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let mut cmd = other();
+        cmd.args(["daemon", "status"]);
+        let status = run(cmd, "daemon status", &Input::Null, None, default_timeout());
+        if status.status == Status::Exited(0) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "uid {OTHER_UID} is not served again: {}", status.stderr_str());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 /// The first of `path` and its directories that other users cannot
 /// execute or search, if any.
 fn closed_to_others(path: &std::path::Path) -> Option<std::path::PathBuf> {

@@ -29,6 +29,11 @@ Environment:
                    embedded daemon exits (default 300; 0: never)
   WARP_KVM_DEVICE  the KVM device to open (default /dev/kvm)
   WARP_LOG         log filter, e.g. `debug` or `warpd=trace` (default info)
+  WARP_MAX_CONNECTIONS
+                   connections one user may hold open at once (default 256;
+                   root is not limited): more are closed as they come
+  WARP_MAX_PROCESSES
+                   processes a recording may have alive at once (default 128)
 
 Without WARP_HOME the embedded daemon listens in $XDG_RUNTIME_DIR/warpspeed
 (or /tmp/warpspeed-$UID) and keeps its store and log in $XDG_DATA_HOME/warpspeed

@@ -26,6 +26,7 @@
 //! uid or root may stop it.
 
 mod broker;
+mod conn_limit;
 mod events;
 mod lookup;
 mod replay;
@@ -298,9 +299,11 @@ pub async fn serve(
     };
 
     let service = service::WarpService::new(Arc::clone(&shared));
-    let server = tonic::transport::Server::builder()
-        .add_service(WarpServer::new(service))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(grpc), drained);
+    let server =
+        tonic::transport::Server::builder().add_service(WarpServer::new(service)).serve_with_incoming_shutdown(
+            admitted(UnixListenerStream::new(grpc), conn_limit::Limiter::from_env()),
+            drained,
+        );
 
     // tonic's graceful shutdown waits for every connection to close; give
     // clients a moment, then go regardless.
@@ -317,6 +320,19 @@ pub async fn serve(
 
 /// Asks the daemon to stop once it has had no session and no request for
 /// `idle`.
+/// The accepted connections, each counted against its user's bound; one
+/// beyond it is closed at once ([`conn_limit`]).
+fn admitted(
+    incoming: UnixListenerStream,
+    limiter: conn_limit::Limiter,
+) -> impl tokio_stream::Stream<Item = std::io::Result<conn_limit::Counted>> {
+    use tokio_stream::StreamExt;
+    incoming.filter_map(move |accepted| match accepted {
+        Ok(stream) => limiter.admit(stream).map(Ok),
+        Err(e) => Some(Err(e)),
+    })
+}
+
 async fn idle_timer(shared: Arc<Shared>, idle: Duration) {
     let tick = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     loop {
