@@ -34,6 +34,9 @@ Environment:
                    root is not limited): more are closed as they come
   WARP_MAX_PROCESSES
                    processes a recording may have alive at once (default 128)
+  WARP_MAX_SESSIONS
+                   recordings one user may have running at once (default 64;
+                   root is not limited): more are refused
 
 Without WARP_HOME the embedded daemon listens in $XDG_RUNTIME_DIR/warpspeed
 (or /tmp/warpspeed-$UID) and keeps its store and log in $XDG_DATA_HOME/warpspeed

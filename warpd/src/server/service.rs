@@ -238,7 +238,11 @@ impl Warp for WarpService {
         let shared = Arc::clone(&self.shared);
         let (session, token) = blocking(move || {
             let taken = |id: &str| shared.store.session(id).is_ok();
-            shared.sessions.create(spec, taken).map_err(|e| Status::internal(e.to_string()))
+            let max = crate::server::sessions::max_per_user(spec.owner_uid);
+            shared.sessions.create(spec, taken, max).map_err(|e| match e {
+                crate::server::sessions::CreateError::TooMany(_) => Status::resource_exhausted(e.to_string()),
+                e => Status::internal(e.to_string()),
+            })
         })
         .await?;
         tracing::info!(id = session.id(), uid, program = %session.spec.program, "session created");

@@ -50,6 +50,24 @@ pub enum CreateError {
     /// The kernel's random source failed.
     #[error("cannot read random bytes for the session id and token: {0}")]
     Random(#[from] std::io::Error),
+    /// The user has so many sessions recording already.
+    #[error("you have {0} recordings running, the most warpd takes from one user at once (WARP_MAX_SESSIONS); wait for one to end")]
+    TooMany(usize),
+}
+
+/// The default bound on one user's sessions recording at once (`WARP_MAX_SESSIONS`).
+pub const MAX_PER_USER: usize = 64;
+
+/// One user's bound on sessions recording at once: `WARP_MAX_SESSIONS`,
+/// else [`MAX_PER_USER`]; root is not bounded.
+pub fn max_per_user(uid: u32) -> Option<usize> {
+    (uid != 0).then(|| {
+        std::env::var("WARP_MAX_SESSIONS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&n| n >= 1)
+            .unwrap_or(MAX_PER_USER)
+    })
 }
 
 /// Milliseconds since the Unix epoch.
@@ -248,14 +266,21 @@ impl Sessions {
 
     /// Creates a session awaiting its broker; returns it and its token.
     /// `spec.id` is replaced by a fresh id that no live session has and
-    /// for which `taken` (the store) says no.
+    /// for which `taken` (the store) says no. Refused when its owner has
+    /// `max` live sessions already.
     pub fn create(
         &self,
         mut spec: SessionSpec,
         taken: impl Fn(&str) -> bool,
+        max: Option<usize>,
     ) -> Result<(Arc<Session>, String), CreateError> {
         let token = secrets::new_token()?;
         let mut table = self.table();
+        if let Some(max) = max {
+            if table.by_id.values().filter(|s| s.spec.owner_uid == spec.owner_uid).count() >= max {
+                return Err(CreateError::TooMany(max));
+            }
+        }
         let id = loop {
             let id = secrets::new_id()?;
             if !table.by_id.contains_key(&id) && !taken(&id) {
@@ -406,7 +431,7 @@ mod tests {
     #[test]
     fn token_is_good_once_and_only_for_the_owner() {
         let sessions = Sessions::default();
-        let (s, token) = sessions.create(spec(1000, false), |_| false).unwrap();
+        let (s, token) = sessions.create(spec(1000, false), |_| false, None).unwrap();
         assert!(matches!(sessions.claim("nope", 1000), Err(ClaimError::UnknownToken)));
         assert!(matches!(sessions.claim(&token, 1001), Err(ClaimError::WrongUser { .. })));
         let claimed = sessions.claim(&token, 1000).unwrap();
@@ -418,7 +443,7 @@ mod tests {
     #[test]
     fn ended_sessions_cannot_be_claimed_or_ended_again() {
         let sessions = Sessions::default();
-        let (s, token) = sessions.create(spec(1000, false), |_| false).unwrap();
+        let (s, token) = sessions.create(spec(1000, false), |_| false, None).unwrap();
         assert!(s.fail_if_awaiting_broker(Failure::Broker, "the broker never connected"));
         assert!(matches!(sessions.claim(&token, 1000), Err(ClaimError::UnknownToken)));
         assert!(!s.finish(result(0)));
@@ -431,9 +456,9 @@ mod tests {
     #[test]
     fn list_is_per_user_and_oldest_first() {
         let sessions = Sessions::default();
-        let (a, _) = sessions.create(spec(1000, false), |_| false).unwrap();
-        let (_b, _) = sessions.create(spec(1001, false), |_| false).unwrap();
-        let (c, _) = sessions.create(spec(1000, false), |_| false).unwrap();
+        let (a, _) = sessions.create(spec(1000, false), |_| false, None).unwrap();
+        let (_b, _) = sessions.create(spec(1001, false), |_| false, None).unwrap();
+        let (c, _) = sessions.create(spec(1000, false), |_| false, None).unwrap();
         let mine: Vec<_> = sessions.list(Some(1000)).iter().map(|s| s.id().to_owned()).collect();
         assert_eq!(mine, vec![a.id().to_owned(), c.id().to_owned()]);
         assert_eq!(sessions.list(None).len(), 3);
@@ -454,13 +479,32 @@ mod tests {
         let calls = std::cell::Cell::new(0);
         // The first two ids drawn are "taken".
         let (s, _) = sessions
-            .create(spec(1000, false), |_| {
-                calls.set(calls.get() + 1);
-                calls.get() <= 2
-            })
+            .create(
+                spec(1000, false),
+                |_| {
+                    calls.set(calls.get() + 1);
+                    calls.get() <= 2
+                },
+                None,
+            )
             .unwrap();
         assert_eq!(calls.get(), 3);
         assert_eq!(s.id().len(), secrets::ID_LEN);
+    }
+
+    #[test]
+    fn a_user_gets_so_many_live_sessions() {
+        let sessions = Sessions::default();
+        let (a, _) = sessions.create(spec(1000, false), |_| false, Some(2)).unwrap();
+        sessions.create(spec(1000, false), |_| false, Some(2)).unwrap();
+        let refused = sessions.create(spec(1000, false), |_| false, Some(2)).err().unwrap();
+        assert!(matches!(refused, CreateError::TooMany(2)), "{refused}");
+        assert!(refused.to_string().contains("WARP_MAX_SESSIONS"));
+        // Another user is not held back; an ended session gives its slot back.
+        sessions.create(spec(1001, false), |_| false, Some(2)).unwrap();
+        sessions.remove(a.id());
+        sessions.create(spec(1000, false), |_| false, Some(2)).unwrap();
+        assert_eq!(max_per_user(0), None, "root is not bounded");
     }
 
     #[test]
@@ -483,7 +527,7 @@ mod tests {
     #[test]
     fn notes_then_end() {
         let sessions = Sessions::default();
-        let (s, _) = sessions.create(spec(1000, true), |_| false).unwrap();
+        let (s, _) = sessions.create(spec(1000, true), |_| false, None).unwrap();
         s.push_note("one".into());
         s.push_note("two".into());
         let p = s.progress(0);
@@ -499,7 +543,7 @@ mod tests {
     fn quiet_sessions_keep_the_notes_they_are_sent() {
         // (The runner sends a quiet session only the lines about limits.)
         let sessions = Sessions::default();
-        let (s, _) = sessions.create(spec(1000, false), |_| false).unwrap();
+        let (s, _) = sessions.create(spec(1000, false), |_| false, None).unwrap();
         s.push_note("a limit".into());
         assert_eq!(s.progress(0).notes, vec!["a limit"]);
     }
@@ -507,7 +551,7 @@ mod tests {
     #[test]
     fn notes_are_capped() {
         let sessions = Sessions::default();
-        let (s, _) = sessions.create(spec(1000, true), |_| false).unwrap();
+        let (s, _) = sessions.create(spec(1000, true), |_| false, None).unwrap();
         for i in 0..MAX_NOTES + 5 {
             s.push_note(format!("{i}"));
         }
