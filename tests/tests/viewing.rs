@@ -346,14 +346,7 @@ fn another_user_cannot_see_or_replay_the_sessions() {
     let home = WarpHome::new("two_users");
     let id = record(&home, &Spec::prog("hello", FLAVOURS[0]));
 
-    let socket = home.path().join("warpd.sock");
-    fs::set_permissions(&socket, fs::Permissions::from_mode(0o666)).unwrap();
-    fs::set_permissions(home.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let other = || {
-        let mut cmd = home.warpctl();
-        cmd.uid(OTHER_UID).gid(OTHER_UID).env("HOME", "/nonexistent").current_dir("/");
-        cmd
-    };
+    let other = open_to_other(&home);
 
     // The other user reaches the same daemon...
     let status = ctl_with(other(), &["daemon", "status"]);
@@ -407,13 +400,7 @@ fn a_users_idle_connections_are_bounded() {
     let home = WarpHome::new("conn_limit").with_env("WARP_MAX_CONNECTIONS", "3");
     record(&home, &Spec::prog("hello", FLAVOURS[0]));
     let socket = home.path().join("warpd.sock");
-    fs::set_permissions(&socket, fs::Permissions::from_mode(0o666)).unwrap();
-    fs::set_permissions(home.path(), fs::Permissions::from_mode(0o755)).unwrap();
-    let other = || {
-        let mut cmd = home.warpctl();
-        cmd.uid(OTHER_UID).gid(OTHER_UID).env("HOME", "/nonexistent").current_dir("/");
-        cmd
-    };
+    let other = open_to_other(&home);
     assert_eq!(ctl_with(other(), &["daemon", "status"]).status, Status::Exited(0), "before: uid {OTHER_UID} is served");
 
     // Three idle connections of uid 4242's: its fourth is closed.
@@ -461,6 +448,19 @@ fn a_users_idle_connections_are_bounded() {
         }
         assert!(std::time::Instant::now() < deadline, "uid {OTHER_UID} is not served again: {}", status.stderr_str());
         std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Opens root's daemon of `home` to uid 4242 (its socket 0666, its
+/// directory searchable, as a system daemon's); returns how to run warpctl
+/// as that user.
+fn open_to_other(home: &WarpHome) -> impl Fn() -> Command + '_ {
+    fs::set_permissions(home.path().join("warpd.sock"), fs::Permissions::from_mode(0o666)).unwrap();
+    fs::set_permissions(home.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    move || {
+        let mut cmd = home.warpctl();
+        cmd.uid(OTHER_UID).gid(OTHER_UID).env("HOME", "/nonexistent").current_dir("/");
+        cmd
     }
 }
 
