@@ -77,6 +77,7 @@ fn earlier_session(home: &WarpHome) -> (Spec, warp_tests::Recorded) {
 fn broker_killed_mid_run_is_125_and_incomplete() {
     let home = WarpHome::new("kill_broker");
     let (spec, earlier) = earlier_session(&home);
+    let mut incomplete = Vec::new();
     for flavour in FLAVOURS {
         let mut r = home.spawn_record(&blocked_program(flavour), &[]);
         r.wait_for_stdout("ready\n");
@@ -85,7 +86,17 @@ fn broker_killed_mid_run_is_125_and_incomplete() {
         let id = assert_broker_loss(&home, &out);
         let replayed = home.replay(&id, &[]);
         assert_eq!(replayed.outcome.status, Status::Exited(2), "an incomplete session does not replay");
+        incomplete.push(id);
     }
+    // `rm --all-incomplete` takes those, names them, and leaves the complete one.
+    let out = home.warpctl().args(["rm", "--all-incomplete"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut removed: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    removed.sort();
+    incomplete.sort();
+    assert_eq!(removed, incomplete);
+    let listing = ls(&home);
+    assert!(!listing.contains("incomplete") && listing.contains(&earlier.session_id().unwrap()), "{listing}");
     home.assert_replays(&spec, &earlier);
 }
 

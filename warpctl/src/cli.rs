@@ -198,9 +198,14 @@ pub enum Command {
     ///
     /// Each one named is removed; one that cannot be (unknown, still
     /// recording) is said and the others still go: exit status 2 then.
+    /// `--all-incomplete` removes every recording of yours that is
+    /// incomplete (interrupted by a crash or a kill), printing their ids.
     Rm {
-        #[arg(value_name = "ID|latest", required = true, num_args = 1..)]
+        #[arg(value_name = "ID|latest", required_unless_present = "all_incomplete", num_args = 1..)]
         ids: Vec<String>,
+        /// Remove all your incomplete recordings.
+        #[arg(long)]
+        all_incomplete: bool,
     },
     /// Show what the hypervisor can and cannot do on this machine.
     Doctor {

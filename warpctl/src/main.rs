@@ -139,7 +139,9 @@ fn main() -> ExitCode {
                 let opts = view::EventsOptions { json, follow, expr, summary, output };
                 view::events(id, opts).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
             }
-            Command::Rm { ids } => view::rm(ids).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
+            Command::Rm { ids, all_incomplete } => {
+                view::rm(ids, all_incomplete).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
+            }
             Command::Export { id, output, force } => {
                 transfer::export(id, output, force).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
             }

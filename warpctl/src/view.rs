@@ -627,9 +627,17 @@ pub fn line_json(line: &EventLine) -> String {
 
 /// `warpctl rm ID`: prints nothing when it worked.
 /// `warpctl rm ID...`: each one, the others still when one is refused.
-pub async fn rm(ids: Vec<String>) -> Result<u8, ViewError> {
+/// With `all_incomplete`, every incomplete recording of the caller's too,
+/// whose ids go to stdout, one a line.
+pub async fn rm(mut ids: Vec<String>, all_incomplete: bool) -> Result<u8, ViewError> {
     let mut daemon = connect::connect_or_start(false).await?;
     let mut code = 0;
+    let mut listed = Vec::new();
+    if all_incomplete {
+        let reply = daemon.client.list_sessions(ListSessionsRequest::default()).await.map_err(rpc)?.into_inner();
+        listed = reply.sessions.into_iter().filter(|s| s.status == "incomplete").map(|s| s.id).collect();
+        ids.extend(listed.iter().cloned());
+    }
     for id in ids {
         match daemon.client.remove_session(RemoveSessionRequest { id: id.clone() }).await.map_err(rpc) {
             Ok(_) => {}
@@ -640,6 +648,13 @@ pub async fn rm(ids: Vec<String>) -> Result<u8, ViewError> {
             Err(e) => return Err(e),
         }
     }
+    let mut out = io::stdout().lock();
+    for id in &listed {
+        if !emit(&mut out, &format!("{id}\n"))? {
+            break;
+        }
+    }
+    flush(&mut out)?;
     Ok(code)
 }
 
