@@ -101,6 +101,8 @@ fn ls_shows_a_recorded_session_complete_with_its_exit() {
     assert!(line.contains("complete"), "{line}");
     assert!(line.contains("exit 3"), "{line}");
     assert!(line.contains("exit_codes.static 3"), "the command: {line}");
+    let footer = listing.lines().last().unwrap();
+    assert!(footer.starts_with("1 recording (1 process), ") && footer.ends_with(" in the store"), "{footer}");
 }
 
 #[test]

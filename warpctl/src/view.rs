@@ -86,7 +86,26 @@ fn now_ms() -> u64 {
 pub async fn ls(json: bool) -> Result<u8, ViewError> {
     let mut daemon = connect::connect_or_start(false).await?;
     let reply = daemon.client.list_sessions(ListSessionsRequest::default()).await.map_err(rpc)?.into_inner();
-    print_listing(&reply.sessions, json, &ls_header(), ls_line)
+    print_listing(&reply.sessions, json, &ls_header(), ls_line)?;
+    if !json {
+        let mut out = io::stdout().lock();
+        emit(&mut out, &ls_footer(&reply.sessions, reply.store_bytes))?;
+        flush(&mut out)?;
+    }
+    Ok(0)
+}
+
+/// The line under `ls`'s table: how many recordings and processes, and
+/// the store's size on disk (everyone's sessions and the blobs they share).
+fn ls_footer(sessions: &[SessionInfo], store_bytes: u64) -> String {
+    let processes: u64 = sessions.iter().map(|s| u64::from(s.processes.max(1))).sum();
+    let count = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    format!(
+        "{} ({}), {} in the store\n",
+        count(sessions.len() as u64, "recording", "recordings"),
+        count(processes, "process", "processes"),
+        bytes(store_bytes)
+    )
 }
 
 /// Sessions one JSON object a line, or a table under `header`.
@@ -662,6 +681,18 @@ pub async fn rm(mut ids: Vec<String>, all_incomplete: bool) -> Result<u8, ViewEr
 mod tests {
     use super::*;
     use warp_proto::trace::{Control, Identity};
+
+    #[test]
+    fn the_ls_footer_counts_recordings_processes_and_the_store() {
+        let one = SessionInfo { processes: 0, ..Default::default() };
+        let tree = SessionInfo { processes: 3, ..Default::default() };
+        assert_eq!(ls_footer(&[], 0), format!("0 recordings (0 processes), {} in the store\n", bytes(0)));
+        assert_eq!(
+            ls_footer(std::slice::from_ref(&one), 1 << 20),
+            format!("1 recording (1 process), {} in the store\n", bytes(1 << 20))
+        );
+        assert_eq!(ls_footer(&[one, tree], 5), format!("2 recordings (4 processes), {} in the store\n", bytes(5)));
+    }
 
     #[test]
     fn trace_sets_select_as_straces_do() {

@@ -317,17 +317,18 @@ impl Warp for WarpService {
         let uid = caller_uid(&request)?;
         let shared = Arc::clone(&self.shared);
         let tree = request.into_inner().tree;
-        let sessions = blocking(move || {
+        let (sessions, store_bytes) = blocking(move || {
             if !tree.is_empty() {
-                return Ok(lookup::tree(&shared, &tree, uid)?.iter().map(lookup::info).collect());
+                return Ok((lookup::tree(&shared, &tree, uid)?.iter().map(lookup::info).collect(), 0));
             }
-            Ok(lookup::recordings(&shared, uid)?
+            let sessions = lookup::recordings(&shared, uid)?
                 .into_iter()
                 .map(|(meta, processes)| warp_proto::warp::SessionInfo { processes, ..lookup::info(&meta) })
-                .collect())
+                .collect();
+            Ok((sessions, shared.store.size_on_disk()))
         })
         .await?;
-        Ok(Response::new(ListSessionsReply { sessions }))
+        Ok(Response::new(ListSessionsReply { sessions, store_bytes }))
     }
 
     async fn get_session(&self, request: Request<GetSessionRequest>) -> Result<Response<GetSessionReply>, Status> {
