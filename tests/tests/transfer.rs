@@ -35,6 +35,10 @@ fn an_exported_session_replays_on_another_daemon() {
         warpctl_ok(&here, &["export", &id, "-o", file.to_str().unwrap(), "--force"]);
         // The recording machine's copy goes: the file is all there is.
         warpctl_ok(&here, &["rm", &id]);
+        // Recorded there after the exported one was recorded here: by start
+        // time it is newer, but the import that follows is `latest`.
+        let local = there.record(&Spec::prog("hello", flavour), &[]);
+        assert_eq!(local.outcome.status, Status::Exited(0));
         let new_id = warpctl_ok(&there, &["import", file.to_str().unwrap()]).trim().to_string();
         assert!(!new_id.is_empty() && !new_id.contains(' '), "{new_id:?}");
         let replayed = there.replay(&new_id, &[]);
@@ -42,6 +46,11 @@ fn an_exported_session_replays_on_another_daemon() {
         assert_eq!(replayed.outcome.stdout, recorded.outcome.stdout, "the replay prints what the recording printed");
         let show = warpctl_ok(&there, &["show", "--json", &new_id]);
         assert!(show.contains("\"status\":\"complete\""), "{show}");
+        assert!(show.contains(&format!("\"imported_from\":\"{id}\"")), "where it came from: {show}");
+        // The newest import is `latest`, though recorded before the sessions there.
+        let latest = warpctl_ok(&there, &["show", "latest"]);
+        assert!(latest.lines().next().is_some_and(|l| l.ends_with(&new_id)), "{latest}");
+        assert!(latest.contains(&format!("it was session {id} where it was recorded")), "{latest}");
     }
 }
 

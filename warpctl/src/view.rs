@@ -379,6 +379,12 @@ pub fn show_text(meta: &SessionMeta, now: u64) -> String {
     if meta.end_ms != 0 {
         field("finished", local_time(meta.end_ms));
     }
+    if meta.imported_ms != 0 {
+        field(
+            "imported",
+            format!("{} (it was session {} where it was recorded)", local_time(meta.imported_ms), meta.imported_from),
+        );
+    }
     field("duration", duration(end_ms(meta, now).saturating_sub(meta.start_ms)));
     if !meta.backend.is_empty() {
         field("backend", meta.backend.clone());
@@ -447,6 +453,8 @@ pub fn show_json(meta: &SessionMeta, now: u64) -> String {
         .num("start_ms", meta.start_ms)
         .num("end_ms", meta.end_ms)
         .num("duration_ms", end_ms(meta, now).saturating_sub(meta.start_ms))
+        .num("imported_ms", meta.imported_ms)
+        .str("imported_from", &meta.imported_from)
         .str("backend", &meta.backend)
         .raw("controls", &json::array(&controls))
         .num("cpuid_leaves", meta.cpuid.len() as u64)

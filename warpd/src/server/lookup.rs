@@ -115,14 +115,15 @@ fn every(shared: &Shared, uid: u32) -> Result<Vec<SessionMeta>, Status> {
     Ok(all)
 }
 
-/// The session `id` (or `latest`: the caller's own newest) if `uid` may see
+/// The session `id` (or `latest`: the caller's own newest, recorded or
+/// imported) if `uid` may see
 /// it. Another user's session is answered exactly as an unknown one, so
 /// that ids are not revealed.
 pub fn resolve(shared: &Shared, id: &str, uid: u32) -> Result<SessionMeta, Status> {
     if id == LATEST {
         let mine = list(shared, uid)?.into_iter().filter(|m| m.owner_uid == uid);
         return mine
-            .max_by_key(|m| m.start_ms)
+            .max_by_key(|m| m.start_ms.max(m.imported_ms))
             .ok_or_else(|| Status::not_found("you have no sessions yet, so there is no latest one"));
     }
     if id.is_empty() {

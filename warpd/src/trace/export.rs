@@ -205,6 +205,9 @@ pub fn import_from<R: Read + Seek>(
     }
     let old_id = std::mem::replace(&mut meta.id, new_id.to_string());
     meta.owner_uid = owner_uid;
+    meta.imported_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(1);
+    meta.imported_from = old_id.clone();
     let mut recording = meta.clone();
     recording.status = Status::Recording as i32;
     store.create_session(&recording)?;
