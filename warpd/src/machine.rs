@@ -936,6 +936,7 @@ impl Guest {
         }
         let mut f = *f;
         let kind = self.fault_kind(&f);
+        let signal = self.fault_signal_code(kind, f.address);
         let process = &mut self.process;
         if matches!(f.kind, FaultKind::InvalidOpcode | FaultKind::Protection)
             && software_interrupt(&process.mm.peek_code(f.rip, 2)) == Some(0x80)
@@ -949,14 +950,6 @@ impl Guest {
             );
         }
         f.kind = kind;
-        // A page of a mapping the access may not use (PROT_NONE: its entries
-        // are not present) is SEGV_ACCERR, as Linux's access error; only an
-        // address no mapping holds is SEGV_MAPERR.
-        if let FaultKind::Page { present: false, write, fetch } = f.kind {
-            if process.format >= 7 && process.mm.vma_at(f.address).is_some() {
-                f.kind = FaultKind::Page { present: true, write, fetch };
-            }
-        }
         // Port I/O: the fault is at the instruction, wherever the backend saw it.
         let mut at = None;
         if let FaultKind::PortIo { rip_is_after: true } = f.kind {
@@ -970,18 +963,11 @@ impl Guest {
             at = Some(f.rip);
         }
         let f = &f;
-        let Some((sig, code)) = signals::for_fault(f.kind) else {
+        let Some((sig, code)) = signal else {
             return Err(SessionError::Failed(
                 Failure::Daemon,
                 format!("unexpected exception vector {} at {:#x}", f.vector, f.rip),
             ));
-        };
-        // A page of a file mapping past the file's end: SIGBUS, BUS_ADRERR.
-        let (sig, code) = match f.kind {
-            FaultKind::Page { .. } if process.format >= 7 && process.mm.past_eof(f.address) => {
-                (crate::kernel::abi::SIGBUS, crate::kernel::abi::BUS_ADRERR)
-            }
-            _ => (sig, code),
         };
         outside.fault(f, sig)?;
         let address = matches!(f.kind, FaultKind::Page { .. }).then_some(f.address);
@@ -1020,25 +1006,40 @@ impl Guest {
 impl Guest {
     /// The kind of a user fault as Linux has it: `int n` faults whatever
     /// the backend reported (`int3` a breakpoint, the others a protection
-    /// fault: there is no IA-32 emulation).
+    /// fault: there is no IA-32 emulation); from format 7, a page of a
+    /// mapping the access may not use (PROT_NONE: its entries are not
+    /// present) is an access error (SEGV_ACCERR), only an address no
+    /// mapping holds is unmapped (SEGV_MAPERR).
     fn fault_kind(&self, f: &GuestFault) -> FaultKind {
-        if !matches!(f.kind, FaultKind::InvalidOpcode | FaultKind::Protection) {
-            return f.kind;
+        let p = &self.process;
+        match f.kind {
+            FaultKind::Page { present: false, write, fetch } if p.format >= 7 && p.mm.vma_at(f.address).is_some() => {
+                FaultKind::Page { present: true, write, fetch }
+            }
+            FaultKind::InvalidOpcode | FaultKind::Protection => match software_interrupt(&p.mm.peek_code(f.rip, 2)) {
+                Some(3) => FaultKind::Breakpoint,
+                Some(_) => FaultKind::Protection,
+                None => f.kind,
+            },
+            kind => kind,
         }
-        match software_interrupt(&self.process.mm.peek_code(f.rip, 2)) {
-            Some(3) => FaultKind::Breakpoint,
-            Some(_) => FaultKind::Protection,
-            None => f.kind,
+    }
+
+    /// The signal and si_code a user fault of `kind` at `address` sends:
+    /// Linux's for the kind, but SIGBUS (BUS_ADRERR) for a page of a file
+    /// mapping past the file's end (from format 7); None for a fault a
+    /// program cannot raise.
+    fn fault_signal_code(&self, kind: FaultKind, address: u64) -> Option<(i32, i32)> {
+        let p = &self.process;
+        if matches!(kind, FaultKind::Page { .. }) && p.format >= 7 && p.mm.past_eof(address) {
+            return Some((crate::kernel::abi::SIGBUS, crate::kernel::abi::BUS_ADRERR));
         }
+        signals::for_fault(kind)
     }
 
     /// The signal a user fault sends the program.
     fn fault_signal(&self, f: &GuestFault) -> i32 {
-        let p = &self.process;
-        if matches!(f.kind, FaultKind::Page { .. }) && p.format >= 7 && p.mm.past_eof(f.address) {
-            return crate::kernel::abi::SIGBUS;
-        }
-        signals::for_fault(self.fault_kind(f)).map(|(sig, _)| sig).unwrap_or(crate::kernel::abi::SIGSEGV)
+        self.fault_signal_code(self.fault_kind(f), f.address).map_or(crate::kernel::abi::SIGSEGV, |(sig, _)| sig)
     }
 }
 
