@@ -318,8 +318,6 @@ pub async fn serve(
     outcome.map_err(ServerError::from)
 }
 
-/// Asks the daemon to stop once it has had no session and no request for
-/// `idle`.
 /// The accepted connections, each counted against its user's bound; one
 /// beyond it is closed at once ([`conn_limit`]).
 fn admitted(
@@ -333,6 +331,8 @@ fn admitted(
     })
 }
 
+/// Asks the daemon to stop once it has had no session and no request for
+/// `idle`.
 async fn idle_timer(shared: Arc<Shared>, idle: Duration) {
     let tick = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(5));
     loop {

@@ -546,12 +546,12 @@ impl Store {
         Ok(())
     }
 
-    /// Makes everything written so far durable.
     /// The store's size on disk (sled's files), 0 when it cannot say.
     pub fn size_on_disk(&self) -> u64 {
         self.trees.db.size_on_disk().unwrap_or(0)
     }
 
+    /// Makes everything written so far durable.
     pub fn flush(&self) -> Result<()> {
         self.trees.db.flush().map_err(db_err("cannot flush"))?;
         Ok(())
