@@ -713,7 +713,7 @@ pub fn serve(
         failed: None,
         changed: false,
         exe: exe_path.as_bytes().to_vec(),
-        auxv: auxv.iter().flat_map(|&(k, v)| k.to_le_bytes().into_iter().chain(v.to_le_bytes())).collect(),
+        auxv: crate::kernel::procfs::auxv_bytes(auxv),
     };
     target.checkpoint_start()?;
     let result = GdbStub::new(conn).run_blocking::<Loop<'_, '_, '_, '_>>(&mut target);

@@ -1967,16 +1967,9 @@ impl Process {
     /// 0), EPERM when the limit is 0 and it may not.
     fn memlock_allowance(&mut self, link: &mut dyn Outside) -> Result<Result<Option<u64>, Errno>, ProcessError> {
         const RLIMIT_MEMLOCK: u64 = 8;
-        let limit = match self.rlimits.get(&RLIMIT_MEMLOCK) {
-            Some(&(cur, _)) => cur,
-            None => {
-                let mut out = [0u8; 16];
-                let r = self.prlimit_of_broker(RLIMIT_MEMLOCK, &mut out, link)?;
-                if r < 0 {
-                    return Ok(Err(Errno(-r as i32)));
-                }
-                u64::from_le_bytes(out[..8].try_into().expect("8"))
-            }
+        let limit = match self.rlimit(RLIMIT_MEMLOCK, link)? {
+            Ok((cur, _)) => cur,
+            Err(e) => return Ok(Err(e)),
         };
         Ok(match (limit, self.ident.euid == 0) {
             (_, true) => Ok(None),
@@ -2247,12 +2240,7 @@ impl Process {
                 if a[3] != 0 || a[4] != 0 {
                     return Err(Errno::EINVAL);
                 }
-                let mut saved: Vec<u8> = self
-                    .proc_info
-                    .auxv
-                    .iter()
-                    .flat_map(|&(k, v)| k.to_le_bytes().into_iter().chain(v.to_le_bytes()))
-                    .collect();
+                let mut saved = procfs::auxv_bytes(&self.proc_info.auxv);
                 saved.resize(SAVED_AUXV, 0);
                 let n = (a[2] as usize).min(SAVED_AUXV);
                 if n > 0 {
@@ -3221,6 +3209,28 @@ impl Process {
         Ok(())
     }
 
+    /// The program's limit `res` (soft, hard): the one it set, else the
+    /// broker's, the descriptor limit kept below the reserved range.
+    fn rlimit(&mut self, res: u64, link: &mut dyn Outside) -> Result<Result<(u64, u64), Errno>, ProcessError> {
+        const RLIMIT_NOFILE: u64 = 7;
+        if let Some(&v) = self.rlimits.get(&res) {
+            return Ok(Ok(v));
+        }
+        let mut out = [0u8; 16];
+        let r = self.prlimit_of_broker(res, &mut out, link)?;
+        if r < 0 {
+            return Ok(Err(Errno(-r as i32)));
+        }
+        let mut cur = u64::from_le_bytes(out[..8].try_into().expect("8"));
+        let mut max = u64::from_le_bytes(out[8..].try_into().expect("8"));
+        if res == RLIMIT_NOFILE {
+            let base = self.ident.reserved_fd_base as u64;
+            cur = cur.min(base);
+            max = max.min(base);
+        }
+        Ok(Ok((cur, max)))
+    }
+
     /// getrlimit/setrlimit/prlimit64 for the program itself. Limits it sets
     /// are kept here, never applied to the broker; RLIMIT_NOFILE reads
     /// below the broker's reserved range.
@@ -3237,23 +3247,9 @@ impl Process {
         if res >= RLIM_NLIMITS {
             return Ok(Err(Errno::EINVAL));
         }
-        let current = match self.rlimits.get(&res) {
-            Some(&v) => v,
-            None => {
-                let mut out = [0u8; 16];
-                let r = self.prlimit_of_broker(res, &mut out, link)?;
-                if r < 0 {
-                    return Ok(Err(Errno(-r as i32)));
-                }
-                let mut cur = u64::from_le_bytes(out[..8].try_into().expect("8"));
-                let mut max = u64::from_le_bytes(out[8..].try_into().expect("8"));
-                if res == RLIMIT_NOFILE {
-                    let base = self.ident.reserved_fd_base as u64;
-                    cur = cur.min(base);
-                    max = max.min(base);
-                }
-                (cur, max)
-            }
+        let current = match self.rlimit(res, link)? {
+            Ok(v) => v,
+            Err(e) => return Ok(Err(e)),
         };
         let mut next = None;
         if new != 0 {

@@ -134,6 +134,12 @@ fn comm(exe: &str) -> String {
     base.chars().take(15).collect()
 }
 
+/// The auxiliary vector as the kernel lays it out (`/proc/self/auxv`,
+/// PR_GET_AUXV, a debugger's qXfer:auxv): (type, value) words.
+pub fn auxv_bytes(auxv: &[(u64, u64)]) -> Vec<u8> {
+    auxv.iter().flat_map(|&(k, v)| k.to_le_bytes().into_iter().chain(v.to_le_bytes())).collect()
+}
+
 /// The contents of a generated file (not `Exe`, which is a link), for a
 /// process of `threads` threads.
 pub fn contents(
@@ -149,9 +155,7 @@ pub fn contents(
         SelfFile::Exe => info.exe.clone().into_bytes(),
         SelfFile::Cmdline => nul_joined(&info.argv),
         SelfFile::Environ => nul_joined(&info.env),
-        SelfFile::Auxv => {
-            info.auxv.iter().flat_map(|&(k, v)| k.to_le_bytes().into_iter().chain(v.to_le_bytes())).collect()
-        }
+        SelfFile::Auxv => auxv_bytes(&info.auxv),
         SelfFile::Maps => maps(mm).into_bytes(),
         SelfFile::Status => {
             let [uid, euid, gid, egid] = ids;
