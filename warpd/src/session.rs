@@ -54,18 +54,32 @@ pub struct Config {
     /// The most processes a recording may have alive at once
     /// (`WARP_MAX_PROCESSES`, else [`MAX_PROCESSES`]).
     pub max_processes: usize,
+    /// The most recordings one user (not root) may have running at once
+    /// (`WARP_MAX_SESSIONS`, else [`MAX_SESSIONS_PER_USER`]).
+    pub max_sessions_per_user: usize,
+    /// The most connections one user (not root) may hold open to warpd
+    /// (`WARP_MAX_CONNECTIONS`, else [`MAX_CONNECTIONS_PER_USER`]).
+    pub max_connections_per_user: usize,
+}
+
+pub const MAX_SESSIONS_PER_USER: usize = 64;
+pub const MAX_CONNECTIONS_PER_USER: usize = 256;
+
+/// A count from the environment variable `name` (at least 1), else `default`.
+fn count_from_env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse::<usize>().ok()).filter(|&n| n >= 1).unwrap_or(default)
 }
 
 impl Default for Config {
     fn default() -> Self {
         let kvm_device =
             std::env::var_os("WARP_KVM_DEVICE").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/dev/kvm"));
-        let max_processes = std::env::var("WARP_MAX_PROCESSES")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&n| n >= 1)
-            .unwrap_or(MAX_PROCESSES);
-        Config { kvm_device, max_processes }
+        Config {
+            kvm_device,
+            max_processes: count_from_env("WARP_MAX_PROCESSES", MAX_PROCESSES),
+            max_sessions_per_user: count_from_env("WARP_MAX_SESSIONS", MAX_SESSIONS_PER_USER),
+            max_connections_per_user: count_from_env("WARP_MAX_CONNECTIONS", MAX_CONNECTIONS_PER_USER),
+        }
     }
 }
 

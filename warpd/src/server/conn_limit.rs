@@ -14,9 +14,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
 use tonic::transport::server::{Connected, UdsConnectInfo};
 
-/// The default bound on one user's open connections (`WARP_MAX_CONNECTIONS`).
-pub const MAX_PER_USER: usize = 256;
-
 #[derive(Default)]
 struct Counts {
     open: HashMap<u32, usize>,
@@ -35,16 +32,6 @@ pub struct Limiter {
 impl Limiter {
     pub fn new(max: usize, exempt: Option<u32>) -> Limiter {
         Limiter { counts: Arc::default(), max, exempt }
-    }
-
-    /// From `WARP_MAX_CONNECTIONS`, else [`MAX_PER_USER`].
-    pub fn from_env() -> Limiter {
-        let max = std::env::var("WARP_MAX_CONNECTIONS")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&n| n >= 1)
-            .unwrap_or(MAX_PER_USER);
-        Limiter::new(max, Some(0))
     }
 
     /// The accepted `stream`, counted against its user; None (the stream

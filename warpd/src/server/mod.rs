@@ -301,7 +301,10 @@ pub async fn serve(
     let service = service::WarpService::new(Arc::clone(&shared));
     let server =
         tonic::transport::Server::builder().add_service(WarpServer::new(service)).serve_with_incoming_shutdown(
-            admitted(UnixListenerStream::new(grpc), conn_limit::Limiter::from_env()),
+            admitted(
+                UnixListenerStream::new(grpc),
+                conn_limit::Limiter::new(shared.options.config.max_connections_per_user, Some(0)),
+            ),
             drained,
         );
 

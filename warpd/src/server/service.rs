@@ -238,7 +238,8 @@ impl Warp for WarpService {
         let shared = Arc::clone(&self.shared);
         let (session, token) = blocking(move || {
             let taken = |id: &str| shared.store.session(id).is_ok();
-            let max = crate::server::sessions::max_per_user(spec.owner_uid);
+            // Root is not bounded.
+            let max = (spec.owner_uid != 0).then_some(shared.options.config.max_sessions_per_user);
             shared.sessions.create(spec, taken, max).map_err(|e| match e {
                 crate::server::sessions::CreateError::TooMany(_) => Status::resource_exhausted(e.to_string()),
                 e => Status::internal(e.to_string()),

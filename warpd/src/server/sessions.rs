@@ -55,21 +55,6 @@ pub enum CreateError {
     TooMany(usize),
 }
 
-/// The default bound on one user's sessions recording at once (`WARP_MAX_SESSIONS`).
-pub const MAX_PER_USER: usize = 64;
-
-/// One user's bound on sessions recording at once: `WARP_MAX_SESSIONS`,
-/// else [`MAX_PER_USER`]; root is not bounded.
-pub fn max_per_user(uid: u32) -> Option<usize> {
-    (uid != 0).then(|| {
-        std::env::var("WARP_MAX_SESSIONS")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .filter(|&n| n >= 1)
-            .unwrap_or(MAX_PER_USER)
-    })
-}
-
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -504,7 +489,6 @@ mod tests {
         sessions.create(spec(1001, false), |_| false, Some(2)).unwrap();
         sessions.remove(a.id());
         sessions.create(spec(1000, false), |_| false, Some(2)).unwrap();
-        assert_eq!(max_per_user(0), None, "root is not bounded");
     }
 
     #[test]
