@@ -111,14 +111,20 @@ pub fn buffer(nr: u64, args: &[u64; 6]) -> Option<(u64, u64, bool)> {
     }
 }
 
+/// Whether a served call fills its whole structure when it succeeds
+/// (fstat, newfstatat, clock_gettime), rather than returning a count.
+pub fn fills_whole(nr: u64) -> bool {
+    matches!(nr, 5 | 228 | 262)
+}
+
 /// How many bytes of its buffer (`len`) a served call wrote, by its result:
 /// the count for reads, the whole structure for fstat and clock_gettime
 /// when they succeed.
 pub fn written(nr: u64, ret: i64, len: u64) -> u64 {
-    match nr {
-        5 | 228 | 262 if ret == 0 => len,
-        5 | 228 | 262 => 0,
-        _ => (ret.max(0) as u64).min(len),
+    match fills_whole(nr) {
+        true if ret == 0 => len,
+        true => 0,
+        false => (ret.max(0) as u64).min(len),
     }
 }
 

@@ -514,14 +514,14 @@ impl Selection {
                 if item == "all" {
                     s.all = true;
                 } else if let Some(class) = item.strip_prefix('%') {
-                    if warp_syscalls::in_class("read", class).is_none() {
+                    if !warp_syscalls::CLASSES.contains(&class) {
                         return Err(format!(
                             "-e trace: no class %{class} (there are %{})",
                             warp_syscalls::CLASSES.join(", %")
                         ));
                     }
                     s.classes.push(class.to_string());
-                } else if (0..1024).any(|nr| warp_syscalls::name(nr) == Some(item)) {
+                } else if warp_syscalls::names_x86_64::NAMES.contains(&item) {
                     s.names.insert(item.to_string());
                 } else {
                     return Err(format!("-e trace: {item:?} is not the name of a Linux x86_64 syscall"));
