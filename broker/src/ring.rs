@@ -208,8 +208,7 @@ impl Ring {
         if req.nr == 8 {
             // SAFETY: lseek on one of the program's descriptors.
             let r = unsafe { libc::lseek(fd, req.args[1] as i64, req.args[2] as i32) };
-            let ret = if r < 0 { -(errno() as i64) } else { r };
-            return self.log_it(req, ret, 0, [0; 32], &[], false);
+            return self.log_it(req, result(r), 0, [0; 32], &[], false);
         }
         let (addr, len, out) = ring::buffer(req.nr, &req.args)?;
         if len > ring::MAX_DATA || (!out && kind == Kind::Other && len > PIPE_BUF) {
@@ -222,18 +221,13 @@ impl Ring {
             return self.fill_guest(req, root, addr, len, |buf| {
                 // SAFETY: fstat or getdents64 on the program's descriptor
                 // into a local buffer of `buf.len()` bytes.
-                let r = unsafe {
+                result(unsafe {
                     if req.nr != 217 {
                         libc::fstat(fd, buf.as_mut_ptr() as *mut libc::stat) as i64
                     } else {
                         libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) as i64
                     }
-                };
-                if r < 0 {
-                    -(errno() as i64)
-                } else {
-                    r
-                }
+                })
             });
         }
         // Once the program has forked, writes to the terminal take the exit
@@ -390,4 +384,13 @@ impl Ring {
 
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// A libc call's result as a syscall's: -errno when it failed.
+fn result(r: i64) -> i64 {
+    if r < 0 {
+        -(errno() as i64)
+    } else {
+        r
+    }
 }
