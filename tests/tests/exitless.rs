@@ -27,6 +27,17 @@ fn two_cpus() -> bool {
     std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
 }
 
+/// The ring's poller and the program's vCPU each want a CPU; two
+/// recordings at once on a two-core machine starve each other's ring and
+/// its calls fall back to the exit path (correctly, but then the exit
+/// counts below say nothing). The harness runs a file's tests on parallel
+/// threads, so each test here holds this while it records.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Replays `rec` with the ring off and checks it reproduces the recording.
 fn replay_without_ring(home: &WarpHome, rec: &Recorded) {
     let id = rec.session_id().unwrap();
@@ -37,6 +48,7 @@ fn replay_without_ring(home: &WarpHome, rec: &Recorded) {
 
 #[test]
 fn ring_calls_match_native_with_and_without_the_ring_and_replay_either_way() {
+    let _alone = alone();
     let home = WarpHome::new("exitless");
     for flavour in FLAVOURS {
         let file = home.scratch("ring").join(format!("{flavour:?}"));
@@ -70,6 +82,7 @@ fn ring_calls_match_native_with_and_without_the_ring_and_replay_either_way() {
 
 #[test]
 fn a_program_scribbling_over_the_ring_gets_linux_answers_and_replays() {
+    let _alone = alone();
     let home = WarpHome::new("ring_hostile");
     for flavour in FLAVOURS {
         // Natively there is no ring page to scribble on.
@@ -93,6 +106,7 @@ fn a_program_scribbling_over_the_ring_gets_linux_answers_and_replays() {
 /// it prints natively, and the tree replays with the ring and without.
 #[test]
 fn a_forked_process_takes_the_ring_too() {
+    let _alone = alone();
     let home = WarpHome::new("exitless_fork");
     let file = home.scratch("ring").join("forked");
     let prog = warp_tests::prog("ring_calls", warp_tests::Flavour::Static);
