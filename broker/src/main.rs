@@ -273,6 +273,26 @@ fn run() -> Result<(), BrokerError> {
     }
 }
 
+/// The broker's page that faults, reserved once (a forked broker inherits
+/// it): as low as the host allows, so that it and a length that fits in
+/// user space from the program's pointer fit from it too, as the host's
+/// `access_ok` sees them. 0 if none could be made.
+fn fault_page() -> u64 {
+    static PAGE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+        for hint in [0x10000usize, 0x100000, 0x1000_0000, 0] {
+            let fixed = if hint == 0 { 0 } else { libc::MAP_FIXED_NOREPLACE };
+            // SAFETY: a new PROT_NONE mapping where nothing is (NOREPLACE); checked.
+            let p = unsafe { libc::mmap(hint as *mut libc::c_void, 4096, libc::PROT_NONE, flags | fixed, -1, 0) };
+            if p != libc::MAP_FAILED {
+                return p as u64;
+            }
+        }
+        0
+    })
+}
+
 /// A broker attached to its session: the socket, its signal pipe's read
 /// end, its end of warpd's signal channel, guest memory.
 struct Attached {
@@ -321,6 +341,7 @@ fn attach(socket_path: &str, token: String, base: RawFd, lim: &libc::rlimit) -> 
             euid: libc::geteuid(),
             egid: libc::getegid(),
             reserved_fd_base: base,
+            fault_page: fault_page(),
             nofile_soft: lim.rlim_cur,
             nofile_hard: lim.rlim_max,
         }

@@ -217,6 +217,7 @@ pub static TABLE: &[Desc] = &[
         .waits(),
     d(24, "sched_yield", Emulated, &[]),
     d(25, "mremap", Emulated, &[Int, Int, Int, Int, Int]),
+    d(26, "msync", Emulated, &[Int, Int, Int]).since(8),
     d(27, "mincore", Emulated, &[Int, Int, Out(Fixed(0))]),
     d(28, "madvise", Emulated, &[Int, Int, Int]),
     fd(32, "dup", Proxied, &[Fd]),
@@ -399,6 +400,7 @@ pub static TABLE: &[Desc] = &[
     .waits(),
     d(271, "ppoll", Blocking, &[InOut(ArgTimes(1, 8)), Int, In(Fixed(TIMESPEC)), In(Fixed(8)), Int]).waits(),
     d(273, "set_robust_list", Emulated, &[Int, Int]),
+    d(274, "get_robust_list", Emulated, &[Int, Out(Fixed(8)), Out(Fixed(8))]).since(8),
     d(277, "sync_file_range", Proxied, &[Fd, Int, Int, Int]).since(7),
     d(278, "vmsplice", Blocking, &[Fd, IovIn, Int, Int]).sigpipe().sends().since(7),
     d(280, "utimensat", Proxied, &[DirFd, Path, In(Fixed(32)), Int]),
@@ -469,6 +471,9 @@ pub fn lookup(nr: u64) -> Option<&'static Desc> {
 
 /// ioctl requests warpd lets through, and what their argument is. Any
 /// other request gets ENOTTY, as for a descriptor that has no such request.
+/// FIGETBSZ, which every file answers (Linux's common ioctls).
+pub const FIGETBSZ: u64 = 2;
+
 pub fn ioctl_arg(request: u64) -> Option<Arg> {
     const TERMIOS: u64 = 36;
     Some(match request {
@@ -483,6 +488,7 @@ pub fn ioctl_arg(request: u64) -> Option<Arg> {
         0x5421 | 0x5452 => In(Fixed(4)),       // FIONBIO, FIOASYNC
         0x5429 => Out(Fixed(4)),               // TIOCGSID
         0x5450 | 0x5451 => Int,                // FIONCLEX, FIOCLEX
+        FIGETBSZ => Out(Fixed(4)),             // the block size of the file's filesystem (format 8)
         _ => return None,
     })
 }

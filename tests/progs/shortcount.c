@@ -12,8 +12,13 @@ int main(int argc, char **argv)
 {
 	CHECK(argc > 1);
 	long page = sysconf(_SC_PAGESIZE);
-	char *buf = mmap(NULL, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	CHECK(buf != MAP_FAILED);
+	/* Low, at a fixed place: a length of 1 GiB from it stays in user space
+	 * (Linux checks that first) natively, with whatever layout ASLR
+	 * chose, and recorded, where the layout is Linux's without ASLR (the
+	 * mappings' base just under the stack at the top of user space). */
+	char *buf = mmap((void *)0x50000000, 2 * page, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	CHECK(buf == (void *)0x50000000);
 	CHECK(munmap(buf + page, page) == 0);
 	int fd = open(argv[1], O_RDONLY);
 	CHECK(fd >= 0);

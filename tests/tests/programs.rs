@@ -307,6 +307,27 @@ fn hostile_arguments() {
     }
 }
 
+/// A seeded campaign of 20,000 calls with hostile arguments, 2,000 more
+/// in each other link flavour (tests/progs/hostile_campaign.c): every result (its errno when it
+/// fails) folds into a digest printed every 1000 calls, and the lines
+/// recorded must be the native ones, the replay the recording's. What is
+/// left out, and why, is in the program's comments. The soak is the same
+/// program with more calls:
+/// `hostile_campaign SEED 1000000 </dev/null` natively and under
+/// `warpctl record`, lines compared (`trace` as a third argument prints
+/// every call, to find a difference to its call).
+#[test]
+fn a_seeded_hostile_campaign_gets_linux_answers_call_by_call() {
+    let home = WarpHome::new("hostile_campaign");
+    for (seed, flavour) in FLAVOURS.into_iter().enumerate() {
+        let calls = if seed == 0 { 20_000 } else { 2_000 };
+        let spec = Spec::prog("hostile_campaign", flavour).args([(seed + 1).to_string(), calls.to_string()]);
+        let out = home.check(&spec);
+        assert_eq!(out.stdout_str().lines().count(), calls / 1000 + 1, "{}", out.stdout_str());
+        assert!(out.stdout_str().contains(&format!("made {calls} hostile calls, digest")), "{}", out.stdout_str());
+    }
+}
+
 /// Signal handlers: siginfo, the signal blocked while its handler runs, the
 /// FPU state kept across it, alarm()+pause() waking with EINTR after the
 /// handler, siglongjmp out of a handler.

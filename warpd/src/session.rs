@@ -223,6 +223,7 @@ fn trace_identity(info: &warp_proto::broker::BrokerInfo) -> TraceIdentity {
         euid: info.euid,
         egid: info.egid,
         reserved_fd_base: info.reserved_fd_base,
+        fault_page: info.fault_page,
     }
 }
 
@@ -236,6 +237,7 @@ pub(crate) fn identity_of(meta: &SessionMeta) -> Identity {
         euid: i.euid,
         egid: i.egid,
         reserved_fd_base: i.reserved_fd_base,
+        fault_page: i.fault_page,
     }
 }
 

@@ -26,6 +26,67 @@ use crate::hv::{CpuState, SyscallRequest, ThreadContext};
 /// A pointer that faults in the broker: a bad guest pointer is passed on as
 /// this, so the host kernel itself answers EFAULT, in the order Linux checks.
 pub const FAULT_ADDR: u64 = 0xffff_ffff_ffff_f000;
+
+/// The arguments of an emulated call as Linux's entry code hands them on:
+/// those it declares `int` are the low 32 bits sign-extended, `unsigned
+/// int` ones the low 32 bits (getitimer(0x1_0000_0000, ...) is
+/// ITIMER_REAL's). The broker's calls need none of this: the host does it.
+fn narrow_ints(nr: u64, a: &[u64; 6]) -> [u64; 6] {
+    // (call, its int arguments, its unsigned int arguments), as bit masks.
+    let (int, uint): (u8, u8) = match nr {
+        9 => (0b11100, 0),                  // mmap: prot, flags, fd
+        13 | 14 => (0b1, 0),                // rt_sigaction's sig, rt_sigprocmask's how
+        26 | 28 => (0b100, 0),              // msync: flags; madvise: behavior
+        274 => (0b1, 0),                    // get_robust_list: pid
+        36 | 38 => (0b1, 0),                // getitimer, setitimer: which
+        62 => (0b11, 0),                    // kill: pid, sig
+        200 => (0b11, 0),                   // tkill
+        234 => (0b111, 0),                  // tgkill
+        157 | 158 => (0b1, 0),              // prctl, arch_prctl: option
+        202 => (0b10, 0b100100),            // futex: op; val, val3
+        222 => (0b1, 0),                    // timer_create: clock
+        223 => (0b11, 0),                   // timer_settime: id, flags
+        224..=226 => (0b1, 0),              // timer_gettime, _getoverrun, _delete
+        282 => (0b1, 0),                    // signalfd: fd
+        289 => (0b1001, 0),                 // signalfd4: fd, flags
+        203 | 204 => (0b1, 0b10),           // sched_{set,get}affinity: pid; len
+        97 | 160 => (0, 0b1),               // getrlimit, setrlimit: resource
+        302 => (0b1, 0b10),                 // prlimit64: pid; resource
+        436 => (0, 0b111),                  // close_range
+        325 => (0b100, 0),                  // mlock2: flags
+        151 => (0b1, 0),                    // mlockall: flags
+        324 => (0b101, 0b10),               // membarrier: cmd, cpu_id; flags
+        129 => (0b11, 0),                   // rt_sigqueueinfo: pid, sig
+        297 => (0b111, 0),                  // rt_tgsigqueueinfo
+        449 => (0b10000, 0b110),            // futex_waitv: clockid; nr, flags
+        _ => return *a,
+    };
+    let mut out = *a;
+    for (i, v) in out.iter_mut().enumerate() {
+        if int & (1 << i) != 0 {
+            *v = *v as i32 as i64 as u64;
+        } else if uint & (1 << i) != 0 {
+            *v = *v as u32 as u64;
+        }
+    }
+    out
+}
+
+/// Whether Linux (6.x) has this prctl option: 1 to 78, PR_SET_PTRACER,
+/// PR_GET_AUXV and PR_SET_VMA. Any other is EINVAL there.
+fn linux_prctl_option(option: u64) -> bool {
+    matches!(option, 1..=78 | 0x5961_6d61 | 0x4155_5856 | 0x5356_4d41)
+}
+
+/// Whether `len` bytes at `ptr` pass Linux's `access_ok`: they end below
+/// the top of user space.
+fn in_user_space(ptr: u64, len: u64) -> bool {
+    ptr.checked_add(len).is_some_and(|end| end <= USER_TOP)
+}
+
+/// A descriptor number no process has open (above any RLIMIT_NOFILE the
+/// host allows): what the broker gets for one of its own reserved ones.
+const NOT_OPEN_FD: u64 = i32::MAX as u64;
 /// Linux's limit on one read or write (MAX_RW_COUNT).
 const MAX_RW_COUNT: u64 = 0x7fff_f000;
 const IOV_MAX: u64 = 1024;
@@ -43,6 +104,8 @@ pub struct Identity {
     pub egid: u32,
     /// Descriptors at or above this are the broker's own.
     pub reserved_fd_base: i32,
+    /// The broker's page that always faults (0: none; traces before 8).
+    pub fault_page: u64,
 }
 
 /// What the session does after a syscall.
@@ -146,6 +209,8 @@ pub struct Process {
     membarrier_registered: u64,
     /// prctl options met that are not emulated (each noted once).
     prctl_noted: std::collections::BTreeSet<u64>,
+    /// PR_SET_DUMPABLE's flag (1 from the start and after execve).
+    dumpable: bool,
     /// Lines for the user about what Warpspeed does not do yet, said at
     /// the end even without -v, each once a session (the keys said so far).
     pub limits: Vec<String>,
@@ -283,6 +348,7 @@ impl Process {
             fd_dirs: Default::default(),
             membarrier_registered: 0,
             prctl_noted: Default::default(),
+            dumpable: true,
             limits: Vec::new(),
             limits_said: Default::default(),
         }
@@ -332,6 +398,20 @@ impl Process {
     fn note(&mut self, s: String) {
         if self.notes.len() < 1000 {
             self.notes.push(s);
+        }
+    }
+
+    /// What the broker gets in place of a pointer of the program's to
+    /// `len` bytes that fault: its own page that faults when the range is
+    /// in user space (the host then checks all it checks before touching
+    /// the buffer, as Linux does for the program), else an address no
+    /// user range contains (the host's `access_ok` fails at once, as
+    /// Linux's would).
+    fn fault_for(&self, ptr: u64, len: u64) -> u64 {
+        if self.format >= 8 && self.ident.fault_page != 0 && in_user_space(ptr, len) {
+            self.ident.fault_page
+        } else {
+            FAULT_ADDR
         }
     }
 
@@ -848,7 +928,7 @@ impl Process {
             // ioctl: the request decides the argument.
             // A request warpd does not know: EBADF first for a descriptor
             // that is not open, as Linux looks it up before the request.
-            16 => match table::ioctl_arg(a[1]) {
+            16 => match table::ioctl_arg(a[1]).filter(|_| self.format >= 8 || a[1] != table::FIGETBSZ) {
                 Some(k) => kinds[2] = k,
                 None if !self.fd_open(a[0], link)? => return Ok(Errno::EBADF.ret()),
                 None => return Ok(Errno::ENOTTY.ret()),
@@ -898,16 +978,16 @@ impl Process {
         for (i, kind) in kinds.iter().enumerate() {
             match *kind {
                 Arg::Int => {}
-                Arg::Fd => {
-                    if self.reserved(a[i]) {
+                // One of the broker's own descriptors is, to the program,
+                // one that is not open: the host answers for one that is
+                // not, in Linux's order (flags and pointers may come first).
+                Arg::Fd | Arg::DirFd if self.reserved(a[i]) && (*kind == Arg::Fd || (a[i] as i32) != AT_FDCWD) => {
+                    if self.format < 8 {
                         return Ok(Errno::EBADF.ret());
                     }
+                    args[i] = NOT_OPEN_FD;
                 }
-                Arg::DirFd => {
-                    if (a[i] as i32) != AT_FDCWD && self.reserved(a[i]) {
-                        return Ok(Errno::EBADF.ret());
-                    }
-                }
+                Arg::Fd | Arg::DirFd => {}
                 Arg::Path => {
                     if let Some((_, p)) = path_override.take_if(|(j, _)| *j == i) {
                         let mut s = p.into_bytes();
@@ -928,6 +1008,22 @@ impl Process {
                     }
                 }
                 Arg::In(len) | Arg::Out(len) | Arg::InOut(len) => {
+                    // The calls that check the whole buffer's place first
+                    // (Linux's access_ok), with the length they check:
+                    // read, write, pread64 and pwrite64 as given, sendto and
+                    // recvfrom up to MAX_RW_COUNT, getrandom up to INT_MAX.
+                    let checked = match (len, desc.nr) {
+                        (Len::Of(j), 0 | 1 | 17 | 18) => Some(a[j]),
+                        (Len::Of(j), 44 | 45) => Some(a[j].min(MAX_RW_COUNT)),
+                        (Len::Of(j), 318) => Some(a[j].min(i32::MAX as u64)),
+                        _ => None,
+                    };
+                    if let Some(whole) = checked.filter(|_| self.format >= 8) {
+                        if !in_user_space(a[i], whole) {
+                            args[i] = FAULT_ADDR;
+                            continue;
+                        }
+                    }
                     if a[i] == 0 {
                         continue;
                     }
@@ -940,7 +1036,22 @@ impl Process {
                         },
                         _ => len_of(len, &args),
                     };
+                    // readlink refuses a length that is not positive as an
+                    // int before it looks at anything.
+                    let not_positive = matches!(len, Len::Of(j) if matches!(desc.nr, 89 | 267) && (a[j] as i32) <= 0);
+                    if self.format >= 8 && not_positive {
+                        args[i] = self.fault_for(a[i], 0);
+                        continue;
+                    }
                     let write = !matches!(kind, Arg::In(_));
+                    // Only a call that returns how much of this buffer it
+                    // moved stops short at a fault (from format 8; the
+                    // others, connect's address say, fail whole).
+                    let counted = self.format < 8
+                        || match kind {
+                            Arg::In(_) => desc.sends_bytes,
+                            _ => desc.returns_count(),
+                        };
                     match self.mm.user_ranges(a[i], n, write) {
                         Ok(r) if n == 0 => {
                             let _ = r;
@@ -959,7 +1070,9 @@ impl Process {
                             // Linux copies up to the first fault and returns
                             // that much (EFAULT when it is nothing).
                             let prefix = match kind {
-                                Arg::Out(Len::Of(_)) | Arg::In(Len::Of(_)) => self.mm.accessible(a[i], n, write),
+                                Arg::Out(Len::Of(_)) | Arg::In(Len::Of(_)) if counted => {
+                                    self.mm.accessible(a[i], n, write)
+                                }
                                 _ => 0,
                             };
                             match (len, self.mm.user_ranges(a[i], prefix, write)) {
@@ -967,7 +1080,7 @@ impl Process {
                                     args[j] = prefix;
                                     buffers.push(memory(r, i, write, false, write));
                                 }
-                                _ => args[i] = FAULT_ADDR,
+                                _ => args[i] = self.fault_for(a[i], checked.unwrap_or(n)),
                             }
                         }
                     }
@@ -983,17 +1096,32 @@ impl Process {
                     Err(e) => return Ok(e.ret()),
                 },
                 Arg::IovOut | Arg::IovIn => {
-                    let count = a[i + 1];
+                    // Linux counts the vector in an unsigned int.
+                    let count = if self.format >= 8 { a[i + 1] as u32 as u64 } else { a[i + 1] };
+                    // From format 8 an invalid vector goes to the host as one
+                    // that is invalid the same way, so that the descriptor's
+                    // checks come first, as in Linux's readv.
                     if count > IOV_MAX {
-                        return Ok(Errno::EINVAL.ret());
+                        if self.format < 8 {
+                            return Ok(Errno::EINVAL.ret());
+                        }
+                        args[i] = self.fault_for(a[i], 0);
+                        continue;
                     }
                     match self.iov_ranges(a[i], count, matches!(kind, Arg::IovOut)) {
                         Ok(r) => {
                             let out = matches!(kind, Arg::IovOut);
                             buffers.push(memory(r, i, out, false, out))
                         }
-                        Err(Errno::EINVAL) => return Ok(Errno::EINVAL.ret()),
-                        Err(_) => args[i] = FAULT_ADDR,
+                        Err(Errno::EINVAL) if self.format < 8 => return Ok(Errno::EINVAL.ret()),
+                        Err(Errno::EINVAL) => {
+                            // A length beyond ssize_t: one such iovec.
+                            let mut iov = self.fault_for(0, 0).to_le_bytes().to_vec();
+                            iov.extend_from_slice(&(1u64 << 63).to_le_bytes());
+                            buffers.push(bytes_in(i, iov));
+                            args[i + 1] = 1;
+                        }
+                        Err(_) => args[i] = self.fault_for(a[i], count * 16),
                     }
                 }
             }
@@ -1539,6 +1667,13 @@ impl Process {
         cpu: &mut dyn CpuState,
         link: &mut dyn Outside,
     ) -> Result<Action, ProcessError> {
+        let narrowed;
+        let a = if self.format >= 8 {
+            narrowed = narrow_ints(nr, a);
+            &narrowed
+        } else {
+            a
+        };
         let r = match nr {
             15 => return self.rt_sigreturn(regs, cpu),
             231 => return Ok(Action::Exit((a[0] & 0xff) as i32)),
@@ -1556,6 +1691,7 @@ impl Process {
             14 => self.rt_sigprocmask(a),
             24 => return Ok(Action::Yield(0)),
             25 => self.mremap(a),
+            26 => self.msync(a[0], a[1], a[2]),
             27 => self.mincore(a[0], a[1], a[2]),
             28 => self.madvise(a[0], a[1], a[2]),
             39 => Ok(self.ident.pid as u64),
@@ -1587,6 +1723,7 @@ impl Process {
                     Err(Errno::EINVAL)
                 }
             }
+            274 => self.get_robust_list(a[0] as i32, a[1], a[2]),
             202 => return self.futex(a, link),
             127 => self.sigpending(a[0], a[1]),
             129 => self.sigqueueinfo(a[0] as i32, None, a[1] as i32, a[2], link)?,
@@ -1607,6 +1744,8 @@ impl Process {
             128 => return self.sigtimedwait(a, link),
             203 => self.set_affinity(a[0], a[1], a[2]),
             204 => self.get_affinity(a[0], a[1], a[2]),
+            // A NULL limit is EFAULT for these two (prlimit64 skips it).
+            97 | 160 if self.format >= 8 && a[1] == 0 && a[0] < 16 => Err(Errno::EFAULT),
             97 => self.prlimit(0, a[0], 0, a[1], link)?,
             160 => self.prlimit(0, a[0], a[1], 0, link)?,
             302 => {
@@ -1759,6 +1898,7 @@ impl Process {
         }
         self.thread_mut().signals.altstack = ThreadSignals::default().altstack;
         self.membarrier_registered = 0;
+        self.dumpable = true;
         self.proc_info =
             ProcInfo { exe: images.exe_path.clone(), argv: loaded.argv.clone(), env: envp, auxv: loaded.auxv.clone() };
         Ok(Action::Exec(loaded.regs))
@@ -1917,15 +2057,38 @@ impl Process {
             return Err(Errno::EINVAL);
         }
         let len = mm::page_up(len).ok_or(Errno::ENOMEM)?;
-        if addr.checked_add(len).is_none_or(|e| e > USER_TOP) || !self.mm.is_mapped(addr, len) {
+        if addr.checked_add(len).is_none_or(|e| e > USER_TOP) {
             return Err(Errno::ENOMEM);
         }
         let pages = (len / PAGE_SIZE) as usize;
+        // Linux checks the vector's place before it looks at the mappings.
+        if self.format >= 8 && !in_user_space(vec, pages as u64) {
+            return Err(Errno::EFAULT);
+        }
+        if self.format >= 8 && pages == 0 {
+            return Ok(0);
+        }
+        if self.format >= 8 {
+            // Linux answers for the mapped pages from the start (EFAULT if
+            // it cannot write that), then ENOMEM at the first hole.
+            let mapped = (self.mm.mapped_prefix(addr, addr + len) - addr) / PAGE_SIZE;
+            if mapped == 0 {
+                return Err(Errno::ENOMEM);
+            }
+            self.mm.write_user(vec, &vec![1u8; mapped as usize])?;
+            return if mapped < pages as u64 { Err(Errno::ENOMEM) } else { Ok(0) };
+        }
+        if !self.mm.is_mapped(addr, len) {
+            return Err(Errno::ENOMEM);
+        }
         self.mm.write_user(vec, &vec![1u8; pages])?;
         Ok(0)
     }
 
     fn madvise(&mut self, addr: u64, len: u64, advice: u64) -> SysResult {
+        if self.format >= 8 {
+            return self.madvise_as_linux(addr, len, advice);
+        }
         if !addr.is_multiple_of(PAGE_SIZE) {
             return Err(Errno::EINVAL);
         }
@@ -1949,6 +2112,109 @@ impl Process {
             0..=3 | 10..=23 | 100 | 101 => Ok(0),
             _ => Err(Errno::EINVAL),
         }
+    }
+
+    /// msync as Linux checks it (the program has no writable shared file
+    /// mapping, so there is nothing to write back): the flags, alignment,
+    /// the length's rounding, then ENOMEM for a hole in the range (MS_ASYNC
+    /// stops at the first, the others look on), found as Linux walks it.
+    fn msync(&mut self, start: u64, len: u64, flags: u64) -> SysResult {
+        const MS_ASYNC: u64 = 1;
+        const MS_INVALIDATE: u64 = 2;
+        const MS_SYNC: u64 = 4;
+        if flags & !(MS_ASYNC | MS_INVALIDATE | MS_SYNC) != 0
+            || !start.is_multiple_of(PAGE_SIZE)
+            || (flags & MS_ASYNC != 0 && flags & MS_SYNC != 0)
+        {
+            return Err(Errno::EINVAL);
+        }
+        let len = mm::page_up(len).unwrap_or(0);
+        let end = start.checked_add(len).ok_or(Errno::ENOMEM)?;
+        let mut at = start;
+        let mut unmapped = false;
+        while at < end {
+            let Some((&vstart, v)) = self.mm.vmas().find(|(_, v)| v.end > at) else {
+                return Err(Errno::ENOMEM);
+            };
+            if at < vstart {
+                if flags == MS_ASYNC || vstart >= end {
+                    return Err(Errno::ENOMEM);
+                }
+                unmapped = true;
+            }
+            at = v.end;
+        }
+        if unmapped {
+            Err(Errno::ENOMEM)
+        } else {
+            Ok(0)
+        }
+    }
+
+    /// get_robust_list: a thread of the program's (0: the caller) and the
+    /// head it registered; another process's is ESRCH here (the program
+    /// sees no other process's threads). The size goes out first, as Linux.
+    fn get_robust_list(&mut self, pid: i32, head_at: u64, len_at: u64) -> SysResult {
+        let tid = if pid == 0 { self.current } else { pid as u32 };
+        let head = match self.threads.get(&tid) {
+            Some(t) if pid >= 0 => t.robust_list,
+            _ => return Err(Errno::ESRCH),
+        };
+        self.mm.write_user(len_at, &24u64.to_le_bytes())?;
+        self.mm.write_user(head_at, &head.to_le_bytes())?;
+        Ok(0)
+    }
+
+    /// madvise in Linux's order (from format 8): the advice, the start's
+    /// alignment, the length's rounding and overflow, an empty range (0,
+    /// wherever it is), then the advice on what is mapped and ENOMEM if
+    /// anything in the range is not.
+    fn madvise_as_linux(&mut self, addr: u64, len: u64, advice: u64) -> SysResult {
+        const MADV_DONTNEED: u64 = 4;
+        const MADV_FREE: u64 = 8;
+        const MADV_REMOVE: u64 = 9;
+        const MADV_HWPOISON: u64 = 100;
+        const MADV_SOFT_OFFLINE: u64 = 101;
+        let valid = matches!(advice, 0..=4 | 8..=25 | 100..=103);
+        if !valid || !addr.is_multiple_of(PAGE_SIZE) {
+            return Err(Errno::EINVAL);
+        }
+        // PAGE_ALIGN wraps a length within a page of 2^64 to 0.
+        let rounded = mm::page_up(len).unwrap_or(0);
+        if len != 0 && rounded == 0 {
+            return Err(Errno::EINVAL);
+        }
+        let end = addr.checked_add(rounded).ok_or(Errno::EINVAL)?;
+        if end == addr {
+            return Ok(0);
+        }
+        if matches!(advice, MADV_HWPOISON | MADV_SOFT_OFFLINE) {
+            // CAP_SYS_ADMIN, which a program here never has over the host.
+            return Err(Errno::EPERM);
+        }
+        let pieces: Vec<(u64, u64)> = self
+            .mm
+            .vmas()
+            .filter(|(&start, v)| start < end && v.end > addr)
+            .map(|(&start, v)| (start.max(addr), v.end.min(end)))
+            .collect();
+        let covered: u64 = pieces.iter().map(|(s, e)| e - s).sum();
+        if advice == MADV_REMOVE {
+            return match self.mm.vma_at(addr) {
+                None => Err(Errno::ENOMEM),
+                Some(v) if matches!(v.kind, VmaKind::Image(_)) => Err(Errno::EACCES),
+                Some(_) => Err(Errno::EINVAL),
+            };
+        }
+        if matches!(advice, MADV_DONTNEED | MADV_FREE) {
+            for (s, e) in pieces {
+                self.mm.discard(s, e - s)?;
+            }
+        }
+        if covered < end - addr {
+            return Err(Errno::ENOMEM);
+        }
+        Ok(0)
     }
 
     /// The range mlock and munlock act on: whole pages around [addr,
@@ -2001,7 +2267,13 @@ impl Process {
         if limit.is_some_and(|l| len > l) {
             return Ok(Err(Errno::ENOMEM));
         }
-        Ok(if self.mm.is_mapped(start, len) { Ok(0) } else { Err(Errno::ENOMEM) })
+        // Linux faults the pages in (unless MLOCK_ONFAULT), which a
+        // PROT_NONE page refuses: ENOMEM.
+        let end = start + len;
+        let inaccessible = self.format >= 8
+            && flags & MLOCK_ONFAULT == 0
+            && self.mm.vmas().any(|(&s, v)| s < end && v.end > start && v.prot & (PROT_READ | PROT_WRITE | PROT_EXEC) == 0);
+        Ok(if self.mm.is_mapped(start, len) && !inaccessible { Ok(0) } else { Err(Errno::ENOMEM) })
     }
 
     fn munlock(&mut self, addr: u64, len: u64) -> SysResult {
@@ -2043,6 +2315,8 @@ impl Process {
         const REGISTER_PRIVATE_EXPEDITED: u64 = 16;
         const PRIVATE_EXPEDITED_SYNC_CORE: u64 = 32;
         const REGISTER_PRIVATE_EXPEDITED_SYNC_CORE: u64 = 64;
+        const RSEQ: u64 = 128;
+        const REGISTER_RSEQ: u64 = 256;
         const GET_REGISTRATIONS: u64 = 512;
         const SUPPORTED: u64 = GLOBAL
             | GLOBAL_EXPEDITED
@@ -2057,7 +2331,14 @@ impl Process {
         }
         let registered = &mut self.membarrier_registered;
         match cmd {
+            QUERY if self.format >= 8 => Ok(SUPPORTED | RSEQ | REGISTER_RSEQ | GET_REGISTRATIONS),
             QUERY => Ok(SUPPORTED),
+            REGISTER_RSEQ if self.format >= 8 => {
+                *registered |= cmd;
+                Ok(0)
+            }
+            RSEQ if self.format >= 8 && *registered & REGISTER_RSEQ != 0 => Ok(0),
+            RSEQ if self.format >= 8 => Err(Errno::EPERM),
             GLOBAL => Ok(0),
             GET_REGISTRATIONS => Ok(*registered),
             REGISTER_GLOBAL_EXPEDITED | REGISTER_PRIVATE_EXPEDITED | REGISTER_PRIVATE_EXPEDITED_SYNC_CORE => {
@@ -2228,8 +2509,11 @@ impl Process {
 
     /// The prctl options warpd answers itself.
     fn prctl_local(&mut self, a: &[u64; 6]) -> SysResult {
+        const PR_GET_DUMPABLE: u64 = 3;
+        const PR_SET_DUMPABLE: u64 = 4;
         const PR_SET_NAME: u64 = 15;
         const PR_GET_NAME: u64 = 16;
+        const PR_GET_TID_ADDRESS: u64 = 40;
         const PR_GET_AUXV: u64 = 0x4155_5856;
         match a[0] {
             PR_GET_AUXV if self.format >= 7 => {
@@ -2271,6 +2555,20 @@ impl Process {
                 self.mm.write_user(a[1], &name)?;
                 Ok(0)
             }
+            PR_GET_DUMPABLE if self.format >= 8 => Ok(self.dumpable as u64),
+            PR_SET_DUMPABLE if self.format >= 8 => match a[1] {
+                0 | 1 => {
+                    self.dumpable = a[1] == 1;
+                    Ok(0)
+                }
+                _ => Err(Errno::EINVAL),
+            },
+            PR_GET_TID_ADDRESS if self.format >= 8 => {
+                let at = self.thread().clear_tid;
+                self.mm.write_user(a[1], &at.to_le_bytes()).map(|()| 0)
+            }
+            // An option Linux does not have.
+            option if self.format >= 8 && !linux_prctl_option(option) => Err(Errno::EINVAL),
             option => {
                 if self.prctl_noted.insert(option) {
                     self.note(format!("prctl option {option} is not supported yet: ENOSYS"));
@@ -2579,7 +2877,8 @@ impl Process {
     fn affinity_target(&self, pid: u64) -> Result<(), Errno> {
         let pid = pid as i32;
         if pid < 0 {
-            return Err(Errno::EINVAL);
+            // Linux finds no process by a negative pid (format 8).
+            return Err(if self.format >= 8 { Errno::ESRCH } else { Errno::EINVAL });
         }
         if pid == 0 || self.threads.contains_key(&(pid as u32)) {
             Ok(())
@@ -2593,7 +2892,9 @@ impl Process {
     /// hold a bit per CPU; the kernel's mask is one long, which it returns.
     fn get_affinity(&self, pid: u64, len: u64, mask: u64) -> SysResult {
         const MASK_BYTES: u64 = 8;
-        if len == 0 || !len.is_multiple_of(MASK_BYTES) {
+        // Linux: (len * 8 < nr_cpu_ids), in unsigned int arithmetic.
+        let too_short = if self.format >= 8 { (len as u32).wrapping_mul(8) == 0 } else { len == 0 };
+        if too_short || !len.is_multiple_of(MASK_BYTES) {
             return Err(Errno::EINVAL);
         }
         self.affinity_target(pid)?;

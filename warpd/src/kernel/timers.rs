@@ -409,6 +409,10 @@ impl Process {
         if which > 2 {
             return Ok(Err(Errno::EINVAL));
         }
+        if !set && old == 0 && self.format >= 8 {
+            // getitimer has nowhere to put it.
+            return Ok(Err(Errno::EFAULT));
+        }
         let i = which as usize - 1;
         let mut next = None;
         if set && new != 0 {

@@ -30,6 +30,9 @@ pub mod symbols;
 /// marked `since(7)` in the syscall table are answered (ENOSYS before),
 /// an access to a PROT_NONE page is SEGV_ACCERR, MAP_32BIT is honoured,
 /// mprotect over a hole changes the pages before it, PR_GET_AUXV and
-/// MADV_REMOVE answer as Linux. Older traces read unchanged and replay
-/// with what their warpd did.
-pub const FORMAT_VERSION: u32 = 7;
+/// MADV_REMOVE answer as Linux; 8: the host checks calls in Linux's
+/// order where the program passed one of the broker's descriptors or a
+/// buffer that faults (`Identity.fault_page`), an iovec count is an
+/// unsigned int, and the calls marked `since(8)` are answered. Older
+/// traces read unchanged and replay with what their warpd did.
+pub const FORMAT_VERSION: u32 = 8;
