@@ -12,7 +12,16 @@ use crate::hv::{CpuState, GuestFault, HvError, SyscallRequest};
 
 /// The identity the fakes give the program: pid 4242, reserved fds from 1000.
 pub fn identity() -> Identity {
-    Identity { pid: 4242, ppid: 1, uid: 1000, gid: 1000, euid: 1000, egid: 1000, reserved_fd_base: 1000, fault_page: 0x10000 }
+    Identity {
+        pid: 4242,
+        ppid: 1,
+        uid: 1000,
+        gid: 1000,
+        euid: 1000,
+        egid: 1000,
+        reserved_fd_base: 1000,
+        fault_page: 0x10000,
+    }
 }
 
 /// A CPU whose FS/GS bases and FPU state are plain fields.

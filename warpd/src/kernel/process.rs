@@ -34,31 +34,31 @@ pub const FAULT_ADDR: u64 = 0xffff_ffff_ffff_f000;
 fn narrow_ints(nr: u64, a: &[u64; 6]) -> [u64; 6] {
     // (call, its int arguments, its unsigned int arguments), as bit masks.
     let (int, uint): (u8, u8) = match nr {
-        9 => (0b11100, 0),                  // mmap: prot, flags, fd
-        13 | 14 => (0b1, 0),                // rt_sigaction's sig, rt_sigprocmask's how
-        26 | 28 => (0b100, 0),              // msync: flags; madvise: behavior
-        274 => (0b1, 0),                    // get_robust_list: pid
-        36 | 38 => (0b1, 0),                // getitimer, setitimer: which
-        62 => (0b11, 0),                    // kill: pid, sig
-        200 => (0b11, 0),                   // tkill
-        234 => (0b111, 0),                  // tgkill
-        157 | 158 => (0b1, 0),              // prctl, arch_prctl: option
-        202 => (0b10, 0b100100),            // futex: op; val, val3
-        222 => (0b1, 0),                    // timer_create: clock
-        223 => (0b11, 0),                   // timer_settime: id, flags
-        224..=226 => (0b1, 0),              // timer_gettime, _getoverrun, _delete
-        282 => (0b1, 0),                    // signalfd: fd
-        289 => (0b1001, 0),                 // signalfd4: fd, flags
-        203 | 204 => (0b1, 0b10),           // sched_{set,get}affinity: pid; len
-        97 | 160 => (0, 0b1),               // getrlimit, setrlimit: resource
-        302 => (0b1, 0b10),                 // prlimit64: pid; resource
-        436 => (0, 0b111),                  // close_range
-        325 => (0b100, 0),                  // mlock2: flags
-        151 => (0b1, 0),                    // mlockall: flags
-        324 => (0b101, 0b10),               // membarrier: cmd, cpu_id; flags
-        129 => (0b11, 0),                   // rt_sigqueueinfo: pid, sig
-        297 => (0b111, 0),                  // rt_tgsigqueueinfo
-        449 => (0b10000, 0b110),            // futex_waitv: clockid; nr, flags
+        9 => (0b11100, 0),        // mmap: prot, flags, fd
+        13 | 14 => (0b1, 0),      // rt_sigaction's sig, rt_sigprocmask's how
+        26 | 28 => (0b100, 0),    // msync: flags; madvise: behavior
+        274 => (0b1, 0),          // get_robust_list: pid
+        36 | 38 => (0b1, 0),      // getitimer, setitimer: which
+        62 => (0b11, 0),          // kill: pid, sig
+        200 => (0b11, 0),         // tkill
+        234 => (0b111, 0),        // tgkill
+        157 | 158 => (0b1, 0),    // prctl, arch_prctl: option
+        202 => (0b10, 0b100100),  // futex: op; val, val3
+        222 => (0b1, 0),          // timer_create: clock
+        223 => (0b11, 0),         // timer_settime: id, flags
+        224..=226 => (0b1, 0),    // timer_gettime, _getoverrun, _delete
+        282 => (0b1, 0),          // signalfd: fd
+        289 => (0b1001, 0),       // signalfd4: fd, flags
+        203 | 204 => (0b1, 0b10), // sched_{set,get}affinity: pid; len
+        97 | 160 => (0, 0b1),     // getrlimit, setrlimit: resource
+        302 => (0b1, 0b10),       // prlimit64: pid; resource
+        436 => (0, 0b111),        // close_range
+        325 => (0b100, 0),        // mlock2: flags
+        151 => (0b1, 0),          // mlockall: flags
+        324 => (0b101, 0b10),     // membarrier: cmd, cpu_id; flags
+        129 => (0b11, 0),         // rt_sigqueueinfo: pid, sig
+        297 => (0b111, 0),        // rt_tgsigqueueinfo
+        449 => (0b10000, 0b110),  // futex_waitv: clockid; nr, flags
         _ => return *a,
     };
     let mut out = *a;
@@ -2272,7 +2272,10 @@ impl Process {
         let end = start + len;
         let inaccessible = self.format >= 8
             && flags & MLOCK_ONFAULT == 0
-            && self.mm.vmas().any(|(&s, v)| s < end && v.end > start && v.prot & (PROT_READ | PROT_WRITE | PROT_EXEC) == 0);
+            && self
+                .mm
+                .vmas()
+                .any(|(&s, v)| s < end && v.end > start && v.prot & (PROT_READ | PROT_WRITE | PROT_EXEC) == 0);
         Ok(if self.mm.is_mapped(start, len) && !inaccessible { Ok(0) } else { Err(Errno::ENOMEM) })
     }
 
