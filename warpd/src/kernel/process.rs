@@ -1927,7 +1927,7 @@ impl Process {
             return Ok(Err(Errno::EINVAL));
         }
         let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
-        if fixed && (addr % PAGE_SIZE != 0 || addr.checked_add(len).is_none_or(|e| e > USER_TOP)) {
+        if fixed && (addr % PAGE_SIZE != 0 || !in_user_space(addr, len)) {
             return Ok(Err(if addr % PAGE_SIZE != 0 { Errno::EINVAL } else { Errno::ENOMEM }));
         }
         if fixed && addr < mm::MMAP_MIN_ADDR {
@@ -2017,7 +2017,7 @@ impl Process {
             return Err(Errno::EINVAL);
         }
         let len = mm::page_up(len).ok_or(Errno::EINVAL)?;
-        if addr.checked_add(len).is_none_or(|e| e > USER_TOP) {
+        if !in_user_space(addr, len) {
             return Err(Errno::EINVAL);
         }
         self.mm.unmap(addr, len).map(|_| 0)
@@ -2031,7 +2031,7 @@ impl Process {
         if len == 0 {
             return Ok(0);
         }
-        if addr.checked_add(len).is_none_or(|e| e > USER_TOP) {
+        if !in_user_space(addr, len) {
             return Err(Errno::ENOMEM);
         }
         let prot = prot as u32 & 7;
@@ -2057,7 +2057,7 @@ impl Process {
             return Err(Errno::EINVAL);
         }
         let len = mm::page_up(len).ok_or(Errno::ENOMEM)?;
-        if addr.checked_add(len).is_none_or(|e| e > USER_TOP) {
+        if !in_user_space(addr, len) {
             return Err(Errno::ENOMEM);
         }
         let pages = (len / PAGE_SIZE) as usize;
@@ -2093,19 +2093,12 @@ impl Process {
             return Err(Errno::EINVAL);
         }
         let len = mm::page_up(len).ok_or(Errno::EINVAL)?;
-        if addr.checked_add(len).is_none_or(|e| e > USER_TOP) {
+        if !in_user_space(addr, len) {
             return Err(Errno::EINVAL);
         }
         const MADV_REMOVE: u64 = 9;
         if advice == MADV_REMOVE && self.format >= 7 {
-            // Only a writable shared file mapping can have its pages
-            // removed (none exists here): EACCES for another file mapping,
-            // EINVAL for anonymous memory, as Linux.
-            return match self.mm.vma_at(addr) {
-                None => Err(Errno::ENOMEM),
-                Some(v) if matches!(v.kind, VmaKind::Image(_)) => Err(Errno::EACCES),
-                Some(_) => Err(Errno::EINVAL),
-            };
+            return self.madv_remove(addr);
         }
         match advice {
             4 | 8 | 9 => self.mm.discard(addr, len).map(|_| 0), // DONTNEED, FREE, REMOVE
@@ -2165,6 +2158,17 @@ impl Process {
         Ok(0)
     }
 
+    /// MADV_REMOVE: only a writable shared file mapping can have its pages
+    /// removed (none exists here): EACCES for another file mapping, EINVAL
+    /// for anonymous memory, ENOMEM where nothing is mapped, as Linux.
+    fn madv_remove(&self, addr: u64) -> SysResult {
+        match self.mm.vma_at(addr) {
+            None => Err(Errno::ENOMEM),
+            Some(v) if matches!(v.kind, VmaKind::Image(_)) => Err(Errno::EACCES),
+            Some(_) => Err(Errno::EINVAL),
+        }
+    }
+
     /// madvise in Linux's order (from format 8): the advice, the start's
     /// alignment, the length's rounding and overflow, an empty range (0,
     /// wherever it is), then the advice on what is mapped and ENOMEM if
@@ -2192,6 +2196,9 @@ impl Process {
             // CAP_SYS_ADMIN, which a program here never has over the host.
             return Err(Errno::EPERM);
         }
+        if advice == MADV_REMOVE {
+            return self.madv_remove(addr);
+        }
         let pieces: Vec<(u64, u64)> = self
             .mm
             .vmas()
@@ -2199,13 +2206,6 @@ impl Process {
             .map(|(&start, v)| (start.max(addr), v.end.min(end)))
             .collect();
         let covered: u64 = pieces.iter().map(|(s, e)| e - s).sum();
-        if advice == MADV_REMOVE {
-            return match self.mm.vma_at(addr) {
-                None => Err(Errno::ENOMEM),
-                Some(v) if matches!(v.kind, VmaKind::Image(_)) => Err(Errno::EACCES),
-                Some(_) => Err(Errno::EINVAL),
-            };
-        }
         if matches!(advice, MADV_DONTNEED | MADV_FREE) {
             for (s, e) in pieces {
                 self.mm.discard(s, e - s)?;
