@@ -469,11 +469,11 @@ pub fn lookup(nr: u64) -> Option<&'static Desc> {
     TABLE.binary_search_by_key(&nr, |d| d.nr).ok().map(|i| &TABLE[i])
 }
 
-/// ioctl requests warpd lets through, and what their argument is. Any
-/// other request gets ENOTTY, as for a descriptor that has no such request.
 /// FIGETBSZ, which every file answers (Linux's common ioctls).
 pub const FIGETBSZ: u64 = 2;
 
+/// ioctl requests warpd lets through, and what their argument is. Any
+/// other request gets ENOTTY, as for a descriptor that has no such request.
 pub fn ioctl_arg(request: u64) -> Option<Arg> {
     const TERMIOS: u64 = 36;
     Some(match request {

@@ -308,11 +308,11 @@ fn hostile_arguments() {
 }
 
 /// A seeded campaign of 20,000 calls with hostile arguments, 2,000 more
-/// in each other link flavour (tests/progs/hostile_campaign.c): every result (its errno when it
-/// fails) folds into a digest printed every 1000 calls, and the lines
-/// recorded must be the native ones, the replay the recording's. What is
-/// left out, and why, is in the program's comments. The soak is the same
-/// program with more calls:
+/// in each other link flavour (tests/progs/hostile_campaign.c): every
+/// result (its errno when it fails) folds into a digest printed every
+/// 1000 calls, and the lines recorded must be the native ones, the replay
+/// the recording's. What is left out, and why, is in the program's
+/// comments. The soak is the same program with more calls:
 /// `hostile_campaign SEED 1000000 </dev/null` natively and under
 /// `warpctl record`, lines compared (`trace` as a third argument prints
 /// every call, to find a difference to its call).
