@@ -4,11 +4,31 @@
 
 use std::io::{self, ErrorKind, Read};
 
+/// The most a frame's buffer holds before its bytes arrive.
+const FIRST_CHUNK: u64 = 64 << 10;
+
 /// Reads one frame of at most `max` bytes. `Ok(None)` at a clean end of
 /// input (before any byte of a frame). A frame cut short is
 /// `UnexpectedEof`; a bad or oversized length is `InvalidData`. A read
 /// interrupted by a signal is retried without losing a byte.
+///
+/// The buffer grows as the bytes come (from at most `FIRST_CHUNK`), so a
+/// length that promises more than the input holds costs no more memory
+/// than what was actually sent.
 pub fn read(r: &mut impl Read, max: u64) -> io::Result<Option<Vec<u8>>> {
+    let Some(len) = read_len(r, max)? else { return Ok(None) };
+    let mut buf = Vec::with_capacity(len.min(FIRST_CHUNK) as usize);
+    // read_to_end retries interrupted reads itself.
+    r.by_ref().take(len).read_to_end(&mut buf)?;
+    if (buf.len() as u64) < len {
+        return Err(io::Error::new(ErrorKind::UnexpectedEof, "the input ends inside a message"));
+    }
+    Ok(Some(buf))
+}
+
+/// Reads a frame's length (at most `max`), leaving its bytes to the caller:
+/// `Ok(None)` at a clean end of input. Errors as [`read`]'s.
+pub fn read_len(r: &mut impl Read, max: u64) -> io::Result<Option<u64>> {
     let mut len: u64 = 0;
     for i in 0..10 {
         let mut b = [0u8; 1];
@@ -32,12 +52,7 @@ pub fn read(r: &mut impl Read, max: u64) -> io::Result<Option<Vec<u8>>> {
                     format!("a message of {len} bytes exceeds the limit of {max}"),
                 ));
             }
-            let mut buf = vec![0u8; len as usize];
-            r.read_exact(&mut buf).map_err(|e| match e.kind() {
-                ErrorKind::UnexpectedEof => io::Error::new(ErrorKind::UnexpectedEof, "the input ends inside a message"),
-                _ => e,
-            })?;
-            return Ok(Some(buf));
+            return Ok(Some(len));
         }
     }
     Err(io::Error::new(ErrorKind::InvalidData, "a message length is not a valid varint"))
@@ -76,6 +91,38 @@ mod tests {
         assert_eq!(read(&mut r, 1000).unwrap().unwrap(), b"abc");
         assert_eq!(read(&mut r, 1000).unwrap().unwrap().len(), 129);
         assert!(read(&mut r, 1000).unwrap().is_none());
+    }
+
+    /// A reader that gives `n` bytes and then an endless run of end of files,
+    /// counting the bytes it was asked to fill.
+    struct Short {
+        n: usize,
+        asked: usize,
+    }
+
+    impl Read for Short {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.asked = self.asked.max(buf.len());
+            let k = buf.len().min(self.n);
+            buf[..k].fill(1);
+            self.n -= k;
+            Ok(k)
+        }
+    }
+
+    #[test]
+    fn a_length_that_promises_more_than_comes_costs_only_what_came() {
+        // 1 GiB promised (a varint of 0x4000_0000), 10 bytes sent.
+        let mut input = vec![0x80, 0x80, 0x80, 0x80, 0x04];
+        input.extend_from_slice(&[9; 10]);
+        let e = read(&mut &input[..], u64::MAX).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::UnexpectedEof);
+        // The buffer offered to the reader never passes the first chunk
+        // plus what arrived.
+        let mut r = Short { n: 1000, asked: 0 };
+        let mut framed = std::io::Cursor::new(vec![0x80, 0x80, 0x80, 0x80, 0x04]).chain(&mut r);
+        assert_eq!(read(&mut framed, u64::MAX).unwrap_err().kind(), ErrorKind::UnexpectedEof);
+        assert!(r.asked <= FIRST_CHUNK as usize, "asked to fill {} bytes", r.asked);
     }
 
     #[test]

@@ -90,7 +90,8 @@ fn damaged_truncated_and_foreign_files_are_refused() {
 
 /// A small file that decompresses to much more than the daemon allows (a
 /// 64 MiB read of zeros, a few KiB exported) is refused as it is read, and
-/// nothing of it stays in the store.
+/// nothing of it stays in the store; within the limit it is imported a
+/// piece at a time.
 #[test]
 fn a_file_that_decompresses_past_the_limit_is_refused() {
     let here = WarpHome::new("import_bomb");
@@ -120,9 +121,19 @@ fn a_file_that_decompresses_past_the_limit_is_refused() {
     assert_eq!(out.status.code(), Some(2), "refused: {err}");
     assert!(err.contains("decompresses to more than 16777216 bytes"), "{err}");
     assert_eq!(warpctl_ok(&here, &["ls", "--json"]).lines().count(), before, "nothing stored");
-    // The same file within the limit imports and replays.
+    // The same file within the limit imports and replays; the daemon (a
+    // fresh one) never held the 64 MiB blob: it was stored as it was read.
     warpctl_ok(&here, &["daemon", "stop"]);
     let new_id = warpctl_ok(&here, &["import", file.to_str().unwrap()]).trim().to_string();
+    let status = warpctl_ok(&here, &["daemon", "status"]);
+    let pid = status.split("(pid ").nth(1).and_then(|s| s.split(',').next()).expect("a pid in daemon status");
+    let proc_status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let peak_kib: u64 = proc_status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    assert!(peak_kib < 64 << 10, "warpd peaked at {peak_kib} KiB importing a 64 MiB blob");
     let replayed = here.replay(&new_id, &[]);
     assert_eq!(replayed.outcome.status, Status::Exited(0), "{}", replayed.warpctl_text());
 }

@@ -325,6 +325,19 @@ impl Link {
         })
     }
 
+    /// A link over a connected broker socket and its signal channel, with
+    /// no watcher thread: the channel is read when a reply says signals are
+    /// pending, or on [`Link::poll_channel`]. For tests and the fuzz target,
+    /// which play the broker themselves.
+    pub fn without_watcher(stream: UnixStream, channel: UnixStream) -> Result<Link, LinkError> {
+        Link::new(stream, channel, Default::default(), Default::default(), Default::default())
+    }
+
+    /// Reads what the signal channel holds now, without waiting.
+    pub fn poll_channel(&mut self) {
+        self.drain_channel();
+    }
+
     /// Sends a request and waits for its reply.
     pub fn call(&mut self, kind: request::Kind) -> Result<Reply, LinkError> {
         let id = self.send(kind)?;
@@ -382,7 +395,10 @@ impl Link {
         let id = self.next_id;
         self.next_id += 1;
         let mut w = &self.stream;
-        write_frame(&mut w, &Request { id, kind: Some(kind) }).map_err(|_| LinkError::Gone)?;
+        if write_frame(&mut w, &Request { id, kind: Some(kind) }).is_err() {
+            self.dead.store(true, Ordering::SeqCst);
+            return Err(LinkError::Gone);
+        }
         self.in_flight.insert(id);
         Ok(RequestId(id))
     }
@@ -416,8 +432,13 @@ impl Link {
                 return Err(e);
             }
         };
-        let msg = BrokerMessage::decode(frame.as_slice()).map_err(|e| LinkError::Protocol(e.to_string()))?;
+        // A broker that sends what is not a reply is not trusted again.
+        let msg = BrokerMessage::decode(frame.as_slice()).map_err(|e| {
+            self.dead.store(true, Ordering::SeqCst);
+            LinkError::Protocol(e.to_string())
+        })?;
         let Some(broker_message::Kind::Reply(reply)) = msg.kind else {
+            self.dead.store(true, Ordering::SeqCst);
             return Err(LinkError::Protocol("expected a reply".into()));
         };
         if reply.signals_pending {
@@ -474,8 +495,7 @@ mod tests {
     fn link() -> (Link, UnixStream, UnixStream) {
         let (ours, broker) = UnixStream::pair().unwrap();
         let (channel, broker_channel) = UnixStream::pair().unwrap();
-        let link = Link::new(ours, channel, Default::default(), Default::default(), Default::default()).unwrap();
-        (link, broker, broker_channel)
+        (Link::without_watcher(ours, channel).unwrap(), broker, broker_channel)
     }
 
     fn reply(to: &UnixStream, id: u64, ret: i64) {
@@ -515,6 +535,23 @@ mod tests {
         reply(&broker, 999, 0);
         assert!(matches!(link.wait(a), Err(LinkError::Protocol(m)) if m.contains("999")));
         assert!(link.is_dead());
+    }
+
+    #[test]
+    fn a_broker_that_sends_no_reply_is_not_asked_again() {
+        for bad in [
+            BrokerMessage { kind: Some(broker_message::Kind::Hello(Default::default())) }
+                .encode_length_delimited_to_vec(),
+            vec![3, 0xff, 0xff, 0xff],
+        ] {
+            let (mut link, broker, _ch) = link();
+            let a = link.send(request::Kind::Finish(Default::default())).unwrap();
+            request_ids(&broker, 1);
+            (&broker).write_all(&bad).unwrap();
+            assert!(matches!(link.wait(a), Err(LinkError::Protocol(_))));
+            assert!(link.is_dead());
+            assert!(matches!(link.send(request::Kind::Finish(Default::default())), Err(LinkError::Gone)));
+        }
     }
 
     #[test]

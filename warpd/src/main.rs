@@ -82,6 +82,7 @@ enum DaemonError {
 }
 
 fn main() -> ExitCode {
+    warpd::server::memory::tune_allocator();
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("WARP_LOG")
         // gdbstub logs every packet it does not know at info.

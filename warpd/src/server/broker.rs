@@ -95,6 +95,7 @@ fn attach(shared: Arc<Shared>, stream: UnixStream, peer_uid: u32, peer_pid: Opti
     // asks the store finds it there.
     shared.store_end(&session, &result);
     shared.end_session(&session, result);
+    super::memory::release_freed();
 }
 
 /// Runs the session on a thread of its own and forwards its notes until it

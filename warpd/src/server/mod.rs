@@ -29,6 +29,7 @@ mod broker;
 mod conn_limit;
 mod events;
 mod lookup;
+pub mod memory;
 mod replay;
 pub mod secrets;
 mod service;

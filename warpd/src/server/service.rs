@@ -248,10 +248,13 @@ impl Warp for WarpService {
         .await?;
         tracing::info!(id = session.id(), uid, program = %session.spec.program, "session created");
 
+        // The timer holds the session weakly: one that attached and ended
+        // within the timeout is freed when it ends, not 30 s later.
         let shared = Arc::clone(&self.shared);
-        let waiting = Arc::clone(&session);
+        let waiting = Arc::downgrade(&session);
         tokio::spawn(async move {
             tokio::time::sleep(BROKER_ATTACH_TIMEOUT).await;
+            let Some(waiting) = waiting.upgrade() else { return };
             let failed = tokio::task::spawn_blocking(move || {
                 let failed = shared.fail_awaiting(&waiting, Failure::Broker, "the broker never connected");
                 if failed {

@@ -15,15 +15,18 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 
 use prost::Message;
-use warp_proto::trace::{export_record, ExportBlob, ExportRecord, SessionMeta, Status};
+use warp_proto::trace::{export_record, ExportRecord, SessionMeta, Status};
 
-use super::store::{Store, StoreError};
+use super::store::{AddBlobError, ReadBlobError, Store, StoreError};
 use super::FORMAT_VERSION;
 
 pub const MAGIC: &[u8; 8] = b"WARPTRC\0";
 /// Largest single record accepted on import (a blob: an executable image or
 /// one big read).
 const MAX_RECORD: u64 = 1 << 31;
+/// Records up to this long are read whole; a longer one (only a blob is)
+/// is stored as it is read, a piece at a time.
+const WHOLE_RECORD: u64 = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -93,11 +96,7 @@ pub fn export(store: &Store, id: &str, out: impl Write) -> Result<(), ExportErro
             put(&mut w, export_record::Kind::Event(event))?;
         }
         for hash in store.session_blob_hashes(&id)? {
-            let data = store.load(
-                &id,
-                &warp_proto::trace::Data { r#where: Some(warp_proto::trace::data::Where::Blob(hash.clone())), len: 0 },
-            )?;
-            put(&mut w, export_record::Kind::Blob(ExportBlob { hash, data }))?;
+            put_blob(&mut w, store, &id, &hash)?;
         }
     }
     let digest = w.hash.finalize();
@@ -105,6 +104,30 @@ pub fn export(store: &Store, id: &str, out: impl Write) -> Result<(), ExportErro
     out.write_all(digest.as_bytes()).map_err(ExportError::Write)?;
     out.flush().map_err(ExportError::Write)?;
     Ok(())
+}
+
+/// Writes blob `hash` as an `ExportRecord`, its bytes passed on from the
+/// store a piece at a time (the encoding prost gives the message whole).
+fn put_blob(w: &mut impl Write, store: &Store, id: &str, hash: &[u8]) -> Result<(), ExportError> {
+    use prost::encoding::{encode_varint, encoded_len_varint};
+    let len = store.blob_len(id, hash)?;
+    let hash_len = hash.len() as u64;
+    let inner = 1 + encoded_len_varint(hash_len) as u64 + hash_len + 1 + encoded_len_varint(len) as u64 + len;
+    let record = 1 + encoded_len_varint(inner) as u64 + inner;
+    let mut head = Vec::with_capacity(64);
+    encode_varint(record, &mut head);
+    head.push(0x1a); // ExportRecord.blob = 3, length-delimited
+    encode_varint(inner, &mut head);
+    head.push(0x0a); // ExportBlob.hash = 1
+    encode_varint(hash_len, &mut head);
+    head.extend_from_slice(hash);
+    head.push(0x12); // ExportBlob.data = 2
+    encode_varint(len, &mut head);
+    w.write_all(&head).map_err(ExportError::Write)?;
+    store.read_blob(id, hash, &mut |piece| w.write_all(piece)).map_err(|e| match e {
+        ReadBlobError::Store(e) => ExportError::Store(e),
+        ReadBlobError::Output(e) => ExportError::Write(e),
+    })
 }
 
 /// A reader that hashes what passes through it.
@@ -132,21 +155,74 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// Reads one length-delimited record; None at the clean end of the stream.
-fn record(r: &mut impl Read, n: u64) -> Result<Option<ExportRecord>, ExportError> {
+/// A record as it is read: whole, or a long blob with its bytes still to read.
+enum Next {
+    Record(Box<ExportRecord>),
+    Blob { hash: Vec<u8>, len: u64 },
+}
+
+/// What a failed read of record `n` means.
+fn read_error(n: u64, e: std::io::Error) -> ExportError {
     let bad = |what: String| ExportError::Invalid(format!("record {n}: {what}"));
-    let frame = warp_proto::frame::read(r, MAX_RECORD).map_err(|e| match e.kind() {
+    match e.kind() {
         std::io::ErrorKind::FileTooLarge => ExportError::Invalid(e.to_string()),
         std::io::ErrorKind::UnexpectedEof => bad(format!("the file ends inside a record ({e})")),
         std::io::ErrorKind::InvalidData => bad(e.to_string()),
         _ => bad(format!("the compressed data is damaged or cut short ({e})")),
-    })?;
-    match frame {
-        None => Ok(None),
-        Some(buf) => {
-            ExportRecord::decode(buf.as_slice()).map(Some).map_err(|e| bad(format!("it does not decode: {e}")))
-        }
     }
+}
+
+/// Reads one length-delimited record; None at the clean end of the stream.
+/// A record longer than `WHOLE_RECORD` must be a blob as `export` writes it
+/// (its hash, then its bytes): its head is read and its bytes are left to
+/// the caller.
+fn next(r: &mut impl Read, n: u64) -> Result<Option<Next>, ExportError> {
+    let bad = |what: &str| ExportError::Invalid(format!("record {n}: {what}"));
+    let Some(len) = warp_proto::frame::read_len(r, MAX_RECORD).map_err(|e| read_error(n, e))? else {
+        return Ok(None);
+    };
+    if len <= WHOLE_RECORD {
+        let mut buf = Vec::with_capacity(len as usize);
+        r.take(len).read_to_end(&mut buf).map_err(|e| read_error(n, e))?;
+        if (buf.len() as u64) < len {
+            return Err(read_error(n, std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        let rec = ExportRecord::decode(buf.as_slice()).map_err(|e| bad(&format!("it does not decode: {e}")))?;
+        return Ok(Some(Next::Record(Box::new(rec))));
+    }
+    use prost::encoding::encoded_len_varint;
+    let not_a_blob = || bad("a long record that is not a blob as warpd writes it");
+    let byte = |r: &mut dyn Read| -> Result<u8, ExportError> {
+        let mut b = [0u8; 1];
+        r.read_exact(&mut b).map_err(|e| read_error(n, e))?;
+        Ok(b[0])
+    };
+    let varint = |mut r: &mut dyn Read| -> Result<u64, ExportError> {
+        warp_proto::frame::read_len(&mut r, u64::MAX)
+            .map_err(|e| read_error(n, e))?
+            .ok_or_else(|| read_error(n, std::io::ErrorKind::UnexpectedEof.into()))
+    };
+    if byte(r)? != 0x1a {
+        return Err(not_a_blob());
+    }
+    let inner = varint(r)?;
+    if inner.checked_add(1 + encoded_len_varint(inner) as u64) != Some(len) || byte(r)? != 0x0a {
+        return Err(not_a_blob());
+    }
+    if varint(r)? != blake3::OUT_LEN as u64 {
+        return Err(not_a_blob());
+    }
+    let mut hash = vec![0u8; blake3::OUT_LEN];
+    r.read_exact(&mut hash).map_err(|e| read_error(n, e))?;
+    if byte(r)? != 0x12 {
+        return Err(not_a_blob());
+    }
+    let data = varint(r)?;
+    let head = 1 + 1 + blake3::OUT_LEN as u64 + 1 + encoded_len_varint(data) as u64;
+    if head.checked_add(data) != Some(inner) {
+        return Err(not_a_blob());
+    }
+    Ok(Some(Next::Blob { hash, len: data }))
 }
 
 /// Reads a trace file and stores it as a new session `new_id` owned by
@@ -189,9 +265,13 @@ pub fn import_from<R: Read + Seek>(
     let decoder = zstd::Decoder::new(body).map_err(|e| ExportError::Invalid(format!("cannot decompress: {e}")))?;
     let mut reader = HashingReader { inner: decoder, hash: blake3::Hasher::new(), read: 0, limit };
 
-    let mut meta = match record(&mut reader, 0)? {
-        Some(ExportRecord { kind: Some(export_record::Kind::Meta(m)) }) => m,
-        Some(_) => return Err(ExportError::Invalid("record 0 is out of place".into())),
+    let out_of_place = || ExportError::Invalid("record 0 is out of place".into());
+    let mut meta = match next(&mut reader, 0)? {
+        Some(Next::Record(rec)) => match rec.kind {
+            Some(export_record::Kind::Meta(m)) => m,
+            _ => return Err(out_of_place()),
+        },
+        Some(Next::Blob { .. }) => return Err(out_of_place()),
         None => return Err(ExportError::Invalid("it holds no session".into())),
     };
     if meta.format_version > FORMAT_VERSION {
@@ -224,7 +304,21 @@ pub fn import_from<R: Read + Seek>(
     };
     let stored = (|| {
         let mut n = 1u64;
-        while let Some(rec) = record(&mut reader, n)? {
+        while let Some(rec) = next(&mut reader, n)? {
+            let rec = match rec {
+                Next::Record(rec) => *rec,
+                Next::Blob { hash, len } => {
+                    writer.add_blob_from(&hash, len, &mut reader).map_err(|e| match e {
+                        AddBlobError::Store(StoreError::Blob { .. }) => {
+                            ExportError::Invalid(format!("blob {} does not match its hash", hex(&hash)))
+                        }
+                        AddBlobError::Store(e) => e.into(),
+                        AddBlobError::Input(e) => read_error(n, e),
+                    })?;
+                    n += 1;
+                    continue;
+                }
+            };
             match rec.kind {
                 Some(export_record::Kind::Event(e)) => {
                     writer.append(&e)?;

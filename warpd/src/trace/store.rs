@@ -3,7 +3,13 @@
 //! Trees:
 //! - `sessions`: session id -> `SessionMeta` (protobuf)
 //! - `events`: session id bytes ++ 0 ++ seq (u64 big-endian) -> `Event` (protobuf)
-//! - `blobs`: blake3 hash -> bytes (content-addressed, stored once)
+//! - `blobs`: blake3 hash -> bytes (content-addressed, stored once), or for
+//!   a blob longer than `BLOB_FILE_MIN` a manifest (`WPC1` ++ length u64
+//!   BE): its bytes are then the file `blob-files/<hex hash>` beside sled's
+//!   (sled holds what it writes in memory for a while: a long blob in
+//!   sled, even in pieces, costs its length in memory), written and read a
+//!   buffer at a time, so that a blob can be stored from a stream (an
+//!   import) and replayed or exported without the daemon holding it whole
 //! - `blob_refs`: blake3 hash -> number of sessions using it (u64 BE)
 //! - `session_blobs`: session id ++ 0 ++ hash -> () (which blobs a session uses)
 //!
@@ -27,7 +33,11 @@
 //! Blob reference counts change only inside sled transactions covering
 //! `blobs`, `blob_refs` and `session_blobs`, so two sessions recording (or a
 //! recording and an `rm`) never race on a count, and a crash never leaves a
-//! count that disagrees with `session_blobs`.
+//! count that disagrees with `session_blobs`. A blob file is written (to a
+//! temporary name, synced, then renamed) before its manifest is committed,
+//! and deleted after the manifest is removed, under one lock, so no other
+//! writer or `rm` sees it half done; files without a manifest (a crash
+//! between the two) and temporary files are removed by `open`.
 //!
 //! Unreadable sessions (metadata that does not decode, or written in a newer
 //! trace format) never stop `open`: they are left untouched. `sessions()`
@@ -36,6 +46,7 @@
 //! or `NewerFormat`). `remove(id)` still removes them.
 
 use std::collections::HashSet;
+use std::io::Read as _;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -89,6 +100,16 @@ const REMOVE_BATCH: usize = 4096;
 pub const RECOVERED_FAILURE: &str = "warpd stopped while recording";
 
 const BLOB_MISSING: &str = "missing";
+/// Blobs longer than this are kept in files of their own.
+pub const BLOB_FILE_MIN: usize = 1 << 20;
+/// Bytes of a blob file read or written at a time.
+const FILE_BUF: usize = 256 << 10;
+/// The directory of blob files, in the store's.
+const FILES_DIR: &str = "blob-files";
+/// The start of a blob file's manifest (12 bytes: this, then the length).
+const MANIFEST: &[u8; 4] = b"WPC1";
+/// Held while a blob file is written or deleted.
+static BLOB_FILES: std::sync::Mutex<()> = std::sync::Mutex::new(());
 const BLOB_DAMAGED: &str = "damaged (its bytes do not match its hash)";
 
 /// The store's trees; cheap to clone (sled handles are reference counted).
@@ -100,6 +121,8 @@ struct Trees {
     blobs: sled::Tree,
     blob_refs: sled::Tree,
     session_blobs: sled::Tree,
+    /// Where blob files are.
+    files: std::sync::Arc<std::path::PathBuf>,
 }
 
 pub struct Store {
@@ -145,6 +168,15 @@ impl Store {
                 Err(e) => return Err(StoreError::Db(format!("cannot open the store in {}: {e}", dir.display()))),
             }
         };
+        let files = dir.join(FILES_DIR);
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&files)
+                .map_err(|e| StoreError::Db(format!("cannot create {}: {e}", files.display())))?;
+        }
         let tree = |name: &str| {
             db.open_tree(name).map_err(|e| StoreError::Db(format!("cannot open tree {name} in {}: {e}", dir.display())))
         };
@@ -154,10 +186,12 @@ impl Store {
             blobs: tree("blobs")?,
             blob_refs: tree("blob_refs")?,
             session_blobs: tree("session_blobs")?,
+            files: std::sync::Arc::new(files),
             db,
         };
         let mut store = Store { trees, recovered: Vec::new() };
         store.recovered = store.recover()?;
+        store.remove_stray_files()?;
         Ok(store)
     }
 
@@ -440,24 +474,123 @@ impl Store {
                         format!("its hash is {} bytes long, not {}", hash.len(), blake3::OUT_LEN),
                     ));
                 }
-                let blob_error = |problem: &str| StoreError::Blob {
-                    session: session.to_owned(),
-                    hash: hex(hash),
-                    problem: problem.to_owned(),
-                };
-                let bytes = self
-                    .trees
-                    .blobs
-                    .get(hash)
-                    .map_err(db_err("cannot read a blob"))?
-                    .ok_or_else(|| blob_error(BLOB_MISSING))?;
-                if blake3::hash(&bytes).as_bytes()[..] != hash[..] {
-                    return Err(blob_error(BLOB_DAMAGED));
-                }
+                let mut bytes = Vec::new();
+                self.read_blob(session, hash, &mut |piece| {
+                    bytes.extend_from_slice(piece);
+                    Ok(())
+                })
+                .map_err(|e| match e {
+                    ReadBlobError::Store(e) => e,
+                    ReadBlobError::Output(e) => StoreError::Db(format!("cannot hold a blob: {e}")),
+                })?;
                 check_len("blob reference", bytes.len())?;
-                Ok(bytes.to_vec())
+                Ok(bytes)
             }
         }
+    }
+
+    /// The length of blob `hash`, used by `session`.
+    pub fn blob_len(&self, session: &str, hash: &[u8]) -> Result<u64> {
+        let value = self.blob_value(session, hash)?;
+        Ok(manifest_len(&value).unwrap_or(value.len() as u64))
+    }
+
+    /// Passes blob `hash`'s bytes to `out` in order, a buffer at a time, and
+    /// checks them against the hash as they pass: damage is found (and is
+    /// an error) after the bytes before it were given.
+    pub fn read_blob(
+        &self,
+        session: &str,
+        hash: &[u8],
+        out: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> std::result::Result<(), ReadBlobError> {
+        let blob_error = |problem: &str| StoreError::Blob {
+            session: session.to_owned(),
+            hash: hex(hash),
+            problem: problem.to_owned(),
+        };
+        let value = self.blob_value(session, hash)?;
+        let Some(len) = manifest_len(&value) else {
+            if blake3::hash(&value).as_bytes()[..] != hash[..] {
+                return Err(blob_error(BLOB_DAMAGED).into());
+            }
+            return out(&value).map_err(ReadBlobError::Output);
+        };
+        let path = self.trees.blob_file(hash);
+        let mut file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(blob_error(BLOB_MISSING).into()),
+            Err(e) => return Err(StoreError::Db(format!("cannot open {}: {e}", path.display())).into()),
+        };
+        let cannot_read = |e: std::io::Error| StoreError::Db(format!("cannot read {}: {e}", path.display()));
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; FILE_BUF.min(len as usize)];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(FILE_BUF as u64) as usize;
+            match file.read_exact(&mut buf[..n]) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Err(blob_error(BLOB_DAMAGED).into());
+                }
+                Err(e) => return Err(cannot_read(e).into()),
+            }
+            hasher.update(&buf[..n]);
+            left -= n as u64;
+            out(&buf[..n]).map_err(ReadBlobError::Output)?;
+        }
+        let longer = file.read(&mut [0u8; 1]).map_err(cannot_read)? != 0;
+        if longer || hasher.finalize().as_bytes()[..] != hash[..] {
+            return Err(blob_error(BLOB_DAMAGED).into());
+        }
+        Ok(())
+    }
+
+    /// What `blobs` holds for `hash`: the bytes, or a blob file's manifest.
+    fn blob_value(&self, session: &str, hash: &[u8]) -> Result<sled::IVec> {
+        if hash.len() != blake3::OUT_LEN {
+            return Err(StoreError::Corrupt {
+                session: session.to_owned(),
+                what: "blob reference".into(),
+                detail: format!("its hash is {} bytes long, not {}", hash.len(), blake3::OUT_LEN),
+            });
+        }
+        self.trees.blobs.get(hash).map_err(db_err("cannot read a blob"))?.ok_or_else(|| StoreError::Blob {
+            session: session.to_owned(),
+            hash: hex(hash),
+            problem: BLOB_MISSING.to_owned(),
+        })
+    }
+
+    /// Removes blob files that no manifest names (written by a daemon that
+    /// stopped before it committed them) and temporary ones.
+    fn remove_stray_files(&self) -> Result<()> {
+        let dir = &*self.trees.files;
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| StoreError::Db(format!("cannot list {}: {e}", dir.display())))?;
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let stray = if name.starts_with(".tmp-") {
+                true
+            } else if let Some(hash) = unhex(name).filter(|h| h.len() == blake3::OUT_LEN) {
+                let value = self.trees.blobs.get(&hash).map_err(db_err("cannot read a blob"))?;
+                value.as_deref().and_then(manifest_len).is_none()
+            } else {
+                false
+            };
+            if stray && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            tracing::warn!(
+                files = removed,
+                "blob files no session uses (a daemon stopped while storing them): removed"
+            );
+        }
+        Ok(())
     }
 
     /// The hashes of the blobs a session uses.
@@ -515,12 +648,14 @@ impl Store {
         enum Released {
             NotUsed,
             StillUsed,
-            Deleted,
+            /// Whether the blob had a file, which goes now.
+            Deleted(bool),
             /// `blob_refs` holds no valid count: keep the blob rather than
             /// risk deleting one another session needs.
             BadCount,
         }
         let t = &self.trees;
+        let _files = BLOB_FILES.lock().unwrap_or_else(|e| e.into_inner());
         let outcome = (&t.blobs, &t.blob_refs, &t.session_blobs).transaction(|(blobs, refs, uses)| {
             if uses.remove(use_key)?.is_none() {
                 return Ok(Released::NotUsed);
@@ -530,8 +665,8 @@ impl Store {
             };
             if count <= 1 {
                 refs.remove(hash)?;
-                blobs.remove(hash)?;
-                Ok(Released::Deleted)
+                let old = blobs.remove(hash)?;
+                Ok(Released::Deleted(old.as_deref().and_then(manifest_len).is_some()))
             } else {
                 refs.insert(hash, &(count - 1).to_be_bytes())?;
                 Ok(Released::StillUsed)
@@ -541,14 +676,29 @@ impl Store {
             Released::BadCount => {
                 tracing::warn!(session = id, blob = %hex(hash), "blob use count is missing or corrupt: blob kept");
             }
-            Released::NotUsed | Released::StillUsed | Released::Deleted => {}
+            Released::Deleted(true) if hash.len() == blake3::OUT_LEN => {
+                let path = t.blob_file(hash);
+                if let Err(e) = std::fs::remove_file(&path) {
+                    // Left for the next `open` to remove.
+                    tracing::warn!(file = %path.display(), error = %e, "cannot remove a blob file");
+                }
+            }
+            Released::NotUsed | Released::StillUsed | Released::Deleted(_) => {}
         }
         Ok(())
     }
 
-    /// The store's size on disk (sled's files), 0 when it cannot say.
+    /// The store's size on disk (sled's files and the blob files), 0 for
+    /// what it cannot say.
     pub fn size_on_disk(&self) -> u64 {
-        self.trees.db.size_on_disk().unwrap_or(0)
+        let files: u64 = std::fs::read_dir(&*self.trees.files)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        self.trees.db.size_on_disk().unwrap_or(0) + files
     }
 
     /// Makes everything written so far durable.
@@ -770,16 +920,143 @@ impl EventWriter {
         Ok(())
     }
 
+    /// Adds a blob of `len` bytes read from `input` (an imported trace, a
+    /// buffer in memory at a time), given with its hash: refused, with
+    /// nothing of it kept, unless the bytes hash to it.
+    pub fn add_blob_from(
+        &mut self,
+        hash: &[u8],
+        len: u64,
+        input: &mut dyn std::io::Read,
+    ) -> std::result::Result<(), AddBlobError> {
+        if len <= BLOB_FILE_MIN as u64 {
+            let mut bytes = vec![0u8; len as usize];
+            input.read_exact(&mut bytes).map_err(AddBlobError::Input)?;
+            return Ok(self.add_blob(hash, &bytes)?);
+        }
+        let hash: [u8; blake3::OUT_LEN] = hash.try_into().map_err(|_| StoreError::Corrupt {
+            session: self.id.clone(),
+            what: "blob reference".into(),
+            detail: format!("its hash is {} bytes long, not {}", hash.len(), blake3::OUT_LEN),
+        })?;
+        if self.referenced.contains(&hash) {
+            // Counted already: the bytes are only checked.
+            let mut hasher = blake3::Hasher::new();
+            let copied =
+                std::io::copy(&mut std::io::Read::take(input, len), &mut hasher).map_err(AddBlobError::Input)?;
+            if copied != len {
+                return Err(AddBlobError::Input(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            if hasher.finalize().as_bytes() != &hash {
+                return Err(self.damaged(&hash).into());
+            }
+        } else {
+            self.next_seq()?;
+            let stored = self.reference_file(&hash, len, input)?;
+            self.referenced.insert(hash);
+            self.bytes += stored;
+            self.unflushed += 1;
+        }
+        self.logical += len;
+        Ok(())
+    }
+
+    fn damaged(&self, hash: &[u8]) -> StoreError {
+        StoreError::Blob { session: self.id.clone(), hash: hex(hash), problem: BLOB_DAMAGED.into() }
+    }
+
+    /// Stores a blob longer than `BLOB_FILE_MIN`, read from `input`, as a
+    /// file unless the store has it already (then its bytes are only
+    /// checked), and counts this session as a user; returns the bytes
+    /// stored. Bytes that do not match the hash leave nothing behind.
+    fn reference_file(
+        &self,
+        hash: &[u8; blake3::OUT_LEN],
+        len: u64,
+        input: &mut dyn std::io::Read,
+    ) -> std::result::Result<u64, AddBlobError> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt;
+        let t = &self.trees;
+        let _files = BLOB_FILES.lock().unwrap_or_else(|e| e.into_inner());
+        let path = t.blob_file(hash);
+        let present = t.blobs.get(hash).map_err(db_err("cannot read a blob"))?;
+        let whole = std::fs::metadata(&path).is_ok_and(|m| m.len() == len);
+        let write = present.as_deref().and_then(manifest_len) != Some(len) || !whole;
+        let fs_err =
+            |what: &str, p: &Path, e: std::io::Error| StoreError::Db(format!("cannot {what} {}: {e}", p.display()));
+        static TEMPORARY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let temporary = t.files.join(format!(
+            ".tmp-{}-{}",
+            hex(hash),
+            TEMPORARY.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let mut file = if write {
+            let f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary);
+            Some(f.map_err(|e| fs_err("create", &temporary, e))?)
+        } else {
+            None
+        };
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; FILE_BUF.min(len as usize)];
+        let mut left = len;
+        let outcome = (|| {
+            while left > 0 {
+                let n = left.min(FILE_BUF as u64) as usize;
+                input.read_exact(&mut buf[..n]).map_err(AddBlobError::Input)?;
+                hasher.update(&buf[..n]);
+                left -= n as u64;
+                if let Some(f) = file.as_mut() {
+                    f.write_all(&buf[..n]).map_err(|e| fs_err("write", &temporary, e))?;
+                }
+            }
+            if hasher.finalize().as_bytes() != hash {
+                return Err(AddBlobError::Store(self.damaged(hash)));
+            }
+            if let Some(f) = file.take() {
+                // Durable under its name before a manifest names it.
+                f.sync_all().map_err(|e| fs_err("sync", &temporary, e))?;
+                std::fs::rename(&temporary, &path).map_err(|e| fs_err("rename", &temporary, e))?;
+                if let Ok(dir) = std::fs::File::open(&*t.files) {
+                    let _ = dir.sync_all();
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = outcome {
+            if write {
+                let _ = std::fs::remove_file(&temporary);
+            }
+            return Err(e);
+        }
+        let manifest = manifest(len);
+        self.count_use(hash, write.then_some(&manifest[..]))?;
+        Ok(if write { len } else { 0 })
+    }
+
     /// Stores the blob if the store lacks it (or holds other bytes under its
     /// hash) and counts this session as a user; returns the bytes stored.
     fn reference_blob(&self, hash: &[u8; blake3::OUT_LEN], bytes: &[u8]) -> Result<u64> {
+        if bytes.len() > BLOB_FILE_MIN {
+            return self.reference_file(hash, bytes.len() as u64, &mut &bytes[..]).map_err(|e| match e {
+                AddBlobError::Store(e) => e,
+                AddBlobError::Input(e) => StoreError::Db(format!("cannot read a blob from memory: {e}")),
+            });
+        }
+        let stored = self.trees.blobs.get(hash).map_err(db_err("cannot read a blob"))?;
+        let new = stored.as_deref() != Some(bytes);
+        self.count_use(hash, new.then_some(bytes))?;
+        Ok(if new { bytes.len() as u64 } else { 0 })
+    }
+
+    /// In one transaction: stores `value` as blob `hash`'s entry in `blobs`
+    /// (when given) and counts this session as one of its users.
+    fn count_use(&self, hash: &[u8; blake3::OUT_LEN], value: Option<&[u8]>) -> Result<()> {
         let use_key = session_blob_key(&self.id, hash);
         let t = &self.trees;
         let outcome = (&t.blobs, &t.blob_refs, &t.session_blobs).transaction(|(blobs, refs, uses)| {
-            let mut stored = 0;
-            if blobs.get(hash)?.as_deref() != Some(bytes) {
-                blobs.insert(&hash[..], bytes)?;
-                stored = bytes.len() as u64;
+            if let Some(value) = value {
+                blobs.insert(&hash[..], value)?;
             }
             if uses.get(&use_key)?.is_none() {
                 uses.insert(use_key.as_slice(), &[][..])?;
@@ -796,7 +1073,7 @@ impl EventWriter {
                     }
                 }
             }
-            Ok(stored)
+            Ok(())
         });
         tx_result(outcome, "cannot store a blob")
     }
@@ -908,6 +1185,56 @@ fn session_blob_key(id: &str, hash: &[u8]) -> Vec<u8> {
     let mut key = event_prefix(id);
     key.extend_from_slice(hash);
     key
+}
+
+/// Why a blob could not be passed on: the store, or what it was given to.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadBlobError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Output(std::io::Error),
+}
+
+/// Why a blob read from an input was not stored: the store, or the input.
+#[derive(Debug, thiserror::Error)]
+pub enum AddBlobError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Input(std::io::Error),
+}
+
+fn manifest(len: u64) -> [u8; 12] {
+    let mut m = [0u8; 12];
+    m[..4].copy_from_slice(MANIFEST);
+    m[4..].copy_from_slice(&len.to_be_bytes());
+    m
+}
+
+/// The length a blob file's manifest gives; None for a blob's own bytes
+/// (which are longer than `INLINE_MAX`, never 12 bytes).
+fn manifest_len(value: &[u8]) -> Option<u64> {
+    if value.len() != 12 || &value[..4] != MANIFEST {
+        return None;
+    }
+    let len = u64::from_be_bytes(value[4..].try_into().expect("8 bytes"));
+    (len > BLOB_FILE_MIN as u64).then_some(len)
+}
+
+impl Trees {
+    /// The file of blob `hash` (a 32-byte hash).
+    fn blob_file(&self, hash: &[u8]) -> std::path::PathBuf {
+        self.files.join(hex(hash))
+    }
+}
+
+/// The bytes a lower-case hex string spells; None for anything else.
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return None;
+    }
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
 }
 
 fn read_count(bytes: &[u8]) -> Option<u64> {
@@ -1127,6 +1454,141 @@ mod tests {
             Some(Where::Blob(h)) => h.clone(),
             _ => panic!("not a blob: {d:?}"),
         }
+    }
+
+    fn blob_data(hash: &[u8], len: usize) -> Data {
+        Data { r#where: Some(Where::Blob(hash.to_vec())), len: len as u64 }
+    }
+
+    fn files_in(dir: &Path) -> Vec<(String, u64)> {
+        let mut v: Vec<_> = std::fs::read_dir(dir.join(FILES_DIR))
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_long_blob_is_kept_in_a_file_and_removed_with_its_last_user() {
+        let dir = TempDir::new("files");
+        let store = Store::open(&dir.0).unwrap();
+        let bytes = big(7, 3 * BLOB_FILE_MIN + 123);
+        store.create_session(&meta("one", 1)).unwrap();
+        store.create_session(&meta("two", 2)).unwrap();
+        let mut w1 = store.writer("one");
+        let d1 = w1.data(&bytes).unwrap();
+        assert_eq!(w1.counts().1, bytes.len() as u64);
+        drop(w1);
+        let hash = again_hash(&d1);
+        assert_eq!(store.trees.blobs.get(&hash).unwrap().as_deref(), Some(&manifest(bytes.len() as u64)[..]));
+        assert_eq!(files_in(&dir.0), vec![(hex(&hash), bytes.len() as u64)]);
+        assert_eq!(store.load("one", &d1).unwrap(), bytes);
+        assert_eq!(store.blob_len("one", &hash).unwrap(), bytes.len() as u64);
+        let mut passed = Vec::new();
+        store
+            .read_blob("one", &hash, &mut |buf| {
+                assert!(buf.len() <= FILE_BUF);
+                passed.extend_from_slice(buf);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(passed, bytes);
+
+        // A second user, from a stream: counted, nothing stored again.
+        let mut w2 = store.writer("two");
+        w2.add_blob_from(&hash, bytes.len() as u64, &mut &bytes[..]).unwrap();
+        assert_eq!(w2.counts().1, 0);
+        drop(w2);
+        assert_eq!(store.trees.blob_refs.get(&hash).unwrap().as_deref(), Some(&2u64.to_be_bytes()[..]));
+        store.remove("one").unwrap();
+        assert_eq!(store.load("two", &d1).unwrap(), bytes);
+        store.remove("two").unwrap();
+        assert!(store.trees.blobs.is_empty() && store.trees.blob_refs.is_empty());
+        assert_eq!(files_in(&dir.0), vec![]);
+    }
+
+    #[test]
+    fn a_streamed_blob_that_does_not_match_its_hash_leaves_nothing() {
+        let dir = TempDir::new("files-bad");
+        let store = Store::open(&dir.0).unwrap();
+        store.create_session(&meta("one", 1)).unwrap();
+        let bytes = big(8, 2 * BLOB_FILE_MIN + 5);
+        let hash = *blake3::hash(&bytes).as_bytes();
+        let mut wrong = bytes.clone();
+        wrong[BLOB_FILE_MIN + 1] ^= 1;
+        let len = bytes.len() as u64;
+        let mut w = store.writer("one");
+        let e = w.add_blob_from(&hash, len, &mut &wrong[..]).unwrap_err();
+        assert!(
+            matches!(e, AddBlobError::Store(StoreError::Blob { ref problem, .. }) if problem == BLOB_DAMAGED),
+            "{e}"
+        );
+        let e = w.add_blob_from(&hash, len, &mut &bytes[..BLOB_FILE_MIN + 7]).unwrap_err();
+        assert!(matches!(e, AddBlobError::Input(_)), "{e}");
+        let e = w.add_blob_from(&hash[..5], len, &mut &bytes[..]).unwrap_err();
+        assert!(matches!(e, AddBlobError::Store(StoreError::Corrupt { .. })), "{e}");
+        assert!(
+            store.trees.blobs.is_empty() && store.trees.session_blobs.is_empty() && store.trees.blob_refs.is_empty()
+        );
+        assert_eq!(files_in(&dir.0), vec![], "no file, not even a temporary one");
+        // The right bytes are then stored.
+        w.add_blob_from(&hash, len, &mut &bytes[..]).unwrap();
+        drop(w);
+        assert_eq!(store.load("one", &blob_data(&hash, bytes.len())).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_damaged_or_missing_blob_file_is_reported_and_stray_files_go_at_open() {
+        let dir = TempDir::new("files-damaged");
+        let bytes = big(9, 2 * BLOB_FILE_MIN + 1);
+        let hash = *blake3::hash(&bytes).as_bytes();
+        let stray = hex(&[0x5a; blake3::OUT_LEN]);
+        let files = dir.0.join(FILES_DIR);
+        {
+            let store = Store::open(&dir.0).unwrap();
+            store.create_session(&meta("one", 1)).unwrap();
+            let mut w = store.writer("one");
+            w.data(&bytes).unwrap();
+            drop(w);
+            let data = blob_data(&hash, bytes.len());
+            let path = files.join(hex(&hash));
+            let mut damaged = bytes.clone();
+            damaged[5] ^= 0x80;
+            std::fs::write(&path, &damaged).unwrap();
+            assert!(
+                matches!(store.load("one", &data), Err(StoreError::Blob { problem, .. }) if problem == BLOB_DAMAGED)
+            );
+            std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+            assert!(
+                matches!(store.load("one", &data), Err(StoreError::Blob { problem, .. }) if problem == BLOB_DAMAGED)
+            );
+            let mut longer = bytes.clone();
+            longer.push(0);
+            std::fs::write(&path, &longer).unwrap();
+            assert!(
+                matches!(store.load("one", &data), Err(StoreError::Blob { problem, .. }) if problem == BLOB_DAMAGED)
+            );
+            std::fs::write(&path, &bytes).unwrap();
+            assert_eq!(store.load("one", &data).unwrap(), bytes);
+            std::fs::remove_file(&path).unwrap();
+            assert!(
+                matches!(store.load("one", &data), Err(StoreError::Blob { problem, .. }) if problem == BLOB_MISSING)
+            );
+            std::fs::write(&path, &bytes).unwrap();
+            // A daemon that stopped between a blob's file and its manifest,
+            // or while writing the file; and a file that is not ours.
+            std::fs::write(files.join(&stray), b"stray").unwrap();
+            std::fs::write(files.join(".tmp-x-1"), b"half").unwrap();
+            std::fs::write(files.join("README"), b"not a blob").unwrap();
+        }
+        let _store = Store::open(&dir.0).unwrap();
+        assert_eq!(
+            files_in(&dir.0),
+            vec![("README".to_string(), 10), (hex(&hash), bytes.len() as u64)],
+            "the manifest's file stays, strays go"
+        );
     }
 
     #[test]
