@@ -17,14 +17,11 @@
 # is honoured). Run it alone.
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/lib.sh"
 n=${1:-1000}
 case $n in '' | *[!0-9]*) echo "memory: N must be a number" >&2; exit 2 ;; esac
 [ "$n" -ge 10 ] || { echo "memory: N must be at least 10" >&2; exit 2; }
-target=${CARGO_TARGET_DIR:-$root/target}
-if [ -x "$target/release/warpctl" ] && [ -x "$target/release/warpd" ]; then bin=$target/release; else bin=$target/debug; fi
-[ -x "$bin/warpctl" ] || { echo "memory: build first (cargo build --workspace)" >&2; exit 2; }
-warpctl=$bin/warpctl
+pick_binaries memory
 
 export WARP_HOME
 WARP_HOME=$(mktemp -d /tmp/warp-memory.XXXXXX)
@@ -34,16 +31,6 @@ cleanup() {
     rm -rf "$work" "$WARP_HOME"
 }
 trap cleanup EXIT
-
-# The daemon of this home: the warpd whose environment has our WARP_HOME.
-daemon_pids() {
-    local p
-    for p in $(pgrep -f "$bin/warpd" || true); do
-        if tr '\0' '\n' 2>/dev/null < "/proc/$p/environ" | grep -qx "WARP_HOME=$WARP_HOME"; then
-            echo "$p"
-        fi
-    done
-}
 
 printf '#include <stdio.h>\nint main(void){puts("a short recording");return 0;}\n' > "$work/short.c"
 gcc -static -O2 -o "$work/short" "$work/short.c"

@@ -20,29 +20,16 @@
 # is honoured). Run it alone: it times nothing, but it keeps a core busy.
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
+. "$(dirname "$0")/lib.sh"
 kills=${1:-100}
 case $kills in '' | *[!0-9]*) echo "soak: KILLS must be a number" >&2; exit 2 ;; esac
-target=${CARGO_TARGET_DIR:-$root/target}
-if [ -x "$target/release/warpctl" ] && [ -x "$target/release/warpd" ]; then bin=$target/release; else bin=$target/debug; fi
-[ -x "$bin/warpctl" ] || { echo "soak: build first (cargo build --workspace)" >&2; exit 2; }
-warpctl=$bin/warpctl
+pick_binaries soak
 
 export WARP_HOME
 WARP_HOME=$(mktemp -d /tmp/warp-soak.XXXXXX)
 work=$(mktemp -d /tmp/warp-soak-work.XXXXXX)
 trap 'pkill -KILL -f "$bin/warpd" 2>/dev/null || true; rm -rf "$work"' EXIT
 head -c $((64 << 20)) /dev/urandom > "$work/big"
-
-# The daemon of this home: the warpd whose environment has our WARP_HOME.
-daemon_pids() {
-    local p
-    for p in $(pgrep -f "$bin/warpd" || true); do
-        if tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx "WARP_HOME=$WARP_HOME"; then
-            echo "$p"
-        fi
-    done
-}
 
 workload() {
     case $(($1 % 4)) in

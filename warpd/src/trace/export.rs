@@ -17,7 +17,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use prost::Message;
 use warp_proto::trace::{export_record, ExportRecord, SessionMeta, Status};
 
-use super::store::{AddBlobError, ReadBlobError, Store, StoreError};
+use super::store::{BlobStreamError, Store, StoreError};
 use super::FORMAT_VERSION;
 
 pub const MAGIC: &[u8; 8] = b"WARPTRC\0";
@@ -125,8 +125,8 @@ fn put_blob(w: &mut impl Write, store: &Store, id: &str, hash: &[u8]) -> Result<
     encode_varint(len, &mut head);
     w.write_all(&head).map_err(ExportError::Write)?;
     store.read_blob(id, hash, &mut |piece| w.write_all(piece)).map_err(|e| match e {
-        ReadBlobError::Store(e) => ExportError::Store(e),
-        ReadBlobError::Output(e) => ExportError::Write(e),
+        BlobStreamError::Store(e) => ExportError::Store(e),
+        BlobStreamError::Stream(e) => ExportError::Write(e),
     })
 }
 
@@ -309,11 +309,11 @@ pub fn import_from<R: Read + Seek>(
                 Next::Record(rec) => *rec,
                 Next::Blob { hash, len } => {
                     writer.add_blob_from(&hash, len, &mut reader).map_err(|e| match e {
-                        AddBlobError::Store(StoreError::Blob { .. }) => {
+                        BlobStreamError::Store(StoreError::Blob { .. }) => {
                             ExportError::Invalid(format!("blob {} does not match its hash", hex(&hash)))
                         }
-                        AddBlobError::Store(e) => e.into(),
-                        AddBlobError::Input(e) => read_error(n, e),
+                        BlobStreamError::Store(e) => e.into(),
+                        BlobStreamError::Stream(e) => read_error(n, e),
                     })?;
                     n += 1;
                     continue;

@@ -480,8 +480,8 @@ impl Store {
                     Ok(())
                 })
                 .map_err(|e| match e {
-                    ReadBlobError::Store(e) => e,
-                    ReadBlobError::Output(e) => StoreError::Db(format!("cannot hold a blob: {e}")),
+                    BlobStreamError::Store(e) => e,
+                    BlobStreamError::Stream(e) => StoreError::Db(format!("cannot hold a blob: {e}")),
                 })?;
                 check_len("blob reference", bytes.len())?;
                 Ok(bytes)
@@ -503,7 +503,7 @@ impl Store {
         session: &str,
         hash: &[u8],
         out: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
-    ) -> std::result::Result<(), ReadBlobError> {
+    ) -> std::result::Result<(), BlobStreamError> {
         let blob_error = |problem: &str| StoreError::Blob {
             session: session.to_owned(),
             hash: hex(hash),
@@ -514,7 +514,7 @@ impl Store {
             if blake3::hash(&value).as_bytes()[..] != hash[..] {
                 return Err(blob_error(BLOB_DAMAGED).into());
             }
-            return out(&value).map_err(ReadBlobError::Output);
+            return out(&value).map_err(BlobStreamError::Stream);
         };
         let path = self.trees.blob_file(hash);
         let mut file = match std::fs::File::open(&path) {
@@ -537,7 +537,7 @@ impl Store {
             }
             hasher.update(&buf[..n]);
             left -= n as u64;
-            out(&buf[..n]).map_err(ReadBlobError::Output)?;
+            out(&buf[..n]).map_err(BlobStreamError::Stream)?;
         }
         let longer = file.read(&mut [0u8; 1]).map_err(cannot_read)? != 0;
         if longer || hasher.finalize().as_bytes()[..] != hash[..] {
@@ -928,10 +928,10 @@ impl EventWriter {
         hash: &[u8],
         len: u64,
         input: &mut dyn std::io::Read,
-    ) -> std::result::Result<(), AddBlobError> {
+    ) -> std::result::Result<(), BlobStreamError> {
         if len <= BLOB_FILE_MIN as u64 {
             let mut bytes = vec![0u8; len as usize];
-            input.read_exact(&mut bytes).map_err(AddBlobError::Input)?;
+            input.read_exact(&mut bytes).map_err(BlobStreamError::Stream)?;
             return Ok(self.add_blob(hash, &bytes)?);
         }
         let hash: [u8; blake3::OUT_LEN] = hash.try_into().map_err(|_| StoreError::Corrupt {
@@ -943,9 +943,9 @@ impl EventWriter {
             // Counted already: the bytes are only checked.
             let mut hasher = blake3::Hasher::new();
             let copied =
-                std::io::copy(&mut std::io::Read::take(input, len), &mut hasher).map_err(AddBlobError::Input)?;
+                std::io::copy(&mut std::io::Read::take(input, len), &mut hasher).map_err(BlobStreamError::Stream)?;
             if copied != len {
-                return Err(AddBlobError::Input(std::io::ErrorKind::UnexpectedEof.into()));
+                return Err(BlobStreamError::Stream(std::io::ErrorKind::UnexpectedEof.into()));
             }
             if hasher.finalize().as_bytes() != &hash {
                 return Err(self.damaged(&hash).into());
@@ -974,7 +974,7 @@ impl EventWriter {
         hash: &[u8; blake3::OUT_LEN],
         len: u64,
         input: &mut dyn std::io::Read,
-    ) -> std::result::Result<u64, AddBlobError> {
+    ) -> std::result::Result<u64, BlobStreamError> {
         use std::io::Write as _;
         use std::os::unix::fs::OpenOptionsExt;
         let t = &self.trees;
@@ -1003,7 +1003,7 @@ impl EventWriter {
         let outcome = (|| {
             while left > 0 {
                 let n = left.min(FILE_BUF as u64) as usize;
-                input.read_exact(&mut buf[..n]).map_err(AddBlobError::Input)?;
+                input.read_exact(&mut buf[..n]).map_err(BlobStreamError::Stream)?;
                 hasher.update(&buf[..n]);
                 left -= n as u64;
                 if let Some(f) = file.as_mut() {
@@ -1011,7 +1011,7 @@ impl EventWriter {
                 }
             }
             if hasher.finalize().as_bytes() != hash {
-                return Err(AddBlobError::Store(self.damaged(hash)));
+                return Err(BlobStreamError::Store(self.damaged(hash)));
             }
             if let Some(f) = file.take() {
                 // Durable under its name before a manifest names it.
@@ -1039,8 +1039,8 @@ impl EventWriter {
     fn reference_blob(&self, hash: &[u8; blake3::OUT_LEN], bytes: &[u8]) -> Result<u64> {
         if bytes.len() > BLOB_FILE_MIN {
             return self.reference_file(hash, bytes.len() as u64, &mut &bytes[..]).map_err(|e| match e {
-                AddBlobError::Store(e) => e,
-                AddBlobError::Input(e) => StoreError::Db(format!("cannot read a blob from memory: {e}")),
+                BlobStreamError::Store(e) => e,
+                BlobStreamError::Stream(e) => StoreError::Db(format!("cannot read a blob from memory: {e}")),
             });
         }
         let stored = self.trees.blobs.get(hash).map_err(db_err("cannot read a blob"))?;
@@ -1187,22 +1187,14 @@ fn session_blob_key(id: &str, hash: &[u8]) -> Vec<u8> {
     key
 }
 
-/// Why a blob could not be passed on: the store, or what it was given to.
+/// Why a blob could not pass between the store and a stream: the store,
+/// or the stream (the input it was read from, the output it went to).
 #[derive(Debug, thiserror::Error)]
-pub enum ReadBlobError {
+pub enum BlobStreamError {
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
-    Output(std::io::Error),
-}
-
-/// Why a blob read from an input was not stored: the store, or the input.
-#[derive(Debug, thiserror::Error)]
-pub enum AddBlobError {
-    #[error("{0}")]
-    Store(#[from] StoreError),
-    #[error("{0}")]
-    Input(std::io::Error),
+    Stream(std::io::Error),
 }
 
 fn manifest(len: u64) -> [u8; 12] {
@@ -1522,13 +1514,13 @@ mod tests {
         let mut w = store.writer("one");
         let e = w.add_blob_from(&hash, len, &mut &wrong[..]).unwrap_err();
         assert!(
-            matches!(e, AddBlobError::Store(StoreError::Blob { ref problem, .. }) if problem == BLOB_DAMAGED),
+            matches!(e, BlobStreamError::Store(StoreError::Blob { ref problem, .. }) if problem == BLOB_DAMAGED),
             "{e}"
         );
         let e = w.add_blob_from(&hash, len, &mut &bytes[..BLOB_FILE_MIN + 7]).unwrap_err();
-        assert!(matches!(e, AddBlobError::Input(_)), "{e}");
+        assert!(matches!(e, BlobStreamError::Stream(_)), "{e}");
         let e = w.add_blob_from(&hash[..5], len, &mut &bytes[..]).unwrap_err();
-        assert!(matches!(e, AddBlobError::Store(StoreError::Corrupt { .. })), "{e}");
+        assert!(matches!(e, BlobStreamError::Store(StoreError::Corrupt { .. })), "{e}");
         assert!(
             store.trees.blobs.is_empty() && store.trees.session_blobs.is_empty() && store.trees.blob_refs.is_empty()
         );
