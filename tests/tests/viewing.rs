@@ -164,7 +164,10 @@ fn events_print_the_open_and_the_write() {
     let open = format!("openat(AT_FDCWD, \"{path}\", O_RDONLY) = 3");
     let opened = text.lines().find(|l| l.contains(&open)).unwrap_or_else(|| panic!("no {open:?} in:\n{text}"));
     assert!(opened.starts_with('['), "a thread id first: {opened}");
-    assert!(text.lines().any(|l| l.contains("read(3, ") && l.ends_with(") = 11")), "{text}");
+    // What the read read, from the trace (strace's -s, 32 bytes by default).
+    assert!(text.lines().any(|l| l.ends_with(r#"] read(3, "some bytes\n", 4096) = 11"#)), "{text}");
+    let cut = ok(&home, &["events", &id, "-s", "4", "-e", "trace=read"]);
+    assert!(cut.lines().any(|l| l.ends_with(r#"] read(3, "some"..., 4096) = 11"#)), "{cut}");
     assert!(text.lines().any(|l| l.contains("write(1, ") && l.ends_with(", 11) = 11")), "{text}");
     assert!(text.lines().last().is_some_and(|l| l.ends_with("+++ exited with 0 +++")), "{text}");
 
@@ -182,6 +185,14 @@ fn events_print_the_open_and_the_write() {
     assert!(field(open_obj, "text").as_str().unwrap().contains(&open));
     let seqs: Vec<u64> = objects.iter().map(|o| field(o, "seq").as_u64().unwrap()).collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+
+    // A read too long to sit in its event (its bytes are a blob): the same.
+    let long = home.scratch("events").join("long.txt");
+    let bytes: Vec<u8> = (0..3000u32).map(|i| b"abcdefghij"[(i % 10) as usize]).collect();
+    fs::write(&long, &bytes).unwrap();
+    let id = record(&home, &Spec::prog("echo_file", FLAVOURS[0]).arg(long.to_str().unwrap()));
+    let text = ok(&home, &["events", &id, "-e", "trace=read", "-s", "12"]);
+    assert!(text.lines().any(|l| l.ends_with(r#"] read(3, "abcdefghijab"..., 4096) = 3000"#)), "{text}");
 }
 
 /// `events -e trace=SET`, `-c` and `-o`, as strace's: the calls of

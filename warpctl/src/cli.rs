@@ -172,6 +172,12 @@ pub enum Command {
         /// Write to FILE instead of standard output.
         #[arg(short = 'o', long, value_name = "FILE")]
         output: Option<PathBuf>,
+        /// Show up to N bytes of what each read, pread64, readlink and
+        /// getcwd put in its buffer, as a string (strace's -s; default 32).
+        /// The bytes are the trace's; what a write sent is not in the trace
+        /// (replay computes it again), so a write's buffer is its address.
+        #[arg(short = 's', long = "string-limit", value_name = "N")]
+        string_limit: Option<u32>,
     },
     /// Write a session as one self-contained trace file (checksummed,
     /// compressed), to replay on another machine with `warpctl import`.

@@ -481,6 +481,8 @@ pub struct EventsOptions {
     pub expr: Vec<String>,
     pub summary: bool,
     pub output: Option<std::path::PathBuf>,
+    /// Bytes of each read buffer shown (strace's `-s`; None: the daemon's 32).
+    pub string_limit: Option<u32>,
 }
 
 /// The syscalls `-e trace=SET` selects.
@@ -587,7 +589,7 @@ impl Summary {
 pub async fn events(id: String, opts: EventsOptions) -> Result<u8, ViewError> {
     let selection = Selection::parse(&opts.expr).map_err(ViewError::Refused)?;
     let mut daemon = connect::connect_or_start(false).await?;
-    let request = StreamEventsRequest { id, follow: opts.follow, from: 0 };
+    let request = StreamEventsRequest { id, follow: opts.follow, from: 0, string_limit: opts.string_limit };
     let mut stream = daemon.client.stream_events(request).await.map_err(rpc)?.into_inner();
     let sink: Box<dyn Write> = match &opts.output {
         Some(path) => Box::new(

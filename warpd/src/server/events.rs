@@ -15,7 +15,7 @@ use warp_proto::warp::{EventBatch, EventLine, SequencedEvent};
 
 use super::lookup;
 use super::Shared;
-use crate::trace::print::{Line, Printer};
+use crate::trace::print::{BlobPrefix, Line, Printer};
 use crate::trace::store::StoreError;
 
 /// A batch is sent once it holds this many encoded bytes (gRPC's limit is
@@ -27,11 +27,12 @@ const FOLLOW_POLL: Duration = Duration::from_millis(500);
 
 type Sender = mpsc::Sender<Result<EventBatch, Status>>;
 
-/// Streams session `id` from sequence `from` into `tx`. Blocking: run it on
-/// a blocking thread. Ends when the events are all sent (with `follow`:
-/// when the session has stopped recording and its events are all sent), or
-/// when the client goes away.
-pub fn stream(shared: Arc<Shared>, id: String, from: u64, follow: bool, tx: Sender) {
+/// Streams session `id` from sequence `from` into `tx`, with `strings`
+/// bytes of each read buffer in the lines. Blocking: run it on a blocking
+/// thread. Ends when the events are all sent (with `follow`: when the
+/// session has stopped recording and its events are all sent), or when
+/// the client goes away.
+pub fn stream(shared: Arc<Shared>, id: String, from: u64, follow: bool, strings: usize, tx: Sender) {
     let mut batch = Batch::default();
     let mut printer: Option<Printer> = None;
     let mut next = from;
@@ -56,7 +57,9 @@ pub fn stream(shared: Arc<Shared>, id: String, from: u64, follow: bool, tx: Send
         };
         let printer = printer.get_or_insert_with(|| {
             batch.batch.identity = meta.identity;
-            Printer::new(meta.identity.map(|i| i.pid).unwrap_or(0))
+            let (store, session) = (Arc::clone(&shared.store), id.clone());
+            let blobs: BlobPrefix = Box::new(move |hash, n| store.blob_prefix(&session, hash, n).ok());
+            Printer::new(meta.identity.map(|i| i.pid).unwrap_or(0)).with_strings(strings, Some(blobs))
         });
         let recording = meta.status == TraceStatus::Recording as i32;
         let events = match shared.store.events(&id, next) {

@@ -22,6 +22,7 @@ use super::{events, replay, Shared, StopReason, BROKER_ATTACH_TIMEOUT};
 use crate::gdb::GdbLink;
 use crate::machine::Cancel;
 use crate::session::{self, SessionSpec};
+use crate::trace::print::DEFAULT_STRINGS;
 
 /// Upper bound on argv + environment, in bytes (Linux allows 2 MiB with
 /// the default stack limit; this leaves room and stays below tonic's 4 MiB
@@ -121,6 +122,9 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<EventBatch, Status>> + Send>
 type ReplayStream = Pin<Box<dyn Stream<Item = Result<ReplayUpdate, Status>> + Send>>;
 type ExportStream = Pin<Box<dyn Stream<Item = Result<ExportChunk, Status>> + Send>>;
 type ImageStream = Pin<Box<dyn Stream<Item = Result<ImageChunk, Status>> + Send>>;
+
+/// The most bytes of a read buffer an event line shows (`events -s`).
+const MAX_STRINGS: usize = 1 << 20;
 
 /// Export chunks: under tonic's 4 MiB message limit.
 const EXPORT_CHUNK: usize = 1 << 20;
@@ -361,7 +365,8 @@ impl Warp for WarpService {
         let shared = Arc::clone(&self.shared);
         tokio::task::spawn_blocking(move || {
             let _busy = shared.busy();
-            events::stream(Arc::clone(&shared), meta.id, req.from, req.follow, tx)
+            let strings = req.string_limit.map_or(DEFAULT_STRINGS, |n| (n as usize).min(MAX_STRINGS));
+            events::stream(Arc::clone(&shared), meta.id, req.from, req.follow, strings, tx)
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

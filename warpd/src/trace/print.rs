@@ -7,7 +7,7 @@
 //! ```text
 //! [4242] -- read the executable "/bin/true" (14328 bytes)
 //! [4242] openat(AT_FDCWD, "/etc/hosts", O_RDONLY|O_CLOEXEC) = 3
-//! [4242] read(3, 0x7ffd1000, 4096) = 220
+//! [4242] read(3, "127.0.0.1\tlocalhost\n::1\tlocal"..., 4096) = 220
 //! [4242] open("/nope", O_RDONLY) = -1 ENOENT (No such file or directory)
 //! [4242] +++ exited with 0 +++
 //! ```
@@ -15,15 +15,28 @@
 //! Names and argument kinds come from the one syscall table
 //! (`kernel::table`); paths are the bytes warpd copied into the broker
 //! request (`BrokerCall::inline_args`), so an emulated call or one that
-//! failed before reaching the broker shows its pointer instead.
+//! failed before reaching the broker shows its pointer instead. What a
+//! read, pread64, readlink(at) or getcwd put in its buffer is shown as a
+//! string, its first bytes (`-s N`, 32 by default as strace's) from the
+//! trace; what a write sent is not in the trace (replay computes it again),
+//! so its buffer is a pointer.
 
-use warp_proto::trace::{event, BrokerCall, Event, Fault, Interrupt, ProgramEnd, Signals, SyscallEntry, SyscallExit};
+use warp_proto::trace::data::Where;
+use warp_proto::trace::{
+    event, BrokerCall, Event, Fault, Interrupt, MemoryWrite, ProgramEnd, Signals, SyscallEntry, SyscallExit,
+};
 
 use crate::kernel::table::{self, Arg};
 use crate::kernel::{names, signals};
 
 /// Longest path or name printed in full; longer ones end in `...`.
 const MAX_STRING: usize = 256;
+/// Bytes of a buffer shown unless told otherwise (strace's `-s`).
+pub const DEFAULT_STRINGS: usize = 32;
+
+/// The first `n` bytes of blob `hash`, for a printer that shows buffers
+/// held in blobs; None when they cannot be had.
+pub type BlobPrefix = Box<dyn Fn(&[u8], usize) -> Option<Vec<u8>> + Send>;
 
 const O_CREAT: u64 = 0o100;
 const O_TMPFILE: u64 = 0o20000000;
@@ -78,6 +91,10 @@ pub struct Line {
 pub struct Printer {
     thread: u32,
     pending: Option<Pending>,
+    /// Bytes of a read buffer shown, and where a blob's come from (without
+    /// it, a buffer held in a blob is a pointer).
+    strings: usize,
+    blobs: Option<BlobPrefix>,
 }
 
 struct Pending {
@@ -90,7 +107,15 @@ struct Pending {
 impl Printer {
     /// `thread` is the id printed on every line (the session's identity pid).
     pub fn new(thread: u32) -> Printer {
-        Printer { thread, pending: None }
+        Printer { thread, pending: None, strings: DEFAULT_STRINGS, blobs: None }
+    }
+
+    /// Shows `strings` bytes of each read buffer, those held in blobs from
+    /// `blobs`.
+    pub fn with_strings(mut self, strings: usize, blobs: Option<BlobPrefix>) -> Printer {
+        self.strings = strings;
+        self.blobs = blobs;
+        self
     }
 
     /// Takes the next event; returns the lines it completes (none while a
@@ -147,7 +172,10 @@ impl Printer {
             Some(event::Kind::Ring(r)) => {
                 out.extend(self.finish());
                 let entry = SyscallEntry { nr: r.nr, args: r.args.clone(), rip: 0, thread: r.thread };
-                let call = BrokerCall { nr: r.nr as u32, ret: r.ret, args: r.args.clone(), ..Default::default() };
+                // A read's bytes, as a broker call's write into memory.
+                let writes = r.output.iter().map(|d| MemoryWrite { offset: 0, data: Some(d.clone()) }).collect();
+                let call =
+                    BrokerCall { nr: r.nr as u32, ret: r.ret, args: r.args.clone(), writes, ..Default::default() };
                 let exit = SyscallExit { nr: r.nr, ret: r.ret };
                 out.push(self.syscall_line(seq, seq, Some(&entry), &[&call], Some(&exit)));
             }
@@ -192,6 +220,7 @@ impl Printer {
         exit: Option<&SyscallExit>,
     ) -> Line {
         let nr = entry.map(|e| e.nr).or(exit.map(|e| e.nr)).unwrap_or(0);
+        let buffer = self.read_buffer(table::number(nr), calls, exit);
         Line {
             first,
             last,
@@ -201,8 +230,40 @@ impl Printer {
             name: syscall_name(nr),
             args: entry.map(|e| e.args.clone()).unwrap_or_default(),
             ret: exit.map(|e| e.ret),
-            text: format!("[{}] {}", self.thread, syscall(entry, calls, exit)),
+            text: format!("[{}] {}", self.thread, syscall_showing(entry, calls, exit, buffer)),
         }
+    }
+
+    /// For a call that read into a buffer: which argument it is and its
+    /// first bytes as a string (what the broker wrote there, in order).
+    fn read_buffer(&self, nr: u64, calls: &[&BrokerCall], exit: Option<&SyscallExit>) -> Option<(usize, String)> {
+        let arg = match nr {
+            0 | 17 | 89 => 1, // read, pread64, readlink
+            267 => 2,         // readlinkat
+            79 => 0,          // getcwd
+            _ => return None,
+        };
+        let ret = exit?.ret;
+        if ret < 0 {
+            return None;
+        }
+        let call = calls.last()?;
+        let mut bytes = Vec::new();
+        for w in &call.writes {
+            if bytes.len() >= self.strings {
+                break;
+            }
+            let want = self.strings - bytes.len();
+            match w.data.as_ref()?.r#where.as_ref() {
+                Some(Where::Inline(b)) => bytes.extend_from_slice(&b[..b.len().min(want)]),
+                Some(Where::Blob(hash)) => bytes.extend((self.blobs.as_ref()?)(hash, want)?),
+                None => {}
+            }
+        }
+        // getcwd's result counts its NUL; readlink's has none.
+        let total = if nr == 79 { (ret as usize).saturating_sub(1) } else { ret as usize };
+        bytes.truncate(total.min(self.strings));
+        Some((arg, buffer_string(&bytes, total > bytes.len())))
     }
 }
 
@@ -223,11 +284,27 @@ pub fn syscall_name(register: u64) -> String {
 /// starts after it (`<... name resumed>`); `exit` is `None` when it ends
 /// before the result (`= ?`).
 pub fn syscall(entry: Option<&SyscallEntry>, calls: &[&BrokerCall], exit: Option<&SyscallExit>) -> String {
+    syscall_showing(entry, calls, exit, None)
+}
+
+/// As [`syscall`], with argument `buffer.0` shown as `buffer.1`.
+fn syscall_showing(
+    entry: Option<&SyscallEntry>,
+    calls: &[&BrokerCall],
+    exit: Option<&SyscallExit>,
+    buffer: Option<(usize, String)>,
+) -> String {
     let register = entry.map(|e| e.nr).or(exit.map(|e| e.nr)).unwrap_or(0);
     let name = syscall_name(register);
     let nr = table::number(register);
     let head = match entry {
-        Some(e) => format!("{name}({})", arguments(e, calls).join(", ")),
+        Some(e) => {
+            let mut args = arguments(e, calls);
+            if let Some((i, shown)) = buffer.filter(|(i, _)| *i < args.len()) {
+                args[i] = shown;
+            }
+            format!("{name}({})", args.join(", "))
+        }
         None => format!("<... {name} resumed>"),
     };
     let result = match exit {
@@ -339,7 +416,13 @@ fn dirfd(v: u64) -> String {
 pub fn c_string(bytes: &[u8]) -> String {
     let bytes = bytes.strip_suffix(&[0]).unwrap_or(bytes);
     let shown = &bytes[..bytes.len().min(MAX_STRING)];
-    let mut s = String::with_capacity(shown.len() + 2);
+    buffer_string(shown, bytes.len() > shown.len())
+}
+
+/// A buffer's bytes as a C string literal, escaped as [`c_string`]'s, with
+/// `...` after it when `cut` (more bytes than are shown).
+pub fn buffer_string(shown: &[u8], cut: bool) -> String {
+    let mut s = String::with_capacity(shown.len() + 5);
     s.push('"');
     for &b in shown {
         match b {
@@ -353,7 +436,7 @@ pub fn c_string(bytes: &[u8]) -> String {
         }
     }
     s.push('"');
-    if bytes.len() > shown.len() {
+    if cut {
         s.push_str("...");
     }
     s
@@ -626,6 +709,61 @@ mod tests {
         assert_eq!(lines, ["[77] write(1, 0x7ffd0000, 6) = 6"]);
         let lines = print(&[entry(0, &[3, 0, 10]), exit(0, -9)]);
         assert_eq!(lines, ["[77] read(3, NULL, 10) = -1 EBADF (Bad file descriptor)"]);
+    }
+
+    /// A broker call that wrote `pieces` (inline bytes, or a blob's hash)
+    /// into memory.
+    fn read_call(nr: u32, ret: i64, pieces: &[Where]) -> Event {
+        let writes = pieces
+            .iter()
+            .map(|w| MemoryWrite { offset: 0x1000, data: Some(Data { r#where: Some(w.clone()), len: 0 }) })
+            .collect();
+        Event { kind: Some(event::Kind::Call(BrokerCall { nr, ret, writes, ..Default::default() })) }
+    }
+
+    fn lines_of(p: &mut Printer, events: &[Event]) -> Vec<String> {
+        let mut lines: Vec<String> = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            lines.extend(p.push(i as u64, e).into_iter().map(|l| l.text));
+        }
+        lines
+    }
+
+    #[test]
+    fn what_a_read_read_is_shown_as_a_string_cut_at_the_limit() {
+        let hello = Where::Inline(b"hello\tworld\n\0\x7f".to_vec());
+        let lines = print(&[entry(0, &[3, 0x7ffd_0000, 4096]), read_call(0, 14, &[hello]), exit(0, 14)]);
+        assert_eq!(lines, [r#"[77] read(3, "hello\tworld\n\x00\x7f", 4096) = 14"#]);
+        // Cut: the first N bytes and `...`; a buffer in two pieces reads on.
+        let mut p = Printer::new(77).with_strings(7, None);
+        let two = [Where::Inline(b"hell".to_vec()), Where::Inline(b"o, world".to_vec())];
+        let events = [entry(17, &[3, 0x7ffd_0000, 100, 0]), read_call(17, 12, &two), exit(17, 12)];
+        assert_eq!(lines_of(&mut p, &events), [r#"[77] pread64(3, "hello, "..., 100, 0) = 12"#]);
+        // Nothing read, an error, and a buffer in a blob without a store.
+        let lines = print(&[entry(0, &[3, 0x7ffd_0000, 10]), read_call(0, 0, &[]), exit(0, 0)]);
+        assert_eq!(lines, [r#"[77] read(3, "", 10) = 0"#]);
+        let lines = print(&[entry(0, &[3, 0x7ffd_0000, 10]), read_call(0, -4, &[]), exit(0, -4)]);
+        assert_eq!(lines, ["[77] read(3, 0x7ffd0000, 10) = -1 EINTR (Interrupted system call)"]);
+        let blob = Where::Blob(vec![7; 32]);
+        let events = [entry(0, &[3, 0x7ffd_0000, 4096]), read_call(0, 300, &[blob]), exit(0, 300)];
+        assert_eq!(print(&events), ["[77] read(3, 0x7ffd0000, 4096) = 300"]);
+        // With the store's bytes, as many as asked for.
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = asked.clone();
+        let blobs: BlobPrefix = Box::new(move |hash, n| {
+            assert_eq!(hash, [7; 32]);
+            seen.store(n, std::sync::atomic::Ordering::SeqCst);
+            Some(vec![b'z'; n])
+        });
+        let mut p = Printer::new(77).with_strings(4, Some(blobs));
+        assert_eq!(lines_of(&mut p, &events), [r#"[77] read(3, "zzzz"..., 4096) = 300"#]);
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 4);
+        // getcwd's count includes its NUL; a write's bytes are not in the trace.
+        let cwd = Where::Inline(b"/tmp\0".to_vec());
+        let lines = print(&[entry(79, &[0x7ffd_0000, 4096]), read_call(79, 5, &[cwd]), exit(79, 5)]);
+        assert_eq!(lines, [r#"[77] getcwd("/tmp", 4096) = 5"#]);
+        let lines = print(&[entry(1, &[1, 0x7ffd_0000, 6]), read_call(1, 6, &[]), exit(1, 6)]);
+        assert_eq!(lines, ["[77] write(1, 0x7ffd0000, 6) = 6"]);
     }
 
     #[test]

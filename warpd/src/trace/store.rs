@@ -489,6 +489,23 @@ impl Store {
         }
     }
 
+    /// The first `n` bytes of blob `hash` (all of it when shorter), for
+    /// showing: not checked against the hash, which covers all its bytes.
+    pub fn blob_prefix(&self, session: &str, hash: &[u8], n: usize) -> Result<Vec<u8>> {
+        let value = self.blob_value(session, hash)?;
+        let Some(len) = manifest_len(&value) else {
+            return Ok(value[..value.len().min(n)].to_vec());
+        };
+        let path = self.trees.blob_file(hash);
+        let file =
+            std::fs::File::open(&path).map_err(|e| StoreError::Db(format!("cannot open {}: {e}", path.display())))?;
+        let mut bytes = Vec::with_capacity(n.min(len as usize));
+        file.take(n as u64)
+            .read_to_end(&mut bytes)
+            .map_err(|e| StoreError::Db(format!("cannot read {}: {e}", path.display())))?;
+        Ok(bytes)
+    }
+
     /// The length of blob `hash`, used by `session`.
     pub fn blob_len(&self, session: &str, hash: &[u8]) -> Result<u64> {
         let value = self.blob_value(session, hash)?;
