@@ -187,16 +187,60 @@ fn missing_dynamic_linker_is_126() {
     assert_own_failure(&home, &rec, 126, &["/nonexistent/ld-x.so.2"]);
 }
 
-/// The daemon cannot open its KVM device: 125, saying so. WARP_KVM_DEVICE
-/// must reach the daemon, so this home is fresh: its warpctl starts a new
-/// daemon with it.
+/// The daemon cannot open its KVM device: 125, saying so, with no session
+/// left behind (none is made); `doctor` says so too and exits 1.
+/// WARP_KVM_DEVICE must reach the daemon, so this home is fresh: its
+/// warpctl starts a new daemon with it.
 #[test]
 fn missing_kvm_is_125() {
     let home = WarpHome::new("no_kvm").with_env("WARP_KVM_DEVICE", "/nonexistent");
     for flavour in FLAVOURS {
         let rec = home.record(&Spec::prog("hello", flavour), &[]);
         assert_own_failure(&home, &rec, 125, &["/dev/kvm"]);
+        assert!(rec.session_id().is_err(), "no session id is given: {:?}", rec.warpctl_lines);
     }
+    let ls = home.warpctl().args(["ls", "--json"]).output().unwrap();
+    assert!(ls.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&ls.stdout).lines().filter(|l| l.contains("\"id\"")).count(),
+        0,
+        "no session stored"
+    );
+    let doctor = home.warpctl().arg("doctor").output().unwrap();
+    assert_eq!(doctor.status.code(), Some(1), "doctor on a machine that cannot record");
+    let said = String::from_utf8_lossy(&doctor.stdout);
+    assert!(said.contains("backend: none") && said.contains("/dev/kvm"), "{said}");
+}
+
+/// A variable the running daemon was started without is ignored by it,
+/// and warpctl says so (with what to do); a daemon started with it is not
+/// warned about.
+#[test]
+fn a_setting_the_running_daemon_lacks_is_reported() {
+    let home = WarpHome::new("settings");
+    let rec = home.record(&Spec::prog("hello", FLAVOURS[0]), &[]);
+    assert_eq!(rec.outcome.status, Status::Exited(0));
+    let ls = home.warpctl().env("WARP_MAX_SESSIONS", "3").args(["ls"]).output().unwrap();
+    assert!(ls.status.success());
+    let said = String::from_utf8_lossy(&ls.stderr).into_owned();
+    assert!(
+        said.lines().any(|l| l.starts_with("warpctl: WARP_MAX_SESSIONS=3 is ignored: the running warpd (pid ")
+            && l.contains("was started without it")
+            && l.contains("warpctl daemon stop")),
+        "{said}"
+    );
+    let stop = home.warpctl().args(["daemon", "stop"]).output().unwrap();
+    assert!(stop.status.success());
+    // Started with it (warpctl passes its environment on): nothing to say.
+    for _ in 0..2 {
+        let ls = home.warpctl().env("WARP_MAX_SESSIONS", "3").args(["ls"]).output().unwrap();
+        assert!(ls.status.success());
+        assert!(!String::from_utf8_lossy(&ls.stderr).contains("ignored"), "{}", String::from_utf8_lossy(&ls.stderr));
+    }
+    // And the other way round: the daemon has it, this caller sets another value.
+    let ls = home.warpctl().env("WARP_MAX_SESSIONS", "4").args(["ls"]).output().unwrap();
+    let said = String::from_utf8_lossy(&ls.stderr).into_owned();
+    assert!(said.contains("WARP_MAX_SESSIONS=4 is ignored") && said.contains("with WARP_MAX_SESSIONS=3"), "{said}");
 }
 
 /// Where a call has two things wrong, the error Linux checks first: the

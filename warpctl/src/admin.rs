@@ -45,7 +45,8 @@ pub async fn doctor(json: bool) -> Result<u8, AdminError> {
     let mut daemon = connect::connect_or_start(false).await?;
     let reply = daemon.client.doctor(DoctorRequest {}).await.map_err(rpc)?.into_inner();
     emit(&if json { doctor_json(&reply) + "\n" } else { doctor_text(&reply) })?;
-    Ok(0)
+    // Scripts can ask whether this machine records at all.
+    Ok(if reply.backend == "none" { 1 } else { 0 })
 }
 
 pub fn doctor_text(reply: &DoctorReply) -> String {

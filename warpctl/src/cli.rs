@@ -16,7 +16,13 @@ Environment:
   WARP_IDLE_SECS  passed to a daemon warpctl starts: idle seconds before it
                   exits (default 300; 0: never)
   WARP_GDB        the gdb `replay --gdb` starts (default: gdb on $PATH)
+  WARP_EXITLESS   0, off or no: record and replay without the exitless ring
   WARP_CHECKPOINT_MB  memory reverse execution may keep (default 256)
+  WARP_KVM_DEVICE, WARP_LOG, WARP_MAX_CONNECTIONS, WARP_MAX_PROCESSES,
+  WARP_MAX_SESSIONS, WARP_IMPORT_MAX_BYTES, WARP_POINT_TIMEOUT_SECS
+                  passed to a daemon warpctl starts (`warpd --help` says
+                  what each does); a daemon already running keeps the
+                  values it started with, and warpctl says when yours differ
 
 warpctl talks to the system daemon (/run/warpspeed/warpd.sock) when it runs
 and WARP_HOME is unset; otherwise to a private daemon that it starts on
@@ -29,6 +35,7 @@ Exit status:
   replay   0 reproduced; 1 diverged; 2 unknown session or a trace that
            cannot be replayed; 125 when warpctl or warpd failed or the
            command line is wrong (with --gdb: gdb's own status)
+  doctor   0 this machine can record; 1 it cannot (the lines say why)
   others   0 done; 2 refused (unknown session, a wrong command line,
            an unreadable file); 125 when warpctl or warpd failed";
 
@@ -214,6 +221,9 @@ pub enum Command {
         all_incomplete: bool,
     },
     /// Show what the hypervisor can and cannot do on this machine.
+    ///
+    /// Exits 1 when this machine cannot record at all (no usable KVM), with
+    /// what to do about it.
     Doctor {
         /// One JSON object.
         #[arg(long)]

@@ -67,7 +67,10 @@ pub async fn connect_or_start(verbose: bool) -> Result<Daemon, ConnectError> {
     if std::env::var_os("WARP_HOME").is_none_or(|v| v.is_empty()) {
         let system = Paths::system();
         match try_socket(&system.socket).await {
-            Ok(Some(daemon)) => return Ok(daemon),
+            Ok(Some(daemon)) => {
+                say_ignored_settings(&daemon);
+                return Ok(daemon);
+            }
             Ok(None) => {}
             Err(e) if verbose => say!("not using the system daemon: {e}"),
             Err(_) => {}
@@ -80,7 +83,10 @@ pub async fn connect_or_start(verbose: bool) -> Result<Daemon, ConnectError> {
     let deadline = Instant::now() + DYING_GRACE;
     loop {
         match try_socket(&paths.socket).await {
-            Ok(Some(daemon)) => return Ok(daemon),
+            Ok(Some(daemon)) => {
+                say_ignored_settings(&daemon);
+                return Ok(daemon);
+            }
             Ok(None) => break,
             Err(e) if e.may_be_dying() && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -89,6 +95,21 @@ pub async fn connect_or_start(verbose: bool) -> Result<Daemon, ConnectError> {
         }
     }
     start(&paths, verbose).await
+}
+
+/// Says, for each variable set here that the running daemon (started
+/// earlier, with another environment) does not have, that it is ignored.
+fn say_ignored_settings(daemon: &Daemon) {
+    let theirs: Vec<(String, Option<String>)> =
+        daemon.hello.settings.iter().map(|s| (s.name.clone(), Some(s.value.clone()))).collect();
+    let mine = warp_common::settings::current();
+    for (name, value, their) in warp_common::settings::ignored(&mine, &theirs) {
+        let their = their.map_or("without it".to_string(), |v| format!("with {name}={v}"));
+        say!(
+            "{name}={value} is ignored: the running warpd (pid {}) was started {their}; `warpctl daemon stop` and run again to start one with yours",
+            daemon.hello.pid
+        );
+    }
 }
 
 /// How long a daemon that resets connections may take to be gone.

@@ -311,7 +311,7 @@ fn forward(pid: Option<Pid>, reaped: Option<ExitStatus>, sig: Signal) {
 pub fn describe(status: &ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("status {code}"),
-        (None, Some(sig)) => format!("killed by signal {sig}"),
+        (None, Some(sig)) => format!("killed by {}", warp_common::signals::name_or_number(sig)),
         _ => status.to_string(),
     }
 }

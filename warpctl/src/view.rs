@@ -216,7 +216,7 @@ pub fn ended(s: &SessionInfo) -> String {
     match s.status.as_str() {
         "recording" => "-".into(),
         "complete" => match &s.ending {
-            Some(e) if e.signal != 0 => format!("signal {}", e.signal),
+            Some(e) if e.signal != 0 => warp_common::signals::name_or_number(e.signal),
             Some(e) => format!("exit {}", e.exit_code),
             None => "?".into(),
         },
@@ -335,7 +335,9 @@ fn ending_text(meta: &SessionMeta) -> String {
         Ok(Status::Complete) if e.signal != 0 && !e.crash.is_empty() => {
             e.crash.strip_prefix("program ").unwrap_or(&e.crash).to_string()
         }
-        Ok(Status::Complete) if e.signal != 0 => format!("killed by signal {}", e.signal),
+        Ok(Status::Complete) if e.signal != 0 => {
+            format!("killed by {}", warp_common::signals::name_or_number(e.signal))
+        }
         Ok(Status::Complete) => format!("exited with {}", e.exit_code),
         _ if e.failure.is_empty() => "interrupted".into(),
         _ => format!("interrupted: {}", e.failure),
@@ -749,7 +751,7 @@ mod tests {
     fn ended_column() {
         assert_eq!(ended(&info("recording", None)), "-");
         assert_eq!(ended(&info("complete", exit(3, 0))), "exit 3");
-        assert_eq!(ended(&info("complete", exit(0, 9))), "signal 9");
+        assert_eq!(ended(&info("complete", exit(0, 9))), "SIGKILL");
         let broken = Some(Ending { failure: "the broker died".into(), ..Default::default() });
         assert_eq!(ended(&info("incomplete", broken)), "interrupted");
     }

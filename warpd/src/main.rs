@@ -27,6 +27,12 @@ Environment:
                    in this directory (tests use it to run isolated daemons)
   WARP_IDLE_SECS   seconds without sessions or requests after which an
                    embedded daemon exits (default 300; 0: never)
+  WARP_CHECKPOINT_MB
+                   memory a debugged replay's reverse execution may keep in
+                   checkpoints (default 256)
+  WARP_IMPORT_MAX_BYTES
+                   the most an imported trace file may decompress to
+                   (default 32 GiB): more is refused as it is read
   WARP_KVM_DEVICE  the KVM device to open (default /dev/kvm)
   WARP_LOG         log filter, e.g. `debug` or `warpd=trace` (default info)
   WARP_MAX_CONNECTIONS
@@ -37,6 +43,10 @@ Environment:
   WARP_MAX_SESSIONS
                    recordings one user may have running at once (default 64;
                    root is not limited): more are refused
+  WARP_POINT_TIMEOUT_SECS
+                   the least time a replay gives the program to reach a
+                   recorded interruption point before it calls it diverged
+                   (default 60)
 
 Without WARP_HOME the embedded daemon listens in $XDG_RUNTIME_DIR/warpspeed
 (or /tmp/warpspeed-$UID) and keeps its store and log in $XDG_DATA_HOME/warpspeed

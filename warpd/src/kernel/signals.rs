@@ -283,25 +283,7 @@ pub fn for_fault(kind: FaultKind) -> Option<(i32, i32)> {
 
 /// The name Linux gives a signal, for messages.
 pub fn name(sig: i32) -> String {
-    let n = match sig {
-        abi::SIGHUP => "SIGHUP",
-        abi::SIGINT => "SIGINT",
-        abi::SIGQUIT => "SIGQUIT",
-        abi::SIGILL => "SIGILL",
-        abi::SIGTRAP => "SIGTRAP",
-        abi::SIGABRT => "SIGABRT",
-        abi::SIGBUS => "SIGBUS",
-        abi::SIGFPE => "SIGFPE",
-        abi::SIGKILL => "SIGKILL",
-        abi::SIGUSR1 => "SIGUSR1",
-        abi::SIGSEGV => "SIGSEGV",
-        abi::SIGUSR2 => "SIGUSR2",
-        abi::SIGPIPE => "SIGPIPE",
-        abi::SIGALRM => "SIGALRM",
-        abi::SIGTERM => "SIGTERM",
-        _ => return format!("signal {sig}"),
-    };
-    n.to_string()
+    warp_common::signals::name_or_number(sig)
 }
 
 #[cfg(test)]

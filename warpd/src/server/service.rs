@@ -209,6 +209,10 @@ impl Warp for WarpService {
             pid: std::process::id(),
             mode: self.shared.options.mode.as_str().into(),
             owner_uid: self.shared.options.owner_uid,
+            settings: warp_common::settings::current()
+                .into_iter()
+                .filter_map(|(name, value)| Some(warp_proto::warp::Setting { name: name.into(), value: value? }))
+                .collect(),
         }))
     }
 
@@ -241,6 +245,10 @@ impl Warp for WarpService {
         // The id must be new to the store too (a sled look-up: off the runtime).
         let shared = Arc::clone(&self.shared);
         let (session, token) = blocking(move || {
+            // A machine that cannot run a VM gets no session: it is refused
+            // before one exists, with what to do about it.
+            crate::hv::open(&shared.options.config.kvm_device)
+                .map_err(|e| Status::failed_precondition(e.to_string()))?;
             let taken = |id: &str| shared.store.session(id).is_ok();
             // Root is not bounded.
             let max = (spec.owner_uid != 0).then_some(shared.options.config.max_sessions_per_user);

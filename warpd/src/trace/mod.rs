@@ -15,6 +15,7 @@ pub mod record;
 pub mod replay;
 pub mod ring;
 pub mod store;
+pub mod symbolic;
 pub mod symbols;
 
 /// The version of events and session metadata this warpd writes and reads.

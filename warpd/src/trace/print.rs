@@ -337,7 +337,7 @@ fn arguments(entry: &SyscallEntry, calls: &[&BrokerCall]) -> Vec<String> {
         11 | 28 => {
             let mut v = vec![pointer(arg(0)), arg(1).to_string()];
             if nr == 28 {
-                v.push(arg(2).to_string());
+                v.push(super::symbolic::argument(nr, 2, arg(2)).unwrap_or_else(|| arg(2).to_string()));
             }
             return v;
         }
@@ -367,6 +367,9 @@ fn arguments(entry: &SyscallEntry, calls: &[&BrokerCall]) -> Vec<String> {
             let v = arg(i);
             if open_flags_at == Some(i) {
                 return open_flags(v);
+            }
+            if let Some(named) = super::symbolic::argument(nr, i, v) {
+                return named;
             }
             if (nr == 2 && i == 2) || (nr == 257 && i == 3) || (nr == 83 && i == 1) || (nr == 258 && i == 2) {
                 return if v == 0 { "0".into() } else { format!("0{v:o}") }; // a mode
@@ -769,7 +772,7 @@ mod tests {
     #[test]
     fn a_path_without_broker_bytes_is_a_pointer() {
         let lines = print(&[entry(21, &[0x1234, 4]), exit(21, -13)]);
-        assert_eq!(lines, ["[77] access(0x1234, 4) = -1 EACCES (Permission denied)"]);
+        assert_eq!(lines, ["[77] access(0x1234, R_OK) = -1 EACCES (Permission denied)"]);
     }
 
     #[test]
@@ -782,6 +785,20 @@ mod tests {
         assert_eq!(prot(0), "PROT_NONE");
         assert_eq!(prot(5), "PROT_READ|PROT_EXEC");
         assert_eq!(open_flags(0o2 | 0o4000 | 0o40000000), "O_RDWR|O_NONBLOCK|0x800000");
+    }
+
+    #[test]
+    fn constants_are_named_in_lines() {
+        let lines = print(&[entry(158, &[0x1002, 0x4c_8380]), exit(158, 0)]);
+        assert!(lines[0].starts_with("[77] arch_prctl(ARCH_SET_FS, "), "{lines:?}");
+        let lines = print(&[entry(21, &[0x40_0000, 4]), call(21, -2, &[(0, b"/etc/ld.so.preload\0")]), exit(21, -2)]);
+        assert_eq!(lines, [r#"[77] access("/etc/ld.so.preload", R_OK) = -1 ENOENT (No such file or directory)"#]);
+        let lines = print(&[entry(302, &[0, 3, 0, 0x7ffd_0000]), exit(302, 0)]);
+        assert_eq!(lines, ["[77] prlimit64(0, RLIMIT_STACK, NULL, 0x7ffd0000) = 0"]);
+        let lines = print(&[entry(262, &[3, 0x4000, 0x7ffd_0000, 0x1000]), exit(262, 0)]);
+        assert!(lines[0].ends_with(", AT_EMPTY_PATH) = 0"), "{lines:?}");
+        let lines = print(&[entry(28, &[0x7f00_0000_0000, 4096, 4]), exit(28, 0)]);
+        assert_eq!(lines, ["[77] madvise(0x7f0000000000, 4096, MADV_DONTNEED) = 0"]);
     }
 
     #[test]

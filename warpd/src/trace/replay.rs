@@ -102,7 +102,9 @@ fn describe_event(e: &Event) -> String {
         Some(event::Kind::Call(c)) => format!("broker call {}", describe(c.nr as u64, &c.args)),
         Some(event::Kind::Signals(s)) => format!("signals {:?}", s.signos),
         Some(event::Kind::Fault(f)) => format!("CPU exception {} at {:#x}", f.vector, f.rip),
-        Some(event::Kind::End(p)) if p.signal != 0 => format!("the program killed by signal {}", p.signal),
+        Some(event::Kind::End(p)) if p.signal != 0 => {
+            format!("the program killed by {}", warp_common::signals::name_or_number(p.signal))
+        }
         Some(event::Kind::End(p)) => format!("the program exiting with {}", p.exit_code),
         Some(event::Kind::Schedule(s)) => format!("thread {} getting the vCPU", s.thread),
         Some(event::Kind::Interrupt(i)) => format!(
