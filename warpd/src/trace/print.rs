@@ -446,7 +446,7 @@ pub fn buffer_string(shown: &[u8], cut: bool) -> String {
 }
 
 /// Names for the set bits of `v`, `|`-joined; leftover bits in hex.
-fn flag_names(mut v: u64, names: &[(u64, &str)], zero: &str) -> String {
+pub(crate) fn flag_names(mut v: u64, names: &[(u64, &str)], zero: &str) -> String {
     let mut parts: Vec<String> = Vec::new();
     for &(bit, name) in names {
         if bit != 0 && v & bit == bit {

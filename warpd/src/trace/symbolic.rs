@@ -46,22 +46,8 @@ fn named(v: u64, names: &[(u64, &str)]) -> Option<String> {
 
 /// Names for the set bits of `v`, `|`-joined, leftover bits in hex; `0`
 /// when none is set.
-fn at_flags(mut v: u64, names: &[(u64, &str)]) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for &(bit, name) in names {
-        if v & bit == bit {
-            parts.push(name.into());
-            v &= !bit;
-        }
-    }
-    if v != 0 {
-        parts.push(format!("{v:#x}"));
-    }
-    if parts.is_empty() {
-        "0".into()
-    } else {
-        parts.join("|")
-    }
+fn at_flags(v: u64, names: &[(u64, &str)]) -> String {
+    super::print::flag_names(v, names, "0")
 }
 
 fn access_mode(v: u64) -> String {
