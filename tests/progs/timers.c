@@ -143,6 +143,11 @@ static void overruns(void)
 			break;
 		nanosleep(&tick, NULL);
 	}
+	/* Two more periods with the signal pending, so that expiries are
+	 * overruns whenever the first one arrived (late, under load, it can
+	 * be the last of the nap). */
+	struct timespec two_periods = { 0, 10 * 1000 * 1000 };
+	CHECK(nanosleep(&two_periods, NULL) == 0);
 	overrun_timer = t;
 	sample_overrun = 1;
 	CHECK(sigprocmask(SIG_UNBLOCK, &set, NULL) == 0);
