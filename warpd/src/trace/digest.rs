@@ -15,21 +15,31 @@ fn ranges(b: &warp_proto::broker::Buffer) -> Option<Vec<(u64, u64)>> {
     }
 }
 
+/// Bytes of guest memory copied out at a time for a request's digest.
+const DIGEST_CHUNK: u64 = 1 << 20;
+
 /// blake3 of the request and of the guest bytes it reads.
 pub fn request_digest(kind: &request::Kind, memory: &MemFd) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     let req = warp_proto::broker::Request { id: 0, kind: Some(kind.clone()) };
     h.update(&req.encode_to_vec());
     if let request::Kind::Syscall(call) = kind {
+        // Copied out a bounded piece at a time (the broker may be writing
+        // guest memory): a long write is never copied whole.
         let mut chunk = Vec::new();
         for b in &call.buffers {
             if b.out && !b.inout {
                 continue;
             }
             for (off, len) in ranges(b).unwrap_or_default() {
-                chunk.resize(len as usize, 0);
-                memory.read(off, &mut chunk);
-                h.update(&chunk);
+                let mut done = 0;
+                while done < len {
+                    let n = (len - done).min(DIGEST_CHUNK);
+                    chunk.resize(n as usize, 0);
+                    memory.read(off + done, &mut chunk);
+                    h.update(&chunk);
+                    done += n;
+                }
             }
         }
     }

@@ -251,6 +251,43 @@ impl<'a> Replayer<'a> {
         }
     }
 
+    /// Puts what the broker wrote into guest memory there again: a blob
+    /// a piece at a time, as the store reads it (a long read's bytes are
+    /// never all in warpd's memory at once), its hash checked at the end.
+    fn write_into(&self, w: &warp_proto::trace::MemoryWrite, memory: &MemFd, seq: u64) -> Result<(), OutsideError> {
+        use warp_proto::trace::data::Where;
+        let outside = || OutsideError::Trace(format!("session {}: event {seq} writes outside guest memory", self.id));
+        let trace = |e: String| OutsideError::Trace(e);
+        let fits = |len: u64| w.offset.checked_add(len).is_some_and(|end| end <= memory.size());
+        let Some(Where::Blob(hash)) = w.data.as_ref().and_then(|d| d.r#where.as_ref()) else {
+            let bytes = self.load(&w.data)?;
+            if !fits(bytes.len() as u64) {
+                return Err(outside());
+            }
+            memory.write(w.offset, &bytes);
+            return Ok(());
+        };
+        let len = self.store.blob_len(&self.id, hash).map_err(|e| trace(e.to_string()))?;
+        let said = w.data.as_ref().map_or(0, |d| d.len);
+        if said != 0 && said != len {
+            return Err(trace(format!(
+                "session {}: event {seq}: a blob reference says {said} bytes but the blob holds {len}",
+                self.id
+            )));
+        }
+        if !fits(len) {
+            return Err(outside());
+        }
+        let mut at = w.offset;
+        self.store
+            .read_blob(&self.id, hash, &mut |piece| {
+                memory.write(at, piece);
+                at += piece.len() as u64;
+                Ok(())
+            })
+            .map_err(|e| trace(e.to_string()))
+    }
+
     /// Where it stands now.
     pub fn mark(&self) -> ReplayerMark {
         ReplayerMark { pos: self.pos, rip: self.rip, thread: self.thread }
@@ -423,14 +460,7 @@ impl Outside for Replayer<'_> {
             return Err(self.diverged(describe_event(&Event { kind: Some(event::Kind::Call(call)) }), actual));
         }
         for w in &call.writes {
-            let bytes = self.load(&w.data)?;
-            if w.offset.checked_add(bytes.len() as u64).is_none_or(|end| end > memory.size()) {
-                return Err(OutsideError::Trace(format!(
-                    "session {}: event {} writes outside guest memory",
-                    self.id, self.events[before].0
-                )));
-            }
-            memory.write(w.offset, &bytes);
+            self.write_into(w, memory, self.events[before].0)?;
         }
         let mut outputs = Vec::new();
         for o in &call.outputs {
