@@ -265,6 +265,22 @@ fn events_follow_a_running_recording_to_its_end() {
     assert_eq!(text, ok(&home, &["events", &id]), "following shows what a later listing shows");
 }
 
+/// `gc` on a store with nothing to reclaim reclaims nothing and keeps the
+/// sessions replayable; `--json` says the same as one object.
+#[test]
+fn gc_keeps_what_sessions_use() {
+    let home = WarpHome::new("gc");
+    let id = record(&home, &Spec::prog("hello", FLAVOURS[0]));
+    let text = ok(&home, &["gc"]);
+    assert!(text.starts_with("removed 0 blobs no session used (0B), fixed 0 use counts"), "{text}");
+    assert!(text.contains("store: ") && text.contains(" before, "), "{text}");
+    let json = parse_line(ok(&home, &["gc", "--json"]).trim());
+    assert_eq!(field(&json, "blobs").as_u64(), Some(0));
+    assert!(field(&json, "bytes_after").as_u64().is_some_and(|b| b > 0), "{json:?}");
+    let replayed = home.replay(&id, &[]);
+    assert_eq!(replayed.outcome.status, Status::Exited(0), "{}", replayed.warpctl_text());
+}
+
 #[test]
 fn rm_removes_a_session() {
     let home = WarpHome::new("rm");

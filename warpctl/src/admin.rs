@@ -1,5 +1,5 @@
-//! The commands that ask the daemon about itself: `doctor`, `daemon stop`,
-//! `daemon status`.
+//! The commands that ask the daemon about itself: `doctor`, `gc`, `daemon
+//! stop`, `daemon status`.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 use warp_common::paths::Paths;
-use warp_proto::warp::{DoctorReply, DoctorRequest, ShutdownRequest};
+use warp_proto::warp::{DoctorReply, DoctorRequest, GcReply, GcRequest, ShutdownRequest};
 
 use crate::connect::{self, ConnectError, Daemon};
 use crate::json;
@@ -47,6 +47,40 @@ pub async fn doctor(json: bool) -> Result<u8, AdminError> {
     emit(&if json { doctor_json(&reply) + "\n" } else { doctor_text(&reply) })?;
     // Scripts can ask whether this machine records at all.
     Ok(if reply.backend == "none" { 1 } else { 0 })
+}
+
+/// `warpctl gc [--json]`.
+pub async fn gc(json: bool) -> Result<u8, AdminError> {
+    let mut daemon = connect::connect_or_start(false).await?;
+    let reply = daemon.client.gc(GcRequest {}).await.map_err(rpc)?.into_inner();
+    emit(&if json { gc_json(&reply) + "\n" } else { gc_text(&reply) })?;
+    Ok(0)
+}
+
+pub fn gc_text(r: &GcReply) -> String {
+    let size = crate::view::bytes;
+    format!(
+        "removed {} blobs no session used ({}), fixed {} use counts, removed {} uses and {} events of sessions that are gone\nstore: {} before, {} after\n",
+        r.blobs,
+        size(r.blob_bytes),
+        r.counts_fixed,
+        r.stray_uses,
+        r.stray_events,
+        size(r.bytes_before),
+        size(r.bytes_after)
+    )
+}
+
+pub fn gc_json(r: &GcReply) -> String {
+    json::Object::new()
+        .num("blobs", r.blobs)
+        .num("blob_bytes", r.blob_bytes)
+        .num("counts_fixed", r.counts_fixed)
+        .num("stray_uses", r.stray_uses)
+        .num("stray_events", r.stray_events)
+        .num("bytes_before", r.bytes_before)
+        .num("bytes_after", r.bytes_after)
+        .finish()
 }
 
 pub fn doctor_text(reply: &DoctorReply) -> String {

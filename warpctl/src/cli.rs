@@ -220,6 +220,14 @@ pub enum Command {
         #[arg(long)]
         all_incomplete: bool,
     },
+    /// Reclaim what no session uses: blobs without a user, use counts that
+    /// are wrong, what an interrupted `rm` left; prints what went and the
+    /// store's size before and after. Only the daemon's owner (or root).
+    Gc {
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what the hypervisor can and cannot do on this machine.
     ///
     /// Exits 1 when this machine cannot record at all (no usable KVM), with

@@ -147,6 +147,7 @@ fn main() -> ExitCode {
             }
             Command::Import { file } => transfer::import(file).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
             Command::Doctor { json } => admin::doctor(json).await.unwrap_or_else(|e| fail(e, 125)),
+            Command::Gc { json } => admin::gc(json).await.unwrap_or_else(|e| fail(e, 125)),
             Command::Completions { shell } => {
                 let mut out = std::io::stdout().lock();
                 clap_complete::generate(shell, &mut Cli::command(), "warpctl", &mut out);

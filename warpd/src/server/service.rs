@@ -10,10 +10,10 @@ use tonic::{Request, Response, Status};
 use warp_proto::warp::warp_server::Warp;
 use warp_proto::warp::{
     debug_input, session_update, CreateSessionReply, CreateSessionRequest, DebugInput, DoctorReply, DoctorRequest,
-    EventBatch, ExportChunk, ExportRequest, Failure, GetSessionReply, GetSessionRequest, HelloReply, HelloRequest,
-    ImageChunk, ImportChunk, ImportReply, ListSessionsReply, ListSessionsRequest, RemoveSessionReply,
-    RemoveSessionRequest, ReplayRequest, ReplayUpdate, SessionUpdate, ShutdownReply, ShutdownRequest,
-    StreamEventsRequest, WaitSessionRequest,
+    EventBatch, ExportChunk, ExportRequest, Failure, GcReply, GcRequest, GetSessionReply, GetSessionRequest,
+    HelloReply, HelloRequest, ImageChunk, ImportChunk, ImportReply, ListSessionsReply, ListSessionsRequest,
+    RemoveSessionReply, RemoveSessionRequest, ReplayRequest, ReplayUpdate, SessionUpdate, ShutdownReply,
+    ShutdownRequest, StreamEventsRequest, WaitSessionRequest,
 };
 
 use super::lookup::{self, blocking};
@@ -586,6 +586,29 @@ impl Warp for WarpService {
         tracing::info!(uid, "shutdown requested");
         self.shared.request_stop(StopReason::Requested);
         Ok(Response::new(ShutdownReply {}))
+    }
+
+    async fn gc(&self, request: Request<GcRequest>) -> Result<Response<GcReply>, Status> {
+        let _busy = self.shared.busy();
+        let uid = caller_uid(&request)?;
+        let owner = self.shared.options.owner_uid;
+        if uid != owner && uid != 0 {
+            return Err(Status::permission_denied(format!(
+                "only uid {owner} (who runs this warpd) or root may collect its store's garbage"
+            )));
+        }
+        let shared = Arc::clone(&self.shared);
+        let r = blocking(move || shared.store.gc().map_err(lookup::status)).await?;
+        tracing::info!(uid, blobs = r.blobs, counts_fixed = r.counts_fixed, "gc");
+        Ok(Response::new(GcReply {
+            blobs: r.blobs,
+            blob_bytes: r.blob_bytes,
+            counts_fixed: r.counts_fixed,
+            stray_uses: r.stray_uses,
+            stray_events: r.stray_events,
+            bytes_before: r.bytes_before,
+            bytes_after: r.bytes_after,
+        }))
     }
 }
 

@@ -705,6 +705,103 @@ impl Store {
         Ok(())
     }
 
+    /// Reclaims what no session uses: blobs without a user (and their
+    /// files), use counts that disagree with the uses, uses and events of
+    /// sessions that are gone (an `rm` interrupted between its steps), and
+    /// blob files no manifest names. Safe while recordings run: the counts
+    /// are read before the uses are, and a blob or count is changed only in
+    /// a transaction that finds its count as it was then (a use added or
+    /// dropped since, or a blob stored since, has changed it: left for the
+    /// next gc).
+    pub fn gc(&self) -> Result<GcReport> {
+        let t = &self.trees;
+        let _files = BLOB_FILES.lock().unwrap_or_else(|e| e.into_inner());
+        let mut report = GcReport { bytes_before: self.size_on_disk(), ..Default::default() };
+        let exists = |id: &[u8]| t.sessions.contains_key(id).map_err(db_err("cannot read a session"));
+        let counted: std::collections::HashMap<sled::IVec, sled::IVec> =
+            t.blob_refs.iter().collect::<std::result::Result<_, _>>().map_err(db_err("cannot read use counts"))?;
+
+        // Uses, counted per blob; those of missing sessions removed.
+        let mut uses: std::collections::HashMap<Vec<u8>, u64> = std::collections::HashMap::new();
+        for key in t.session_blobs.iter().keys() {
+            let key = key.map_err(db_err("cannot read blob uses"))?;
+            let Some(nul) = key.iter().position(|&b| b == 0) else { continue };
+            if exists(&key[..nul])? {
+                *uses.entry(key[nul + 1..].to_vec()).or_default() += 1;
+            } else {
+                t.session_blobs.remove(&key).map_err(db_err("cannot remove a blob use"))?;
+                report.stray_uses += 1;
+            }
+        }
+        // Events of missing sessions.
+        let mut last: Option<(Vec<u8>, bool)> = None;
+        for key in t.events.iter().keys() {
+            let key = key.map_err(db_err("cannot read events"))?;
+            let Some(nul) = key.iter().position(|&b| b == 0) else { continue };
+            let id = &key[..nul];
+            let live = match &last {
+                Some((l, live)) if l.as_slice() == id => *live,
+                _ => {
+                    let live = exists(id)?;
+                    last = Some((id.to_vec(), live));
+                    live
+                }
+            };
+            if !live {
+                t.events.remove(&key).map_err(db_err("cannot remove an event"))?;
+                report.stray_events += 1;
+            }
+        }
+        // Blobs: without a user, removed; with a wrong count, counted again.
+        for item in t.blobs.iter() {
+            let (hash, value) = item.map_err(db_err("cannot read blobs"))?;
+            let used = uses.get(hash.as_ref()).copied().unwrap_or(0);
+            let seen = counted.get(&hash).cloned();
+            if seen.as_deref().and_then(read_count) == Some(used) && used > 0 {
+                continue;
+            }
+            let outcome = (&t.blobs, &t.blob_refs).transaction(|(blobs, refs)| {
+                if refs.get(&hash)? != seen {
+                    return Ok(false); // changed since the scan: left for the next gc
+                }
+                if used == 0 {
+                    blobs.remove(&hash)?;
+                    refs.remove(&hash)?;
+                } else {
+                    refs.insert(&hash, &used.to_be_bytes())?;
+                }
+                Ok(true)
+            });
+            if !tx_result(outcome, "cannot reclaim a blob")? {
+                continue;
+            }
+            if used > 0 {
+                report.counts_fixed += 1;
+                continue;
+            }
+            report.blobs += 1;
+            report.blob_bytes += manifest_len(&value).unwrap_or(value.len() as u64);
+            if manifest_len(&value).is_some() && hash.len() == blake3::OUT_LEN {
+                let _ = std::fs::remove_file(t.blob_file(&hash));
+            }
+        }
+        // Counts of blobs that are not there (and were not when counted).
+        for (hash, count) in &counted {
+            let outcome = (&t.blobs, &t.blob_refs).transaction(|(blobs, refs)| {
+                if blobs.get(hash)?.is_none() && refs.get(hash)?.as_ref() == Some(count) {
+                    refs.remove(hash)?;
+                }
+                Ok(())
+            });
+            tx_result(outcome, "cannot remove a use count")?;
+        }
+        // Under the lock: no blob file is being written.
+        self.remove_stray_files()?;
+        self.flush()?;
+        report.bytes_after = self.size_on_disk();
+        Ok(report)
+    }
+
     /// The store's size on disk (sled's files and the blob files), 0 for
     /// what it cannot say.
     pub fn size_on_disk(&self) -> u64 {
@@ -1204,6 +1301,22 @@ fn session_blob_key(id: &str, hash: &[u8]) -> Vec<u8> {
     key
 }
 
+/// What `gc` reclaimed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GcReport {
+    /// Blobs no session used, and their bytes.
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    /// Use counts set to the number of uses.
+    pub counts_fixed: u64,
+    /// Uses and events of sessions that are gone.
+    pub stray_uses: u64,
+    pub stray_events: u64,
+    /// The store's size on disk before and after.
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
 /// Why a blob could not pass between the store and a stream: the store,
 /// or the stream (the input it was read from, the output it went to).
 #[derive(Debug, thiserror::Error)]
@@ -1598,6 +1711,63 @@ mod tests {
             vec![("README".to_string(), 10), (hex(&hash), bytes.len() as u64)],
             "the manifest's file stays, strays go"
         );
+    }
+
+    #[test]
+    fn gc_reclaims_what_no_session_uses_and_nothing_else() {
+        let dir = TempDir::new("gc");
+        let store = Store::open(&dir.0).unwrap();
+        store.create_session(&meta("one", 1)).unwrap();
+        store.create_session(&meta("two", 2)).unwrap();
+        let small = big(1, 5_000);
+        let long = big(2, BLOB_FILE_MIN + 10);
+        let mut w = store.writer("one");
+        let d_small = w.data(&small).unwrap();
+        let d_long = w.data(&long).unwrap();
+        w.append(&entry(1)).unwrap();
+        drop(w);
+        let mut w = store.writer("two");
+        w.data(&small).unwrap();
+        drop(w);
+        let clean = store.gc().unwrap();
+        assert_eq!((clean.blobs, clean.counts_fixed, clean.stray_uses, clean.stray_events), (0, 0, 0, 0), "{clean:?}");
+
+        let h_small = again_hash(&d_small);
+        // A blob and a blob file no session uses; a count that is wrong; a
+        // use and an event of a session that is gone.
+        let orphan = big(3, 4_000);
+        let h_orphan = *blake3::hash(&orphan).as_bytes();
+        store.trees.blobs.insert(h_orphan, orphan.as_slice()).unwrap();
+        store.trees.blob_refs.insert(h_orphan, &1u64.to_be_bytes()).unwrap();
+        let orphan_file = big(4, BLOB_FILE_MIN + 1);
+        let h_file = *blake3::hash(&orphan_file).as_bytes();
+        store.trees.blobs.insert(h_file, &manifest(orphan_file.len() as u64)).unwrap();
+        std::fs::write(dir.0.join(FILES_DIR).join(hex(&h_file)), &orphan_file).unwrap();
+        store.trees.blob_refs.insert(&h_small[..], &5u64.to_be_bytes()).unwrap();
+        store.trees.session_blobs.insert(session_blob_key("ghost", &h_small), &[][..]).unwrap();
+        store.trees.events.insert(event_key("ghost", 0), entry(9).encode_to_vec()).unwrap();
+
+        let r = store.gc().unwrap();
+        assert_eq!(r.blobs, 2, "{r:?}");
+        assert_eq!(r.blob_bytes, (orphan.len() + orphan_file.len()) as u64, "{r:?}");
+        assert_eq!((r.counts_fixed, r.stray_uses, r.stray_events), (1, 1, 1), "{r:?}");
+        assert!(
+            store.trees.blobs.get(h_orphan).unwrap().is_none()
+                && store.trees.blob_refs.get(h_orphan).unwrap().is_none()
+        );
+        assert!(!dir.0.join(FILES_DIR).join(hex(&h_file)).exists());
+        assert_eq!(store.trees.blob_refs.get(&h_small).unwrap().as_deref(), Some(&2u64.to_be_bytes()[..]));
+        // What the sessions use is all there.
+        assert_eq!(store.load("one", &d_small).unwrap(), small);
+        assert_eq!(store.load("one", &d_long).unwrap(), long);
+        assert_eq!(store.load("two", &d_small).unwrap(), small);
+        assert_eq!(store.events("one", 0).unwrap(), vec![(0, entry(1))]);
+        let again = store.gc().unwrap();
+        assert_eq!((again.blobs, again.counts_fixed, again.stray_uses, again.stray_events), (0, 0, 0, 0));
+        // And a later rm still frees everything.
+        store.remove("one").unwrap();
+        store.remove("two").unwrap();
+        assert!(store.trees.blobs.is_empty() && store.trees.blob_refs.is_empty() && files_in(&dir.0).is_empty());
     }
 
     #[test]
