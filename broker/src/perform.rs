@@ -77,6 +77,10 @@ pub struct Performed {
     pub ret: i64,
     pub outputs: Vec<Vec<u8>>,
     pub sent: Vec<u8>,
+    /// Not started (EINTR) because a signal the handler saw is still on its
+    /// way to warpd: the reply must say signals are pending, or warpd would
+    /// take the EINTR for the program's.
+    pub signal_waits: bool,
 }
 
 /// Performs `call`; returns the raw result (-errno) and the output buffers.
@@ -128,7 +132,8 @@ fn sendfile_to_stream(args: &[u64; 6]) -> (i64, Vec<u8>) {
 
 /// Performs `call`: result, outputs and what it sent (see `Performed`).
 pub fn perform(call: &Syscall, mem: &GuestMemory) -> Performed {
-    let fail = |errno: i32| Performed { ret: -(errno as i64), outputs: Vec::new(), sent: Vec::new() };
+    let fail =
+        |errno: i32| Performed { ret: -(errno as i64), outputs: Vec::new(), sent: Vec::new(), signal_waits: false };
     if refused(call.nr) || call.args.len() > 6 {
         return fail(libc::ENOSYS);
     }
@@ -288,7 +293,7 @@ pub fn perform(call: &Syscall, mem: &GuestMemory) -> Performed {
         && would_block(call.nr, &call.args)
     {
         // Not performed: warpd delivers the signal (or asks again).
-        return fail(libc::EINTR);
+        return Performed { signal_waits: true, ..fail(libc::EINTR) };
     }
     let mut sent = Vec::new();
     let ret = if call.nr == 40 && to_original_stream(call) {
@@ -356,7 +361,7 @@ pub fn perform(call: &Syscall, mem: &GuestMemory) -> Performed {
         }
     }
     let outputs = outputs_from.into_iter().map(|i| std::mem::take(&mut owned[i])).collect();
-    Performed { ret, outputs, sent }
+    Performed { ret, outputs, sent, signal_waits: false }
 }
 
 /// A call to perform later, away from guest memory: its memory buffers

@@ -256,6 +256,9 @@ pub fn serve(
                 let done = perform::perform(&call, &memory);
                 reply.order = ordered.map_or(0, |o| o.number());
                 reply.ret = done.ret;
+                // Its signal is still in the pipe: announced now, put on
+                // the channel when the loop comes round.
+                reply.signals_pending = done.signal_waits;
                 reply.outputs = done.outputs;
                 reply.stream = perform::stream_of(&call, done.ret);
                 reply.sent = done.sent;
@@ -328,7 +331,7 @@ fn spawn(
     let done = Arc::new(AtomicBool::new(false));
     let (memory, writer, mine, finished) = (memory.clone(), writer.clone(), held.clone(), done.clone());
     let handle = spawn_blocking_signals(move || {
-        let perform::Performed { ret, outputs, sent } = perform::perform(&call, &memory);
+        let perform::Performed { ret, outputs, sent, signal_waits } = perform::perform(&call, &memory);
         // The signals that came while it ran go with its reply.
         let signals = {
             let mut h = mine.lock().unwrap_or_else(|e| e.into_inner());
@@ -336,6 +339,9 @@ fn spawn(
             std::mem::take(&mut h.signals)
         };
         let mut reply = Reply { id, ret, outputs, stream: perform::stream_of(&call, ret), sent, ..Default::default() };
+        // Not started for a signal the main thread has not passed on yet:
+        // warpd asks again rather than take the EINTR for the program's.
+        reply.signals_pending = signal_waits && signals.is_empty();
         put_signals(&mut reply, signals);
         // warpd may have gone; the main thread notices that itself.
         let _ = send(&writer, &reply);
@@ -474,6 +480,12 @@ mod tests {
         }
     }
 
+    /// The signal flag is the process's: tests that serve calls take turns.
+    fn alone() -> std::sync::MutexGuard<'static, ()> {
+        static TURN: Mutex<()> = Mutex::new(());
+        TURN.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// A broker serving one end of a socket pair, with its signal pipes.
     fn broker() -> (UnixStream, [RawFd; 2], std::thread::JoinHandle<Result<Served, BrokerError>>) {
         install_kick_handler();
@@ -502,6 +514,7 @@ mod tests {
 
     #[test]
     fn a_waiting_call_does_not_hold_up_the_next_request() {
+        let _alone = alone();
         let (s, _pipes, t) = broker();
         // nanosleep(NULL, NULL) fails at once with EFAULT, so use poll with a
         // 300 ms timeout on no descriptors: it waits, on a worker.
@@ -543,6 +556,7 @@ mod tests {
 
     #[test]
     fn a_call_that_would_wait_is_deferred_and_completes_later() {
+        let _alone = alone();
         let (s, [_sig_write, channel], t) = broker();
         let mut p = [0i32; 2];
         // SAFETY: pipe into a local array.
@@ -601,6 +615,7 @@ mod tests {
 
     #[test]
     fn a_signal_ends_a_waiting_call_and_is_passed_on() {
+        let _alone = alone();
         let (s, [sig_write, channel], t) = broker();
         // pause() on a worker; then the signal handler's byte (SIGINT) arrives.
         write(&s, &syscall(1, 34, vec![0; 6], true));
@@ -624,5 +639,34 @@ mod tests {
         assert_eq!(got, rec);
         write(&s, &Request { id: 0, kind: Some(request::Kind::Finish(Default::default())) });
         assert!(matches!(t.join().unwrap().unwrap(), Served::Finished(_)));
+    }
+
+    /// A signal the handler has seen but the loop has not passed on yet
+    /// stops a call that would wait, and the reply says signals are pending
+    /// (else warpd would give the program an EINTR no signal explains): on
+    /// the main thread and on a worker.
+    #[test]
+    fn a_call_stopped_for_a_signal_not_yet_passed_on_says_so() {
+        let _alone = alone();
+        let (s, _pipes, t) = broker();
+        let mut p = [0i32; 2];
+        // SAFETY: pipe into a local array.
+        assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+        // read of an empty pipe (main thread), poll for 50 ms (a worker).
+        for (id, nr, args) in [(1, 0, vec![p[0] as u64, 0x1000, 1]), (2, 7, vec![0, 0, 50])] {
+            crate::SIGNAL_SEEN.store(true, Ordering::SeqCst);
+            write(&s, &syscall(id, nr, args, true));
+            let r = read(&s);
+            assert_eq!((r.id, r.ret), (id, -(libc::EINTR as i64)), "not performed");
+            assert!(r.signals_pending, "call {nr}: the reply must say a signal is on its way");
+            crate::SIGNAL_SEEN.store(false, Ordering::SeqCst);
+        }
+        write(&s, &Request { id: 0, kind: Some(request::Kind::Finish(Default::default())) });
+        assert!(matches!(t.join().unwrap().unwrap(), Served::Finished(_)));
+        // SAFETY: closing our own descriptors.
+        unsafe {
+            libc::close(p[0]);
+            libc::close(p[1]);
+        }
     }
 }
