@@ -92,6 +92,18 @@ impl WarpService {
         WarpService { shared }
     }
 
+    /// Refuses `uid` unless it runs this warpd or is root: what only they
+    /// may do to the whole daemon (`what`, for the message).
+    fn owner_or_root(&self, uid: u32, what: &str) -> Result<(), Status> {
+        let owner = self.shared.options.owner_uid;
+        if uid != owner && uid != 0 {
+            return Err(Status::permission_denied(format!(
+                "only uid {owner} (who runs this warpd) or root may {what}"
+            )));
+        }
+        Ok(())
+    }
+
     /// The live session `id` if `uid` may see it.
     fn live_session(&self, id: &str, uid: u32) -> Option<Arc<Session>> {
         self.shared.sessions.get(id).filter(|s| uid == 0 || s.spec.owner_uid == uid)
@@ -577,12 +589,7 @@ impl Warp for WarpService {
     async fn shutdown(&self, request: Request<ShutdownRequest>) -> Result<Response<ShutdownReply>, Status> {
         let _busy = self.shared.busy();
         let uid = caller_uid(&request)?;
-        let owner = self.shared.options.owner_uid;
-        if uid != owner && uid != 0 {
-            return Err(Status::permission_denied(format!(
-                "only uid {owner} (who runs this warpd) or root may stop it"
-            )));
-        }
+        self.owner_or_root(uid, "stop it")?;
         tracing::info!(uid, "shutdown requested");
         self.shared.request_stop(StopReason::Requested);
         Ok(Response::new(ShutdownReply {}))
@@ -591,12 +598,7 @@ impl Warp for WarpService {
     async fn gc(&self, request: Request<GcRequest>) -> Result<Response<GcReply>, Status> {
         let _busy = self.shared.busy();
         let uid = caller_uid(&request)?;
-        let owner = self.shared.options.owner_uid;
-        if uid != owner && uid != 0 {
-            return Err(Status::permission_denied(format!(
-                "only uid {owner} (who runs this warpd) or root may collect its store's garbage"
-            )));
-        }
+        self.owner_or_root(uid, "collect its store's garbage")?;
         let shared = Arc::clone(&self.shared);
         let r = blocking(move || shared.store.gc().map_err(lookup::status)).await?;
         tracing::info!(uid, blobs = r.blobs, counts_fixed = r.counts_fixed, "gc");
