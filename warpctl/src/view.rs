@@ -260,21 +260,45 @@ pub fn session_json(s: &SessionInfo, now: u64) -> String {
 }
 
 /// argv as a shell would need it typed: words with anything but safe
-/// characters in single quotes.
+/// characters in single quotes, and words with control characters (a
+/// newline would break a listing's line) in bash's `$'...'` with escapes.
 pub fn shell_words(argv: &[String]) -> String {
     let safe = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
     argv.iter()
-        .map(
-            |w| {
-                if !w.is_empty() && w.chars().all(safe) {
-                    w.clone()
-                } else {
-                    format!("'{}'", w.replace('\'', r"'\''"))
-                }
-            },
-        )
+        .map(|w| {
+            if !w.is_empty() && w.chars().all(safe) {
+                w.clone()
+            } else if w.chars().any(char::is_control) {
+                ansi_c_quoted(w)
+            } else {
+                format!("'{}'", w.replace('\'', r"'\''"))
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// `$'...'`: what bash reads back as `w`, with no control character left.
+fn ansi_c_quoted(w: &str) -> String {
+    let mut s = String::from("$'");
+    for c in w.chars() {
+        match c {
+            '\n' => s.push_str("\\n"),
+            '\t' => s.push_str("\\t"),
+            '\r' => s.push_str("\\r"),
+            '\\' => s.push_str("\\\\"),
+            '\'' => s.push_str("\\'"),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    s.push_str(&format!("\\x{b:02x}"));
+                }
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('\'');
+    s
 }
 
 /// Unix milliseconds as local `YYYY-MM-DD HH:MM:SS`.
@@ -782,6 +806,8 @@ mod tests {
         assert_eq!(words(&["ls", "-l", "/tmp"]), "ls -l /tmp");
         assert_eq!(words(&["echo", "a b", ""]), "echo 'a b' ''");
         assert_eq!(words(&["it's"]), r"'it'\''s'");
+        assert_eq!(words(&["echo", "a\nb"]), r"echo $'a\nb'");
+        assert_eq!(words(&["x\u{1b}[31m'\\"]), r"$'x\x1b[31m\'\\'");
     }
 
     #[test]
