@@ -23,15 +23,16 @@ pub fn current() -> Vec<(&'static str, Option<String>)> {
 
 /// The variables set (non-empty) here whose value the daemon does not
 /// have, with the daemon's value (None: unset there): what `mine` asks for
-/// and `theirs` (the daemon's `current()`) ignores.
+/// and `theirs` (the variables the daemon had, as its Hello lists them)
+/// ignores.
 pub fn ignored<'a>(
     mine: &'a [(&'static str, Option<String>)],
-    theirs: &'a [(String, Option<String>)],
+    theirs: &'a [(String, String)],
 ) -> Vec<(&'static str, &'a str, Option<&'a str>)> {
     mine.iter()
         .filter_map(|(name, value)| {
             let value = value.as_deref().filter(|v| !v.is_empty())?;
-            let their = theirs.iter().find(|(n, _)| n == name).and_then(|(_, v)| v.as_deref());
+            let their = theirs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
             (their != Some(value)).then_some((*name, value, their))
         })
         .collect()
@@ -50,11 +51,11 @@ mod tests {
             ("WARP_IDLE_SECS", Some(String::new())),
             ("WARP_MAX_PROCESSES", Some("9".to_string())),
         ];
+        // WARP_KVM_DEVICE: not set there.
         let theirs = vec![
-            ("WARP_KVM_DEVICE".to_string(), None),
-            ("WARP_LOG".to_string(), Some("debug".to_string())),
-            ("WARP_MAX_SESSIONS".to_string(), Some("3".to_string())),
-            ("WARP_MAX_PROCESSES".to_string(), Some("8".to_string())),
+            ("WARP_LOG".to_string(), "debug".to_string()),
+            ("WARP_MAX_SESSIONS".to_string(), "3".to_string()),
+            ("WARP_MAX_PROCESSES".to_string(), "8".to_string()),
         ];
         assert_eq!(
             ignored(&mine, &theirs),

@@ -17,13 +17,19 @@ const FIRST_CHUNK: u64 = 64 << 10;
 /// than what was actually sent.
 pub fn read(r: &mut impl Read, max: u64) -> io::Result<Option<Vec<u8>>> {
     let Some(len) = read_len(r, max)? else { return Ok(None) };
+    read_body(r, len).map(Some)
+}
+
+/// Reads the `len` bytes of a frame whose length [`read_len`] gave, the
+/// buffer growing as they come; fewer is `UnexpectedEof`.
+pub fn read_body(r: &mut impl Read, len: u64) -> io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(len.min(FIRST_CHUNK) as usize);
     // read_to_end retries interrupted reads itself.
     r.by_ref().take(len).read_to_end(&mut buf)?;
     if (buf.len() as u64) < len {
         return Err(io::Error::new(ErrorKind::UnexpectedEof, "the input ends inside a message"));
     }
-    Ok(Some(buf))
+    Ok(buf)
 }
 
 /// Reads a frame's length (at most `max`), leaving its bytes to the caller:

@@ -100,8 +100,8 @@ pub async fn connect_or_start(verbose: bool) -> Result<Daemon, ConnectError> {
 /// Says, for each variable set here that the running daemon (started
 /// earlier, with another environment) does not have, that it is ignored.
 fn say_ignored_settings(daemon: &Daemon) {
-    let theirs: Vec<(String, Option<String>)> =
-        daemon.hello.settings.iter().map(|s| (s.name.clone(), Some(s.value.clone()))).collect();
+    let theirs: Vec<(String, String)> =
+        daemon.hello.settings.iter().map(|s| (s.name.clone(), s.value.clone())).collect();
     let mine = warp_common::settings::current();
     for (name, value, their) in warp_common::settings::ignored(&mine, &theirs) {
         let their = their.map_or("without it".to_string(), |v| format!("with {name}={v}"));

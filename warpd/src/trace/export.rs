@@ -182,11 +182,7 @@ fn next(r: &mut impl Read, n: u64) -> Result<Option<Next>, ExportError> {
         return Ok(None);
     };
     if len <= WHOLE_RECORD {
-        let mut buf = Vec::with_capacity(len as usize);
-        r.take(len).read_to_end(&mut buf).map_err(|e| read_error(n, e))?;
-        if (buf.len() as u64) < len {
-            return Err(read_error(n, std::io::ErrorKind::UnexpectedEof.into()));
-        }
+        let buf = warp_proto::frame::read_body(r, len).map_err(|e| read_error(n, e))?;
         let rec = ExportRecord::decode(buf.as_slice()).map_err(|e| bad(&format!("it does not decode: {e}")))?;
         return Ok(Some(Next::Record(Box::new(rec))));
     }

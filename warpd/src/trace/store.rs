@@ -468,12 +468,7 @@ impl Store {
                 Ok(bytes.clone())
             }
             Some(Where::Blob(hash)) => {
-                if hash.len() != blake3::OUT_LEN {
-                    return Err(corrupt(
-                        "blob reference",
-                        format!("its hash is {} bytes long, not {}", hash.len(), blake3::OUT_LEN),
-                    ));
-                }
+                // (A hash of the wrong length is refused by `read_blob`.)
                 let mut bytes = Vec::new();
                 self.read_blob(session, hash, &mut |piece| {
                     bytes.extend_from_slice(piece);
@@ -565,13 +560,7 @@ impl Store {
 
     /// What `blobs` holds for `hash`: the bytes, or a blob file's manifest.
     fn blob_value(&self, session: &str, hash: &[u8]) -> Result<sled::IVec> {
-        if hash.len() != blake3::OUT_LEN {
-            return Err(StoreError::Corrupt {
-                session: session.to_owned(),
-                what: "blob reference".into(),
-                detail: format!("its hash is {} bytes long, not {}", hash.len(), blake3::OUT_LEN),
-            });
-        }
+        blob_hash(session, hash)?;
         self.trees.blobs.get(hash).map_err(db_err("cannot read a blob"))?.ok_or_else(|| StoreError::Blob {
             session: session.to_owned(),
             hash: hex(hash),
@@ -693,13 +682,7 @@ impl Store {
             Released::BadCount => {
                 tracing::warn!(session = id, blob = %hex(hash), "blob use count is missing or corrupt: blob kept");
             }
-            Released::Deleted(true) if hash.len() == blake3::OUT_LEN => {
-                let path = t.blob_file(hash);
-                if let Err(e) = std::fs::remove_file(&path) {
-                    // Left for the next `open` to remove.
-                    tracing::warn!(file = %path.display(), error = %e, "cannot remove a blob file");
-                }
-            }
+            Released::Deleted(true) => t.remove_blob_file(hash),
             Released::NotUsed | Released::StillUsed | Released::Deleted(_) => {}
         }
         Ok(())
@@ -781,8 +764,8 @@ impl Store {
             }
             report.blobs += 1;
             report.blob_bytes += manifest_len(&value).unwrap_or(value.len() as u64);
-            if manifest_len(&value).is_some() && hash.len() == blake3::OUT_LEN {
-                let _ = std::fs::remove_file(t.blob_file(&hash));
+            if manifest_len(&value).is_some() {
+                t.remove_blob_file(&hash);
             }
         }
         // Counts of blobs that are not there (and were not when counted).
@@ -1016,13 +999,9 @@ impl EventWriter {
     /// Adds a blob given with its hash (an imported trace): refused unless
     /// the bytes hash to it.
     pub fn add_blob(&mut self, hash: &[u8], bytes: &[u8]) -> Result<()> {
-        let hash: [u8; blake3::OUT_LEN] = hash.try_into().map_err(|_| StoreError::Corrupt {
-            session: self.id.clone(),
-            what: "blob reference".into(),
-            detail: format!("its hash is {} bytes long, not {}", hash.len(), blake3::OUT_LEN),
-        })?;
+        let hash = blob_hash(&self.id, hash)?;
         if blake3::hash(bytes).as_bytes() != &hash {
-            return Err(StoreError::Blob { session: self.id.clone(), hash: hex(&hash), problem: BLOB_DAMAGED.into() });
+            return Err(self.damaged(&hash));
         }
         if self.referenced.insert(hash) {
             self.next_seq()?;
@@ -1048,11 +1027,7 @@ impl EventWriter {
             input.read_exact(&mut bytes).map_err(BlobStreamError::Stream)?;
             return Ok(self.add_blob(hash, &bytes)?);
         }
-        let hash: [u8; blake3::OUT_LEN] = hash.try_into().map_err(|_| StoreError::Corrupt {
-            session: self.id.clone(),
-            what: "blob reference".into(),
-            detail: format!("its hash is {} bytes long, not {}", hash.len(), blake3::OUT_LEN),
-        })?;
+        let hash = blob_hash(&self.id, hash)?;
         if self.referenced.contains(&hash) {
             // Counted already: the bytes are only checked.
             let mut hasher = blake3::Hasher::new();
@@ -1349,6 +1324,30 @@ impl Trees {
     fn blob_file(&self, hash: &[u8]) -> std::path::PathBuf {
         self.files.join(hex(hash))
     }
+
+    /// Removes blob `hash`'s file once its manifest is gone; one that
+    /// cannot be removed is left for the next `open` (a stray then).
+    fn remove_blob_file(&self, hash: &[u8]) {
+        if hash.len() != blake3::OUT_LEN {
+            return;
+        }
+        let path = self.blob_file(hash);
+        if let Err(e) = std::fs::remove_file(&path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(file = %path.display(), error = %e, "cannot remove a blob file");
+            }
+        }
+    }
+}
+
+/// `hash` as a blob's hash; one of another length is a corrupt reference
+/// (of `session`).
+fn blob_hash(session: &str, hash: &[u8]) -> Result<[u8; blake3::OUT_LEN]> {
+    hash.try_into().map_err(|_| StoreError::Corrupt {
+        session: session.to_owned(),
+        what: "blob reference".into(),
+        detail: format!("its hash is {} bytes long, not {}", hash.len(), blake3::OUT_LEN),
+    })
 }
 
 /// The bytes a lower-case hex string spells; None for anything else.
