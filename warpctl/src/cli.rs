@@ -26,7 +26,15 @@ Environment:
 
 warpctl talks to the system daemon (/run/warpspeed/warpd.sock) when it runs
 and WARP_HOME is unset; otherwise to a private daemon that it starts on
-demand.
+demand; with --remote, to that daemon only.
+
+Remote access (--remote HOST:PORT): the daemon's certificate must be valid
+for HOST and signed by the CA given; this client presents its own
+certificate, which the daemon maps to a user (or an operator). The three
+files come from --cert, --key and --ca, else WARP_REMOTE_CERT,
+WARP_REMOTE_KEY and WARP_REMOTE_CA, else the keys cert, key and ca of
+$XDG_CONFIG_HOME/warpspeed/remote.toml (~/.config/warpspeed/remote.toml;
+relative paths are from its directory).
 
 Exit status:
   record   the program's own (128+N for signal N); 125 when warpctl or
@@ -43,6 +51,21 @@ Exit status:
 #[derive(Parser, Debug)]
 #[command(name = "warpctl", version, after_help = ENV_HELP)]
 pub struct Cli {
+    /// Talk to the warpd listening at HOST:PORT over TLS (its [remote]
+    /// section) instead of a local one. ls, ps, show, events, export,
+    /// import, rm and replay (--gdb too: gdb runs here) work remotely;
+    /// recording needs the machine the program runs on.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub remote: Option<String>,
+    /// With --remote: this client's certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "remote")]
+    pub cert: Option<PathBuf>,
+    /// With --remote: this client's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "remote")]
+    pub key: Option<PathBuf>,
+    /// With --remote: the CA that signed the daemon's certificate (PEM).
+    #[arg(long, value_name = "FILE", requires = "remote")]
+    pub ca: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

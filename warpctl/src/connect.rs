@@ -12,15 +12,25 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
 use warp_common::paths::{Paths, PathsError};
 use warp_proto::warp::warp_client::WarpClient;
 use warp_proto::warp::{HelloReply, HelloRequest};
+
+use crate::remote::Remote;
+
+/// The remote daemon this run talks to (`--remote`), set once at start.
+static REMOTE: OnceLock<Remote> = OnceLock::new();
+
+/// Makes every connection of this run go to `remote`.
+pub fn use_remote(remote: Remote) {
+    let _ = REMOTE.set(remote);
+}
 
 /// How long a freshly started daemon gets to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,6 +60,12 @@ pub enum ConnectError {
     /// Another daemon holds the lock but no socket answers.
     #[error("another warpd holds {} but does not answer on {} (is it stopping?); try again shortly", lock.display(), socket.display())]
     LockHeld { lock: PathBuf, socket: PathBuf },
+    /// A remote daemon's credentials cannot be read.
+    #[error("cannot read {what} {}: {source}", path.display())]
+    Credentials { what: &'static str, path: PathBuf, source: io::Error },
+    /// The remote daemon cannot be reached or refused us.
+    #[error("warpd at {addr}: {reason}")]
+    Remote { addr: String, reason: String },
     /// The daemon did not answer in time.
     #[error("warpd did not answer on {} within {} s; see {}", socket.display(), START_TIMEOUT.as_secs(), log.display())]
     StartTimeout { socket: PathBuf, log: PathBuf },
@@ -64,6 +80,9 @@ pub struct Daemon {
 
 /// Connects to the daemon that serves this user, starting one if needed.
 pub async fn connect_or_start(verbose: bool) -> Result<Daemon, ConnectError> {
+    if let Some(remote) = REMOTE.get() {
+        return connect_remote(remote).await;
+    }
     if std::env::var_os("WARP_HOME").is_none_or(|v| v.is_empty()) {
         let system = Paths::system();
         match try_socket(&system.socket).await {
@@ -134,6 +153,73 @@ impl ConnectError {
 pub async fn connect_existing() -> Result<Option<Daemon>, ConnectError> {
     let paths = Paths::embedded_for_this_process()?;
     try_socket(&paths.socket).await
+}
+
+/// How long a remote daemon gets to accept the connection and handshake.
+const REMOTE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects to `remote` over TLS, presenting this client's certificate,
+/// and says Hello.
+pub async fn connect_remote(remote: &Remote) -> Result<Daemon, ConnectError> {
+    let read = |what, path: &Path| {
+        std::fs::read(path).map_err(|source| ConnectError::Credentials { what, path: path.to_owned(), source })
+    };
+    let (cert, key, ca) = (
+        read("the client certificate", &remote.cert)?,
+        read("the client key", &remote.key)?,
+        read("the CA", &remote.ca)?,
+    );
+    let failed = |reason: String| ConnectError::Remote { addr: remote.addr.clone(), reason };
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .identity(Identity::from_pem(cert, key))
+        .domain_name(remote.host.clone());
+    let endpoint = Endpoint::from_shared(format!("https://{}", remote.addr))
+        .map_err(|e| failed(chain(&e)))?
+        .connect_timeout(REMOTE_CONNECT_TIMEOUT)
+        .tls_config(tls)
+        .map_err(|e| failed(format!("the TLS settings are refused: {}", chain(&e))))?;
+    let channel = endpoint.connect().await.map_err(|e| failed(chain(&e)))?;
+    let mut client = WarpClient::new(channel);
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, client.hello(HelloRequest {})).await {
+        Err(_) => return Err(failed(format!("no reply within {} s", HELLO_TIMEOUT.as_secs()))),
+        Ok(Err(status)) => {
+            let detail = match std::error::Error::source(&status) {
+                Some(source) => chain(source),
+                None => status.message().to_string(),
+            };
+            // TLS 1.3 finishes the client's side of the handshake before
+            // the daemon has checked the client's certificate: a refusal
+            // then looks like a connection closed.
+            let closed =
+                matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled);
+            return Err(failed(if closed {
+                format!(
+                    "the connection was closed after the TLS handshake: the daemon did not accept the certificate {} (not signed by its client CA, expired or not yet valid; its log says which) ({detail})",
+                    remote.cert.display()
+                )
+            } else {
+                detail
+            }));
+        }
+        Ok(Ok(reply)) => reply.into_inner(),
+    };
+    Ok(Daemon { client, hello, socket: PathBuf::from(&remote.addr) })
+}
+
+/// `e` and its sources, joined (transport errors say little alone).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut next = e.source();
+    while let Some(s) = next {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        next = s.source();
+    }
+    text
 }
 
 /// Whether a connect error means "no daemon here" rather than a problem.

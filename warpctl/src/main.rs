@@ -27,6 +27,7 @@ mod connect;
 mod debug;
 mod json;
 mod record;
+mod remote;
 mod replay;
 mod resolve;
 mod transfer;
@@ -98,7 +99,18 @@ fn parse() -> Result<Cli, ExitCode> {
 /// whose 1 and 2 are the program's or mean "diverged" and "unreadable"; 2
 /// for the others.
 fn usage_status(args: impl Iterator<Item = String>) -> u8 {
-    match args.into_iter().find(|a| !a.starts_with('-')).as_deref() {
+    // The values of warpctl's own options (`--remote HOST:PORT`) come first.
+    let mut args = args.into_iter();
+    let mut command = None;
+    while let Some(a) = args.next() {
+        if matches!(a.as_str(), "--remote" | "--cert" | "--key" | "--ca") {
+            args.next();
+        } else if !a.starts_with('-') {
+            command = Some(a);
+            break;
+        }
+    }
+    match command.as_deref() {
         Some("record" | "replay") => 125,
         _ => 2,
     }
@@ -109,6 +121,16 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
+    if let Some(addr) = &cli.remote {
+        let code = if matches!(cli.command, Command::Record { .. } | Command::Replay { .. }) { 125 } else { 2 };
+        if let Err(why) = remote::serves(&cli.command) {
+            return ExitCode::from(fail(why, code));
+        }
+        match remote::settings(addr, cli.cert.clone(), cli.key.clone(), cli.ca.clone()) {
+            Ok(r) => connect::use_remote(r),
+            Err(why) => return ExitCode::from(fail(why, code)),
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return ExitCode::from(fail(format_args!("cannot start the async runtime: {e}"), 125)),

@@ -15,6 +15,7 @@
 
 pub mod arch;
 pub mod builder;
+pub mod config;
 pub mod gdb;
 pub mod hv;
 pub mod interrupts;

@@ -14,7 +14,8 @@ use std::time::Duration;
 use clap::{ArgGroup, Parser};
 use nix::fcntl::{Flock, FlockArg};
 use warp_common::paths::{Mode, Paths, PathsError};
-use warpd::server::{self, Options, ServerError};
+use warpd::config::{self, FileConfig};
+use warpd::server::{self, Options, RemoteListener, ServerError};
 use warpd::session::Config;
 use warpd::trace::store::{Store, StoreError};
 
@@ -51,7 +52,23 @@ Environment:
 Without WARP_HOME the embedded daemon listens in $XDG_RUNTIME_DIR/warpspeed
 (or /tmp/warpspeed-$UID) and keeps its store and log in $XDG_DATA_HOME/warpspeed
 (or ~/.local/share/warpspeed). The system daemon listens on
-/run/warpspeed/warpd.sock and keeps its store in /var/lib/warpspeed.";
+/run/warpspeed/warpd.sock and keeps its store in /var/lib/warpspeed.
+
+Configuration file (TOML; relative paths are from its directory; a mistake
+is refused at start with its file, line and field):
+  [remote]                    remote callers: gRPC over TLS on TCP, each
+                              client authenticated by its certificate
+  listen = \"0.0.0.0:7443\"     address and port (port 0: any; the log says)
+  cert = \"server.pem\"         this daemon's certificate chain (PEM)
+  key = \"server.key\"          its private key (PEM)
+  client_ca = \"clients.pem\"   the CA that signs client certificates: others,
+                              expired ones and plain-text clients are refused
+  [[remote.client]]           one per certificate identity, first match wins:
+  name = \"alice\"              a DNS subjectAltName of the client certificate
+  uid = 1000                  acts as this user: sees, replays, exports and
+                              removes that user's recordings only
+  # role = \"operator\"         instead of uid: sees every user's recordings
+Remote callers cannot record, collect garbage or stop the daemon.";
 
 /// Warpspeed's daemon: records programs in virtual machines.
 ///
@@ -70,6 +87,11 @@ struct Args {
     /// /run/warpspeed/warpd.sock, open to every local user; never idles out.
     #[arg(long)]
     system: bool,
+    /// Read this configuration file (TOML; see below). The system daemon
+    /// reads /etc/warpspeed/warpd.toml when it exists; an embedded one
+    /// reads none unless told.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 /// Why the daemon could not run.
@@ -89,6 +111,12 @@ enum DaemonError {
     Runtime(io::Error),
     #[error("{0}")]
     Server(#[from] ServerError),
+    #[error("{0}")]
+    Config(#[from] warpd::config::ConfigError),
+    #[error("{0}")]
+    Remote(#[from] warpd::server::remote::RemoteError),
+    #[error("cannot listen for remote callers on {addr}: {source}")]
+    Listen { addr: std::net::SocketAddr, source: io::Error },
 }
 
 fn main() -> ExitCode {
@@ -105,7 +133,7 @@ fn main() -> ExitCode {
 
     let mode = if args.system { Mode::System } else { Mode::Embedded };
     raise_descriptor_limit();
-    match run(mode) {
+    match run(mode, args.config.as_deref()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -132,7 +160,25 @@ fn raise_descriptor_limit() {
     }
 }
 
-fn run(mode: Mode) -> Result<(), DaemonError> {
+/// The configuration: the file named, or for the system daemon its
+/// default one if it exists; none otherwise.
+fn load_config(mode: Mode, named: Option<&Path>) -> Result<FileConfig, DaemonError> {
+    let path = match (named, mode) {
+        (Some(path), _) => path,
+        (None, Mode::System) if Path::new(config::SYSTEM_CONFIG).exists() => Path::new(config::SYSTEM_CONFIG),
+        (None, _) => return Ok(FileConfig::default()),
+    };
+    let loaded = config::load(path)?;
+    tracing::info!(path = %path.display(), "configuration read");
+    Ok(loaded)
+}
+
+fn run(mode: Mode, config_path: Option<&Path>) -> Result<(), DaemonError> {
+    let file_config = load_config(mode, config_path)?;
+    let remote_tls = match &file_config.remote {
+        Some(remote) => Some((remote.listen, server::remote::tls_config(remote)?)),
+        None => None,
+    };
     let uid = nix::unistd::getuid().as_raw();
     let paths = match mode {
         Mode::System => Paths::system(),
@@ -170,6 +216,16 @@ fn run(mode: Mode) -> Result<(), DaemonError> {
     let grpc = bind(&paths.socket, grpc_mode)?;
     // Brokers run as whichever user recorded; the token and peer uid decide.
     let broker = bind(&paths.broker_socket, 0o666)?;
+    let remote = match remote_tls {
+        Some((addr, tls)) => {
+            let listener = std::net::TcpListener::bind(addr).map_err(|source| DaemonError::Listen { addr, source })?;
+            listener.set_nonblocking(true).map_err(|source| DaemonError::Listen { addr, source })?;
+            let bound = listener.local_addr().map_err(|source| DaemonError::Listen { addr, source })?;
+            tracing::info!(addr = %bound, "listening for remote callers (TLS, client certificates)");
+            Some((listener, tls, addr))
+        }
+        None => None,
+    };
 
     let options = Options {
         mode,
@@ -178,6 +234,7 @@ fn run(mode: Mode) -> Result<(), DaemonError> {
         broker_socket: paths.broker_socket.clone(),
         idle_timeout,
         config: Config::default(),
+        remote_clients: file_config.remote.map(|r| r.clients).unwrap_or_default(),
     };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -194,7 +251,15 @@ fn run(mode: Mode) -> Result<(), DaemonError> {
             .map_err(|source| DaemonError::Bind { path: paths.socket.clone(), source })?;
         let broker = tokio::net::UnixListener::from_std(broker)
             .map_err(|source| DaemonError::Bind { path: paths.broker_socket.clone(), source })?;
-        server::serve(options, Arc::clone(&store), grpc, broker, termination()).await?;
+        let remote = match remote {
+            Some((listener, tls, addr)) => Some(RemoteListener {
+                listener: tokio::net::TcpListener::from_std(listener)
+                    .map_err(|source| DaemonError::Listen { addr, source })?,
+                tls,
+            }),
+            None => None,
+        };
+        server::serve(options, Arc::clone(&store), grpc, broker, remote, termination()).await?;
         Ok::<(), DaemonError>(())
     });
     let _ = fs::remove_file(&paths.socket);

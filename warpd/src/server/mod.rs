@@ -19,7 +19,8 @@
 //! called from threads, never on the async runtime's workers.
 //!
 //! Authorisation: every gRPC caller is identified by the peer uid of its
-//! unix socket connection (SO_PEERCRED). A user sees, follows, replays and
+//! unix socket connection (SO_PEERCRED), or, on the TLS listener, by the
+//! uid or operator role its client certificate is given (`remote`). A user sees, follows, replays and
 //! removes only their own sessions (root: everyone's), and another user's
 //! session id is answered as unknown; a broker must present a session's
 //! one-time token *and* run as that session's owner; only the daemon's own
@@ -30,6 +31,7 @@ mod conn_limit;
 mod events;
 mod lookup;
 pub mod memory;
+pub mod remote;
 mod replay;
 pub mod secrets;
 mod service;
@@ -77,6 +79,15 @@ pub struct Options {
     /// Exit after this long with no session and no request; `None`: never.
     pub idle_timeout: Option<Duration>,
     pub config: Config,
+    /// The configured remote clients (`[[remote.client]]`): what a TLS
+    /// caller's certificate may do.
+    pub remote_clients: Vec<crate::config::Client>,
+}
+
+/// Where remote callers connect: a bound TCP listener and its TLS settings.
+pub struct RemoteListener {
+    pub listener: tokio::net::TcpListener,
+    pub tls: Arc<rustls::ServerConfig>,
 }
 
 /// Why the server stopped with an error.
@@ -245,6 +256,7 @@ pub async fn serve(
     store: Arc<Store>,
     grpc: UnixListener,
     broker: UnixListener,
+    remote: Option<RemoteListener>,
     external_stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let shared = Arc::new(Shared::new(options, store));
@@ -293,28 +305,43 @@ pub async fn serve(
             shared.sessions.wait_idle().await;
         }
     };
-    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
-    let drained = async move {
+    let (drained_tx, drained_rx) = watch::channel(false);
+    tokio::spawn(async move {
         drained.await;
-        let _ = drained_tx.send(());
+        let _ = drained_tx.send(true);
+    });
+    let once_drained = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|done| *done).await;
     };
 
     let service = service::WarpService::new(Arc::clone(&shared));
-    let server =
-        tonic::transport::Server::builder().add_service(WarpServer::new(service)).serve_with_incoming_shutdown(
-            admitted(
-                UnixListenerStream::new(grpc),
-                conn_limit::Limiter::new(shared.options.config.max_connections_per_user, Some(0)),
-            ),
-            drained,
-        );
+    let local = tonic::transport::Server::builder().add_service(WarpServer::new(service)).serve_with_incoming_shutdown(
+        admitted(
+            UnixListenerStream::new(grpc),
+            conn_limit::Limiter::new(shared.options.config.max_connections_per_user, Some(0)),
+        ),
+        once_drained(drained_rx.clone()),
+    );
+    let remote = async {
+        let Some(RemoteListener { listener, tls }) = remote else {
+            return Ok(());
+        };
+        let service = service::WarpService::new(Arc::clone(&shared));
+        let incoming = remote::incoming(listener, tls, shared.options.remote_clients.clone());
+        tonic::transport::Server::builder()
+            .add_service(WarpServer::new(service))
+            .serve_with_incoming_shutdown(incoming, once_drained(drained_rx.clone()))
+            .await
+    };
+    // Both end once drained, each when its connections have closed.
+    let server = async { tokio::try_join!(local, remote).map(|_| ()) };
 
     // tonic's graceful shutdown waits for every connection to close; give
     // clients a moment, then go regardless.
     let outcome = tokio::select! {
         result = server => result,
         _ = async {
-            let _ = drained_rx.await;
+            once_drained(drained_rx.clone()).await;
             tokio::time::sleep(GRACE).await;
         } => Ok(()),
     };

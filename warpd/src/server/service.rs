@@ -17,8 +17,10 @@ use warp_proto::warp::{
 };
 
 use super::lookup::{self, blocking};
+use super::remote::{self, RemoteCaller};
 use super::sessions::{self as live, Session};
 use super::{events, replay, Shared, StopReason, BROKER_ATTACH_TIMEOUT};
+use crate::config::Access;
 use crate::gdb::GdbLink;
 use crate::machine::Cancel;
 use crate::session::{self, SessionSpec};
@@ -30,7 +32,7 @@ use crate::trace::print::DEFAULT_STRINGS;
 const MAX_ARGS_BYTES: usize = 3 << 20;
 
 /// The uid of the process at the other end of the caller's unix socket.
-fn caller_uid<T>(request: &Request<T>) -> Result<u32, Status> {
+fn peer_uid<T>(request: &Request<T>) -> Result<u32, Status> {
     request
         .extensions()
         .get::<UdsConnectInfo>()
@@ -90,6 +92,33 @@ pub struct WarpService {
 impl WarpService {
     pub(crate) fn new(shared: Arc<Shared>) -> WarpService {
         WarpService { shared }
+    }
+
+    /// A remote caller's configured client; `None` for a local caller.
+    fn remote<T>(&self, request: &Request<T>) -> Result<Option<RemoteCaller>, Status> {
+        remote::caller(request).transpose()
+    }
+
+    /// The uid a request acts as: its unix socket peer's, or the one its
+    /// client certificate is given (an operator sees sessions as root does).
+    fn caller_uid<T>(&self, request: &Request<T>) -> Result<u32, Status> {
+        match self.remote(request)? {
+            Some(RemoteCaller { access: Access::Uid(uid), .. }) => Ok(uid),
+            Some(RemoteCaller { access: Access::Operator, .. }) => Ok(0),
+            None => peer_uid(request),
+        }
+    }
+
+    /// The uid of a local caller; a remote one is refused what it asked
+    /// (`what`, for the message).
+    fn local_uid<T>(&self, request: &Request<T>, what: &str) -> Result<u32, Status> {
+        if let Some(caller) = self.remote(request)? {
+            return Err(Status::permission_denied(format!(
+                "{what} only on this machine's socket, not as a remote caller ({})",
+                caller.name
+            )));
+        }
+        peer_uid(request)
     }
 
     /// Refuses `uid` unless it runs this warpd or is root: what only they
@@ -215,7 +244,7 @@ impl std::io::Write for ChunkWriter {
 impl Warp for WarpService {
     async fn hello(&self, request: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
         let _busy = self.shared.busy();
-        caller_uid(&request)?;
+        self.caller_uid(&request)?;
         Ok(Response::new(HelloReply {
             version: env!("CARGO_PKG_VERSION").into(),
             pid: std::process::id(),
@@ -233,7 +262,8 @@ impl Warp for WarpService {
         request: Request<CreateSessionRequest>,
     ) -> Result<Response<CreateSessionReply>, Status> {
         let _busy = self.shared.busy();
-        let uid = caller_uid(&request)?;
+        // The program runs as the caller, which a certificate is not.
+        let uid = self.local_uid(&request, "a program is recorded")?;
         if self.shared.stopping() {
             return Err(Status::unavailable("warpd is shutting down"));
         }
@@ -302,7 +332,7 @@ impl Warp for WarpService {
         request: Request<WaitSessionRequest>,
     ) -> Result<Response<Self::WaitSessionStream>, Status> {
         let _busy = self.shared.busy();
-        let uid = caller_uid(&request)?;
+        let uid = self.caller_uid(&request)?;
         let id = request.into_inner().id;
         let Some(session) = self.live_session(&id, uid) else {
             // Ended already: the store knows how.
@@ -342,7 +372,7 @@ impl Warp for WarpService {
         request: Request<ListSessionsRequest>,
     ) -> Result<Response<ListSessionsReply>, Status> {
         let _busy = self.shared.busy();
-        let uid = caller_uid(&request)?;
+        let uid = self.caller_uid(&request)?;
         let shared = Arc::clone(&self.shared);
         let tree = request.into_inner().tree;
         let (sessions, store_bytes) = blocking(move || {
@@ -361,7 +391,7 @@ impl Warp for WarpService {
 
     async fn get_session(&self, request: Request<GetSessionRequest>) -> Result<Response<GetSessionReply>, Status> {
         let _busy = self.shared.busy();
-        let uid = caller_uid(&request)?;
+        let uid = self.caller_uid(&request)?;
         let meta = self.resolve(request.into_inner().id, uid).await?;
         Ok(Response::new(GetSessionReply { meta: Some(meta) }))
     }
@@ -373,7 +403,7 @@ impl Warp for WarpService {
         request: Request<StreamEventsRequest>,
     ) -> Result<Response<Self::StreamEventsStream>, Status> {
         let _busy = self.shared.busy();
-        let uid = caller_uid(&request)?;
+        let uid = self.caller_uid(&request)?;
         let req = request.into_inner();
         let meta = self.resolve(req.id, uid).await?;
         // Awaiting its broker: no events yet, and none in the store to wait on.
@@ -396,7 +426,7 @@ impl Warp for WarpService {
         request: Request<RemoveSessionRequest>,
     ) -> Result<Response<RemoveSessionReply>, Status> {
         let _busy = self.shared.busy();
-        let uid = caller_uid(&request)?;
+        let uid = self.caller_uid(&request)?;
         let meta = self.resolve(request.into_inner().id, uid).await?;
         recording(&meta)?;
         if self.shared.sessions.get(&meta.id).is_some() {
@@ -425,7 +455,7 @@ impl Warp for WarpService {
 
     async fn replay(&self, request: Request<ReplayRequest>) -> Result<Response<Self::ReplayStream>, Status> {
         let _busy = self.shared.busy();
-        let uid = caller_uid(&request)?;
+        let uid = self.caller_uid(&request)?;
         let req = request.into_inner();
         let meta = self.resolve(req.id, uid).await?;
         recording(&meta)?;
@@ -451,7 +481,7 @@ impl Warp for WarpService {
         request: Request<GetSessionRequest>,
     ) -> Result<Response<Self::RecordedExecutableStream>, Status> {
         let _busy = self.shared.busy();
-        let uid = caller_uid(&request)?;
+        let uid = self.caller_uid(&request)?;
         let meta = self.resolve(request.into_inner().id, uid).await?;
         let shared = Arc::clone(&self.shared);
         let (path, bytes) =
@@ -474,7 +504,7 @@ impl Warp for WarpService {
         request: Request<tonic::Streaming<DebugInput>>,
     ) -> Result<Response<Self::DebugStream>, Status> {
         let _busy = self.shared.busy();
-        let uid = caller_uid(&request)?;
+        let uid = self.caller_uid(&request)?;
         let mut input = request.into_inner();
         let Some(DebugInput { input: Some(debug_input::Input::Start(req)) }) = input.message().await? else {
             return Err(Status::invalid_argument("a debug stream starts with the session to replay"));
@@ -517,7 +547,7 @@ impl Warp for WarpService {
 
     async fn export(&self, request: Request<ExportRequest>) -> Result<Response<Self::ExportStream>, Status> {
         let _busy = self.shared.busy();
-        let uid = caller_uid(&request)?;
+        let uid = self.caller_uid(&request)?;
         let meta = self.resolve(request.into_inner().id, uid).await?;
         recording(&meta)?;
         tracing::info!(id = %meta.id, uid, "export");
@@ -539,7 +569,12 @@ impl Warp for WarpService {
 
     async fn import(&self, request: Request<tonic::Streaming<ImportChunk>>) -> Result<Response<ImportReply>, Status> {
         let _busy = self.shared.busy();
-        let uid = caller_uid(&request)?;
+        let uid = match self.remote(&request)? {
+            Some(RemoteCaller { access: Access::Operator, name }) => return Err(Status::permission_denied(format!(
+                "an operator ({name}) has no uid to own an imported recording: import with a certificate given a uid"
+            ))),
+            _ => self.caller_uid(&request)?,
+        };
         let mut stream = request.into_inner();
         // The file goes to disk as it comes (an unlinked temporary file), so
         // that memory holds a chunk, then a record, at a time.
@@ -577,7 +612,7 @@ impl Warp for WarpService {
 
     async fn doctor(&self, request: Request<DoctorRequest>) -> Result<Response<DoctorReply>, Status> {
         let _busy = self.shared.busy();
-        caller_uid(&request)?;
+        self.caller_uid(&request)?;
         let config = self.shared.options.config.clone();
         // The probe opens the hypervisor device: keep it off the async threads.
         let reply = tokio::task::spawn_blocking(move || session::doctor(&config))
@@ -588,7 +623,7 @@ impl Warp for WarpService {
 
     async fn shutdown(&self, request: Request<ShutdownRequest>) -> Result<Response<ShutdownReply>, Status> {
         let _busy = self.shared.busy();
-        let uid = caller_uid(&request)?;
+        let uid = self.local_uid(&request, "warpd is stopped")?;
         self.owner_or_root(uid, "stop it")?;
         tracing::info!(uid, "shutdown requested");
         self.shared.request_stop(StopReason::Requested);
@@ -597,7 +632,7 @@ impl Warp for WarpService {
 
     async fn gc(&self, request: Request<GcRequest>) -> Result<Response<GcReply>, Status> {
         let _busy = self.shared.busy();
-        let uid = caller_uid(&request)?;
+        let uid = self.local_uid(&request, "the store's garbage is collected")?;
         self.owner_or_root(uid, "collect its store's garbage")?;
         let shared = Arc::clone(&self.shared);
         let r = blocking(move || shared.store.gc().map_err(lookup::status)).await?;
