@@ -299,6 +299,55 @@ fn remote_callers_are_authenticated_and_see_what_their_certificate_may() {
         assert!(all.contains("exited normally"), "{all}");
     }
 
+    // pull: the recording copied to another daemon's store (another
+    // machine's), checked, imported, replayed there.
+    let desk = WarpHome::new("remote_desk");
+    let cache = dir.join("cache");
+    let pull = |client: &Client, id: &str| {
+        let mut cmd = desk.warpctl();
+        cmd.env("XDG_CACHE_HOME", &cache).arg("--cert").arg(&client.cert).arg("--key").arg(&client.key);
+        cmd.arg("--ca").arg(&ca_pem).args(["pull", &daemon.addr, id]);
+        run(cmd, "warpctl pull", &Input::Null, None, default_timeout())
+    };
+    let pulled = |o: &Outcome| {
+        assert_eq!(o.status, Status::Exited(0), "{}", text(o));
+        let new_id = o.stdout_str().trim().to_string();
+        let r = desk.replay(&new_id, &[]);
+        assert_eq!(r.outcome.status, Status::Exited(0), "{}", r.warpctl_text());
+        assert_eq!(r.outcome.stdout, recorded.outcome.stdout, "the pulled recording replays as the original");
+        new_id
+    };
+    let o = pull(&alice, &id);
+    let first = pulled(&o);
+    assert_ne!(first, id, "a pulled recording gets an id of its own here");
+    assert!(o.stderr_str().contains(&format!("pulled {id} from {}", daemon.addr)), "{}", text(&o));
+    let part = cache.join("warpspeed/pull").join(format!("localhost_{port}-{id}.warp.part"));
+    assert!(!part.exists(), "nothing is kept once imported");
+    // Cut short after half the file: the next pull goes on from there.
+    let whole = fs::read(&exported).unwrap();
+    fs::write(&part, &whole[..whole.len() / 2]).unwrap();
+    let o = pull(&alice, &id);
+    assert!(o.stderr_str().contains(&format!("resuming the pull of {id} at byte {}", whole.len() / 2)), "{}", text(&o));
+    pulled(&o);
+    assert!(!part.exists());
+    // What was kept is damaged: refused, removed, and the next pull works.
+    let mut damaged = whole[..whole.len() / 2].to_vec();
+    damaged[20] ^= 0xff;
+    fs::write(&part, &damaged).unwrap();
+    let o = pull(&alice, &id);
+    assert_eq!(o.status, Status::Exited(125), "{}", text(&o));
+    assert!(o.stderr_str().contains("does not match"), "{}", text(&o));
+    assert!(!part.exists(), "the damaged piece is removed");
+    pulled(&pull(&alice, &id));
+    // Longer than the file: not a piece of it.
+    fs::write(&part, [&whole[..], b"more"].concat()).unwrap();
+    let o = pull(&alice, &id);
+    assert!(o.status != Status::Exited(0) && o.stderr_str().contains("is longer than"), "{}", text(&o));
+    assert!(!part.exists());
+    // Bob cannot pull what is not his.
+    let o = pull(&bob, &id);
+    assert!(o.status == Status::Exited(2) && o.stderr_str().contains("no session"), "{}", text(&o));
+
     // Alice removes her recording remotely.
     let o = remote(&home, &daemon, &alice, &ca_pem, &["rm", &id]);
     assert_eq!(o.status, Status::Exited(0), "{}", text(&o));

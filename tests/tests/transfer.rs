@@ -52,6 +52,12 @@ fn an_exported_session_replays_on_another_daemon() {
         assert!(latest.lines().next().is_some_and(|l| l.ends_with(&new_id)), "{latest}");
         assert!(latest.contains(&format!("it was session {id} where it was recorded")), "{latest}");
     }
+    // `import -` reads the file from standard input.
+    let out = there.warpctl().args(["import", "-"]).stdin(fs::File::open(&file).unwrap()).output().unwrap();
+    assert!(out.status.success(), "import -: {}", String::from_utf8_lossy(&out.stderr));
+    let new_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let replayed = there.replay(&new_id, &[]);
+    assert_eq!(replayed.outcome.status, Status::Exited(0), "{}", replayed.warpctl_text());
 }
 
 #[test]

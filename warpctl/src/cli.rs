@@ -57,14 +57,14 @@ pub struct Cli {
     /// recording needs the machine the program runs on.
     #[arg(long, value_name = "HOST:PORT")]
     pub remote: Option<String>,
-    /// With --remote: this client's certificate chain (PEM).
-    #[arg(long, value_name = "FILE", requires = "remote")]
+    /// With --remote or pull: this client's certificate chain (PEM).
+    #[arg(long, value_name = "FILE")]
     pub cert: Option<PathBuf>,
-    /// With --remote: this client's private key (PEM).
-    #[arg(long, value_name = "FILE", requires = "remote")]
+    /// With --remote or pull: this client's private key (PEM).
+    #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
-    /// With --remote: the CA that signed the daemon's certificate (PEM).
-    #[arg(long, value_name = "FILE", requires = "remote")]
+    /// With --remote or pull: the CA that signed the daemon's certificate (PEM).
+    #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
@@ -225,10 +225,27 @@ pub enum Command {
     /// Store a trace file as a new session of yours; prints its id.
     ///
     /// A damaged, truncated or foreign file is refused (exit status 2) and
-    /// nothing is stored.
+    /// nothing is stored. FILE `-` is standard input.
     Import {
         #[arg(value_name = "FILE")]
         file: PathBuf,
+    },
+    /// Copy a recording from a remote daemon into this machine's store, to
+    /// replay here offline; prints its id here.
+    ///
+    /// SOURCE is the HOST:PORT of a warpd's [remote] listener; the
+    /// certificates are found as for --remote. The trace comes in chunks
+    /// into $XDG_CACHE_HOME/warpspeed/pull (~/.cache/warpspeed/pull): a
+    /// pull cut short goes on from where it stopped when run again. The
+    /// whole file is checked against the daemon's BLAKE3 digest, then
+    /// imported (every blob checked against its hash).
+    #[command(after_help = "Example:\n  warpctl --cert me.pem --key me.key --ca ca.pem pull build1:7443 latest")]
+    Pull {
+        #[arg(value_name = "HOST:PORT")]
+        source: String,
+        /// The recording there (an id, a unique prefix of one, or latest).
+        #[arg(value_name = "ID")]
+        id: String,
     },
     /// Remove sessions and their traces (prints nothing when it worked).
     ///

@@ -121,6 +121,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
+    let credentials = cli.cert.is_some() || cli.key.is_some() || cli.ca.is_some();
+    if credentials && cli.remote.is_none() && !matches!(cli.command, Command::Pull { .. }) {
+        let code = if matches!(cli.command, Command::Record { .. } | Command::Replay { .. }) { 125 } else { 2 };
+        return ExitCode::from(fail("--cert, --key and --ca go with --remote or pull", code));
+    }
     if let Some(addr) = &cli.remote {
         let code = if matches!(cli.command, Command::Record { .. } | Command::Replay { .. }) { 125 } else { 2 };
         if let Err(why) = remote::serves(&cli.command) {
@@ -168,6 +173,10 @@ fn main() -> ExitCode {
                 transfer::export(id, output, force).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
             }
             Command::Import { file } => transfer::import(file).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
+            Command::Pull { source, id } => match remote::settings(&source, cli.cert, cli.key, cli.ca) {
+                Ok(remote) => transfer::pull(remote, id).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
+                Err(why) => fail(why, 2),
+            },
             Command::Doctor { json } => admin::doctor(json).await.unwrap_or_else(|e| fail(e, 125)),
             Command::Gc { json } => admin::gc(json).await.unwrap_or_else(|e| fail(e, 125)),
             Command::Completions { shell } => {

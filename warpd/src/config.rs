@@ -158,12 +158,14 @@ pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
             (Some(_), Some(_)) => {
                 return Err(invalid(at, format!("remote.client {name:?}: give either uid or role, not both")))
             }
-            (None, None) => return Err(invalid(
-                at,
-                format!(
+            (None, None) => {
+                return Err(invalid(
+                    at,
+                    format!(
                     "remote.client {name:?}: say what it may do: uid = N (that user's sessions) or role = \"operator\""
                 ),
-            )),
+                ))
+            }
         };
         clients.push(Client { name, access });
     }

@@ -199,27 +199,52 @@ fn spool_file() -> std::io::Result<std::fs::File> {
 }
 
 /// Sends what is written to it as ExportChunks of at most EXPORT_CHUNK
-/// bytes. Once the client has gone, writing fails.
+/// bytes, leaving out the first `skip`; hashes all of it for the digest
+/// the last message carries. Once the client has gone, writing fails.
 struct ChunkWriter {
     buf: Vec<u8>,
     tx: tokio::sync::mpsc::Sender<Result<ExportChunk, Status>>,
     gone: bool,
+    skip: u64,
+    written: u64,
+    hasher: blake3::Hasher,
 }
 
 impl ChunkWriter {
-    fn send(&mut self) -> std::io::Result<()> {
+    fn new(tx: tokio::sync::mpsc::Sender<Result<ExportChunk, Status>>, skip: u64) -> ChunkWriter {
+        ChunkWriter {
+            buf: Vec::with_capacity(EXPORT_CHUNK),
+            tx,
+            gone: false,
+            skip,
+            written: 0,
+            hasher: blake3::Hasher::new(),
+        }
+    }
+
+    fn send(&mut self, digest: Vec<u8>) -> std::io::Result<()> {
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(EXPORT_CHUNK));
-        if self.tx.blocking_send(Ok(ExportChunk { data })).is_err() {
+        if self.tx.blocking_send(Ok(ExportChunk { data, digest })).is_err() {
             self.gone = true;
             return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"));
         }
         Ok(())
     }
 
-    fn send_rest(&mut self) {
-        if !self.buf.is_empty() && !self.gone {
-            let _ = self.send();
+    /// The rest, and the digest; an offset past the end is refused.
+    fn finish(&mut self) {
+        if self.gone {
+            return;
         }
+        if self.skip > 0 {
+            let (len, offset) = (self.written, self.written + self.skip);
+            let _ = self.tx.blocking_send(Err(Status::out_of_range(format!(
+                "the export is {len} bytes: offset {offset} is past its end"
+            ))));
+            return;
+        }
+        let digest = self.hasher.finalize().as_bytes().to_vec();
+        let _ = self.send(digest);
     }
 }
 
@@ -228,10 +253,19 @@ impl std::io::Write for ChunkWriter {
         if self.gone {
             return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"));
         }
+        if self.skip > 0 {
+            let n = data.len().min(usize::try_from(self.skip).unwrap_or(usize::MAX));
+            self.hasher.update(&data[..n]);
+            self.skip -= n as u64;
+            self.written += n as u64;
+            return Ok(n);
+        }
         let n = data.len().min(EXPORT_CHUNK - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);
+        self.hasher.update(&data[..n]);
+        self.written += n as u64;
         if self.buf.len() == EXPORT_CHUNK {
-            self.send()?;
+            self.send(Vec::new())?;
         }
         Ok(n)
     }
@@ -548,14 +582,15 @@ impl Warp for WarpService {
     async fn export(&self, request: Request<ExportRequest>) -> Result<Response<Self::ExportStream>, Status> {
         let _busy = self.shared.busy();
         let uid = self.caller_uid(&request)?;
-        let meta = self.resolve(request.into_inner().id, uid).await?;
+        let ExportRequest { id, offset } = request.into_inner();
+        let meta = self.resolve(id, uid).await?;
         recording(&meta)?;
-        tracing::info!(id = %meta.id, uid, "export");
+        tracing::info!(id = %meta.id, uid, offset, "export");
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let shared = Arc::clone(&self.shared);
         tokio::task::spawn_blocking(move || {
-            let mut out = ChunkWriter { buf: Vec::with_capacity(EXPORT_CHUNK), tx: tx.clone(), gone: false };
-            let result = crate::trace::export::export(&shared.store, &meta.id, &mut out).map(|()| out.send_rest());
+            let mut out = ChunkWriter::new(tx.clone(), offset);
+            let result = crate::trace::export::export(&shared.store, &meta.id, &mut out).map(|()| out.finish());
             if let Err(e) = result {
                 let status = match e {
                     crate::trace::export::ExportError::Store(s) => lookup::status(s),
@@ -570,9 +605,11 @@ impl Warp for WarpService {
     async fn import(&self, request: Request<tonic::Streaming<ImportChunk>>) -> Result<Response<ImportReply>, Status> {
         let _busy = self.shared.busy();
         let uid = match self.remote(&request)? {
-            Some(RemoteCaller { access: Access::Operator, name }) => return Err(Status::permission_denied(format!(
+            Some(RemoteCaller { access: Access::Operator, name }) => {
+                return Err(Status::permission_denied(format!(
                 "an operator ({name}) has no uid to own an imported recording: import with a certificate given a uid"
-            ))),
+            )))
+            }
             _ => self.caller_uid(&request)?,
         };
         let mut stream = request.into_inner();
