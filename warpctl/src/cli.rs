@@ -260,6 +260,82 @@ pub enum Command {
         #[arg(long)]
         all_incomplete: bool,
     },
+    /// Run PROGRAM: recorded when a capture rule wants this run, else
+    /// natively (exec'd in place of warpctl).
+    ///
+    /// The launcher a service definition uses in place of PROGRAM
+    /// (`ExecStart=/usr/local/bin/warpctl exec -- /usr/bin/mydaemon ...`).
+    /// With no rule armed on this machine it costs one file check before
+    /// the exec. A recorded run prints `warpctl: session ID` and exits with
+    /// the program's status; a rule that keeps only crashes drops the
+    /// recording of a run that exits normally.
+    #[command(after_help = "Example:\n  warpctl arm /usr/bin/mydaemon && warpctl exec -- /usr/bin/mydaemon --serve")]
+    Exec {
+        // As record's: a program whose name starts with `-` comes after `--`.
+        #[arg(required = true, trailing_var_arg = true, value_name = "PROGRAM")]
+        command: Vec<OsString>,
+    },
+    /// Capture the next runs of PROGRAM that `warpctl exec` starts; prints
+    /// the rule's id.
+    ///
+    /// PROGRAM is a path (that executable) or a name (any executable of
+    /// that name). By default one run that crashes (a fatal signal, an
+    /// abort) is kept, within 7 days; runs that exit normally are recorded
+    /// and dropped. Root's rules apply to every user's runs.
+    Arm {
+        #[arg(value_name = "PROGRAM")]
+        program: String,
+        /// How many runs to keep.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        runs: u32,
+        /// Keep every run, not only those that crash.
+        #[arg(long)]
+        keep_all: bool,
+        /// Only runs one of whose arguments contains TEXT.
+        #[arg(long, value_name = "TEXT")]
+        arg_contains: Option<String>,
+        /// How long the rule waits: 90s, 30m, 12h, 7d (default 7d; 0: no end).
+        #[arg(long = "for", value_name = "DURATION", default_value = "7d")]
+        duration: String,
+    },
+    /// List the capture rules (yours; root: all).
+    Arms {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove capture rules.
+    Disarm {
+        #[arg(value_name = "RULE", required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Every rule of yours (root: every rule).
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+    /// Arm a capture for a program that just crashed: for a crash
+    /// reporter to run.
+    ///
+    /// EXE is the crashed executable's path, as core_pattern's %E gives it
+    /// (`!` for `/`) or as a plain path. Arms one kept crash of it within 7
+    /// days, unless such a rule waits already. Standard input (a core dump
+    /// piped by the kernel) is not read. Set-up, as root:
+    ///   echo '|/usr/local/bin/warpctl crash-hook %E %p %s' > /proc/sys/kernel/core_pattern
+    /// (this replaces the machine's crash handler: systemd-coredump and apport
+    /// users call it from their own hooks instead).
+    CrashHook {
+        #[arg(value_name = "EXE")]
+        exe: String,
+        /// The crashed process's pid and signal (%p %s), for the log.
+        #[arg(value_name = "PID")]
+        pid: Option<String>,
+        #[arg(value_name = "SIGNAL")]
+        signal: Option<String>,
+    },
+    /// Print each capture as it is kept, until interrupted: one line (or
+    /// JSON object) per captured run, for a fleet collector.
+    Captures {
+        #[arg(long)]
+        json: bool,
+    },
     /// Reclaim what no session uses: blobs without a user, use counts that
     /// are wrong, what an interrupted `rm` left; prints what went and the
     /// store's size before and after. Only the daemon's owner (or root).

@@ -22,6 +22,7 @@ pub fn say_line(before: &str, text: &str) {
 }
 
 mod admin;
+mod capture;
 mod cli;
 mod connect;
 mod debug;
@@ -136,6 +137,12 @@ fn main() -> ExitCode {
             Err(why) => return ExitCode::from(fail(why, code)),
         }
     }
+    // The launcher's one check, before anything else is set up.
+    if let Command::Exec { command } = &cli.command {
+        if let Some(code) = capture::exec_unless_armed(command) {
+            return ExitCode::from(code);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return ExitCode::from(fail(format_args!("cannot start the async runtime: {e}"), 125)),
@@ -145,7 +152,9 @@ fn main() -> ExitCode {
             Command::Record { verbose, id_file, slice_ms, chaos, seed, no_exitless, command } => {
                 let exitless = !no_exitless && exitless_from_env();
                 let slice_ms = slice_ms.unwrap_or(0);
-                let args = record::RecordArgs { verbose, id_file, slice_ms, chaos, seed, exitless, command };
+                let capture_rule = String::new();
+                let args =
+                    record::RecordArgs { verbose, id_file, slice_ms, chaos, seed, exitless, command, capture_rule };
                 record::run(args).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
             }
             Command::Replay { id, quiet, pid, gdb: true, gdb_args, .. } => {
@@ -172,6 +181,18 @@ fn main() -> ExitCode {
             Command::Export { id, output, force } => {
                 transfer::export(id, output, force).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
             }
+            Command::Exec { command } => capture::exec(command, exitless_from_env()).await,
+            Command::Arm { program, runs, keep_all, arg_contains, duration } => {
+                capture::arm(program, runs, keep_all, arg_contains, duration)
+                    .await
+                    .unwrap_or_else(|e| fail(&e, e.exit_code()))
+            }
+            Command::Arms { json } => capture::arms(json).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
+            Command::Disarm { ids, all } => capture::disarm(ids, all).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
+            Command::CrashHook { exe, pid, signal } => {
+                capture::crash_hook(exe, pid, signal).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
+            }
+            Command::Captures { json } => capture::watch(json).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
             Command::Import { file } => transfer::import(file).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
             Command::Pull { source, id } => match remote::settings(&source, cli.cert, cli.key, cli.ca) {
                 Ok(remote) => transfer::pull(remote, id).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
@@ -223,9 +244,14 @@ mod tests {
     fn the_man_pages_name_every_command_and_their_options() {
         assert!(MAN_PAGE.starts_with(".ie") || MAN_PAGE.contains(".TH warpctl"), "roff: {}", &MAN_PAGE[..80]);
         for c in commands() {
-            assert!(MAN_PAGE.contains(&c), "warpctl.1 lacks {c}");
+            // roff writes a name's hyphens as `\-`.
+            let roff = c.replace('-', "\\-");
+            assert!(MAN_PAGE.contains(&c) || MAN_PAGE.contains(&roff), "warpctl.1 lacks {c}");
             let page = COMMAND_PAGES.iter().find(|(n, _)| *n == c).unwrap_or_else(|| panic!("no page for {c}")).1;
-            assert!(page.contains(&format!("warpctl\\-{c}")) || page.contains(&format!("warpctl-{c}")), "{c}: {page}");
+            assert!(
+                page.contains(&format!("warpctl\\-{roff}")) || page.contains(&format!("warpctl-{c}")),
+                "{c}: {page}"
+            );
         }
         let replay = COMMAND_PAGES.iter().find(|(n, _)| *n == "replay").unwrap().1;
         assert!(replay.contains("gdbserver") && replay.contains("GDB_ARGS"), "{replay}");

@@ -49,6 +49,8 @@ pub struct RecordArgs {
     pub exitless: bool,
     pub id_file: Option<PathBuf>,
     pub command: Vec<OsString>,
+    /// The capture rule that claimed this run (`warpctl exec`); empty: none.
+    pub capture_rule: String,
 }
 
 /// Why a recording could not be made (warpctl's own failures).
@@ -148,6 +150,7 @@ fn request(args: &RecordArgs, program: &Path) -> Result<CreateSessionRequest, Re
         chaos_seed_set: args.seed.is_some(),
         chaos_seed: args.seed.unwrap_or(0),
         no_exitless: !args.exitless,
+        capture_rule: args.capture_rule.clone(),
     })
 }
 

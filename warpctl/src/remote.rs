@@ -33,6 +33,10 @@ pub fn serves(command: &crate::cli::Command) -> Result<(), &'static str> {
         C::Ls { .. } | C::Ps { .. } | C::Show { .. } | C::Events { .. } | C::Export { .. } | C::Import { .. } => Ok(()),
         C::Rm { .. } | C::Replay { .. } => Ok(()),
         C::Record { .. } => Err("record runs the program on this machine: it takes no --remote"),
+        C::Arms { .. } | C::Captures { .. } => Ok(()),
+        C::Exec { .. } | C::Arm { .. } | C::Disarm { .. } | C::CrashHook { .. } => {
+            Err("captures are armed and run on the program's machine: this command takes no --remote")
+        }
         C::Pull { .. } => Err("pull names the daemon it copies from itself: it takes no --remote"),
         C::Gc { .. } => Err("gc is for the daemon's own machine: it takes no --remote"),
         C::Doctor { .. } => Err("doctor checks this machine: it takes no --remote"),

@@ -411,6 +411,9 @@ pub fn show_text(meta: &SessionMeta, now: u64) -> String {
             format!("{} (it was session {} where it was recorded)", local_time(meta.imported_ms), meta.imported_from),
         );
     }
+    if !meta.captured_by.is_empty() {
+        field("captured", format!("by capture rule {} (`warpctl exec`)", meta.captured_by));
+    }
     field("duration", duration(end_ms(meta, now).saturating_sub(meta.start_ms)));
     if !meta.backend.is_empty() {
         field("backend", meta.backend.clone());
@@ -481,6 +484,7 @@ pub fn show_json(meta: &SessionMeta, now: u64) -> String {
         .num("duration_ms", end_ms(meta, now).saturating_sub(meta.start_ms))
         .num("imported_ms", meta.imported_ms)
         .str("imported_from", &meta.imported_from)
+        .str("captured_by", &meta.captured_by)
         .str("backend", &meta.backend)
         .raw("controls", &json::array(&controls))
         .num("cpuid_leaves", meta.cpuid.len() as u64)

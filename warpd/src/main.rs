@@ -235,6 +235,8 @@ fn run(mode: Mode, config_path: Option<&Path>) -> Result<(), DaemonError> {
         idle_timeout,
         config: Config::default(),
         remote_clients: file_config.remote.map(|r| r.clients).unwrap_or_default(),
+        capture_rules: paths.data_dir.join("capture-rules"),
+        capture_marker: paths.socket_dir.join("armed"),
     };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

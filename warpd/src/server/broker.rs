@@ -94,6 +94,7 @@ fn attach(shared: Arc<Shared>, stream: UnixStream, peer_uid: u32, peer_pid: Opti
     // Stored before it is published: whoever learns of the end and then
     // asks the store finds it there.
     shared.store_end(&session, &result);
+    shared.settle_capture(&session, &result);
     shared.end_session(&session, result);
     super::memory::release_freed();
 }

@@ -27,6 +27,7 @@
 //! uid or root may stop it.
 
 mod broker;
+pub mod captures;
 mod conn_limit;
 mod events;
 mod lookup;
@@ -82,6 +83,10 @@ pub struct Options {
     /// The configured remote clients (`[[remote.client]]`): what a TLS
     /// caller's certificate may do.
     pub remote_clients: Vec<crate::config::Client>,
+    /// Where the capture rules are saved, and the marker file that exists
+    /// while any waits (`warpctl exec` looks for it before anything else).
+    pub capture_rules: PathBuf,
+    pub capture_marker: PathBuf,
 }
 
 /// Where remote callers connect: a bound TCP listener and its TLS settings.
@@ -114,6 +119,7 @@ pub(crate) struct Shared {
     pub options: Options,
     pub store: Arc<Store>,
     pub sessions: Sessions,
+    pub captures: captures::Captures,
     /// Set once the daemon starts stopping: no new sessions from then on.
     stop: watch::Sender<Option<StopReason>>,
     last_activity: Mutex<Instant>,
@@ -122,10 +128,12 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn new(options: Options, store: Arc<Store>) -> Shared {
+        let captures = captures::Captures::open(options.capture_rules.clone(), options.capture_marker.clone());
         Shared {
             options,
             store,
             sessions: Sessions::default(),
+            captures,
             stop: watch::channel(None).0,
             last_activity: Mutex::new(Instant::now()),
             in_flight: AtomicUsize::new(0),
@@ -213,6 +221,51 @@ impl Shared {
         }
     }
 
+    /// A captured run has ended (stored): kept and flagged if its rule
+    /// wants it (a crash, or every run), else removed with its processes;
+    /// an incomplete recording is never a capture. Blocking (sled).
+    pub fn settle_capture(&self, session: &Session, result: &RunResult) {
+        let id = session.id();
+        let Some((rule, keep)) = self.captures.should_keep(id, result.end.signal) else { return };
+        let complete = result.end.failure == Failure::None as i32;
+        let kept = complete && keep && {
+            let flagged = self.store.session(id).and_then(|mut meta| {
+                meta.captured_by = rule.clone();
+                self.store.update_session(&meta)?;
+                self.store.flush()
+            });
+            if let Err(e) = &flagged {
+                tracing::error!(id, error = %e, "cannot flag the capture");
+            }
+            flagged.is_ok()
+        };
+        if !kept {
+            let forked: Vec<String> = match self.store.sessions() {
+                Ok(all) => all.into_iter().filter(|m| m.root == id).map(|m| m.id).collect(),
+                Err(_) => Vec::new(),
+            };
+            for child in forked.iter().rev() {
+                let _ = self.store.remove(child);
+            }
+            if let Err(e) = self.store.remove(id).and_then(|()| self.store.flush()) {
+                tracing::error!(id, error = %e, "cannot remove a run its capture rule does not keep");
+            }
+            tracing::info!(id, rule = %rule, "run not kept: its rule keeps only crashes");
+            self.captures.settle(id, None);
+            return;
+        }
+        let capture = warp_proto::warp::Capture {
+            session: id.to_string(),
+            rule,
+            program: session.spec.program.clone(),
+            signal: result.end.signal,
+            exit_code: result.end.exit_code,
+            end_ms: sessions::now_ms(),
+            owner_uid: session.spec.owner_uid,
+        };
+        self.captures.settle(id, Some(capture));
+    }
+
     /// Ends `session` if it is still awaiting its broker, and stores it as
     /// incomplete. Blocking (sled).
     pub fn fail_awaiting(&self, session: &Session, failure: Failure, message: &str) -> bool {
@@ -221,6 +274,7 @@ impl Shared {
         }
         let result = RunResult { end: sessions::failure_end(failure, message), syscalls: 0, vm_exits: 0 };
         self.store_end(session, &result);
+        self.settle_capture(session, &result);
         self.sessions.remove(session.id());
         self.touch();
         tracing::info!(id = session.id(), reason = message, "session incomplete");
@@ -292,7 +346,9 @@ pub async fn serve(
                 let _ = tokio::task::spawn_blocking(move || {
                     for session in failed {
                         let end = sessions::failure_end(Failure::Daemon, "warpd stopped before the broker connected");
-                        shared.store_end(&session, &RunResult { end, syscalls: 0, vm_exits: 0 });
+                        let result = RunResult { end, syscalls: 0, vm_exits: 0 };
+                        shared.store_end(&session, &result);
+                        shared.settle_capture(&session, &result);
                         shared.sessions.remove(session.id());
                     }
                 })

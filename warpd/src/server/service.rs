@@ -9,11 +9,12 @@ use tonic::transport::server::UdsConnectInfo;
 use tonic::{Request, Response, Status};
 use warp_proto::warp::warp_server::Warp;
 use warp_proto::warp::{
-    debug_input, session_update, CreateSessionReply, CreateSessionRequest, DebugInput, DoctorReply, DoctorRequest,
+    debug_input, session_update, ArmCaptureRequest, Capture, CaptureRule, ClaimCaptureReply, ClaimCaptureRequest,
+    CreateSessionReply, CreateSessionRequest, DebugInput, DisarmReply, DisarmRequest, DoctorReply, DoctorRequest,
     EventBatch, ExportChunk, ExportRequest, Failure, GcReply, GcRequest, GetSessionReply, GetSessionRequest,
-    HelloReply, HelloRequest, ImageChunk, ImportChunk, ImportReply, ListSessionsReply, ListSessionsRequest,
-    RemoveSessionReply, RemoveSessionRequest, ReplayRequest, ReplayUpdate, SessionUpdate, ShutdownReply,
-    ShutdownRequest, StreamEventsRequest, WaitSessionRequest,
+    HelloReply, HelloRequest, ImageChunk, ImportChunk, ImportReply, ListCaptureRulesReply, ListCaptureRulesRequest,
+    ListSessionsReply, ListSessionsRequest, RemoveSessionReply, RemoveSessionRequest, ReplayRequest, ReplayUpdate,
+    SessionUpdate, ShutdownReply, ShutdownRequest, StreamEventsRequest, WaitSessionRequest, WatchCapturesRequest,
 };
 
 use super::lookup::{self, blocking};
@@ -163,6 +164,7 @@ type EventStream = Pin<Box<dyn Stream<Item = Result<EventBatch, Status>> + Send>
 type ReplayStream = Pin<Box<dyn Stream<Item = Result<ReplayUpdate, Status>> + Send>>;
 type ExportStream = Pin<Box<dyn Stream<Item = Result<ExportChunk, Status>> + Send>>;
 type ImageStream = Pin<Box<dyn Stream<Item = Result<ImageChunk, Status>> + Send>>;
+type CaptureStream = Pin<Box<dyn Stream<Item = Result<Capture, Status>> + Send>>;
 
 /// The most bytes of a read buffer an event line shows (`events -s`).
 const MAX_STRINGS: usize = 1 << 20;
@@ -303,6 +305,7 @@ impl Warp for WarpService {
         }
         let req = request.into_inner();
         validate(&req).map_err(Status::invalid_argument)?;
+        let capture_rule = req.capture_rule.clone();
         let spec = SessionSpec {
             id: String::new(),
             argv: req.argv,
@@ -334,7 +337,20 @@ impl Warp for WarpService {
             })
         })
         .await?;
-        tracing::info!(id = session.id(), uid, program = %session.spec.program, "session created");
+        if !capture_rule.is_empty() {
+            if let Err(e) = self.shared.captures.bind(&capture_rule, uid, session.id()) {
+                let shared = Arc::clone(&self.shared);
+                let s = Arc::clone(&session);
+                let message = e.message().to_string();
+                blocking(move || {
+                    shared.fail_awaiting(&s, Failure::Daemon, &message);
+                    Ok(())
+                })
+                .await?;
+                return Err(e);
+            }
+        }
+        tracing::info!(id = session.id(), uid, program = %session.spec.program, capture = %capture_rule, "session created");
 
         // The timer holds the session weakly: one that attached and ended
         // within the timeout is freed when it ends, not 30 s later.
@@ -667,6 +683,74 @@ impl Warp for WarpService {
         Ok(Response::new(ShutdownReply {}))
     }
 
+    async fn arm_capture(&self, request: Request<ArmCaptureRequest>) -> Result<Response<CaptureRule>, Status> {
+        let _busy = self.shared.busy();
+        let uid = self.local_uid(&request, "a capture is armed")?;
+        let ArmCaptureRequest { rule, unless_armed } = request.into_inner();
+        let rule = rule.ok_or_else(|| Status::invalid_argument("no rule given"))?;
+        Ok(Response::new(self.shared.captures.arm(rule, uid, unless_armed)?))
+    }
+
+    async fn list_capture_rules(
+        &self,
+        request: Request<ListCaptureRulesRequest>,
+    ) -> Result<Response<ListCaptureRulesReply>, Status> {
+        let _busy = self.shared.busy();
+        let uid = self.caller_uid(&request)?;
+        Ok(Response::new(ListCaptureRulesReply { rules: self.shared.captures.list(uid) }))
+    }
+
+    async fn disarm(&self, request: Request<DisarmRequest>) -> Result<Response<DisarmReply>, Status> {
+        let _busy = self.shared.busy();
+        let uid = self.local_uid(&request, "a capture is disarmed")?;
+        let DisarmRequest { ids, all } = request.into_inner();
+        Ok(Response::new(DisarmReply { removed: self.shared.captures.disarm(&ids, all, uid)? }))
+    }
+
+    async fn claim_capture(
+        &self,
+        request: Request<ClaimCaptureRequest>,
+    ) -> Result<Response<ClaimCaptureReply>, Status> {
+        let _busy = self.shared.busy();
+        let uid = self.local_uid(&request, "a run is captured")?;
+        if self.shared.stopping() {
+            return Ok(Response::new(ClaimCaptureReply::default()));
+        }
+        let ClaimCaptureRequest { program, argv } = request.into_inner();
+        let rule = self.shared.captures.claim(uid, &program, &argv).unwrap_or_default();
+        Ok(Response::new(ClaimCaptureReply { rule }))
+    }
+
+    type WatchCapturesStream = CaptureStream;
+
+    async fn watch_captures(
+        &self,
+        request: Request<WatchCapturesRequest>,
+    ) -> Result<Response<Self::WatchCapturesStream>, Status> {
+        let _busy = self.shared.busy();
+        let uid = self.caller_uid(&request)?;
+        let mut captures = self.shared.captures.subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                let capture = match captures.recv().await {
+                    Ok(c) => c,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        let _ = tx
+                            .send(Err(Status::data_loss(format!("{n} captures went by unsent (a slow reader)"))))
+                            .await;
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                if (uid == 0 || capture.owner_uid == uid) && tx.send(Ok(capture)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
     async fn gc(&self, request: Request<GcRequest>) -> Result<Response<GcReply>, Status> {
         let _busy = self.shared.busy();
         let uid = self.local_uid(&request, "the store's garbage is collected")?;
@@ -702,6 +786,7 @@ mod tests {
             chaos_seed_set: false,
             chaos_seed: 0,
             no_exitless: false,
+            capture_rule: String::new(),
         }
     }
 
