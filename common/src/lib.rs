@@ -9,3 +9,4 @@
 pub mod paths;
 pub mod settings;
 pub mod signals;
+pub mod units;

@@ -967,6 +967,34 @@ impl WarpHome {
         out
     }
 
+    /// Starts `warpd --embedded --config CONFIG` for this home (not through
+    /// warpctl, which starts daemons without a configuration) and waits
+    /// until its log has the line containing `ready` (the remote listener's
+    /// line gives its port; "warpd listening" says the socket is bound).
+    /// Its log is `warpd-config.log` in the home.
+    pub fn start_daemon_with_config(&self, config: &Path, ready: &str) -> ConfiguredDaemon {
+        let log = self.dir.join("warpd-config.log");
+        let out = File::create(&log).unwrap();
+        let mut cmd = Command::new(product_binary("warpd"));
+        cmd.arg("--embedded").arg("--config").arg(config).env("WARP_IDLE_SECS", "0");
+        self.set_env(&mut cmd);
+        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(out).spawn().unwrap();
+        let mut daemon = ConfiguredDaemon { child, line: String::new(), log: log.clone() };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            if let Some(line) = text.lines().find(|l| l.contains(ready)) {
+                daemon.line = line.to_string();
+                return daemon;
+            }
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                panic!("warpd exited {status} while starting:\n{text}");
+            }
+            assert!(Instant::now() < deadline, "warpd did not log {ready:?} within 20 s:\n{text}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `warpctl daemon stop` for this home, bounded in time.
     pub fn stop_daemon(&self) {
         let ctl = bin_dir().join("warpctl");
@@ -991,6 +1019,21 @@ impl WarpHome {
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+}
+
+/// A warpd started with a configuration file; killed when dropped.
+pub struct ConfiguredDaemon {
+    child: Child,
+    /// The log line `start_daemon_with_config` waited for.
+    pub line: String,
+    pub log: PathBuf,
+}
+
+impl Drop for ConfiguredDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -11,14 +11,16 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
-use warp_tests::{default_timeout, product_binary, run, Flavour, Input, Outcome, Spec, Status, WarpHome};
+use warp_tests::{
+    default_timeout, product_binary, run, ConfiguredDaemon, Flavour, Input, Outcome, Spec, Status, WarpHome,
+};
 
 /// A CA that signs certificates.
 struct Ca {
@@ -66,53 +68,19 @@ fn write_client(dir: &Path, tag: &str, (cert, key): (String, String)) -> Client 
     client
 }
 
-/// A warpd started with a configuration (not by warpctl), and where its
-/// remote listener is.
+/// A warpd started with a configuration, and where its remote listener is.
 struct Daemon {
-    child: Child,
+    _process: ConfiguredDaemon,
     addr: String,
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `warpd --embedded --config FILE` for `home` and waits for the
-/// log line that gives its remote port.
+/// Starts `warpd --embedded --config FILE` for `home`; its remote port
+/// comes from its log.
 fn start_daemon(home: &WarpHome, config: &Path) -> Daemon {
-    let log = home.path().join("warpd-remote.log");
-    let out = fs::File::create(&log).unwrap();
-    let child = Command::new(product_binary("warpd"))
-        .arg("--embedded")
-        .arg("--config")
-        .arg(config)
-        .env("WARP_HOME", home.path())
-        .env("WARP_IDLE_SECS", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(out)
-        .spawn()
-        .unwrap();
-    let mut daemon = Daemon { child, addr: String::new() };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = fs::read_to_string(&log).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.contains("listening for remote callers")) {
-            let port = line.rsplit_once("addr=127.0.0.1:").map(|(_, p)| p.trim().to_string());
-            daemon.addr = format!("localhost:{}", port.unwrap_or_else(|| panic!("no address in {line:?}")));
-            break;
-        }
-        if let Ok(Some(status)) = daemon.child.try_wait() {
-            panic!("warpd exited {status} while starting:\n{text}");
-        }
-        assert!(Instant::now() < deadline, "warpd did not listen within 20 s:\n{text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // The local socket answers too by then (bound before the log line).
-    daemon
+    let process = home.start_daemon_with_config(config, "listening for remote callers");
+    let port = process.line.rsplit_once("addr=127.0.0.1:").map(|(_, p)| p.trim().to_string());
+    let addr = format!("localhost:{}", port.unwrap_or_else(|| panic!("no address in {:?}", process.line)));
+    Daemon { _process: process, addr }
 }
 
 /// `warpctl --remote ADDR --cert --key --ca ARGS...`.
@@ -250,7 +218,7 @@ fn remote_callers_are_authenticated_and_see_what_their_certificate_may() {
     ];
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let log = fs::read_to_string(home.path().join("warpd-remote.log")).unwrap();
+        let log = fs::read_to_string(home.path().join("warpd-config.log")).unwrap();
         match needles.iter().find(|n| !log.contains(*n)) {
             None => break,
             Some(n) if Instant::now() > deadline => panic!("{n:?} not in warpd's log:\n{log}"),

@@ -25,6 +25,18 @@ pub enum AdminError {
     /// Writing the output failed (other than a closed pipe).
     #[error("cannot write the output: {0}")]
     Output(io::Error),
+    /// A wrong argument, or the daemon refused (unknown session): status 2.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl AdminError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AdminError::Refused(_) => 2,
+            _ => 125,
+        }
+    }
 }
 
 pub fn rpc(status: tonic::Status) -> AdminError {
@@ -50,16 +62,68 @@ pub async fn doctor(json: bool) -> Result<u8, AdminError> {
 }
 
 /// `warpctl gc [--json]`.
-pub async fn gc(json: bool) -> Result<u8, AdminError> {
+pub async fn gc(json: bool, yes: bool, max_size: Option<String>, max_age: Option<String>) -> Result<u8, AdminError> {
+    let max_bytes = match max_size {
+        Some(s) => warp_common::units::parse_size(&s).map_err(AdminError::Refused)?.unwrap_or(0),
+        None => 0,
+    };
+    let max_age_secs = match max_age {
+        Some(s) => warp_common::units::parse_duration(&s).map_err(AdminError::Refused)?.map_or(0, |d| d.as_secs()),
+        None => 0,
+    };
     let mut daemon = connect::connect_or_start(false).await?;
-    let reply = daemon.client.gc(GcRequest {}).await.map_err(rpc)?.into_inner();
+    let reply = daemon.client.gc(GcRequest { yes, max_bytes, max_age_secs }).await.map_err(rpc)?.into_inner();
     emit(&if json { gc_json(&reply) + "\n" } else { gc_text(&reply) })?;
     Ok(0)
 }
 
+/// `warpctl pin|unpin ID...`: prints each id done; goes on past one it
+/// cannot do (exit 2 then).
+pub async fn pin(ids: Vec<String>, pinned: bool) -> Result<u8, AdminError> {
+    let mut daemon = connect::connect_or_start(false).await?;
+    let mut code = 0;
+    for id in ids {
+        match daemon.client.pin(warp_proto::warp::PinRequest { id, pinned }).await {
+            Ok(reply) => emit(&format!("{}\n", reply.into_inner().id))?,
+            Err(s) if matches!(s.code(), tonic::Code::NotFound | tonic::Code::InvalidArgument) => {
+                say!("{}", s.message());
+                code = 2;
+            }
+            Err(s) => return Err(rpc(s)),
+        }
+    }
+    Ok(code)
+}
+
 pub fn gc_text(r: &GcReply) -> String {
     let size = crate::view::bytes;
-    format!(
+    let mut text = String::new();
+    if r.expired.is_empty() {
+        text.push_str("no recording is past the retention limits\n");
+    } else {
+        let what = if r.removed { "removed" } else { "would remove (--yes removes them)" };
+        let n = r.expired.len();
+        let noun = if n == 1 { "recording" } else { "recordings" };
+        text.push_str(&format!(
+            "{what} {n} {noun} past the retention limits (never the newest, a pinned one or one recording):\n"
+        ));
+        for e in &r.expired {
+            text.push_str(&format!(
+                "  {}  ended {}  {:>8}  {}  ({})\n",
+                e.id,
+                crate::view::local_time(e.end_ms),
+                size(e.trace_bytes),
+                e.program,
+                e.reason
+            ));
+        }
+    }
+    text.push_str(&format!(
+        "recordings: {} of data{}\n",
+        size(r.recordings_bytes),
+        if r.removed { format!(", {} now", size(r.recordings_bytes_after)) } else { String::new() }
+    ));
+    text + &format!(
         "removed {} blobs no session used ({}), fixed {} use counts, removed {} uses and {} events of sessions that are gone\nstore: {} before, {} after\n",
         r.blobs,
         size(r.blob_bytes),
@@ -71,6 +135,16 @@ pub fn gc_text(r: &GcReply) -> String {
     )
 }
 
+fn expired_json(e: &warp_proto::warp::Expired) -> String {
+    json::Object::new()
+        .str("id", &e.id)
+        .str("reason", &e.reason)
+        .num("trace_bytes", e.trace_bytes)
+        .num("end_ms", e.end_ms)
+        .str("program", &e.program)
+        .finish()
+}
+
 pub fn gc_json(r: &GcReply) -> String {
     json::Object::new()
         .num("blobs", r.blobs)
@@ -80,6 +154,10 @@ pub fn gc_json(r: &GcReply) -> String {
         .num("stray_events", r.stray_events)
         .num("bytes_before", r.bytes_before)
         .num("bytes_after", r.bytes_after)
+        .raw("expired", &json::array(&r.expired.iter().map(expired_json).collect::<Vec<_>>()))
+        .bool("removed", r.removed)
+        .num("recordings_bytes", r.recordings_bytes)
+        .num("recordings_bytes_after", r.recordings_bytes_after)
         .finish()
 }
 

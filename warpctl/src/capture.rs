@@ -94,25 +94,6 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// `90s`, `30m`, `12h`, `7d` or plain seconds; `0`: no end.
-pub fn parse_duration(text: &str) -> Result<Option<Duration>, String> {
-    let bad = || format!("{text:?} is not a duration (e.g. 90s, 30m, 12h, 7d; 0 for no end)");
-    let (number, unit) = match text.char_indices().last() {
-        Some((at, c)) if c.is_ascii_alphabetic() => (&text[..at], c),
-        _ => (text, 's'),
-    };
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        's' => Some(n),
-        'm' => n.checked_mul(60),
-        'h' => n.checked_mul(3600),
-        'd' => n.checked_mul(86400),
-        _ => None,
-    }
-    .ok_or_else(bad)?;
-    Ok((secs > 0).then(|| Duration::from_secs(secs)))
-}
-
 /// A program as a rule names it: a name as given, a path made absolute.
 fn rule_program(program: &str) -> String {
     if !program.contains('/') {
@@ -132,7 +113,7 @@ pub async fn arm(
     arg_contains: Option<String>,
     duration: String,
 ) -> Result<u8, ViewError> {
-    let until = parse_duration(&duration).map_err(ViewError::Refused)?;
+    let until = warp_common::units::parse_duration(&duration).map_err(ViewError::Refused)?;
     let rule = CaptureRule {
         program: rule_program(&program),
         arg_contains: arg_contains.unwrap_or_default(),
@@ -284,21 +265,4 @@ pub async fn watch(json_out: bool) -> Result<u8, ViewError> {
         }
     }
     Ok(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("90s").unwrap(), Some(Duration::from_secs(90)));
-        assert_eq!(parse_duration("30m").unwrap(), Some(Duration::from_secs(1800)));
-        assert_eq!(parse_duration("7d").unwrap(), Some(Duration::from_secs(7 * 86400)));
-        assert_eq!(parse_duration("45").unwrap(), Some(Duration::from_secs(45)));
-        assert_eq!(parse_duration("0").unwrap(), None);
-        for bad in ["", "h", "1w", "-1s", "1.5h", "99999999999999999999d"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -336,13 +336,38 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Reclaim what no session uses: blobs without a user, use counts that
-    /// are wrong, what an interrupted `rm` left; prints what went and the
-    /// store's size before and after. Only the daemon's owner (or root).
+    /// Apply retention and reclaim what no session uses. Only the daemon's
+    /// owner (or root).
+    ///
+    /// Lists the recordings past the retention limits (the daemon's
+    /// [retention] section, or --max-size/--max-age), oldest first with
+    /// why; --yes removes them. Never one being recorded, never a pinned
+    /// one. Then reclaims what no recording uses (blobs without a user,
+    /// wrong use counts, what an interrupted `rm` left) and prints it with
+    /// the store's size before and after.
     Gc {
+        /// Remove the recordings listed (without it: a dry run).
+        #[arg(long)]
+        yes: bool,
+        /// Keep the recordings' data under SIZE (e.g. 20G) for this run.
+        #[arg(long, value_name = "SIZE")]
+        max_size: Option<String>,
+        /// Keep recordings that ended within DURATION (e.g. 30d) for this run.
+        #[arg(long, value_name = "DURATION")]
+        max_age: Option<String>,
         /// One JSON object.
         #[arg(long)]
         json: bool,
+    },
+    /// Keep recordings whatever the retention limits.
+    Pin {
+        #[arg(value_name = "ID", required = true)]
+        ids: Vec<String>,
+    },
+    /// Let retention remove recordings again.
+    Unpin {
+        #[arg(value_name = "ID", required = true)]
+        ids: Vec<String>,
     },
     /// Show what the hypervisor can and cannot do on this machine.
     ///

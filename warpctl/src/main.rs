@@ -199,7 +199,11 @@ fn main() -> ExitCode {
                 Err(why) => fail(why, 2),
             },
             Command::Doctor { json } => admin::doctor(json).await.unwrap_or_else(|e| fail(e, 125)),
-            Command::Gc { json } => admin::gc(json).await.unwrap_or_else(|e| fail(e, 125)),
+            Command::Gc { json, yes, max_size, max_age } => {
+                admin::gc(json, yes, max_size, max_age).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
+            }
+            Command::Pin { ids } => admin::pin(ids, true).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
+            Command::Unpin { ids } => admin::pin(ids, false).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
             Command::Completions { shell } => {
                 let mut out = std::io::stdout().lock();
                 clap_complete::generate(shell, &mut Cli::command(), "warpctl", &mut out);

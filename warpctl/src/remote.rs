@@ -31,7 +31,7 @@ pub fn serves(command: &crate::cli::Command) -> Result<(), &'static str> {
     use crate::cli::Command as C;
     match command {
         C::Ls { .. } | C::Ps { .. } | C::Show { .. } | C::Events { .. } | C::Export { .. } | C::Import { .. } => Ok(()),
-        C::Rm { .. } | C::Replay { .. } => Ok(()),
+        C::Rm { .. } | C::Replay { .. } | C::Pin { .. } | C::Unpin { .. } => Ok(()),
         C::Record { .. } => Err("record runs the program on this machine: it takes no --remote"),
         C::Arms { .. } | C::Captures { .. } => Ok(()),
         C::Exec { .. } | C::Arm { .. } | C::Disarm { .. } | C::CrashHook { .. } => {

@@ -411,6 +411,9 @@ pub fn show_text(meta: &SessionMeta, now: u64) -> String {
             format!("{} (it was session {} where it was recorded)", local_time(meta.imported_ms), meta.imported_from),
         );
     }
+    if meta.pinned {
+        field("pinned", "yes: retention keeps it (`warpctl unpin` lets it go)".to_string());
+    }
     if !meta.captured_by.is_empty() {
         field("captured", format!("by capture rule {} (`warpctl exec`)", meta.captured_by));
     }
@@ -485,6 +488,7 @@ pub fn show_json(meta: &SessionMeta, now: u64) -> String {
         .num("imported_ms", meta.imported_ms)
         .str("imported_from", &meta.imported_from)
         .str("captured_by", &meta.captured_by)
+        .bool("pinned", meta.pinned)
         .str("backend", &meta.backend)
         .raw("controls", &json::array(&controls))
         .num("cpuid_leaves", meta.cpuid.len() as u64)

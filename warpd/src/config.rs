@@ -15,6 +15,10 @@
 //! [[remote.client]]
 //! name = "fleet-ops"            # sees every user's sessions
 //! role = "operator"
+//!
+//! [retention]                   # the daemon removes recordings past these
+//! max_size = "20G"              # the recordings' data, all together
+//! max_age = "30d"               # since a recording ended
 //! ```
 //!
 //! Relative paths are taken from the file's directory. A mistake is
@@ -34,6 +38,17 @@ pub const SYSTEM_CONFIG: &str = "/etc/warpspeed/warpd.toml";
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FileConfig {
     pub remote: Option<Remote>,
+    pub retention: Retention,
+}
+
+/// `[retention]`: what the daemon keeps. The oldest complete or incomplete
+/// recordings go first; never one being recorded, never a pinned one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// The recordings' data together (each one's trace bytes), at most.
+    pub max_bytes: Option<u64>,
+    /// How long after it ended a recording is kept.
+    pub max_age: Option<std::time::Duration>,
 }
 
 /// `[remote]`: who may call over the network, and how.
@@ -74,6 +89,14 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 struct RawFile {
     remote: Option<Spanned<RawRemote>>,
+    retention: Option<RawRetention>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    max_size: Option<Spanned<String>>,
+    max_age: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -118,7 +141,18 @@ pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
             _ => invalid(at, message),
         }
     })?;
-    let Some(remote) = raw.remote else { return Ok(FileConfig::default()) };
+    let mut retention = Retention::default();
+    if let Some(r) = raw.retention {
+        if let Some(size) = r.max_size {
+            retention.max_bytes = warp_common::units::parse_size(size.get_ref())
+                .map_err(|e| invalid(size.span().start, format!("retention.max_size: {e}")))?;
+        }
+        if let Some(age) = r.max_age {
+            retention.max_age = warp_common::units::parse_duration(age.get_ref())
+                .map_err(|e| invalid(age.span().start, format!("retention.max_age: {e}")))?;
+        }
+    }
+    let Some(remote) = raw.remote else { return Ok(FileConfig { remote: None, retention }) };
     let remote_at = remote.span().start;
     let remote = remote.into_inner();
     let listen = remote.listen.get_ref().parse::<SocketAddr>().map_err(|_| {
@@ -176,6 +210,7 @@ pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
         ));
     }
     Ok(FileConfig {
+        retention,
         remote: Some(Remote {
             listen,
             cert: dir.join(remote.cert),
@@ -288,6 +323,13 @@ role = "operator"
         assert!(e.starts_with("/etc/w/warpd.toml:1:"), "{e}");
         let e = refused("[fleet]\nstore = 1\n");
         assert!(e.contains("unknown field `fleet`"), "{e}");
+        let e = refused("[retention]\nmax_size = \"lots\"\n");
+        assert!(e.contains(":2:12: retention.max_size: \"lots\" is not a size"), "{e}");
+        let e = refused("[retention]\nmax_age = \"1w\"\n");
+        assert!(e.contains(":2:11: retention.max_age: \"1w\" is not a duration"), "{e}");
+        let r = parse("[retention]\nmax_size = \"2G\"\nmax_age = \"30d\"\n", Path::new("x")).unwrap().retention;
+        assert_eq!(r.max_bytes, Some(2 << 30));
+        assert_eq!(r.max_age, Some(std::time::Duration::from_secs(30 * 86400)));
     }
 
     #[test]

@@ -68,6 +68,11 @@ is refused at start with its file, line and field):
   uid = 1000                  acts as this user: sees, replays, exports and
                               removes that user's recordings only
   # role = \"operator\"         instead of uid: sees every user's recordings
+  [retention]                 recordings removed after each one ends and
+                              every 10 minutes, oldest first (never one
+                              recording, a pinned one or the newest):
+  max_size = \"20G\"            past this much data together (K, M, G, T)
+  max_age = \"30d\"             ended longer ago than this (s, m, h, d)
 Remote callers cannot record, collect garbage or stop the daemon.";
 
 /// Warpspeed's daemon: records programs in virtual machines.
@@ -237,6 +242,7 @@ fn run(mode: Mode, config_path: Option<&Path>) -> Result<(), DaemonError> {
         remote_clients: file_config.remote.map(|r| r.clients).unwrap_or_default(),
         capture_rules: paths.data_dir.join("capture-rules"),
         capture_marker: paths.socket_dir.join("armed"),
+        retention: file_config.retention,
     };
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),

@@ -96,6 +96,7 @@ fn attach(shared: Arc<Shared>, stream: UnixStream, peer_uid: u32, peer_pid: Opti
     shared.store_end(&session, &result);
     shared.settle_capture(&session, &result);
     shared.end_session(&session, result);
+    shared.enforce_retention();
     super::memory::release_freed();
 }
 

@@ -34,6 +34,7 @@ mod lookup;
 pub mod memory;
 pub mod remote;
 mod replay;
+pub mod retention;
 pub mod secrets;
 mod service;
 pub mod sessions;
@@ -87,6 +88,8 @@ pub struct Options {
     /// while any waits (`warpctl exec` looks for it before anything else).
     pub capture_rules: PathBuf,
     pub capture_marker: PathBuf,
+    /// The configured `[retention]` limits (none: keep everything).
+    pub retention: crate::config::Retention,
 }
 
 /// Where remote callers connect: a bound TCP listener and its TLS settings.
@@ -221,6 +224,56 @@ impl Shared {
         }
     }
 
+    /// The recordings `limits` remove now, oldest first, and the
+    /// recordings' bytes before; removed when `remove` (each with its
+    /// forked processes; one that cannot be is logged and left). Blocking.
+    pub fn apply_retention(
+        &self,
+        limits: crate::config::Retention,
+        remove: bool,
+    ) -> Result<(Vec<warp_proto::warp::Expired>, u64), crate::trace::store::StoreError> {
+        let all = self.store.sessions()?;
+        let live: std::collections::HashSet<String> =
+            self.sessions.list(None).iter().map(|s| s.id().to_string()).collect();
+        let (expired, total) = retention::plan(&all, &live, limits, sessions::now_ms());
+        if remove {
+            for e in &expired {
+                // Between the plan and now it may have been pinned or removed.
+                match self.store.session(&e.id) {
+                    Ok(m) if !m.pinned => {}
+                    _ => continue,
+                }
+                let forked: Vec<&str> = all.iter().filter(|m| m.root == e.id).map(|m| m.id.as_str()).collect();
+                let removed = forked
+                    .iter()
+                    .rev()
+                    .try_for_each(|id| self.store.remove(id))
+                    .and_then(|()| self.store.remove(&e.id));
+                match removed {
+                    Ok(()) => {
+                        tracing::info!(id = %e.id, reason = %e.reason, bytes = e.trace_bytes, "retention removed a recording")
+                    }
+                    Err(err) => tracing::error!(id = %e.id, error = %err, "retention cannot remove a recording"),
+                }
+            }
+            if !expired.is_empty() {
+                self.store.flush()?;
+            }
+        }
+        Ok((expired, total))
+    }
+
+    /// Applies the configured retention limits, if any (logged). Blocking.
+    pub fn enforce_retention(&self) {
+        let limits = self.options.retention;
+        if limits.max_bytes.is_none() && limits.max_age.is_none() {
+            return;
+        }
+        if let Err(e) = self.apply_retention(limits, true) {
+            tracing::error!(error = %e, "cannot apply the retention limits");
+        }
+    }
+
     /// A captured run has ended (stored): kept and flagged if its rule
     /// wants it (a crash, or every run), else removed with its processes;
     /// an incomplete recording is never a capture. Blocking (sled).
@@ -326,6 +379,17 @@ pub async fn serve(
     }
     if let Some(idle) = shared.options.idle_timeout {
         tokio::spawn(idle_timer(Arc::clone(&shared), idle));
+    }
+    {
+        // Retention at start and every few minutes (and after each recording).
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            loop {
+                let s = Arc::clone(&shared);
+                let _ = tokio::task::spawn_blocking(move || s.enforce_retention()).await;
+                tokio::time::sleep(retention::EVERY).await;
+            }
+        });
     }
 
     // Resolves once stopping was asked for and every session has ended.

@@ -13,8 +13,9 @@ use warp_proto::warp::{
     CreateSessionReply, CreateSessionRequest, DebugInput, DisarmReply, DisarmRequest, DoctorReply, DoctorRequest,
     EventBatch, ExportChunk, ExportRequest, Failure, GcReply, GcRequest, GetSessionReply, GetSessionRequest,
     HelloReply, HelloRequest, ImageChunk, ImportChunk, ImportReply, ListCaptureRulesReply, ListCaptureRulesRequest,
-    ListSessionsReply, ListSessionsRequest, RemoveSessionReply, RemoveSessionRequest, ReplayRequest, ReplayUpdate,
-    SessionUpdate, ShutdownReply, ShutdownRequest, StreamEventsRequest, WaitSessionRequest, WatchCapturesRequest,
+    ListSessionsReply, ListSessionsRequest, PinReply, PinRequest, RemoveSessionReply, RemoveSessionRequest,
+    ReplayRequest, ReplayUpdate, SessionUpdate, ShutdownReply, ShutdownRequest, StreamEventsRequest,
+    WaitSessionRequest, WatchCapturesRequest,
 };
 
 use super::lookup::{self, blocking};
@@ -683,6 +684,23 @@ impl Warp for WarpService {
         Ok(Response::new(ShutdownReply {}))
     }
 
+    async fn pin(&self, request: Request<PinRequest>) -> Result<Response<PinReply>, Status> {
+        let _busy = self.shared.busy();
+        let uid = self.caller_uid(&request)?;
+        let PinRequest { id, pinned } = request.into_inner();
+        let mut meta = self.resolve(id, uid).await?;
+        recording(&meta)?;
+        let shared = Arc::clone(&self.shared);
+        let id = meta.id.clone();
+        blocking(move || {
+            meta.pinned = pinned;
+            shared.store.update_session(&meta).and_then(|()| shared.store.flush()).map_err(lookup::status)
+        })
+        .await?;
+        tracing::info!(id = %id, uid, pinned, "pin");
+        Ok(Response::new(PinReply { id }))
+    }
+
     async fn arm_capture(&self, request: Request<ArmCaptureRequest>) -> Result<Response<CaptureRule>, Status> {
         let _busy = self.shared.busy();
         let uid = self.local_uid(&request, "a capture is armed")?;
@@ -755,10 +773,37 @@ impl Warp for WarpService {
         let _busy = self.shared.busy();
         let uid = self.local_uid(&request, "the store's garbage is collected")?;
         self.owner_or_root(uid, "collect its store's garbage")?;
+        let req = request.into_inner();
+        let configured = self.shared.options.retention;
+        let limits = crate::config::Retention {
+            max_bytes: if req.max_bytes > 0 { Some(req.max_bytes) } else { configured.max_bytes },
+            max_age: if req.max_age_secs > 0 {
+                Some(std::time::Duration::from_secs(req.max_age_secs))
+            } else {
+                configured.max_age
+            },
+        };
         let shared = Arc::clone(&self.shared);
-        let r = blocking(move || shared.store.gc().map_err(lookup::status)).await?;
-        tracing::info!(uid, blobs = r.blobs, counts_fixed = r.counts_fixed, "gc");
+        let (expired, total, r) = blocking(move || {
+            let (expired, total) = shared.apply_retention(limits, req.yes).map_err(lookup::status)?;
+            let r = shared.store.gc().map_err(lookup::status)?;
+            Ok((expired, total, r))
+        })
+        .await?;
+        tracing::info!(
+            uid,
+            blobs = r.blobs,
+            counts_fixed = r.counts_fixed,
+            expired = expired.len(),
+            removed = req.yes,
+            "gc"
+        );
+        let gone: u64 = if req.yes { expired.iter().map(|e| e.trace_bytes).sum() } else { 0 };
         Ok(Response::new(GcReply {
+            recordings_bytes: total,
+            recordings_bytes_after: total - gone,
+            expired,
+            removed: req.yes,
             blobs: r.blobs,
             blob_bytes: r.blob_bytes,
             counts_fixed: r.counts_fixed,
