@@ -210,6 +210,10 @@ fn missing_kvm_is_125() {
     assert_eq!(doctor.status.code(), Some(1), "doctor on a machine that cannot record");
     let said = String::from_utf8_lossy(&doctor.stdout);
     assert!(said.contains("backend: none") && said.contains("/dev/kvm"), "{said}");
+    // Which daemon answered, and where its store is.
+    let first = said.lines().next().unwrap_or_default();
+    assert!(first.starts_with("daemon: warpd ") && first.contains("embedded daemon of uid"), "{said}");
+    assert!(first.ends_with(&format!("; store {}", home.path().join("store").display())), "{said}");
 }
 
 /// A variable the running daemon was started without is ignored by it,

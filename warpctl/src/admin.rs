@@ -56,7 +56,22 @@ pub fn emit(text: &str) -> Result<(), AdminError> {
 pub async fn doctor(json: bool) -> Result<u8, AdminError> {
     let mut daemon = connect::connect_or_start(false).await?;
     let reply = daemon.client.doctor(DoctorRequest {}).await.map_err(rpc)?.into_inner();
-    emit(&if json { doctor_json(&reply) + "\n" } else { doctor_text(&reply) })?;
+    // Which daemon answered: the system one, or this user's.
+    let h = &daemon.hello;
+    emit(&if json {
+        let about = json::Object::new()
+            .str("version", &h.version)
+            .num("pid", h.pid)
+            .str("mode", &h.mode)
+            .num("owner_uid", h.owner_uid)
+            .str("socket", &daemon.socket.to_string_lossy())
+            .str("store", &h.store)
+            .finish();
+        let all = doctor_json(&reply);
+        format!("{{\"daemon\":{about},{}\n", &all[1..])
+    } else {
+        format!("daemon: {}; store {}\n{}", describe(&daemon), h.store, doctor_text(&reply))
+    })?;
     // Scripts can ask whether this machine records at all.
     Ok(if reply.backend == "none" { 1 } else { 0 })
 }

@@ -237,6 +237,7 @@ fn run(mode: Mode, config_path: Option<&Path>) -> Result<(), DaemonError> {
         owner_uid: uid,
         socket: paths.socket.clone(),
         broker_socket: paths.broker_socket.clone(),
+        store_dir: paths.store.clone(),
         idle_timeout,
         config: Config::default(),
         remote_clients: file_config.remote.map(|r| r.clients).unwrap_or_default(),

@@ -76,6 +76,8 @@ pub struct Options {
     /// stopping, so that a new warpctl starts a new daemon instead of
     /// talking to one on its way out.
     pub socket: PathBuf,
+    /// The store's directory (Hello says it).
+    pub store_dir: PathBuf,
     /// The broker socket's path, as told to clients in `CreateSession`.
     pub broker_socket: PathBuf,
     /// Exit after this long with no session and no request; `None`: never.

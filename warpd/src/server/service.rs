@@ -287,6 +287,7 @@ impl Warp for WarpService {
             pid: std::process::id(),
             mode: self.shared.options.mode.as_str().into(),
             owner_uid: self.shared.options.owner_uid,
+            store: self.shared.options.store_dir.to_string_lossy().into_owned(),
             settings: warp_common::settings::current()
                 .into_iter()
                 .filter_map(|(name, value)| Some(warp_proto::warp::Setting { name: name.into(), value: value? }))
