@@ -14,6 +14,7 @@ pub const DAEMON_SETTINGS: &[&str] = &[
     "WARP_MAX_PROCESSES",
     "WARP_MAX_SESSIONS",
     "WARP_POINT_TIMEOUT_SECS",
+    "WARP_STORE_RESERVE_MB",
 ];
 
 /// Each of [`DAEMON_SETTINGS`] with its value here, None when unset.

@@ -768,6 +768,13 @@ impl WarpHome {
         WarpHome { dir, env: Vec::new() }
     }
 
+    /// A home in `dir` (made if missing; on a file system of the test's
+    /// choosing), removed when dropped as [`WarpHome::new`]'s are.
+    pub fn at(dir: &Path) -> WarpHome {
+        fs::create_dir_all(dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        WarpHome { dir: dir.to_path_buf(), env: Vec::new() }
+    }
+
     /// An environment variable for every warpctl started from this home
     /// (and so for the daemon it starts), e.g. `WARP_KVM_DEVICE`.
     pub fn with_env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> WarpHome {

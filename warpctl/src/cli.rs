@@ -19,7 +19,8 @@ Environment:
   WARP_EXITLESS   0, off or no: record and replay without the exitless ring
   WARP_CHECKPOINT_MB  memory reverse execution may keep (default 256)
   WARP_KVM_DEVICE, WARP_LOG, WARP_MAX_CONNECTIONS, WARP_MAX_PROCESSES,
-  WARP_MAX_SESSIONS, WARP_IMPORT_MAX_BYTES, WARP_POINT_TIMEOUT_SECS
+  WARP_MAX_SESSIONS, WARP_IMPORT_MAX_BYTES, WARP_POINT_TIMEOUT_SECS,
+  WARP_STORE_RESERVE_MB
                   passed to a daemon warpctl starts (`warpd --help` says
                   what each does); a daemon already running keeps the
                   values it started with, and warpctl says when yours differ

@@ -48,6 +48,10 @@ Environment:
                    the least time a replay gives the program to reach a
                    recorded interruption point before it calls it diverged
                    (default 60)
+  WARP_STORE_RESERVE_MB
+                   space warpd keeps free on the store's file system
+                   (default 64): a recording that would leave less is
+                   stopped and marked incomplete, an import refused
 
 Without WARP_HOME the embedded daemon listens in $XDG_RUNTIME_DIR/warpspeed
 (or /tmp/warpspeed-$UID) and keeps its store and log in $XDG_DATA_HOME/warpspeed

@@ -74,7 +74,41 @@ pub enum StoreError {
     /// A blob an event refers to is missing or its bytes do not match its hash.
     #[error("session {session}: blob {hash} is {problem}")]
     Blob { session: String, hash: String, problem: String },
+    /// Writing `needed` more bytes would leave the file system holding the
+    /// store with less than the reserve free: refused before sled or a blob
+    /// file meets a full disk (an I/O error leaves sled failing every
+    /// operation until the daemon restarts).
+    #[error(
+        "the disk holding the store has {} free, and warpd keeps {} free (WARP_STORE_RESERVE_MB): stopped so that the store stays whole; free some space (`warpctl rm`, `warpctl gc`)",
+        human(*available), human(*reserve)
+    )]
+    Full { available: u64, reserve: u64, needed: u64 },
 }
+
+/// Bytes in MiB for messages.
+fn human(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
+}
+
+/// What warpd keeps free on the store's file system, in bytes
+/// (`WARP_STORE_RESERVE_MB`, default 64 MiB); read once.
+pub fn reserve() -> u64 {
+    static RESERVE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *RESERVE.get_or_init(|| {
+        let mb = std::env::var("WARP_STORE_RESERVE_MB").ok().and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(64);
+        mb.saturating_mul(1 << 20)
+    })
+}
+
+/// Free bytes (for an unprivileged user) on the file system holding `dir`;
+/// `None` when it cannot be said.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
+}
+
+/// How many bytes a writer stores between two looks at the free space.
+const SPACE_CHECK_EVERY: u64 = 1 << 20;
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
@@ -381,6 +415,7 @@ impl Store {
             unflushed: 0,
             last_flush: Instant::now(),
             referenced: HashSet::new(),
+            since_space_check: 0,
         }
     }
 
@@ -927,9 +962,30 @@ pub struct EventWriter {
     last_flush: Instant,
     /// Blobs this writer already counted as used by the session.
     referenced: HashSet<[u8; blake3::OUT_LEN]>,
+    /// Bytes stored since the free space was last looked at.
+    since_space_check: u64,
 }
 
 impl EventWriter {
+    /// Refuses to store `n` more bytes when that would leave less than the
+    /// reserve free (looked at every `SPACE_CHECK_EVERY` bytes, and for
+    /// anything that large).
+    fn room_for(&mut self, n: u64) -> Result<()> {
+        self.since_space_check += n;
+        if self.since_space_check < SPACE_CHECK_EVERY {
+            return Ok(());
+        }
+        let Some(available) = free_bytes(&self.trees.files) else { return Ok(()) };
+        // sled writes what it is given a second time when it compacts.
+        let needed = self.since_space_check.saturating_mul(2);
+        let reserve = reserve();
+        if available < reserve.saturating_add(needed) {
+            return Err(StoreError::Full { available, reserve, needed });
+        }
+        self.since_space_check = 0;
+        Ok(())
+    }
+
     /// Appends an event; returns its sequence number.
     pub fn append(&mut self, event: &Event) -> Result<u64> {
         let seq = self.next_seq()?;
@@ -939,7 +995,17 @@ impl EventWriter {
 
     /// Stores `value` (holding `events` events) as the one at `seq`, which
     /// must not exist yet.
+    /// `room_for` a blob of `len` bytes unless the store has it already
+    /// (then only a use is counted).
+    fn room_for_blob(&mut self, hash: &[u8], len: u64) -> Result<()> {
+        if self.trees.blobs.contains_key(hash).map_err(db_err("cannot read blobs"))? {
+            return Ok(());
+        }
+        self.room_for(len)
+    }
+
     fn store_new(&mut self, seq: u64, value: &[u8], events: u64) -> Result<()> {
+        self.room_for(value.len() as u64)?;
         let swapped = self
             .trees
             .events
@@ -986,6 +1052,7 @@ impl EventWriter {
         let hash = *blake3::hash(bytes).as_bytes();
         if !self.referenced.contains(&hash) {
             self.next_seq()?;
+            self.room_for_blob(&hash, len)?;
             let stored = self.reference_blob(&hash, bytes)?;
             self.referenced.insert(hash);
             if stored > 0 {
@@ -1003,8 +1070,10 @@ impl EventWriter {
         if blake3::hash(bytes).as_bytes() != &hash {
             return Err(self.damaged(&hash));
         }
-        if self.referenced.insert(hash) {
+        if !self.referenced.contains(&hash) {
             self.next_seq()?;
+            self.room_for_blob(&hash, bytes.len() as u64)?;
+            self.referenced.insert(hash);
             let stored = self.reference_blob(&hash, bytes)?;
             self.bytes += stored;
             self.unflushed += 1;
@@ -1041,6 +1110,7 @@ impl EventWriter {
             }
         } else {
             self.next_seq()?;
+            self.room_for_blob(&hash, len)?;
             let stored = self.reference_file(&hash, len, input)?;
             self.referenced.insert(hash);
             self.bytes += stored;

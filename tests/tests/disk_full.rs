@@ -1,0 +1,84 @@
+//! A full disk during a recording: the store lives on a small tmpfs (this
+//! needs root, to mount it); a program that reads more random bytes than
+//! fit is stopped with a message, its session is incomplete (not left
+//! "recording", not corrupt), the recording made before it still replays,
+//! and the daemon goes on serving.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use warp_tests::{default_timeout, run, Input, Outcome, Spec, Status, WarpHome};
+
+/// A tmpfs mounted for the test, unmounted (lazily) when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = std::env::temp_dir().join(format!("warp-full-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir(&dir);
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+fn ctl(home: &WarpHome, args: &[&str]) -> Outcome {
+    let mut cmd = home.warpctl();
+    cmd.args(args);
+    run(cmd, &format!("`warpctl {}`", args.join(" ")), &Input::Null, None, default_timeout())
+}
+
+#[test]
+fn a_full_disk_stops_that_recording_and_harms_no_other() {
+    let fs = match Tmpfs::mount("24m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!("skipped: cannot mount a small tmpfs for the store here ({why}); needs root with CAP_SYS_ADMIN");
+            return;
+        }
+    };
+    // The home (socket, store, log) on the small file system; 2 MiB kept free.
+    let home = WarpHome::at(&fs.0.join("home")).with_env("WARP_STORE_RESERVE_MB", "2");
+    let first = home.record(&Spec::new("/bin/echo").arg("before the disk filled"), &[]);
+    assert_eq!(first.outcome.status, Status::Exited(0), "{}", first.warpctl_text());
+    let first = first.session_id().unwrap();
+
+    // 64 MB of random bytes read: more than the disk holds.
+    let big = home.record(&Spec::new("/usr/bin/head").args(["-c", "64000000", "/dev/urandom"]), &[]);
+    let said = big.warpctl_text();
+    assert_eq!(big.outcome.status, Status::Exited(125), "{said}");
+    assert!(
+        said.contains("the disk holding the store has") && said.contains("stopped so that the store stays whole"),
+        "{said}"
+    );
+    let stopped = big.session_id().unwrap();
+
+    let o = ctl(&home, &["show", "--json", &stopped]);
+    assert!(
+        o.stdout_str().contains("\"status\":\"incomplete\""),
+        "marked incomplete: {}{}",
+        o.stdout_str(),
+        o.stderr_str()
+    );
+    let r = home.replay(&first, &[]);
+    assert_eq!(r.outcome.status, Status::Exited(0), "the earlier recording still replays: {}", r.warpctl_text());
+    assert_eq!(r.outcome.stdout_str(), "before the disk filled\n");
+    // The daemon still records what fits.
+    let after = home.record(&Spec::new("/bin/echo").arg("after"), &[]);
+    assert_eq!(after.outcome.status, Status::Exited(0), "{}", after.warpctl_text());
+    home.stop_daemon();
+}
