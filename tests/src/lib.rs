@@ -324,6 +324,11 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Status, stdout and stderr, for failure messages.
+    pub fn text(&self) -> String {
+        format!("status {:?}\nstdout:\n{}stderr:\n{}", self.status, self.stdout_str(), self.stderr_str())
+    }
+
     pub fn stdout_str(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
@@ -803,6 +808,13 @@ impl WarpHome {
         }
     }
 
+    /// Runs `warpctl ARGS...` with this home's environment to its end.
+    pub fn ctl(&self, args: &[&str]) -> Outcome {
+        let mut cmd = self.warpctl();
+        cmd.args(args);
+        run(cmd, &format!("`warpctl {}`", args.join(" ")), &Input::Null, None, default_timeout())
+    }
+
     /// `warpctl ARGS...` with this home's environment.
     pub fn warpctl(&self) -> Command {
         let mut cmd = Command::new(warpctl());
@@ -1026,6 +1038,19 @@ impl WarpHome {
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+}
+
+/// Whether gdb is installed; where it is not, says the test skips it (CI
+/// must install it: `.ci/run`).
+pub fn gdb_present() -> bool {
+    match Command::new("gdb").arg("--version").output() {
+        Ok(o) if o.status.success() => true,
+        _ => {
+            assert!(std::env::var_os("CI").is_none(), "CI must install gdb (.ci/run)");
+            eprintln!("skipped: gdb is not installed (apt-get install gdb)");
+            false
+        }
     }
 }
 

@@ -11,19 +11,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use warp_tests::{default_timeout, run, Flavour, Input, Outcome, Spec, Status, WarpHome};
-
-/// gdb, or why these tests cannot run (CI installs it).
-fn gdb_present() -> bool {
-    match Command::new("gdb").arg("--version").output() {
-        Ok(o) if o.status.success() => true,
-        _ => {
-            assert!(std::env::var_os("CI").is_none(), "CI must install gdb (.ci/run)");
-            eprintln!("skipped: gdb is not installed (apt-get install gdb)");
-            false
-        }
-    }
-}
+use warp_tests::{default_timeout, gdb_present, run, Flavour, Input, Outcome, Spec, Status, WarpHome};
 
 /// Records `spec` (which must exit with `code`) and returns its session id.
 fn record(home: &WarpHome, spec: &Spec, code: i32) -> String {

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use warp_tests::{default_timeout, run, Input, Outcome, Spec, Status, WarpHome};
+use warp_tests::{Spec, Status, WarpHome};
 
 /// A tmpfs mounted for the test, unmounted (lazily) when dropped.
 struct Tmpfs(PathBuf);
@@ -36,12 +36,6 @@ impl Drop for Tmpfs {
     }
 }
 
-fn ctl(home: &WarpHome, args: &[&str]) -> Outcome {
-    let mut cmd = home.warpctl();
-    cmd.args(args);
-    run(cmd, &format!("`warpctl {}`", args.join(" ")), &Input::Null, None, default_timeout())
-}
-
 #[test]
 fn a_full_disk_stops_that_recording_and_harms_no_other() {
     let fs = match Tmpfs::mount("24m") {
@@ -67,7 +61,7 @@ fn a_full_disk_stops_that_recording_and_harms_no_other() {
     );
     let stopped = big.session_id().unwrap();
 
-    let o = ctl(&home, &["show", "--json", &stopped]);
+    let o = home.ctl(&["show", "--json", &stopped]);
     assert!(
         o.stdout_str().contains("\"status\":\"incomplete\""),
         "marked incomplete: {}{}",

@@ -19,7 +19,8 @@ use rcgen::{
     KeyPair, KeyUsagePurpose,
 };
 use warp_tests::{
-    default_timeout, product_binary, run, ConfiguredDaemon, Flavour, Input, Outcome, Spec, Status, WarpHome,
+    default_timeout, gdb_present, product_binary, run, ConfiguredDaemon, Flavour, Input, Outcome, Spec, Status,
+    WarpHome,
 };
 
 /// A CA that signs certificates.
@@ -91,10 +92,6 @@ fn remote(home: &WarpHome, daemon: &Daemon, client: &Client, ca: &Path, args: &[
     run(cmd, &format!("`warpctl --remote {} {}`", daemon.addr, args.join(" ")), &Input::Null, None, default_timeout())
 }
 
-fn text(o: &Outcome) -> String {
-    format!("status {:?}\nstdout:\n{}stderr:\n{}", o.status, o.stdout_str(), o.stderr_str())
-}
-
 #[test]
 fn remote_callers_are_authenticated_and_see_what_their_certificate_may() {
     let home = WarpHome::new("remote");
@@ -136,44 +133,44 @@ fn remote_callers_are_authenticated_and_see_what_their_certificate_may() {
 
     // Alice (this uid): ls, show, events, export, replay.
     let o = remote(&home, &daemon, &alice, &ca_pem, &["ls"]);
-    assert_eq!(o.status, Status::Exited(0), "{}", text(&o));
-    assert!(o.stdout_str().contains(&id), "{}", text(&o));
+    assert_eq!(o.status, Status::Exited(0), "{}", o.text());
+    assert!(o.stdout_str().contains(&id), "{}", o.text());
     let o = remote(&home, &daemon, &alice, &ca_pem, &["show", &id]);
-    assert!(o.status == Status::Exited(0) && o.stdout_str().contains("hello"), "{}", text(&o));
+    assert!(o.status == Status::Exited(0) && o.stdout_str().contains("hello"), "{}", o.text());
     let o = remote(&home, &daemon, &alice, &ca_pem, &["events", &id]);
-    assert!(o.status == Status::Exited(0) && o.stdout_str().contains("write(1, "), "{}", text(&o));
+    assert!(o.status == Status::Exited(0) && o.stdout_str().contains("write(1, "), "{}", o.text());
     let exported = dir.join("hello.warp");
     let o = remote(&home, &daemon, &alice, &ca_pem, &["export", &id, "-o", exported.to_str().unwrap()]);
-    assert_eq!(o.status, Status::Exited(0), "{}", text(&o));
+    assert_eq!(o.status, Status::Exited(0), "{}", o.text());
     let mut local_export = home.warpctl();
     local_export.args(["export", &id, "-o", "-"]);
     let local = run(local_export, "local export", &Input::Null, None, default_timeout());
     assert_eq!(fs::read(&exported).unwrap(), local.stdout, "the remote export is the local one");
     let o = remote(&home, &daemon, &alice, &ca_pem, &["replay", &id]);
-    assert_eq!(o.status, Status::Exited(0), "{}", text(&o));
+    assert_eq!(o.status, Status::Exited(0), "{}", o.text());
     assert_eq!(o.stdout, recorded.outcome.stdout, "the remote replay prints what the recording did");
 
     // Bob (another uid) sees none of it, and cannot reach it by its id.
     let o = remote(&home, &daemon, &bob, &ca_pem, &["ls", "--json"]);
-    assert_eq!(o.status, Status::Exited(0), "{}", text(&o));
-    assert!(!o.stdout_str().contains(&id), "{}", text(&o));
+    assert_eq!(o.status, Status::Exited(0), "{}", o.text());
+    assert!(!o.stdout_str().contains(&id), "{}", o.text());
     for args in [&["show", id.as_str()][..], &["replay", &id], &["rm", &id], &["export", &id, "-o", "-"]] {
         let o = remote(&home, &daemon, &bob, &ca_pem, args);
-        assert_ne!(o.status, Status::Exited(0), "bob {args:?}: {}", text(&o));
-        assert!(o.stderr_str().contains("no session"), "bob {args:?}: {}", text(&o));
+        assert_ne!(o.status, Status::Exited(0), "bob {args:?}: {}", o.text());
+        assert!(o.stderr_str().contains("no session"), "bob {args:?}: {}", o.text());
     }
     // What bob imports is bob's: he sees it, alice (not root) would not.
     let o = remote(&home, &daemon, &bob, &ca_pem, &["import", exported.to_str().unwrap()]);
-    assert_eq!(o.status, Status::Exited(0), "{}", text(&o));
+    assert_eq!(o.status, Status::Exited(0), "{}", o.text());
     let o = remote(&home, &daemon, &bob, &ca_pem, &["ls", "--json"]);
-    assert_eq!(o.stdout_str().matches("\"id\"").count(), 1, "bob's import is his: {}", text(&o));
+    assert_eq!(o.stdout_str().matches("\"id\"").count(), 1, "bob's import is his: {}", o.text());
 
     // The operator sees every user's recordings, but owns none to import.
     let o = remote(&home, &daemon, &ops, &ca_pem, &["ls", "--json"]);
-    assert!(o.stdout_str().contains(&id) && o.stdout_str().matches("\"id\"").count() == 2, "{}", text(&o));
+    assert!(o.stdout_str().contains(&id) && o.stdout_str().matches("\"id\"").count() == 2, "{}", o.text());
     let o = remote(&home, &daemon, &ops, &ca_pem, &["import", exported.to_str().unwrap()]);
-    assert_ne!(o.status, Status::Exited(0), "{}", text(&o));
-    assert!(o.stderr_str().contains("an operator (ops.example.org) has no uid"), "{}", text(&o));
+    assert_ne!(o.status, Status::Exited(0), "{}", o.text());
+    assert!(o.stderr_str().contains("an operator (ops.example.org) has no uid"), "{}", o.text());
 
     // A certificate the configuration does not name, one of another CA,
     // an expired one: refused, and they learn nothing.
@@ -183,17 +180,17 @@ fn remote_callers_are_authenticated_and_see_what_their_certificate_may() {
         ("expired", &expired, "did not accept the certificate"),
     ] {
         let o = remote(&home, &daemon, client, &ca_pem, &["ls"]);
-        assert_eq!(o.status, Status::Exited(125), "{who}: {}", text(&o));
-        assert!(!o.stdout_str().contains(&id), "{who}: {}", text(&o));
-        assert!(o.stderr_str().contains(&format!("warpctl: warpd at {}", daemon.addr)), "{who}: {}", text(&o));
-        assert!(o.stderr_str().contains(why), "{who}: {}", text(&o));
+        assert_eq!(o.status, Status::Exited(125), "{who}: {}", o.text());
+        assert!(!o.stdout_str().contains(&id), "{who}: {}", o.text());
+        assert!(o.stderr_str().contains(&format!("warpctl: warpd at {}", daemon.addr)), "{who}: {}", o.text());
+        assert!(o.stderr_str().contains(why), "{who}: {}", o.text());
     }
     // A daemon certificate checked against the wrong CA: refused by warpctl.
     let other_ca_pem = dir.join("other-ca.pem");
     fs::write(&other_ca_pem, other_ca.issuer.pem()).unwrap();
     let o = remote(&home, &daemon, &alice, &other_ca_pem, &["ls"]);
-    assert_eq!(o.status, Status::Exited(125), "{}", text(&o));
-    assert!(!o.stdout_str().contains(&id), "{}", text(&o));
+    assert_eq!(o.status, Status::Exited(125), "{}", o.text());
+    assert!(!o.stdout_str().contains(&id), "{}", o.text());
 
     // Plain text: an HTTP/2 preface without TLS gets no HTTP/2 back.
     let port: u16 = daemon.addr.rsplit_once(':').unwrap().1.parse().unwrap();
@@ -233,15 +230,15 @@ fn remote_callers_are_authenticated_and_see_what_their_certificate_may() {
         (&["doctor"], 2, "doctor checks this machine"),
     ] {
         let o = remote(&home, &daemon, &alice, &ca_pem, args);
-        assert_eq!(o.status, Status::Exited(code), "{args:?}: {}", text(&o));
-        assert!(o.stderr_str().contains(needle), "{args:?}: {}", text(&o));
+        assert_eq!(o.status, Status::Exited(code), "{args:?}: {}", o.text());
+        assert!(o.stderr_str().contains(needle), "{args:?}: {}", o.text());
     }
     // Without credentials, warpctl says where they come from.
     let mut cmd = home.warpctl();
     cmd.env("XDG_CONFIG_HOME", &dir).args(["--remote", &daemon.addr, "ls"]);
     let o = run(cmd, "warpctl --remote without credentials", &Input::Null, None, default_timeout());
-    assert_eq!(o.status, Status::Exited(2), "{}", text(&o));
-    assert!(o.stderr_str().contains("--remote needs --cert FILE (or WARP_REMOTE_CERT"), "{}", text(&o));
+    assert_eq!(o.status, Status::Exited(2), "{}", o.text());
+    assert!(o.stderr_str().contains("--remote needs --cert FILE (or WARP_REMOTE_CERT"), "{}", o.text());
     // ... and reads them from remote.toml.
     fs::create_dir_all(dir.join("warpspeed")).unwrap();
     fs::write(
@@ -252,7 +249,7 @@ fn remote_callers_are_authenticated_and_see_what_their_certificate_may() {
     let mut cmd = home.warpctl();
     cmd.env("XDG_CONFIG_HOME", &dir).args(["--remote", &daemon.addr, "ls"]);
     let o = run(cmd, "warpctl --remote with remote.toml", &Input::Null, None, default_timeout());
-    assert!(o.status == Status::Exited(0) && o.stdout_str().contains(&id), "{}", text(&o));
+    assert!(o.status == Status::Exited(0) && o.stdout_str().contains(&id), "{}", o.text());
 
     // A scripted gdb session, gdb here, the replay there.
     if gdb_present() {
@@ -261,7 +258,7 @@ fn remote_callers_are_authenticated_and_see_what_their_certificate_may() {
         cmd.arg("--ca").arg(&ca_pem).args(["replay", &id, "--gdb", "--", "-batch", "-nx"]);
         cmd.args(["-ex", "break main", "-ex", "continue", "-ex", "bt", "-ex", "continue"]);
         let o = run(cmd, "remote replay --gdb", &Input::Null, None, default_timeout());
-        let all = text(&o);
+        let all = o.text();
         assert_eq!(o.status, Status::Exited(0), "{all}");
         assert!(all.contains("Breakpoint 1, main") && all.contains("Hello, world!"), "{all}");
         assert!(all.contains("exited normally"), "{all}");
@@ -278,7 +275,7 @@ fn remote_callers_are_authenticated_and_see_what_their_certificate_may() {
         run(cmd, "warpctl pull", &Input::Null, None, default_timeout())
     };
     let pulled = |o: &Outcome| {
-        assert_eq!(o.status, Status::Exited(0), "{}", text(o));
+        assert_eq!(o.status, Status::Exited(0), "{}", o.text());
         let new_id = o.stdout_str().trim().to_string();
         let r = desk.replay(&new_id, &[]);
         assert_eq!(r.outcome.status, Status::Exited(0), "{}", r.warpctl_text());
@@ -288,14 +285,14 @@ fn remote_callers_are_authenticated_and_see_what_their_certificate_may() {
     let o = pull(&alice, &id);
     let first = pulled(&o);
     assert_ne!(first, id, "a pulled recording gets an id of its own here");
-    assert!(o.stderr_str().contains(&format!("pulled {id} from {}", daemon.addr)), "{}", text(&o));
+    assert!(o.stderr_str().contains(&format!("pulled {id} from {}", daemon.addr)), "{}", o.text());
     let part = cache.join("warpspeed/pull").join(format!("localhost_{port}-{id}.warp.part"));
     assert!(!part.exists(), "nothing is kept once imported");
     // Cut short after half the file: the next pull goes on from there.
     let whole = fs::read(&exported).unwrap();
     fs::write(&part, &whole[..whole.len() / 2]).unwrap();
     let o = pull(&alice, &id);
-    assert!(o.stderr_str().contains(&format!("resuming the pull of {id} at byte {}", whole.len() / 2)), "{}", text(&o));
+    assert!(o.stderr_str().contains(&format!("resuming the pull of {id} at byte {}", whole.len() / 2)), "{}", o.text());
     pulled(&o);
     assert!(!part.exists());
     // What was kept is damaged: refused, removed, and the next pull works.
@@ -303,36 +300,24 @@ fn remote_callers_are_authenticated_and_see_what_their_certificate_may() {
     damaged[20] ^= 0xff;
     fs::write(&part, &damaged).unwrap();
     let o = pull(&alice, &id);
-    assert_eq!(o.status, Status::Exited(125), "{}", text(&o));
-    assert!(o.stderr_str().contains("does not match"), "{}", text(&o));
+    assert_eq!(o.status, Status::Exited(125), "{}", o.text());
+    assert!(o.stderr_str().contains("does not match"), "{}", o.text());
     assert!(!part.exists(), "the damaged piece is removed");
     pulled(&pull(&alice, &id));
     // Longer than the file: not a piece of it.
     fs::write(&part, [&whole[..], b"more"].concat()).unwrap();
     let o = pull(&alice, &id);
-    assert!(o.status != Status::Exited(0) && o.stderr_str().contains("is longer than"), "{}", text(&o));
+    assert!(o.status != Status::Exited(0) && o.stderr_str().contains("is longer than"), "{}", o.text());
     assert!(!part.exists());
     // Bob cannot pull what is not his.
     let o = pull(&bob, &id);
-    assert!(o.status == Status::Exited(2) && o.stderr_str().contains("no session"), "{}", text(&o));
+    assert!(o.status == Status::Exited(2) && o.stderr_str().contains("no session"), "{}", o.text());
 
     // Alice removes her recording remotely.
     let o = remote(&home, &daemon, &alice, &ca_pem, &["rm", &id]);
-    assert_eq!(o.status, Status::Exited(0), "{}", text(&o));
+    assert_eq!(o.status, Status::Exited(0), "{}", o.text());
     let o = remote(&home, &daemon, &alice, &ca_pem, &["show", &id]);
-    assert_ne!(o.status, Status::Exited(0), "{}", text(&o));
-}
-
-/// gdb, or why the gdb part cannot run (CI installs it).
-fn gdb_present() -> bool {
-    match Command::new("gdb").arg("--version").output() {
-        Ok(o) if o.status.success() => true,
-        _ => {
-            assert!(std::env::var_os("CI").is_none(), "CI must install gdb (.ci/run)");
-            eprintln!("skipped the gdb part: gdb is not installed (apt-get install gdb)");
-            false
-        }
-    }
+    assert_ne!(o.status, Status::Exited(0), "{}", o.text());
 }
 
 #[test]
@@ -351,18 +336,18 @@ fn a_configuration_mistake_is_refused_at_start_with_its_line() {
         run(cmd, "warpd --config", &Input::Null, None, default_timeout())
     };
     let o = start(&config);
-    assert_eq!(o.status, Status::Exited(1), "{}", text(&o));
-    assert!(o.stderr_str().contains(&format!("{}:6:1: unknown field `clients`", config.display())), "{}", text(&o));
+    assert_eq!(o.status, Status::Exited(1), "{}", o.text());
+    assert!(o.stderr_str().contains(&format!("{}:6:1: unknown field `clients`", config.display())), "{}", o.text());
     // Nothing started: no socket.
     assert!(!home.path().join("warpd.sock").exists());
     // Files it names are read at start too.
     fs::write(&config, "[remote]\nlisten = \"127.0.0.1:0\"\ncert = \"s.pem\"\nkey = \"s.key\"\nclient_ca = \"ca.pem\"\n[[remote.client]]\nname = \"a\"\nuid = 1\n")
         .unwrap();
     let o = start(&config);
-    assert_eq!(o.status, Status::Exited(1), "{}", text(&o));
+    assert_eq!(o.status, Status::Exited(1), "{}", o.text());
     assert!(
         o.stderr_str().contains(&format!("cannot read remote.cert {}", dir.join("s.pem").display())),
         "{}",
-        text(&o)
+        o.text()
     );
 }
