@@ -449,7 +449,12 @@ pub async fn serve(
             return Ok(());
         };
         let service = service::WarpService::new(Arc::clone(&shared));
-        let incoming = remote::incoming(listener, tls, shared.options.remote_clients.clone());
+        let incoming = remote::incoming(
+            listener,
+            tls,
+            shared.options.remote_clients.clone(),
+            shared.options.config.max_connections_per_user,
+        );
         tonic::transport::Server::builder()
             .add_service(WarpServer::new(service))
             .serve_with_incoming_shutdown(incoming, once_drained(drained_rx.clone()))

@@ -126,10 +126,46 @@ pub fn match_client(leaf: &CertificateDer<'_>, clients: &[Client]) -> Option<Rem
     })
 }
 
-/// An authenticated TLS connection, as tonic serves it.
+/// An authenticated TLS connection, as tonic serves it; counted against
+/// its client's bound while it is open.
 pub struct RemoteStream {
     tls: TlsStream<TcpStream>,
     info: RemoteInfo,
+    _open: OpenConnection,
+}
+
+/// Open connections per client name ("" for certificates no client names).
+type OpenCounts = Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>;
+
+/// One open connection of a client; uncounted when dropped.
+struct OpenConnection {
+    client: String,
+    counts: OpenCounts,
+}
+
+impl OpenConnection {
+    /// Counts a connection of `client`, unless it holds `max` already.
+    fn admit(counts: &OpenCounts, client: &str, max: usize) -> Option<OpenConnection> {
+        let mut c = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let open = c.entry(client.to_string()).or_default();
+        if *open >= max {
+            return None;
+        }
+        *open += 1;
+        Some(OpenConnection { client: client.to_string(), counts: Arc::clone(counts) })
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = c.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                c.remove(&self.client);
+            }
+        }
+    }
 }
 
 impl tonic::transport::server::Connected for RemoteStream {
@@ -169,13 +205,17 @@ impl AsyncWrite for RemoteStream {
 
 /// Accepts on `listener`, does each handshake (at most `MAX_HANDSHAKES` at
 /// once, each within `HANDSHAKE_TIMEOUT`) and yields the connections that
-/// authenticated; a failed one is logged with its reason.
+/// authenticated, at most `max_per_client` open at once for each client
+/// (certificates no client names share one bound); a failed or refused
+/// one is logged with its reason.
 pub fn incoming(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     clients: Vec<Client>,
+    max_per_client: usize,
 ) -> impl tokio_stream::Stream<Item = io::Result<RemoteStream>> {
     let (tx, rx) = mpsc::channel(16);
+    let counts = OpenCounts::default();
     let acceptor = TlsAcceptor::from(tls);
     let clients = Arc::new(clients);
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
@@ -200,7 +240,8 @@ pub fn incoming(
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let (acceptor, clients, tx) = (acceptor.clone(), Arc::clone(&clients), tx.clone());
+            let (acceptor, clients, tx, counts) =
+                (acceptor.clone(), Arc::clone(&clients), tx.clone(), Arc::clone(&counts));
             tokio::spawn(async move {
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => tls,
@@ -216,15 +257,36 @@ pub fn incoming(
                 drop(permit);
                 let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).cloned();
                 let caller = leaf.as_ref().and_then(|leaf| match_client(leaf, &clients));
+                let name = caller.as_ref().map_or("", |c| c.name.as_str());
+                let Some(open) = OpenConnection::admit(&counts, name, max_per_client) else {
+                    tracing::warn!(%peer, client = name, max = max_per_client, "a remote client holds the most connections allowed: connection closed");
+                    return;
+                };
                 match &caller {
                     Some(c) => tracing::info!(%peer, client = %c.name, "remote client connected"),
                     None => {
                         tracing::warn!(%peer, "remote certificate names no configured client: its requests are refused")
                     }
                 }
-                let _ = tx.send(Ok(RemoteStream { tls, info: RemoteInfo { peer, caller } })).await;
+                let _ = tx.send(Ok(RemoteStream { tls, info: RemoteInfo { peer, caller }, _open: open })).await;
             });
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_client_is_bounded_and_a_closed_connection_frees_its_place() {
+        let counts = OpenCounts::default();
+        let a1 = OpenConnection::admit(&counts, "alice", 2).unwrap();
+        let _a2 = OpenConnection::admit(&counts, "alice", 2).unwrap();
+        assert!(OpenConnection::admit(&counts, "alice", 2).is_none(), "a third is refused");
+        let _b = OpenConnection::admit(&counts, "bob", 2).expect("another client's bound is its own");
+        drop(a1);
+        assert!(OpenConnection::admit(&counts, "alice", 2).is_some(), "a closed one frees its place");
+    }
 }
