@@ -52,6 +52,16 @@ fn an_exported_session_replays_on_another_daemon() {
         assert!(latest.lines().next().is_some_and(|l| l.ends_with(&new_id)), "{latest}");
         assert!(latest.contains(&format!("it was session {id} where it was recorded")), "{latest}");
     }
+    // `export -o -` into a reader that goes away (the file is far larger
+    // than a pipe holds): quietly 141.
+    let size = fs::metadata(&file).unwrap().len();
+    assert!(size > 1 << 17, "the test needs an export larger than a pipe: {size} bytes");
+    let script =
+        format!("set -o pipefail; '{}' export latest -o - | head -c 10 >/dev/null", warp_tests::warpctl().display());
+    let out =
+        std::process::Command::new("bash").arg("-c").arg(&script).env("WARP_HOME", there.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(141), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "nothing said: {}", String::from_utf8_lossy(&out.stderr));
     // `import -` reads the file from standard input.
     let out = there.warpctl().args(["import", "-"]).stdin(fs::File::open(&file).unwrap()).output().unwrap();
     assert!(out.status.success(), "import -: {}", String::from_utf8_lossy(&out.stderr));

@@ -46,7 +46,8 @@ Exit status:
            command line is wrong (with --gdb: gdb's own status)
   doctor   0 this machine can record; 1 it cannot (the lines say why)
   others   0 done; 2 refused (unknown session, a wrong command line,
-           an unreadable file); 125 when warpctl or warpd failed";
+           an unreadable file); 125 when warpctl or warpd failed;
+           export -o - 141 when the reader of its output went away";
 
 /// Record programs and replay them exactly.
 #[derive(Parser, Debug)]

@@ -28,12 +28,22 @@ pub async fn export(id: String, file: PathBuf, force: bool) -> Result<u8, ViewEr
     let mut hasher = blake3::Hasher::new();
     if to_stdout {
         let mut out = std::io::stdout().lock();
+        // A reader that went away (`| head -c N`) ends the export quietly
+        // with 141, the status a process SIGPIPE killed gives in a shell:
+        // what it read is not a whole file.
+        let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;
         while let Some(chunk) = stream.message().await.map_err(rpc)? {
             hasher.update(&chunk.data);
-            out.write_all(&chunk.data).map_err(ViewError::Output)?;
+            match out.write_all(&chunk.data) {
+                Err(e) if gone(&e) => return Ok(141),
+                other => other.map_err(ViewError::Output)?,
+            }
             check_digest(&chunk.digest, &hasher, "the export")?;
         }
-        out.flush().map_err(ViewError::Output)?;
+        match out.flush() {
+            Err(e) if gone(&e) => return Ok(141),
+            other => other.map_err(ViewError::Output)?,
+        }
         return Ok(0);
     }
     let tmp = temp_beside(&file);
