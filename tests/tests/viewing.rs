@@ -195,6 +195,45 @@ fn events_print_the_open_and_the_write() {
     assert!(text.lines().any(|l| l.ends_with(r#"] read(3, "abcdefghijab"..., 4096) = 3000"#)), "{text}");
 }
 
+/// `events -t`, `-tt`, `-ttt` and `-T`, as strace prints them: every
+/// syscall of a recording without the ring has its time of day and its
+/// duration, in order; `--json` has them as numbers.
+#[test]
+fn events_show_when_each_call_was_made_and_how_long_it_took() {
+    let home = WarpHome::new("events_times");
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let recorded = home.record(&Spec::prog("hello", FLAVOURS[0]), &["--no-exitless"]);
+    assert_eq!(recorded.outcome.status, Status::Exited(0));
+    let id = recorded.session_id().unwrap();
+    // Calls that returned (exit_group's line ends `= ?`, with no duration).
+    let syscalls = |text: &str| {
+        text.lines().filter(|l| l.contains(") = ") && !l.contains("= ?")).map(str::to_string).collect::<Vec<_>>()
+    };
+    let tt = syscalls(&ok(&home, &["events", &id, "-tt", "-T"]));
+    assert!(tt.len() > 3, "{tt:?}");
+    let mut last = String::new();
+    for line in &tt {
+        let (clock, rest) = line.split_once(' ').unwrap();
+        let b = clock.as_bytes();
+        assert!(clock.len() == 15 && b[2] == b':' && b[5] == b':' && b[8] == b'.', "HH:MM:SS.uuuuuu: {line}");
+        assert!(clock >= last.as_str() || last.starts_with("23"), "in order: {line} after {last}");
+        last = clock.to_string();
+        assert!(rest.starts_with('['), "{line}");
+        let took =
+            line.rsplit_once(" <").map(|(_, t)| t.trim_end_matches('>')).unwrap_or_else(|| panic!("no -T: {line}"));
+        assert!(took.len() == 8 && took.as_bytes()[1] == b'.', "<S.uuuuuu>: {line}");
+    }
+    let t = syscalls(&ok(&home, &["events", &id, "-t"]));
+    assert!(t.iter().all(|l| l.as_bytes()[8] == b' ' && !l.contains(" <")), "{t:?}");
+    let ttt = syscalls(&ok(&home, &["events", &id, "-ttt"]));
+    let first: f64 = ttt[0].split_whitespace().next().unwrap().parse().unwrap();
+    assert!(first >= before as f64 && first < before as f64 + 600.0, "unix time: {}", ttt[0]);
+    let json = ok(&home, &["events", &id, "--json"]);
+    let v = json.lines().map(parse_line).find(|v| field(v, "kind").as_str() == Some("syscall")).unwrap();
+    assert!(field(&v, "time_us").as_u64().is_some_and(|t| t > 0), "{v:?}");
+    assert!(field(&v, "duration_us").as_u64().is_some(), "{v:?}");
+}
+
 /// `events -e trace=SET`, `-c` and `-o`, as strace's: the calls of
 /// ring_calls the program itself makes are counted exactly, with their
 /// errors; a class selects its calls; a bad expression is refused.
@@ -207,12 +246,19 @@ fn events_filter_and_summarise_as_strace_does() {
     // 500 fstat calls and 3 failing ones; 2001 readings of the clock,
     // four more, two of them failing (ring_calls.c).
     let summary = ok(&home, &["events", &id, "-e", "trace=fstat,clock_gettime", "-c"]);
-    let row = |name: &str| summary.lines().find(|l| l.ends_with(&format!(" {name}"))).map(str::split_whitespace);
+    // Columns: seconds (of the calls the trace has durations for), calls,
+    // errors, name.
+    let row =
+        |name: &str| summary.lines().find(|l| l.ends_with(&format!(" {name}"))).map(|l| l.split_whitespace().skip(1));
     let fstat: Vec<&str> = row("fstat").unwrap_or_else(|| panic!("{summary}")).collect();
     assert_eq!(fstat, ["503", "3", "fstat"], "{summary}");
     let clock: Vec<&str> = row("clock_gettime").unwrap_or_else(|| panic!("{summary}")).collect();
     assert_eq!(clock, ["2005", "2", "clock_gettime"], "{summary}");
-    assert!(summary.lines().last().is_some_and(|l| l.split_whitespace().eq(["2508", "5", "total"])), "{summary}");
+    assert!(
+        summary.lines().last().is_some_and(|l| l.split_whitespace().skip(1).eq(["2508", "5", "total"])),
+        "{summary}"
+    );
+    assert!(summary.lines().next().is_some_and(|l| l.split_whitespace().eq(["seconds", "calls", "errors", "syscall"])));
     assert!(row("read").is_none(), "only the selected calls: {summary}");
 
     // The lines themselves, to a file; a class; all but a set.

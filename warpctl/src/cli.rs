@@ -197,10 +197,21 @@ pub enum Command {
         /// those. Other events (signals, faults, the end) are printed still.
         #[arg(short = 'e', value_name = "trace=SET")]
         expr: Vec<String>,
-        /// Print a summary instead, as strace -c: each syscall's calls and
-        /// errors, most called first (their time is not recorded yet).
+        /// Print a summary instead, as strace -c: each syscall's time,
+        /// calls and errors, most called first.
         #[arg(short = 'c', long)]
         summary: bool,
+        /// Start each line with the time of day the call was made, as
+        /// strace: -t seconds, -tt microseconds, -ttt unix time. Times are
+        /// the recording machine's; a call the exitless ring served has the
+        /// time warpd collected it; traces recorded before times were kept
+        /// have none.
+        #[arg(short = 't', action = clap::ArgAction::Count)]
+        clock: u8,
+        /// End each line with the time the call took (`<0.000012>`), as
+        /// strace -T (not for calls the exitless ring served).
+        #[arg(short = 'T')]
+        durations: bool,
         /// Write to FILE instead of standard output.
         #[arg(short = 'o', long, value_name = "FILE")]
         output: Option<PathBuf>,

@@ -171,8 +171,8 @@ fn main() -> ExitCode {
             Command::Ls { json } => view::ls(json).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
             Command::Ps { id, json } => view::ps(id, json).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
             Command::Show { id, json } => view::show(id, json).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
-            Command::Events { id, json, follow, expr, summary, output, string_limit } => {
-                let opts = view::EventsOptions { json, follow, expr, summary, output, string_limit };
+            Command::Events { id, json, follow, expr, summary, output, string_limit, clock, durations } => {
+                let opts = view::EventsOptions { json, follow, expr, summary, output, string_limit, clock, durations };
                 view::events(id, opts).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
             }
             Command::Rm { ids, all_incomplete } => {

@@ -517,6 +517,10 @@ pub struct EventsOptions {
     pub output: Option<std::path::PathBuf>,
     /// Bytes of each read buffer shown (strace's `-s`; None: the daemon's 32).
     pub string_limit: Option<u32>,
+    /// strace's `-t` given this many times (0: no time of day).
+    pub clock: u8,
+    /// strace's `-T`: each call's duration.
+    pub durations: bool,
 }
 
 /// The syscalls `-e trace=SET` selects.
@@ -579,7 +583,9 @@ impl Selection {
 /// Calls and errors per syscall, for `-c`.
 #[derive(Default)]
 struct Summary {
-    counts: std::collections::BTreeMap<String, (u64, u64)>,
+    /// Per syscall: calls, errors, and the microseconds of those whose
+    /// duration the trace has.
+    counts: std::collections::BTreeMap<String, (u64, u64, u64)>,
 }
 
 impl Summary {
@@ -590,34 +596,84 @@ impl Summary {
         if line.ret.is_some_and(|r| (-4095..0).contains(&r)) {
             c.1 += 1;
         }
+        c.2 += line.duration_us.unwrap_or(0);
     }
 
     fn render(&self, json: bool) -> String {
-        let mut rows: Vec<(&String, &(u64, u64))> = self.counts.iter().collect();
+        let mut rows: Vec<(&String, &(u64, u64, u64))> = self.counts.iter().collect();
         rows.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
         let mut out = String::new();
         if json {
-            for (name, (calls, errors)) in rows {
-                out.push_str(
-                    &json::Object::new().str("syscall", name).num("calls", *calls).num("errors", *errors).finish(),
-                );
+            for (name, (calls, errors, us)) in rows {
+                let o = json::Object::new().str("syscall", name).num("calls", *calls).num("errors", *errors);
+                out.push_str(&o.num("usecs", *us).finish());
                 out.push('\n');
             }
             return out;
         }
-        let _ = writeln!(out, "{:>9} {:>9} syscall", "calls", "errors");
-        let _ = writeln!(out, "{:->9} {:->9} ----------------", "", "");
-        let (mut calls, mut errors) = (0, 0);
-        for (name, (c, e)) in rows {
+        let secs = |us: u64| format!("{}.{:06}", us / 1_000_000, us % 1_000_000);
+        let _ = writeln!(out, "{:>11} {:>9} {:>9} syscall", "seconds", "calls", "errors");
+        let _ = writeln!(out, "{:->11} {:->9} {:->9} ----------------", "", "", "");
+        let (mut calls, mut errors, mut total) = (0, 0, 0);
+        for (name, (c, e, us)) in rows {
             let shown = if *e > 0 { e.to_string() } else { String::new() };
-            let _ = writeln!(out, "{c:>9} {shown:>9} {name}");
+            let _ = writeln!(out, "{:>11} {c:>9} {shown:>9} {name}", secs(*us));
             calls += c;
             errors += e;
+            total += us;
         }
-        let _ = writeln!(out, "{:->9} {:->9} ----------------", "", "");
-        let _ = writeln!(out, "{calls:>9} {errors:>9} total");
+        let _ = writeln!(out, "{:->11} {:->9} {:->9} ----------------", "", "", "");
+        let _ = writeln!(out, "{:>11} {calls:>9} {errors:>9} total", secs(total));
         out
     }
+}
+
+/// `-t`/`-tt`/`-ttt` and `-T` as strace prints them, around a line.
+fn timed(text: &str, line: &EventLine, start_ms: u64, clock: u8, durations: bool) -> String {
+    let mut out = String::new();
+    if clock > 0 {
+        match line.time_us {
+            Some(us) => {
+                let at_us = start_ms.saturating_mul(1000).saturating_add(us);
+                let (secs, micros) = (at_us / 1_000_000, at_us % 1_000_000);
+                if clock >= 3 {
+                    let _ = write!(out, "{secs}.{micros:06} ");
+                } else {
+                    let hms = local_hms(secs);
+                    if clock == 2 {
+                        let _ = write!(out, "{hms}.{micros:06} ");
+                    } else {
+                        let _ = write!(out, "{hms} ");
+                    }
+                }
+            }
+            // Not recorded (an older trace, or no syscall): as wide, blank.
+            None => out.push_str(&" ".repeat(match clock {
+                1 => 9,
+                2 => 16,
+                _ => 18,
+            })),
+        }
+    }
+    out.push_str(text);
+    if durations {
+        if let Some(us) = line.duration_us {
+            let _ = write!(out, " <{}.{:06}>", us / 1_000_000, us % 1_000_000);
+        }
+    }
+    out
+}
+
+/// `HH:MM:SS` of unix time `secs` in local time.
+fn local_hms(secs: u64) -> String {
+    let t = secs as libc::time_t;
+    // SAFETY: localtime_r fills the tm given from the time given; both are locals.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        return format!("{:02}:{:02}:{:02}", secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    }
+    format!("{:02}:{:02}:{:02}", tm.tm_hour, tm.tm_min, tm.tm_sec)
 }
 
 pub async fn events(id: String, opts: EventsOptions) -> Result<u8, ViewError> {
@@ -634,7 +690,11 @@ pub async fn events(id: String, opts: EventsOptions) -> Result<u8, ViewError> {
     };
     let mut out = io::BufWriter::new(sink);
     let mut summary = Summary::default();
+    let mut start_ms = 0;
     while let Some(batch) = stream.message().await.map_err(rpc)? {
+        if batch.start_ms != 0 {
+            start_ms = batch.start_ms;
+        }
         let mut text = String::new();
         for line in &batch.lines {
             if line.kind == "syscall" && !selection.selects(&line.name) {
@@ -648,6 +708,8 @@ pub async fn events(id: String, opts: EventsOptions) -> Result<u8, ViewError> {
             }
             if opts.json {
                 text.push_str(&line_json(line));
+            } else if opts.clock > 0 || opts.durations {
+                text.push_str(&timed(&line.text, line, start_ms, opts.clock, opts.durations));
             } else {
                 text.push_str(&line.text);
             }
@@ -681,6 +743,8 @@ pub fn line_json(line: &EventLine) -> String {
             .num("nr", line.nr)
             .raw("args", &json::array(&args))
             .raw("ret", &line.ret.map(|r| r.to_string()).unwrap_or_else(|| "null".into()));
+        let opt = |v: Option<u64>| v.map_or_else(|| "null".to_string(), |v| v.to_string());
+        o = o.raw("time_us", &opt(line.time_us)).raw("duration_us", &opt(line.duration_us));
     }
     o.str("text", &line.text).finish()
 }
@@ -886,10 +950,12 @@ mod tests {
             args: vec![4],
             ret: Some(0),
             text: "[42] close(4) = 0".into(),
+            time_us: Some(120),
+            duration_us: None,
         };
         assert_eq!(
             line_json(&line),
-            r#"{"seq":3,"last_seq":5,"thread":42,"kind":"syscall","name":"close","nr":3,"args":[4],"ret":0,"text":"[42] close(4) = 0"}"#
+            r#"{"seq":3,"last_seq":5,"thread":42,"kind":"syscall","name":"close","nr":3,"args":[4],"ret":0,"time_us":120,"duration_us":null,"text":"[42] close(4) = 0"}"#
         );
         let end = EventLine { kind: "end".into(), text: "[42] +++ exited with 0 +++".into(), ..line };
         assert_eq!(

@@ -49,9 +49,9 @@ fn main() {
         w.data(&exe).expect("blob");
         let mut events = Vec::new();
         for nr in 0..40u64 {
-            let entry = SyscallEntry { nr, args: vec![1, 2, 3], rip: 0x40_1000, thread: 0 };
+            let entry = SyscallEntry { nr, args: vec![1, 2, 3], rip: 0x40_1000, thread: 0, time_us: 1000 + nr * 40 };
             events.push(Event { kind: Some(event::Kind::Entry(entry)) });
-            events.push(Event { kind: Some(event::Kind::Exit(SyscallExit { nr, ret: 0 })) });
+            events.push(Event { kind: Some(event::Kind::Exit(SyscallExit { nr, ret: 0, time_us: 1020 + nr * 40 })) });
         }
         if chunked {
             w.append_all(&events).expect("events");

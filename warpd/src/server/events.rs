@@ -57,6 +57,7 @@ pub fn stream(shared: Arc<Shared>, id: String, from: u64, follow: bool, strings:
         };
         let printer = printer.get_or_insert_with(|| {
             batch.batch.identity = meta.identity;
+            batch.batch.start_ms = meta.start_ms;
             let (store, session) = (Arc::clone(&shared.store), id.clone());
             let blobs: BlobPrefix = Box::new(move |hash, n| store.blob_prefix(&session, hash, n).ok());
             Printer::new(meta.identity.map(|i| i.pid).unwrap_or(0)).with_strings(strings, Some(blobs))
@@ -149,5 +150,7 @@ fn event_line(line: Line) -> EventLine {
         args: line.args,
         ret: line.ret,
         text: line.text,
+        time_us: line.time_us,
+        duration_us: line.duration_us,
     }
 }

@@ -83,6 +83,10 @@ pub struct Line {
     pub ret: Option<i64>,
     /// The whole line, `[thread] ` prefix included, without a newline.
     pub text: String,
+    /// For syscalls: when it was made (microseconds since the recording
+    /// began) and how long it took, where the trace has them.
+    pub time_us: Option<u64>,
+    pub duration_us: Option<u64>,
 }
 
 /// Folds a stream of events into lines. Feed events in sequence order with
@@ -171,12 +175,14 @@ impl Printer {
             // A call the exitless path served: one line, as any call's.
             Some(event::Kind::Ring(r)) => {
                 out.extend(self.finish());
-                let entry = SyscallEntry { nr: r.nr, args: r.args.clone(), rip: 0, thread: r.thread };
+                let entry =
+                    SyscallEntry { nr: r.nr, args: r.args.clone(), rip: 0, thread: r.thread, time_us: r.time_us };
                 // A read's bytes, as a broker call's write into memory.
                 let writes = r.output.iter().map(|d| MemoryWrite { offset: 0, data: Some(d.clone()) }).collect();
                 let call =
                     BrokerCall { nr: r.nr as u32, ret: r.ret, args: r.args.clone(), writes, ..Default::default() };
-                let exit = SyscallExit { nr: r.nr, ret: r.ret };
+                // No exit time: the ring's calls have no duration.
+                let exit = SyscallExit { nr: r.nr, ret: r.ret, time_us: 0 };
                 out.push(self.syscall_line(seq, seq, Some(&entry), &[&call], Some(&exit)));
             }
             // The switch that follows shows it; a completion shows as the
@@ -208,6 +214,8 @@ impl Printer {
             args: Vec::new(),
             ret: None,
             text: format!("[{}] {body}", self.thread),
+            time_us: None,
+            duration_us: None,
         }
     }
 
@@ -221,7 +229,12 @@ impl Printer {
     ) -> Line {
         let nr = entry.map(|e| e.nr).or(exit.map(|e| e.nr)).unwrap_or(0);
         let buffer = self.read_buffer(table::number(nr), calls, exit);
+        let time_us = entry.map(|e| e.time_us).filter(|&t| t > 0);
+        let ended = exit.map(|e| e.time_us).filter(|&t| t > 0);
+        let duration_us = time_us.zip(ended).map(|(a, b)| b.saturating_sub(a));
         Line {
+            time_us,
+            duration_us,
             first,
             last,
             thread: self.thread,
@@ -662,11 +675,19 @@ mod tests {
     use warp_proto::trace::{Data, InlineArg};
 
     fn entry(nr: u64, args: &[u64]) -> Event {
-        Event { kind: Some(event::Kind::Entry(SyscallEntry { nr, args: args.to_vec(), rip: 0x401000, thread: 0 })) }
+        Event {
+            kind: Some(event::Kind::Entry(SyscallEntry {
+                nr,
+                args: args.to_vec(),
+                rip: 0x401000,
+                thread: 0,
+                time_us: 0,
+            })),
+        }
     }
 
     fn exit(nr: u64, ret: i64) -> Event {
-        Event { kind: Some(event::Kind::Exit(SyscallExit { nr, ret })) }
+        Event { kind: Some(event::Kind::Exit(SyscallExit { nr, ret, time_us: 0 })) }
     }
 
     fn call(nr: u32, ret: i64, inline: &[(u32, &[u8])]) -> Event {
@@ -722,6 +743,29 @@ mod tests {
             .map(|w| MemoryWrite { offset: 0x1000, data: Some(Data { r#where: Some(w.clone()), len: 0 }) })
             .collect();
         Event { kind: Some(event::Kind::Call(BrokerCall { nr, ret, writes, ..Default::default() })) }
+    }
+
+    #[test]
+    fn a_call_has_its_time_and_duration_where_the_trace_has_them() {
+        let timed = |nr: u64, at: u64| Event {
+            kind: Some(event::Kind::Entry(SyscallEntry { nr, args: vec![0], rip: 0, thread: 0, time_us: at })),
+        };
+        let done = |nr: u64, at: u64| Event { kind: Some(event::Kind::Exit(SyscallExit { nr, ret: 0, time_us: at })) };
+        let ring = Event {
+            kind: Some(event::Kind::Ring(warp_proto::trace::RingCall {
+                nr: 8,
+                args: vec![0, 0, 0],
+                time_us: 900,
+                ..Default::default()
+            })),
+        };
+        let mut p = Printer::new(1);
+        let mut lines = Vec::new();
+        for (i, e) in [timed(39, 100), done(39, 350), entry(39, &[]), exit(39, 0), ring].iter().enumerate() {
+            lines.extend(p.push(i as u64, e));
+        }
+        let times: Vec<(Option<u64>, Option<u64>)> = lines.iter().map(|l| (l.time_us, l.duration_us)).collect();
+        assert_eq!(times, [(Some(100), Some(250)), (None, None), (Some(900), None)], "an older trace has none");
     }
 
     fn lines_of(p: &mut Printer, events: &[Event]) -> Vec<String> {

@@ -30,6 +30,8 @@ pub struct Recorder {
     pub sigkill_on_loss: bool,
     /// The recording's processes alive now, and how many it may have.
     pub live: Option<Arc<Live>>,
+    /// When recording began: the base of the events' `time_us`.
+    started: std::time::Instant,
 }
 
 /// How many processes of a recording are alive (each a VM, a thread and
@@ -60,7 +62,21 @@ impl Recorder {
 
     pub fn new(link: Link, store: Arc<Store>, id: &str) -> Self {
         let writer = store.writer(id);
-        Recorder { link, writer, _store: store, ring: None, child: None, sigkill_on_loss: false, live: None }
+        Recorder {
+            link,
+            writer,
+            _store: store,
+            ring: None,
+            child: None,
+            sigkill_on_loss: false,
+            live: None,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Microseconds since recording began (at least 1: 0 means none).
+    fn now_us(&self) -> u64 {
+        (self.started.elapsed().as_micros() as u64).max(1)
     }
 
     /// The forked process's broker, after a Fork answered with its pid.
@@ -131,6 +147,7 @@ impl Outside for Recorder {
         let Some(r) = &self.ring else { return Ok(0) };
         let served = r.take().map_err(|e| OutsideError::Trace(format!("the broker's ring log: {e}")))?;
         let mut events = Vec::with_capacity(served.len());
+        let time_us = self.now_us();
         for s in &served {
             let output = if s.output.is_empty() { None } else { Some(self.writer.data(&s.output).map_err(trace_err)?) };
             let write = matches!(ring::buffer(s.nr, &s.args), Some((_, _, false)));
@@ -142,6 +159,7 @@ impl Outside for Recorder {
                 output,
                 stream: s.stream,
                 thread,
+                time_us,
             }));
         }
         // One store write for them all.
@@ -306,6 +324,7 @@ impl Outside for Recorder {
             args: req.args.to_vec(),
             rip: req.rip,
             thread: req.thread,
+            time_us: self.now_us(),
         }))
     }
 
@@ -314,7 +333,8 @@ impl Outside for Recorder {
     }
 
     fn syscall_exit(&mut self, nr: u64, ret: i64, _rip: u64) -> Result<(), OutsideError> {
-        self.append(event::Kind::Exit(SyscallExit { nr, ret }))
+        let time_us = self.now_us();
+        self.append(event::Kind::Exit(SyscallExit { nr, ret, time_us }))
     }
 
     fn fault(&mut self, f: &GuestFault, signal: i32) -> Result<(), OutsideError> {

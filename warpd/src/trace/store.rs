@@ -1532,7 +1532,9 @@ mod tests {
     }
 
     fn entry(nr: u64) -> Event {
-        Event { kind: Some(Kind::Entry(SyscallEntry { nr, args: vec![1, 2, 3], rip: 0x401000, thread: 0 })) }
+        Event {
+            kind: Some(Kind::Entry(SyscallEntry { nr, args: vec![1, 2, 3], rip: 0x401000, thread: 0, time_us: 0 })),
+        }
     }
 
     /// A nested event with every kind of field, for the corruption tests.
@@ -1592,7 +1594,7 @@ mod tests {
         if let Some(Kind::Call(c)) = &mut call.kind {
             c.outputs = vec![small.clone(), large.clone()];
         }
-        let written = [entry(0), call, Event { kind: Some(Kind::Exit(SyscallExit { nr: 0, ret: 5 })) }];
+        let written = [entry(0), call, Event { kind: Some(Kind::Exit(SyscallExit { nr: 0, ret: 5, time_us: 0 })) }];
         for (i, e) in written.iter().enumerate() {
             assert_eq!(w.append(e).unwrap(), i as u64);
         }
