@@ -185,7 +185,11 @@ pub enum Command {
     Events {
         #[arg(value_name = "ID|latest")]
         id: String,
-        /// One JSON object per line.
+        /// One JSON object per line: seq, last_seq, thread, kind (syscall,
+        /// load, signals, fault, interrupt, end) and text; a syscall's also
+        /// name, nr, args, ret (null if it never returned), time_us and
+        /// duration_us (null where the trace has none) and exitless (the
+        /// ring served it without leaving the VM).
         #[arg(long)]
         json: bool,
         /// Keep printing events as they are recorded, until the recording ends.

@@ -745,6 +745,7 @@ pub fn line_json(line: &EventLine) -> String {
             .raw("ret", &line.ret.map(|r| r.to_string()).unwrap_or_else(|| "null".into()));
         let opt = |v: Option<u64>| v.map_or_else(|| "null".to_string(), |v| v.to_string());
         o = o.raw("time_us", &opt(line.time_us)).raw("duration_us", &opt(line.duration_us));
+        o = o.bool("exitless", line.exitless);
     }
     o.str("text", &line.text).finish()
 }
@@ -952,10 +953,11 @@ mod tests {
             text: "[42] close(4) = 0".into(),
             time_us: Some(120),
             duration_us: None,
+            exitless: false,
         };
         assert_eq!(
             line_json(&line),
-            r#"{"seq":3,"last_seq":5,"thread":42,"kind":"syscall","name":"close","nr":3,"args":[4],"ret":0,"time_us":120,"duration_us":null,"text":"[42] close(4) = 0"}"#
+            r#"{"seq":3,"last_seq":5,"thread":42,"kind":"syscall","name":"close","nr":3,"args":[4],"ret":0,"time_us":120,"duration_us":null,"exitless":false,"text":"[42] close(4) = 0"}"#
         );
         let end = EventLine { kind: "end".into(), text: "[42] +++ exited with 0 +++".into(), ..line };
         assert_eq!(

@@ -152,5 +152,6 @@ fn event_line(line: Line) -> EventLine {
         text: line.text,
         time_us: line.time_us,
         duration_us: line.duration_us,
+        exitless: line.exitless,
     }
 }

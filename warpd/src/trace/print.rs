@@ -87,6 +87,8 @@ pub struct Line {
     /// began) and how long it took, where the trace has them.
     pub time_us: Option<u64>,
     pub duration_us: Option<u64>,
+    /// A syscall the exitless ring served while recording.
+    pub exitless: bool,
 }
 
 /// Folds a stream of events into lines. Feed events in sequence order with
@@ -183,7 +185,8 @@ impl Printer {
                     BrokerCall { nr: r.nr as u32, ret: r.ret, args: r.args.clone(), writes, ..Default::default() };
                 // No exit time: the ring's calls have no duration.
                 let exit = SyscallExit { nr: r.nr, ret: r.ret, time_us: 0 };
-                out.push(self.syscall_line(seq, seq, Some(&entry), &[&call], Some(&exit)));
+                let line = self.syscall_line(seq, seq, Some(&entry), &[&call], Some(&exit));
+                out.push(Line { exitless: true, ..line });
             }
             // The switch that follows shows it; a completion shows as the
             // waiting call's `resumed` line when its thread runs again.
@@ -216,6 +219,7 @@ impl Printer {
             text: format!("[{}] {body}", self.thread),
             time_us: None,
             duration_us: None,
+            exitless: false,
         }
     }
 
@@ -235,6 +239,7 @@ impl Printer {
         Line {
             time_us,
             duration_us,
+            exitless: false,
             first,
             last,
             thread: self.thread,
