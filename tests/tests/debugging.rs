@@ -760,3 +760,57 @@ fn info_threads_shows_thread_names() {
     assert!(listed.iter().any(|l| l.contains("worker-1")), "{all}");
     assert_has(&all, "exited normally]");
 }
+
+/// Checkpoints share the pages that did not change: a program that keeps
+/// 8 MiB and changes a page per syscall fits dozens of them in a 32 MiB
+/// budget (copied whole, four would), and going back restores each
+/// moment's own bytes from the shared pages.
+#[test]
+fn checkpoints_share_unchanged_pages_and_restore_each_moments_bytes() {
+    if !gdb_present() {
+        return;
+    }
+    let home = WarpHome::new("gdb_shared_pages").with_env("WARP_CHECKPOINT_MB", "32");
+    let id = record(&home, &Spec::prog("ckpt_pages", Flavour::Static), 0);
+    let o = gdb(
+        &home,
+        &id,
+        &[
+            "break done",
+            "continue",
+            "monitor checkpoints",
+            "break mark",
+            "reverse-continue",
+            "print i",
+            "print (int)mem[150*4096]",
+            "print (int)mem[151*4096]",
+            "reverse-continue",
+            "print i",
+            "print (int)mem[50*4096]",
+            "print (int)mem[150*4096]",
+            "continue",
+            "continue",
+            "print (int)mem[199*4096]",
+            "continue",
+        ],
+    );
+    let all = text(&o);
+    let line = all.lines().find(|l| l.ends_with("KiB of memory")).unwrap_or_else(|| panic!("no count:\n{all}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (n, kib): (u64, u64) = (words[0].parse().unwrap(), words[2].parse().unwrap());
+    assert!(n >= 20, "with pages shared, many checkpoints fit the budget: {line}\n{all}");
+    assert!(kib <= 32 << 10, "within the budget: {line}");
+    assert!(kib >= 8 << 10, "the program's 8 MiB are held once: {line}");
+    // Back to mark(150): its page written, the next not yet ('Z' is 90).
+    assert_has(&all, "$1 = 150");
+    assert_has(&all, "$2 = 150");
+    assert_has(&all, "$3 = 90");
+    // Back again to mark(50): page 150 not yet written.
+    assert_has(&all, "$4 = 50");
+    assert_has(&all, "$5 = 50");
+    assert_has(&all, "$6 = 90");
+    // Forward past mark(150) to done: the last page written.
+    assert_has(&all, "$7 = 199");
+    assert_eq!(all.matches("changed 200 pages").count(), 1, "output once:\n{all}");
+    assert_has(&all, "exited normally");
+}

@@ -189,47 +189,85 @@ pub fn regs_from_words(w: &[u64]) -> Option<Regs> {
     })
 }
 
-/// The pages the guest wrote since the last reset, accumulated across the
-/// backend's log (which empties on each read).
+/// The pages the guest wrote since the last reset: what the backend's log
+/// says, and what a checkpoint restored into a fresh VM (whose log began
+/// empty) had before.
 #[derive(Clone, Default)]
 pub struct Written {
-    pages: BTreeSet<u64>,
+    carried: BTreeSet<u64>,
+    logged: Vec<u64>,
 }
 
+/// How many written pages an interrupt point's digest reads (from format
+/// 9): all their numbers, and the contents of this many spread evenly
+/// over them.
+pub const DIGEST_PAGES: usize = 64;
+
 impl Written {
-    /// Starts a new base: what was written so far no longer counts.
+    /// Starts a new base: what was written so far no longer counts (the
+    /// backend watches every page for writes again).
     pub fn reset(&mut self, vm: &mut dyn Vm, mm: &Mm) -> Result<(), HvError> {
-        vm.written_pages(mm.high_water())?;
-        self.pages.clear();
+        vm.written_pages(mm.high_water(), true)?;
+        self.carried.clear();
+        self.logged.clear();
         Ok(())
     }
 
-    /// Takes in what the dirty log holds now (before a checkpoint: its
-    /// copy of this base is then complete).
+    /// Takes in what the log holds now (before a checkpoint: its copy of
+    /// this base is then complete).
     pub fn gather(&mut self, vm: &mut dyn Vm, mm: &Mm) -> Result<(), HvError> {
-        self.pages.extend(vm.written_pages(mm.high_water())?);
+        self.logged = vm.written_pages(mm.high_water(), false)?;
         Ok(())
     }
 
-    /// The digest of every page written since the reset (its number and
-    /// contents, in page order) and of `fpu` (an XSAVE area: its legacy
-    /// region's MXCSR and XMM registers), and the count of pages.
-    pub fn digest(&mut self, vm: &mut dyn Vm, mm: &Mm, fpu: &[u8]) -> Result<([u8; 32], u64), HvError> {
-        self.pages.extend(vm.written_pages(mm.high_water())?);
+    /// This base for a fresh VM: everything written so far is carried.
+    pub fn carried_over(&self) -> Written {
+        let mut carried = self.carried.clone();
+        carried.extend(&self.logged);
+        Written { carried, logged: Vec::new() }
+    }
+
+    /// The digest of the pages written since the reset and of `fpu` (an
+    /// XSAVE area: its legacy region's MXCSR and XMM registers), and the
+    /// count of pages. Before format 9 every page's number and contents,
+    /// in page order, with a reset at every point; from 9 (no reset at
+    /// points, so that a slice's pages are not write-protected again for
+    /// the next) every number and [`DIGEST_PAGES`] pages' contents.
+    pub fn digest(&mut self, vm: &mut dyn Vm, mm: &Mm, fpu: &[u8], format: u32) -> Result<([u8; 32], u64), HvError> {
+        self.logged = vm.written_pages(mm.high_water(), false)?;
+        let pages: Vec<u64> = if self.carried.is_empty() {
+            self.logged.clone()
+        } else {
+            let mut all = self.carried.clone();
+            all.extend(&self.logged);
+            all.into_iter().collect()
+        };
         let guest = &mm.guest;
         let mut h = blake3::Hasher::new();
         let mut page = vec![0u8; PAGE_SIZE as usize];
-        for &p in &self.pages {
-            guest.read(p * PAGE_SIZE, &mut page);
-            h.update(&p.to_le_bytes());
-            h.update(&page);
+        if format >= 9 {
+            for p in &pages {
+                h.update(&p.to_le_bytes());
+            }
+            let k = pages.len().min(DIGEST_PAGES);
+            for i in 0..k {
+                let p = pages[i * pages.len() / k];
+                guest.read(p * PAGE_SIZE, &mut page);
+                h.update(&page);
+            }
+        } else {
+            for &p in &pages {
+                guest.read(p * PAGE_SIZE, &mut page);
+                h.update(&p.to_le_bytes());
+                h.update(&page);
+            }
         }
         // MXCSR at 24, XMM0-15 at 160..416 (Intel SDM, XSAVE legacy region).
         if fpu.len() >= 416 {
             h.update(&fpu[24..28]);
             h.update(&fpu[160..416]);
         }
-        Ok((*h.finalize().as_bytes(), self.pages.len() as u64))
+        Ok((*h.finalize().as_bytes(), pages.len() as u64))
     }
 }
 

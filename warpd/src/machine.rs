@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use warp_proto::warp::Failure;
 
 use crate::arch::x86_64::cpu::RFLAGS_TF;
-use crate::arch::x86_64::probe::patchable;
+use crate::arch::x86_64::probe::{patchable, repeated_string};
 use crate::arch::x86_64::signal::SigInfo;
 use crate::arch::x86_64::{port_io_start, software_interrupt, USER_TOP};
 use crate::arch::Regs;
@@ -158,6 +158,8 @@ pub struct Guest {
     fault_stops: bool,
     /// The exception reported that the next `step` handles.
     held_fault: Option<GuestFault>,
+    /// What the next checkpoint shares its pages with.
+    snapshots: checkpoint::Snapshots,
     /// The last CPU exception of the program: where, the address for a
     /// memory fault, the signal it sent.
     last_fault: Option<(u64, Option<u64>, i32)>,
@@ -202,6 +204,7 @@ impl Guest {
             watch_first: false,
             fault_stops: false,
             held_fault: None,
+            snapshots: Default::default(),
             last_fault: None,
             end_rip: 0,
             exitless: false,
@@ -530,8 +533,16 @@ impl Guest {
                 // can replace: step on to one (a few instructions at most).
                 let mut now = now;
                 let mut steps = 0;
+                let mut repeating = false;
                 let fits = loop {
-                    if patchable(&self.process.mm.peek_code(now.rip, 15), now.rip).is_some() {
+                    let code = self.process.mm.peek_code(now.rip, 15);
+                    if repeated_string(&code, now.rip) {
+                        // Stepping runs one iteration at a time: the point
+                        // is put off until the instruction has ended.
+                        repeating = true;
+                        break false;
+                    }
+                    if patchable(&code, now.rip).is_some() {
                         break true;
                     }
                     if steps == SEEK_STEPS {
@@ -557,7 +568,7 @@ impl Guest {
                 // Where no jump fits (a loop of short instructions only),
                 // replay would stop at every pass: take the point a little
                 // later, somewhere else, unless that keeps failing.
-                if !fits && self.deferred < DEFER_POINTS {
+                if !fits && (self.deferred < DEFER_POINTS || repeating) {
                     self.deferred += 1;
                     if let Some(t) = &self.timer {
                         t.retry();
@@ -570,7 +581,8 @@ impl Guest {
                 // here: the point is recorded exactly enough for replay to
                 // stop at it again.
                 let fpu = self.vcpu.xsave()?;
-                let (memory, pages) = self.written.digest(self.vm.as_mut(), &self.process.mm, &fpu)?;
+                let (memory, pages) =
+                    self.written.digest(self.vm.as_mut(), &self.process.mm, &fpu, self.process.format)?;
                 let point = InterruptPoint {
                     thread: self.process.thread().tid,
                     regs: now,
@@ -649,7 +661,10 @@ impl Guest {
     /// point's registers.
     fn at_point(&mut self, outside: &mut dyn Outside, point: InterruptPoint) -> Result<Stop, SessionError> {
         self.boundary_at = Instant::now();
-        self.written.reset(self.vm.as_mut(), &self.process.mm)?;
+        // Before format 9 each point began a new base.
+        if self.process.format < 9 {
+            self.written.reset(self.vm.as_mut(), &self.process.mm)?;
+        }
         self.process.poll_outside(outside)?;
         if point.itimers != 0 {
             self.process.itimers_fired(point.itimers);
@@ -691,7 +706,7 @@ impl Guest {
             // The digest sees the program's own bytes at the site.
             probe.unplant(&self.process.mm).map_err(probe_lost)?;
             let fpu = self.vcpu.xsave()?;
-            let (memory, pages) = self.written.digest(self.vm.as_mut(), &self.process.mm, &fpu)?;
+            let (memory, pages) = self.written.digest(self.vm.as_mut(), &self.process.mm, &fpu, self.process.format)?;
             let probe = self.probe.take().expect("probed");
             let point = probe.point.clone();
             probe.release(&mut self.process.mm).map_err(probe_lost)?;

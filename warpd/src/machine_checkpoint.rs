@@ -3,12 +3,21 @@
 //!
 //! A checkpoint holds the emulated kernel's state (a clone of `Process`),
 //! the thread's CPU context, the exit loop's own state (the replay's probe,
-//! the written-pages base) and a copy of the data in both memory slots.
+//! the written-pages base) and the data in both memory slots as pages.
 //! Restoring builds a fresh VM and vCPU from it, so that nothing the
 //! hypervisor caches about the old one (shadow page tables) outlives it.
 //! A checkpoint is only taken where the program stands at an instruction
 //! boundary in user code: a syscall answered, a stop reported to a debugger.
+//!
+//! Pages are shared: a checkpoint keeps the previous one's page (the last
+//! taken, or the one restored) wherever the memory still holds the same
+//! bytes, so it costs the pages written since, not the whole memory. The
+//! comparison reads every page, as a full copy would, but copies only those
+//! that changed; no dirty log is needed (warpd's own writes into guest
+//! memory are seen too). A [`Ledger`] counts each page once, however many
+//! checkpoints hold it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,42 +31,131 @@ use crate::hv::{GuestFault, Hypervisor, ThreadContext};
 use crate::interrupts::{Probe, Written};
 use crate::kernel::process::Process;
 
-/// A copy of a memory slot's data: (offset, bytes) for each extent.
-struct Extents(Vec<(u64, Vec<u8>)>);
+const PAGE: u64 = 4096;
 
-impl Extents {
-    fn copy(m: &MemFd) -> Result<Extents, SessionError> {
-        let extents = m.data_extents().map_err(|e| failed(format!("reading guest memory for a checkpoint: {e}")))?;
-        let mut out = Vec::with_capacity(extents.len());
-        for (off, len) in extents {
-            let mut bytes = vec![0u8; len as usize];
-            m.read(off, &mut bytes);
-            // All-zero pages need no copy: the fresh slot reads zero there.
-            let mut start = 0usize;
-            for (i, page) in bytes.chunks(4096).enumerate() {
-                if page.iter().all(|&b| b == 0) {
-                    if start < i * 4096 {
-                        out.push((off + start as u64, bytes[start..i * 4096].to_vec()));
-                    }
-                    start = (i + 1) * 4096;
-                }
-            }
-            if start < bytes.len() {
-                out.push((off + start as u64, bytes[start..].to_vec()));
-            }
-        }
-        Ok(Extents(out))
+/// Pages per chunk: an image lists chunks, so that one whose pages all
+/// stayed the same is one shared pointer, not 64.
+const CHUNK_PAGES: u64 = 64;
+
+/// The checkpoint memory of one debugged replay: every page any of its
+/// checkpoints holds, each counted once.
+#[derive(Clone, Default)]
+pub struct Ledger(Arc<AtomicU64>);
+
+impl Ledger {
+    pub fn bytes(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A page's bytes as a checkpoint took them (never all zero: a page that
+/// reads zero is left out, as the fresh slot it is restored into reads zero).
+struct Page {
+    data: Box<[u8]>,
+    ledger: Ledger,
+}
+
+impl Page {
+    fn new(data: &[u8], ledger: &Ledger) -> Page {
+        ledger.0.fetch_add(data.len() as u64, Ordering::Relaxed);
+        Page { data: data.into(), ledger: ledger.clone() }
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        self.ledger.0.fetch_sub(self.data.len() as u64, Ordering::Relaxed);
+    }
+}
+
+type Chunk = [Option<Arc<Page>>; CHUNK_PAGES as usize];
+
+/// A memory slot's data: the chunks that hold any, by index, in order.
+#[derive(Clone, Default)]
+struct Image(Vec<(u64, Arc<Chunk>)>);
+
+impl Image {
+    fn chunk(&self, index: u64) -> Option<&Chunk> {
+        self.0.binary_search_by_key(&index, |(i, _)| *i).ok().map(|k| &*self.0[k].1)
     }
 
-    fn bytes(&self) -> u64 {
-        self.0.iter().map(|(_, b)| b.len() as u64).sum()
+    /// `m`'s data now. Pages with the same bytes as `base`'s at the same
+    /// place are `base`'s; returns the image and the bytes it copied.
+    fn take(m: &MemFd, base: Option<&Image>, ledger: &Ledger) -> Result<(Image, u64), SessionError> {
+        let extents = m.data_extents().map_err(|e| failed(format!("reading guest memory for a checkpoint: {e}")))?;
+        let mut image = Image::default();
+        let mut fresh = 0u64;
+        let mut building: Option<(u64, Chunk)> = None;
+        let mut buf = vec![0u8; PAGE as usize];
+        for (off, len) in extents {
+            let end = (off + len).min(m.size());
+            for page in off / PAGE..end.div_ceil(PAGE) {
+                let (index, slot) = (page / CHUNK_PAGES, (page % CHUNK_PAGES) as usize);
+                if building.as_ref().is_none_or(|(i, _)| *i != index) {
+                    image.close(building.take(), base);
+                    building = Some((index, std::array::from_fn(|_| None)));
+                }
+                let at = page * PAGE;
+                let bytes = &mut buf[..(m.size() - at).min(PAGE) as usize];
+                m.read(at, bytes);
+                if bytes.iter().all(|&b| b == 0) {
+                    continue;
+                }
+                let old = base.and_then(|b| b.chunk(index)).and_then(|c| c[slot].as_ref());
+                let kept = match old {
+                    Some(old) if *old.data == *bytes => old.clone(),
+                    _ => {
+                        fresh += bytes.len() as u64;
+                        Arc::new(Page::new(bytes, ledger))
+                    }
+                };
+                if let Some((_, chunk)) = building.as_mut() {
+                    chunk[slot] = Some(kept);
+                }
+            }
+        }
+        image.close(building, base);
+        Ok((image, fresh))
+    }
+
+    /// Adds a chunk just built: `base`'s own where it holds the same pages.
+    fn close(&mut self, built: Option<(u64, Chunk)>, base: Option<&Image>) {
+        let Some((index, chunk)) = built else { return };
+        if chunk.iter().all(Option::is_none) {
+            return;
+        }
+        let same = |a: &Option<Arc<Page>>, b: &Option<Arc<Page>>| match (a, b) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if let Some(k) = base.and_then(|b| b.0.binary_search_by_key(&index, |(i, _)| *i).ok()) {
+            let (_, old) = &base.unwrap().0[k];
+            if old.iter().zip(chunk.iter()).all(|(a, b)| same(a, b)) {
+                self.0.push((index, old.clone()));
+                return;
+            }
+        }
+        self.0.push((index, Arc::new(chunk)));
     }
 
     fn write_into(&self, m: &MemFd) {
-        for (off, bytes) in &self.0 {
-            m.write(*off, bytes);
+        for (index, chunk) in &self.0 {
+            for (slot, page) in chunk.iter().enumerate() {
+                if let Some(page) = page {
+                    m.write((index * CHUNK_PAGES + slot as u64) * PAGE, &page.data);
+                }
+            }
         }
     }
+}
+
+/// What the next checkpoint shares pages with: the last one taken or
+/// restored, and the ledger all of them count in.
+#[derive(Clone, Default)]
+pub struct Snapshots {
+    ledger: Ledger,
+    base: Option<(Image, Image)>,
 }
 
 fn failed(message: String) -> SessionError {
@@ -75,14 +173,25 @@ pub struct Checkpoint {
     deferred: u32,
     written: Written,
     held_fault: Option<GuestFault>,
-    kernel: Extents,
-    guest: Extents,
+    kernel: Image,
+    guest: Image,
+    /// The bytes of the pages it copied (those not shared with the
+    /// checkpoint before it).
+    fresh: u64,
+    ledger: Ledger,
 }
 
 impl Checkpoint {
-    /// The memory it holds.
+    /// The memory it added when it was taken: the pages that had changed
+    /// since the checkpoint before.
     pub fn bytes(&self) -> u64 {
-        self.kernel.bytes() + self.guest.bytes()
+        self.fresh
+    }
+
+    /// The memory this checkpoint and every other of its replay's hold
+    /// together (each shared page once).
+    pub fn memory_in_use(&self) -> u64 {
+        self.ledger.bytes()
     }
 }
 
@@ -115,6 +224,12 @@ impl Guest {
         let placeholder = MemFd::create("warp-checkpoint", 4096)?;
         process.mm.kernel = placeholder.clone();
         process.mm.guest = placeholder;
+        let ledger = self.snapshots.ledger.clone();
+        let base = self.snapshots.base.take();
+        let (kernel, k_fresh) = Image::take(&self.process.mm.kernel, base.as_ref().map(|b| &b.0), &ledger)?;
+        let (guest, g_fresh) = Image::take(&self.process.mm.guest, base.as_ref().map(|b| &b.1), &ledger)?;
+        drop(base);
+        self.snapshots.base = Some((kernel.clone(), guest.clone()));
         Ok(Checkpoint {
             process,
             context: self.vcpu.context()?,
@@ -125,8 +240,10 @@ impl Guest {
             deferred: self.deferred,
             written: self.written.clone(),
             held_fault: self.held_fault,
-            kernel: Extents::copy(&self.process.mm.kernel)?,
-            guest: Extents::copy(&self.process.mm.guest)?,
+            kernel,
+            guest,
+            fresh: k_fresh + g_fresh,
+            ledger,
         })
     }
 
@@ -151,7 +268,7 @@ impl Guest {
         // next point was said once already, or is this restore's doing.
         fresh.memory_differed = c.memory_differed.max(1);
         fresh.deferred = c.deferred;
-        fresh.written = c.written.clone();
+        fresh.written = c.written.carried_over();
         fresh.held_fault = c.held_fault;
         fresh.breakpoints = std::mem::take(&mut self.breakpoints);
         for saved in fresh.breakpoints.values_mut() {
@@ -160,6 +277,8 @@ impl Guest {
         fresh.watches = std::mem::take(&mut self.watches);
         fresh.fault_stops = self.fault_stops;
         fresh.notes = self.notes.take();
+        fresh.snapshots =
+            Snapshots { ledger: self.snapshots.ledger.clone(), base: Some((c.kernel.clone(), c.guest.clone())) };
         let cancel: Option<Arc<super::Cancel>> = self.cancel.take();
         let watching = self.point_watch.is_some();
         // The old VM goes before the new one runs.

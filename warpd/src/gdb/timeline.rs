@@ -3,8 +3,9 @@
 //!
 //! ```text
 //!  forward:  a checkpoint at a syscall boundary now and then (the first at
-//!            the program's first instruction); the oldest are thinned when
-//!            they hold more than the budget (WARP_CHECKPOINT_MB, 256)
+//!            the program's first instruction), sharing the pages that did
+//!            not change; they are thinned when together they hold more
+//!            than the budget (WARP_CHECKPOINT_MB, 256)
 //!  now:      where the program stands: the events behind it, the thread,
 //!            its registers, a digest of memory and context
 //!  bc:       from the last checkpoint before now, run forward with gdb's
@@ -33,7 +34,6 @@ use super::Debuggee;
 /// Checkpoints the timeline keeps, oldest first.
 pub struct Timeline {
     marks: Vec<Mark>,
-    bytes: u64,
     budget: u64,
     last: Instant,
     /// The stops gdb saw since the last jump back, in order: a step back
@@ -67,7 +67,6 @@ impl Timeline {
         let mb = std::env::var("WARP_CHECKPOINT_MB").ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(256);
         Timeline {
             marks: Vec::new(),
-            bytes: 0,
             budget: mb.max(1) << 20,
             last: Instant::now(),
             trail: Vec::new(),
@@ -76,15 +75,20 @@ impl Timeline {
         }
     }
 
+    /// The memory every checkpoint holds (the pages they share once).
+    fn in_use(&self) -> u64 {
+        self.marks.iter().chain(&self.trail).next().map_or(0, |m| m.checkpoint.memory_in_use())
+    }
+
     /// Thins checkpoints until under budget: each time the one whose
     /// neighbours are closest (never the first, the start, nor the last).
+    /// What one frees is the pages no other holds.
     fn thin(&mut self) {
-        while self.bytes > self.budget && self.marks.len() > 2 {
+        while self.in_use() > self.budget && self.marks.len() > 2 {
             let victim = (1..self.marks.len() - 1)
                 .min_by_key(|&j| self.marks[j + 1].at.pos - self.marks[j - 1].at.pos)
                 .unwrap_or(1);
-            let m = self.marks.remove(victim);
-            self.bytes -= m.checkpoint.bytes();
+            self.marks.remove(victim);
         }
     }
 
@@ -100,9 +104,9 @@ impl Timeline {
         self.marks.iter().position(|m| m.at.pos == pos).unwrap_or_else(|| self.before(pos))
     }
 
-    /// How many checkpoints it holds, and their bytes.
+    /// How many checkpoints it holds, and the memory they hold together.
     pub fn size(&self) -> (usize, u64) {
-        (self.marks.len() + self.trail.len(), self.bytes + self.trail_bytes)
+        (self.marks.len() + self.trail.len(), self.in_use())
     }
 
     fn push_trail(&mut self, at: ReplayerMark, checkpoint: Checkpoint) {
@@ -127,7 +131,6 @@ impl Timeline {
         if self.marks.iter().any(|m| m.at.pos == at.pos) {
             return;
         }
-        self.bytes += checkpoint.bytes();
         let i = self.marks.partition_point(|m| m.at.pos < at.pos);
         self.marks.insert(i, Mark { at, checkpoint });
         self.last = Instant::now();

@@ -238,11 +238,15 @@ pub trait Vm: Send {
     /// Creates the VM's one vCPU.
     fn create_vcpu(&mut self) -> Result<Box<dyn Vcpu>, HvError>;
     /// The guest-region pages (offsets in the guest memfd, in pages) the
-    /// guest wrote since the last call, in order. Writes by the host
+    /// guest wrote since the log was last cleared, in order; with `clear`,
+    /// the log then starts again (the pages are watched for writes anew,
+    /// which costs the guest a fault at its next write of each). A backend
+    /// that cannot read its log without clearing it clears it on every
+    /// read, so callers gather what the reads return. Writes by the host
     /// (warpd, the broker) through their own mappings are not seen.
     /// Only offsets below `below` are looked at (nothing above was ever
     /// mapped), which keeps the cost to the memory in use.
-    fn written_pages(&mut self, below: u64) -> Result<Vec<u64>, HvError>;
+    fn written_pages(&mut self, below: u64, clear: bool) -> Result<Vec<u64>, HvError>;
 }
 
 /// A hypervisor backend.

@@ -34,6 +34,9 @@ pub mod symbols;
 /// MADV_REMOVE answer as Linux; 8: the host checks calls in Linux's
 /// order where the program passed one of the broker's descriptors or a
 /// buffer that faults (`Identity.fault_page`), an iovec count is an
-/// unsigned int, and the calls marked `since(8)` are answered. Older
+/// unsigned int, and the calls marked `since(8)` are answered; 9: an
+/// interrupt point's memory digest covers the pages written since the last
+/// syscall boundary (no longer since the last point) by their numbers and
+/// 64 of them by their contents (`interrupts::Written::digest`). Older
 /// traces read unchanged and replay with what their warpd did.
-pub const FORMAT_VERSION: u32 = 8;
+pub const FORMAT_VERSION: u32 = 9;

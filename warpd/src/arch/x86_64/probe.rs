@@ -38,7 +38,7 @@ const JMP_LEN: usize = 5;
 pub fn patchable(code: &[u8], rip: u64) -> Option<Instruction> {
     let mut d = Decoder::with_ip(64, code, rip, DecoderOptions::NONE);
     let ins = d.decode();
-    if ins.is_invalid() || ins.len() < JMP_LEN || ins.len() > code.len() {
+    if ins.is_invalid() || ins.len() < JMP_LEN || ins.len() > code.len() || repeats(&ins) {
         return None;
     }
     match ins.flow_control() {
@@ -47,6 +47,21 @@ pub fn patchable(code: &[u8], rip: u64) -> Option<Instruction> {
         // are not for moving.
         _ => None,
     }
+}
+
+/// Whether the instruction at `rip` is a string instruction with a REP,
+/// REPE or REPNE prefix. A kick can stop one between its iterations (rip
+/// stays on it, rcx counted part way), where a probe, which stops at the
+/// instruction's start, could find it again only by stepping every
+/// iteration; and a single step runs one iteration, not the instruction.
+/// No interrupt point is taken on one.
+pub fn repeated_string(code: &[u8], rip: u64) -> bool {
+    let ins = Decoder::with_ip(64, code, rip, DecoderOptions::NONE).decode();
+    !ins.is_invalid() && repeats(&ins)
+}
+
+fn repeats(ins: &Instruction) -> bool {
+    ins.is_string_instruction() && (ins.has_rep_prefix() || ins.has_repne_prefix())
 }
 
 /// Data page layout: each register's recorded value at its x86 number * 8
@@ -328,6 +343,21 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A kick can stop `rep stos` (glibc's memset of a large buffer) part
+    /// way: no point goes there, whatever its length.
+    #[test]
+    fn repeated_string_instructions_are_no_sites() {
+        assert!(repeated_string(&[0xf3, 0xaa], 0x1000), "rep stos %al");
+        assert!(repeated_string(&[0xf3, 0x48, 0xa5], 0x1000), "rep movsq");
+        assert!(repeated_string(&[0xf2, 0xae], 0x1000), "repne scasb");
+        assert!(!repeated_string(&[0xaa], 0x1000), "stos without rep is one iteration");
+        assert!(!repeated_string(&[0xf3, 0x90], 0x1000), "pause (f3 90) is no string instruction");
+        // rep stos with redundant prefixes, five bytes long.
+        let long = [0x66, 0x2e, 0x2e, 0xf3, 0xab];
+        assert!(repeated_string(&long, 0x1000));
+        assert!(patchable(&long, 0x1000).is_none());
+    }
 
     #[test]
     fn sites_need_five_bytes_and_no_call() {
