@@ -36,6 +36,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 pub mod json;
+pub mod schema;
 
 /// The prefix of every line warpctl itself writes to stderr.
 pub const WARPCTL_PREFIX: &str = "warpctl: ";

@@ -552,3 +552,68 @@ fn unsafe_getuid() -> u32 {
     // SAFETY: getuid has no preconditions and cannot fail.
     unsafe { libc::getuid() }
 }
+
+/// Every line of `events --json` fits the schema `warpctl schema events`
+/// prints (the file in warpctl/schema/), for a plain program, one that
+/// crashes and one whose calls ride the exitless ring; the decoded
+/// arguments and result are what the text shows; a fault and the end
+/// carry their signal, rip and address as fields. `-c --json` fits the
+/// summary's schema.
+#[test]
+fn events_json_fits_its_schema_and_decodes_what_the_text_shows() {
+    let home = WarpHome::new("events_schema");
+    let schema_of = |name: &str| {
+        let printed = ok(&home, &["schema", name]);
+        let file =
+            fs::read_to_string(format!("{}/../warpctl/schema/{name}.schema.json", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        assert_eq!(printed, file, "warpctl schema {name} prints the repository's file");
+        json::parse(&printed).unwrap_or_else(|e| panic!("the {name} schema is not JSON: {e}"))
+    };
+    let (events, summary) = (schema_of("events"), schema_of("summary"));
+    let ids = [
+        record(&home, &Spec::new("/bin/cat").arg("/etc/hostname")),
+        record(&home, &Spec::prog("null_deref", FLAVOURS[0])),
+        record(&home, &Spec::prog("ring_calls", FLAVOURS[0]).arg(home.scratch("ring").join("f"))),
+    ];
+    let mut seen = std::collections::BTreeSet::new();
+    for id in &ids {
+        for line in ok(&home, &["events", "--json", "-s", "64", id]).lines() {
+            let v = parse_line(line);
+            warp_tests::schema::check(&events, &v).unwrap_or_else(|e| panic!("{e}\n{line}"));
+            let kind = field(&v, "kind").as_str().unwrap().to_string();
+            let text = field(&v, "text").as_str().unwrap();
+            if kind == "syscall" {
+                let decoded = field(&v, "decoded");
+                let name = field(&v, "name").as_str().unwrap();
+                if let Some(args) = field(decoded, "args").as_array() {
+                    let args: Vec<&str> = args.iter().map(|a| a.as_str().unwrap()).collect();
+                    assert!(text.contains(&format!("{name}({})", args.join(", "))), "{line}");
+                }
+                if let Some(ret) = field(decoded, "ret").as_str() {
+                    assert!(text.ends_with(&format!(" = {ret}")), "{line}");
+                }
+                if field(&v, "exitless") == &Value::Bool(true) {
+                    seen.insert("exitless".to_string());
+                }
+            }
+            if kind == "fault" {
+                assert_eq!(field(&v, "signal").as_str(), Some("SIGSEGV"), "{line}");
+                assert_eq!(field(&v, "signo").as_u64(), Some(11), "{line}");
+                assert_eq!(field(&v, "vector").as_u64(), Some(14), "{line}");
+                assert_eq!(field(&v, "address").as_u64(), Some(0), "a NULL write: {line}");
+                assert!(text.contains(&format!("{:#x}", field(&v, "rip").as_u64().unwrap())), "{line}");
+            }
+            if kind == "end" {
+                let signal = field(&v, "signal").as_str().map(str::to_string);
+                seen.insert(format!("end {:?} {:?}", signal, field(&v, "exit_code").as_i64()));
+            }
+            seen.insert(kind);
+        }
+        for line in ok(&home, &["events", "-c", "--json", id]).lines() {
+            warp_tests::schema::check(&summary, &parse_line(line)).unwrap_or_else(|e| panic!("{e}\n{line}"));
+        }
+    }
+    for want in ["syscall", "fault", "end", "load", "exitless", "end None Some(0)", "end Some(\"SIGSEGV\") None"] {
+        assert!(seen.contains(want), "{want} among the lines seen: {seen:?}");
+    }
+}

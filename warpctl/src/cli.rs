@@ -406,6 +406,14 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Print the JSON Schema of a `--json` output, for scripts that read it.
+    ///
+    /// `events`: the lines of `warpctl events --json`; `summary`: those of
+    /// `warpctl events -c --json`.
+    Schema {
+        #[arg(value_enum)]
+        output: SchemaOf,
+    },
     /// Print the man page (roff), made from this help when warpctl was built.
     ///
     /// Install it: `warpctl man > ~/.local/share/man/man1/warpctl.1` (root:
@@ -434,4 +442,21 @@ pub enum DaemonAction {
     /// Print which daemons answer (the system one too, without WARP_HOME);
     /// exit 1 when none runs.
     Status,
+}
+
+/// The `--json` outputs whose schema `warpctl schema` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchemaOf {
+    Events,
+    Summary,
+}
+
+impl SchemaOf {
+    /// The schema's text (the files in warpctl/schema/).
+    pub fn text(self) -> &'static str {
+        match self {
+            SchemaOf::Events => include_str!("../schema/events.schema.json"),
+            SchemaOf::Summary => include_str!("../schema/summary.schema.json"),
+        }
+    }
 }

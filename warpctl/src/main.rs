@@ -210,6 +210,10 @@ fn main() -> ExitCode {
                 0
             }
             Command::Man { command } => man(command.as_deref()),
+            Command::Schema { output } => {
+                print!("{}", output.text());
+                0
+            }
             Command::Daemon { action: DaemonAction::Stop { verbose } } => {
                 admin::daemon_stop(verbose).await.unwrap_or_else(|e| fail(e, 125))
             }

@@ -41,7 +41,9 @@ pub fn serves(command: &crate::cli::Command) -> Result<(), &'static str> {
         C::Gc { .. } => Err("gc is for the daemon's own machine: it takes no --remote"),
         C::Doctor { .. } => Err("doctor checks this machine: it takes no --remote"),
         C::Daemon { .. } => Err("daemon controls this machine's private daemon: it takes no --remote"),
-        C::Completions { .. } | C::Man { .. } => Err("completions and man need no daemon: they take no --remote"),
+        C::Completions { .. } | C::Man { .. } | C::Schema { .. } => {
+            Err("completions, man and schema need no daemon: they take no --remote")
+        }
     }
 }
 

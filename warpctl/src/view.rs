@@ -746,6 +746,26 @@ pub fn line_json(line: &EventLine) -> String {
         let opt = |v: Option<u64>| v.map_or_else(|| "null".to_string(), |v| v.to_string());
         o = o.raw("time_us", &opt(line.time_us)).raw("duration_us", &opt(line.duration_us));
         o = o.bool("exitless", line.exitless);
+        let args: Vec<String> = line.arg_text.iter().map(|a| json::string(a)).collect();
+        let decoded = json::Object::new()
+            .raw("args", &if line.has_args { json::array(&args) } else { "null".into() })
+            .raw("ret", &if line.ret.is_some() { json::string(&line.ret_text) } else { "null".into() })
+            .finish();
+        o = o.raw("decoded", &decoded);
+    }
+    let opt = |v: Option<u64>| v.map_or_else(|| "null".to_string(), |v| v.to_string());
+    let signal = |o: json::Object| match line.signal {
+        0 => o.raw("signal", "null").raw("signo", "null"),
+        s => o.str("signal", &warp_common::signals::name_or_number(s)).num("signo", s),
+    };
+    if line.kind == "fault" {
+        o = signal(o)
+            .raw("vector", &opt(line.vector.map(u64::from)))
+            .raw("rip", &opt(line.rip))
+            .raw("address", &opt(line.address));
+    }
+    if line.kind == "end" {
+        o = signal(o.raw("exit_code", &line.exit_code.map_or_else(|| "null".to_string(), |c| c.to_string())));
     }
     o.str("text", &line.text).finish()
 }
@@ -954,15 +974,33 @@ mod tests {
             time_us: Some(120),
             duration_us: None,
             exitless: false,
+            has_args: true,
+            arg_text: vec!["4".into()],
+            ret_text: "0".into(),
+            ..Default::default()
         };
         assert_eq!(
             line_json(&line),
-            r#"{"seq":3,"last_seq":5,"thread":42,"kind":"syscall","name":"close","nr":3,"args":[4],"ret":0,"time_us":120,"duration_us":null,"exitless":false,"text":"[42] close(4) = 0"}"#
+            r#"{"seq":3,"last_seq":5,"thread":42,"kind":"syscall","name":"close","nr":3,"args":[4],"ret":0,"time_us":120,"duration_us":null,"exitless":false,"decoded":{"args":["4"],"ret":"0"},"text":"[42] close(4) = 0"}"#
         );
-        let end = EventLine { kind: "end".into(), text: "[42] +++ exited with 0 +++".into(), ..line };
+        let fault = EventLine {
+            kind: "fault".into(),
+            text: "[42] --- SIGSEGV ---".into(),
+            signal: 11,
+            vector: Some(14),
+            rip: Some(0x401000),
+            address: Some(0),
+            ..line.clone()
+        };
+        assert_eq!(
+            line_json(&fault),
+            r#"{"seq":3,"last_seq":5,"thread":42,"kind":"fault","signal":"SIGSEGV","signo":11,"vector":14,"rip":4198400,"address":0,"text":"[42] --- SIGSEGV ---"}"#
+        );
+        let end =
+            EventLine { kind: "end".into(), text: "[42] +++ exited with 0 +++".into(), exit_code: Some(0), ..line };
         assert_eq!(
             line_json(&end),
-            r#"{"seq":3,"last_seq":5,"thread":42,"kind":"end","text":"[42] +++ exited with 0 +++"}"#
+            r#"{"seq":3,"last_seq":5,"thread":42,"kind":"end","exit_code":0,"signal":null,"signo":null,"text":"[42] +++ exited with 0 +++"}"#
         );
     }
 

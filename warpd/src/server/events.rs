@@ -153,5 +153,13 @@ fn event_line(line: Line) -> EventLine {
         time_us: line.time_us,
         duration_us: line.duration_us,
         exitless: line.exitless,
+        has_args: line.decoded_args.is_some(),
+        arg_text: line.decoded_args.unwrap_or_default(),
+        ret_text: line.decoded_ret.unwrap_or_default(),
+        signal: line.signal,
+        vector: line.vector,
+        rip: line.rip,
+        address: line.address,
+        exit_code: line.exit_code,
     }
 }

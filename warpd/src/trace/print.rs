@@ -89,6 +89,18 @@ pub struct Line {
     pub duration_us: Option<u64>,
     /// A syscall the exitless ring served while recording.
     pub exitless: bool,
+    /// For syscalls: each argument as the text shows it (None for a call
+    /// resumed after the trace began), and the result (None before it
+    /// returned).
+    pub decoded_args: Option<Vec<String>>,
+    pub decoded_ret: Option<String>,
+    /// For a fault or the end: the signal (0: none); a fault's vector, rip
+    /// and (page faults) address; the end's exit status.
+    pub signal: i32,
+    pub vector: Option<u32>,
+    pub rip: Option<u64>,
+    pub address: Option<u64>,
+    pub exit_code: Option<i32>,
 }
 
 /// Folds a stream of events into lines. Feed events in sequence order with
@@ -154,11 +166,19 @@ impl Printer {
             }
             Some(event::Kind::Fault(f)) => {
                 out.extend(self.finish());
-                out.push(self.line(seq, seq, Kind::Fault, fault_text(f)));
+                let line = self.line(seq, seq, Kind::Fault, fault_text(f));
+                out.push(Line {
+                    signal: f.signal,
+                    vector: Some(f.vector),
+                    rip: Some(f.rip),
+                    address: (f.vector == 14).then_some(f.address),
+                    ..line
+                });
             }
             Some(event::Kind::End(e)) => {
                 out.extend(self.finish());
-                out.push(self.line(seq, seq, Kind::End, end_text(e)));
+                let line = self.line(seq, seq, Kind::End, end_text(e));
+                out.push(Line { signal: e.signal, exit_code: (e.signal == 0).then_some(e.exit_code), ..line });
             }
             Some(event::Kind::Schedule(s)) => {
                 // The running thread's call, if it waits, ends later (as
@@ -220,6 +240,13 @@ impl Printer {
             time_us: None,
             duration_us: None,
             exitless: false,
+            decoded_args: None,
+            decoded_ret: None,
+            signal: 0,
+            vector: None,
+            rip: None,
+            address: None,
+            exit_code: None,
         }
     }
 
@@ -236,10 +263,18 @@ impl Printer {
         let time_us = entry.map(|e| e.time_us).filter(|&t| t > 0);
         let ended = exit.map(|e| e.time_us).filter(|&t| t > 0);
         let duration_us = time_us.zip(ended).map(|(a, b)| b.saturating_sub(a));
+        let (decoded_args, decoded_ret) = syscall_parts(entry, calls, exit, buffer.clone());
         Line {
             time_us,
             duration_us,
             exitless: false,
+            decoded_args,
+            decoded_ret,
+            signal: 0,
+            vector: None,
+            rip: None,
+            address: None,
+            exit_code: None,
             first,
             last,
             thread: self.thread,
@@ -314,22 +349,32 @@ fn syscall_showing(
 ) -> String {
     let register = entry.map(|e| e.nr).or(exit.map(|e| e.nr)).unwrap_or(0);
     let name = syscall_name(register);
-    let nr = table::number(register);
-    let head = match entry {
-        Some(e) => {
-            let mut args = arguments(e, calls);
-            if let Some((i, shown)) = buffer.filter(|(i, _)| *i < args.len()) {
-                args[i] = shown;
-            }
-            format!("{name}({})", args.join(", "))
-        }
+    let (args, ret) = syscall_parts(entry, calls, exit, buffer);
+    let head = match args {
+        Some(args) => format!("{name}({})", args.join(", ")),
         None => format!("<... {name} resumed>"),
     };
-    let result = match exit {
-        Some(x) => result(nr, x.ret),
-        None => "?".into(),
-    };
-    format!("{head} = {result}")
+    format!("{head} = {}", ret.as_deref().unwrap_or("?"))
+}
+
+/// A syscall's arguments as printed (None without its entry) and its
+/// result (None without its exit).
+fn syscall_parts(
+    entry: Option<&SyscallEntry>,
+    calls: &[&BrokerCall],
+    exit: Option<&SyscallExit>,
+    buffer: Option<(usize, String)>,
+) -> (Option<Vec<String>>, Option<String>) {
+    let register = entry.map(|e| e.nr).or(exit.map(|e| e.nr)).unwrap_or(0);
+    let nr = table::number(register);
+    let args = entry.map(|e| {
+        let mut args = arguments(e, calls);
+        if let Some((i, shown)) = buffer.filter(|(i, _)| *i < args.len()) {
+            args[i] = shown;
+        }
+        args
+    });
+    (args, exit.map(|x| result(nr, x.ret)))
 }
 
 /// The arguments of a syscall, each as the table says to show it.
