@@ -264,7 +264,7 @@ fn warpd_runs_with_its_hard_descriptor_limit() {
 /// A program a signal kills: warpctl says which and where, symbolised
 /// from the recorded executable (function and line with -g, a library and
 /// offset inside libc), under record and again under replay; `show` says
-/// it too.
+/// it too, and `show --json` gives it as fields.
 #[test]
 fn a_crash_is_explained_with_its_function_and_line() {
     let home = WarpHome::new("crash_line");
@@ -281,6 +281,18 @@ fn a_crash_is_explained_with_its_function_and_line() {
         let show = home.warpctl().args(["show", &id]).output().unwrap();
         let show = String::from_utf8_lossy(&show.stdout);
         assert!(show.contains("killed by SIGSEGV (address 0x0) at crash (debugme.c:29)"), "{show}");
+        let json = home.warpctl().args(["show", "--json", &id]).output().unwrap();
+        let meta = warp_tests::json::parse(String::from_utf8_lossy(&json.stdout).trim()).unwrap();
+        let ending = meta.get("ending").unwrap();
+        let site = ending.get("crash_site").unwrap();
+        let text = |v: &warp_tests::json::Value, k: &str| v.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        assert_eq!(text(ending, "signal_name").as_deref(), Some("SIGSEGV"), "{ending:?}");
+        assert_eq!(text(site, "function").as_deref(), Some("crash"), "{site:?}");
+        assert_eq!(text(site, "file").as_deref(), Some("debugme.c"), "{site:?}");
+        assert_eq!(site.get("line").and_then(|v| v.as_u64()), Some(29), "{site:?}");
+        assert_eq!(site.get("address").and_then(|v| v.as_u64()), Some(0), "{site:?}");
+        assert!(text(site, "module").is_some_and(|m| m.starts_with("debugme")), "{site:?}");
+        assert!(site.get("rip").and_then(|v| v.as_u64()).is_some_and(|r| r > 0), "{site:?}");
     }
     // A signal sent, not a fault: where the program was when it came.
     let recorded = home.record(&Spec::prog("abort", Flavour::Dynamic), &[]);
@@ -289,6 +301,14 @@ fn a_crash_is_explained_with_its_function_and_line() {
         lines.len() == 1 && lines[0].starts_with("warpctl: program killed by SIGABRT at libc.so.6+0x"),
         "{lines:?}"
     );
+    let id = recorded.session_id().unwrap();
+    let json = home.warpctl().args(["show", "--json", &id]).output().unwrap();
+    let meta = warp_tests::json::parse(String::from_utf8_lossy(&json.stdout).trim()).unwrap();
+    let site = meta.get("ending").and_then(|e| e.get("crash_site")).unwrap();
+    assert_eq!(site.get("module").and_then(|v| v.as_str()), Some("libc.so.6"), "{site:?}");
+    assert!(site.get("address").is_some_and(|a| a.is_null()), "a signal sent has no fault address: {site:?}");
+    let offset = site.get("offset").and_then(|v| v.as_u64()).unwrap();
+    assert!(lines[0].ends_with(&format!("libc.so.6+{offset:#x}")), "{lines:?} {site:?}");
 }
 
 /// What Warpspeed does not do yet is said once, plainly, even without -v,

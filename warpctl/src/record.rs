@@ -333,7 +333,14 @@ mod tests {
     use super::*;
 
     fn end(failure: Failure, exit_code: i32, signal: i32, message: &str) -> SessionEnd {
-        SessionEnd { failure: failure as i32, exit_code, signal, message: message.into(), crash: String::new() }
+        SessionEnd {
+            failure: failure as i32,
+            exit_code,
+            signal,
+            message: message.into(),
+            crash: String::new(),
+            crash_site: None,
+        }
     }
 
     #[test]

@@ -230,10 +230,31 @@ fn ending_json(e: Option<&Ending>) -> String {
         Some(e) => {
             let o =
                 json::Object::new().num("exit_code", e.exit_code).num("signal", e.signal).str("failure", &e.failure);
+            let o = match warp_common::signals::name(e.signal).filter(|_| e.signal != 0) {
+                Some(name) => o.str("signal_name", &name),
+                None => o.raw("signal_name", "null"),
+            };
             // Where a signal killed the program, when it did.
-            if e.crash.is_empty() { o } else { o.str("crash", &e.crash) }.finish()
+            let o = if e.crash.is_empty() { o } else { o.str("crash", &e.crash) };
+            o.raw("crash_site", &e.crash_site.as_ref().map_or_else(|| "null".into(), crash_site_json)).finish()
         }
     }
+}
+
+/// Where a signal killed the program, as fields: null for what is not known.
+fn crash_site_json(c: &warp_proto::trace::CrashSite) -> String {
+    let text = |s: &str| if s.is_empty() { "null".to_string() } else { json::string(s) };
+    json::Object::new()
+        .num("rip", c.rip)
+        .raw("address", &c.address.map_or_else(|| "null".into(), |a| a.to_string()))
+        .raw("function", &text(&c.function))
+        .raw("file", &text(&c.file))
+        .raw("line", &if c.line == 0 { "null".into() } else { c.line.to_string() })
+        .raw("symbol", &text(&c.symbol))
+        .raw("symbol_offset", &if c.symbol.is_empty() { "null".into() } else { c.symbol_offset.to_string() })
+        .raw("module", &text(&c.module))
+        .raw("offset", &if c.module.is_empty() { "null".into() } else { c.offset.to_string() })
+        .finish()
 }
 
 /// One session as a JSON object (one line of `ls --json`).
@@ -908,7 +929,7 @@ mod tests {
         let j = session_json(&info("complete", exit(0, 0)), 0);
         assert_eq!(
             j,
-            r#"{"id":"abcd2345","status":"complete","program":"/bin/echo","argv":["echo","hi there"],"owner_uid":1000,"start_ms":1700000000000,"end_ms":1700000001500,"duration_ms":1500,"ending":{"exit_code":0,"signal":0,"failure":""},"events":40,"trace_bytes":5000,"syscalls":12,"vm_exits":30,"pid":0,"ppid":0,"parent":"","processes":0}"#
+            r#"{"id":"abcd2345","status":"complete","program":"/bin/echo","argv":["echo","hi there"],"owner_uid":1000,"start_ms":1700000000000,"end_ms":1700000001500,"duration_ms":1500,"ending":{"exit_code":0,"signal":0,"failure":"","signal_name":null,"crash_site":null},"events":40,"trace_bytes":5000,"syscalls":12,"vm_exits":30,"pid":0,"ppid":0,"parent":"","processes":0}"#
         );
         assert!(session_json(&info("recording", None), 0).contains(r#""ending":null"#));
     }

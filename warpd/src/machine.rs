@@ -275,8 +275,14 @@ impl Guest {
 
     /// The line for a program a signal killed (`program killed by SIGSEGV
     /// (address 0x0) at main (bug.c:37)`), where it was when a CPU
-    /// exception sent that signal. `exe` is the executable image as read.
-    pub fn crash_line(&self, signal: i32, exe_path: &str, exe: &[u8]) -> String {
+    /// exception sent that signal, and the same place as fields. `exe` is
+    /// the executable image as read.
+    pub fn crash_line(
+        &self,
+        signal: i32,
+        exe_path: &str,
+        exe: &[u8],
+    ) -> (String, Option<warp_proto::trace::CrashSite>) {
         // A CPU exception's signal: where it was raised; else (a signal
         // sent) where the program was when it came.
         let fault = match self.last_fault.filter(|f| f.2 == signal) {

@@ -119,7 +119,7 @@ impl From<LinkError> for SessionError {
 }
 
 fn end(failure: Failure, exit_code: i32, signal: i32, message: String) -> SessionEnd {
-    SessionEnd { failure: failure as i32, exit_code, signal, message, crash: String::new() }
+    SessionEnd { failure: failure as i32, exit_code, signal, message, crash: String::new(), crash_site: None }
 }
 
 fn now_ms() -> u64 {
@@ -189,6 +189,7 @@ fn conclude(
         signal: end.signal,
         failure: if failed { end.message.clone() } else { String::new() },
         crash: end.crash.clone(),
+        crash_site: end.crash_site.clone(),
     });
     if let Err(e) = store.update_session(meta).and_then(|_| store.flush()) {
         tracing::error!(id = %meta.id, "cannot store the end of the session: {e}");
@@ -345,7 +346,7 @@ fn run_inner(
         threads: Mutex::new(Vec::new()),
         limits_said: Mutex::new(Default::default()),
     });
-    let mut crash_text = String::new();
+    let mut crash_text = (String::new(), None);
     let crash = &mut crash_text;
     let outcome = (|| {
         let read = builder::read_program(&spec.program, &mut rec, &parts.mm)?;
@@ -600,7 +601,7 @@ fn record_forked(
         Ok(Ending::Killed(sig)) => rec.link.finish_as(0, *sig),
         Err(_) => rec.link.finish_as(125, 0),
     }
-    outcome.map(|ending| ended(ending, String::new()))
+    outcome.map(|ending| ended(ending, (String::new(), None)))
 }
 
 /// The exitless ring for a process's recording, when asked for and the
@@ -613,11 +614,14 @@ fn record_ring(exitless: bool, mm: &crate::kernel::mm::Mm) -> Option<RecordRing>
     RecordRing::new(&mm.kernel, &mm.guest).map_err(|e| tracing::warn!("no exitless ring for this recording: {e}")).ok()
 }
 
-/// A program's end as the session's end (`crash`: the line for a signal).
-fn ended(ending: Ending, crash: String) -> SessionEnd {
+/// A program's end as the session's end (`crash`: the line for a signal,
+/// and its place as fields).
+fn ended(ending: Ending, crash: (String, Option<warp_proto::trace::CrashSite>)) -> SessionEnd {
     match ending {
         Ending::Exited(code) => end(Failure::None, code, 0, String::new()),
-        Ending::Killed(sig) => SessionEnd { crash, ..end(Failure::None, 0, sig, String::new()) },
+        Ending::Killed(sig) => {
+            SessionEnd { crash: crash.0, crash_site: crash.1, ..end(Failure::None, 0, sig, String::new()) }
+        }
     }
 }
 

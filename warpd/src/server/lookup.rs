@@ -164,6 +164,7 @@ pub fn info(meta: &SessionMeta) -> SessionInfo {
             signal: e.signal,
             message: String::new(),
             crash: e.crash,
+            crash_site: e.crash_site,
         }
     });
     SessionInfo {

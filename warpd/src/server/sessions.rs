@@ -198,7 +198,14 @@ impl Session {
 
 /// A `SessionEnd` for a failure.
 pub fn failure_end(failure: Failure, message: &str) -> SessionEnd {
-    SessionEnd { failure: failure as i32, exit_code: 0, signal: 0, message: message.into(), crash: String::new() }
+    SessionEnd {
+        failure: failure as i32,
+        exit_code: 0,
+        signal: 0,
+        message: message.into(),
+        crash: String::new(),
+        crash_site: None,
+    }
 }
 
 /// How a session ended, as the store keeps it: the failure's message (or
@@ -210,7 +217,13 @@ pub fn ending(end: &SessionEnd) -> Ending {
         Ok(f) => f.as_str_name().trim_start_matches("FAILURE_").to_ascii_lowercase().replace('_', " "),
         Err(_) => format!("failure {}", end.failure),
     };
-    Ending { exit_code: end.exit_code, signal: end.signal, failure, crash: end.crash.clone() }
+    Ending {
+        exit_code: end.exit_code,
+        signal: end.signal,
+        failure,
+        crash: end.crash.clone(),
+        crash_site: end.crash_site.clone(),
+    }
 }
 
 /// The end `WaitSession` reports for a session known only from the store.
@@ -223,6 +236,7 @@ pub fn end_from_meta(meta: &SessionMeta) -> SessionEnd {
             signal: ending.signal,
             message: String::new(),
             crash: ending.crash,
+            crash_site: ending.crash_site,
         }
     } else {
         let message = if ending.failure.is_empty() { "the recording was interrupted".into() } else { ending.failure };

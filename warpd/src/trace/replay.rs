@@ -1081,7 +1081,7 @@ pub fn replay(
                 tree.drive(s, &mut guest, rp)?.map_err(|()| None)
             };
             if let Ok(Ending::Killed(sig)) = ended {
-                *crash = guest.crash_line(sig, &read.images.exe_path, &read.images.exe);
+                *crash = guest.crash_line(sig, &read.images.exe_path, &read.images.exe).0;
             }
             Ok(ended)
         })()

@@ -9,6 +9,8 @@ use std::borrow::Cow;
 use addr2line::gimli;
 use object::{Object, ObjectSection};
 
+use warp_proto::trace::CrashSite;
+
 use crate::kernel::mm::{Mm, VmaKind};
 use crate::kernel::signals;
 
@@ -22,9 +24,36 @@ pub struct Program<'a> {
     pub auxv: &'a [(u64, u64)],
 }
 
+/// What an address of an image is: its function, file and line from the
+/// DWARF, or the nearest symbol and the offset from it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Place {
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub symbol: Option<(String, u64)>,
+}
+
+impl std::fmt::Display for Place {
+    /// `function (file:line)`, or `symbol+0xoffset`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let place = self.file.as_ref().map(|file| match self.line {
+            Some(line) => format!("{file}:{line}"),
+            None => file.clone(),
+        });
+        match (&self.function, place, &self.symbol) {
+            (Some(func), Some(p), _) => write!(f, "{func} ({p})"),
+            (Some(func), None, _) => write!(f, "{func}"),
+            (None, Some(p), _) => write!(f, "?? ({p})"),
+            (None, None, Some((name, off))) => write!(f, "{name}+{off:#x}"),
+            (None, None, None) => write!(f, "??"),
+        }
+    }
+}
+
 /// `function (file:line)` for `addr` in the ELF `image` (an address of the
 /// image's own, the load bias taken off), or the nearest symbol.
-pub fn symbolise(image: &[u8], addr: u64) -> Option<String> {
+pub fn symbolise(image: &[u8], addr: u64) -> Option<Place> {
     let obj = object::File::parse(image).ok()?;
     let endian = if obj.is_little_endian() { gimli::RunTimeEndian::Little } else { gimli::RunTimeEndian::Big };
     let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>, gimli::Error> {
@@ -37,35 +66,44 @@ pub fn symbolise(image: &[u8], addr: u64) -> Option<String> {
         let mut frames = ctx.find_frames(addr).skip_all_loads().ok()?;
         let frame = frames.next().ok()??;
         let function = frame.function.as_ref().and_then(|f| f.demangle().ok().map(|n| n.into_owned()));
-        let place = frame.location.as_ref().and_then(|l| {
-            let file = l.file?.rsplit('/').next()?;
-            Some(match l.line {
-                Some(line) => format!("{file}:{line}"),
-                None => file.to_string(),
-            })
-        });
-        match (function, place) {
-            (Some(f), Some(p)) => Some(format!("{f} ({p})")),
-            (Some(f), None) => Some(f),
-            (None, Some(p)) => Some(format!("?? ({p})")),
-            (None, None) => None,
-        }
+        let file = frame.location.as_ref().and_then(|l| Some(l.file?.rsplit('/').next()?.to_string()));
+        let line = frame.location.as_ref().and_then(|l| l.line).filter(|_| file.is_some());
+        (function.is_some() || file.is_some()).then_some(Place { function, file, line, symbol: None })
     });
     from_dwarf.or_else(|| {
         let symbols = obj.symbol_map();
         let s = symbols.get(addr)?;
         let name = addr2line::demangle_auto(Cow::Borrowed(s.name()), None).into_owned();
-        Some(format!("{name}+{:#x}", addr - s.address()))
+        Some(Place { symbol: Some((name, addr - s.address())), ..Place::default() })
     })
 }
 
+/// Where an address is: the mapped file (its name) and the offset from
+/// its first mapping, and what the executable's symbols say of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Site {
+    pub module: String,
+    pub offset: u64,
+    pub place: Option<Place>,
+}
+
+impl std::fmt::Display for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.place {
+            Some(p) => write!(f, "{p}"),
+            None => write!(f, "{}+{:#x}", self.module, self.offset),
+        }
+    }
+}
+
 /// Where `rip` is: the executable's function and line, else the mapped
-/// file and the offset from its first mapping.
-pub fn locate(rip: u64, program: &Program<'_>, mm: &Mm) -> Option<String> {
+/// file and the offset from its first mapping (None outside any file).
+pub fn locate(rip: u64, program: &Program<'_>, mm: &Mm) -> Option<Site> {
     let vma = mm.vma_at(rip)?;
     let VmaKind::Image(path) = &vma.kind else {
-        return Some(format!("{rip:#x}"));
+        return None;
     };
+    let name = path.rsplit('/').next().unwrap_or(path).to_string();
     let base = mm.vmas().filter(|(_, v)| v.kind == vma.kind).map(|(&s, _)| s).min().unwrap_or(rip);
     if path == program.exe_path {
         // The load bias: where the entry point is against where the image says.
@@ -75,26 +113,45 @@ pub fn locate(rip: u64, program: &Program<'_>, mm: &Mm) -> Option<String> {
             (Some(e), Some(i)) => e.wrapping_sub(i),
             _ => 0,
         };
-        if let Some(s) = symbolise(program.exe, rip.wrapping_sub(bias)) {
-            return Some(s);
+        if let Some(place) = symbolise(program.exe, rip.wrapping_sub(bias)) {
+            return Some(Site { module: name, offset: rip - base, place: Some(place) });
         }
     }
-    let name = path.rsplit('/').next().unwrap_or(path);
-    Some(format!("{name}+{:#x}", rip - base))
+    Some(Site { module: name, offset: rip - base, place: None })
 }
 
 /// The line for a program that a signal killed: the signal, the faulting
 /// address for memory faults, and where it was.
-pub fn crash_line(signal: i32, fault: Option<(u64, Option<u64>)>, program: &Program<'_>, mm: &Mm) -> String {
+/// With it, the same as fields (none when there is no place to give).
+pub fn crash_line(
+    signal: i32,
+    fault: Option<(u64, Option<u64>)>,
+    program: &Program<'_>,
+    mm: &Mm,
+) -> (String, Option<CrashSite>) {
     let mut line = format!("program killed by {}", signals::name(signal));
-    if let Some((rip, address)) = fault {
-        if let Some(a) = address {
-            line.push_str(&format!(" (address {a:#x})"));
-        }
-        match locate(rip, program, mm) {
-            Some(at) => line.push_str(&format!(" at {at}")),
-            None => line.push_str(&format!(" at {rip:#x}")),
-        }
+    let Some((rip, address)) = fault else { return (line, None) };
+    if let Some(a) = address {
+        line.push_str(&format!(" (address {a:#x})"));
     }
-    line
+    let site = locate(rip, program, mm);
+    match &site {
+        Some(at) => line.push_str(&format!(" at {at}")),
+        None => line.push_str(&format!(" at {rip:#x}")),
+    }
+    let site = site.unwrap_or_default();
+    let place = site.place.unwrap_or_default();
+    let (symbol, symbol_offset) = place.symbol.unwrap_or_default();
+    let crash = CrashSite {
+        rip,
+        address,
+        function: place.function.unwrap_or_default(),
+        file: place.file.unwrap_or_default(),
+        line: place.line.unwrap_or(0),
+        symbol,
+        symbol_offset,
+        module: site.module,
+        offset: site.offset,
+    };
+    (line, Some(crash))
 }
