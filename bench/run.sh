@@ -173,6 +173,14 @@ bench "sha256sum 256 MiB" sha256sum "$work/input.bin"
 bench "threads: ping-pong x1e4" "$work/pingpong" 10000
 bench "threads: pipe ping-pong x1e4" "$work/pipe_pingpong" 10000
 bench "threads: 4 x compute" "$work/threads_compute" 400000000
+# Two threads writing megabytes per time slice (match finder tables,
+# memset between blocks): the cost of the interrupt points' memory digest.
+if command -v xz >/dev/null 2>&1; then
+    awk 'BEGIN { for (i = 0; i < 400000; i++) printf "line %d %d\n", i, (i * 2654435761) % 1000003 }' > "$work/text"
+    bench "threads: xz -T2, 7 MiB" xz -T2 --block-size=1MiB -c -1 "$work/text"
+else
+    echo "bench: xz not installed; skipping xz -T2" >&2
+fi
 # Process trees: 200 short processes, a fork of 1 GiB touched (with the
 # touching itself, natively too), make -j2 of a small C project (gcc, cc1,
 # as and ld are each a process).
