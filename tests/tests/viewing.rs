@@ -617,3 +617,67 @@ fn events_json_fits_its_schema_and_decodes_what_the_text_shows() {
         assert!(seen.contains(want), "{want} among the lines seen: {seen:?}");
     }
 }
+
+/// `--color`: `always` paints a failed call's result red and names bold,
+/// and stripped of its escapes is the plain text; `never` and a pipe
+/// (auto) paint nothing; on a terminal (script(1) gives one) auto paints,
+/// unless NO_COLOR is set.
+#[test]
+fn events_are_coloured_on_a_terminal_or_when_asked() {
+    let home = WarpHome::new("events_colour");
+    let spec = Spec::new("/bin/cat").arg("/nonexistent/warp");
+    let recorded = home.record(&spec, &[]);
+    assert_eq!(recorded.outcome.status, Status::Exited(1), "{}", recorded.warpctl_text());
+    let id = recorded.session_id().unwrap();
+    let plain = ok(&home, &["events", &id]);
+    assert!(!plain.contains('\x1b'), "a pipe gets no colour:\n{plain}");
+    assert_eq!(ok(&home, &["events", "--color", "never", &id]), plain);
+    let painted = ok(&home, &["events", "--color=always", &id]);
+    let failed = painted.lines().find(|l| l.contains("/nonexistent/warp")).expect("the open of the missing file");
+    assert!(failed.contains("\x1b[1mopenat\x1b[0m"), "{failed:?}");
+    assert!(failed.contains("\x1b[31m-1 ENOENT (No such file or directory)\x1b[0m"), "{failed:?}");
+    let strip = |s: &str| {
+        let mut out = String::new();
+        let mut chars = s.chars();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                for c in chars.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    assert_eq!(strip(&painted), plain, "the same text under the colour");
+    // On a terminal: script(1) runs warpctl on a pseudo-terminal.
+    if std::path::Path::new("/usr/bin/script").exists() {
+        let on_tty = |no_color: Option<&str>| {
+            let mut cmd = home.warpctl();
+            let warpctl = cmd.get_program().to_string_lossy().into_owned();
+            let mut script = Command::new("/usr/bin/script");
+            for (k, v) in cmd.get_envs() {
+                match v {
+                    Some(v) => script.env(k, v),
+                    None => script.env_remove(k),
+                };
+            }
+            script.env("TERM", "xterm").args(["-qec", &format!("{warpctl} events {id}"), "/dev/null"]);
+            match no_color {
+                Some(v) => script.env("NO_COLOR", v),
+                None => script.env_remove("NO_COLOR"),
+            };
+            let out = script.output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        assert!(on_tty(None).contains("\x1b[31m-1 ENOENT"), "auto on a terminal paints");
+        assert!(!on_tty(Some("1")).contains('\x1b'), "NO_COLOR=1 on a terminal: none");
+        assert!(on_tty(Some("")).contains("\x1b[31m"), "an empty NO_COLOR does not count");
+    } else {
+        eprintln!("not checking auto on a terminal: script(1) (util-linux) is not installed");
+    }
+}

@@ -53,6 +53,10 @@ Exit status:
 #[derive(Parser, Debug)]
 #[command(name = "warpctl", version, after_help = ENV_HELP)]
 pub struct Cli {
+    /// Colour `events` lines: auto (on a terminal, unless NO_COLOR is set
+    /// and not empty, or TERM is dumb), always, never.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
     /// Talk to the warpd listening at HOST:PORT over TLS (its [remote]
     /// section) instead of a local one. ls, ps, show, events, export,
     /// import, rm and replay (--gdb too: gdb runs here) work remotely;
@@ -459,4 +463,14 @@ impl SchemaOf {
             SchemaOf::Summary => include_str!("../schema/summary.schema.json"),
         }
     }
+}
+
+/// When to colour (`--color`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorWhen {
+    /// On a terminal, unless NO_COLOR is set or TERM is dumb.
+    #[default]
+    Auto,
+    Always,
+    Never,
 }

@@ -24,6 +24,7 @@ pub fn say_line(before: &str, text: &str) {
 mod admin;
 mod capture;
 mod cli;
+mod colour;
 mod connect;
 mod debug;
 mod json;
@@ -104,7 +105,7 @@ fn usage_status(args: impl Iterator<Item = String>) -> u8 {
     let mut args = args.into_iter();
     let mut command = None;
     while let Some(a) = args.next() {
-        if matches!(a.as_str(), "--remote" | "--cert" | "--key" | "--ca") {
+        if matches!(a.as_str(), "--remote" | "--cert" | "--key" | "--ca" | "--color") {
             args.next();
         } else if !a.starts_with('-') {
             command = Some(a);
@@ -172,7 +173,17 @@ fn main() -> ExitCode {
             Command::Ps { id, json } => view::ps(id, json).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
             Command::Show { id, json } => view::show(id, json).await.unwrap_or_else(|e| fail(&e, e.exit_code())),
             Command::Events { id, json, follow, expr, summary, output, string_limit, clock, durations } => {
-                let opts = view::EventsOptions { json, follow, expr, summary, output, string_limit, clock, durations };
+                let opts = view::EventsOptions {
+                    json,
+                    follow,
+                    expr,
+                    summary,
+                    output,
+                    string_limit,
+                    clock,
+                    durations,
+                    colour: cli.color,
+                };
                 view::events(id, opts).await.unwrap_or_else(|e| fail(&e, e.exit_code()))
             }
             Command::Rm { ids, all_incomplete } => {

@@ -542,6 +542,8 @@ pub struct EventsOptions {
     pub clock: u8,
     /// strace's `-T`: each call's duration.
     pub durations: bool,
+    /// `--color`.
+    pub colour: crate::colour::When,
 }
 
 /// The syscalls `-e trace=SET` selects.
@@ -702,6 +704,11 @@ pub async fn events(id: String, opts: EventsOptions) -> Result<u8, ViewError> {
     let mut daemon = connect::connect_or_start(false).await?;
     let request = StreamEventsRequest { id, follow: opts.follow, from: 0, string_limit: opts.string_limit };
     let mut stream = daemon.client.stream_events(request).await.map_err(rpc)?.into_inner();
+    // A file given with -o is no terminal: coloured only with --color always.
+    let paint = match &opts.output {
+        Some(_) => crate::colour::Paint::new(opts.colour, false),
+        None => crate::colour::Paint::stdout(opts.colour),
+    };
     let sink: Box<dyn Write> = match &opts.output {
         Some(path) => Box::new(
             std::fs::File::create(path)
@@ -730,9 +737,9 @@ pub async fn events(id: String, opts: EventsOptions) -> Result<u8, ViewError> {
             if opts.json {
                 text.push_str(&line_json(line));
             } else if opts.clock > 0 || opts.durations {
-                text.push_str(&timed(&line.text, line, start_ms, opts.clock, opts.durations));
+                text.push_str(&timed(&paint.event(line), line, start_ms, opts.clock, opts.durations));
             } else {
-                text.push_str(&line.text);
+                text.push_str(&paint.event(line));
             }
             text.push('\n');
         }
