@@ -656,7 +656,7 @@ fn events_are_coloured_on_a_terminal_or_when_asked() {
     // On a terminal: script(1) runs warpctl on a pseudo-terminal.
     if std::path::Path::new("/usr/bin/script").exists() {
         let on_tty = |no_color: Option<&str>| {
-            let mut cmd = home.warpctl();
+            let cmd = home.warpctl();
             let warpctl = cmd.get_program().to_string_lossy().into_owned();
             let mut script = Command::new("/usr/bin/script");
             for (k, v) in cmd.get_envs() {

@@ -421,6 +421,7 @@ mod tests {
                 signal: 0,
                 message: String::new(),
                 crash: String::new(),
+                crash_site: None,
             },
             syscalls: 3,
             vm_exits: 4,
