@@ -38,21 +38,21 @@ impl Drop for Tmpfs {
 
 #[test]
 fn a_full_disk_stops_that_recording_and_harms_no_other() {
-    let fs = match Tmpfs::mount("24m") {
+    let fs = match Tmpfs::mount("48m") {
         Ok(fs) => fs,
         Err(why) => {
             eprintln!("skipped: cannot mount a small tmpfs for the store here ({why}); needs root with CAP_SYS_ADMIN");
             return;
         }
     };
-    // The home (socket, store, log) on the small file system; 2 MiB kept free.
-    let home = WarpHome::at(&fs.0.join("home")).with_env("WARP_STORE_RESERVE_MB", "2");
+    // The home (socket, store, log) on the small file system; 8 MiB kept free (sled needs a few MiB of its own to go on: with 2 it met ENOSPC in a removal after the stop).
+    let home = WarpHome::at(&fs.0.join("home")).with_env("WARP_STORE_RESERVE_MB", "8");
     let first = home.record(&Spec::new("/bin/echo").arg("before the disk filled"), &[]);
     assert_eq!(first.outcome.status, Status::Exited(0), "{}", first.warpctl_text());
     let first = first.session_id().unwrap();
 
-    // 64 MB of random bytes read: more than the disk holds.
-    let big = home.record(&Spec::new("/usr/bin/head").args(["-c", "64000000", "/dev/urandom"]), &[]);
+    // 96 MB of random bytes read: more than the disk holds.
+    let big = home.record(&Spec::new("/usr/bin/head").args(["-c", "96000000", "/dev/urandom"]), &[]);
     let said = big.warpctl_text();
     assert_eq!(big.outcome.status, Status::Exited(125), "{said}");
     assert!(
