@@ -569,7 +569,7 @@ fn events_json_fits_its_schema_and_decodes_what_the_text_shows() {
         assert_eq!(printed, file, "warpctl schema {name} prints the repository's file");
         json::parse(&printed).unwrap_or_else(|e| panic!("the {name} schema is not JSON: {e}"))
     };
-    let (events, summary) = (schema_of("events"), schema_of("summary"));
+    let (events, summary, session) = (schema_of("events"), schema_of("summary"), schema_of("session"));
     let ids = [
         record(&home, &Spec::new("/bin/cat").arg("/etc/hostname")),
         record(&home, &Spec::prog("null_deref", FLAVOURS[0])),
@@ -616,6 +616,18 @@ fn events_json_fits_its_schema_and_decodes_what_the_text_shows() {
     for want in ["syscall", "fault", "end", "load", "exitless", "end None Some(0)", "end Some(\"SIGSEGV\") None"] {
         assert!(seen.contains(want), "{want} among the lines seen: {seen:?}");
     }
+    // ls and ps: one session a line, the crash's with its site.
+    let mut sites = 0;
+    let listed = ok(&home, &["ls", "--json"]);
+    assert_eq!(listed.lines().count(), ids.len(), "{listed}");
+    for id in &ids {
+        for line in listed.lines().chain(ok(&home, &["ps", "--json", id]).lines().collect::<Vec<_>>()) {
+            let v = parse_line(line);
+            warp_tests::schema::check(&session, &v).unwrap_or_else(|e| panic!("{e}\n{line}"));
+            sites += usize::from(matches!(field(field(&v, "ending"), "crash_site"), Value::Object(_)));
+        }
+    }
+    assert_eq!(sites, ids.len() + 1, "the crash's site, in ls (three times over) and ps");
 }
 
 /// `--color`: `always` paints a failed call's result red and names bold,

@@ -413,7 +413,8 @@ pub enum Command {
     /// Print the JSON Schema of a `--json` output, for scripts that read it.
     ///
     /// `events`: the lines of `warpctl events --json`; `summary`: those of
-    /// `warpctl events -c --json`.
+    /// `warpctl events -c --json`; `session`: those of `warpctl ls --json`
+    /// and `warpctl ps --json`.
     Schema {
         #[arg(value_enum)]
         output: SchemaOf,
@@ -453,6 +454,7 @@ pub enum DaemonAction {
 pub enum SchemaOf {
     Events,
     Summary,
+    Session,
 }
 
 impl SchemaOf {
@@ -461,6 +463,7 @@ impl SchemaOf {
         match self {
             SchemaOf::Events => include_str!("../schema/events.schema.json"),
             SchemaOf::Summary => include_str!("../schema/summary.schema.json"),
+            SchemaOf::Session => include_str!("../schema/session.schema.json"),
         }
     }
 }
