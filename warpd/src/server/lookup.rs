@@ -60,7 +60,10 @@ pub fn recordings(shared: &Shared, uid: u32) -> Result<Vec<(SessionMeta, u32)>, 
 }
 
 /// Recording `id`'s processes: its first process, then the ones it forked
-/// (and they forked), in the order they started.
+/// in the order it forked them, each followed by those it forked (ids
+/// `ID.N`, `ID.N.M`: by their numbers). Not by start time: children forked
+/// within a millisecond, each started on a thread of its own, can start
+/// in either order.
 pub fn tree(shared: &Shared, id: &str, uid: u32) -> Result<Vec<SessionMeta>, Status> {
     let first = resolve(shared, id, uid)?;
     if !first.root.is_empty() {
@@ -68,6 +71,11 @@ pub fn tree(shared: &Shared, id: &str, uid: u32) -> Result<Vec<SessionMeta>, Sta
     }
     let mut all = every(shared, uid)?;
     all.retain(|m| m.root == first.id);
+    let numbers = |m: &SessionMeta| -> Vec<u64> {
+        let rest = m.id.strip_prefix(first.id.as_str()).unwrap_or(&m.id);
+        rest.split('.').filter(|s| !s.is_empty()).map(|s| s.parse().unwrap_or(u64::MAX)).collect()
+    };
+    all.sort_by_cached_key(numbers);
     let mut out = vec![first];
     out.extend(all);
     Ok(out)
@@ -81,7 +89,8 @@ pub fn process(shared: &Shared, root: &SessionMeta, pid: u32, uid: u32) -> Resul
         return Ok(None);
     }
     let all = tree(shared, &root.id, uid)?;
-    match all.iter().find(|m| m.identity.is_some_and(|i| i.pid == pid)) {
+    let had_it = all.iter().filter(|m| m.identity.is_some_and(|i| i.pid == pid));
+    match had_it.min_by_key(|m| m.start_ms) {
         Some(m) => Ok(Some(m.id.clone())),
         None => Err(Status::not_found(format!(
             "recording {} has no process {pid} (`warpctl ps {}` lists its processes)",
