@@ -192,8 +192,10 @@ pub enum Command {
         /// One JSON object per line: seq, last_seq, thread, kind (syscall,
         /// load, signals, fault, interrupt, end) and text; a syscall's also
         /// name, nr, args, ret (null if it never returned), time_us and
-        /// duration_us (null where the trace has none) and exitless (the
-        /// ring served it without leaving the VM).
+        /// duration_us (null where the trace has none), exitless (the ring
+        /// served it without leaving the VM) and decoded (args and ret as
+        /// the text shows them); a fault's signal, rip and address; the
+        /// end's exit_code or signal. The schema: `warpctl schema events`.
         #[arg(long)]
         json: bool,
         /// Keep printing events as they are recorded, until the recording ends.

@@ -60,9 +60,10 @@ impl Paint {
         let red = Style::new().fg_color(Some(AnsiColor::Red.into()));
         match line.kind.as_str() {
             "syscall" => {
-                let head = format!("[{}] {}", line.thread, line.name);
-                let Some(rest) = text.strip_prefix(&head) else { return text.to_string() };
                 let prefix = format!("[{}] ", line.thread);
+                let Some(rest) = text.strip_prefix(&prefix).and_then(|t| t.strip_prefix(&line.name)) else {
+                    return text.to_string();
+                };
                 let name = self.wrap(Style::new().bold(), &line.name);
                 let failed = line.ret.is_some_and(|r| r < 0) && !line.ret_text.is_empty();
                 match rest.strip_suffix(&line.ret_text).filter(|_| failed) {

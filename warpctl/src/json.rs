@@ -55,6 +55,22 @@ impl Object {
         self.raw(key, &value.into().to_string())
     }
 
+    /// `key` with a number, or null for None.
+    pub fn num_or_null<T: Into<i128>>(self, key: &str, value: Option<T>) -> Object {
+        match value {
+            Some(v) => self.num(key, v),
+            None => self.raw(key, "null"),
+        }
+    }
+
+    /// `key` with a string, or null for None.
+    pub fn str_or_null(self, key: &str, value: Option<&str>) -> Object {
+        match value {
+            Some(v) => self.str(key, v),
+            None => self.raw(key, "null"),
+        }
+    }
+
     pub fn bool(self, key: &str, value: bool) -> Object {
         self.raw(key, if value { "true" } else { "false" })
     }

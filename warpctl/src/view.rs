@@ -230,10 +230,8 @@ fn ending_json(e: Option<&Ending>) -> String {
         Some(e) => {
             let o =
                 json::Object::new().num("exit_code", e.exit_code).num("signal", e.signal).str("failure", &e.failure);
-            let o = match warp_common::signals::name(e.signal).filter(|_| e.signal != 0) {
-                Some(name) => o.str("signal_name", &name),
-                None => o.raw("signal_name", "null"),
-            };
+            let name = warp_common::signals::name(e.signal).filter(|_| e.signal != 0);
+            let o = o.str_or_null("signal_name", name.as_deref());
             // Where a signal killed the program, when it did.
             let o = if e.crash.is_empty() { o } else { o.str("crash", &e.crash) };
             o.raw("crash_site", &e.crash_site.as_ref().map_or_else(|| "null".into(), crash_site_json)).finish()
@@ -243,17 +241,19 @@ fn ending_json(e: Option<&Ending>) -> String {
 
 /// Where a signal killed the program, as fields: null for what is not known.
 fn crash_site_json(c: &warp_proto::trace::CrashSite) -> String {
-    let text = |s: &str| if s.is_empty() { "null".to_string() } else { json::string(s) };
+    fn known(s: &str) -> Option<&str> {
+        Some(s).filter(|s| !s.is_empty())
+    }
     json::Object::new()
         .num("rip", c.rip)
-        .raw("address", &c.address.map_or_else(|| "null".into(), |a| a.to_string()))
-        .raw("function", &text(&c.function))
-        .raw("file", &text(&c.file))
-        .raw("line", &if c.line == 0 { "null".into() } else { c.line.to_string() })
-        .raw("symbol", &text(&c.symbol))
-        .raw("symbol_offset", &if c.symbol.is_empty() { "null".into() } else { c.symbol_offset.to_string() })
-        .raw("module", &text(&c.module))
-        .raw("offset", &if c.module.is_empty() { "null".into() } else { c.offset.to_string() })
+        .num_or_null("address", c.address)
+        .str_or_null("function", known(&c.function))
+        .str_or_null("file", known(&c.file))
+        .num_or_null("line", Some(c.line).filter(|&l| l != 0))
+        .str_or_null("symbol", known(&c.symbol))
+        .num_or_null("symbol_offset", Some(c.symbol_offset).filter(|_| !c.symbol.is_empty()))
+        .str_or_null("module", known(&c.module))
+        .num_or_null("offset", Some(c.offset).filter(|_| !c.module.is_empty()))
         .finish()
 }
 
@@ -513,7 +513,7 @@ pub fn show_json(meta: &SessionMeta, now: u64) -> String {
         .str("backend", &meta.backend)
         .raw("controls", &json::array(&controls))
         .num("cpuid_leaves", meta.cpuid.len() as u64)
-        .raw("chaos_seed", &if meta.chaos { meta.chaos_seed.to_string() } else { "null".into() })
+        .num_or_null("chaos_seed", Some(meta.chaos_seed).filter(|_| meta.chaos))
         .raw("unknown_syscalls", &json::array(&unknown))
         .num("events", meta.events)
         .num("trace_bytes", meta.trace_bytes)
@@ -770,30 +770,29 @@ pub fn line_json(line: &EventLine) -> String {
             .str("name", &line.name)
             .num("nr", line.nr)
             .raw("args", &json::array(&args))
-            .raw("ret", &line.ret.map(|r| r.to_string()).unwrap_or_else(|| "null".into()));
-        let opt = |v: Option<u64>| v.map_or_else(|| "null".to_string(), |v| v.to_string());
-        o = o.raw("time_us", &opt(line.time_us)).raw("duration_us", &opt(line.duration_us));
-        o = o.bool("exitless", line.exitless);
+            .num_or_null("ret", line.ret)
+            .num_or_null("time_us", line.time_us)
+            .num_or_null("duration_us", line.duration_us)
+            .bool("exitless", line.exitless);
         let args: Vec<String> = line.arg_text.iter().map(|a| json::string(a)).collect();
         let decoded = json::Object::new()
             .raw("args", &if line.has_args { json::array(&args) } else { "null".into() })
-            .raw("ret", &if line.ret.is_some() { json::string(&line.ret_text) } else { "null".into() })
+            .str_or_null("ret", line.ret.map(|_| line.ret_text.as_str()))
             .finish();
         o = o.raw("decoded", &decoded);
     }
-    let opt = |v: Option<u64>| v.map_or_else(|| "null".to_string(), |v| v.to_string());
-    let signal = |o: json::Object| match line.signal {
-        0 => o.raw("signal", "null").raw("signo", "null"),
-        s => o.str("signal", &warp_common::signals::name_or_number(s)).num("signo", s),
+    let signal = |o: json::Object| {
+        let s = Some(line.signal).filter(|&s| s != 0);
+        o.str_or_null("signal", s.map(warp_common::signals::name_or_number).as_deref()).num_or_null("signo", s)
     };
     if line.kind == "fault" {
         o = signal(o)
-            .raw("vector", &opt(line.vector.map(u64::from)))
-            .raw("rip", &opt(line.rip))
-            .raw("address", &opt(line.address));
+            .num_or_null("vector", line.vector)
+            .num_or_null("rip", line.rip)
+            .num_or_null("address", line.address);
     }
     if line.kind == "end" {
-        o = signal(o.raw("exit_code", &line.exit_code.map_or_else(|| "null".to_string(), |c| c.to_string())));
+        o = signal(o.num_or_null("exit_code", line.exit_code));
     }
     o.str("text", &line.text).finish()
 }

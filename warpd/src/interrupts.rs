@@ -222,9 +222,17 @@ impl Written {
 
     /// This base for a fresh VM: everything written so far is carried.
     pub fn carried_over(&self) -> Written {
-        let mut carried = self.carried.clone();
-        carried.extend(&self.logged);
-        Written { carried, logged: Vec::new() }
+        Written { carried: self.all().into_iter().collect(), logged: Vec::new() }
+    }
+
+    /// Every page written since the reset, in order.
+    fn all(&self) -> Vec<u64> {
+        if self.carried.is_empty() {
+            return self.logged.clone();
+        }
+        let mut all = self.carried.clone();
+        all.extend(&self.logged);
+        all.into_iter().collect()
     }
 
     /// The digest of the pages written since the reset and of `fpu` (an
@@ -235,13 +243,7 @@ impl Written {
     /// the next) every number and [`DIGEST_PAGES`] pages' contents.
     pub fn digest(&mut self, vm: &mut dyn Vm, mm: &Mm, fpu: &[u8], format: u32) -> Result<([u8; 32], u64), HvError> {
         self.logged = vm.written_pages(mm.high_water(), false)?;
-        let pages: Vec<u64> = if self.carried.is_empty() {
-            self.logged.clone()
-        } else {
-            let mut all = self.carried.clone();
-            all.extend(&self.logged);
-            all.into_iter().collect()
-        };
+        let pages = self.all();
         let guest = &mm.guest;
         let mut h = blake3::Hasher::new();
         let mut page = vec![0u8; PAGE_SIZE as usize];

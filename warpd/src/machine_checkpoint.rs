@@ -75,8 +75,8 @@ type Chunk = [Option<Arc<Page>>; CHUNK_PAGES as usize];
 struct Image(Vec<(u64, Arc<Chunk>)>);
 
 impl Image {
-    fn chunk(&self, index: u64) -> Option<&Chunk> {
-        self.0.binary_search_by_key(&index, |(i, _)| *i).ok().map(|k| &*self.0[k].1)
+    fn chunk(&self, index: u64) -> Option<&Arc<Chunk>> {
+        self.0.binary_search_by_key(&index, |(i, _)| *i).ok().map(|k| &self.0[k].1)
     }
 
     /// `m`'s data now. Pages with the same bytes as `base`'s at the same
@@ -93,8 +93,8 @@ impl Image {
                 let (index, slot) = (page / CHUNK_PAGES, (page % CHUNK_PAGES) as usize);
                 if building.as_ref().is_none_or(|(i, _)| *i != index) {
                     image.close(building.take(), base);
-                    building = Some((index, std::array::from_fn(|_| None)));
                 }
+                let (_, chunk) = building.get_or_insert_with(|| (index, std::array::from_fn(|_| None)));
                 let at = page * PAGE;
                 let bytes = &mut buf[..(m.size() - at).min(PAGE) as usize];
                 m.read(at, bytes);
@@ -109,9 +109,7 @@ impl Image {
                         Arc::new(Page::new(bytes, ledger))
                     }
                 };
-                if let Some((_, chunk)) = building.as_mut() {
-                    chunk[slot] = Some(kept);
-                }
+                chunk[slot] = Some(kept);
             }
         }
         image.close(building, base);
@@ -129,8 +127,7 @@ impl Image {
             (None, None) => true,
             _ => false,
         };
-        if let Some(k) = base.and_then(|b| b.0.binary_search_by_key(&index, |(i, _)| *i).ok()) {
-            let (_, old) = &base.unwrap().0[k];
+        if let Some(old) = base.and_then(|b| b.chunk(index)) {
             if old.iter().zip(chunk.iter()).all(|(a, b)| same(a, b)) {
                 self.0.push((index, old.clone()));
                 return;

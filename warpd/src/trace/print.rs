@@ -263,27 +263,18 @@ impl Printer {
         let time_us = entry.map(|e| e.time_us).filter(|&t| t > 0);
         let ended = exit.map(|e| e.time_us).filter(|&t| t > 0);
         let duration_us = time_us.zip(ended).map(|(a, b)| b.saturating_sub(a));
-        let (decoded_args, decoded_ret) = syscall_parts(entry, calls, exit, buffer.clone());
+        let (decoded_args, decoded_ret) = syscall_parts(entry, calls, exit, buffer);
+        let body = showing(nr, decoded_args.as_deref(), decoded_ret.as_deref());
         Line {
             time_us,
             duration_us,
-            exitless: false,
             decoded_args,
             decoded_ret,
-            signal: 0,
-            vector: None,
-            rip: None,
-            address: None,
-            exit_code: None,
-            first,
-            last,
-            thread: self.thread,
-            kind: Kind::Syscall,
             nr: Some(nr),
             name: syscall_name(nr),
             args: entry.map(|e| e.args.clone()).unwrap_or_default(),
             ret: exit.map(|e| e.ret),
-            text: format!("[{}] {}", self.thread, syscall_showing(entry, calls, exit, buffer)),
+            ..self.line(first, last, Kind::Syscall, body)
         }
     }
 
@@ -348,13 +339,18 @@ fn syscall_showing(
     buffer: Option<(usize, String)>,
 ) -> String {
     let register = entry.map(|e| e.nr).or(exit.map(|e| e.nr)).unwrap_or(0);
-    let name = syscall_name(register);
     let (args, ret) = syscall_parts(entry, calls, exit, buffer);
+    showing(register, args.as_deref(), ret.as_deref())
+}
+
+/// `name(args) = result` from the parts [`syscall_parts`] gives.
+fn showing(register: u64, args: Option<&[String]>, ret: Option<&str>) -> String {
+    let name = syscall_name(register);
     let head = match args {
         Some(args) => format!("{name}({})", args.join(", ")),
         None => format!("<... {name} resumed>"),
     };
-    format!("{head} = {}", ret.as_deref().unwrap_or("?"))
+    format!("{head} = {}", ret.unwrap_or("?"))
 }
 
 /// A syscall's arguments as printed (None without its entry) and its
