@@ -9,6 +9,10 @@
 //! The compiler is `$CC` when set, else `gcc`. Static linking needs the C
 //! library's archives (Debian: `libc6-dev`).
 //!
+//! `progs/shared/` holds a shared library with debug information
+//! (`libwarpcrash.so`) and a program linked against it
+//! (`lib_crash.dynamic`, which finds it beside itself: `$ORIGIN`).
+//!
 //! Every `progs/*.rs` is built once, statically (`NAME.static`), with the
 //! `rustc` cargo builds the project with: a Rust program's own runtime
 //! (std::thread, its futex-based locks).
@@ -95,6 +99,9 @@ fn main() {
             failures.push(msg);
         }
     }
+    if let Err(msg) = compile_shared(&cc, &progs.join("shared"), &out) {
+        failures.push(msg);
+    }
     if !failures.is_empty() {
         panic!("building the C test programs failed:\n\n{}", failures.join("\n\n"));
     }
@@ -139,6 +146,34 @@ fn check_toolchain(cc: &str, out: &Path) {
     }
     let _ = fs::remove_file(&probe_src);
     let _ = fs::remove_file(&probe_bin);
+}
+
+/// The shared library and the program that loads it.
+fn compile_shared(cc: &str, dir: &Path, out: &Path) -> Result<(), String> {
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let run = |args: &[&std::ffi::OsStr]| -> Result<(), String> {
+        let output = Command::new(cc).args(CFLAGS).args(args).output().map_err(|e| format!("cannot run {cc}: {e}"))?;
+        if !output.status.success() {
+            return Err(format!("{cc} {args:?}: {}\n{}", output.status, String::from_utf8_lossy(&output.stderr)));
+        }
+        Ok(())
+    };
+    let lib = out.join("libwarpcrash.so");
+    let lib_src = dir.join("libwarpcrash.c");
+    let main_src = dir.join("lib_crash.c");
+    println!("cargo:rerun-if-changed={}", lib_src.display());
+    println!("cargo:rerun-if-changed={}", main_src.display());
+    run(&["-shared".as_ref(), "-fPIC".as_ref(), "-o".as_ref(), lib.as_os_str(), lib_src.as_os_str()])?;
+    let bin = out.join("lib_crash.dynamic");
+    run(&[
+        "-o".as_ref(),
+        bin.as_os_str(),
+        main_src.as_os_str(),
+        "-L".as_ref(),
+        out.as_os_str(),
+        "-lwarpcrash".as_ref(),
+        "-Wl,-rpath,$ORIGIN".as_ref(),
+    ])
 }
 
 fn compile_rust(rustc: &str, src: &Path, out: &Path) -> Result<(), String> {

@@ -541,19 +541,27 @@ pub fn stream_of_fd(fd: i32) -> u32 {
     0
 }
 
-/// Reads the program (or a library) for the loader, with the user's rights:
-/// it must be a regular file the user may execute, as execve requires.
-pub fn read_executable(path: &str, max_len: u64) -> Result<Vec<u8>, i32> {
+/// Reads a file with the user's rights: for the loader, the program (or
+/// its interpreter), which must be a regular file the user may execute, as
+/// execve requires; with `executable` false, any readable regular file (a
+/// library's debug information). Opened without blocking, so a FIFO put
+/// in a file's place is refused, not waited on.
+pub fn read_file(path: &str, max_len: u64, executable: bool) -> Result<Vec<u8>, i32> {
     use std::io::Read;
     use std::os::unix::fs::PermissionsExt;
     let cpath = std::ffi::CString::new(path).map_err(|_| libc::EINVAL)?;
     // SAFETY: access(2) with a valid C string.
-    if unsafe { libc::access(cpath.as_ptr(), libc::X_OK) } != 0 {
+    if executable && unsafe { libc::access(cpath.as_ptr(), libc::X_OK) } != 0 {
         return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EACCES));
     }
-    let mut f = std::fs::File::open(path).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    let mut f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut o = std::fs::OpenOptions::new();
+        o.read(true).custom_flags(libc::O_NONBLOCK);
+        o.open(path).map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?
+    };
     let meta = f.metadata().map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
-    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+    if !meta.is_file() || (executable && meta.permissions().mode() & 0o111 == 0) {
         return Err(libc::EACCES);
     }
     if meta.len() > max_len {

@@ -263,7 +263,7 @@ pub fn serve(
                 reply.stream = perform::stream_of(&call, done.ret);
                 reply.sent = done.sent;
             }
-            Some(request::Kind::ReadFile(rf)) => match perform::read_executable(&rf.path, rf.max_len) {
+            Some(request::Kind::ReadFile(rf)) => match perform::read_file(&rf.path, rf.max_len, !rf.readable) {
                 Ok(bytes) => reply.file = bytes,
                 Err(errno) => reply.ret = -(errno as i64),
             },

@@ -294,21 +294,101 @@ fn a_crash_is_explained_with_its_function_and_line() {
         assert!(text(site, "module").is_some_and(|m| m.starts_with("debugme")), "{site:?}");
         assert!(site.get("rip").and_then(|v| v.as_u64()).is_some_and(|r| r > 0), "{site:?}");
     }
-    // A signal sent, not a fault: where the program was when it came.
+    // A signal sent, not a fault: where the program was when it came, in
+    // the C library (stripped: its function and line only where its debug
+    // file is installed, as libc6-dbg does, else the offset).
     let recorded = home.record(&Spec::prog("abort", Flavour::Dynamic), &[]);
     let lines = warp_tests::crash_lines(&recorded.warpctl_lines);
-    assert!(
-        lines.len() == 1 && lines[0].starts_with("warpctl: program killed by SIGABRT at libc.so.6+0x"),
-        "{lines:?}"
-    );
+    assert_eq!(lines.len(), 1, "{lines:?}");
     let id = recorded.session_id().unwrap();
-    let json = home.warpctl().args(["show", "--json", &id]).output().unwrap();
-    let meta = warp_tests::json::parse(String::from_utf8_lossy(&json.stdout).trim()).unwrap();
-    let site = meta.get("ending").and_then(|e| e.get("crash_site")).unwrap();
+    let site = crash_site(&home, &id);
     assert_eq!(site.get("module").and_then(|v| v.as_str()), Some("libc.so.6"), "{site:?}");
     assert!(site.get("address").is_some_and(|a| a.is_null()), "a signal sent has no fault address: {site:?}");
     let offset = site.get("offset").and_then(|v| v.as_u64()).unwrap();
-    assert!(lines[0].ends_with(&format!("libc.so.6+{offset:#x}")), "{lines:?} {site:?}");
+    let function = site.get("function").and_then(|v| v.as_str());
+    let libc = recorded_library(&home, &id, "libc.so.6");
+    if let Some(debug) = libc.as_deref().and_then(debug_file_of) {
+        eprintln!("the C library's debug file is {}: its function and line are named", debug.display());
+        let (function, file) = (function.unwrap_or_default(), site.get("file").and_then(|v| v.as_str()));
+        assert!(!function.is_empty() && file.is_some(), "{site:?}");
+        let want = format!("warpctl: program killed by SIGABRT at {function} ({}:", file.unwrap());
+        assert!(lines[0].starts_with(&want) && lines[0].ends_with(" in libc.so.6"), "{lines:?} {site:?}");
+    } else {
+        eprintln!("no debug file for the C library here: its offset is named");
+        assert_eq!(lines[0], format!("warpctl: program killed by SIGABRT at libc.so.6+{offset:#x}"), "{site:?}");
+    }
+    // The replay says the same.
+    let replayed = home.replay(&id, &[]);
+    assert_eq!(warp_tests::crash_lines(&replayed.warpctl_lines), lines, "{}", replayed.warpctl_text());
+}
+
+/// `show --json`'s crash site of a session.
+fn crash_site(home: &WarpHome, id: &str) -> warp_tests::json::Value {
+    let json = home.warpctl().args(["show", "--json", id]).output().unwrap();
+    let meta = warp_tests::json::parse(String::from_utf8_lossy(&json.stdout).trim()).unwrap();
+    meta.get("ending").and_then(|e| e.get("crash_site")).cloned().unwrap_or_else(|| panic!("no crash site: {meta:?}"))
+}
+
+/// The file a recording's program had mapped as `name`, as the host has it.
+fn recorded_library(home: &WarpHome, id: &str, name: &str) -> Option<std::path::PathBuf> {
+    let out = home.warpctl().args(["events", id]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter(|l| l.contains("openat(") && l.contains(&format!("/{name}\"")) && !l.contains(" = -1 "))
+        .find_map(|l| l.split('"').nth(1).map(std::path::PathBuf::from))
+}
+
+/// A library's separate debug file by its build ID, where it is installed.
+fn debug_file_of(lib: &std::path::Path) -> Option<std::path::PathBuf> {
+    let out = std::process::Command::new("readelf").arg("-n").arg(lib).output().ok()?;
+    let notes = String::from_utf8_lossy(&out.stdout);
+    let id = notes.lines().find_map(|l| l.trim().strip_prefix("Build ID: "))?.trim().to_string();
+    let path = std::path::PathBuf::from(format!("/usr/lib/debug/.build-id/{}/{}.debug", &id[..2], &id[2..]));
+    path.is_file().then_some(path)
+}
+
+/// A crash inside a shared library with debug information names the
+/// library's function and line, read from its file when the recording
+/// ended; a replay gives the same line where the file is gone (another
+/// machine); and a file that is no longer what the program had mapped is
+/// not believed: the line gives the offset.
+#[test]
+fn a_crash_in_a_library_names_its_function_and_line() {
+    let home = WarpHome::new("crash_lib");
+    let dir = home.scratch("lib");
+    for f in ["lib_crash.dynamic", "libwarpcrash.so"] {
+        fs::copy(warp_tests::progs_dir().join(f), dir.join(f)).unwrap();
+    }
+    let prog = dir.join("lib_crash.dynamic");
+    let native = std::process::Command::new(&prog).arg("crash").output().unwrap();
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&native.status), Some(11));
+    let recorded = home.record(&Spec::new(&prog).arg("crash"), &[]);
+    assert_eq!(recorded.outcome.status, Status::Exited(139), "{}", recorded.warpctl_text());
+    let want = "warpctl: program killed by SIGSEGV (address 0x0) at warpcrash_store (libwarpcrash.c:10) in libwarpcrash.so";
+    assert_eq!(warp_tests::crash_lines(&recorded.warpctl_lines), [want], "{}", recorded.warpctl_text());
+    let id = recorded.session_id().unwrap();
+    let site = crash_site(&home, &id);
+    let text = |k: &str| site.get(k).and_then(|v| v.as_str()).map(str::to_string);
+    assert_eq!(text("function").as_deref(), Some("warpcrash_store"), "{site:?}");
+    assert_eq!(text("file").as_deref(), Some("libwarpcrash.c"), "{site:?}");
+    assert_eq!(site.get("line").and_then(|v| v.as_u64()), Some(10), "{site:?}");
+    assert_eq!(text("module").as_deref(), Some("libwarpcrash.so"), "{site:?}");
+    fs::remove_file(dir.join("libwarpcrash.so")).unwrap();
+    let replayed = home.replay(&id, &[]);
+    assert_eq!(replayed.outcome.status, Status::Exited(0), "{}", replayed.warpctl_text());
+    assert_eq!(warp_tests::crash_lines(&replayed.warpctl_lines), [want], "replay without the library's file");
+
+    // The program renames another file over its library before it crashes.
+    fs::copy(warp_tests::progs_dir().join("libwarpcrash.so"), dir.join("libwarpcrash.so")).unwrap();
+    fs::copy(&prog, dir.join("other")).unwrap();
+    let (from, to) = (dir.join("other"), dir.join("libwarpcrash.so"));
+    let recorded = home.record(&Spec::new(&prog).arg("crash").arg(&from).arg(&to), &[]);
+    assert_eq!(recorded.outcome.status, Status::Exited(139), "{}", recorded.warpctl_text());
+    let lines = warp_tests::crash_lines(&recorded.warpctl_lines);
+    let id = recorded.session_id().unwrap();
+    let offset = crash_site(&home, &id).get("offset").and_then(|v| v.as_u64()).unwrap();
+    let want = format!("warpctl: program killed by SIGSEGV (address 0x0) at libwarpcrash.so+{offset:#x}");
+    assert_eq!(lines, [want], "a file that is not the one mapped is not read for symbols");
 }
 
 /// What Warpspeed does not do yet is said once, plainly, even without -v,

@@ -163,7 +163,7 @@ fn ignore(sig: Signal) -> Result<SigAction, RecordError> {
 
 /// How the loop in [`follow`] ended.
 enum Outcome {
-    End(SessionEnd),
+    End(Box<SessionEnd>),
     WarpdDied,
     BrokerDied(ExitStatus),
 }
@@ -254,7 +254,7 @@ pub async fn run(args: RecordArgs) -> Result<u8, RecordError> {
                         Some(rest) => crate::say_line("\n", rest),
                         None => say!("{note}"),
                     },
-                    Some(session_update::Update::End(end)) => break Outcome::End(end),
+                    Some(session_update::Update::End(end)) => break Outcome::End(Box::new(end)),
                     _ => {}
                 },
                 Ok(None) | Err(_) => break Outcome::WarpdDied,

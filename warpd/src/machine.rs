@@ -276,12 +276,13 @@ impl Guest {
     /// The line for a program a signal killed (`program killed by SIGSEGV
     /// (address 0x0) at main (bug.c:37)`), where it was when a CPU
     /// exception sent that signal, and the same place as fields. `exe` is
-    /// the executable image as read.
+    /// the executable image as read; `files` reads a library's.
     pub fn crash_line(
         &self,
         signal: i32,
         exe_path: &str,
         exe: &[u8],
+        files: &mut crate::trace::symbols::Files<'_>,
     ) -> (String, Option<warp_proto::trace::CrashSite>) {
         // A CPU exception's signal: where it was raised; else (a signal
         // sent) where the program was when it came.
@@ -290,7 +291,7 @@ impl Guest {
             None => (self.end_rip != 0).then_some((self.end_rip, None)),
         };
         let program = crate::trace::symbols::Program { exe_path, exe, auxv: &self.process.proc_info.auxv };
-        crate::trace::symbols::crash_line(signal, fault, &program, &self.process.mm)
+        crate::trace::symbols::crash_line(signal, fault, &program, &self.process.mm, files)
     }
 
     /// What stops the vCPU from another thread (call it on the thread

@@ -385,7 +385,16 @@ fn run_inner(
         drop(pin);
         tree.say_limits(&mut guest.process);
         if let Ok(Ending::Killed(sig)) = r {
-            *crash = guest.crash_line(sig, &read.images.exe_path, &read.images.exe);
+            // A library's symbols: its file read now, outside the trace (the
+            // ending keeps the place for a replay elsewhere).
+            let mut files = |path: &str| {
+                use warp_proto::broker::{request, ReadFile};
+                let max_len = crate::trace::symbols::MAX_SYMBOL_FILE;
+                let want = ReadFile { path: path.to_string(), max_len, readable: true };
+                let reply = rec.link.call(request::Kind::ReadFile(want)).ok()?;
+                (reply.ret >= 0).then_some(reply.file)
+            };
+            *crash = guest.crash_line(sig, &read.images.exe_path, &read.images.exe, &mut files);
         }
         tally(&guest, counters, meta);
         r

@@ -12,7 +12,7 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 
 use warp_proto::broker::{request, Reply};
-use warp_proto::trace::{event, Event, SessionMeta, Status};
+use warp_proto::trace::{event, CrashSite, Event, SessionMeta, Status};
 use warp_syscalls::ring as ringabi;
 
 use super::digest;
@@ -774,6 +774,21 @@ fn replayable(store: &Store, id: &str) -> Result<(SessionMeta, Vec<(u64, Event)>
     Ok((meta, events))
 }
 
+/// The crash line of a replay: its own, or the recording's where that
+/// named the place (a library's symbols, read from its file when the
+/// recording ended) and the replay, with no file to read, can only give
+/// `module+offset` for the same instruction.
+fn recorded_place(meta: &SessionMeta, (line, site): (String, Option<CrashSite>)) -> String {
+    let named = |s: &CrashSite| !s.function.is_empty() || !s.symbol.is_empty();
+    let recorded = meta.ending.as_ref().filter(|e| !e.crash.is_empty());
+    match (recorded, site) {
+        (Some(e), Some(here)) if !named(&here) && e.crash_site.as_ref().is_some_and(|r| r.rip == here.rip && named(r)) => {
+            e.crash.clone()
+        }
+        _ => line,
+    }
+}
+
 /// What a replay's run came to: `ended` is the program's end (Err(None):
 /// stopped; Err(Some(event)): a debugger left there).
 fn outcome_of(
@@ -1081,7 +1096,8 @@ pub fn replay(
                 tree.drive(s, &mut guest, rp)?.map_err(|()| None)
             };
             if let Ok(Ending::Killed(sig)) = ended {
-                *crash = guest.crash_line(sig, &read.images.exe_path, &read.images.exe).0;
+                let here = guest.crash_line(sig, &read.images.exe_path, &read.images.exe, &mut |_| None);
+                *crash = recorded_place(&meta, here);
             }
             Ok(ended)
         })()
