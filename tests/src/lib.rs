@@ -828,6 +828,33 @@ impl WarpHome {
         cmd
     }
 
+    /// `warpctl ARGS` (a shell command line) on a pseudo-terminal of
+    /// script(1), with `env` set (a None value unset): its exit status and
+    /// what the terminal showed. None where script(1) is not installed.
+    pub fn on_terminal(&self, args: &str, env: &[(&str, Option<&str>)]) -> Option<(ExitStatus, String)> {
+        if !Path::new("/usr/bin/script").exists() {
+            return None;
+        }
+        let cmd = self.warpctl();
+        let warpctl = cmd.get_program().to_string_lossy().into_owned();
+        let mut script = Command::new("/usr/bin/script");
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => script.env(k, v),
+                None => script.env_remove(k),
+            };
+        }
+        script.env("TERM", "xterm").args(["-qec", &format!("{warpctl} {args}"), "/dev/null"]);
+        for (k, v) in env {
+            match v {
+                Some(v) => script.env(k, v),
+                None => script.env_remove(k),
+            };
+        }
+        let out = script.output().unwrap();
+        Some((out.status, String::from_utf8_lossy(&out.stdout).into_owned()))
+    }
+
     /// `warpctl record OPTIONS -- PROGRAM ARGS...` for a spec, not started.
     pub fn record_command(&self, spec: &Spec, options: &[&str]) -> Command {
         let mut cmd = Command::new(warpctl());

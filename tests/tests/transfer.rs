@@ -184,3 +184,45 @@ fn export_keeps_files_and_writes_to_stdout_and_rm_takes_several() {
     let ls = warpctl_ok(&here, &["ls"]);
     assert!(!ls.contains(&ids[0]) && !ls.contains(&ids[2]) && ls.contains(&ids[1]), "{ls}");
 }
+
+/// On a terminal, export, import, gc and a long replay (one of 16384
+/// events or more, or of more than a second) show how far they are on stderr, and leave the same results;
+/// elsewhere (a pipe, a file) they print nothing of it.
+#[test]
+fn long_operations_show_progress_on_a_terminal_only() {
+    let home = WarpHome::new("progress");
+    if home.on_terminal("--version", &[]).is_none() {
+        eprintln!("not checking progress on a terminal: script(1) (util-linux) is not installed");
+        return;
+    }
+    // About 19000 events: more than a replay shows progress from its start with.
+    let script = "i=0; while [ $i -lt 700 ]; do i=$((i+1)); echo $i >/dev/null; done; echo done";
+    let recorded = home.record(&Spec::new("/bin/sh").args(["-c", script]), &[]);
+    assert_eq!(recorded.outcome.status, Status::Exited(0), "{}", recorded.warpctl_text());
+    let id = recorded.session_id().unwrap();
+    let (status, shown) = home.on_terminal(&format!("replay {id}"), &[]).unwrap();
+    assert!(status.success(), "{shown}");
+    assert!(shown.contains(&format!("warpctl: replaying {id} [")) && shown.contains(" events ("), "{shown:?}");
+    assert!(shown.contains("done"), "the program's output is there too: {shown:?}");
+    let plain = home.replay(&id, &[]);
+    assert_eq!(plain.outcome.status, Status::Exited(0));
+    assert!(plain.warpctl_lines.iter().all(|l| !l.contains("replaying")), "{:?}", plain.warpctl_lines);
+
+    let dir = home.scratch("files");
+    let (on_tty, piped) = (dir.join("tty.trace"), dir.join("piped.trace"));
+    let (status, shown) = home.on_terminal(&format!("export {id} -o {}", on_tty.display()), &[]).unwrap();
+    assert!(status.success() && shown.contains(&format!("warpctl: exporting {id}")), "{shown:?}");
+    let out = home.warpctl().args(["export", &id, "-o"]).arg(&piped).output().unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(fs::read(&on_tty).unwrap(), fs::read(&piped).unwrap(), "the same file either way");
+
+    let (status, shown) = home.on_terminal(&format!("import {}", on_tty.display()), &[]).unwrap();
+    assert!(status.success() && shown.contains("warpctl: importing "), "{shown:?}");
+    let out = home.warpctl().arg("import").arg(&piped).output().unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let (status, shown) = home.on_terminal("gc", &[]).unwrap();
+    assert!(status.success() && shown.contains("warpctl: looking"), "{shown:?}");
+    let out = home.warpctl().arg("gc").output().unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -666,25 +666,11 @@ fn events_are_coloured_on_a_terminal_or_when_asked() {
     };
     assert_eq!(strip(&painted), plain, "the same text under the colour");
     // On a terminal: script(1) runs warpctl on a pseudo-terminal.
-    if std::path::Path::new("/usr/bin/script").exists() {
+    if home.on_terminal("--version", &[]).is_some() {
         let on_tty = |no_color: Option<&str>| {
-            let cmd = home.warpctl();
-            let warpctl = cmd.get_program().to_string_lossy().into_owned();
-            let mut script = Command::new("/usr/bin/script");
-            for (k, v) in cmd.get_envs() {
-                match v {
-                    Some(v) => script.env(k, v),
-                    None => script.env_remove(k),
-                };
-            }
-            script.env("TERM", "xterm").args(["-qec", &format!("{warpctl} events {id}"), "/dev/null"]);
-            match no_color {
-                Some(v) => script.env("NO_COLOR", v),
-                None => script.env_remove("NO_COLOR"),
-            };
-            let out = script.output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            String::from_utf8_lossy(&out.stdout).into_owned()
+            let (status, shown) = home.on_terminal(&format!("events {id}"), &[("NO_COLOR", no_color)]).unwrap();
+            assert!(status.success(), "{shown}");
+            shown
         };
         assert!(on_tty(None).contains("\x1b[31m-1 ENOENT"), "auto on a terminal paints");
         assert!(!on_tty(Some("1")).contains('\x1b'), "NO_COLOR=1 on a terminal: none");

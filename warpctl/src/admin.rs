@@ -87,7 +87,9 @@ pub async fn gc(json: bool, yes: bool, max_size: Option<String>, max_age: Option
         None => 0,
     };
     let mut daemon = connect::connect_or_start(false).await?;
+    let waiting = crate::progress::Progress::waiting(if yes { "removing" } else { "looking" }.to_string());
     let reply = daemon.client.gc(GcRequest { yes, max_bytes, max_age_secs }).await.map_err(rpc)?.into_inner();
+    drop(waiting);
     emit(&if json { gc_json(&reply) + "\n" } else { gc_text(&reply) })?;
     Ok(0)
 }

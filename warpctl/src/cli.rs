@@ -37,6 +37,10 @@ WARP_REMOTE_KEY and WARP_REMOTE_CA, else the keys cert, key and ca of
 $XDG_CONFIG_HOME/warpspeed/remote.toml (~/.config/warpspeed/remote.toml;
 relative paths are from its directory).
 
+Progress: export, import, pull, gc and a long replay (16384 events or
+more, or running past a second) show how far they are on stderr when it
+is a terminal, and nothing otherwise.
+
 Exit status:
   record   the program's own (128+N for signal N); 125 when warpctl or
            warpd failed or the command line is wrong; 126 when the program

@@ -278,7 +278,7 @@ async fn bridge(
             Some(replay_update::Update::Gdb(bytes)) if debugger => {
                 debugger = wr.write_all(&bytes).await.is_ok() && wr.flush().await.is_ok();
             }
-            Some(replay_update::Update::Gdb(_)) => {}
+            Some(replay_update::Update::Gdb(_)) | Some(replay_update::Update::Progress(_)) => {}
             Some(replay_update::Update::Stdout(bytes)) => out.stdout(&bytes),
             Some(replay_update::Update::Stderr(bytes)) => out.stderr(&bytes),
             Some(replay_update::Update::Note(note)) => out.say(&note),

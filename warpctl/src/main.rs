@@ -26,6 +26,7 @@ mod capture;
 mod cli;
 mod colour;
 mod connect;
+mod progress;
 mod debug;
 mod json;
 mod record;

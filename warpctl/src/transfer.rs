@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use warp_proto::warp::{ExportRequest, GetSessionRequest, ImportChunk};
 
 use crate::connect;
+use crate::progress::Progress;
 use crate::view::{rpc, ViewError};
 
 /// Chunks sent to the daemon: under gRPC's 4 MiB message limit.
@@ -24,6 +25,7 @@ pub async fn export(id: String, file: PathBuf, force: bool) -> Result<u8, ViewEr
         return Err(ViewError::Refused(format!("{} exists; --force replaces it", file.display())));
     }
     let mut daemon = connect::connect_or_start(false).await?;
+    let progress = Progress::bytes(format!("exporting {id}"), None);
     let mut stream = daemon.client.export(ExportRequest { id, offset: 0 }).await.map_err(rpc)?.into_inner();
     let mut hasher = blake3::Hasher::new();
     if to_stdout {
@@ -34,6 +36,7 @@ pub async fn export(id: String, file: PathBuf, force: bool) -> Result<u8, ViewEr
         let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::BrokenPipe;
         while let Some(chunk) = stream.message().await.map_err(rpc)? {
             hasher.update(&chunk.data);
+            progress.add(chunk.data.len() as u64);
             match out.write_all(&chunk.data) {
                 Err(e) if gone(&e) => return Ok(141),
                 other => other.map_err(ViewError::Output)?,
@@ -51,6 +54,7 @@ pub async fn export(id: String, file: PathBuf, force: bool) -> Result<u8, ViewEr
     let result: Result<(), ViewError> = async {
         while let Some(chunk) = stream.message().await.map_err(rpc)? {
             hasher.update(&chunk.data);
+            progress.add(chunk.data.len() as u64);
             out.write_all(&chunk.data).map_err(|e| ViewError::Output(with_path(e, &tmp)))?;
             check_digest(&chunk.digest, &hasher, "the export")?;
         }
@@ -84,11 +88,15 @@ pub async fn import(file: PathBuf) -> Result<u8, ViewError> {
 /// Sends FILE to the daemon a chunk at a time (never whole in memory) as
 /// a new session; its id.
 async fn import_file(file: &Path) -> Result<String, ViewError> {
-    let input: Box<dyn Read + Send> = if file.as_os_str() == "-" {
-        Box::new(std::io::stdin())
+    let (input, size): (Box<dyn Read + Send>, Option<u64>) = if file.as_os_str() == "-" {
+        (Box::new(std::io::stdin()), None)
     } else {
-        Box::new(std::fs::File::open(file).map_err(|e| ViewError::Refused(format!("{}: {e}", file.display())))?)
+        let f = std::fs::File::open(file).map_err(|e| ViewError::Refused(format!("{}: {e}", file.display())))?;
+        let size = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
+        (Box::new(f), size)
     };
+    let progress = Progress::bytes(format!("importing {}", file.display()), size);
+    let sent = progress.counter();
     // A read error ends the stream (the daemon then refuses a cut file)
     // and is what is reported.
     let failed: Arc<Mutex<Option<std::io::Error>>> = Arc::default();
@@ -110,6 +118,7 @@ async fn import_file(file: &Path) -> Result<String, ViewError> {
                 }
             }
             buf.truncate(filled);
+            sent(filled as u64);
             (filled > 0).then_some(ImportChunk { data: buf })
         })
     };
@@ -169,9 +178,12 @@ pub async fn pull(remote: crate::remote::Remote, id: String) -> Result<u8, ViewE
         Err(s) => return Err(rpc(s)),
     };
     let mut digest = Vec::new();
+    let progress = Progress::bytes(format!("pulling {} from {}", meta.id, remote.addr), None);
+    progress.add(offset);
     loop {
         match stream.message().await {
             Ok(Some(chunk)) => {
+                progress.add(chunk.data.len() as u64);
                 file.write_all(&chunk.data).map_err(local)?;
                 if !chunk.digest.is_empty() {
                     digest = chunk.digest;
@@ -188,6 +200,7 @@ pub async fn pull(remote: crate::remote::Remote, id: String) -> Result<u8, ViewE
             }
             Err(s) => {
                 let _ = file.sync_all();
+                drop(progress);
                 say!(
                     "the pull was cut short: {} bytes kept in {}; pull again to go on",
                     file.metadata().map_or(0, |m| m.len()),
@@ -197,6 +210,7 @@ pub async fn pull(remote: crate::remote::Remote, id: String) -> Result<u8, ViewE
             }
         }
     }
+    drop(progress);
     file.sync_all().map_err(local)?;
     let mut hasher = blake3::Hasher::new();
     {

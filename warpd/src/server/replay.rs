@@ -131,6 +131,9 @@ pub fn updates(output: ReplayOutput, quiet: bool) -> Vec<ReplayUpdate> {
         ReplayOutput::Stderr(bytes) => chunks(bytes, replay_update::Update::Stderr),
         ReplayOutput::Note(note) => vec![update(replay_update::Update::Note(note))],
         ReplayOutput::Gdb(bytes) => vec![update(replay_update::Update::Gdb(bytes))],
+        ReplayOutput::Progress { done, total } => {
+            vec![update(replay_update::Update::Progress(warp_proto::warp::ReplayProgress { done, total }))]
+        }
     }
 }
 

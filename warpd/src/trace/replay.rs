@@ -40,7 +40,17 @@ pub enum ReplayOutput {
     Note(String),
     /// Bytes of the GDB remote protocol for the debugger (a debugged replay).
     Gdb(Vec<u8>),
+    /// How far the replay is: events replayed, and in all (the first
+    /// process's; a few times a second at most, from its first second on,
+    /// or from the start with many events).
+    Progress { done: u64, total: u64 },
 }
+
+/// A replay that runs this long, or has this many events, says how far it
+/// is, this often.
+const PROGRESS_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+const PROGRESS_EVENTS: usize = 16384;
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl ReplayOutput {
     /// What a write sent to stream 1 (stdout) or 2 (stderr).
@@ -172,6 +182,11 @@ pub struct Replayer<'a> {
     /// Replayed only on the way to another process (`--pid`): its output is
     /// not sent.
     silent: bool,
+    /// Says how far it is (the first process of a replay no debugger drives).
+    progress: bool,
+    /// When progress is next said, and calls since it was last looked at.
+    progress_at: std::time::Instant,
+    calls: u32,
 }
 
 /// Where a replayer stands, to go back to ([`Replayer::rewind`]).
@@ -185,6 +200,8 @@ pub struct ReplayerMark {
 impl<'a> Replayer<'a> {
     fn new(store: &'a Store, id: &str, events: Vec<(u64, Event)>, out: &'a Sender<ReplayOutput>, thread: u32) -> Self {
         let id = id.to_string();
+        let wait = if events.len() >= PROGRESS_EVENTS { std::time::Duration::ZERO } else { PROGRESS_AFTER };
+        let progress_at = std::time::Instant::now() + wait;
         Replayer {
             store,
             id,
@@ -198,7 +215,26 @@ impl<'a> Replayer<'a> {
             merge: None,
             forks: 0,
             silent: false,
+            progress: false,
+            progress_at,
+            calls: 0,
         }
+    }
+
+    /// Says how far the replay is, now and then: the first process's
+    /// replay (no other process's, nor one a debugger drives: its events
+    /// come again when it goes back).
+    fn tick(&mut self) {
+        self.calls = self.calls.wrapping_add(1);
+        if self.calls % 64 != 0 || !self.progress {
+            return;
+        }
+        let now = std::time::Instant::now();
+        if now < self.progress_at || self.pos < self.seen {
+            return;
+        }
+        self.progress_at = now + PROGRESS_EVERY;
+        let _ = self.out.send(ReplayOutput::Progress { done: self.pos as u64, total: self.events.len() as u64 });
     }
 
     /// Sends what a write sent to stream 1 or 2 (`order`: its place in the
@@ -389,6 +425,7 @@ impl Outside for Replayer<'_> {
         let Some(ring) = &self.ring else { return Ok(0) };
         let (n, emitted) = ring.collect();
         self.pos += n;
+        self.tick();
         for (stream, bytes) in emitted {
             self.emit(0, stream, Some(bytes));
         }
@@ -436,6 +473,7 @@ impl Outside for Replayer<'_> {
             request::Kind::Fork(_) => format!("broker call {}", describe(57, &[])),
             _ => "reading the executable".into(),
         };
+        self.tick();
         let before = self.pos;
         // The process was killed (SIGKILL) during this call: its broker went.
         if matches!(self.peek(), Some(Event { kind: Some(event::Kind::End(p)) }) if p.signal == crate::kernel::abi::SIGKILL)
@@ -1046,6 +1084,7 @@ pub fn replay(
         rp.silent = true;
     } else if gdb.is_none() {
         rp.merge = Some((tree.merger.clone(), 0));
+        rp.progress = true;
     }
     let mut random = [0u8; 16];
     random.copy_from_slice(&meta.at_random);
