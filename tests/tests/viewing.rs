@@ -665,6 +665,20 @@ fn events_are_coloured_on_a_terminal_or_when_asked() {
         out
     };
     assert_eq!(strip(&painted), plain, "the same text under the colour");
+    // ls and ps: the status column (complete green), the same table under it.
+    for view in [vec!["ls"], vec!["ps", id.as_str()]] {
+        let plain = ok(&home, &view);
+        assert!(!plain.contains('\x1b'), "{plain}");
+        let painted = ok(&home, &[&["--color", "always"][..], &view].concat());
+        assert!(painted.contains("\x1b[32mcomplete\x1b[0m  "), "{painted:?}");
+        assert_eq!(strip(&painted), plain, "{view:?}: the same table under the colour");
+    }
+    // warpctl's own error lines: red, after the prefix.
+    let refused = home.warpctl().args(["--color", "always", "show", "nosuchid"]).output().unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.starts_with("warpctl: \x1b[31m"), "{err:?}");
+    let refused = home.warpctl().args(["show", "nosuchid"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&refused.stderr).contains('\x1b'), "a pipe gets no colour");
     // On a terminal: script(1) runs warpctl on a pseudo-terminal.
     if home.on_terminal("--version", &[]).is_some() {
         let on_tty = |no_color: Option<&str>| {

@@ -57,7 +57,8 @@ Exit status:
 #[derive(Parser, Debug)]
 #[command(name = "warpctl", version, after_help = ENV_HELP)]
 pub struct Cli {
-    /// Colour `events` lines: auto (on a terminal, unless NO_COLOR is set
+    /// Colour `events` lines, the status columns of `ls` and `ps`, and
+    /// warpctl's error lines: auto (on a terminal, unless NO_COLOR is set
     /// and not empty, or TERM is dumb), always, never.
     #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorWhen::Auto)]
     pub color: ColorWhen,

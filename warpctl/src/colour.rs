@@ -10,6 +10,18 @@ use warp_proto::warp::EventLine;
 
 pub use crate::cli::ColorWhen as When;
 
+/// The command line's `--color`, for the output made far from it (ls's
+/// columns, warpctl's error lines); never until set.
+static CHOSEN: std::sync::OnceLock<When> = std::sync::OnceLock::new();
+
+pub fn choose(when: When) {
+    let _ = CHOSEN.set(when);
+}
+
+fn chosen() -> When {
+    CHOSEN.get().copied().unwrap_or(When::Never)
+}
+
 /// Paints text, or leaves it as it is when colour is off.
 #[derive(Clone, Copy, Debug)]
 pub struct Paint {
@@ -34,6 +46,44 @@ impl Paint {
     /// For standard output.
     pub fn stdout(when: When) -> Paint {
         Paint::new(when, std::io::stdout().is_terminal())
+    }
+
+    /// For standard output, as the command line chose.
+    pub fn chosen_stdout() -> Paint {
+        Paint::stdout(chosen())
+    }
+
+    /// For standard error (warpctl's own lines), as the command line chose.
+    pub fn chosen_stderr() -> Paint {
+        Paint::new(chosen(), std::io::stderr().is_terminal())
+    }
+
+    /// A session's status padded to `width`, then painted: complete
+    /// green, incomplete red, recording bold.
+    pub fn status(&self, status: &str, width: usize) -> String {
+        let padded = format!("{status:<width$}");
+        let style = match status {
+            "complete" => Style::new().fg_color(Some(AnsiColor::Green.into())),
+            "incomplete" => Style::new().fg_color(Some(AnsiColor::Red.into())),
+            "recording" => Style::new().bold(),
+            _ => return padded,
+        };
+        // The padding stays outside the colour.
+        format!("{}{}", self.wrap(style, status), &padded[status.len()..])
+    }
+
+    /// How a session ended, padded: a killing signal red.
+    pub fn ended(&self, ended: &str, signalled: bool, width: usize) -> String {
+        let padded = format!("{ended:<width$}");
+        if !signalled {
+            return padded;
+        }
+        format!("{}{}", self.wrap(Style::new().fg_color(Some(AnsiColor::Red.into())), ended), &padded[ended.len()..])
+    }
+
+    /// One of warpctl's error lines (after its `warpctl: ` prefix): red.
+    pub fn error(&self, text: &str) -> String {
+        self.wrap(Style::new().fg_color(Some(AnsiColor::Red.into())), text)
     }
 
     #[cfg(test)]
@@ -116,5 +166,16 @@ mod tests {
         let ok = EventLine { name: "close".into(), ..ok };
         assert_eq!(on.event(&ok), "[7] \x1b[1mclose\x1b[0m(9) = 0");
         assert_eq!(on.event(&line("load", "[7] -- read")), "[7] -- read");
+    }
+
+    #[test]
+    fn statuses_are_padded_outside_their_colour() {
+        let on = Paint::new(When::Always, false);
+        assert_eq!(on.status("complete", 10), "\x1b[32mcomplete\x1b[0m  ");
+        assert_eq!(on.status("incomplete", 10), "\x1b[31mincomplete\x1b[0m");
+        assert_eq!(Paint::off().status("complete", 10), "complete  ");
+        assert_eq!(on.ended("SIGSEGV", true, 11), "\x1b[31mSIGSEGV\x1b[0m    ");
+        assert_eq!(on.ended("exit 0", false, 11), "exit 0     ");
+        assert_eq!(on.error("no"), "\x1b[31mno\x1b[0m");
     }
 }

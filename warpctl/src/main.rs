@@ -73,8 +73,12 @@ fn exitless_from_env() -> bool {
     !matches!(std::env::var("WARP_EXITLESS").as_deref(), Ok("0" | "off" | "no"))
 }
 
+/// warpctl's own failure: its line red on a terminal (as --color says).
 fn fail(error: impl std::fmt::Display, code: u8) -> u8 {
-    say!("{error}");
+    let paint = colour::Paint::chosen_stderr();
+    for line in error.to_string().lines() {
+        say!("{}", paint.error(line));
+    }
     code
 }
 
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
+    colour::choose(cli.color);
     let credentials = cli.cert.is_some() || cli.key.is_some() || cli.ca.is_some();
     if credentials && cli.remote.is_none() && !matches!(cli.command, Command::Pull { .. }) {
         let code = if matches!(cli.command, Command::Record { .. } | Command::Replay { .. }) { 125 } else { 2 };

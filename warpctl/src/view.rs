@@ -145,14 +145,23 @@ pub async fn ps(id: String, json: bool) -> Result<u8, ViewError> {
     print_listing(&reply.sessions, json, &header, ps_line)
 }
 
+/// A session's status and ending, padded for the tables and painted as
+/// the command line chose.
+fn status_columns(s: &SessionInfo) -> (String, String) {
+    let paint = crate::colour::Paint::chosen_stdout();
+    let signalled = s.status == "complete" && s.ending.as_ref().is_some_and(|e| e.signal != 0);
+    (paint.status(&s.status, 10), paint.ended(&ended(s), signalled, 11))
+}
+
 fn ps_line(s: &SessionInfo, _now: u64) -> String {
+    let (status, ended) = status_columns(s);
     format!(
-        "{:>8}  {:>8}  {:<12}  {:<10}  {:<11}  {:>7}  {}\n",
+        "{:>8}  {:>8}  {:<12}  {}  {}  {:>7}  {}\n",
         s.pid,
         s.ppid,
         s.id,
-        s.status,
-        ended(s),
+        status,
+        ended,
         s.events,
         shell_words(&s.argv)
     )
@@ -166,13 +175,14 @@ fn ls_header() -> String {
 }
 
 fn ls_line(s: &SessionInfo, now: u64) -> String {
+    let (status, ended) = status_columns(s);
     format!(
-        "{:<8}  {:<10}  {:<19}  {:>9}  {:<11}  {:>7}  {:>8}  {}{}\n",
+        "{:<8}  {}  {:<19}  {:>9}  {}  {:>7}  {:>8}  {}{}\n",
         s.id,
-        s.status,
+        status,
         local_time(s.start_ms),
         duration(duration_ms(s, now)),
-        ended(s),
+        ended,
         s.events,
         bytes(s.trace_bytes),
         shell_words(&s.argv),
