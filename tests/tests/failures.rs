@@ -364,7 +364,8 @@ fn a_crash_in_a_library_names_its_function_and_line() {
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&native.status), Some(11));
     let recorded = home.record(&Spec::new(&prog).arg("crash"), &[]);
     assert_eq!(recorded.outcome.status, Status::Exited(139), "{}", recorded.warpctl_text());
-    let want = "warpctl: program killed by SIGSEGV (address 0x0) at warpcrash_store (libwarpcrash.c:10) in libwarpcrash.so";
+    let want =
+        "warpctl: program killed by SIGSEGV (address 0x0) at warpcrash_store (libwarpcrash.c:10) in libwarpcrash.so";
     assert_eq!(warp_tests::crash_lines(&recorded.warpctl_lines), [want], "{}", recorded.warpctl_text());
     let id = recorded.session_id().unwrap();
     let site = crash_site(&home, &id);

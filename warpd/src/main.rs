@@ -142,13 +142,20 @@ fn main() -> ExitCode {
 
     let mode = if args.system { Mode::System } else { Mode::Embedded };
     raise_descriptor_limit();
-    match run(mode, args.config.as_deref()) {
-        Ok(()) => ExitCode::SUCCESS,
+    let code = match run(mode, args.config.as_deref()) {
+        Ok(()) => 0,
         Err(e) => {
             tracing::error!("{e}");
-            ExitCode::FAILURE
+            1
         }
-    }
+    };
+    // The store is flushed (or could not be: `final_flush`). Leave without
+    // the exit handlers and thread-local destructors: the last of sled's
+    // memory can be freed there, and after an I/O error (a full disk) its
+    // drop waits forever for a write that cannot be made.
+    let _ = io::Write::flush(&mut io::stderr());
+    // SAFETY: _exit ends the process at once; nothing after it runs.
+    unsafe { libc::_exit(code) }
 }
 
 /// Each session holds a few descriptors and each client a connection: the
@@ -278,11 +285,39 @@ fn run(mode: Mode, config_path: Option<&Path>) -> Result<(), DaemonError> {
     let _ = fs::remove_file(&paths.socket);
     let _ = fs::remove_file(&paths.broker_socket);
     runtime.shutdown_timeout(Duration::from_secs(1));
-    if let Err(e) = store.flush() {
-        tracing::error!("cannot flush the store: {e}");
-    }
+    final_flush(store);
     tracing::info!("warpd stopped");
     result
+}
+
+/// How long the last flush of the store may take before warpd stops
+/// without it.
+const FINAL_FLUSH: Duration = Duration::from_secs(10);
+
+/// Flushes the store on a thread of its own, waiting at most
+/// [`FINAL_FLUSH`]: after an I/O error (a full disk) sled's flush can wait
+/// forever, and a daemon asked to stop must stop. What was flushed before
+/// stays (sled recovers from its log, as after a kill), and the store is
+/// not dropped here then (its drop flushes again).
+fn final_flush(store: Arc<Store>) {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let flushing = std::thread::Builder::new().name("final-flush".into()).spawn(move || {
+        let _ = done_tx.send(store.flush());
+        // The store drops here, on this thread.
+    });
+    if let Err(e) = flushing {
+        tracing::error!("cannot start the store's last flush: {e}");
+        return;
+    }
+    match done_rx.recv_timeout(FINAL_FLUSH) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!("cannot flush the store: {e}"),
+        Err(_) => tracing::error!(
+            "the store's last flush did not end within {}s (the disk full or failing?): stopping without it; \
+             what was written before is kept",
+            FINAL_FLUSH.as_secs()
+        ),
+    }
 }
 
 /// `WARP_IDLE_SECS`, or the default; `None` for 0 (never).

@@ -58,7 +58,8 @@ pub struct Images {
 pub type Broker<'a> = dyn FnMut(request::Kind) -> Result<Reply, OutsideError> + 'a;
 
 fn read_file(path: &str, broker: &mut Broker<'_>) -> Result<Vec<u8>, ExecError> {
-    let reply = broker(request::Kind::ReadFile(ReadFile { path: path.to_string(), max_len: MAX_EXECUTABLE, readable: false }))?;
+    let reply =
+        broker(request::Kind::ReadFile(ReadFile { path: path.to_string(), max_len: MAX_EXECUTABLE, readable: false }))?;
     if reply.ret < 0 {
         let errno = Errno((-reply.ret) as i32);
         let text = std::io::Error::from_raw_os_error(errno.0);

@@ -30,7 +30,7 @@ pub fn status(e: StoreError) -> Status {
             Status::data_loss(e.to_string())
         }
         StoreError::Db(_) => Status::internal(e.to_string()),
-        StoreError::Full { .. } => Status::resource_exhausted(e.to_string()),
+        StoreError::Full { .. } | StoreError::NoSpace(_) => Status::resource_exhausted(e.to_string()),
     }
 }
 

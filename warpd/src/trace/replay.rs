@@ -43,7 +43,10 @@ pub enum ReplayOutput {
     /// How far the replay is: events replayed, and in all (the first
     /// process's; a few times a second at most, from its first second on,
     /// or from the start with many events).
-    Progress { done: u64, total: u64 },
+    Progress {
+        done: u64,
+        total: u64,
+    },
 }
 
 /// A replay that runs this long, or has this many events, says how far it
@@ -820,7 +823,9 @@ fn recorded_place(meta: &SessionMeta, (line, site): (String, Option<CrashSite>))
     let named = |s: &CrashSite| !s.function.is_empty() || !s.symbol.is_empty();
     let recorded = meta.ending.as_ref().filter(|e| !e.crash.is_empty());
     match (recorded, site) {
-        (Some(e), Some(here)) if !named(&here) && e.crash_site.as_ref().is_some_and(|r| r.rip == here.rip && named(r)) => {
+        (Some(e), Some(here))
+            if !named(&here) && e.crash_site.as_ref().is_some_and(|r| r.rip == here.rip && named(r)) =>
+        {
             e.crash.clone()
         }
         _ => line,

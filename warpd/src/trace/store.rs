@@ -83,6 +83,17 @@ pub enum StoreError {
         human(*available), human(*reserve)
     )]
     Full { available: u64, reserve: u64, needed: u64 },
+    /// sled met a full disk (ENOSPC): a removal, which sled writes as new
+    /// log records (it rewrites the tree nodes that held what goes, so a
+    /// removal first takes about as much room as it will free), or a
+    /// write past the reserve's checks.
+    #[error(
+        "store: {0}: the disk holding the store is full. sled, the store's database, needs room even to remove \
+         (it writes about as much again as it removes before it frees anything) and fails every write after this \
+         until warpd restarts: free space on that disk outside the store, then `warpctl daemon stop` and try again \
+         (what was removed stays removed)"
+    )]
+    NoSpace(String),
 }
 
 /// Bytes in MiB for messages.
@@ -129,6 +140,8 @@ const STATUS_POLL: Duration = Duration::from_millis(100);
 
 /// Events removed per sled batch by `remove`.
 const REMOVE_BATCH: usize = 4096;
+/// Blob uses a removal drops in one transaction.
+const RELEASE_BATCH: usize = 1024;
 
 /// `ending.failure` of a session that `open` found still recording.
 pub const RECOVERED_FAILURE: &str = "warpd stopped while recording";
@@ -183,7 +196,12 @@ impl Store {
         // (its flusher thread lets go last), and a daemon may start while
         // the previous one is still exiting: retry a lock conflict briefly.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let open_failed = |e: sled::Error| match db_err("cannot open the store")(e) {
+            StoreError::Db(m) => StoreError::Db(format!("{m} (in {})", dir.display())),
+            other => other,
+        };
         let db = loop {
+            remove_unfinished_snapshots(dir);
             // No background flusher: durability comes from the explicit
             // flushes (session start, end and status changes, every 4096
             // events or second), and without that thread holding the
@@ -199,7 +217,7 @@ impl Store {
                 {
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-                Err(e) => return Err(StoreError::Db(format!("cannot open the store in {}: {e}", dir.display()))),
+                Err(e) => return Err(open_failed(e)),
             }
         };
         let files = dir.join(FILES_DIR);
@@ -676,16 +694,21 @@ impl Store {
             .keys()
             .collect::<std::result::Result<_, _>>()
             .map_err(db_err("cannot read the session's blobs"))?;
-        for key in used {
-            self.release_blob(id, &key, &key[prefix.len()..])?;
+        for keys in used.chunks(RELEASE_BATCH) {
+            self.release_blobs(id, keys, prefix.len())?;
         }
 
         self.trees.sessions.remove(id).map_err(db_err("cannot remove a session"))?;
         self.flush()
     }
 
-    /// Drops session `id`'s use of blob `hash`, and the blob with its last use.
-    fn release_blob(&self, id: &str, use_key: &[u8], hash: &[u8]) -> Result<()> {
+    /// Drops session `id`'s uses `use_keys` (its prefix, `prefix` bytes
+    /// long, then a blob's hash), and each blob with its last use: in one
+    /// transaction, so that the tree nodes holding the blobs are rewritten
+    /// once for them all, not once a blob (a node of large values
+    /// rewritten a blob at a time took more space than the removal frees,
+    /// which a nearly full disk did not have).
+    fn release_blobs(&self, id: &str, use_keys: &[sled::IVec], prefix: usize) -> Result<()> {
         enum Released {
             NotUsed,
             StillUsed,
@@ -698,27 +721,37 @@ impl Store {
         let t = &self.trees;
         let _files = BLOB_FILES.lock().unwrap_or_else(|e| e.into_inner());
         let outcome = (&t.blobs, &t.blob_refs, &t.session_blobs).transaction(|(blobs, refs, uses)| {
-            if uses.remove(use_key)?.is_none() {
-                return Ok(Released::NotUsed);
+            let mut released = Vec::with_capacity(use_keys.len());
+            for use_key in use_keys {
+                let hash = &use_key[prefix..];
+                if uses.remove(use_key)?.is_none() {
+                    released.push(Released::NotUsed);
+                    continue;
+                }
+                let Some(count) = refs.get(hash)?.as_deref().and_then(read_count) else {
+                    released.push(Released::BadCount);
+                    continue;
+                };
+                if count <= 1 {
+                    refs.remove(hash)?;
+                    let old = blobs.remove(hash)?;
+                    released.push(Released::Deleted(old.as_deref().and_then(manifest_len).is_some()));
+                } else {
+                    refs.insert(hash, &(count - 1).to_be_bytes())?;
+                    released.push(Released::StillUsed);
+                }
             }
-            let Some(count) = refs.get(hash)?.as_deref().and_then(read_count) else {
-                return Ok(Released::BadCount);
-            };
-            if count <= 1 {
-                refs.remove(hash)?;
-                let old = blobs.remove(hash)?;
-                Ok(Released::Deleted(old.as_deref().and_then(manifest_len).is_some()))
-            } else {
-                refs.insert(hash, &(count - 1).to_be_bytes())?;
-                Ok(Released::StillUsed)
-            }
+            Ok(released)
         });
-        match tx_result(outcome, "cannot release a blob")? {
-            Released::BadCount => {
-                tracing::warn!(session = id, blob = %hex(hash), "blob use count is missing or corrupt: blob kept");
+        for (use_key, released) in use_keys.iter().zip(tx_result(outcome, "cannot release a blob")?) {
+            let hash = &use_key[prefix..];
+            match released {
+                Released::BadCount => {
+                    tracing::warn!(session = id, blob = %hex(hash), "blob use count is missing or corrupt: blob kept");
+                }
+                Released::Deleted(true) => t.remove_blob_file(hash),
+                Released::NotUsed | Released::StillUsed | Released::Deleted(_) => {}
             }
-            Released::Deleted(true) => t.remove_blob_file(hash),
-            Released::NotUsed | Released::StillUsed | Released::Deleted(_) => {}
         }
         Ok(())
     }
@@ -1460,8 +1493,31 @@ fn newer_format(id: &str, found: u32) -> StoreError {
     StoreError::NewerFormat { session: id.to_owned(), found, supported: FORMAT_VERSION }
 }
 
+/// Removes the snapshots sled began and never finished (`snap.N.generating`,
+/// renamed `snap.N` once written): an open on a full disk leaves an empty
+/// one, which every later open took for a corrupt snapshot and refused the
+/// whole store for. Its log holds everything the snapshot would have.
+fn remove_unfinished_snapshots(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::warn!(file = %entry.path().display(), "removed a snapshot sled never finished"),
+                Err(e) => {
+                    tracing::warn!(file = %entry.path().display(), error = %e, "cannot remove an unfinished snapshot")
+                }
+            }
+        }
+    }
+}
+
 fn db_err(what: &'static str) -> impl Fn(sled::Error) -> StoreError {
-    move |e| StoreError::Db(format!("{what}: {e}"))
+    move |e| match &e {
+        sled::Error::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => StoreError::NoSpace(format!("{what}: {e}")),
+        _ => StoreError::Db(format!("{what}: {e}")),
+    }
 }
 
 /// A transaction's outcome; our closures never abort.
