@@ -109,8 +109,10 @@ fn a_full_disk_stops_that_recording_and_harms_no_other() {
 /// Bytes free to an unprivileged writer on the file system holding `path`.
 fn free_bytes(path: &std::path::Path) -> u64 {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: statvfs with a valid path and a zeroed struct to fill.
+    // SAFETY: a zeroed statvfs is a valid value of it (plain integers).
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0, "statvfs {}", path.display());
+    // SAFETY: statvfs with a valid C string and a struct to fill.
+    let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    assert_eq!(r, 0, "statvfs {}", path.display());
     st.f_bavail as u64 * st.f_frsize as u64
 }

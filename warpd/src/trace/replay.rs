@@ -229,7 +229,7 @@ impl<'a> Replayer<'a> {
     /// come again when it goes back).
     fn tick(&mut self) {
         self.calls = self.calls.wrapping_add(1);
-        if self.calls % 64 != 0 || !self.progress {
+        if !self.calls.is_multiple_of(64) || !self.progress {
             return;
         }
         let now = std::time::Instant::now();
