@@ -287,6 +287,10 @@ fn run(mode: Mode, config_path: Option<&Path>) -> Result<(), DaemonError> {
     runtime.shutdown_timeout(Duration::from_secs(1));
     final_flush(store);
     tracing::info!("warpd stopped");
+    // The daemon lock goes with the process (`_exit` in main), so whoever
+    // waits for it (`warpctl daemon stop`, a new daemon) finds the store's
+    // files let go too.
+    std::mem::forget(_lock);
     result
 }
 
@@ -302,8 +306,10 @@ const FINAL_FLUSH: Duration = Duration::from_secs(10);
 fn final_flush(store: Arc<Store>) {
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let flushing = std::thread::Builder::new().name("final-flush".into()).spawn(move || {
-        let _ = done_tx.send(store.flush());
-        // The store drops here, on this thread.
+        let flushed = store.flush();
+        // Dropped before the answer: sled's lock on its files goes with it.
+        drop(store);
+        let _ = done_tx.send(flushed);
     });
     if let Err(e) = flushing {
         tracing::error!("cannot start the store's last flush: {e}");
