@@ -508,3 +508,27 @@ fn short_counts_at_the_end_of_mapped_memory() {
         );
     }
 }
+
+/// A vDSO of ours (issue 12; trace format 10): AT_SYSINFO_EHDR gives a
+/// shared object named linux-vdso.so.1 whose __vdso_ functions carry
+/// version LINUX_2.6 and answer as the system calls do; the C library uses
+/// it; /proc/self/maps shows it. Natively the host's says the same.
+#[test]
+fn a_vdso_is_found_and_answers() {
+    let home = WarpHome::new("vdso");
+    for flavour in FLAVOURS {
+        let native = home.check(&Spec::prog("vdso", flavour));
+        assert_eq!(native.status, Status::Exited(0), "{}", native.stdout_str());
+        let out = native.stdout_str();
+        for line in [
+            "ELF: 1, shared object: 1\nsoname: linux-vdso.so.1\n",
+            "__vdso_clock_gettime: a function, version LINUX_2.6\n",
+            "__vdso_getcpu: a function, version LINUX_2.6\n",
+            "clock_gettime: 0 0, in order with the syscall's: 1\nclock_gettime of a bad clock: 1\n",
+            "gettimeofday: 0, time within a second of it: 1\ngetcpu: 0\nlibc clock_gettime: 0\n[vdso] in maps: 1\n",
+        ] {
+            assert!(out.contains(line), "{line:?} in:\n{out}");
+        }
+        assert!(out.ends_with(SUCCESS), "{out}");
+    }
+}

@@ -110,8 +110,8 @@ pub fn build(spec: &GuestSpec, read: &Read, parts: Parts) -> Result<Guest, Sessi
         mm.map_kernel_page(va, gpa).map_err(|_| internal("kernel mapping"))?;
     }
     arch::x86_64::install_ring(&mut mm).map_err(|_| internal("ring page"))?;
-    let loaded =
-        program::load(images, &spec.argv, &spec.env, &spec.ident, spec.random, &mut mm).map_err(|e| match e {
+    let loaded = program::load(images, &spec.argv, &spec.env, &spec.ident, spec.random, spec.format >= 10, &mut mm)
+        .map_err(|e| match e {
             ExecError::Outside(o) => SessionError::Outside(o),
             ExecError::Refused { message, .. } => SessionError::Failed(Failure::Unsupported, message),
         })?;

@@ -40,6 +40,8 @@ pub enum VmaKind {
     Stack,
     /// A segment of the executable.
     Image(String),
+    /// The vDSO (`loader::vdso`).
+    Vdso,
 }
 
 #[derive(Clone, Debug)]

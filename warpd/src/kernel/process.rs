@@ -1857,7 +1857,15 @@ impl Process {
         // The point of no return: the old image goes (and the name it gave).
         self.mm.reset();
         self.thread_mut().name = None;
-        let loaded = match crate::loader::program::load(&images, &argv, &envp, &self.ident, random, &mut self.mm) {
+        let loaded = match crate::loader::program::load(
+            &images,
+            &argv,
+            &envp,
+            &self.ident,
+            random,
+            self.format >= 10,
+            &mut self.mm,
+        ) {
             Ok(l) => l,
             Err(e) => {
                 self.note(format!(

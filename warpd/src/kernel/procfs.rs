@@ -194,6 +194,7 @@ pub fn maps(mm: &Mm) -> String {
             VmaKind::Heap => "[heap]".into(),
             VmaKind::Stack => "[stack]".into(),
             VmaKind::Image(path) => path.clone(),
+            VmaKind::Vdso => "[vdso]".into(),
         };
         let line = format!(
             "{start:08x}-{:08x} {}{}{}p 00000000 00:00 0",

@@ -4,5 +4,6 @@
 pub mod elf;
 pub mod program;
 pub mod stack;
+pub mod vdso;
 
 pub use elf::{ElfError, ElfImage};

@@ -126,13 +126,15 @@ pub struct Loaded {
     pub argv: Vec<String>,
 }
 
-/// Maps the images into an empty address space and builds the stack.
+/// Maps the images (and, with `vdso`, the vDSO) into an empty address
+/// space and builds the stack.
 pub fn load(
     images: &Images,
     argv: &[String],
     env: &[String],
     ident: &Identity,
     random: [u8; 16],
+    vdso: bool,
     mm: &mut Mm,
 ) -> Result<Loaded, ExecError> {
     let name = &images.exe_path;
@@ -150,6 +152,15 @@ pub fn load(
         }
     };
     mm.map_anonymous(mm::STACK_TOP - mm::STACK_SIZE, mm::STACK_SIZE, PROT_READ | PROT_WRITE, VmaKind::Stack)?;
+    let mut first_auxv = Vec::new();
+    if vdso {
+        let image = super::vdso::image(super::vdso::VDSO_VA);
+        mm.map_anonymous(super::vdso::VDSO_VA, x86::PAGE_SIZE, PROT_READ | PROT_WRITE, VmaKind::Vdso)?;
+        mm.write_forced(super::vdso::VDSO_VA, &image);
+        mm.protect(super::vdso::VDSO_VA, x86::PAGE_SIZE, PROT_READ | mm::PROT_EXEC)?;
+        // First, where Linux puts it.
+        first_auxv.push((stack::AT_SYSINFO_EHDR, super::vdso::VDSO_VA));
+    }
 
     let argv: Vec<String> = match &images.script_argv {
         None => argv.to_vec(),
@@ -163,23 +174,26 @@ pub fn load(
         envp: &envp_b,
         execfn: name.as_bytes(),
         random,
-        auxv: vec![
-            (stack::AT_HWCAP, hwcap),
-            (stack::AT_PAGESZ, x86::PAGE_SIZE),
-            (stack::AT_CLKTCK, 100),
-            (stack::AT_PHDR, loaded.phdr),
-            (stack::AT_PHENT, loaded.phent),
-            (stack::AT_PHNUM, loaded.phnum),
-            (stack::AT_BASE, interp_base),
-            (stack::AT_FLAGS, 0),
-            (stack::AT_ENTRY, loaded.entry),
-            (stack::AT_UID, ident.uid as u64),
-            (stack::AT_EUID, ident.euid as u64),
-            (stack::AT_GID, ident.gid as u64),
-            (stack::AT_EGID, ident.egid as u64),
-            (stack::AT_SECURE, 0),
-            (stack::AT_HWCAP2, hwcap2),
-        ],
+        auxv: first_auxv
+            .into_iter()
+            .chain([
+                (stack::AT_HWCAP, hwcap),
+                (stack::AT_PAGESZ, x86::PAGE_SIZE),
+                (stack::AT_CLKTCK, 100),
+                (stack::AT_PHDR, loaded.phdr),
+                (stack::AT_PHENT, loaded.phent),
+                (stack::AT_PHNUM, loaded.phnum),
+                (stack::AT_BASE, interp_base),
+                (stack::AT_FLAGS, 0),
+                (stack::AT_ENTRY, loaded.entry),
+                (stack::AT_UID, ident.uid as u64),
+                (stack::AT_EUID, ident.euid as u64),
+                (stack::AT_GID, ident.gid as u64),
+                (stack::AT_EGID, ident.egid as u64),
+                (stack::AT_SECURE, 0),
+                (stack::AT_HWCAP2, hwcap2),
+            ])
+            .collect(),
     };
     let img = stack::build(&st, mm::STACK_TOP);
     if img.bytes.len() as u64 > mm::STACK_SIZE / 4 {

@@ -37,6 +37,7 @@ pub mod symbols;
 /// unsigned int, and the calls marked `since(8)` are answered; 9: an
 /// interrupt point's memory digest covers the pages written since the last
 /// syscall boundary (no longer since the last point) by their numbers and
-/// 64 of them by their contents (`interrupts::Written::digest`). Older
+/// 64 of them by their contents (`interrupts::Written::digest`); 10: every
+/// program gets a vDSO of ours (`loader::vdso`, AT_SYSINFO_EHDR). Older
 /// traces read unchanged and replay with what their warpd did.
-pub const FORMAT_VERSION: u32 = 9;
+pub const FORMAT_VERSION: u32 = 10;
