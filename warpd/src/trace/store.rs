@@ -1515,7 +1515,12 @@ fn remove_unfinished_snapshots(dir: &Path) {
 
 fn db_err(what: &'static str) -> impl Fn(sled::Error) -> StoreError {
     move |e| match &e {
-        sled::Error::Io(io) if io.raw_os_error() == Some(libc::ENOSPC) => StoreError::NoSpace(format!("{what}: {e}")),
+        // sled passes the OS error on, or wraps it in one of its own kind.
+        sled::Error::Io(io)
+            if io.raw_os_error() == Some(libc::ENOSPC) || io.kind() == std::io::ErrorKind::StorageFull =>
+        {
+            StoreError::NoSpace(format!("{what}: {e}"))
+        }
         _ => StoreError::Db(format!("{what}: {e}")),
     }
 }
