@@ -360,7 +360,17 @@ fn a_crash_in_a_library_names_its_function_and_line() {
         fs::copy(warp_tests::progs_dir().join(f), dir.join(f)).unwrap();
     }
     let prog = dir.join("lib_crash.dynamic");
-    let native = std::process::Command::new(&prog).arg("crash").output().unwrap();
+    // A file just copied can be busy for a moment: another test's child,
+    // forked while the copy was open, holds it until it execs.
+    let native = (0..100)
+        .find_map(|_| match std::process::Command::new(&prog).arg("crash").output() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                None
+            }
+            other => Some(other.unwrap()),
+        })
+        .expect("the copied program runs");
     assert_eq!(std::os::unix::process::ExitStatusExt::signal(&native.status), Some(11));
     let recorded = home.record(&Spec::new(&prog).arg("crash"), &[]);
     assert_eq!(recorded.outcome.status, Status::Exited(139), "{}", recorded.warpctl_text());
