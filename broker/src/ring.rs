@@ -364,7 +364,7 @@ impl Ring {
     ) -> Option<(u32, i64)> {
         let len: u64 = iov.iter().map(|v| v.iov_len as u64).sum();
         let out_len = if out { ring::written(req.nr, ret, len) } else { 0 };
-        let served = Served { nr: req.nr, args: req.args, ret, stream, input, output: Vec::new() };
+        let served = Served { nr: req.nr, args: req.args, ret, stream, input, output: Vec::new(), when_ns: 0 };
         self.log.append(&served, out_len, |dst| {
             let mut at = 0usize;
             for v in iov {

@@ -401,9 +401,19 @@ pub const LOG_VCPU_CPU: u64 = 1024;
 pub const MAX_EXCLUDED: usize = 64;
 
 /// An entry: its size, the call, its result, the stream (1 stdout, 2
-/// stderr) a write reached, the blake3 of the bytes it read, then the
-/// bytes it wrote (`out_len`), padded to 8.
-pub const ENTRY_HEAD: u64 = 8 + 8 + 48 + 8 + 8 + 32;
+/// stderr) a write reached, the blake3 of the bytes it read, when it was
+/// served (CLOCK_MONOTONIC, ns), then the bytes it wrote (`out_len`),
+/// padded to 8.
+pub const ENTRY_HEAD: u64 = 8 + 8 + 48 + 8 + 8 + 32 + 8;
+
+/// CLOCK_MONOTONIC in nanoseconds: when a ring call was served (one clock
+/// for the broker and warpd, which turns it into the recording's time).
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime into a local timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+}
 const WRAP: u32 = 0xffff_ffff;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -414,6 +424,8 @@ pub struct Served {
     pub stream: u32,
     pub input: [u8; 32],
     pub output: Vec<u8>,
+    /// When it was served ([`monotonic_ns`]); `append` stamps it.
+    pub when_ns: u64,
 }
 
 fn padded(n: u64) -> u64 {
@@ -522,6 +534,7 @@ impl Log {
                 stream: (u(8) & 0xffff_ffff) as u32,
                 input: w[80..112].try_into().expect("32 bytes"),
                 output,
+                when_ns: u(112),
             });
             tail += size;
         }
@@ -573,6 +586,7 @@ impl Log {
         }
         w[72..80].copy_from_slice(&(s.ret as u64).to_le_bytes());
         w[80..112].copy_from_slice(&s.input);
+        w[112..120].copy_from_slice(&monotonic_ns().to_le_bytes());
         // SAFETY: the entry fits at `at` (has_room, and the wrap above).
         unsafe {
             std::ptr::copy_nonoverlapping(w.as_ptr(), self.data(at, ENTRY_HEAD), w.len());
@@ -631,14 +645,25 @@ mod tests {
                 stream: (i % 3) as u32,
                 input: [i as u8; 32],
                 output: vec![i as u8; out_len as usize],
+                when_ns: 0,
             };
             log.append(&s, out_len, |b| b.fill(i as u8));
             want.push(s);
+            // Each entry has the time it was appended; otherwise as it went in.
+            let unstamped = |taken: Vec<Served>| {
+                taken
+                    .into_iter()
+                    .map(|s| {
+                        assert!(s.when_ns > 0);
+                        Served { when_ns: 0, ..s }
+                    })
+                    .collect::<Vec<_>>()
+            };
             if i % 7 == 6 {
-                assert_eq!(log.take().unwrap(), std::mem::take(&mut want));
+                assert_eq!(unstamped(log.take().unwrap()), std::mem::take(&mut want));
             }
         }
-        assert_eq!(log.take().unwrap(), want);
+        assert_eq!(log.take().unwrap().into_iter().map(|s| Served { when_ns: 0, ..s }).collect::<Vec<_>>(), want);
         assert!(log.take().unwrap().is_empty());
     }
 
@@ -647,7 +672,7 @@ mod tests {
         let mut mem = vec![0u64; (LOG_SIZE / 8) as usize];
         // SAFETY: as above.
         let log = unsafe { Log::new(mem.as_mut_ptr() as *mut u8) };
-        let s = Served { nr: 0, args: [0; 6], ret: 0, stream: 0, input: [0; 32], output: Vec::new() };
+        let s = Served { nr: 0, args: [0; 6], ret: 0, stream: 0, input: [0; 32], output: Vec::new(), when_ns: 0 };
         let mut n = 0;
         while log.has_room(MAX_DATA) {
             log.append(&s, MAX_DATA, |_| {});
@@ -663,7 +688,7 @@ mod tests {
         let mut mem = vec![0u64; (LOG_SIZE / 8) as usize];
         // SAFETY: as above.
         let log = unsafe { Log::new(mem.as_mut_ptr() as *mut u8) };
-        let s = Served { nr: 0, args: [0; 6], ret: 0, stream: 0, input: [0; 32], output: Vec::new() };
+        let s = Served { nr: 0, args: [0; 6], ret: 0, stream: 0, input: [0; 32], output: Vec::new(), when_ns: 0 };
         log.append(&s, 16, |_| {});
         mem[(PAGE / 8) as usize] = 3; // size smaller than an entry's head
                                       // SAFETY: as above.

@@ -232,6 +232,25 @@ fn events_show_when_each_call_was_made_and_how_long_it_took() {
     let v = json.lines().map(parse_line).find(|v| field(v, "kind").as_str() == Some("syscall")).unwrap();
     assert!(field(&v, "time_us").as_u64().is_some_and(|t| t > 0), "{v:?}");
     assert!(field(&v, "duration_us").as_u64().is_some(), "{v:?}");
+
+    // With the ring: each call it served has the time the broker served
+    // it, not the time warpd collected the batch it came in.
+    let file = home.scratch("events_times").join("ring");
+    let id = record(&home, &Spec::prog("ring_calls", FLAVOURS[0]).arg(file.to_str().unwrap()));
+    let json = ok(&home, &["events", &id, "--json"]);
+    let calls: Vec<(bool, u64)> = json
+        .lines()
+        .map(parse_line)
+        .filter(|v| field(v, "kind").as_str() == Some("syscall"))
+        .filter_map(|v| Some((field(&v, "exitless").as_bool()?, field(&v, "time_us").as_u64()?)))
+        .collect();
+    assert!(calls.windows(2).all(|w| w[0].1 <= w[1].1), "in order");
+    let together: Vec<_> = calls.windows(2).filter(|w| w[0].0 && w[1].0).collect();
+    if together.is_empty() {
+        eprintln!("no two ring calls in a row here (the ring took none, or every one alone): times not compared");
+    } else {
+        assert!(together.iter().any(|w| w[0].1 < w[1].1), "ring calls of one batch have their own times");
+    }
 }
 
 /// `events -e trace=SET`, `-c` and `-o`, as strace's: the calls of

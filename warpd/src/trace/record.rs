@@ -147,8 +147,12 @@ impl Outside for Recorder {
         let Some(r) = &self.ring else { return Ok(0) };
         let served = r.take().map_err(|e| OutsideError::Trace(format!("the broker's ring log: {e}")))?;
         let mut events = Vec::with_capacity(served.len());
-        let time_us = self.now_us();
+        // Each call's time: when the broker served it, by the clock it
+        // shares with warpd, counted back from now.
+        let (now_us, now_ns) = (self.now_us(), ring::monotonic_ns());
         for s in &served {
+            let ago_us = now_ns.saturating_sub(s.when_ns) / 1000;
+            let time_us = if s.when_ns == 0 { now_us } else { now_us.saturating_sub(ago_us) };
             let output = if s.output.is_empty() { None } else { Some(self.writer.data(&s.output).map_err(trace_err)?) };
             let write = matches!(ring::buffer(s.nr, &s.args), Some((_, _, false)));
             events.push(event::Kind::Ring(RingCall {
