@@ -236,7 +236,7 @@ fn timers_and_queued_signals() {
             native.stdout_str(),
             "signal timer: 3 or more expiries while computing, siginfo SI_TIMER with its value\n\
              settime after delete: EINVAL\nthread timer: SIGUSR2 taken by its thread, code SI_TIMER, value 7\n\
-             SIGEV_NONE timer: armed yes, expired yes\nblocked for 12 periods: one handler, overrun counted\n\
+             SIGEV_NONE timer: armed yes, expired yes\nblocked for 52 periods: one handler, overrun counted\n\
              disarmed while its signal was blocked: 0 handlers\nSIGEV_THREAD timer: callback ran with 5\n\
              sigqueue: value 99, code SI_QUEUE, from this pid yes\npthread_sigqueue: value 123, code SI_QUEUE\n\
              realtime queue: 3 handlers, values 1 2 3\n"
