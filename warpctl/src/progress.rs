@@ -19,6 +19,16 @@ impl Progress {
         std::io::stderr().is_terminal() && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
     }
 
+    /// No bar (yet).
+    pub fn hidden() -> Self {
+        Progress(None)
+    }
+
+    /// Whether a bar is drawn.
+    pub fn shown(&self) -> bool {
+        self.0.is_some()
+    }
+
     fn new(len: Option<u64>, template: &str, what: String) -> Self {
         if !Self::wanted() {
             return Progress(None);

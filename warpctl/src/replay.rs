@@ -109,31 +109,25 @@ pub async fn run(id: String, pid: u32, quiet: bool) -> Result<u8, ReplayError> {
     let request = ReplayRequest { id: id.clone(), quiet, no_exitless: !crate::exitless_from_env(), pid };
     let mut stream = daemon.client.replay(request).await.map_err(rpc)?.into_inner();
     let mut out = Output { stderr_mid_line: false, stdout_closed: false };
-    // A bar once the replay says how far it is (after its first second),
-    // where stderr is a terminal; the program's output and warpctl's lines
-    // are written with it out of the way.
-    let mut bar: Option<Progress> = None;
-    let within = |bar: &Option<Progress>, f: &mut dyn FnMut()| match bar {
-        Some(b) => b.suspend(f),
-        None => f(),
-    };
+    // A bar once the replay says how far it is (one of many events, or
+    // past its first second), where stderr is a terminal; the program's
+    // output and warpctl's lines are written with it out of the way.
+    let mut bar = Progress::hidden();
     while let Some(update) = stream.message().await.map_err(rpc)? {
         match update.update {
-            Some(replay_update::Update::Stdout(bytes)) => within(&bar, &mut || out.stdout(&bytes)),
-            Some(replay_update::Update::Stderr(bytes)) => within(&bar, &mut || out.stderr(&bytes)),
-            Some(replay_update::Update::Note(note)) => within(&bar, &mut || out.say(&note)),
+            Some(replay_update::Update::Stdout(bytes)) => bar.suspend(|| out.stdout(&bytes)),
+            Some(replay_update::Update::Stderr(bytes)) => bar.suspend(|| out.stderr(&bytes)),
+            Some(replay_update::Update::Note(note)) => bar.suspend(|| out.say(&note)),
             Some(replay_update::Update::Gdb(_)) => {}
             Some(replay_update::Update::Progress(p)) => {
-                if bar.is_none() && !out.stderr_mid_line && Progress::wanted() {
+                if !bar.shown() && !out.stderr_mid_line && Progress::wanted() {
                     let what = if id == "latest" { "replaying".to_string() } else { format!("replaying {id}") };
-                    bar = Some(Progress::steps(what, p.total, "events"));
+                    bar = Progress::steps(what, p.total, "events");
                 }
-                if let Some(b) = &bar {
-                    b.set(p.done, p.total);
-                }
+                bar.set(p.done, p.total);
             }
             Some(replay_update::Update::End(end)) => {
-                drop(bar.take());
+                drop(std::mem::replace(&mut bar, Progress::hidden()));
                 return match end.outcome {
                     Some(replay_end::Outcome::Reproduced(r)) => {
                         // As the recording said it: which signal, and where.

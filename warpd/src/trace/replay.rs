@@ -224,16 +224,16 @@ impl<'a> Replayer<'a> {
         }
     }
 
-    /// Says how far the replay is, now and then: the first process's
-    /// replay (no other process's, nor one a debugger drives: its events
-    /// come again when it goes back).
+    /// Says how far the replay is, now and then, where `progress` is set:
+    /// the first process's replay (no other process's, nor one a debugger
+    /// drives: its events come again when it goes back).
     fn tick(&mut self) {
         self.calls = self.calls.wrapping_add(1);
         if !self.calls.is_multiple_of(64) || !self.progress {
             return;
         }
         let now = std::time::Instant::now();
-        if now < self.progress_at || self.pos < self.seen {
+        if now < self.progress_at {
             return;
         }
         self.progress_at = now + PROGRESS_EVERY;

@@ -200,8 +200,10 @@ impl Store {
             StoreError::Db(m) => StoreError::Db(format!("{m} (in {})", dir.display())),
             other => other,
         };
+        // warpd holds its daemon lock by now: no other process of ours is
+        // writing a snapshot here.
+        remove_unfinished_snapshots(dir);
         let db = loop {
-            remove_unfinished_snapshots(dir);
             // No background flusher: durability comes from the explicit
             // flushes (session start, end and status changes, every 4096
             // events or second), and without that thread holding the
